@@ -1,0 +1,296 @@
+"""What a release costs, in dp_accounting's vocabulary.
+
+Every spend in a ledger is a ``dp_accounting.DpEvent``: DP-SGD is a Poisson-sampled
+Gaussian composed over the steps that ran, a noisy count is a Gaussian or Laplace
+event. One language for training and analytics, so one accountant composes both.
+
+Events are stored as JSON. Only the event types below are accepted when reading JSON
+back (never ``DpEvent.from_named_tuple``, which imports whatever module a file names):
+a ledger file is data, not code.
+
+>>> event = dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01, steps=1000)
+>>> event_from_json(event_to_json(event)) == event
+True
+>>> describe_event(gaussian_event(noise_multiplier=2.0))
+'Gaussian noise with standard deviation 2 x sensitivity'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from typing import Any
+
+import dp_accounting as dpa
+
+from privacy_budgets.errors import InvalidMechanism
+
+# The neighbouring relation every event in this package assumes: two datasets are
+# neighbours when one holds one more patient than the other.
+NEIGHBOURING_RELATION = "add or remove one patient"
+
+_EVENT_FORMAT = "dp_accounting/0.6"
+
+
+def dpsgd_event(*, noise_multiplier: float, sampling_rate: float, steps: int) -> dpa.DpEvent:
+    """DP-SGD as it runs in Opacus: ``steps`` Poisson-sampled Gaussian steps.
+
+    ``noise_multiplier`` is the noise standard deviation over the clipping norm;
+    ``sampling_rate`` is each patient's probability of being in a step's batch.
+    Zero steps cost nothing and give a ``NoOpDpEvent``.
+    """
+    _check_positive("noise_multiplier", noise_multiplier)
+    _check_probability("sampling_rate", sampling_rate)
+    _check_count("steps", steps)
+    if steps == 0:
+        return dpa.NoOpDpEvent()
+    step = dpa.PoissonSampledDpEvent(
+        sampling_probability=float(sampling_rate),
+        event=dpa.GaussianDpEvent(noise_multiplier=float(noise_multiplier)),
+    )
+    return dpa.SelfComposedDpEvent(event=step, count=int(steps))
+
+
+def gaussian_event(*, noise_multiplier: float, count: int = 1) -> dpa.DpEvent:
+    """Gaussian noise with standard deviation ``noise_multiplier`` x L2 sensitivity."""
+    _check_positive("noise_multiplier", noise_multiplier)
+    _check_count("count", count)
+    event = dpa.GaussianDpEvent(noise_multiplier=float(noise_multiplier))
+    return event if count == 1 else dpa.SelfComposedDpEvent(event=event, count=int(count))
+
+
+def laplace_event(*, noise_multiplier: float, count: int = 1) -> dpa.DpEvent:
+    """Laplace noise with scale ``noise_multiplier`` x L1 sensitivity (pure DP)."""
+    _check_positive("noise_multiplier", noise_multiplier)
+    _check_count("count", count)
+    event = dpa.LaplaceDpEvent(parameter=float(noise_multiplier))
+    return event if count == 1 else dpa.SelfComposedDpEvent(event=event, count=int(count))
+
+
+def composed_event(events: list[dpa.DpEvent]) -> dpa.DpEvent:
+    """Several releases made together, charged as one entry."""
+    return dpa.ComposedDpEvent(events=list(events))
+
+
+# --- JSON -------------------------------------------------------------------------
+
+_LEAF_FIELDS: dict[type, tuple[str, ...]] = {
+    dpa.GaussianDpEvent: ("noise_multiplier",),
+    dpa.LaplaceDpEvent: ("parameter",),
+    dpa.NoOpDpEvent: (),
+}
+_SUPPORTED = ", ".join(
+    sorted(
+        [c.__name__ for c in _LEAF_FIELDS]
+        + ["PoissonSampledDpEvent", "SelfComposedDpEvent", "ComposedDpEvent"]
+    )
+)
+
+
+def event_to_json(event: dpa.DpEvent) -> dict[str, Any]:
+    """A plain, JSON-ready dict for an event (validated on the way out)."""
+    validate_event(event)
+    return {"format": _EVENT_FORMAT, "event": _to_plain(event)}
+
+
+def event_from_json(data: dict[str, Any] | str) -> dpa.DpEvent:
+    """Rebuild an event written by :func:`event_to_json` (a dict or its JSON text)."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise InvalidMechanism(
+                f"A mechanism must be JSON written by event_to_json; got unreadable text "
+                f"({err}). Re-export the entry from its ledger."
+            ) from err
+    if not isinstance(data, dict) or data.get("format") != _EVENT_FORMAT:
+        raise InvalidMechanism(
+            f"A mechanism must carry format '{_EVENT_FORMAT}'; got {str(data)[:120]!r}. "
+            "Write it with privacy_budgets.mechanisms.event_to_json."
+        )
+    event = _from_plain(data.get("event"))
+    validate_event(event)
+    return event
+
+
+def canonical_json(event: dpa.DpEvent) -> str:
+    """Deterministic JSON text of an event: equal events give equal text."""
+    return json.dumps(event_to_json(event), sort_keys=True, separators=(",", ":"))
+
+
+def _to_plain(event: dpa.DpEvent) -> dict[str, Any]:
+    name = type(event).__name__
+    if type(event) in _LEAF_FIELDS:
+        return {"type": name, **{f: getattr(event, f) for f in _LEAF_FIELDS[type(event)]}}
+    if isinstance(event, dpa.PoissonSampledDpEvent):
+        return {
+            "type": name,
+            "sampling_probability": event.sampling_probability,
+            "event": _to_plain(event.event),
+        }
+    if isinstance(event, dpa.SelfComposedDpEvent):
+        return {"type": name, "count": event.count, "event": _to_plain(event.event)}
+    if isinstance(event, dpa.ComposedDpEvent):
+        return {"type": name, "events": [_to_plain(e) for e in event.events]}
+    raise InvalidMechanism(
+        f"Mechanism {name} is not supported by the ledger. Supported: {_SUPPORTED}."
+    )
+
+
+def _from_plain(plain: Any) -> dpa.DpEvent:
+    if not isinstance(plain, dict) or "type" not in plain:
+        raise InvalidMechanism(f"A mechanism needs a 'type'; got {str(plain)[:120]!r}.")
+    name = plain["type"]
+    try:
+        if name == "GaussianDpEvent":
+            return dpa.GaussianDpEvent(noise_multiplier=float(plain["noise_multiplier"]))
+        if name == "LaplaceDpEvent":
+            return dpa.LaplaceDpEvent(parameter=float(plain["parameter"]))
+        if name == "NoOpDpEvent":
+            return dpa.NoOpDpEvent()
+        if name == "PoissonSampledDpEvent":
+            return dpa.PoissonSampledDpEvent(
+                sampling_probability=float(plain["sampling_probability"]),
+                event=_from_plain(plain["event"]),
+            )
+        if name == "SelfComposedDpEvent":
+            return dpa.SelfComposedDpEvent(
+                event=_from_plain(plain["event"]), count=_as_count(plain["count"])
+            )
+        if name == "ComposedDpEvent":
+            return dpa.ComposedDpEvent(events=[_from_plain(e) for e in plain["events"]])
+    except KeyError as missing:
+        raise InvalidMechanism(f"Mechanism {name} is missing its field {missing}.") from None
+    except (TypeError, ValueError) as err:
+        raise InvalidMechanism(f"Mechanism {name} has a field of the wrong type: {err}.") from None
+    raise InvalidMechanism(
+        f"Unknown mechanism {name!r}: the ledger accepts {_SUPPORTED}. "
+        "Describe the release with one of these (see privacy_budgets.mechanisms)."
+    )
+
+
+def _as_count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"count must be a whole number, got {value!r}")
+    return int(value)
+
+
+# --- validation -------------------------------------------------------------------
+
+
+def validate_event(event: dpa.DpEvent) -> None:
+    """Raise :class:`InvalidMechanism` unless every parameter of ``event`` is sound."""
+    if isinstance(event, dpa.GaussianDpEvent):
+        _check_positive("noise_multiplier", event.noise_multiplier)
+    elif isinstance(event, dpa.LaplaceDpEvent):
+        _check_positive("Laplace parameter", event.parameter)
+    elif isinstance(event, dpa.NoOpDpEvent):
+        pass
+    elif isinstance(event, dpa.PoissonSampledDpEvent):
+        _check_probability("sampling_probability", event.sampling_probability)
+        validate_event(event.event)
+    elif isinstance(event, dpa.SelfComposedDpEvent):
+        _check_count("count", event.count)
+        validate_event(event.event)
+    elif isinstance(event, dpa.ComposedDpEvent):
+        for inner in event.events:
+            validate_event(inner)
+    else:
+        raise InvalidMechanism(
+            f"Mechanism {type(event).__name__} is not supported by the ledger. "
+            f"Supported: {_SUPPORTED}."
+        )
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidMechanism(f"{name} must be a number; got {value!r}.")
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidMechanism(
+            f"{name} must be a finite number above 0; got {value!r}. "
+            "Noise of zero or below gives no privacy: choose a positive noise scale."
+        )
+
+
+def _check_probability(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidMechanism(f"{name} must be a number; got {value!r}.")
+    if not math.isfinite(value) or not 0 < value <= 1:
+        raise InvalidMechanism(
+            f"{name} must lie in (0, 1]; got {value!r}. It is the chance that one "
+            "patient's record is used in a step: batch size / number of records."
+        )
+
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidMechanism(f"{name} must be a whole number >= 0; got {value!r}.")
+
+
+# --- composition helpers ------------------------------------------------------------
+
+
+def base_counts(event: dpa.DpEvent, times: int = 1) -> Counter[str]:
+    """Flatten an event into its base mechanisms and how often each runs.
+
+    Composition is commutative, so a history is fully described by this multiset.
+    Composing ``SelfComposed(X, a*b)`` rather than ``a`` copies of
+    ``SelfComposed(X, b)`` keeps the accountant's arithmetic identical however the
+    same steps were split into rounds, and makes composition cost grow with the
+    number of distinct mechanisms, not with the number of entries.
+    """
+    counts: Counter[str] = Counter()
+    if isinstance(event, dpa.NoOpDpEvent) or times == 0:
+        return counts
+    if isinstance(event, dpa.SelfComposedDpEvent):
+        return base_counts(event.event, times * event.count)
+    if isinstance(event, dpa.ComposedDpEvent):
+        for inner in event.events:
+            counts.update(base_counts(inner, times))
+        return counts
+    counts[canonical_json(event)] += times
+    return counts
+
+
+def events_from_counts(counts: Counter[str]) -> list[dpa.DpEvent]:
+    """The inverse of :func:`base_counts`: one self-composed event per mechanism."""
+    events = []
+    for text, count in sorted(counts.items()):
+        if count <= 0:
+            continue
+        base = event_from_json(text)
+        events.append(base if count == 1 else dpa.SelfComposedDpEvent(event=base, count=count))
+    return events
+
+
+# --- words --------------------------------------------------------------------------
+
+
+def describe_event(event: dpa.DpEvent) -> str:
+    """The mechanism in words, for privacy statements and reports."""
+    if isinstance(event, dpa.NoOpDpEvent):
+        return "nothing released under a mechanism"
+    if isinstance(event, dpa.GaussianDpEvent):
+        return f"Gaussian noise with standard deviation {event.noise_multiplier:g} x sensitivity"
+    if isinstance(event, dpa.LaplaceDpEvent):
+        return f"Laplace noise with scale {event.parameter:g} x sensitivity"
+    if isinstance(event, dpa.SelfComposedDpEvent):
+        inner = event.event
+        if isinstance(inner, dpa.PoissonSampledDpEvent) and isinstance(
+            inner.event, dpa.GaussianDpEvent
+        ):
+            return (
+                f"DP-SGD: {event.count} steps, each on a Poisson sample of "
+                f"{inner.sampling_probability:.4g} of the records, gradients clipped and "
+                f"noised with multiplier {inner.event.noise_multiplier:.4g}"
+            )
+        return f"{event.count} x ({describe_event(inner)})"
+    if isinstance(event, dpa.PoissonSampledDpEvent):
+        return (
+            f"{describe_event(event.event)}, on a Poisson sample of "
+            f"{event.sampling_probability:.4g} of the records"
+        )
+    if isinstance(event, dpa.ComposedDpEvent):
+        return "; ".join(describe_event(e) for e in event.events)
+    return type(event).__name__
