@@ -1,0 +1,1 @@
+"""The coordinator side: a Flower ServerApp that runs studies and mirrors receipts."""

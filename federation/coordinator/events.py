@@ -1,0 +1,71 @@
+"""What the coordinator learns as a study runs, in plain data for any observer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from flwr.app import Message
+
+from federation.node.replies import REFUSAL_KEY
+
+
+@dataclass(frozen=True)
+class SiteReply:
+    """One site's answer to one message: trained/evaluated, refused, or failed."""
+
+    site_id: str
+    status: str  # "ok" | "refused" | "failed"
+    kind: str = ""  # for refusals: budget | policy | error
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    receipts: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def from_message(cls, msg: Message, *, node_names: dict[int, str]) -> SiteReply:
+        node = msg.metadata.src_node_id
+        fallback = node_names.get(node, f"node {node}")
+        if msg.has_error():
+            return cls(site_id=fallback, status="failed", kind="error", reason=msg.error.reason)
+        content = msg.content
+        if REFUSAL_KEY in content:
+            r = content[REFUSAL_KEY]
+            return cls(site_id=str(r["site-id"]), status="refused", kind=str(r["kind"]), reason=str(r["reason"]))
+        site = dict(content["site"])
+        metrics = {k: float(v) for k, v in dict(content["metrics"]).items()}
+        receipts = tuple(json.loads(str(site.pop("receipts", "[]"))))
+        return cls(site_id=str(site.pop("site-id")), status="ok", metrics=metrics, info=site, receipts=receipts)
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """A finished round: every site's training and evaluation reply."""
+
+    round: int
+    rounds: int
+    train: tuple[SiteReply, ...]
+    evaluate: tuple[SiteReply, ...]
+    seconds: float
+
+    def weighted(self, metric: str) -> float:
+        rows = [r for r in self.evaluate if r.status == "ok" and metric in r.metrics]
+        total = sum(r.metrics["num-examples"] for r in rows)
+        if not total:
+            return float("nan")
+        return sum(r.metrics[metric] * r.metrics["num-examples"] for r in rows) / total
+
+
+class StudyObserver(Protocol):
+    def round_finished(self, report: RoundReport) -> None: ...
+
+    def study_stopped(self, reason: str) -> None: ...
+
+
+class NullObserver:
+    def round_finished(self, report: RoundReport) -> None:
+        pass
+
+    def study_stopped(self, reason: str) -> None:
+        pass

@@ -1,0 +1,61 @@
+"""The coordinator's Flower ServerApp for a private training study."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from flwr.app import ArrayRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from federation.coordinator.events import StudyObserver
+from federation.coordinator.study_loop import StudyOutcome, run_training
+from federation.features import FeatureEncoder
+from federation.models import build_model
+from federation.spec import TrainingSpec
+
+
+def initial_arrays(*, spec: TrainingSpec, encoder: FeatureEncoder) -> ArrayRecord:
+    """The starting model, made at the coordinator from public information only."""
+    torch.manual_seed(spec.split_seed)
+    model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
+    return ArrayRecord(model.state_dict())
+
+
+@dataclass
+class OutcomeBox:
+    """Carries the study's outcome out of the ServerApp's thread."""
+
+    outcome: StudyOutcome | None = None
+    errors: list[BaseException] = field(default_factory=list)
+
+
+def build_server_app(
+    *,
+    spec: TrainingSpec,
+    encoder: FeatureEncoder,
+    n_sites: int,
+    observer: StudyObserver | None = None,
+    box: OutcomeBox | None = None,
+) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        try:
+            outcome = run_training(
+                grid=grid,
+                spec=spec,
+                encoder=encoder,
+                initial_arrays=initial_arrays(spec=spec, encoder=encoder),
+                n_sites=n_sites,
+                observer=observer,
+            )
+        except BaseException as err:  # re-raised in the caller's thread
+            if box is not None:
+                box.errors.append(err)
+            raise
+        if box is not None:
+            box.outcome = outcome
+
+    return app

@@ -1,0 +1,100 @@
+"""The coordinator's round loop, over any Flower Grid (simulation or deployment).
+
+Flower's strategies aggregate; this loop adds what a private study needs around
+them: it tells refusals from failures, mirrors every site's spend receipts, reports
+each round to an observer, and stops cleanly when a site says its budget would be
+exceeded, before any round that would cross a cap.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord
+from flwr.serverapp import Grid
+
+from federation.coordinator.events import NullObserver, RoundReport, SiteReply, StudyObserver
+from federation.coordinator.strategies import build_strategy
+from federation.features import FeatureEncoder
+from federation.spec import TrainingSpec
+
+
+@dataclass
+class StudyOutcome:
+    arrays: ArrayRecord
+    rounds: list[RoundReport] = field(default_factory=list)
+    receipts: list[dict[str, Any]] = field(default_factory=list)
+    stopped_reason: str = ""
+
+    @property
+    def completed_rounds(self) -> int:
+        return sum(1 for r in self.rounds if any(s.status == "ok" for s in r.train))
+
+
+def _wait_for_sites(grid: Grid, n_sites: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < n_sites:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"only {len(nodes)} of {n_sites} sites connected within {timeout:.0f} s; "
+                "check that every site's node is started and registered."
+            )
+        time.sleep(0.2)
+    return nodes
+
+
+def run_training(
+    *,
+    grid: Grid,
+    spec: TrainingSpec,
+    encoder: FeatureEncoder,
+    initial_arrays: ArrayRecord,
+    n_sites: int,
+    observer: StudyObserver | None = None,
+    timeout: float = 600.0,
+) -> StudyOutcome:
+    observer = observer or NullObserver()
+    _wait_for_sites(grid, n_sites, timeout)
+    strategy = build_strategy(spec=spec, n_sites=n_sites)
+    node_names: dict[int, str] = {}
+    config = {**spec.to_config(), "feature-encoder": encoder.to_json()}
+    outcome = StudyOutcome(arrays=initial_arrays)
+    arrays = initial_arrays
+
+    for server_round in range(1, spec.rounds + 1):
+        started = time.monotonic()
+        messages = strategy.configure_train(server_round, arrays, ConfigRecord(config), grid)
+        replies = list(grid.send_and_receive(messages=messages, timeout=timeout))
+        train = [SiteReply.from_message(m, node_names=node_names) for m in replies]
+        for msg, reply in zip(replies, train):
+            node_names.setdefault(msg.metadata.src_node_id, reply.site_id)
+            outcome.receipts.extend(reply.receipts)
+        trained = [m for m, r in zip(replies, train) if r.status == "ok"]
+        if trained:
+            new_arrays, _ = strategy.aggregate_train(server_round, trained)
+            if new_arrays is not None:
+                arrays = outcome.arrays = new_arrays
+
+        messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(config), grid)
+        eval_replies = list(grid.send_and_receive(messages=messages, timeout=timeout))
+        evaluate = [SiteReply.from_message(m, node_names=node_names) for m in eval_replies]
+        for reply in evaluate:
+            outcome.receipts.extend(reply.receipts)
+
+        report = RoundReport(server_round, spec.rounds, tuple(train), tuple(evaluate), time.monotonic() - started)
+        outcome.rounds.append(report)
+        observer.round_finished(report)
+
+        problems = [r for r in train if r.status != "ok"]
+        if problems:
+            # Stop rather than go on without a site: the study's sites were approved
+            # together, and a site out of budget should not silently drop out.
+            outcome.stopped_reason = " ".join(
+                f"Site {r.site_id} {'refused' if r.status == 'refused' else 'failed'} round "
+                f"{server_round}: {r.reason}" for r in problems
+            )
+            observer.study_stopped(outcome.stopped_reason)
+            break
+    return outcome

@@ -1,0 +1,1 @@
+"""The site side: a Flower ClientApp that gates, trains, charges and answers."""

@@ -1,0 +1,37 @@
+"""The site's Flower ClientApp.
+
+``build_client_app`` is used by the simulation (sites mapped from partition ids);
+the module-level ``app`` is what a hospital's SuperNode runs, locating its data and
+state from the node config that hospital IT wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from federation.node.evaluation_task import handle_evaluate
+from federation.node.site import SiteConfig, resolve_from_node_config
+from federation.node.training_task import handle_train
+
+SiteResolver = Callable[[dict[str, Any]], SiteConfig]
+
+
+def build_client_app(*, resolve_site: SiteResolver = resolve_from_node_config) -> ClientApp:
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return handle_train(msg, resolve_site(dict(context.node_config)))
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return handle_evaluate(msg, resolve_site(dict(context.node_config)))
+
+    return app
+
+
+app = build_client_app()

@@ -1,0 +1,136 @@
+"""The train handler: policy gate, reserve, DP-SGD, commit, reply.
+
+Nothing touches the data before the site has decided the task is allowed, and no
+update leaves before its cost is committed in the site's own ledger.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+
+from privacy_budgets import BudgetExceeded, Ledger
+from privacy_budgets.mechanisms import dpsgd_event
+
+from federation.dp_sgd import train_round
+from federation.features import FeatureEncoder
+from federation.models import build_model
+from federation.node.data_access import site_arrays
+from federation.node.plan import PlanRefused, site_plan
+from federation.node.replies import refusal, site_record
+from federation.node.site import SiteConfig
+from federation.spec import SpecError, TrainingSpec
+
+
+def handle_train(msg: Message, site: SiteConfig) -> Message:
+    config = msg.content["config"]
+    server_round = int(config["server-round"])
+    try:
+        spec = TrainingSpec.from_config(config)
+        encoder = FeatureEncoder.from_json(str(config["feature-encoder"]))
+    except (SpecError, KeyError, ValueError) as err:
+        return refusal(msg, site_id=site.site_id, kind="policy", reason=f"malformed training request: {err}")
+
+    if server_round > spec.rounds:
+        return refusal(
+            msg, site_id=site.site_id, kind="policy",
+            reason=f"round {server_round} is beyond the {spec.rounds} rounds this site planned its noise for.",
+        )
+
+    torch.set_num_threads(1)  # one CPU per simulated site; more only oversubscribes
+    arrays = site_arrays(site=site, spec=spec, encoder=encoder)
+    n_train = len(arrays.y_train)
+    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+        try:
+            plan = site_plan(
+                ledger=ledger, spec=spec, dataset=site.dataset, n_train=n_train, plans_dir=site.plans_dir
+            )
+            planned = dpsgd_event(
+                noise_multiplier=plan.noise_multiplier,
+                sampling_rate=plan.sampling_rate,
+                steps=plan.steps_per_round,
+            )
+            reservation = ledger.reserve(
+                dataset=site.dataset,
+                project=spec.project,
+                event=planned,
+                actor=spec.coordinator,
+                purpose=f"federated training, round {server_round} of {spec.rounds}: model update",
+                run_id=spec.run_id,
+                round=server_round,
+            )
+        except (BudgetExceeded, PlanRefused) as err:
+            return refusal(msg, site_id=site.site_id, kind="budget", reason=str(err))
+
+        try:
+            model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
+            model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+            outcome = train_round(
+                model=model,
+                x=arrays.x_train,
+                y=arrays.y_train,
+                noise_multiplier=plan.noise_multiplier,
+                max_grad_norm=spec.max_grad_norm,
+                batch_size=spec.batch_size,
+                local_epochs=spec.local_epochs,
+                learning_rate=spec.learning_rate,
+                momentum=spec.momentum,
+                grad_sample_mode=spec.grad_sample_mode,
+            )
+        except Exception as err:
+            ledger.abort(reservation, reason=f"training failed before any release: {err!r}")
+            return refusal(msg, site_id=site.site_id, kind="error", reason=f"local training failed: {err}")
+
+        # Charge the steps that ran, at the sampling rate the loader actually used.
+        spent = ledger.commit(
+            reservation,
+            event=dpsgd_event(
+                noise_multiplier=plan.noise_multiplier,
+                sampling_rate=outcome.sampling_rate,
+                steps=outcome.steps,
+            ),
+        )
+        receipts = [ledger.receipt(spent).to_dict()]
+        if server_round == 1:
+            declared = ledger.record_uncovered(
+                dataset=site.dataset,
+                project=spec.project,
+                what=f"number of training records ({n_train}), sent with every round's update as the FedAvg weight",
+                actor=spec.coordinator,
+                purpose="federated training: aggregation weight",
+                run_id=spec.run_id,
+                round=server_round,
+                details={"num_examples": n_train},
+            )
+            receipts.append(ledger.receipt(declared).to_dict())
+        epsilon_project = ledger.spent(dataset=site.dataset, project=spec.project)
+        epsilon_dataset = ledger.spent(dataset=site.dataset)
+
+    metrics = MetricRecord(
+        {
+            "num-examples": n_train,
+            "train-loss": outcome.mean_loss,
+            "steps": outcome.steps,
+            "epsilon-project": epsilon_project,
+            "epsilon-dataset": epsilon_dataset,
+        }
+    )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(outcome.state_dict),
+            "metrics": metrics,
+            "site": site_record(
+                site_id=site.site_id,
+                receipts=receipts,
+                dataset=site.dataset,
+                delta=plan.delta,
+                **{
+                    "noise-multiplier": plan.noise_multiplier,
+                    "sampling-rate": outcome.sampling_rate,
+                    "steps": outcome.steps,
+                    "empty-batches": outcome.empty_batches,
+                },
+            ),
+        }
+    )
+    return Message(content=content, reply_to=msg)

@@ -1,0 +1,102 @@
+"""The one console script, ``workbench``. Each package owns its sub-commands:
+``data`` (datasets_synthetic), ``budget`` (privacy_budgets); ``study`` and ``demo``
+live here. Imports stay light until a command runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from datasets_synthetic.cli import app as data_app
+from privacy_budgets.cli import app as budget_app
+
+app = typer.Typer(
+    name="workbench",
+    help="Privacy-preserving research on hospital data: federated DP training, DP analytics, budget ledgers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data")
+app.add_typer(budget_app, name="budget")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _check_study_args(epsilon: float, rounds: int, data: Optional[Path]) -> None:
+    import math
+
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        _fail(f"--epsilon must be a positive number (each hospital's total for the study); got {epsilon}.")
+    if rounds < 1:
+        _fail(f"--rounds must be at least 1; got {rounds}.")
+    if data is not None and not data.is_dir():
+        _fail(f"--data must be a folder of per-site files; {str(data)!r} is not a folder. "
+              "Make one with `workbench data synth --out DIR` or `workbench data uci --out DIR`.")
+
+
+def _run_study(**kwargs) -> None:
+    from datasets_synthetic import DataDictionaryError, DataValidationError
+    from federation.spec import SpecError
+    from privacy_budgets.errors import PrivacyBudgetError
+
+    from workbench.study import run_study
+
+    try:
+        run_study(echo=typer.echo, **kwargs)
+    except (DataValidationError, DataDictionaryError, SpecError, PrivacyBudgetError, KeyError) as err:
+        _fail(str(err).strip("'\""))
+
+
+@app.command()
+def study(
+    data: Path = typer.Option(..., help="Folder of per-site files (CSV or Parquet) with data_dictionary.json."),
+    target: Optional[str] = typer.Option(None, help="Binary outcome column (default: the dictionary's target)."),
+    epsilon: float = typer.Option(..., help="Each hospital's total epsilon for the whole study."),
+    rounds: int = typer.Option(5, help="Federated rounds."),
+    out: Path = typer.Option(..., help="Folder for ledgers, receipts and summary.json."),
+    project: str = typer.Option("study", help="Project name the ledgers charge."),
+    delta: float = typer.Option(1e-5, help="Delta of each hospital's dataset."),
+    site_cap: float = typer.Option(10.0, help="Lifetime epsilon cap of each simulated hospital."),
+    strategy: str = typer.Option("fedavg", help="fedavg, fedadam or fedyogi."),
+    model: str = typer.Option("mlp", help="mlp or logreg."),
+    baselines: bool = typer.Option(True, help="Also train non-private pooled and local-only baselines."),
+) -> None:
+    """Run a private federated study on a folder of per-site files (simulation engine)."""
+    _check_study_args(epsilon, rounds, data)
+    _run_study(data=data, target=target, epsilon=epsilon, rounds=rounds, out=out, project=project,
+               delta=delta, site_cap=site_cap, strategy=strategy, model=model, baselines=baselines)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("out/demo"), help="Folder for data, ledgers, receipts and summary.json."),
+    sites: int = typer.Option(4, help="Synthetic hospitals."),
+    rows: int = typer.Option(5000, help="Patients per hospital, on average."),
+    epsilon: float = typer.Option(1.0, help="Each hospital's total epsilon for the study."),
+    rounds: int = typer.Option(5, help="Federated rounds."),
+    seed: int = typer.Option(7, help="Seed of the synthetic hospitals."),
+    project: str = typer.Option("", help="Project name (default: demo-<time>, a new study each run)."),
+) -> None:
+    """The same study on freshly generated synthetic hospitals."""
+    import time
+
+    _check_study_args(epsilon, rounds, None)
+    if sites < 1:
+        _fail(f"--sites must be at least 1; got {sites}.")
+    _run_study(data=None, epsilon=epsilon, rounds=rounds, out=out,
+               project=project or time.strftime("demo-%Y%m%d-%H%M%S"),
+               simulate_sites=sites, simulate_rows=rows, seed=seed)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

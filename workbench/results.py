@@ -1,0 +1,86 @@
+"""What a training returns: a history, the model, per-site numbers, the receipts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from federation.spec import TrainingSpec
+
+
+@dataclass
+class TrainingResult:
+    """The outcome of ``Workbench.train``.
+
+    ``history`` has one row per round and site (metrics on the site's held-out rows
+    and the epsilon the site's ledger reports after that round); ``evaluation`` is
+    the last round; ``model`` is the trained torch model; ``receipts`` are the
+    sites' signed spend receipts as the coordinator mirrors them.
+    """
+
+    spec: TrainingSpec
+    history: pd.DataFrame
+    model: nn.Module
+    receipts: list[dict[str, Any]] = field(default_factory=list)
+    stopped_reason: str = ""
+    feature_names: list[str] = field(default_factory=list)
+
+    @property
+    def evaluation(self) -> pd.DataFrame:
+        if self.history.empty:
+            return self.history
+        last = self.history[self.history["status"] == "ok"]["round"].max()
+        return self.history[self.history["round"] == last].reset_index(drop=True)
+
+    def weighted(self) -> pd.DataFrame:
+        """Per round: metrics averaged over sites, weighted by held-out rows."""
+        h = self.history[self.history["status"] == "ok"].copy()
+        out = []
+        for rnd, g in h.groupby("round"):
+            w = g["num_test"]
+            out.append(
+                {
+                    "round": rnd,
+                    **{m: float((g[m] * w).sum() / w.sum()) for m in ("loss", "accuracy", "auc")},
+                    "max_epsilon": float(g["epsilon_project"].max()),
+                }
+            )
+        return pd.DataFrame(out)
+
+    def epsilon(self) -> pd.DataFrame:
+        """Each site's epsilon for this project and for its dataset over all projects."""
+        ev = self.evaluation
+        return ev[["site", "epsilon_project", "epsilon_dataset"]].reset_index(drop=True)
+
+    def _statement(self) -> str:
+        eps = self.epsilon()
+        worst = eps["epsilon_project"].max() if not eps.empty else float("nan")
+        return (
+            f"Each hospital's patients are protected by record-level differential privacy: "
+            f"at most epsilon {worst:.3g} at delta {self.spec.delta:g} per hospital for this "
+            f"study (add or remove one patient), as composed by each hospital's own ledger "
+            f"from the DP-SGD steps that ran. Row counts and evaluation metrics were released "
+            f"without noise and are listed as such in each ledger."
+        )
+
+    def __repr__(self) -> str:
+        w = self.weighted()
+        last = w.iloc[-1] if not w.empty else None
+        head = (
+            f"TrainingResult(project={self.spec.project!r}, rounds={len(w)}/{self.spec.rounds}, "
+            + (f"weighted AUC={last['auc']:.3f}, accuracy={last['accuracy']:.3f})" if last is not None else "no rounds)")
+        )
+        stop = f"\nStopped: {self.stopped_reason}" if self.stopped_reason else ""
+        return f"{head}\n{self.epsilon().to_string(index=False)}\n{self._statement()}{stop}"
+
+    def _repr_html_(self) -> str:
+        stop = f"<p style='color:#a00'><b>Stopped:</b> {self.stopped_reason}</p>" if self.stopped_reason else ""
+        return (
+            f"<h4>Training result: project <code>{self.spec.project}</code></h4>{stop}"
+            f"<p>{self._statement()}</p>"
+            f"<b>Per round (weighted over sites)</b>{self.weighted().to_html(index=False, float_format='%.4f')}"
+            f"<b>Final round, per site</b>{self.evaluation.to_html(index=False, float_format='%.4f')}"
+        )

@@ -1,0 +1,196 @@
+"""The notebook front door: one object per federation of hospitals.
+
+>>> wb = Workbench.simulate(sites=3, rows=400, workdir=tmp)      # doctest: +SKIP
+>>> result = wb.train(target_epsilon=1.0, rounds=3)               # doctest: +SKIP
+>>> wb.budget()                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from datasets_synthetic import DataDictionary, generate_hospitals, load_sites, write_hospitals
+from privacy_budgets import Ledger
+
+from federation.features import FeatureEncoder, SiteArrays
+from federation.node.data_access import site_arrays
+from federation.node.site import SiteConfig
+from federation.spec import TrainingSpec
+from workbench.progress import ProgressObserver
+from workbench.results import TrainingResult
+
+SIMULATED_SITE_IT = "site IT (simulated)"
+SIMULATED_ETHICS_BOARD = "ethics board (simulated)"
+
+
+def with_target(dictionary: DataDictionary, target: str) -> DataDictionary:
+    """The same dictionary with ``target`` as the outcome to predict."""
+    dictionary.column(target)  # clear KeyError for an unknown column
+    columns = []
+    for col in dictionary.columns:
+        if col.name == target:
+            col = dataclasses.replace(col, role="target")
+        elif col.role == "target":
+            col = dataclasses.replace(col, role="target_detail")
+        columns.append(col)
+    return dataclasses.replace(dictionary, columns=tuple(columns))
+
+
+class Workbench:
+    """Hospitals, their ledgers, and the studies run across them."""
+
+    def __init__(self, *, sites: list[SiteConfig], dictionary: DataDictionary, workdir: Path) -> None:
+        self._sites = sites
+        self.dictionary = dictionary
+        self.workdir = workdir
+
+    # --- construction -------------------------------------------------------------
+
+    @classmethod
+    def simulate(
+        cls,
+        *,
+        data: str | Path | None = None,
+        sites: int = 4,
+        rows: int = 5000,
+        seed: int = 7,
+        workdir: str | Path = "runs/simulation",
+        site_cap: float = 10.0,
+        delta: float = 1e-5,
+    ) -> Workbench:
+        """Hospitals simulated on this machine, on Flower's simulation engine.
+
+        ``data`` is a folder of per-site files with a ``data_dictionary.json``; when
+        omitted, ``sites`` synthetic hospitals of about ``rows`` patients are made
+        (deterministic for ``seed``). Every site gets a ledger under ``workdir``;
+        a site without a cap gets ``site_cap`` (set as its IT would, and recorded).
+        """
+        workdir = Path(workdir)
+        if data is None:
+            data = workdir / "data"
+            if not (data / "data_dictionary.json").exists():
+                write_hospitals(generate_hospitals(sites=sites, rows=rows, seed=seed), out=data)
+        data = Path(data)
+        loaded = load_sites(folder=data)  # validates every file before anything runs
+        dictionary = DataDictionary.load(data / "data_dictionary.json")
+        configs = [
+            SiteConfig(
+                site_id=site_id,
+                data_path=s.path,
+                state_dir=workdir / "sites" / site_id,
+                dictionary_path=data / "data_dictionary.json",
+            )
+            for site_id, s in sorted(loaded.items())
+        ]
+        for site in configs:
+            with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+                if ledger.cap(dataset=site.dataset) is None:
+                    ledger.set_cap(
+                        dataset=site.dataset,
+                        epsilon=site_cap,
+                        delta=delta,
+                        actor=SIMULATED_SITE_IT,
+                        reason="lifetime cap of a simulated hospital",
+                    )
+        return cls(sites=configs, dictionary=dictionary, workdir=workdir)
+
+    # --- looking ------------------------------------------------------------------
+
+    @property
+    def sites(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [{"site": s.site_id, "dataset": s.dataset, "data": str(s.data_path), "ledger": str(s.ledger_path)}
+             for s in self._sites]
+        )
+
+    def site_configs(self) -> list[SiteConfig]:
+        return list(self._sites)
+
+    def ledger(self, site: str) -> Ledger:
+        for s in self._sites:
+            if s.site_id == site:
+                return Ledger.open(s.ledger_path, site_id=s.site_id)
+        raise KeyError(f"no site {site!r}; sites are {', '.join(s.site_id for s in self._sites)}.")
+
+    def budget(self) -> pd.DataFrame:
+        """Every site's ledger status: caps, allocations, spent, remaining."""
+        frames = []
+        for s in self._sites:
+            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+                status = ledger.status()
+            status.insert(0, "site", s.site_id)
+            frames.append(status)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    # --- doing --------------------------------------------------------------------
+
+    def allocate(self, *, project: str, epsilon: float, actor: str = SIMULATED_ETHICS_BOARD, reason: str = "") -> None:
+        """Grant ``project`` an allocation of ``epsilon`` at every site."""
+        for s in self._sites:
+            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+                ledger.allocate(
+                    dataset=s.dataset, project=project, epsilon=epsilon, actor=actor,
+                    reason=reason or f"allocation for study {project}",
+                )
+
+    def train(
+        self,
+        *,
+        target_epsilon: float,
+        rounds: int,
+        project: str | None = None,
+        target: str | None = None,
+        verbose: bool = False,
+        on_round: Any = None,
+        **hyperparameters: Any,
+    ) -> TrainingResult:
+        """Train a model across the sites with DP-SGD at every site.
+
+        ``target_epsilon`` is each site's total for this project. A project without
+        an allocation is granted exactly that at each site (as a simulated ethics
+        board would); the sites' ledgers refuse anything beyond their caps.
+        """
+        from federation.models import build_model
+        from federation.simulation import run_simulated_training
+
+        project = project or f"study-{uuid.uuid4().hex[:6]}"
+        spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
+        encoder = self.encoder(target=target)
+        for s in self._sites:
+            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+                if ledger.allocation(dataset=s.dataset, project=project) is None:
+                    ledger.allocate(
+                        dataset=s.dataset, project=project, epsilon=target_epsilon,
+                        actor=SIMULATED_ETHICS_BOARD, reason=f"allocation for study {project}",
+                    )
+        observer = ProgressObserver(rounds=rounds, on_round=on_round)
+        try:
+            outcome = run_simulated_training(
+                sites=self._sites, spec=spec, encoder=encoder, observer=observer, verbose=verbose
+            )
+        finally:
+            observer.close()
+        model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
+        model.load_state_dict(outcome.arrays.to_torch_state_dict())
+        return TrainingResult(
+            spec=spec,
+            history=observer.history(),
+            model=model,
+            receipts=outcome.receipts,
+            stopped_reason=outcome.stopped_reason,
+            feature_names=encoder.feature_names,
+        )
+
+    def encoder(self, *, target: str | None = None) -> FeatureEncoder:
+        dictionary = with_target(self.dictionary, target) if target else self.dictionary
+        return FeatureEncoder.from_dictionary(dictionary=dictionary)
+
+    def local_arrays(self, *, spec: TrainingSpec, target: str | None = None) -> dict[str, SiteArrays]:
+        """Every site's encoded splits, read here: only a simulation can do this."""
+        encoder = self.encoder(target=target)
+        return {s.site_id: site_arrays(site=s, spec=spec, encoder=encoder) for s in self._sites}
