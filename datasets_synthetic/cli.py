@@ -83,7 +83,7 @@ def check(
             site = load_site_data(path=path, dictionary=dictionary)
         except DataValidationError as error:
             failures += 1
-            typer.echo(f"FAIL {path.name}: {' '.join(str(error).split())}", err=True)
+            typer.echo(f"FAIL {' '.join(str(error).split())}", err=True)  # the message names the file
             continue
         typer.echo(f"ok   {path.name}: {len(site.frame)} rows, fingerprint {site.fingerprint[:12]}")
         for warning in site.warnings:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping, get_args
 
@@ -266,7 +267,6 @@ class DataDictionary:
     unit_of_privacy: str = "one row per patient"
     patient_id_column: str | None = None
     max_rows_per_patient: int = 1
-    _by_name: dict[str, ColumnSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -322,7 +322,10 @@ class DataDictionary:
                 "needs patient_id_column, so a patient's rows can be told apart and bounded"
             )
         object.__setattr__(self, "columns", columns)
-        object.__setattr__(self, "_by_name", by_name)
+
+    @cached_property
+    def _by_name(self) -> dict[str, ColumnSpec]:
+        return {c.name: c for c in self.columns}
 
     # --- looking columns up -------------------------------------------------------
 

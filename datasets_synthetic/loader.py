@@ -196,11 +196,13 @@ def parse_csv(*, path: Path, content: bytes) -> pd.DataFrame:
             file=path,
             column=repeated[0],
         )
+    # Trailing blank lines are dropped; any other row must have one field per column
+    # (pandas would silently shift a row with an extra field into an index).
+    text = text.rstrip() + "\n"
+    check_field_counts(path=path, text=text, expected=len(header), rows=RowConvention(header_lines=1))
     try:
-        # Trailing blank lines are dropped; blank lines inside the file stay rows, so row
-        # numbers keep matching the file's lines.
         return pd.read_csv(
-            io.StringIO(text.rstrip() + "\n"),
+            io.StringIO(text),
             dtype=str,
             keep_default_na=False,
             na_filter=False,
@@ -212,6 +214,27 @@ def parse_csv(*, path: Path, content: bytes) -> pd.DataFrame:
             "number of comma-separated fields as the header",
             file=path,
         ) from None
+
+
+def check_field_counts(*, path: Path, text: str, expected: int, rows: RowConvention) -> None:
+    """Every data row of a CSV text has `expected` fields; else name the first row that does not."""
+    skip = rows.header_lines or 0
+    try:
+        records = list(csv.reader(io.StringIO(text), strict=True))
+    except csv.Error as error:
+        raise DataValidationError(
+            f"{path.name}: not readable as CSV ({error}); check the quoting of the cells", file=path
+        ) from None
+    for index, fields in enumerate(records):
+        if index >= skip and len(fields) != expected:
+            row = index - skip + 1
+            problem = "is blank" if not fields else f"has {len(fields)} comma-separated fields"
+            raise DataValidationError(
+                f"{path.name}, row {row}: the row {problem}, expected {expected} (one per column) "
+                f"{rows.note(row)}; fix or remove the row",
+                file=path,
+                row=row,
+            )
 
 
 def parse_parquet(*, path: Path, content: bytes) -> pd.DataFrame:

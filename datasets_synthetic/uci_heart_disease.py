@@ -11,16 +11,25 @@ narrowing > 50% in a major vessel); `num` itself (0-4) is kept with role
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from datasets_synthetic.dictionary import ColumnSpec, DataDictionary
 from datasets_synthetic.errors import DataValidationError
-from datasets_synthetic.loader import DICTIONARY_FILE, SiteData, read_site_bytes, site_data_from_raw
+from datasets_synthetic.loader import (
+    DICTIONARY_FILE,
+    SiteData,
+    check_field_counts,
+    read_site_bytes,
+    site_data_from_raw,
+)
 from datasets_synthetic.site_folder import write_site_folder
 from datasets_synthetic.validation import RowConvention
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 UCI_SITES = ("cleveland", "hungarian", "switzerland", "va")
 UCI_FILE_COLUMNS = (
@@ -117,7 +126,7 @@ def _load_uci_file(*, path: Path, site_id: str) -> SiteData:
     )
 
 
-def _parse_headerless(*, path: Path, content: bytes):  # -> pd.DataFrame
+def _parse_headerless(*, path: Path, content: bytes) -> pd.DataFrame:
     import pandas as pd
 
     try:
@@ -127,16 +136,7 @@ def _parse_headerless(*, path: Path, content: bytes):  # -> pd.DataFrame
             f"{path.name}: not readable as text (byte {error.start}); use the original UCI file",
             file=path,
         ) from None
-    expected = len(UCI_FILE_COLUMNS)
-    for line_number, fields in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if len(fields) != expected:
-            raise DataValidationError(
-                f"{path.name}, row {line_number}: {len(fields)} comma-separated fields, expected {expected} "
-                f"({', '.join(UCI_FILE_COLUMNS)}) (this file has no header, so row {line_number} is "
-                f"line {line_number}); fix the line",
-                file=path,
-                row=line_number,
-            )
+    check_field_counts(path=path, text=text, expected=len(UCI_FILE_COLUMNS), rows=RowConvention(header_lines=0))
     return pd.read_csv(
         io.StringIO(text),
         header=None,

@@ -60,6 +60,11 @@ TINY_GOOD_ROWS = (
 
 
 @pytest.fixture
+def tiny_header() -> str:
+    return TINY_HEADER
+
+
+@pytest.fixture
 def tiny_rows() -> list[str]:
     """Four valid data rows for tiny_dictionary (a fresh list per test)."""
     return list(TINY_GOOD_ROWS)
