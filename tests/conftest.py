@@ -1,0 +1,24 @@
+"""Shared fixtures: the repository root and the installed console script."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Sites have no internet: no telemetry, no update checks, in any process a test starts.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+
+
+@pytest.fixture(scope="session")
+def workbench_cli() -> list[str]:
+    """The real console script of this environment (as a newcomer runs it)."""
+    script = Path(sys.executable).with_name("workbench")
+    assert script.exists(), f"{script} is missing: install the project (make venv)"
+    return [str(script)]
