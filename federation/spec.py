@@ -42,8 +42,8 @@ class TrainingSpec:
     hidden: int = 32
     local_epochs: int = 1
     batch_size: int = 128
-    learning_rate: float = 0.5
-    momentum: float = 0.0
+    learning_rate: float = 2.0
+    momentum: float = 0.5
     max_grad_norm: float = 1.0
     strategy: str = "fedavg"
     server_learning_rate: float = 0.05

@@ -88,6 +88,7 @@ class Workbench:
             for site_id, s in sorted(loaded.items())
         ]
         for site in configs:
+            site.state_dir.mkdir(parents=True, exist_ok=True)
             with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
                 if ledger.cap(dataset=site.dataset) is None:
                     ledger.set_cap(
