@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 
 from federation.coordinator.events import StudyObserver
+from federation.coordinator.range_phase import RangeFinding
 from federation.coordinator.server_app import OutcomeBox, build_server_app
 from federation.coordinator.study_loop import StudyOutcome
 from federation.features import FeatureEncoder
@@ -46,7 +47,8 @@ def run_simulated_training(
     *,
     sites: Sequence[SiteConfig],
     spec: TrainingSpec,
-    encoder: FeatureEncoder,
+    encoder: FeatureEncoder | None,
+    range_finding: RangeFinding | None = None,
     observer: StudyObserver | None = None,
     cpus: int | None = None,
     verbose: bool = False,
@@ -59,7 +61,9 @@ def run_simulated_training(
     from flwr.simulation import run_simulation
 
     box = OutcomeBox()
-    server_app = build_server_app(spec=spec, encoder=encoder, n_sites=len(sites), observer=observer, box=box)
+    server_app = build_server_app(
+        spec=spec, encoder=encoder, n_sites=len(sites), range_finding=range_finding, observer=observer, box=box
+    )
     client_app = build_client_app(resolve_site=SimulatedSites(tuple(sites)))
     total_cpus = cpus or os.cpu_count() or 2
     backend_config = {

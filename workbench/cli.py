@@ -45,8 +45,10 @@ def _run_study(**kwargs) -> None:
     from federation.spec import SpecError
     from privacy_budgets.errors import PrivacyBudgetError
 
+    from workbench import settings
     from workbench.study import run_study
 
+    settings.progress = False  # each round prints its own line
     try:
         run_study(echo=typer.echo, **kwargs)
     except (DataValidationError, DataDictionaryError, SpecError, PrivacyBudgetError, KeyError) as err:

@@ -8,6 +8,8 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
+from datasets_synthetic import DataDictionary
+from federation.features import FeatureEncoder
 from federation.spec import TrainingSpec
 
 
@@ -26,7 +28,12 @@ class TrainingResult:
     model: nn.Module
     receipts: list[dict[str, Any]] = field(default_factory=list)
     stopped_reason: str = ""
-    feature_names: list[str] = field(default_factory=list)
+    encoder: FeatureEncoder | None = None
+    study_dictionary: DataDictionary | None = None  # when ranges came from a DP query
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.encoder.feature_names if self.encoder else []
 
     @property
     def evaluation(self) -> pd.DataFrame:

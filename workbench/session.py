@@ -8,15 +8,26 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from datasets_synthetic import DataDictionary, generate_hospitals, load_sites, write_hospitals
+from datasets_synthetic import (
+    DataDictionary,
+    DataDictionaryError,
+    UnrangedSchema,
+    generate_hospitals,
+    infer_schema_without_ranges,
+    load_sites,
+    write_hospitals,
+)
+from datasets_synthetic.loader import site_files
 from privacy_budgets import Ledger
 
+from federation.coordinator.range_phase import RangeFinding
 from federation.features import FeatureEncoder, SiteArrays
 from federation.node.data_access import site_arrays
 from federation.node.site import SiteConfig
@@ -44,9 +55,19 @@ def with_target(dictionary: DataDictionary, target: str) -> DataDictionary:
 class Workbench:
     """Hospitals, their ledgers, and the studies run across them."""
 
-    def __init__(self, *, sites: list[SiteConfig], dictionary: DataDictionary, workdir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        sites: list[SiteConfig],
+        dictionary: DataDictionary | None,
+        workdir: Path,
+        schema: UnrangedSchema | None = None,
+    ) -> None:
         self._sites = sites
+        #: The public data dictionary; None when the folder has none (ranges are
+        #: then found by a DP query charged to every site, see ``train``).
         self.dictionary = dictionary
+        self.schema = schema
         self.workdir = workdir
 
     # --- construction -------------------------------------------------------------
@@ -76,16 +97,31 @@ class Workbench:
             if not (data / "data_dictionary.json").exists():
                 write_hospitals(generate_hospitals(sites=sites, rows=rows, seed=seed), out=data)
         data = Path(data)
-        loaded = load_sites(folder=data)  # validates every file before anything runs
-        dictionary = DataDictionary.load(data / "data_dictionary.json")
+        dictionary_path = data / "data_dictionary.json"
+        schema = None
+        if dictionary_path.exists():
+            loaded = load_sites(folder=data)  # validates every file before anything runs
+            dictionary = DataDictionary.load(dictionary_path)
+            paths = {site_id: s.path for site_id, s in loaded.items()}
+        else:
+            paths = {p.stem: p for p in site_files(folder=data)}
+            schema = infer_schema_without_ranges(path=next(iter(paths.values())))
+            dictionary = None
+            text = [c.name for c in schema.columns if c.kind == "categorical"]
+            if text:
+                raise DataDictionaryError(
+                    f"{data} has no data_dictionary.json, and column(s) {', '.join(text)} hold text: "
+                    "their categories must come from a data dictionary (DP range finding covers "
+                    "numeric columns only). Write one with `workbench data dictionary` as a start."
+                )
         configs = [
             SiteConfig(
                 site_id=site_id,
-                data_path=s.path,
+                data_path=path,
                 state_dir=workdir / "sites" / site_id,
-                dictionary_path=data / "data_dictionary.json",
+                dictionary_path=dictionary_path,
             )
-            for site_id, s in sorted(loaded.items())
+            for site_id, path in sorted(paths.items())
         ]
         for site in configs:
             site.state_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +134,7 @@ class Workbench:
                         actor=SIMULATED_SITE_IT,
                         reason="lifetime cap of a simulated hospital",
                     )
-        return cls(sites=configs, dictionary=dictionary, workdir=workdir)
+        return cls(sites=configs, dictionary=dictionary, workdir=workdir, schema=schema)
 
     # --- looking ------------------------------------------------------------------
 
@@ -161,7 +197,15 @@ class Workbench:
 
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
-        encoder = self.encoder(target=target)
+        encoder, range_finding = None, None
+        if self.dictionary is not None:
+            encoder = self.encoder(target=target)
+        elif target is None:
+            raise DataDictionaryError(
+                "without a data dictionary the outcome column must be named: pass target='COLUMN'."
+            )
+        else:
+            range_finding = RangeFinding(schema=self.schema, target=target)
         for s in self._sites:
             with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
                 if ledger.allocation(dataset=s.dataset, project=project) is None:
@@ -172,10 +216,12 @@ class Workbench:
         observer = ProgressObserver(rounds=rounds, on_round=on_round)
         try:
             outcome = run_simulated_training(
-                sites=self._sites, spec=spec, encoder=encoder, observer=observer, verbose=verbose
+                sites=self._sites, spec=spec, encoder=encoder, range_finding=range_finding,
+                observer=observer, verbose=verbose,
             )
         finally:
             observer.close()
+        encoder = outcome.encoder
         model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
         model.load_state_dict(outcome.arrays.to_torch_state_dict())
         return TrainingResult(
@@ -184,14 +230,24 @@ class Workbench:
             model=model,
             receipts=outcome.receipts,
             stopped_reason=outcome.stopped_reason,
-            feature_names=encoder.feature_names,
+            encoder=encoder,
+            study_dictionary=outcome.dictionary,
         )
 
     def encoder(self, *, target: str | None = None) -> FeatureEncoder:
+        """How the study encodes features: the dictionary's public ranges only."""
+        if self.dictionary is None:
+            raise DataDictionaryError("no data dictionary: the encoder is built from DP ranges during train().")
         dictionary = with_target(self.dictionary, target) if target else self.dictionary
         return FeatureEncoder.from_dictionary(dictionary=dictionary)
 
-    def local_arrays(self, *, spec: TrainingSpec, target: str | None = None) -> dict[str, SiteArrays]:
-        """Every site's encoded splits, read here: only a simulation can do this."""
-        encoder = self.encoder(target=target)
-        return {s.site_id: site_arrays(site=s, spec=spec, encoder=encoder) for s in self._sites}
+    def local_arrays(self, *, result: TrainingResult) -> dict[str, SiteArrays]:
+        """Every site's splits as ``result``'s study encoded them, read here: only a
+        simulation can do this (for baselines)."""
+        config = None
+        if result.study_dictionary is not None:
+            config = {"study-dictionary": json.dumps(result.study_dictionary.to_json())}
+        return {
+            s.site_id: site_arrays(site=s, spec=result.spec, encoder=result.encoder, config=config)
+            for s in self._sites
+        }

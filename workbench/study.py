@@ -77,7 +77,7 @@ def run_study(
     final = final.assign(model="federated DP-SGD")
     tables = [final[["model", "site", "num_examples", "loss", "accuracy", "auc"]]]
     if baselines:
-        tables.append(baseline_metrics(arrays=wb.local_arrays(spec=result.spec, target=target),
+        tables.append(baseline_metrics(arrays=wb.local_arrays(result=result),
                                        model=result.spec.model, hidden=result.spec.hidden))
     metrics = pd.concat(tables, ignore_index=True)
 

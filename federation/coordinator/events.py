@@ -34,7 +34,7 @@ class SiteReply:
             r = content[REFUSAL_KEY]
             return cls(site_id=str(r["site-id"]), status="refused", kind=str(r["kind"]), reason=str(r["reason"]))
         site = dict(content["site"])
-        metrics = {k: float(v) for k, v in dict(content["metrics"]).items()}
+        metrics = {k: float(v) for k, v in dict(content["metrics"]).items()} if "metrics" in content else {}
         receipts = tuple(json.loads(str(site.pop("receipts", "[]"))))
         return cls(site_id=str(site.pop("site-id")), status="ok", metrics=metrics, info=site, receipts=receipts)
 

@@ -9,6 +9,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation.coordinator.events import StudyObserver
+from federation.coordinator.range_phase import RangeFinding
 from federation.coordinator.study_loop import StudyOutcome, run_training
 from federation.features import FeatureEncoder
 from federation.models import build_model
@@ -33,8 +34,9 @@ class OutcomeBox:
 def build_server_app(
     *,
     spec: TrainingSpec,
-    encoder: FeatureEncoder,
+    encoder: FeatureEncoder | None,
     n_sites: int,
+    range_finding: RangeFinding | None = None,
     observer: StudyObserver | None = None,
     box: OutcomeBox | None = None,
 ) -> ServerApp:
@@ -47,8 +49,9 @@ def build_server_app(
                 grid=grid,
                 spec=spec,
                 encoder=encoder,
-                initial_arrays=initial_arrays(spec=spec, encoder=encoder),
+                initial_arrays=lambda enc: initial_arrays(spec=spec, encoder=enc),
                 n_sites=n_sites,
+                range_finding=range_finding,
                 observer=observer,
             )
         except BaseException as err:  # re-raised in the caller's thread

@@ -8,14 +8,19 @@ exceeded, before any round that would cross a cap.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
+from datasets_synthetic import DataDictionary
+
 from federation.coordinator.events import NullObserver, RoundReport, SiteReply, StudyObserver
+from federation.coordinator.range_phase import RangeFinding, find_ranges
 from federation.coordinator.strategies import build_strategy
 from federation.features import FeatureEncoder
 from federation.spec import TrainingSpec
@@ -27,6 +32,8 @@ class StudyOutcome:
     rounds: list[RoundReport] = field(default_factory=list)
     receipts: list[dict[str, Any]] = field(default_factory=list)
     stopped_reason: str = ""
+    encoder: FeatureEncoder | None = None
+    dictionary: DataDictionary | None = None  # completed by DP range finding, if it ran
 
     @property
     def completed_rounds(self) -> int:
@@ -49,19 +56,34 @@ def run_training(
     *,
     grid: Grid,
     spec: TrainingSpec,
-    encoder: FeatureEncoder,
-    initial_arrays: ArrayRecord,
+    encoder: FeatureEncoder | None,
+    initial_arrays: Callable[[FeatureEncoder], ArrayRecord],
     n_sites: int,
+    range_finding: RangeFinding | None = None,
     observer: StudyObserver | None = None,
     timeout: float = 600.0,
 ) -> StudyOutcome:
+    """Run the study's rounds; with ``range_finding`` (and no encoder), first ask the
+    sites for DP ranges and build the encoder from them."""
     observer = observer or NullObserver()
-    _wait_for_sites(grid, n_sites, timeout)
+    node_ids = _wait_for_sites(grid, n_sites, timeout)
+    config = spec.to_config()
+    receipts: list[dict[str, Any]] = []
+    dictionary = None
+    if encoder is None:
+        if range_finding is None:
+            raise ValueError("a study needs a feature encoder or a range finding to build one.")
+        dictionary, replies = find_ranges(
+            grid=grid, spec=spec, finding=range_finding, node_ids=node_ids, timeout=timeout
+        )
+        receipts += [r for reply in replies for r in reply.receipts]
+        encoder = FeatureEncoder.from_dictionary(dictionary=dictionary)
+        config["study-dictionary"] = json.dumps(dictionary.to_json())
+    config["feature-encoder"] = encoder.to_json()
     strategy = build_strategy(spec=spec, n_sites=n_sites)
     node_names: dict[int, str] = {}
-    config = {**spec.to_config(), "feature-encoder": encoder.to_json()}
-    outcome = StudyOutcome(arrays=initial_arrays)
-    arrays = initial_arrays
+    arrays = initial_arrays(encoder)
+    outcome = StudyOutcome(arrays=arrays, receipts=receipts, encoder=encoder, dictionary=dictionary)
 
     for server_round in range(1, spec.rounds + 1):
         started = time.monotonic()

@@ -14,6 +14,8 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from federation.node.evaluation_task import handle_evaluate
+from federation.node.range_task import QUERY_KIND_KEY, RANGES, handle_ranges
+from federation.node.replies import refusal
 from federation.node.site import SiteConfig, resolve_from_node_config
 from federation.node.training_task import handle_train
 
@@ -26,6 +28,14 @@ def build_client_app(*, resolve_site: SiteResolver = resolve_from_node_config) -
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         return handle_train(msg, resolve_site(dict(context.node_config)))
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        site = resolve_site(dict(context.node_config))
+        kind = str(msg.content["config"].get(QUERY_KIND_KEY, ""))
+        if kind == RANGES:
+            return handle_ranges(msg, site)
+        return refusal(msg, site_id=site.site_id, kind="policy", reason=f"unknown query kind {kind!r}.")
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:

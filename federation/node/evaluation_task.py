@@ -30,7 +30,7 @@ def handle_evaluate(msg: Message, site: SiteConfig) -> Message:
         return refusal(msg, site_id=site.site_id, kind="policy", reason=f"malformed evaluation request: {err}")
 
     torch.set_num_threads(1)
-    arrays = site_arrays(site=site, spec=spec, encoder=encoder)
+    arrays = site_arrays(site=site, spec=spec, encoder=encoder, config=config)
     model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     metrics = binary_metrics(y_true=arrays.y_test, proba=predict_proba(model=model, x=arrays.x_test))

@@ -38,7 +38,7 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
         )
 
     torch.set_num_threads(1)  # one CPU per simulated site; more only oversubscribes
-    arrays = site_arrays(site=site, spec=spec, encoder=encoder)
+    arrays = site_arrays(site=site, spec=spec, encoder=encoder, config=config)
     n_train = len(arrays.y_train)
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         try:

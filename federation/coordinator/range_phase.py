@@ -1,0 +1,77 @@
+"""Before training on data without a dictionary: ask every site for DP ranges.
+
+The coordinator decides the noise (a share of the study's epsilon); each site
+charges its own ledger for it. The ranges, combined over sites, complete a data
+dictionary that the study then sends to every site with the training requests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from datasets_synthetic import DataDictionary, UnrangedSchema
+
+from federation.coordinator.events import SiteReply
+from federation.node.range_task import QUERY_KIND_KEY, RANGES
+from federation.ranges import range_noise, union_ranges
+from federation.spec import TrainingSpec
+
+
+@dataclass(frozen=True)
+class RangeFinding:
+    """What the coordinator knows of unranged data: column kinds, the target, and
+    the share of the study's epsilon that range finding may use."""
+
+    schema: UnrangedSchema
+    target: str
+    share: float = 0.1
+
+    def numeric_features(self) -> list[str]:
+        return [c.name for c in self.schema.columns if c.kind == "numeric" and c.name != self.target]
+
+
+class RangeFindingFailed(RuntimeError):
+    pass
+
+
+def find_ranges(
+    *, grid: Grid, spec: TrainingSpec, finding: RangeFinding, node_ids: list[int], timeout: float
+) -> tuple[DataDictionary, list[SiteReply]]:
+    columns = finding.numeric_features()
+    noise_std = range_noise(
+        epsilon=spec.target_epsilon * finding.share, delta=spec.delta, n_columns=len(columns)
+    )
+    config = {**spec.to_config(), QUERY_KIND_KEY: RANGES, "columns": json.dumps(columns), "noise-std": noise_std}
+    messages = [
+        Message(content=RecordDict({"config": ConfigRecord(config)}), message_type=MessageType.QUERY, dst_node_id=node)
+        for node in node_ids
+    ]
+    replies = list(grid.send_and_receive(messages=messages, timeout=timeout))
+    parsed = [SiteReply.from_message(m, node_names={}) for m in replies]
+    bad = [r for r in parsed if r.status != "ok"]
+    if bad:
+        raise RangeFindingFailed(" ".join(f"Site {r.site_id} {r.status} the range query: {r.reason}" for r in bad))
+    site_ranges = [json.loads(str(m.content["ranges"]["ranges"])) for m in replies]
+    ranges = union_ranges(site_ranges)
+    unfound = [c for c in columns if c not in ranges]
+    if unfound:
+        raise RangeFindingFailed(
+            f"no site had enough records for a DP range of {', '.join(unfound)} at this noise; "
+            "give these columns ranges in a data dictionary, or raise the study's epsilon."
+        )
+    binary_target = {finding.target: (0.0, 1.0)}
+    dictionary = finding.schema.complete(
+        name="study dictionary (ranges from a DP query)",
+        source=(
+            f"ranges found by a Gaussian DP range query at each site (epsilon "
+            f"{spec.target_epsilon * finding.share:.3g} of the study's {spec.target_epsilon:g}), combined over sites"
+        ),
+        ranges={**ranges, **binary_target},
+        categories={},
+        target=finding.target,
+    )
+    return dictionary, parsed
