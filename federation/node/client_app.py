@@ -13,11 +13,9 @@ from typing import Any
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from federation.node.evaluation_task import handle_evaluate
-from federation.node.range_task import QUERY_KIND_KEY, RANGES, handle_ranges
-from federation.node.replies import refusal
+from federation.node.range_task import QUERY_KIND_KEY
 from federation.node.site import SiteConfig, resolve_from_node_config
-from federation.node.training_task import handle_train
+from federation.node.tasks import serve
 
 SiteResolver = Callable[[dict[str, Any]], SiteConfig]
 
@@ -27,19 +25,16 @@ def build_client_app(*, resolve_site: SiteResolver = resolve_from_node_config) -
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return handle_train(msg, resolve_site(dict(context.node_config)))
-
-    @app.query()
-    def query(msg: Message, context: Context) -> Message:
-        site = resolve_site(dict(context.node_config))
-        kind = str(msg.content["config"].get(QUERY_KIND_KEY, ""))
-        if kind == RANGES:
-            return handle_ranges(msg, site)
-        return refusal(msg, site_id=site.site_id, kind="policy", reason=f"unknown query kind {kind!r}.")
+        return serve(kind="train", msg=msg, site=resolve_site(dict(context.node_config)))
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return handle_evaluate(msg, resolve_site(dict(context.node_config)))
+        return serve(kind="evaluate", msg=msg, site=resolve_site(dict(context.node_config)))
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        name = str(msg.content["config"].get(QUERY_KIND_KEY, "")) if "config" in msg.content else ""
+        return serve(kind=f"query:{name}", msg=msg, site=resolve_site(dict(context.node_config)))
 
     return app
 
