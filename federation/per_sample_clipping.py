@@ -1,0 +1,136 @@
+"""The sum of per-sample gradients, each clipped to L2 norm C over all parameters jointly.
+
+This is the part of DP-SGD that the privacy analysis bounds: one record moves the sum by
+at most C. Two ways to compute it, both returning the same numbers as Opacus's
+``DPOptimizer.clip_and_accumulate`` (clip factor ``min(1, C / (norm + 1e-6))``):
+
+- ``"linear"``: for a ``nn.Sequential`` of ``nn.Linear`` layers and elementwise
+  activations on 2-D inputs. The gradient of sample i for a linear layer is the outer
+  product of its output gradient g_i and its input a_i, so its squared norm is
+  ``|g_i|^2 (|a_i|^2 + 1)`` (the 1 is the bias) and the clipped sum is ``(c * G)^T A``:
+  one forward, one backward to the layer outputs, a few matrix products, and no
+  per-sample gradient is ever stored (Opacus's "ghost" norms, without its second pass).
+- ``"functorch"``: any module, with per-sample gradients from ``torch.func``
+  (``vmap`` of ``grad``), flattened to one ``(batch, parameters)`` matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss(output, target)`` -> one loss per sample (shape ``[batch]``)."""
+
+# Modules that act on each sample's own row only and hold no parameters.
+_ROWWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.Identity)
+_CLIP_EPS = 1e-6  # Opacus's guard against a zero norm; kept so results match it exactly
+
+
+def supports_linear(model: nn.Module) -> bool:
+    """Whether the closed form applies: a flat Sequential of Linear and row-wise layers."""
+    return type(model) is nn.Sequential and all(
+        isinstance(layer, nn.Linear) or (isinstance(layer, _ROWWISE) and not any(layer.parameters()))
+        for layer in model
+    )
+
+
+def clip_factors(*, squared_norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+    """Opacus's per-sample factors: ``min(1, C / (norm + 1e-6))``."""
+    return squared_norms.sqrt().add_(_CLIP_EPS).reciprocal_().mul_(max_grad_norm).clamp_(max=1.0)
+
+
+class LinearClipper:
+    """Clipped gradient sums for a ``supports_linear`` model, written into one flat vector
+    laid out like ``torch.cat([p.reshape(-1) for p in model.parameters()])``."""
+
+    def __init__(self, *, model: nn.Module, per_sample_loss: PerSampleLoss, max_grad_norm: float) -> None:
+        if not supports_linear(model):
+            raise ValueError(
+                "the 'linear' per-sample path needs an nn.Sequential of nn.Linear and element-wise "
+                f"activation layers; got {model!r}. Use the 'functorch' path for other models."
+            )
+        self._model = model
+        self._loss = per_sample_loss
+        self._max_grad_norm = float(max_grad_norm)
+        self._linears = [layer for layer in model if isinstance(layer, nn.Linear)]
+        self._n_params = sum(p.numel() for p in model.parameters())
+
+    def __call__(self, *, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Write the clipped sum into ``out``; return the batch's summed loss (detached)."""
+        if x.dim() != 2:
+            raise ValueError(f"the 'linear' per-sample path needs 2-D inputs (batch, features); got {tuple(x.shape)}")
+        inputs, outputs = [], []
+        h = x
+        for layer in self._model:
+            if isinstance(layer, nn.Linear):
+                inputs.append(h)
+                h = layer(h)
+                if not h.requires_grad:  # parameters are frozen: gradients are taken at layer outputs
+                    h.requires_grad_()
+                outputs.append(h)
+            else:
+                h = layer(h)
+        loss = self._loss(h, y).sum()
+        output_grads = torch.autograd.grad(loss, outputs)
+
+        squared = None
+        for layer, a, g in zip(self._linears, inputs, output_grads):
+            a = a.detach()
+            a_sq = torch.linalg.vecdot(a, a)
+            layer_sq = torch.linalg.vecdot(g, g) * (a_sq + 1.0 if layer.bias is not None else a_sq)
+            squared = layer_sq if squared is None else squared.add_(layer_sq)
+        factors = clip_factors(squared_norms=squared, max_grad_norm=self._max_grad_norm).unsqueeze(1)
+
+        offset = 0
+        for layer, a, g in zip(self._linears, inputs, output_grads):
+            scaled = g * factors
+            weight = layer.weight
+            torch.mm(scaled.T, a.detach(), out=out[offset:offset + weight.numel()].view_as(weight))
+            offset += weight.numel()
+            if layer.bias is not None:
+                torch.sum(scaled, dim=0, out=out[offset:offset + layer.bias.numel()])
+                offset += layer.bias.numel()
+        return loss.detach()
+
+
+class FunctorchClipper:
+    """Clipped gradient sums for any module, from per-sample gradients by ``torch.func``."""
+
+    def __init__(self, *, model: nn.Module, per_sample_loss: PerSampleLoss, max_grad_norm: float) -> None:
+        self._model = model
+        self._loss = per_sample_loss
+        self._max_grad_norm = float(max_grad_norm)
+        self._names = [name for name, _ in model.named_parameters()]
+
+        def one_loss(params: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor):
+            output = functional_call(self._model, params, (xi.unsqueeze(0),))
+            loss = self._loss(output, yi.unsqueeze(0)).sum()
+            return loss, loss.detach()  # the loss comes back as aux: no second forward
+
+        self._per_sample = vmap(grad(one_loss, has_aux=True), in_dims=(None, 0, 0), randomness="different")
+
+    def __call__(self, *, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Write the clipped sum into ``out``; return the batch's summed loss (detached)."""
+        params = {name: p.detach() for name, p in self._model.named_parameters()}
+        grads, losses = self._per_sample(params, x, y)
+        flat = torch.cat([grads[name].reshape(len(x), -1) for name in self._names], dim=1)
+        factors = clip_factors(squared_norms=torch.linalg.vecdot(flat, flat), max_grad_norm=self._max_grad_norm)
+        torch.mv(flat.T, factors, out=out)
+        return losses.sum()
+
+
+def make_clipper(
+    *, model: nn.Module, per_sample_loss: PerSampleLoss, max_grad_norm: float, method: str = "auto"
+) -> LinearClipper | FunctorchClipper:
+    """The fastest exact path for ``model``: ``"linear"`` when it applies, else ``"functorch"``."""
+    if method == "auto":
+        method = "linear" if supports_linear(model) else "functorch"
+    if method == "linear":
+        return LinearClipper(model=model, per_sample_loss=per_sample_loss, max_grad_norm=max_grad_norm)
+    if method == "functorch":
+        return FunctorchClipper(model=model, per_sample_loss=per_sample_loss, max_grad_norm=max_grad_norm)
+    raise ValueError(f"method must be 'auto', 'linear' or 'functorch'; got {method!r}")
