@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.func import functional_call, grad, vmap
 
 PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -53,11 +54,31 @@ class LinearClipper:
                 "the 'linear' per-sample path needs an nn.Sequential of nn.Linear and element-wise "
                 f"activation layers; got {model!r}. Use the 'functorch' path for other models."
             )
-        self._model = model
         self._loss = per_sample_loss
         self._max_grad_norm = float(max_grad_norm)
-        self._linears = [layer for layer in model if isinstance(layer, nn.Linear)]
-        self._n_params = sum(p.numel() for p in model.parameters())
+        # Resolved once: module attribute look-ups and isinstance checks cost microseconds
+        # per step, which is what this path exists to save.
+        self._layers: list[nn.Linear | nn.Module] = list(model)
+        self._linears = [layer for layer in self._layers if isinstance(layer, nn.Linear)]
+        self._is_linear = [isinstance(layer, nn.Linear) for layer in self._layers]
+        self._slices: list[tuple[int, tuple[int, ...], int | None]] = []  # (offset, weight shape, bias size)
+        offset = 0
+        for layer in self._linears:
+            bias = None if layer.bias is None else layer.bias.numel()
+            self._slices.append((offset, tuple(layer.weight.shape), bias))
+            offset += layer.weight.numel() + (bias or 0)
+        self._views: tuple[int, list[tuple[torch.Tensor, torch.Tensor | None]]] | None = None
+
+    def _out_views(self, out: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Per-layer (weight, bias) views of ``out``, cached while ``out`` is the same buffer."""
+        if self._views is None or self._views[0] != out.data_ptr():
+            views = []
+            for offset, shape, bias in self._slices:
+                size = shape[0] * shape[1]
+                w = out[offset:offset + size].view(shape)
+                views.append((w, None if bias is None else out[offset + size:offset + size + bias]))
+            self._views = (out.data_ptr(), views)
+        return self._views[1]
 
     def __call__(self, *, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Write the clipped sum into ``out``; return the batch's summed loss (detached)."""
@@ -65,10 +86,10 @@ class LinearClipper:
             raise ValueError(f"the 'linear' per-sample path needs 2-D inputs (batch, features); got {tuple(x.shape)}")
         inputs, outputs = [], []
         h = x
-        for layer in self._model:
-            if isinstance(layer, nn.Linear):
-                inputs.append(h)
-                h = layer(h)
+        for layer, linear in zip(self._layers, self._is_linear):
+            if linear:
+                inputs.append(h.detach())
+                h = F.linear(h, layer.weight, layer.bias)
                 if not h.requires_grad:  # parameters are frozen: gradients are taken at layer outputs
                     h.requires_grad_()
                 outputs.append(h)
@@ -79,21 +100,16 @@ class LinearClipper:
 
         squared = None
         for layer, a, g in zip(self._linears, inputs, output_grads):
-            a = a.detach()
             a_sq = torch.linalg.vecdot(a, a)
-            layer_sq = torch.linalg.vecdot(g, g) * (a_sq + 1.0 if layer.bias is not None else a_sq)
+            layer_sq = torch.linalg.vecdot(g, g).mul_(a_sq.add_(1.0) if layer.bias is not None else a_sq)
             squared = layer_sq if squared is None else squared.add_(layer_sq)
         factors = clip_factors(squared_norms=squared, max_grad_norm=self._max_grad_norm).unsqueeze(1)
 
-        offset = 0
-        for layer, a, g in zip(self._linears, inputs, output_grads):
-            scaled = g * factors
-            weight = layer.weight
-            torch.mm(scaled.T, a.detach(), out=out[offset:offset + weight.numel()].view_as(weight))
-            offset += weight.numel()
-            if layer.bias is not None:
-                torch.sum(scaled, dim=0, out=out[offset:offset + layer.bias.numel()])
-                offset += layer.bias.numel()
+        for (weight, bias), a, g in zip(self._out_views(out), inputs, output_grads):
+            scaled = g * factors  # not in place: a loss's gradient may be an expanded view
+            torch.mm(scaled.T, a, out=weight)
+            if bias is not None:
+                torch.sum(scaled, dim=0, out=bias)
         return loss.detach()
 
 
