@@ -19,14 +19,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from benchmarks.dp_overhead.probes import empty_batch_probe
 from benchmarks.dp_overhead.report import ConfigResult, summary_table, write_results
-from benchmarks.dp_overhead.timing import time_interleaved
+from benchmarks.dp_overhead.timing import STABLE_SPREAD, time_interleaved
 from benchmarks.dp_overhead.variants import BASELINE, VARIANTS
 from benchmarks.dp_overhead.workloads import WORKLOADS, build_workload
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
 FULL = {"rows": 20000, "batch_sizes": (64, 256, 1024), "threads": (1, 2), "repeats": 7}
 QUICK = {"rows": 1200, "batch_sizes": (128,), "threads": (1,), "repeats": 2}
+RETRIES = 1  # measurements again of a disturbed configuration
 
 
 def run(
@@ -60,23 +62,30 @@ def run(
             bar.set_postfix_str(f"{name} batch {batch_size} threads {n_threads}")
             torch.set_num_threads(n_threads)
             workload = built[name]
-            timings, failures = time_interleaved(
-                variants=VARIANTS, baseline=BASELINE, workload=workload, batch_size=batch_size,
-                repeats=repeats, tick=lambda: bar.update(1),
-            )
-            bar.update(len(failures) * repeats)  # failed variants skip their repeats
+            for attempt in range(1, RETRIES + 2):
+                timings, failures = time_interleaved(
+                    variants=VARIANTS, baseline=BASELINE, workload=workload, batch_size=batch_size,
+                    repeats=repeats, tick=lambda: bar.update(1),
+                )
+                bar.update(len(failures) * repeats)  # failed variants skip their repeats
+                spread = next(t.spread for t in timings if t.variant == BASELINE)
+                if spread <= STABLE_SPREAD or attempt == RETRIES + 1:
+                    break
+                bar.total += len(VARIANTS) * (repeats + 1)
+                bar.refresh()
             results.append(
                 ConfigResult(
                     workload=name, rows=len(workload.y), n_params=workload.n_params, batch_size=batch_size,
                     threads=n_threads, steps=math.ceil(len(workload.y) / batch_size), timings=timings,
-                    failures=failures,
+                    failures=failures, attempts=attempt, stable=spread <= STABLE_SPREAD,
                 )
             )
     torch.set_num_threads(previous_threads)
     gc.unfreeze()
+    probes = {name: empty_batch_probe(workload=name) for name in workloads}
     write_results(
         results=results, out=out, rows=rows, repeats=repeats, command=command,
-        load_before=load_before, load_after=os.getloadavg(),
+        load_before=load_before, load_after=os.getloadavg(), empty_batch_probes=probes,
     )
     return results
 

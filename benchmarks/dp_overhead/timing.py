@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from benchmarks.dp_overhead.variants import Variant
 from benchmarks.dp_overhead.workloads import Workload
 
+# A configuration whose baseline epochs differ by more than this (slowest / fastest) was
+# disturbed by other work on the machine: run.py measures it again, once, and the report
+# flags it if it is still disturbed.
+STABLE_SPREAD = 1.5
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -27,6 +32,7 @@ class Timing:
     ratio_low: float
     ratio_high: float
     repeats: int
+    spread: float  # slowest / fastest epoch over repeats: how much the machine interfered
 
 
 def _one(variant: Variant, workload: Workload, batch_size: int) -> tuple[float, float]:
@@ -83,6 +89,7 @@ def time_interleaved(
                 ratio_low=min(ratios),
                 ratio_high=max(ratios),
                 repeats=repeats,
+                spread=max(epoch[variant.name]) / min(epoch[variant.name]),
             )
         )
     return timings, failures
