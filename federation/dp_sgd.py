@@ -19,6 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from federation.fast_dp_sgd import VectorizedDPSGD
+
 
 def planned_sampling(*, n_train: int, batch_size: int, local_epochs: int) -> tuple[float, int]:
     """The sampling rate and steps per round Opacus will use for this site.
@@ -144,9 +146,6 @@ def _train_round_vectorized(
     learning_rate: float,
     momentum: float,
 ) -> RoundOutcome:
-    # Imported here: fast_dp_sgd's callers import this module for RoundOutcome.
-    from federation.fast_dp_sgd import VectorizedDPSGD
-
     sampling_rate, steps = planned_sampling(n_train=len(y), batch_size=batch_size, local_epochs=local_epochs)
     trainer = VectorizedDPSGD(
         model=model, per_sample_loss=binary_logit_loss, noise_multiplier=noise_multiplier,

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
 
 PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss(output, target)`` -> one loss per sample (shape ``[batch]``)."""

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=tuple(args.threads or preset["threads"]),
         repeats=args.repeats or preset["repeats"],
         workloads=tuple(args.workloads),
-        command="python -m benchmarks.dp_overhead.run " + shlex.join(sys.argv[1:] if argv is None else argv),
+        command=shlex.join(["python", "-m", "benchmarks.dp_overhead.run", *(sys.argv[1:] if argv is None else argv)]),
     )
     print(summary_table(results))
     print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
