@@ -76,6 +76,7 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
                 learning_rate=spec.learning_rate,
                 momentum=spec.momentum,
                 grad_sample_mode=spec.grad_sample_mode,
+                engine=spec.engine,
             )
         except Exception as err:
             ledger.abort(reservation, reason=f"training failed before any release: {err!r}")

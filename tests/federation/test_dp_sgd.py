@@ -51,3 +51,16 @@ def test_dp_training_learns_a_separable_signal():
     from federation.evaluation import binary_metrics, predict_proba
 
     assert binary_metrics(y_true=y, proba=predict_proba(model=model, x=x))["auc"] > 0.9
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost", "functorch", "ew"])
+def test_every_grad_sample_mode_the_spec_accepts_trains(mode):
+    # "ghost" returns a criterion of its own from make_private; it used to fail to unpack.
+    rng = np.random.default_rng(1)
+    x = rng.random((500, 4), dtype=np.float32)
+    y = (rng.random(500) < 0.4).astype(np.float32)
+    outcome = train_round(
+        model=build_model(name="mlp", n_features=4, hidden=8), x=x, y=y, noise_multiplier=1.0,
+        max_grad_norm=1.0, batch_size=100, local_epochs=1, learning_rate=0.1, grad_sample_mode=mode,
+    )
+    assert outcome.steps == 5 and np.isfinite(outcome.mean_loss)

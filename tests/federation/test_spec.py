@@ -6,7 +6,9 @@ from federation.spec import SpecError, TrainingSpec
 
 
 def test_spec_round_trips_through_a_flat_config():
-    spec = TrainingSpec(project="quickstart", target_epsilon=1.0, rounds=5, strategy="fedyogi", hidden=16)
+    spec = TrainingSpec(
+        project="quickstart", target_epsilon=1.0, rounds=5, strategy="fedyogi", hidden=16, engine="vectorized"
+    )
     config = spec.to_config()
     assert all(k.startswith("spec-") and "_" not in k for k in config)
     assert TrainingSpec.from_config({**config, "server-round": 3, "other": "x"}) == spec
@@ -22,6 +24,7 @@ def test_spec_round_trips_through_a_flat_config():
         ("model", "resnet", r"model must be one of mlp, logreg; got 'resnet'"),
         ("strategy", "fedsgd", r"strategy must be one of fedavg, fedadam, fedyogi"),
         ("project", "my study!", r"project must be a name of letters"),
+        ("engine", "fast", r"engine must be 'opacus' \(the reference\) or 'vectorized'"),
     ],
 )
 def test_bad_parameters_are_refused_with_the_rule_and_the_value(field, value, message):

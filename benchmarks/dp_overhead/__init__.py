@@ -1,0 +1,1 @@
+"""The cost of privacy: one epoch of DP-SGD against non-private training, same process."""
