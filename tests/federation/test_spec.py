@@ -31,3 +31,8 @@ def test_bad_parameters_are_refused_with_the_rule_and_the_value(field, value, me
     kwargs = {"project": "p", "target_epsilon": 1.0, "rounds": 2, field: value}
     with pytest.raises(SpecError, match=message):
         TrainingSpec(**kwargs)
+
+
+def test_opacus_ew_mode_is_refused_because_it_crashes_on_an_empty_poisson_batch():
+    with pytest.raises(SpecError, match="grad_sample_mode must be one of hooks, ghost, functorch"):
+        TrainingSpec(project="p", target_epsilon=1.0, rounds=1, grad_sample_mode="ew")
