@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,24 +69,13 @@ def export_entries(data: dict[str, Any]) -> list[LedgerEntry]:
     return [LedgerEntry.from_dict(item) for item in data["entries"]]
 
 
-def verify_path(
-    path: Path,
-    *,
-    public_key: str | None = None,
-    checkpoint: Path | str | dict | None = None,
-    receipts: Iterable[SpendReceipt | dict] = (),
-    deep: bool = False,
-) -> VerificationReport:
-    """Verify a ledger file (SQLite, opened read-only) or an export (JSON)."""
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(16)
-    except OSError as err:
-        raise LedgerError(f"Cannot read {path} ({err}). Check the path.") from None
-    if magic != store.SQLITE_MAGIC:
-        entries = export_entries(load_export(path))
-        return verify_entries(
-            entries, checkpoint=checkpoint, receipts=receipts, public_key=public_key, deep=deep
+@contextmanager
+def read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only snapshot of a ledger file; needs no key and writes nothing."""
+    if not is_sqlite(path):
+        raise LedgerError(
+            f"A ledger file must be a privacy_budgets SQLite ledger; {path} is not an SQLite "
+            "file. Check the path (an export is read with load_export)."
         )
     try:
         conn = store.connect(path, read_only=True)
@@ -96,10 +86,7 @@ def verify_path(
                         f"A ledger file must hold the ledger's tables; {path} is an SQLite "
                         "database without them. Check the path."
                     )
-                return verify_entries(
-                    store.iter_entries(conn), derived=store.read_derived(conn),
-                    checkpoint=checkpoint, receipts=receipts, public_key=public_key, deep=deep,
-                )
+                yield conn
         finally:
             conn.close()
     except sqlite3.DatabaseError as err:
@@ -107,3 +94,41 @@ def verify_path(
             f"A ledger file must be a readable SQLite ledger; {path} is not ({err}). "
             "Restore it from a backup, or verify the site's export instead."
         ) from None
+
+
+def is_sqlite(path: Path) -> bool:
+    """Whether ``path`` starts like an SQLite database (else it may be an export)."""
+    try:
+        with Path(path).open("rb") as handle:
+            return handle.read(16) == store.SQLITE_MAGIC
+    except OSError as err:
+        raise LedgerError(f"Cannot read {path} ({err}). Check the path.") from None
+
+
+def read_entries(path: Path) -> list[LedgerEntry]:
+    """The entries of a ledger file or an export, read-only."""
+    if not is_sqlite(path):
+        return export_entries(load_export(path))
+    with read_only(path) as conn:
+        return list(store.iter_entries(conn))
+
+
+def verify_path(
+    path: Path,
+    *,
+    public_key: str | None = None,
+    checkpoint: Path | str | dict | None = None,
+    receipts: Iterable[SpendReceipt | dict] = (),
+    deep: bool = False,
+) -> VerificationReport:
+    """Verify a ledger file (SQLite, opened read-only) or an export (JSON)."""
+    if not is_sqlite(path):
+        entries = export_entries(load_export(path))
+        return verify_entries(
+            entries, checkpoint=checkpoint, receipts=receipts, public_key=public_key, deep=deep
+        )
+    with read_only(path) as conn:
+        return verify_entries(
+            store.iter_entries(conn), derived=store.read_derived(conn),
+            checkpoint=checkpoint, receipts=receipts, public_key=public_key, deep=deep,
+        )
