@@ -71,11 +71,11 @@ class BudgetExceeded(PrivacyBudgetError):
         super().__init__(self._message())
 
     def _message(self) -> str:
+        if self.cap is None:
+            return self._missing_limit_message()
         where = f"dataset '{self.dataset}'"
         if self.limit_kind == "project allocation":
             where += f" / project '{self.project}'"
-        if self.cap is None:
-            return self._missing_limit_message(where)
         word = "allocation" if self.limit_kind == "project allocation" else "cap"
         fix = (
             "ask the ethics board for a larger allocation"
@@ -92,7 +92,7 @@ class BudgetExceeded(PrivacyBudgetError):
             f" Fix: {fix}, or plan a cheaper release (more noise, fewer steps)."
         )
 
-    def _missing_limit_message(self, where: str) -> str:
+    def _missing_limit_message(self) -> str:
         if self.limit_kind == "project allocation":
             rule = f"project '{self.project}' has no allocation on dataset '{self.dataset}'"
             fix = (
@@ -106,7 +106,7 @@ class BudgetExceeded(PrivacyBudgetError):
                 f"--dataset {self.dataset} --epsilon E --delta D --actor A --reason R"
             )
         return (
-            f"Refused: {rule}, so nothing may be released from {where} (fail closed).\n"
+            f"Refused: {rule}, so nothing may be released from it (fail closed).\n"
             f" Requested epsilon: {fmt_epsilon(self.requested_epsilon)}\n"
             f" Fix: {fix}."
         )

@@ -43,6 +43,7 @@ from privacy_budgets.accounting import check_delta, check_epsilon, epsilon_of_co
 from privacy_budgets.checkpoints import make_checkpoint
 from privacy_budgets.entries import LEDGER_FORMAT, LedgerEntry, canonical
 from privacy_budgets.errors import BudgetExceeded, LedgerError, fmt_epsilon
+from privacy_budgets.exports import is_sqlite
 from privacy_budgets.keys import fingerprint, load_or_create_key, public_hex, sign
 from privacy_budgets.mechanisms import (
     NEIGHBOURING_RELATION,
@@ -91,20 +92,18 @@ class Ledger:
         path = Path(path)
         site_id = _text("site_id", site_id)
         key_path = Path(key_path) if key_path is not None else Path(f"{path}.key")
-        is_new = not path.exists() or path.stat().st_size == 0
-        if is_new and not create:
+        found = _probe(path)
+        if found != "ledger" and not create:
             raise LedgerError(
                 f"No ledger at {path}: opening one needs an existing file when create=False. "
                 "Check the path, or pass create=True to start a new ledger."
             )
-        if not is_new:
-            _check_magic(path)
-        key = load_or_create_key(key_path=key_path, create=is_new)
+        key = load_or_create_key(key_path=key_path, create=found != "ledger")
         try:
             conn = store.connect(path)
             with store.write_transaction(conn):
                 if not store.has_schema(conn):
-                    if not is_new:
+                    if store.table_names(conn):
                         raise _not_a_ledger(path, "it is an SQLite database without ledger tables")
                     _create(conn, site_id=site_id, key=key)
             ledger = cls(conn=conn, path=path, site_id=site_id, key=key)
@@ -640,14 +639,25 @@ def _missing_limit(kind, dataset, project, event, cap) -> BudgetExceeded:
     )
 
 
-def _check_magic(path: Path) -> None:
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(16)
-    except OSError as err:
-        raise LedgerError(f"Cannot read the ledger file {path} ({err}). Check the path.") from None
-    if magic != store.SQLITE_MAGIC:
+def _probe(path: Path) -> Literal["absent", "empty", "ledger"]:
+    """What is at ``path``, read-only (a foreign database is never switched to WAL)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return "absent"
+    if not is_sqlite(path):
         raise _not_a_ledger(path, "it is not an SQLite file")
+    try:
+        conn = store.connect(path, read_only=True)
+        try:
+            names = store.table_names(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        raise _not_a_ledger(path, f"SQLite says: {err}") from None
+    if "meta" in names:
+        return "ledger"
+    if names:
+        raise _not_a_ledger(path, "it is an SQLite database without ledger tables")
+    return "empty"  # another process is creating it right now, or it was left empty
 
 
 def _not_a_ledger(path: Path, why: str) -> LedgerError:

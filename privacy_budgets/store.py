@@ -110,6 +110,11 @@ def create_schema(conn: sqlite3.Connection, *, site_id: str, public_key: str) ->
     )
 
 
+def table_names(conn: sqlite3.Connection) -> set[str]:
+    """Names of the tables in the file."""
+    return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def has_schema(conn: sqlite3.Connection) -> bool:
     """Whether the file already holds a ledger's tables."""
     row = conn.execute(
