@@ -19,7 +19,7 @@ The neighbouring relation is add or remove one patient.
 ...                        event=gaussian_event(noise_multiplier=8.0), purpose="count of patients")
 ...     _ = ledger.commit(r)
 ...     print(round(ledger.spent(dataset="heart"), 3), ledger.verify().ok)
-0.664 True
+0.434 True
 """
 
 from __future__ import annotations

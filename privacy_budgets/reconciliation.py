@@ -71,20 +71,20 @@ def reconcile(
     by_seq = {e.seq: e for e in entries}
     head = max(by_seq, default=0)
     known_reservations = {e.reservation_id for e in entries if e.reservation_id}
-    seen: Counter[int] = Counter()
+    seen: Counter[tuple[str, int]] = Counter()
     n_receipts = 0
     for item in receipts:
         n_receipts += 1
         r = as_receipt(item)
-        seen[r.seq] += 1
+        seen[(r.site_id, r.seq)] += 1
         entry = by_seq.get(r.seq)
         problem, detail = _judge(r, entry, site_id, head, public_key, known_reservations)
-        if seen[r.seq] == 2:
+        if seen[(r.site_id, r.seq)] == 2:
             rows.append(_row("duplicate_receipt", r, r.seq, detail="two receipts for one seq"))
         if problem:
             rows.append(_row(problem, r, r.seq, entry=entry, detail=detail))
     for entry in entries:
-        if entry.kind == "commit" and entry.seq not in seen:
+        if entry.kind == "commit" and (site_id, entry.seq) not in seen:
             rows.append(_row(
                 "unknown_to_coordinator", None, entry.seq, entry=entry,
                 detail="the site committed this spend but the coordinator holds no receipt",

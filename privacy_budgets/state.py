@@ -6,8 +6,7 @@ entry. ``changes_of`` is the one place that says how an entry changes that state
 ledger writes its result to the tables and verification replays it in memory, then
 compares the two, so derived state is never trusted on its own.
 
->>> from privacy_budgets.accounting import epsilon_of_counts
-from privacy_budgets.entries import LedgerEntry, GENESIS_PREV
+>>> from privacy_budgets.entries import LedgerEntry, GENESIS_PREV
 >>> from privacy_budgets.mechanisms import canonical_json, gaussian_event
 >>> entry = LedgerEntry.unsigned(seq=4, time="t", kind="reserve", site_id="s", dataset="d",
 ...     project="p", actor="a", purpose="count", reservation_id="r1",
