@@ -38,13 +38,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import dp_accounting as dpa
 
-from privacy_budgets import store
+from privacy_budgets import store, validation
 from privacy_budgets.accounting import check_delta, check_epsilon, epsilon_of_counts
 from privacy_budgets.checkpoints import make_checkpoint
 from privacy_budgets.entries import LEDGER_FORMAT, LedgerEntry, canonical
-from privacy_budgets.errors import BudgetExceeded, LedgerError, fmt_epsilon
+from privacy_budgets.errors import BudgetExceeded, LedgerError, LedgerIntegrityError, fmt_epsilon
 from privacy_budgets.exports import is_sqlite
-from privacy_budgets.keys import fingerprint, load_or_create_key, public_hex, sign
+from privacy_budgets.keys import (
+    fingerprint,
+    load_or_create_key,
+    public_hex,
+    sign,
+    verify_signature,
+)
 from privacy_budgets.mechanisms import (
     NEIGHBOURING_RELATION,
     base_counts,
@@ -53,7 +59,7 @@ from privacy_budgets.mechanisms import (
 )
 from privacy_budgets.receipts import SpendReceipt, sign_receipt
 from privacy_budgets.records import CostEstimate, Reservation, utc_now
-from privacy_budgets.state import ALL_PROJECTS, DATASET_CAP, Limit, changes_of, totals_after
+from privacy_budgets.state import DATASET_CAP, Limit, changes_of, totals_after
 from privacy_budgets.verification import CAP_RTOL, VerificationReport, verify_entries
 
 if TYPE_CHECKING:
@@ -90,7 +96,7 @@ class Ledger:
         The signing key lives at ``key_path`` (default: ``<path>.key``, mode 0600).
         """
         path = Path(path)
-        site_id = _text("site_id", site_id)
+        site_id = validation.text("site_id", site_id)
         key_path = Path(key_path) if key_path is not None else Path(f"{path}.key")
         found = _probe(path)
         if found != "ledger" and not create:
@@ -99,6 +105,7 @@ class Ledger:
                 "Check the path, or pass create=True to start a new ledger."
             )
         key = load_or_create_key(key_path=key_path, create=found != "ledger")
+        conn = None
         try:
             conn = store.connect(path)
             with store.write_transaction(conn):
@@ -108,8 +115,12 @@ class Ledger:
                     _create(conn, site_id=site_id, key=key)
             ledger = cls(conn=conn, path=path, site_id=site_id, key=key)
             ledger._check_identity(key_path)
-        except sqlite3.DatabaseError as err:
-            raise _not_a_ledger(path, f"SQLite says: {err}") from None
+        except BaseException as err:
+            if conn is not None:
+                conn.close()
+            if isinstance(err, sqlite3.DatabaseError):
+                raise _not_a_ledger(path, f"SQLite says: {err}") from None
+            raise
         return ledger
 
     def _check_identity(self, key_path: Path) -> None:
@@ -122,14 +133,21 @@ class Ledger:
                 f"{meta.get('site_id')!r}, not {self.site_id!r}. Open it with that site_id."
             )
         genesis = store.entry_at(self._conn, 1)
-        recorded = None if genesis is None else genesis.details.get("public_key")
+        try:
+            recorded = str(genesis.details["public_key"])
+            shown = fingerprint(recorded)
+        except (AttributeError, KeyError, ValueError):
+            raise LedgerIntegrityError(
+                f"A ledger starts with a genesis entry holding the site's public key; the one "
+                f"in {self.path} is missing or unreadable. Restore the file from a backup."
+            ) from None
         if recorded != self.public_key:
-            shown = fingerprint(recorded) if recorded else "no key"
             raise LedgerError(
                 f"A ledger is written with the key it was created with: {self.path} was "
                 f"created with {shown}, but {key_path} is {self.public_key_fingerprint}. "
                 "Pass key_path= to the site's original key."
             )
+        self._check_head(store.newest_entry(self._conn))
 
     def close(self) -> None:
         """Close the database connection."""
@@ -155,7 +173,7 @@ class Ledger:
         A cap below what is already spent is recorded (the dataset is then over cap);
         changing delta once releases were reserved is refused.
         """
-        dataset = _text("dataset", dataset)
+        dataset = validation.text("dataset", dataset)
         epsilon = check_epsilon(epsilon, name="cap epsilon")
         delta = check_delta(delta)
         with self._write() as conn:
@@ -174,14 +192,16 @@ class Ledger:
                 "spent_when_set": spent,
                 "below_spent": spent > epsilon,
             }
-            return self._append(conn, kind="set_cap", dataset=dataset, actor=_text("actor", actor),
-                                purpose=_text("reason", reason), details=details, delta=delta)
+            return self._append(
+                conn, kind="set_cap", dataset=dataset, actor=validation.text("actor", actor),
+                purpose=validation.text("reason", reason), details=details, delta=delta,
+            )
 
     def allocate(
         self, *, dataset: str, project: str, epsilon: float, actor: str, reason: str
     ) -> LedgerEntry:
         """Set a project's allocation on a dataset (the ethics board's decision)."""
-        dataset, project = _text("dataset", dataset), _project(project)
+        dataset, project = validation.text("dataset", dataset), validation.project(project)
         epsilon = check_epsilon(epsilon, name="allocation epsilon")
         with self._write() as conn:
             limits = store.limits_of(conn, dataset=dataset)
@@ -201,9 +221,11 @@ class Ledger:
                 "spent_when_set": spent,
                 "below_spent": spent > epsilon,
             }
-            return self._append(conn, kind="allocate", dataset=dataset, project=project,
-                                actor=_text("actor", actor), purpose=_text("reason", reason),
-                                details=details)
+            return self._append(
+                conn, kind="allocate", dataset=dataset, project=project,
+                actor=validation.text("actor", actor), purpose=validation.text("reason", reason),
+                details=details,
+            )
 
     # --- spending -------------------------------------------------------------------
 
@@ -224,12 +246,13 @@ class Ledger:
         Composes committed + open reservations + this event for the dataset and for the
         project, atomically with appending the 'reserve' entry.
         """
-        dataset, project = _text("dataset", dataset), _project(project)
+        dataset, project = validation.text("dataset", dataset), validation.project(project)
         mechanism = canonical_json(event)
         fields = dict(
-            kind="reserve", dataset=dataset, project=project, actor=_text("actor", actor),
-            purpose=_text("purpose", purpose), run_id=_optional("run_id", run_id),
-            round=_round(round), query_id=_optional("query_id", query_id),
+            kind="reserve", dataset=dataset, project=project,
+            actor=validation.text("actor", actor), purpose=validation.text("purpose", purpose),
+            run_id=validation.optional("run_id", run_id), round=validation.round_number(round),
+            query_id=validation.optional("query_id", query_id),
             mechanism=mechanism, reservation_id=uuid.uuid4().hex,
         )
         with self._write() as conn:
@@ -248,7 +271,7 @@ class Ledger:
 
         ``event`` defaults to the reserved one; it may cost less, never more.
         """
-        rid = reservation.id if isinstance(reservation, Reservation) else _text("reservation", reservation)
+        rid = _reservation_id(reservation)
         with self._write() as conn:
             row, reserve_entry = self._open_reservation(conn, rid, action="commit")
             mechanism = row.mechanism if event is None else canonical_json(event)
@@ -270,13 +293,13 @@ class Ledger:
         self, reservation: Reservation | str, *, reason: str, actor: str | None = None
     ) -> LedgerEntry:
         """Record that nothing was released; the reservation stops counting."""
-        rid = reservation.id if isinstance(reservation, Reservation) else _text("reservation", reservation)
-        reason = _text("reason", reason)
+        rid = _reservation_id(reservation)
+        reason = validation.text("reason", reason)
         with self._write() as conn:
             row, reserve_entry = self._open_reservation(conn, rid, action="abort")
             return self._append(
                 conn, kind="abort", dataset=row.dataset, project=row.project,
-                actor=reserve_entry.actor if actor is None else _text("actor", actor),
+                actor=reserve_entry.actor if actor is None else validation.text("actor", actor),
                 purpose=reason, run_id=reserve_entry.run_id, round=reserve_entry.round,
                 query_id=reserve_entry.query_id, reservation_id=rid, reservation=row,
             )
@@ -295,7 +318,7 @@ class Ledger:
     ) -> LedgerEntry:
         """Record a release no mechanism covers (no epsilon; listed in the statement)."""
         extra = dict(details or {})
-        extra["what"] = _text("what", what)
+        extra["what"] = validation.text("what", what)
         try:
             canonical(extra)
         except (TypeError, ValueError) as err:
@@ -305,10 +328,11 @@ class Ledger:
             ) from None
         with self._write() as conn:
             return self._append(
-                conn, kind="uncovered", dataset=_text("dataset", dataset),
-                project=_project(project), actor=_text("actor", actor),
-                purpose=_text("purpose", purpose), run_id=_optional("run_id", run_id),
-                round=_round(round), details=extra,
+                conn, kind="uncovered", dataset=validation.text("dataset", dataset),
+                project=validation.project(project), actor=validation.text("actor", actor),
+                purpose=validation.text("purpose", purpose),
+                run_id=validation.optional("run_id", run_id),
+                round=validation.round_number(round), details=extra,
             )
 
     def open_reservations(self) -> list[Reservation]:
@@ -506,13 +530,16 @@ class Ledger:
         reservation) are read from the state this entry leaves; any refusal raises and
         rolls the whole transaction back.
         """
-        seq, prev_hash = store.head(conn)
+        head = store.newest_entry(conn)
+        self._check_head(head)
         draft = LedgerEntry.unsigned(
-            seq=seq + 1, time=utc_now(), site_id=self.site_id, prev_hash=prev_hash,
+            seq=head.seq + 1, time=utc_now(), site_id=self.site_id, prev_hash=head.entry_hash,
             details_json=canonical(details or {}), **fields,
         )
         store.apply_changes(conn, changes_of(draft, reservation=reservation))
-        cap = store.limits_of(conn, dataset=draft.dataset).get(DATASET_CAP) if draft.dataset else None
+        cap = None
+        if draft.dataset is not None:
+            cap = store.limits_of(conn, dataset=draft.dataset).get(DATASET_CAP)
         delta = None if cap is None else cap.delta
         totals = self._totals(conn, draft.dataset, draft.project, delta)
         alone = None
@@ -527,6 +554,21 @@ class Ledger:
         entry = dataclasses.replace(entry, signature=sign(self._key, entry.signed_message()))
         store.insert_entry(conn, entry)
         return entry
+
+    def _check_head(self, head: LedgerEntry | None) -> None:
+        """Refuse to extend a chain whose newest entry does not prove itself."""
+        if head is not None and head.compute_hash() == head.entry_hash and verify_signature(
+            public_key=self.public_key, signature=head.signature, message=_signed(head)
+        ):
+            return
+        where = "has no entries" if head is None else (
+            f"ends with entry seq {head.seq}, which does not match its hash or signature"
+        )
+        raise LedgerIntegrityError(
+            f"A new entry only extends a chain that verifies; {self.path} {where}. Nothing was "
+            f"written. Run `workbench budget verify --ledger {self.path}` to find the first bad "
+            "entry, and restore the file from a backup."
+        )
 
     def _totals(self, conn, dataset, project, delta) -> dict[str, float | None]:
         return totals_after(
@@ -555,8 +597,10 @@ class Ledger:
             )
 
     def _check_not_larger(self, row: store.ReservationRow, mechanism: str, delta: float) -> None:
-        reserved = epsilon_of_counts(counts=base_counts(event_from_json(row.mechanism)), delta=delta)
-        actual = epsilon_of_counts(counts=base_counts(event_from_json(mechanism)), delta=delta)
+        reserved, actual = (
+            epsilon_of_counts(counts=base_counts(event_from_json(text)), delta=delta)
+            for text in (row.mechanism, mechanism)
+        )
         if actual > reserved * (1 + CAP_RTOL):
             raise LedgerError(_larger_message(row.id, reserved, actual))
 
@@ -614,6 +658,19 @@ def _create(conn: sqlite3.Connection, *, site_id: str, key: Any) -> None:
     store.insert_entry(conn, genesis)
 
 
+def _reservation_id(reservation: Reservation | str) -> str:
+    if isinstance(reservation, Reservation):
+        return reservation.id
+    return validation.text("reservation", reservation)
+
+
+def _signed(entry: LedgerEntry) -> bytes:
+    try:
+        return entry.signed_message()
+    except ValueError:  # an entry_hash that is not hex
+        return b""
+
+
 def _fits(total: float, limit: Limit) -> bool:
     return total <= limit.epsilon * (1 + CAP_RTOL)
 
@@ -665,29 +722,3 @@ def _not_a_ledger(path: Path, why: str) -> LedgerError:
         f"A ledger file must be a privacy_budgets SQLite ledger; {path} is not ({why}). "
         "Check the path; restore the file from a backup if it was damaged."
     )
-
-
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise LedgerError(f"{name} must be a non-empty string; got {value!r}.")
-    return value
-
-
-def _optional(name: str, value: Any) -> str | None:
-    return None if value is None else _text(name, value)
-
-
-def _project(value: Any) -> str:
-    value = _text("project", value)
-    if value == ALL_PROJECTS:
-        raise LedgerError(f"project may not be named {ALL_PROJECTS!r}: status uses that name "
-                          "for a dataset's total. Choose another name.")
-    return value
-
-
-def _round(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise LedgerError(f"round must be a whole number >= 0 or None; got {value!r}.")
-    return value

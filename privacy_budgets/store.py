@@ -180,6 +180,14 @@ def iter_entries(conn: sqlite3.Connection, *, dataset: str | None = None) -> Ite
         yield LedgerEntry(*row)
 
 
+def newest_entry(conn: sqlite3.Connection) -> LedgerEntry | None:
+    """The entry with the highest seq, if any."""
+    row = conn.execute(
+        f"SELECT {', '.join(ENTRY_FIELDS)} FROM entries ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else LedgerEntry(*row)
+
+
 def entry_at(conn: sqlite3.Connection, seq: int) -> LedgerEntry | None:
     """The entry at ``seq``, if any."""
     row = conn.execute(

@@ -28,7 +28,7 @@ from typing import Any
 from privacy_budgets.accounting import epsilon_of_counts
 from privacy_budgets.checkpoints import checkpoint_verifies, load_checkpoint
 from privacy_budgets.entries import ENTRY_KINDS, GENESIS_PREV, LedgerEntry
-from privacy_budgets.errors import PrivacyBudgetError
+from privacy_budgets.errors import LedgerIntegrityError, PrivacyBudgetError
 from privacy_budgets.keys import fingerprint, matches, verify_signature
 from privacy_budgets.mechanisms import base_counts
 from privacy_budgets.receipts import SpendReceipt, as_receipt
@@ -64,6 +64,15 @@ class VerificationReport:
             )
         where = f"at seq {self.first_bad_seq}" if self.first_bad_seq is not None else "(derived state)"
         return f"FAILED {where}: {self.problem}"
+
+    def raise_if_failed(self) -> VerificationReport:
+        """Raise LedgerIntegrityError naming the first problem; return self when ok."""
+        if not self.ok:
+            raise LedgerIntegrityError(
+                f"A ledger must verify before it is trusted; {self}. Restore the file from a "
+                "backup, or ask the site for its export and checkpoint."
+            )
+        return self
 
     def _repr_html_(self) -> str:
         colour, word = ("#1a7f37", "verified") if self.ok else ("#cf222e", "FAILED")

@@ -18,6 +18,7 @@ from privacy_budgets import (
     Ledger,
     LedgerEntry,
     LedgerError,
+    LedgerIntegrityError,
     Reservation,
     SpendReceipt,
     VerificationReport,
@@ -359,3 +360,18 @@ def test_not_a_ledger_and_corrupt_files_are_refused(tmp_path, ledger, ledger_pat
         Ledger.open(corrupt, site_id=SITE, key_path=ledger_path.with_name(ledger_path.name + ".key"))
     with pytest.raises(LedgerError, match=r"must be a readable SQLite ledger; .*malformed"):
         Ledger.verify_file(corrupt)
+
+
+def test_a_broken_chain_is_never_extended(ledger, ledger_path):
+    ledger.commit(reserve(ledger))
+    with sqlite3.connect(ledger_path) as conn:
+        conn.execute("UPDATE entries SET purpose = 'edited' WHERE seq = (SELECT MAX(seq) FROM entries)")
+    with pytest.raises(LedgerIntegrityError, match=r"only extends a chain that verifies; .* ends with "
+                                                   r"entry seq 5, which does not match its hash"):
+        ledger.record_uncovered(dataset=DATASET, project=PROJECT, what="w", actor="a", purpose="p")
+    ledger.close()
+    with pytest.raises(LedgerIntegrityError, match=r"Nothing was written"):
+        Ledger.open(ledger_path, site_id=SITE)
+    report = Ledger.verify_file(ledger_path)
+    with pytest.raises(LedgerIntegrityError, match=r"must verify before it is trusted; FAILED at seq 5"):
+        report.raise_if_failed()
