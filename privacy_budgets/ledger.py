@@ -483,6 +483,14 @@ class Ledger:
                 f"A receipt proves a committed spend; entry seq {entry.seq} is a "
                 f"'{entry.kind}' entry. Pass the entry that commit() returned."
             )
+        with self._read() as conn:
+            stored = store.entry_at(conn, entry.seq)
+        if stored != entry:
+            raise LedgerError(
+                f"A receipt is signed only for an entry of this ledger; entry seq {entry.seq} "
+                f"({entry.entry_hash[:12]}...) is not the one stored here. Pass the entry that "
+                "commit() returned."
+            )
         return sign_receipt(self._key, dict(
             site_id=entry.site_id, dataset=entry.dataset, project=entry.project,
             seq=entry.seq, entry_hash=entry.entry_hash, reservation_id=entry.reservation_id,

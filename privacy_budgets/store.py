@@ -18,6 +18,7 @@ and the entry it allows see the same state) and wait on a busy timeout.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,11 +71,27 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(
             path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
+        _set_wal(conn)
         # FULL: a committed entry survives a power cut, not only a crashed process.
         conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     return conn
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    # Switching a new file to WAL needs an exclusive lock; when processes create the same
+    # ledger at once SQLite reports "locked" at once rather than waiting (deadlock
+    # avoidance), so wait here as the busy timeout would.
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager

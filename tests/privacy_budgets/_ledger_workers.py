@@ -31,6 +31,14 @@ def spend_until_refused(path: str, worker: int, attempts: int) -> tuple[int, int
     return committed, refused
 
 
+def create_at_once(path: str, worker: int) -> str:
+    """Open (creating if need be) the same new ledger as other processes, and write once."""
+    with Ledger.open(path, site_id="site_a") as ledger:
+        ledger.record_uncovered(dataset="hospital_01", project="quickstart", actor=f"w{worker}",
+                                purpose="startup", what=f"process {worker} started")
+        return ledger.public_key_fingerprint
+
+
 def die_inside_transaction(path: str) -> None:
     """Commit one spend, leave one reservation open, then die mid-transaction (SIGKILL)."""
     with Ledger.open(path, site_id="site_a", create=False) as ledger:

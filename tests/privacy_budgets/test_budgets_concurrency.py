@@ -63,6 +63,18 @@ def test_four_processes_hit_the_cap_exactly(tmp_path):
         assert report.ok, report.problem
 
 
+def test_processes_creating_the_same_ledger_agree(tmp_path):
+    path = tmp_path / "new.ledger"
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        fingerprints = pool.starmap(workers.create_at_once, [(str(path), w) for w in range(3)])
+    assert len(set(fingerprints)) == 1  # one key, whoever won the race
+    report = Ledger.verify_file(path)
+    assert report.ok, report.problem
+    with Ledger.open(path, site_id=SITE, create=False) as ledger:
+        kinds = [e.kind for e in ledger.entries()]
+    assert kinds == ["genesis", "uncovered", "uncovered", "uncovered"]
+
+
 def run_worker(action: str, path: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}"}
     return subprocess.Popen([sys.executable, str(HERE / "_ledger_workers.py"), action, str(path)],

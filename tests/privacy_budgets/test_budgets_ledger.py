@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -253,6 +254,9 @@ def test_records_round_trip_through_json(ledger):
         SpendReceipt.from_dict({**receipt.to_dict(), "extra": 1})
     with pytest.raises(LedgerError, match=r"A receipt proves a committed spend"):
         ledger.receipt(ledger.entries()[0])
+    forged = dataclasses.replace(entry, epsilon=0.001)
+    with pytest.raises(LedgerError, match=r"signed only for an entry of this ledger; entry seq 5"):
+        ledger.receipt(forged)
 
 
 def test_report_repr_html_is_green_or_red(ledger):
