@@ -56,6 +56,7 @@ from privacy_budgets.mechanisms import (
     base_counts,
     canonical_json,
     event_from_json,
+    events_from_counts,
 )
 from privacy_budgets.receipts import SpendReceipt, sign_receipt
 from privacy_budgets.records import CostEstimate, Reservation, utc_now
@@ -409,6 +410,43 @@ class Ledger:
             fits=fits, binding=binding,
         )
 
+    def cap(self, *, dataset: str) -> float | None:
+        """The dataset's lifetime cap on epsilon, or None when it has none."""
+        with self._read() as conn:
+            limit = store.limits_of(conn, dataset=dataset).get(DATASET_CAP)
+        return None if limit is None else limit.epsilon
+
+    def allocation(self, *, dataset: str, project: str) -> float | None:
+        """The project's allocation on the dataset, or None when it has none."""
+        with self._read() as conn:
+            limit = store.limits_of(conn, dataset=dataset).get(validation.project(project))
+        return None if limit is None else limit.epsilon
+
+    def dataset_delta(self, *, dataset: str) -> float:
+        """The delta all of the dataset's epsilons are stated at (set with its cap)."""
+        with self._read() as conn:
+            limit = store.limits_of(conn, dataset=dataset).get(DATASET_CAP)
+        if limit is None:
+            raise LedgerError(
+                f"A dataset's delta is set with its cap; dataset '{dataset}' has no cap yet. "
+                f"Fix: set_cap(dataset='{dataset}', epsilon=..., delta=..., ...)."
+            )
+        return limit.delta
+
+    def events(
+        self, *, dataset: str, project: str | None = None, include_reserved: bool = True
+    ) -> list[dpa.DpEvent]:
+        """What the dataset (or project) has composed so far, as DpEvents.
+
+        One self-composed event per base mechanism, in the ledger's canonical order: pass
+        them as ``prior_events`` to calibration and it does the ledger's exact arithmetic.
+        """
+        with self._read() as conn:
+            counts = store.multiset(
+                conn, dataset=dataset, project=project, include_reserved=include_reserved
+            )
+        return events_from_counts(counts)
+
     def entries(self, *, dataset: str | None = None) -> list[LedgerEntry]:
         """Every entry (or one dataset's), in seq order."""
         with self._read() as conn:
@@ -477,11 +515,12 @@ class Ledger:
         return cp
 
     def receipt(self, entry: LedgerEntry) -> SpendReceipt:
-        """The signed receipt for a commit entry, to send with the release."""
-        if entry.kind != "commit":
+        """The signed receipt of a commit or an uncovered release, to send with it."""
+        if entry.kind not in ("commit", "uncovered"):
             raise LedgerError(
-                f"A receipt proves a committed spend; entry seq {entry.seq} is a "
-                f"'{entry.kind}' entry. Pass the entry that commit() returned."
+                f"A receipt proves a release (a commit or an uncovered release); entry seq "
+                f"{entry.seq} is a '{entry.kind}' entry. Pass the entry that commit() or "
+                "record_uncovered() returned."
             )
         with self._read() as conn:
             stored = store.entry_at(conn, entry.seq)
@@ -489,13 +528,13 @@ class Ledger:
             raise LedgerError(
                 f"A receipt is signed only for an entry of this ledger; entry seq {entry.seq} "
                 f"({entry.entry_hash[:12]}...) is not the one stored here. Pass the entry that "
-                "commit() returned."
+                "commit() or record_uncovered() returned."
             )
         return sign_receipt(self._key, dict(
             site_id=entry.site_id, dataset=entry.dataset, project=entry.project,
-            seq=entry.seq, entry_hash=entry.entry_hash, reservation_id=entry.reservation_id,
-            mechanism=entry.mechanism, epsilon=entry.epsilon,
-            project_epsilon_after=entry.project_epsilon_after,
+            seq=entry.seq, kind=entry.kind, entry_hash=entry.entry_hash,
+            reservation_id=entry.reservation_id, mechanism=entry.mechanism,
+            epsilon=entry.epsilon, project_epsilon_after=entry.project_epsilon_after,
             dataset_epsilon_after=entry.epsilon_after, delta=entry.delta, run_id=entry.run_id,
             round=entry.round, query_id=entry.query_id, time=entry.time,
             public_key=self.public_key,

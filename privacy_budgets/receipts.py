@@ -1,14 +1,14 @@
-"""Spend receipts: what a site sends the coordinator with each committed release.
+"""Spend receipts: what a site sends the coordinator with each release.
 
-A receipt names the ledger entry (seq and hash), the mechanism and the epsilons, and
-is signed with the site's key. The coordinator keeps them; later they prove what the
+A receipt names the ledger entry (seq and hash), the mechanism and the epsilons (for a
+committed spend) or the uncovered release, and is signed with the site's key. The coordinator keeps them; later they prove what the
 site's ledger held, even if its newest entries were removed.
 
 >>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 >>> from privacy_budgets.keys import public_hex
 >>> key = Ed25519PrivateKey.generate()
 >>> receipt = sign_receipt(key, dict(site_id="s", dataset="d", project="p", seq=5,
-...     entry_hash="ab" * 32, reservation_id="r1", mechanism="{}", epsilon=0.4,
+...     kind="commit", entry_hash="ab" * 32, reservation_id="r1", mechanism="{}", epsilon=0.4,
 ...     project_epsilon_after=0.4, dataset_epsilon_after=0.9, delta=1e-5, run_id="r42",
 ...     round=3, query_id=None, time="2026-11-29T10:00:00.000000Z", public_key=public_hex(key)))
 >>> receipt.verifies()
@@ -32,19 +32,24 @@ from privacy_budgets.records import _Plain
 
 @dataclass(frozen=True)
 class SpendReceipt(_Plain):
-    """A signed statement of one committed spend; plain fields so it travels as JSON."""
+    """A signed statement of one release; plain fields so it travels as JSON.
+
+    ``kind`` is "commit" (a spend: mechanism and epsilons set) or "uncovered" (a
+    release no mechanism covers: no mechanism, no epsilon of its own).
+    """
 
     site_id: str
     dataset: str
     project: str
     seq: int
+    kind: str
     entry_hash: str
-    reservation_id: str
-    mechanism: str
-    epsilon: float
-    project_epsilon_after: float
-    dataset_epsilon_after: float
-    delta: float
+    reservation_id: str | None
+    mechanism: str | None
+    epsilon: float | None
+    project_epsilon_after: float | None
+    dataset_epsilon_after: float | None
+    delta: float | None
     run_id: str | None
     round: int | None
     query_id: str | None

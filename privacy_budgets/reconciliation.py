@@ -35,7 +35,9 @@ COLUMNS = [
     "problem", "seq", "dataset", "project", "run_id", "round", "receipt_epsilon",
     "ledger_epsilon", "detail",
 ]
+RELEASES = ("commit", "uncovered")  # the entries a site sends a receipt for
 _COMPARED = (
+    ("kind", "kind"),
     ("epsilon", "epsilon"),
     ("project_epsilon_after", "project_epsilon_after"),
     ("dataset_epsilon_after", "epsilon_after"),
@@ -56,8 +58,8 @@ def reconcile(
     Problems: ``export_fails_verification``, ``unknown_to_site`` (another site, or a
     spend the site's ledger has no trace of), ``missing_entry`` (beyond the ledger's
     head: entries removed), ``different_hash``, ``different_epsilon``,
-    ``bad_signature``, ``duplicate_receipt``, ``unknown_to_coordinator`` (a committed
-    spend without a receipt). Empty means reconciled; ``frame.attrs["verdict"]`` says
+    ``bad_signature``, ``duplicate_receipt``, ``unknown_to_coordinator`` (a commit or
+    uncovered release without a receipt). Empty means reconciled; ``frame.attrs["verdict"]`` says
     so in one line.
     """
     export = load_export(ledger_export)
@@ -84,10 +86,11 @@ def reconcile(
         if problem:
             rows.append(_row(problem, r, r.seq, entry=entry, detail=detail))
     for entry in entries:
-        if entry.kind == "commit" and (site_id, entry.seq) not in seen:
+        if entry.kind in RELEASES and (site_id, entry.seq) not in seen:
             rows.append(_row(
                 "unknown_to_coordinator", None, entry.seq, entry=entry,
-                detail="the site committed this spend but the coordinator holds no receipt",
+                detail=f"the site recorded this release ({entry.kind}) but the coordinator "
+                "holds no receipt for it",
             ))
     frame = pd.DataFrame(rows, columns=COLUMNS).astype({"seq": "Int64", "round": "Int64"})
     frame.attrs["verdict"] = _verdict(frame, n_receipts, site_id, head)
@@ -138,6 +141,6 @@ def _row(problem, receipt, seq, *, entry=None, detail=None) -> dict[str, Any]:
 def _verdict(frame: pd.DataFrame, n_receipts: int, site_id: str, head: int) -> str:
     where = f"site {site_id}'s ledger (head seq {head})"
     if frame.empty:
-        return f"Reconciled: {n_receipts} receipts match the committed spends in {where}."
+        return f"Reconciled: {n_receipts} receipts match the releases recorded in {where}."
     kinds = ", ".join(f"{n} {k}" for k, n in frame["problem"].value_counts().items())
     return f"NOT reconciled: {len(frame)} mismatches ({kinds}) between {n_receipts} receipts and {where}."

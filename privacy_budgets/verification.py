@@ -274,10 +274,15 @@ class _Verifier:
                             f"{public_key}: it was re-signed, or is another site's ledger.")
         if not self.deep:
             self.checks.append("epsilons at head")
-            for e in self.last_of_dataset.values():
-                self._numbers(e, fields=("epsilon_after", "delta"))
-            for e in self.last_of_project.values():
-                self._numbers(e, fields=("project_epsilon_after",))
+            for fields, last in (
+                (("epsilon_after", "delta"), self.last_of_dataset.values()),
+                (("project_epsilon_after",), self.last_of_project.values()),
+            ):
+                for e in last:
+                    try:
+                        self._numbers(e, fields=fields)
+                    except (PrivacyBudgetError, ValueError, KeyError, TypeError) as err:
+                        self.bad(e.seq, f"entry seq {e.seq}: its totals cannot be recomputed ({err}).")
         else:
             self.checks.append("every epsilon")
         if derived is not None:

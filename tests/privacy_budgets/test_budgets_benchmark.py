@@ -19,5 +19,5 @@ def test_benchmark_runs_quick(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     text = results.read_text()
-    assert "| entries | reserve, warm (ms) | reserve, cold (ms) | dataset epsilon |" in text
+    assert "| entries | reserve, warm (ms) | warm p90 (ms) | reserve, cold (ms) |" in text
     assert "spends/s" in text and "rows/s" in text

@@ -85,7 +85,8 @@ def test_report_and_reconcile_commands(spent_ledger, tmp_path):
     export = tmp_path / "export.json"
     assert invoke("export", "--ledger", spent_ledger, "--out", export).exit_code == 0
     with Ledger.open(spent_ledger, site_id=SITE) as ledger:
-        receipts = [ledger.receipt(e).to_dict() for e in ledger.entries() if e.kind == "commit"]
+        receipts = [ledger.receipt(e).to_dict() for e in ledger.entries()
+                    if e.kind in ("commit", "uncovered")]
     (tmp_path / "receipts.json").write_text(json.dumps(receipts))
     result = invoke("reconcile", "--receipts", tmp_path / "receipts.json", "--export", export)
     assert result.exit_code == 0 and result.output.startswith("Reconciled: 1 receipts")

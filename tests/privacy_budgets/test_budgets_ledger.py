@@ -252,11 +252,43 @@ def test_records_round_trip_through_json(ledger):
     assert all(isinstance(v, (str, int, float, type(None))) for v in receipt.to_dict().values())
     with pytest.raises(LedgerError, match=r"needs exactly the fields.*unknown \['extra'\]"):
         SpendReceipt.from_dict({**receipt.to_dict(), "extra": 1})
-    with pytest.raises(LedgerError, match=r"A receipt proves a committed spend"):
+    with pytest.raises(LedgerError, match=r"A receipt proves a release \(a commit or an uncovered "
+                                          r"release\); entry seq 1 is a 'genesis' entry"):
         ledger.receipt(ledger.entries()[0])
+    declared = ledger.record_uncovered(dataset=DATASET, project=PROJECT, what="row count 4012",
+                                       actor="node", purpose="FedAvg weight")
+    uncovered = ledger.receipt(declared)
+    assert (uncovered.kind, uncovered.epsilon, uncovered.mechanism) == ("uncovered", None, None)
+    assert uncovered.dataset_epsilon_after == entry.epsilon_after and uncovered.verifies()
     forged = dataclasses.replace(entry, epsilon=0.001)
     with pytest.raises(LedgerError, match=r"signed only for an entry of this ledger; entry seq 5"):
         ledger.receipt(forged)
+
+
+def test_limits_delta_and_history_as_events_for_calibration(ledger):
+    assert ledger.cap(dataset=DATASET) == 3.0 and ledger.cap(dataset="other") is None
+    assert ledger.allocation(dataset=DATASET, project=PROJECT) == 1.0
+    assert ledger.allocation(dataset=DATASET, project="unfunded") is None
+    assert ledger.dataset_delta(dataset=DATASET) == DELTA
+    with pytest.raises(LedgerError, match=r"delta is set with its cap; dataset 'other' has no cap"):
+        ledger.dataset_delta(dataset="other")
+    ledger.commit(reserve(ledger))
+    open_one = reserve(ledger, event=gaussian_event(noise_multiplier=20.0))
+    prior = ledger.events(dataset=DATASET, project=PROJECT)
+    assert epsilon(events=prior, delta=DELTA) == ledger.spent(dataset=DATASET, project=PROJECT)
+    committed = ledger.events(dataset=DATASET, include_reserved=False)
+    assert committed == [ROUND]
+    # Calibrating on top of the ledger's history uses exactly the ledger's arithmetic:
+    # the calibrated run then fits its allocation to the last round.
+    ledger.abort(open_one, reason="r")
+    from privacy_budgets import calibrate_dpsgd_noise
+
+    sigma = calibrate_dpsgd_noise(target_epsilon=1.0, delta=DELTA, sampling_rate=0.02, steps=60,
+                                  prior_events=ledger.events(dataset=DATASET, project=PROJECT))
+    for _ in range(3):
+        ledger.commit(reserve(ledger, event=dpsgd_event(noise_multiplier=sigma, sampling_rate=0.02,
+                                                         steps=20)))
+    assert 0.99 < ledger.spent(dataset=DATASET, project=PROJECT) <= 1.0
 
 
 def test_report_repr_html_is_green_or_red(ledger):

@@ -84,14 +84,16 @@ def test_report_of_a_tampered_ledger_is_red(busy, tmp_path):
 
 def test_reconcile_reports_every_kind_of_mismatch(busy, tmp_path):
     commits = [e for e in busy.entries() if e.kind == "commit"]
+    declared = [e for e in busy.entries() if e.kind == "uncovered"]
     receipts = [busy.receipt(e).to_dict() for e in commits]
-    assert reconcile(receipts=receipts, ledger_export=busy.export()).empty
+    others = [busy.receipt(e).to_dict() for e in declared]
+    assert reconcile(receipts=receipts + others, ledger_export=busy.export()).empty
     # The coordinator never got round 2's receipt, mirrors round 1 with a wrong epsilon,
     # holds one from another site and one for a spend the site never made.
     edited = dict(receipts[0], epsilon=0.01)
     foreign = dict(receipts[0], site_id="site_z")
     unknown = dict(receipts[0], seq=3, reservation_id="feedbeef", entry_hash="ab" * 32)
-    frame = reconcile(receipts=[edited, foreign, unknown], ledger_export=busy.export())
+    frame = reconcile(receipts=[edited, foreign, unknown, *others], ledger_export=busy.export())
     problems = dict(zip(frame["problem"], frame["detail"]))
     assert set(problems) == {"different_epsilon", "unknown_to_site", "unknown_to_coordinator"}
     assert "receipt epsilon 0.01" in problems["different_epsilon"]
@@ -102,13 +104,13 @@ def test_reconcile_reports_every_kind_of_mismatch(busy, tmp_path):
     export = busy.export()
     last = commits[-1].seq
     export["entries"] = [e for e in export["entries"] if e["seq"] < last]
-    frame = reconcile(receipts=receipts, ledger_export=export)
-    assert frame["problem"].tolist() == ["missing_entry"]
-    assert frame["seq"].tolist() == [last]
+    frame = reconcile(receipts=receipts + others, ledger_export=export)
+    assert frame["problem"].tolist() == ["missing_entry", "missing_entry"]  # and its row count
+    assert frame["seq"].tolist() == [last, last + 1]
     # The site rewrites an entry: a different hash at that seq.
     export = busy.export()
     export["entries"][commits[0].seq - 1]["entry_hash"] = "cd" * 32
-    frame = reconcile(receipts=receipts, ledger_export=export)
+    frame = reconcile(receipts=receipts + others, ledger_export=export)
     assert "different_hash" in frame["problem"].tolist()
     assert "export_fails_verification" in frame["problem"].tolist()
 

@@ -195,6 +195,16 @@ def test_under_reported_epsilon_is_caught_by_recomputing(copy):
     assert "entry seq 5 reports epsilon_after 0.01, but its entries compose to" in report.problem
 
 
+def test_signed_entry_with_an_unknown_mechanism(copy):
+    key = load_key(key_path=Path(f"{copy}.key"))
+    unknown = canonical({"format": "dp_accounting/0.6", "event": {"type": "ExponentialDpEvent"}})
+    rechain(copy, key, edit={RESERVE_SEQ: {"mechanism": unknown}})
+    report = Ledger.verify_file(copy)
+    assert (report.ok, report.first_bad_seq) == (False, RESERVE_SEQ)
+    assert report.problem.startswith(f"entry seq {RESERVE_SEQ} (reserve) cannot be replayed: "
+                                     "Unknown mechanism 'ExponentialDpEvent'")
+
+
 def test_ledger_resigned_with_another_key(copy, pristine):
     original = fingerprint(public_hex(load_key(key_path=Path(f"{copy}.key"))))
     rechain(copy, Ed25519PrivateKey.generate(), edit={})
