@@ -7,6 +7,11 @@ a ledger that fails verification (or receipts that do not reconcile) exits with 
 
 Heavy imports (pandas, matplotlib, dp_accounting) happen inside the commands, so
 ``workbench --help`` stays fast.
+
+>>> from typer.testing import CliRunner
+>>> result = CliRunner().invoke(app, ["status", "--ledger", "no/such.ledger"])
+>>> result.exit_code, result.stderr.strip()
+(2, 'Error: No such file: no/such.ledger. Check the path.')
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ def history(
 ) -> None:
     """Every entry, with its mechanism (a serialised DpEvent) and statement."""
     from privacy_budgets.exports import read_entries
-    from privacy_budgets.statements import statement
+    from privacy_budgets.statements import safe_statement
 
     entries = read_entries(_existing(ledger))
     if dataset is not None:
@@ -86,14 +91,14 @@ def history(
         items = []
         for e in entries:
             item = e.to_dict()
-            item["mechanism"] = None if e.mechanism is None else json.loads(e.mechanism)
-            item["details"] = json.loads(item.pop("details_json"))
-            item["statement"] = statement(e)
+            item["mechanism"] = _json_or_text(e.mechanism)
+            item["details"] = _json_or_text(item.pop("details_json"))
+            item["statement"] = safe_statement(e)
             items.append(item)
         typer.echo(json.dumps(items, indent=2))
         return
     for e in entries:
-        typer.echo(f"{e.seq:>5}  {e.time}  {e.kind:<9} {statement(e)}")
+        typer.echo(f"{e.seq:>5}  {e.time}  {e.kind:<9} {safe_statement(e)}")
 
 
 @app.command()
@@ -233,6 +238,16 @@ def _existing(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"No such file: {path}. Check the path.")
     return path
+
+
+def _json_or_text(text: str | None) -> Any:
+    # A damaged entry is still listed, as its raw text; verify says what is wrong.
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _json_list(path: Path) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from privacy_budgets.exports import export_entries, is_sqlite, load_export, read
 from privacy_budgets.keys import fingerprint
 from privacy_budgets.mechanisms import NEIGHBOURING_RELATION
 from privacy_budgets.state import changes_of
-from privacy_budgets.statements import statement
+from privacy_budgets.statements import safe_statement
 from privacy_budgets.verification import VerificationReport, verify_entries
 from privacy_budgets.views import status_frame
 
@@ -149,7 +149,8 @@ def _plots(entries: list[LedgerEntry]) -> list[str]:
             spent = [(e.seq, getattr(e, field)) for e in rows if getattr(e, field) is not None]
             if spent:
                 ax.step(*zip(*spent), where="post", label="spent incl. open reservations")
-            limits = [(e.seq, e.details["epsilon"]) for e in rows if e.kind == limit_kind]
+            limits = [(e.seq, _limit_value(e)) for e in rows if e.kind == limit_kind]
+            limits = [(seq, value) for seq, value in limits if value is not None]
             if limits:
                 xs, ys = zip(*limits)
                 last = max(e.seq for e in rows)
@@ -169,6 +170,13 @@ def _plots(entries: list[LedgerEntry]) -> list[str]:
     return out or ["<p>No dataset has entries yet.</p>"]
 
 
+def _limit_value(entry: LedgerEntry) -> float | None:
+    try:
+        return float(entry.details["epsilon"])
+    except (ValueError, KeyError, TypeError):  # damaged; the verdict says so
+        return None
+
+
 def _entries_html(entries: list[LedgerEntry]) -> str:
     head = "".join(f"<th>{h}</th>" for h in (
         "seq", "time (UTC)", "kind", "dataset", "project", "actor", "epsilon",
@@ -179,14 +187,6 @@ def _entries_html(entries: list[LedgerEntry]) -> str:
         cells = (e.seq, e.time, e.kind, e.dataset or "", e.project or "", e.actor,
                  fmt_epsilon(e.epsilon) if e.epsilon is not None else "",
                  fmt_epsilon(e.epsilon_after) if e.epsilon_after is not None else "",
-                 _statement(e))
+                 safe_statement(e))
         rows.append(f"<tr{css}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
-
-
-def _statement(entry: LedgerEntry) -> str:
-    # A damaged entry still gets a row: the verdict above says what is wrong with it.
-    try:
-        return statement(entry)
-    except Exception as err:  # noqa: BLE001 - any damage must not stop the report
-        return f"(no statement: this entry cannot be read: {err})"

@@ -87,6 +87,14 @@ def statement(entry: LedgerEntry) -> str:
     )
 
 
+def safe_statement(entry: LedgerEntry) -> str:
+    """``statement``, or a note when the entry is too damaged to be read (see verify)."""
+    try:
+        return statement(entry)
+    except Exception as err:  # noqa: BLE001 - a damaged entry must not stop a listing
+        return f"(no statement: this entry cannot be read: {err})"
+
+
 def what_released(event: dpa.DpEvent) -> str:
     """The release in words, from its mechanism."""
     dpsgd = _dpsgd(event)

@@ -1,6 +1,16 @@
 """DataFrames for people: the status of every budget and the history of every entry.
 
 pandas is imported here only, so a node that merely reserves and commits never pays for it.
+
+>>> import tempfile, pathlib
+>>> from privacy_budgets.ledger import Ledger
+>>> with Ledger.open(pathlib.Path(tempfile.mkdtemp()) / "s.ledger", site_id="s") as ledger:
+...     _ = ledger.set_cap(dataset="d", epsilon=2.0, delta=1e-5, actor="site", reason="r")
+...     _ = ledger.allocate(dataset="d", project="p", epsilon=1.0, actor="board", reason="r")
+...     ledger.status()[["project", "limit", "spent", "remaining", "state"]]
+          project  limit  spent  remaining state
+0  (all projects)    2.0    0.0        2.0    ok
+1               p    1.0    0.0        1.0    ok
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from privacy_budgets import store
 from privacy_budgets.accounting import epsilon_of_counts
 from privacy_budgets.entries import LedgerEntry
 from privacy_budgets.state import ALL_PROJECTS, DATASET_CAP
-from privacy_budgets.statements import statement
+from privacy_budgets.statements import safe_statement
 
 
 STATUS_COLUMNS = [
@@ -98,7 +108,7 @@ def history_frame(entries: Iterable[LedgerEntry]) -> pd.DataFrame:
     rows = []
     for entry in entries:
         row = {name: getattr(entry, name) for name in HISTORY_COLUMNS if name != "statement"}
-        row["statement"] = statement(entry)
+        row["statement"] = safe_statement(entry)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
     return frame.astype({"round": "Int64"})

@@ -73,9 +73,14 @@ def test_verify_exits_1_on_tampering(spent_ledger):
 
     with sqlite3.connect(spent_ledger) as conn:
         conn.execute("UPDATE entries SET purpose = 'edited' WHERE seq = 5")
+        conn.execute("UPDATE entries SET details_json = '{broken' WHERE seq = 2")
     result = invoke("verify", "--ledger", spent_ledger)
     assert result.exit_code == 1
-    assert "FAILED at seq 5: entry seq 5 was altered" in result.output
+    assert "FAILED at seq 2: entry seq 2 was altered" in result.output
+    listing = invoke("history", "--ledger", spent_ledger, "--json")  # still listed, not a traceback
+    assert listing.exit_code == 0
+    assert json.loads(listing.output)[1]["details"] == "{broken"
+    assert invoke("report", "--ledger", spent_ledger, "--out", spent_ledger.with_suffix(".html")).exit_code == 0
 
 
 def test_report_and_reconcile_commands(spent_ledger, tmp_path):
