@@ -235,7 +235,8 @@ def render(rows, distinct, build_s, spends, inserts, sizes, *, quick: bool) -> s
         "# Ledger benchmark" + (" (quick sizes)" if quick else ""),
         "",
         f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu}, {os.cpu_count()} cores, "
-        f"{platform.system()} {platform.release()}.",
+        f"{platform.system()} {platform.release()}; load average {os.getloadavg()[0]:.1f} at the "
+        "end (the machine may be shared: other work slows every figure).",
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, dp-accounting "
         f"{getattr(dp_accounting, '__version__', '0.6')}, numpy {numpy.__version__}, "
         f"cryptography {cryptography.__version__}. Ledger: WAL, synchronous=FULL (an fsync per "
