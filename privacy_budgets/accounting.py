@@ -21,14 +21,21 @@ import dp_accounting as dpa
 from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 
+from privacy_budgets.composition import PLD_VALUE_DISCRETIZATION, pld_epsilon
 from privacy_budgets.errors import InvalidBudget, InvalidMechanism
 from privacy_budgets.mechanisms import base_counts, dpsgd_event, events_from_counts
 
 Accountant = Literal["pld", "rdp"]
 
-# One discretisation everywhere, so calibration and the ledger do the same arithmetic.
-# 1e-3 is within 0.1% of 1e-4 on DP-SGD and ten times faster (see shared/notes/stack.md).
-PLD_VALUE_DISCRETIZATION = 1e-3
+__all__ = [
+    "PLD_VALUE_DISCRETIZATION",
+    "calibrate_dpsgd_noise",
+    "check_delta",
+    "check_epsilon",
+    "epsilon",
+    "epsilon_of_counts",
+    "make_accountant",
+]
 
 
 def check_delta(delta: float) -> float:
@@ -83,6 +90,9 @@ def epsilon_of_counts(*, counts: Counter[str], delta: float, accountant: Account
 def _epsilon_cached(key: tuple[tuple[str, int], ...], delta: float, accountant: Accountant) -> float:
     if not key:
         return 0.0
+    if accountant == "pld":
+        # Same arithmetic as a fresh PLDAccountant, with its intermediate results kept.
+        return pld_epsilon(key, delta=delta)
     acc = make_accountant(accountant)
     for event in events_from_counts(Counter(dict(key))):
         acc.compose(event)

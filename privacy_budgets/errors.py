@@ -16,3 +16,106 @@ class InvalidMechanism(PrivacyBudgetError, ValueError):
 
 class InvalidBudget(PrivacyBudgetError, ValueError):
     """An epsilon, delta, cap or allocation outside its allowed range."""
+
+
+class LedgerError(PrivacyBudgetError):
+    """A ledger operation that breaks a rule: a wrong key, a missing file, a bad commit."""
+
+
+class LedgerIntegrityError(LedgerError):
+    """A ledger whose entries no longer prove themselves: edited, removed or forged."""
+
+
+class BudgetExceeded(PrivacyBudgetError):
+    """A refused release: it would exceed a dataset cap or a project allocation.
+
+    Fail closed: a dataset without a cap or a project without an allocation is refused
+    too (``cap`` is then ``None``). The message states the numbers and the fix.
+
+    >>> err = BudgetExceeded(
+    ...     requested_epsilon=0.31, total_after=1.12, remaining=0.19, cap=1.0, delta=1e-5,
+    ...     limit_kind="project allocation", dataset="hospital_01", project="quickstart",
+    ...     set_by="ethics-board", set_on="2026-11-29T10:00:00Z")
+    >>> print(err)
+    Refused: this release would exceed the project allocation for dataset 'hospital_01' / project 'quickstart'.
+     Requested epsilon: 0.31 (total after it 1.12)
+     Remaining: 0.19 of 1.00
+     Cap: allocation 1.00 at delta 1e-05, set by ethics-board on 2026-11-29T10:00:00Z
+     Fix: ask the ethics board for a larger allocation, or plan a cheaper release (more noise, fewer steps).
+    """
+
+    def __init__(
+        self,
+        *,
+        requested_epsilon: float,
+        total_after: float | None,
+        remaining: float,
+        cap: float | None,
+        delta: float | None,
+        limit_kind: str,
+        dataset: str,
+        project: str | None,
+        set_by: str | None,
+        set_on: str | None,
+    ) -> None:
+        self.requested_epsilon = requested_epsilon
+        self.total_after = total_after
+        self.remaining = remaining
+        self.cap = cap
+        self.delta = delta
+        self.limit_kind = limit_kind
+        self.dataset = dataset
+        self.project = project
+        self.set_by = set_by
+        self.set_on = set_on
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        if self.cap is None:
+            return self._missing_limit_message()
+        where = f"dataset '{self.dataset}'"
+        if self.limit_kind == "project allocation":
+            where += f" / project '{self.project}'"
+        word = "allocation" if self.limit_kind == "project allocation" else "cap"
+        fix = (
+            "ask the ethics board for a larger allocation"
+            if self.limit_kind == "project allocation"
+            else "the site may raise the dataset's cap (set-cap)"
+        )
+        return (
+            f"Refused: this release would exceed the {self.limit_kind} for {where}.\n"
+            f" Requested epsilon: {fmt_epsilon(self.requested_epsilon)} "
+            f"(total after it {fmt_epsilon(self.total_after)})\n"
+            f" Remaining: {fmt_epsilon(self.remaining)} of {fmt_epsilon(self.cap)}\n"
+            f" Cap: {word} {fmt_epsilon(self.cap)} at delta {self.delta:g}, "
+            f"set by {self.set_by} on {self.set_on}\n"
+            f" Fix: {fix}, or plan a cheaper release (more noise, fewer steps)."
+        )
+
+    def _missing_limit_message(self) -> str:
+        if self.limit_kind == "project allocation":
+            rule = f"project '{self.project}' has no allocation on dataset '{self.dataset}'"
+            fix = (
+                "the ethics board allocates one first: workbench budget allocate --ledger PATH "
+                f"--dataset {self.dataset} --project {self.project} --epsilon E --actor A --reason R"
+            )
+        else:
+            rule = f"dataset '{self.dataset}' has no cap"
+            fix = (
+                "the site sets one first: workbench budget set-cap --ledger PATH "
+                f"--dataset {self.dataset} --epsilon E --delta D --actor A --reason R"
+            )
+        return (
+            f"Refused: {rule}, so nothing may be released from it (fail closed).\n"
+            f" Requested epsilon: {fmt_epsilon(self.requested_epsilon)}\n"
+            f" Fix: {fix}."
+        )
+
+
+def fmt_epsilon(value: float | None) -> str:
+    """Two decimals for everyday epsilons, significant digits for tiny ones."""
+    if value is None:
+        return "n/a"
+    if value != 0 and abs(value) < 0.01:
+        return f"{value:.2g}"
+    return f"{value:.2f}"

@@ -64,7 +64,7 @@ def laplace_event(*, noise_multiplier: float, count: int = 1) -> dpa.DpEvent:
     """Laplace noise with scale ``noise_multiplier`` x L1 sensitivity (pure DP)."""
     _check_positive("noise_multiplier", noise_multiplier)
     _check_count("count", count)
-    event = dpa.LaplaceDpEvent(parameter=float(noise_multiplier))
+    event = dpa.LaplaceDpEvent(noise_multiplier=float(noise_multiplier))
     return event if count == 1 else dpa.SelfComposedDpEvent(event=event, count=int(count))
 
 
@@ -77,7 +77,7 @@ def composed_event(events: list[dpa.DpEvent]) -> dpa.DpEvent:
 
 _LEAF_FIELDS: dict[type, tuple[str, ...]] = {
     dpa.GaussianDpEvent: ("noise_multiplier",),
-    dpa.LaplaceDpEvent: ("parameter",),
+    dpa.LaplaceDpEvent: ("noise_multiplier",),
     dpa.NoOpDpEvent: (),
 }
 _SUPPORTED = ", ".join(
@@ -146,7 +146,7 @@ def _from_plain(plain: Any) -> dpa.DpEvent:
         if name == "GaussianDpEvent":
             return dpa.GaussianDpEvent(noise_multiplier=float(plain["noise_multiplier"]))
         if name == "LaplaceDpEvent":
-            return dpa.LaplaceDpEvent(parameter=float(plain["parameter"]))
+            return dpa.LaplaceDpEvent(noise_multiplier=float(plain["noise_multiplier"]))
         if name == "NoOpDpEvent":
             return dpa.NoOpDpEvent()
         if name == "PoissonSampledDpEvent":
@@ -184,7 +184,7 @@ def validate_event(event: dpa.DpEvent) -> None:
     if isinstance(event, dpa.GaussianDpEvent):
         _check_positive("noise_multiplier", event.noise_multiplier)
     elif isinstance(event, dpa.LaplaceDpEvent):
-        _check_positive("Laplace parameter", event.parameter)
+        _check_positive("Laplace noise_multiplier", event.noise_multiplier)
     elif isinstance(event, dpa.NoOpDpEvent):
         pass
     elif isinstance(event, dpa.PoissonSampledDpEvent):
@@ -274,7 +274,7 @@ def describe_event(event: dpa.DpEvent) -> str:
     if isinstance(event, dpa.GaussianDpEvent):
         return f"Gaussian noise with standard deviation {event.noise_multiplier:g} x sensitivity"
     if isinstance(event, dpa.LaplaceDpEvent):
-        return f"Laplace noise with scale {event.parameter:g} x sensitivity"
+        return f"Laplace noise with scale {event.noise_multiplier:g} x sensitivity"
     if isinstance(event, dpa.SelfComposedDpEvent):
         inner = event.event
         if isinstance(inner, dpa.PoissonSampledDpEvent) and isinstance(

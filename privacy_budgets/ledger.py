@@ -1,0 +1,771 @@
+"""The site's privacy budget ledger: caps, allocations, reservations, spends, proofs.
+
+One SQLite file per site holds an append-only, hash-chained list of entries signed with
+the site's Ed25519 key. Every release is reserved first (checked against the dataset's
+cap and the project's allocation, composed with PLD at the dataset's delta, inside one
+write transaction), then committed with the mechanism that actually ran, or aborted.
+A reservation counts as spent until it is resolved, even if its process died.
+The neighbouring relation is add or remove one patient.
+
+>>> import tempfile, pathlib
+>>> from privacy_budgets.mechanisms import gaussian_event
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "hospital_01.ledger"
+>>> with Ledger.open(path, site_id="hospital_01") as ledger:
+...     _ = ledger.set_cap(dataset="heart", epsilon=3.0, delta=1e-5, actor="site-admin",
+...                        reason="board decision 2026-11")
+...     _ = ledger.allocate(dataset="heart", project="survival", epsilon=1.0,
+...                         actor="ethics-board", reason="protocol 12")
+...     r = ledger.reserve(dataset="heart", project="survival", actor="analyst",
+...                        event=gaussian_event(noise_multiplier=8.0), purpose="count of patients")
+...     _ = ledger.commit(r)
+...     print(round(ledger.spent(dataset="heart"), 3), ledger.verify().ok)
+0.434 True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sqlite3
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import dp_accounting as dpa
+
+from privacy_budgets import store, validation
+from privacy_budgets.accounting import check_delta, check_epsilon, epsilon_of_counts
+from privacy_budgets.checkpoints import make_checkpoint
+from privacy_budgets.entries import LEDGER_FORMAT, LedgerEntry, canonical
+from privacy_budgets.errors import BudgetExceeded, LedgerError, LedgerIntegrityError, fmt_epsilon
+from privacy_budgets.exports import is_sqlite
+from privacy_budgets.keys import (
+    fingerprint,
+    load_or_create_key,
+    public_hex,
+    sign,
+    verify_signature,
+)
+from privacy_budgets.mechanisms import (
+    NEIGHBOURING_RELATION,
+    base_counts,
+    canonical_json,
+    event_from_json,
+    events_from_counts,
+)
+from privacy_budgets.receipts import SpendReceipt, sign_receipt
+from privacy_budgets.records import CostEstimate, Reservation, utc_now
+from privacy_budgets.state import DATASET_CAP, Limit, changes_of, totals_after
+from privacy_budgets.verification import CAP_RTOL, VerificationReport, verify_entries
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ACCOUNTING = "PLD (dp_accounting 0.6, value discretisation 1e-3, pessimistic); RDP cross-check"
+
+
+class Ledger:
+    """A site's privacy budget ledger. Open with :meth:`Ledger.open`; one per process."""
+
+    def __init__(self, *, conn: sqlite3.Connection, path: Path, site_id: str, key: Any) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._key = key
+        self.path = path
+        self.site_id = site_id
+        self.public_key = public_hex(key)
+        self.public_key_fingerprint = fingerprint(self.public_key)
+
+    # --- opening --------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        *,
+        site_id: str,
+        key_path: Path | str | None = None,
+        create: bool = True,
+    ) -> Ledger:
+        """Open the site's ledger at ``path``, creating it (and its key) when allowed.
+
+        The signing key lives at ``key_path`` (default: ``<path>.key``, mode 0600).
+        """
+        path = Path(path)
+        site_id = validation.text("site_id", site_id)
+        key_path = Path(key_path) if key_path is not None else Path(f"{path}.key")
+        found = _probe(path)
+        if found != "ledger" and not create:
+            raise LedgerError(
+                f"No ledger at {path}: opening one needs an existing file when create=False. "
+                "Check the path, or pass create=True to start a new ledger."
+            )
+        key = load_or_create_key(key_path=key_path, create=found != "ledger")
+        conn = None
+        try:
+            conn = store.connect(path)
+            with store.write_transaction(conn):
+                if not store.has_schema(conn):
+                    if store.table_names(conn):
+                        raise _not_a_ledger(path, "it is an SQLite database without ledger tables")
+                    _create(conn, site_id=site_id, key=key)
+            ledger = cls(conn=conn, path=path, site_id=site_id, key=key)
+            ledger._check_identity(key_path)
+        except BaseException as err:
+            if conn is not None:
+                conn.close()
+            if isinstance(err, sqlite3.DatabaseError):
+                raise _not_a_ledger(path, f"SQLite says: {err}") from None
+            raise
+        return ledger
+
+    def _check_identity(self, key_path: Path) -> None:
+        meta = store.read_meta(self._conn)
+        if meta.get("format") != LEDGER_FORMAT:
+            raise _not_a_ledger(self.path, f"its format is {meta.get('format')!r}")
+        if meta.get("site_id") != self.site_id:
+            raise LedgerError(
+                f"A ledger is opened by its own site only: {self.path} belongs to site "
+                f"{meta.get('site_id')!r}, not {self.site_id!r}. Open it with that site_id."
+            )
+        genesis = store.entry_at(self._conn, 1)
+        try:
+            recorded = str(genesis.details["public_key"])
+            shown = fingerprint(recorded)
+        except (AttributeError, KeyError, ValueError):
+            raise LedgerIntegrityError(
+                f"A ledger starts with a genesis entry holding the site's public key; the one "
+                f"in {self.path} is missing or unreadable. Restore the file from a backup."
+            ) from None
+        if recorded != self.public_key:
+            raise LedgerError(
+                f"A ledger is written with the key it was created with: {self.path} was "
+                f"created with {shown}, but {key_path} is {self.public_key_fingerprint}. "
+                "Pass key_path= to the site's original key."
+            )
+        self._check_head(store.newest_entry(self._conn))
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger(site_id={self.site_id!r}, path={str(self.path)!r})"
+
+    # --- limits ---------------------------------------------------------------------
+
+    def set_cap(
+        self, *, dataset: str, epsilon: float, delta: float, actor: str, reason: str
+    ) -> LedgerEntry:
+        """Set the dataset's lifetime cap; all its epsilons are reported at ``delta``.
+
+        A cap below what is already spent is recorded (the dataset is then over cap);
+        changing delta once releases were reserved is refused.
+        """
+        dataset = validation.text("dataset", dataset)
+        epsilon = check_epsilon(epsilon, name="cap epsilon")
+        delta = check_delta(delta)
+        with self._write() as conn:
+            old = store.limits_of(conn, dataset=dataset).get(DATASET_CAP)
+            if old is not None and old.delta != delta and store.has_reserves(conn, dataset=dataset):
+                raise LedgerError(
+                    f"A dataset's delta is fixed once releases are reserved on it: dataset "
+                    f"'{dataset}' has delta {old.delta:g}, the new cap asks {delta:g}. Its "
+                    "epsilons already reported would change meaning. Keep delta "
+                    f"{old.delta:g} and change only epsilon."
+                )
+            spent = epsilon_of_counts(counts=store.multiset(conn, dataset=dataset), delta=delta)
+            details = {
+                "epsilon": epsilon,
+                "previous_epsilon": None if old is None else old.epsilon,
+                "spent_when_set": spent,
+                "below_spent": spent > epsilon,
+            }
+            return self._append(
+                conn, kind="set_cap", dataset=dataset, actor=validation.text("actor", actor),
+                purpose=validation.text("reason", reason), details=details, delta=delta,
+            )
+
+    def allocate(
+        self, *, dataset: str, project: str, epsilon: float, actor: str, reason: str
+    ) -> LedgerEntry:
+        """Set a project's allocation on a dataset (the ethics board's decision)."""
+        dataset, project = validation.text("dataset", dataset), validation.project(project)
+        epsilon = check_epsilon(epsilon, name="allocation epsilon")
+        with self._write() as conn:
+            limits = store.limits_of(conn, dataset=dataset)
+            if DATASET_CAP not in limits:
+                raise LedgerError(
+                    f"An allocation is read at its dataset's delta, so the dataset needs a cap "
+                    f"first: dataset '{dataset}' has none. Fix: set_cap(dataset='{dataset}', ...)."
+                )
+            old = limits.get(project)
+            spent = epsilon_of_counts(
+                counts=store.multiset(conn, dataset=dataset, project=project),
+                delta=limits[DATASET_CAP].delta,
+            )
+            details = {
+                "epsilon": epsilon,
+                "previous_epsilon": None if old is None else old.epsilon,
+                "spent_when_set": spent,
+                "below_spent": spent > epsilon,
+            }
+            return self._append(
+                conn, kind="allocate", dataset=dataset, project=project,
+                actor=validation.text("actor", actor), purpose=validation.text("reason", reason),
+                details=details,
+            )
+
+    # --- spending -------------------------------------------------------------------
+
+    def reserve(
+        self,
+        *,
+        dataset: str,
+        project: str,
+        event: dpa.DpEvent,
+        actor: str,
+        purpose: str,
+        run_id: str | None = None,
+        round: int | None = None,
+        query_id: str | None = None,
+    ) -> Reservation:
+        """Hold ``event`` against the cap and the allocation, or raise BudgetExceeded.
+
+        Composes committed + open reservations + this event for the dataset and for the
+        project, atomically with appending the 'reserve' entry.
+        """
+        dataset, project = validation.text("dataset", dataset), validation.project(project)
+        mechanism = canonical_json(event)
+        fields = dict(
+            kind="reserve", dataset=dataset, project=project,
+            actor=validation.text("actor", actor), purpose=validation.text("purpose", purpose),
+            run_id=validation.optional("run_id", run_id), round=validation.round_number(round),
+            query_id=validation.optional("query_id", query_id),
+            mechanism=mechanism, reservation_id=uuid.uuid4().hex,
+        )
+        with self._write() as conn:
+            limits = store.limits_of(conn, dataset=dataset)
+            cap, allocation = limits.get(DATASET_CAP), limits.get(project)
+            for limit, kind in ((cap, "dataset cap"), (allocation, "project allocation")):
+                if limit is None:
+                    raise _missing_limit(kind, dataset, project, event, cap)
+            entry = self._append(conn, **fields, check_limits=(cap, allocation))
+        return self._reservation(entry)
+
+    def commit(
+        self, reservation: Reservation | str, *, event: dpa.DpEvent | None = None
+    ) -> LedgerEntry:
+        """Record that the release ran, with the mechanism that actually ran.
+
+        ``event`` defaults to the reserved one; it may cost less, never more.
+        """
+        rid = _reservation_id(reservation)
+        with self._write() as conn:
+            row, reserve_entry = self._open_reservation(conn, rid, action="commit")
+            mechanism = row.mechanism if event is None else canonical_json(event)
+            delta = store.limits_of(conn, dataset=row.dataset)[DATASET_CAP].delta
+            if mechanism != row.mechanism:
+                before = self._totals(conn, row.dataset, row.project, delta)
+                self._check_not_larger(row, mechanism, delta)
+            else:
+                before = None
+            return self._append(
+                conn, kind="commit", dataset=row.dataset, project=row.project,
+                actor=reserve_entry.actor, purpose=reserve_entry.purpose,
+                run_id=reserve_entry.run_id, round=reserve_entry.round,
+                query_id=reserve_entry.query_id, mechanism=mechanism, reservation_id=rid,
+                reservation=row, not_above=before,
+            )
+
+    def abort(
+        self, reservation: Reservation | str, *, reason: str, actor: str | None = None
+    ) -> LedgerEntry:
+        """Record that nothing was released; the reservation stops counting."""
+        rid = _reservation_id(reservation)
+        reason = validation.text("reason", reason)
+        with self._write() as conn:
+            row, reserve_entry = self._open_reservation(conn, rid, action="abort")
+            return self._append(
+                conn, kind="abort", dataset=row.dataset, project=row.project,
+                actor=reserve_entry.actor if actor is None else validation.text("actor", actor),
+                purpose=reason, run_id=reserve_entry.run_id, round=reserve_entry.round,
+                query_id=reserve_entry.query_id, reservation_id=rid, reservation=row,
+            )
+
+    def record_uncovered(
+        self,
+        *,
+        dataset: str,
+        project: str,
+        what: str,
+        actor: str,
+        purpose: str,
+        run_id: str | None = None,
+        round: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> LedgerEntry:
+        """Record a release no mechanism covers (no epsilon; listed in the statement)."""
+        extra = dict(details or {})
+        extra["what"] = validation.text("what", what)
+        try:
+            canonical(extra)
+        except (TypeError, ValueError) as err:
+            raise LedgerError(
+                f"details must be plain JSON (str, numbers, lists, dicts) so it can be hashed; "
+                f"got {str(details)[:120]!r} ({err}). Convert values to str or float."
+            ) from None
+        with self._write() as conn:
+            return self._append(
+                conn, kind="uncovered", dataset=validation.text("dataset", dataset),
+                project=validation.project(project), actor=validation.text("actor", actor),
+                purpose=validation.text("purpose", purpose),
+                run_id=validation.optional("run_id", run_id),
+                round=validation.round_number(round), details=extra,
+            )
+
+    def open_reservations(self) -> list[Reservation]:
+        """Reservations neither committed nor aborted, oldest first (see ``age_s``)."""
+        with self._read() as conn:
+            rows = store.open_reservation_rows(conn)
+            return [self._reservation(store.entry_at(conn, row.seq)) for row in rows]
+
+    # --- reading --------------------------------------------------------------------
+
+    def spent(
+        self,
+        *,
+        dataset: str,
+        project: str | None = None,
+        include_reserved: bool = True,
+        accountant: Literal["pld", "rdp"] = "pld",
+    ) -> float:
+        """Epsilon composed so far at the dataset's delta (0.0 for a dataset without a cap)."""
+        with self._read() as conn:
+            cap = store.limits_of(conn, dataset=dataset).get(DATASET_CAP)
+            counts = store.multiset(
+                conn, dataset=dataset, project=project, include_reserved=include_reserved
+            )
+        if cap is None:
+            return 0.0
+        return epsilon_of_counts(counts=counts, delta=cap.delta, accountant=accountant)
+
+    def remaining(self, *, dataset: str, project: str | None = None) -> float:
+        """Cap (or allocation, with ``project``) minus what is spent or reserved.
+
+        Negative when a limit was lowered below what was spent; 0.0 without a limit
+        (nothing may be released then).
+        """
+        with self._read() as conn:
+            limit = store.limits_of(conn, dataset=dataset).get(
+                DATASET_CAP if project is None else project
+            )
+        if limit is None:
+            return 0.0
+        return limit.epsilon - self.spent(dataset=dataset, project=project)
+
+    def cost(self, *, dataset: str, project: str, event: dpa.DpEvent) -> CostEstimate:
+        """What ``event`` would cost and whether it fits, without spending anything."""
+        mechanism = canonical_json(event)
+        with self._read() as conn:
+            limits = store.limits_of(conn, dataset=dataset)
+            cap, allocation = limits.get(DATASET_CAP), limits.get(project)
+            if cap is None:
+                raise _missing_limit("dataset cap", dataset, project, event, None)
+            added = base_counts(event)
+            ds = store.multiset(conn, dataset=dataset) + added
+            pr = store.multiset(conn, dataset=dataset, project=project) + added
+        delta = cap.delta
+        alone = epsilon_of_counts(counts=added, delta=delta)
+        ds_total = epsilon_of_counts(counts=ds, delta=delta)
+        pr_total = epsilon_of_counts(counts=pr, delta=delta)
+        ds_left = cap.epsilon - ds_total
+        pr_left = (allocation.epsilon if allocation else 0.0) - pr_total
+        if allocation is None:
+            binding, fits = f"project '{project}' has no allocation (fail closed)", False
+        else:
+            fits = _fits(ds_total, cap) and _fits(pr_total, allocation)
+            binding = (
+                f"dataset cap {fmt_epsilon(cap.epsilon)} (remaining after {fmt_epsilon(ds_left)})"
+                if ds_left / cap.epsilon <= pr_left / allocation.epsilon
+                else f"project allocation {fmt_epsilon(allocation.epsilon)} "
+                f"(remaining after {fmt_epsilon(pr_left)})"
+            )
+        return CostEstimate(
+            dataset=dataset, project=project, mechanism=mechanism, epsilon=alone, delta=delta,
+            dataset_total_after=ds_total, project_total_after=pr_total,
+            dataset_remaining_after=ds_left, project_remaining_after=pr_left,
+            fits=fits, binding=binding,
+        )
+
+    def cap(self, *, dataset: str) -> float | None:
+        """The dataset's lifetime cap on epsilon, or None when it has none."""
+        with self._read() as conn:
+            limit = store.limits_of(conn, dataset=dataset).get(DATASET_CAP)
+        return None if limit is None else limit.epsilon
+
+    def allocation(self, *, dataset: str, project: str) -> float | None:
+        """The project's allocation on the dataset, or None when it has none."""
+        with self._read() as conn:
+            limit = store.limits_of(conn, dataset=dataset).get(validation.project(project))
+        return None if limit is None else limit.epsilon
+
+    def dataset_delta(self, *, dataset: str) -> float:
+        """The delta all of the dataset's epsilons are stated at (set with its cap)."""
+        with self._read() as conn:
+            limit = store.limits_of(conn, dataset=dataset).get(DATASET_CAP)
+        if limit is None:
+            raise LedgerError(
+                f"A dataset's delta is set with its cap; dataset '{dataset}' has no cap yet. "
+                f"Fix: set_cap(dataset='{dataset}', epsilon=..., delta=..., ...)."
+            )
+        return limit.delta
+
+    def events(
+        self, *, dataset: str, project: str | None = None, include_reserved: bool = True
+    ) -> list[dpa.DpEvent]:
+        """What the dataset (or project) has composed so far, as DpEvents.
+
+        One self-composed event per base mechanism, in the ledger's canonical order: pass
+        them as ``prior_events`` to calibration and it does the ledger's exact arithmetic.
+        """
+        with self._read() as conn:
+            counts = store.multiset(
+                conn, dataset=dataset, project=project, include_reserved=include_reserved
+            )
+        return events_from_counts(counts)
+
+    def entries(self, *, dataset: str | None = None) -> list[LedgerEntry]:
+        """Every entry (or one dataset's), in seq order."""
+        with self._read() as conn:
+            return list(store.iter_entries(conn, dataset=dataset))
+
+    def status(self) -> pd.DataFrame:
+        """One row per dataset ("(all projects)") and per project: limits, spent, remaining."""
+        from privacy_budgets.views import status_frame
+
+        with self._read() as conn:
+            return status_frame(conn)
+
+    def history(self, *, dataset: str | None = None) -> pd.DataFrame:
+        """Every entry as a row, with its mechanism JSON and privacy statement."""
+        from privacy_budgets.views import history_frame
+
+        return history_frame(self.entries(dataset=dataset))
+
+    # --- proofs ---------------------------------------------------------------------
+
+    def verify(
+        self,
+        *,
+        checkpoint: Path | str | dict | None = None,
+        receipts: Iterable[SpendReceipt | dict] = (),
+        public_key: str | None = None,
+        deep: bool = False,
+    ) -> VerificationReport:
+        """Recompute the chain, signatures, rules, derived tables and totals from entries.
+
+        ``deep`` recomputes every entry's epsilons (slower); by default the totals the
+        newest entries report are recomputed.
+        """
+        with self._read() as conn:
+            return verify_entries(
+                store.iter_entries(conn), derived=store.read_derived(conn),
+                checkpoint=checkpoint, receipts=receipts, public_key=public_key, deep=deep,
+            )
+
+    @staticmethod
+    def verify_file(
+        path: Path | str,
+        *,
+        public_key: str | None = None,
+        checkpoint: Path | str | dict | None = None,
+        receipts: Iterable[SpendReceipt | dict] = (),
+        deep: bool = False,
+    ) -> VerificationReport:
+        """Verify a ledger file or an export read-only, without the site's private key."""
+        from privacy_budgets.exports import verify_path
+
+        return verify_path(
+            Path(path), public_key=public_key, checkpoint=checkpoint, receipts=receipts, deep=deep
+        )
+
+    def checkpoint(self, *, out: Path | str | None = None) -> dict[str, Any]:
+        """A signed statement of the current head; written as JSON when ``out`` is given."""
+        with self._read() as conn:
+            seq, head_hash = store.head(conn)
+        cp = make_checkpoint(
+            self._key, site_id=self.site_id, seq=seq, head_hash=head_hash,
+            public_key=self.public_key,
+        )
+        if out is not None:
+            Path(out).write_text(json.dumps(cp, indent=2) + "\n")
+        return cp
+
+    def receipt(self, entry: LedgerEntry) -> SpendReceipt:
+        """The signed receipt of a commit or an uncovered release, to send with it."""
+        if entry.kind not in ("commit", "uncovered"):
+            raise LedgerError(
+                f"A receipt proves a release (a commit or an uncovered release); entry seq "
+                f"{entry.seq} is a '{entry.kind}' entry. Pass the entry that commit() or "
+                "record_uncovered() returned."
+            )
+        with self._read() as conn:
+            stored = store.entry_at(conn, entry.seq)
+        if stored != entry:
+            raise LedgerError(
+                f"A receipt is signed only for an entry of this ledger; entry seq {entry.seq} "
+                f"({entry.entry_hash[:12]}...) is not the one stored here. Pass the entry that "
+                "commit() or record_uncovered() returned."
+            )
+        return sign_receipt(self._key, dict(
+            site_id=entry.site_id, dataset=entry.dataset, project=entry.project,
+            seq=entry.seq, kind=entry.kind, entry_hash=entry.entry_hash,
+            reservation_id=entry.reservation_id, mechanism=entry.mechanism,
+            epsilon=entry.epsilon, project_epsilon_after=entry.project_epsilon_after,
+            dataset_epsilon_after=entry.epsilon_after, delta=entry.delta, run_id=entry.run_id,
+            round=entry.round, query_id=entry.query_id, time=entry.time,
+            public_key=self.public_key,
+        ))
+
+    def export(self, *, out: Path | str | None = None) -> dict[str, Any]:
+        """Every entry and the public key as a dict (and a JSON file when ``out`` given)."""
+        from privacy_budgets.exports import export_dict
+
+        data = export_dict(site_id=self.site_id, public_key=self.public_key, entries=self.entries())
+        if out is not None:
+            Path(out).write_text(json.dumps(data) + "\n")
+        return data
+
+    # --- internals ------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, store.write_transaction(self._conn) as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, store.read_transaction(self._conn) as conn:
+            yield conn
+
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        details: dict[str, Any] | None = None,
+        reservation: store.ReservationRow | None = None,
+        check_limits: tuple[Limit, Limit] | None = None,
+        not_above: dict[str, float | None] | None = None,
+        **fields: Any,
+    ) -> LedgerEntry:
+        """Append one entry and its derived state; compute the totals it reports.
+
+        The derived tables are updated first, so the totals (and the limit check of a
+        reservation) are read from the state this entry leaves; any refusal raises and
+        rolls the whole transaction back.
+        """
+        head = store.newest_entry(conn)
+        self._check_head(head)
+        draft = LedgerEntry.unsigned(
+            seq=head.seq + 1, time=utc_now(), site_id=self.site_id, prev_hash=head.entry_hash,
+            details_json=canonical(details or {}), **fields,
+        )
+        store.apply_changes(conn, changes_of(draft, reservation=reservation))
+        cap = None
+        if draft.dataset is not None:
+            cap = store.limits_of(conn, dataset=draft.dataset).get(DATASET_CAP)
+        delta = None if cap is None else cap.delta
+        totals = self._totals(conn, draft.dataset, draft.project, delta)
+        alone = None
+        if draft.mechanism is not None:
+            alone = epsilon_of_counts(counts=base_counts(draft.event), delta=delta)
+        if check_limits is not None:
+            self._check_limits(conn, draft, check_limits, totals, alone)
+        if not_above is not None:
+            self._check_totals_not_raised(draft, not_above, totals)
+        entry = dataclasses.replace(draft, epsilon=alone, **totals)
+        entry = dataclasses.replace(entry, entry_hash=entry.compute_hash())
+        entry = dataclasses.replace(entry, signature=sign(self._key, entry.signed_message()))
+        store.insert_entry(conn, entry)
+        return entry
+
+    def _check_head(self, head: LedgerEntry | None) -> None:
+        """Refuse to extend a chain whose newest entry does not prove itself."""
+        if head is not None and head.compute_hash() == head.entry_hash and verify_signature(
+            public_key=self.public_key, signature=head.signature, message=_signed(head)
+        ):
+            return
+        where = "has no entries" if head is None else (
+            f"ends with entry seq {head.seq}, which does not match its hash or signature"
+        )
+        raise LedgerIntegrityError(
+            f"A new entry only extends a chain that verifies; {self.path} {where}. Nothing was "
+            f"written. Run `workbench budget verify --ledger {self.path}` to find the first bad "
+            "entry, and restore the file from a backup."
+        )
+
+    def _totals(self, conn, dataset, project, delta) -> dict[str, float | None]:
+        return totals_after(
+            functools.partial(store.multiset, conn), dataset=dataset, project=project, delta=delta
+        )
+
+    def _check_limits(self, conn, draft, limits, totals, alone) -> None:
+        cap, allocation = limits
+        for limit, total_name, kind in (
+            (cap, "epsilon_after", "dataset cap"),
+            (allocation, "project_epsilon_after", "project allocation"),
+        ):
+            total = totals[total_name]
+            if _fits(total, limit):
+                continue
+            before = store.multiset(
+                conn, dataset=draft.dataset,
+                project=None if kind == "dataset cap" else draft.project,
+            ) - base_counts(draft.event)
+            spent_before = epsilon_of_counts(counts=before, delta=cap.delta)
+            raise BudgetExceeded(
+                requested_epsilon=alone, total_after=total,
+                remaining=limit.epsilon - spent_before, cap=limit.epsilon, delta=cap.delta,
+                limit_kind=kind, dataset=draft.dataset, project=draft.project,
+                set_by=limit.actor, set_on=limit.time,
+            )
+
+    def _check_not_larger(self, row: store.ReservationRow, mechanism: str, delta: float) -> None:
+        reserved, actual = (
+            epsilon_of_counts(counts=base_counts(event_from_json(text)), delta=delta)
+            for text in (row.mechanism, mechanism)
+        )
+        if actual > reserved * (1 + CAP_RTOL):
+            raise LedgerError(_larger_message(row.id, reserved, actual))
+
+    def _check_totals_not_raised(self, draft, before, after) -> None:
+        for name in ("epsilon_after", "project_epsilon_after"):
+            if after[name] > before[name] * (1 + CAP_RTOL):
+                raise LedgerError(_larger_message(draft.reservation_id, before[name], after[name],
+                                                  total=True))
+
+    def _open_reservation(self, conn, rid: str, *, action: str):
+        row = store.reservation_row(conn, rid)
+        if row is None:
+            raise LedgerError(
+                f"Only a reservation of this ledger can be {action}ed; {rid!r} is unknown here. "
+                "Pass the Reservation that reserve() returned (or its id)."
+            )
+        if row.status != "open":
+            raise LedgerError(
+                f"A reservation is resolved once: {rid!r} was already {row.status} at seq "
+                f"{row.resolved_seq}. Nothing to {action}."
+            )
+        return row, store.entry_at(conn, row.seq)
+
+    def _reservation(self, entry: LedgerEntry) -> Reservation:
+        return Reservation(
+            id=entry.reservation_id, seq=entry.seq, site_id=entry.site_id,
+            dataset=entry.dataset, project=entry.project, mechanism=entry.mechanism,
+            epsilon=entry.epsilon, delta=entry.delta,
+            dataset_epsilon_after=entry.epsilon_after,
+            project_epsilon_after=entry.project_epsilon_after, actor=entry.actor,
+            purpose=entry.purpose, run_id=entry.run_id, round=entry.round,
+            query_id=entry.query_id, time=entry.time,
+        )
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _create(conn: sqlite3.Connection, *, site_id: str, key: Any) -> None:
+    public = public_hex(key)
+    store.create_schema(conn, site_id=site_id, public_key=public)
+    genesis = LedgerEntry.unsigned(
+        seq=1, time=utc_now(), kind="genesis", site_id=site_id, actor="ledger",
+        purpose="ledger created", prev_hash="0" * 64,
+        details_json=canonical({
+            "format": LEDGER_FORMAT,
+            "public_key": public,
+            "fingerprint": fingerprint(public),
+            "unit_of_privacy": "one patient (one row per patient)",
+            "neighbouring_relation": NEIGHBOURING_RELATION,
+            "accounting": ACCOUNTING,
+        }),
+    )
+    genesis = dataclasses.replace(genesis, signature=sign(key, genesis.signed_message()))
+    store.insert_entry(conn, genesis)
+
+
+def _reservation_id(reservation: Reservation | str) -> str:
+    if isinstance(reservation, Reservation):
+        return reservation.id
+    return validation.text("reservation", reservation)
+
+
+def _signed(entry: LedgerEntry) -> bytes:
+    try:
+        return entry.signed_message()
+    except ValueError:  # an entry_hash that is not hex
+        return b""
+
+
+def _fits(total: float, limit: Limit) -> bool:
+    return total <= limit.epsilon * (1 + CAP_RTOL)
+
+
+def _larger_message(rid: str, reserved: float, actual: float, *, total: bool = False) -> str:
+    return (
+        f"A commit may charge less than its reservation, never more: reservation {rid!r} "
+        f"held epsilon {reserved:.6g}{' composed' if total else ''}, the mechanism that ran "
+        f"gives {actual:.6g}. The reservation stays open and counts as spent. Fix: commit "
+        "the mechanism that ran, at most the one reserved; if more ran, commit this "
+        "reservation, then reserve and commit the extra as a new release."
+    )
+
+
+def _missing_limit(kind, dataset, project, event, cap) -> BudgetExceeded:
+    requested = None  # no cap, no delta: no epsilon to state
+    if cap is not None:
+        requested = epsilon_of_counts(counts=base_counts(event), delta=cap.delta)
+    return BudgetExceeded(
+        requested_epsilon=requested, total_after=None, remaining=0.0, cap=None,
+        delta=None if cap is None else cap.delta, limit_kind=kind, dataset=dataset,
+        project=project, set_by=None, set_on=None,
+    )
+
+
+def _probe(path: Path) -> Literal["absent", "empty", "ledger"]:
+    """What is at ``path``, read-only (a foreign database is never switched to WAL)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return "absent"
+    if not is_sqlite(path):
+        raise _not_a_ledger(path, "it is not an SQLite file")
+    try:
+        conn = store.connect(path, read_only=True)
+        try:
+            names = store.table_names(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        raise _not_a_ledger(path, f"SQLite says: {err}") from None
+    if "meta" in names:
+        return "ledger"
+    if names:
+        raise _not_a_ledger(path, "it is an SQLite database without ledger tables")
+    return "empty"  # another process is creating it right now, or it was left empty
+
+
+def _not_a_ledger(path: Path, why: str) -> LedgerError:
+    return LedgerError(
+        f"A ledger file must be a privacy_budgets SQLite ledger; {path} is not ({why}). "
+        "Check the path; restore the file from a backup if it was damaged."
+    )
