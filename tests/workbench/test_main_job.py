@@ -80,7 +80,8 @@ def test_demo_reports_the_epsilon_of_the_steps_that_ran_and_a_second_run_accumul
         total = second["epsilon_per_site"][site]["dataset_total"]
         independent_total, _ = _independent_epsilon(ledger_path, site, None)
         assert total == pytest.approx(independent_total, rel=0.01)
-        assert total > first["epsilon_per_site"][site]["dataset_total"] + 0.5
+        # two studies of epsilon 1 compose to about 1.4 under PLD, not 2
+        assert total > first["epsilon_per_site"][site]["dataset_total"] + 0.3
         with Ledger.open(ledger_path, site_id=site, create=False) as ledger:
             assert ledger.verify().ok
             kinds = [e.kind for e in ledger.entries()]
