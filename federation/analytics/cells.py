@@ -1,0 +1,173 @@
+"""The exact statistics a query needs, before any noise: computed at the site only.
+
+Every query is answered from a few arrays of shape (strata, cells): strata are the
+combinations of the ``by`` columns' public categories (all of them, observed or
+not: which categories occur is itself data), cells are a histogram's categories or
+bins, a grid's bins, or one cell. Rows with a missing value in a column the query
+uses are left out, as if filtered.
+
+Sensitivities, under add/remove-one-patient (one row per patient). A patient who
+passes the filters falls in exactly one stratum and, for each statistic, in exactly
+one cell; a patient who does not pass changes nothing. So for every statistic the
+L1 and the L2 sensitivity are the same number, over all strata and cells together:
+
+- ``n`` (count, histogram, crosstab, and the count behind sum/mean/variance): 1.
+- ``sum``: the sum of (x - c) with x clipped to [low, high] and c = (low + high) / 2:
+  (high - low) / 2. Centring halves the noise against a raw sum when 0 is outside the
+  bounds; the raw sum is c * n + sum, recovered by post-processing.
+- ``sumsq``: the sum of (x - c)^2: ((high - low) / 2)^2.
+- ``bins`` (quantiles): counts per bin of a public grid over the bounds: 1.
+- ``events`` and ``censored`` (survival): each patient leaves the risk set in one bin
+  of the public time grid, as an event or censored (times above the grid's end are
+  censored there): one cell of the two arrays together changes by 1, so the pair is
+  one component of sensitivity 1.
+
+``COMPONENTS`` is the number of separately noised statistics of each kind: the query's
+DpEvent composes that many mechanisms (see ``federation.analytics.noise``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from datasets_synthetic import DataDictionary
+
+from federation.analytics.query import Query
+
+COMPONENTS = {
+    "count": 1,
+    "sum": 2,  # n, sum
+    "mean": 2,  # n, sum
+    "variance": 3,  # n, sum, sumsq
+    "histogram": 1,  # n per cell
+    "crosstab": 1,  # n per cell
+    "quantiles": 1,  # bins
+    "survival": 1,  # events and censored per bin, one cell per patient
+}
+
+
+@dataclass(frozen=True)
+class ExactCells:
+    """The exact statistics of one query at one site (never leaves the site)."""
+
+    strata: tuple[tuple, ...]
+    cells: tuple[tuple, ...]
+    cell_names: tuple[str, ...]
+    stats: dict[str, np.ndarray]
+    sensitivity: dict[str, float]
+    centre: float | None = None
+
+
+def exact_cells(*, query: Query, frame, dictionary: DataDictionary) -> ExactCells:
+    """The exact (noise-free) statistics of ``query`` on ``frame``."""
+    keep = np.ones(len(frame), dtype=bool)
+    for f in query.where:
+        keep &= f.mask(frame)
+    strata, stratum = _strata(query=query, frame=frame, dictionary=dictionary)
+    keep &= stratum >= 0
+    kind = query.kind
+    if kind == "count":
+        n = _count(stratum[keep], len(strata), 1, np.zeros(keep.sum(), dtype=int))
+        return ExactCells(strata, ((),), (), {"n": n}, {"n": 1.0})
+    if kind in ("histogram", "crosstab"):
+        return _histogram(query, frame, dictionary, strata, stratum, keep)
+    if kind == "survival":
+        return _survival(query, frame, strata, stratum, keep)
+    values = _numeric(frame, query.column)
+    keep &= ~np.isnan(values)
+    low, high = query.bounds
+    x = np.clip(values[keep], low, high)
+    s = stratum[keep]
+    if kind == "quantiles":
+        edges = np.asarray(query.bins)
+        bins = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+        counts = _count(s, len(strata), len(edges) - 1, bins)
+        cells = tuple((float(a), float(b)) for a, b in zip(edges, edges[1:]))
+        return ExactCells(strata, cells, ("bin",), {"bins": counts}, {"bins": 1.0})
+    centre, half = (low + high) / 2, (high - low) / 2
+    centred = x - centre
+    zero = np.zeros(len(s), dtype=int)
+    stats = {"n": _count(s, len(strata), 1, zero), "sum": _total(s, len(strata), centred)}
+    sensitivity = {"n": 1.0, "sum": half}
+    if kind == "variance":
+        stats["sumsq"] = _total(s, len(strata), centred**2)
+        sensitivity["sumsq"] = half**2
+    return ExactCells(strata, ((),), (), stats, sensitivity, centre=centre)
+
+
+def _strata(*, query: Query, frame, dictionary: DataDictionary) -> tuple[tuple[tuple, ...], np.ndarray]:
+    """Every combination of the by columns' public categories, and each row's index (-1: missing)."""
+    if not query.by:
+        return ((),), np.zeros(len(frame), dtype=int)
+    levels = [query.categories(dictionary, name) for name in query.by]
+    codes = [_codes(frame[name], level) for name, level in zip(query.by, levels)]
+    stacked = np.stack(codes)
+    valid = (stacked >= 0).all(axis=0)
+    index = np.full(len(frame), -1, dtype=int)
+    if valid.any():
+        index[valid] = np.ravel_multi_index(tuple(stacked[:, valid]), tuple(len(l) for l in levels))
+    return tuple(itertools.product(*levels)), index
+
+
+def _codes(series, levels: tuple) -> np.ndarray:
+    lookup = {level: i for i, level in enumerate(levels)}
+    values = series.astype("object").to_numpy()
+    return np.array([lookup.get(v, -1) if v == v else -1 for v in values], dtype=int)
+
+
+def _numeric(frame, column: str) -> np.ndarray:
+    return frame[column].to_numpy(dtype=float, na_value=np.nan)
+
+
+def _count(stratum: np.ndarray, n_strata: int, n_cells: int, cell: np.ndarray) -> np.ndarray:
+    flat = np.bincount(stratum * n_cells + cell, minlength=n_strata * n_cells)
+    return flat.reshape(n_strata, n_cells).astype(float)
+
+
+def _total(stratum: np.ndarray, n_strata: int, values: np.ndarray) -> np.ndarray:
+    return np.bincount(stratum, weights=values, minlength=n_strata).reshape(n_strata, 1).astype(float)
+
+
+def _histogram(query, frame, dictionary, strata, stratum, keep) -> ExactCells:
+    if query.kind == "crosstab" or query.bounds is None:
+        names = query.columns if query.kind == "crosstab" else (query.column,)
+        levels = [query.categories(dictionary, name) for name in names]
+        codes = np.stack([_codes(frame[name], level) for name, level in zip(names, levels)])
+        keep = keep & (codes >= 0).all(axis=0)
+        shape = tuple(len(l) for l in levels)
+        cell = np.ravel_multi_index(tuple(codes[:, keep]), shape) if keep.any() else np.zeros(0, dtype=int)
+        cells = tuple(itertools.product(*levels))
+        n = _count(stratum[keep], len(strata), int(np.prod(shape)), cell)
+        return ExactCells(strata, cells, tuple(names), {"n": n}, {"n": 1.0})
+    values = _numeric(frame, query.column)
+    keep = keep & ~np.isnan(values)
+    edges = np.asarray(query.bins)
+    x = np.clip(values[keep], edges[0], edges[-1])
+    cell = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    cells = tuple(((float(a), float(b)),) for a, b in zip(edges, edges[1:]))
+    n = _count(stratum[keep], len(strata), len(edges) - 1, cell)
+    return ExactCells(strata, cells, (query.column,), {"n": n}, {"n": 1.0})
+
+
+def _survival(query, frame, strata, stratum, keep) -> ExactCells:
+    time = _numeric(frame, query.column)
+    event = _numeric(frame, query.event)
+    keep = keep & ~np.isnan(time) & ~np.isnan(event)
+    edges = np.asarray(query.bins)
+    t, e = time[keep], event[keep] == 1
+    e &= t <= edges[-1]  # followed beyond the grid's end: censored there
+    t = np.clip(t, edges[0], edges[-1])
+    # Bin k holds exits in (edge[k], edge[k+1]]; exits at the first edge count in bin 0.
+    bin_index = np.clip(np.searchsorted(edges, t, side="left") - 1, 0, len(edges) - 2)
+    s = stratum[keep]
+    k = len(edges) - 1
+    events = _count(s[e], len(strata), k, bin_index[e])
+    censored = _count(s[~e], len(strata), k, bin_index[~e])
+    cells = tuple((float(b),) for b in edges[1:])
+    return ExactCells(
+        strata, cells, ("time",), {"events": events, "censored": censored},
+        {"events": 1.0, "censored": 1.0},
+    )
