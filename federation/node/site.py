@@ -14,6 +14,10 @@ STATE_DIR_KEY = "state-dir"
 DICTIONARY_PATH_KEY = "dictionary-path"
 DATASET_KEY = "dataset"
 PARTITION_ID_KEY = "partition-id"
+# Disclosure control of analytics (see federation/analytics/disclosure.py); a site
+# policy may fill the same SiteConfig fields.
+MIN_CELL_SIZE_KEY = "min-cell-size"
+TRUE_COUNT_FLOOR_KEY = "true-count-floor"
 
 
 @dataclass(frozen=True)
@@ -21,7 +25,9 @@ class SiteConfig:
     """One site: its data file, its data dictionary and its state folder.
 
     Everything the site keeps (ledger, signing key, plans, cache) lives under
-    ``state_dir``; the data file is only read.
+    ``state_dir``; the data file is only read. ``min_cell_size`` and
+    ``true_count_floor`` are the site's disclosure rules for analytics (None: the
+    workbench defaults, a minimum cell size of 5 and no floor on true counts).
     """
 
     site_id: str
@@ -29,6 +35,8 @@ class SiteConfig:
     state_dir: Path
     dictionary_path: Path
     dataset: str = ""
+    min_cell_size: int | None = None
+    true_count_floor: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_path", Path(self.data_path))
@@ -36,6 +44,8 @@ class SiteConfig:
         object.__setattr__(self, "dictionary_path", Path(self.dictionary_path))
         if not self.dataset:
             object.__setattr__(self, "dataset", self.data_path.stem)
+        for name in ("min_cell_size", "true_count_floor"):
+            object.__setattr__(self, name, _whole_or_none(name, getattr(self, name)))
 
     @property
     def ledger_path(self) -> Path:
@@ -45,8 +55,13 @@ class SiteConfig:
     def plans_dir(self) -> Path:
         return self.state_dir / "plans"
 
+    @property
+    def analytics_cache_dir(self) -> Path:
+        """Released analytics answers, replayed for free (federation/analytics/cache.py)."""
+        return self.state_dir / "analytics-cache"
+
     def to_json(self) -> dict[str, str]:
-        return {k: str(v) for k, v in asdict(self).items()}
+        return {k: str(v) for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SiteConfig:
@@ -69,7 +84,24 @@ class SiteConfig:
             state_dir=Path(str(node_config[STATE_DIR_KEY])),
             dictionary_path=Path(str(dictionary)),
             dataset=str(node_config.get(DATASET_KEY, "")),
+            min_cell_size=node_config.get(MIN_CELL_SIZE_KEY),
+            true_count_floor=node_config.get(TRUE_COUNT_FLOOR_KEY),
         )
+
+
+def _whole_or_none(name: str, value: Any) -> int | None:
+    """A whole number from config text or a number; the rule's own bounds are checked
+    where it is applied, so that training is not refused for an analytics setting."""
+    if value is None or value == "":
+        return None
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ValueError(
+            f"the site's {name.replace('_', '-')} must be a whole number; got {value!r}. "
+            "Fix it in the node config."
+        ) from None
+    return number
 
 
 @dataclass(frozen=True)

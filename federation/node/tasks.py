@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from flwr.app import Message
 
+from federation.node.analytics_task import ANALYTICS_HANDLERS
 from federation.node.evaluation_task import handle_evaluate
 from federation.node.range_task import RANGES, handle_ranges
 from federation.node.replies import refusal
@@ -23,6 +24,7 @@ HANDLERS: dict[str, Handler] = {
     "train": handle_train,
     "evaluate": handle_evaluate,
     f"query:{RANGES}": handle_ranges,
+    **ANALYTICS_HANDLERS,  # query:count, query:mean, ..., query:survival, query:cost
 }
 
 

@@ -1,0 +1,51 @@
+"""The coordinator's ServerApp for a batch of analytics queries: one Flower run asks
+them all, so a notebook pays the engine's start-up once for many questions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from federation.analytics.site_answers import QueryRequest
+from federation.coordinator.analytics import SiteQueryReply, ask_costs, ask_sites
+from federation.coordinator.study_loop import _wait_for_sites
+
+
+@dataclass
+class AnswersBox:
+    """Carries the answers (or the costs) out of the ServerApp's thread."""
+
+    answers: list[list[SiteQueryReply]] | None = None
+    costs: pd.DataFrame | None = None
+    errors: list[BaseException] = field(default_factory=list)
+
+
+def build_analytics_server_app(
+    *,
+    requests: Sequence[QueryRequest],
+    n_sites: int,
+    box: AnswersBox,
+    costs_only: bool = False,
+    on_answer: Callable[[QueryRequest, list[SiteQueryReply]], None] | None = None,
+    timeout: float = 600.0,
+) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        try:
+            nodes = _wait_for_sites(grid, n_sites, timeout)
+            if costs_only:
+                box.costs = ask_costs(grid=grid, requests=requests, node_ids=nodes, timeout=timeout)
+            else:
+                box.answers = ask_sites(grid=grid, requests=requests, node_ids=nodes, timeout=timeout,
+                                        on_answer=on_answer)
+        except BaseException as err:  # re-raised in the caller's thread
+            box.errors.append(err)
+            raise
+
+    return app
