@@ -11,7 +11,7 @@ import dataclasses
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -34,6 +34,11 @@ from federation.node.site import SiteConfig
 from federation.spec import TrainingSpec
 from workbench.progress import ProgressObserver
 from workbench.results import TrainingResult
+
+if TYPE_CHECKING:
+    from federation.analytics.query import Query
+    from workbench.analytics import QueryBuilder
+    from workbench.query_results import QueryResult, QueryResults
 
 SIMULATED_SITE_IT = "site IT (simulated)"
 SIMULATED_ETHICS_BOARD = "ethics board (simulated)"
@@ -83,6 +88,8 @@ class Workbench:
         workdir: str | Path = "runs/simulation",
         site_cap: float = 10.0,
         delta: float = 1e-5,
+        min_cell_size: int | dict[str, int] | None = None,
+        true_count_floor: int | dict[str, int] | None = None,
     ) -> Workbench:
         """Hospitals simulated on this machine, on Flower's simulation engine.
 
@@ -90,6 +97,9 @@ class Workbench:
         omitted, ``sites`` synthetic hospitals of about ``rows`` patients are made
         (deterministic for ``seed``). Every site gets a ledger under ``workdir``;
         a site without a cap gets ``site_cap`` (set as its IT would, and recorded).
+        ``min_cell_size`` and ``true_count_floor`` are the sites' disclosure rules for
+        analytics (one number for all sites, or site id -> number; see
+        ``federation/analytics/disclosure.py``): by default 5 and none.
         """
         workdir = Path(workdir)
         if data is None:
@@ -120,9 +130,12 @@ class Workbench:
                 data_path=path,
                 state_dir=workdir / "sites" / site_id,
                 dictionary_path=dictionary_path,
+                min_cell_size=_per_site(min_cell_size, site_id),
+                true_count_floor=_per_site(true_count_floor, site_id),
             )
             for site_id, path in sorted(paths.items())
         ]
+        _check_disclosure_rules(configs)
         for site in configs:
             site.state_dir.mkdir(parents=True, exist_ok=True)
             with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
@@ -241,6 +254,36 @@ class Workbench:
         dictionary = with_target(self.dictionary, target) if target else self.dictionary
         return FeatureEncoder.from_dictionary(dictionary=dictionary)
 
+    # --- analytics ----------------------------------------------------------------
+
+    @property
+    def query(self) -> QueryBuilder:
+        """Build analytics queries (nothing runs): ``wb.query.mean(column=..., bounds=...,
+        epsilon=...)``; then ``wb.ask([...])``. See ``workbench.analytics.QueryBuilder``."""
+        from workbench.analytics import QueryBuilder
+
+        return QueryBuilder(dictionary=self.dictionary)
+
+    def ask(
+        self, queries: Query | list[Query], *, project: str, level: float = 0.95, verbose: bool = False
+    ) -> QueryResult | QueryResults:
+        """Answer queries at every site, with DP noise and suppression, charged to ``project``.
+
+        All queries go in ONE simulation run: the engine's start (about 25 s) is paid once,
+        so pass a list. A question already answered on the same data is replayed by each
+        site at no cost. The project needs an allocation at each site (``allocate``);
+        a site without one refuses. Returns one result for a query, a list for a list.
+        """
+        from workbench.analytics import ask
+
+        return ask(sites=self._sites, queries=queries, project=project, level=level, verbose=verbose)
+
+    def query_cost(self, queries: Query | list[Query], *, project: str) -> pd.DataFrame:
+        """What each query would cost at each site, without running it (0 for a replay)."""
+        from workbench.analytics import cost
+
+        return cost(sites=self._sites, queries=queries, project=project)
+
     def local_arrays(self, *, result: TrainingResult) -> dict[str, SiteArrays]:
         """Every site's splits as ``result``'s study encoded them, read here: only a
         simulation can do this (for baselines)."""
@@ -251,3 +294,15 @@ class Workbench:
             s.site_id: site_arrays(site=s, spec=result.spec, encoder=result.encoder, config=config)
             for s in self._sites
         }
+
+
+def _per_site(value: int | dict[str, int] | None, site_id: str) -> int | None:
+    return value.get(site_id) if isinstance(value, dict) else value
+
+
+def _check_disclosure_rules(configs: list[SiteConfig]) -> None:
+    """Refuse a rule below the workbench's limits now, not at the first query."""
+    from federation.analytics.disclosure import rules_for
+
+    for site in configs:
+        rules_for(site_min=site.min_cell_size, site_floor=site.true_count_floor, query_min=None)
