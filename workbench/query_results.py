@@ -15,6 +15,8 @@ from federation.analytics.site_answers import QueryRequest
 from federation.coordinator.analytics import SiteQueryReply, combine
 
 SUPPRESSED = "suppressed"
+_VALUE_COLUMNS = ("estimate", "se", "ci_low", "ci_high", "n", "proportion", "proportion_se", "at_risk", "events",
+                  "se_sampling", "ci_low_total", "ci_high_total")
 
 
 @dataclass
@@ -125,6 +127,7 @@ class QueryResult:
         return f"QueryResult({title!r}, project={self.project!r}, sites answered={self.answered})\n{self.table}"
 
     def _display_table(self) -> pd.DataFrame:
+        """The table as shown: a suppressed value reads "suppressed", never a number."""
         table = self.table.copy()
         if table.empty:
             return table
@@ -132,10 +135,11 @@ class QueryResult:
         if "note" in table and not table["note"].astype(bool).any():
             hidden.append("note")
         table = table.drop(columns=hidden)
-        table = table.astype({c: object for c in ("estimate", "se", "ci_low", "ci_high") if c in table})
-        for column in ("estimate", "se", "ci_low", "ci_high", "n", "proportion", "proportion_se"):
-            if column in table:
-                table.loc[table["suppressed"], column] = SUPPRESSED if column == "estimate" else ""
+        values = [c for c in _VALUE_COLUMNS if c in table]
+        table[values] = table[values].astype(object)
+        suppressed = table["suppressed"].to_numpy(bool)
+        for column in values:
+            table.loc[suppressed, column] = SUPPRESSED if column == "estimate" else ""
         return table.drop(columns=["suppressed"])
 
     def _repr_html_(self) -> str:

@@ -17,10 +17,10 @@ L1 and the L2 sensitivity are the same number, over all strata and cells togethe
   bounds; the raw sum is c * n + sum, recovered by post-processing.
 - ``sumsq``: the sum of (x - c)^2: ((high - low) / 2)^2.
 - ``bins`` (quantiles): counts per bin of a public grid over the bounds: 1.
-- ``events`` and ``censored`` (survival): each patient leaves the risk set in one bin
-  of the public time grid, as an event or censored (times above the grid's end are
-  censored there): one cell of the two arrays together changes by 1, so the pair is
-  one component of sensitivity 1.
+- ``events``, ``censored`` and ``followed`` (survival): each patient leaves the risk set
+  in one bin of the public time grid, as an event or censored, or is still followed at
+  the grid's end (times beyond it are censored there): one cell of the three arrays
+  together changes by 1, so they are one component of sensitivity 1.
 
 ``COMPONENTS`` is the number of separately noised statistics of each kind: the query's
 DpEvent composes that many mechanisms (see ``federation.analytics.noise``).
@@ -45,7 +45,7 @@ COMPONENTS = {
     "histogram": 1,  # n per cell
     "crosstab": 1,  # n per cell
     "quantiles": 1,  # bins
-    "survival": 1,  # events and censored per bin, one cell per patient
+    "survival": 1,  # events, censored per bin and followed to the end: one cell per patient
 }
 
 
@@ -113,9 +113,10 @@ def _strata(*, query: Query, frame, dictionary: DataDictionary) -> tuple[tuple[t
 
 
 def _codes(series, levels: tuple) -> np.ndarray:
-    lookup = {level: i for i, level in enumerate(levels)}
-    values = series.astype("object").to_numpy()
-    return np.array([lookup.get(v, -1) if v == v else -1 for v in values], dtype=int)
+    """Each value's position among ``levels``; -1 for a missing or unknown value."""
+    import pandas as pd
+
+    return pd.Index(list(levels), dtype=object).get_indexer(series.astype("object")).astype(int)
 
 
 def _numeric(frame, column: str) -> np.ndarray:
@@ -160,14 +161,18 @@ def _survival(query, frame, strata, stratum, keep) -> ExactCells:
     t, e = time[keep], event[keep] == 1
     e &= t <= edges[-1]  # followed beyond the grid's end: censored there
     t = np.clip(t, edges[0], edges[-1])
-    # Bin k holds exits in (edge[k], edge[k+1]]; exits at the first edge count in bin 0.
-    bin_index = np.clip(np.searchsorted(edges, t, side="left") - 1, 0, len(edges) - 2)
-    s = stratum[keep]
     k = len(edges) - 1
-    events = _count(s[e], len(strata), k, bin_index[e])
-    censored = _count(s[~e], len(strata), k, bin_index[~e])
+    # As in Kaplan-Meier, an event at t counts at t and a patient censored at t was at
+    # risk at t: events fall in (edge[k], edge[k+1]], censorings in [edge[k], edge[k+1]),
+    # and a patient censored at the grid's end (or later) was at risk in every bin.
+    event_bin = np.clip(np.searchsorted(edges, t, side="left") - 1, 0, k - 1)
+    censor_bin = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, k)
+    s = stratum[keep]
+    events = _count(s[e], len(strata), k, event_bin[e])
+    censored_all = _count(s[~e], len(strata), k + 1, censor_bin[~e])
     cells = tuple((float(b),) for b in edges[1:])
     return ExactCells(
-        strata, cells, ("time",), {"events": events, "censored": censored},
-        {"events": 1.0, "censored": 1.0},
+        strata, cells, ("time",),
+        {"events": events, "censored": censored_all[:, :k], "followed": censored_all[:, k:]},
+        {"events": 1.0, "censored": 1.0, "followed": 1.0},
     )

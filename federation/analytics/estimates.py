@@ -87,7 +87,8 @@ def answer_frame(*, query: Query, releases: list[Release], level: float = 0.95) 
     if releases:
         pooled = pool(releases)
         frame = _estimate(query, pooled, level)
-        frame["note"] = [_pooled_note(row, releases) for _, row in frame.iterrows()]
+        if frame["suppressed"].any():
+            frame["note"] = [_pooled_note(row, releases) for _, row in frame.iterrows()]
         frames.append(frame)
     if not frames:
         return pd.DataFrame()
@@ -323,8 +324,9 @@ def km_curve(
     *, events: np.ndarray, censored: np.ndarray, at_risk: np.ndarray, unit_var: float
 ) -> dict[str, np.ndarray]:
     """Life-table survival at the end of each released bin, with its noise se (gradient
-    over every noisy cell, suppressed ones included through the numbers at risk) and
-    Greenwood's sampling se. Bins after the first suppressed one are NaN."""
+    over every noisy cell: events and censored per bin, and the patients followed to the
+    grid's end, suppressed ones included through the numbers at risk) and Greenwood's
+    sampling se. Bins after the first suppressed one are NaN."""
     released = ~np.isnan(at_risk)
     stop = int(np.argmin(released)) if not released.all() else len(at_risk)
     k = len(at_risk)
@@ -346,7 +348,9 @@ def km_curve(
     earlier = np.where(cols > 0, cum_a[np.maximum(np.minimum(rows, cols - 1), 0)], 0.0)
     earlier = np.where(cols > 0, earlier, 0.0)
     grad_c = earlier + 0.5 * a[cols] * (cols <= rows)
-    var_log = unit_var * ((grad_d**2).sum(axis=1) + (grad_c**2).sum(axis=1))
+    # d f_k / d followed: every n'_j contains it.
+    grad_f = cum_a
+    var_log = unit_var * ((grad_d**2).sum(axis=1) + (grad_c**2).sum(axis=1) + grad_f**2)
     se = survival * np.sqrt(var_log)
     se_sampling = survival * np.sqrt(cum_a)
     nan = np.arange(k) >= stop

@@ -8,8 +8,8 @@ told exactly: the noisy count decides, and small groups are suppressed.
 
 >>> from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY as d
 >>> filters = parse_where({"age": (">=", 65), "admission_type": ["emergency", "transfer"]})
->>> [str(f) for f in filters]
-["age >= 65", "admission_type in ('emergency', 'transfer')"]
+>>> print(" and ".join(str(f) for f in filters))
+age >= 65 and admission_type in ('emergency', 'transfer')
 >>> check_filters(filters, dictionary=d)
 >>> check_filters(parse_where({"age": (">", 200)}), dictionary=d)
 Traceback (most recent call last):

@@ -42,7 +42,7 @@ import numpy as np
 from datasets_synthetic import DataDictionary
 
 from federation.analytics.errors import QueryError
-from federation.analytics.filters import Filter, _column, check_filters
+from federation.analytics.filters import Filter, _column, check_filters, parse_where
 
 FORMAT = "workbench-analytics-query/1"
 KINDS = ("count", "sum", "mean", "variance", "histogram", "crosstab", "quantiles", "survival")
@@ -75,7 +75,7 @@ class Query:
     bounds: tuple[float, float] | None = None
     bins: tuple[float, ...] = ()
     probabilities: tuple[float, ...] = ()
-    where: tuple[Filter, ...] = ()
+    where: tuple[Filter, ...] = ()  # or what parse_where accepts: {"age": (">=", 65)}, triples
     by: tuple[str, ...] = ()
     epsilon: float | None = None
     noise_multiplier: float | None = None
@@ -93,7 +93,7 @@ class Query:
             )
         self._check_privacy()
         object.__setattr__(self, "columns", tuple(self.columns))
-        object.__setattr__(self, "where", tuple(self.where))
+        object.__setattr__(self, "where", parse_where(self.where) if self.where else ())
         by = tuple([self.by] if isinstance(self.by, str) else self.by)
         if SITE in by:  # every answer has per-site rows; "site" only asks to show them
             object.__setattr__(self, "per_site", True)

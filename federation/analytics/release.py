@@ -197,8 +197,10 @@ def _quantile_counts(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _survival(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # At risk at the start of bin k: everyone who leaves in bin k or later, or is still
+    # followed at the end. "followed" itself is not released (the curve needs only this).
     exits = stats["events"] + stats["censored"]
-    at_risk = np.cumsum(exits[:, ::-1], axis=1)[:, ::-1]
+    at_risk = np.cumsum(exits[:, ::-1], axis=1)[:, ::-1] + stats["followed"]
     return {"events": stats["events"], "censored": stats["censored"], "at_risk": at_risk}
 
 
