@@ -177,6 +177,7 @@ class QueryResult:
     def _plot_survival(self, ax, rows, interval: str) -> None:
         low, high = ("ci_low_total", "ci_high_total") if interval == "total" else ("ci_low", "ci_high")
         start = self.query.bins[0]
+        bottom = 1.0
         for name, g in self._groups(rows):
             t = np.concatenate([[start], g["time"].to_numpy(float)])
             s = np.concatenate([[1.0], g["estimate"].to_numpy(float)])
@@ -184,7 +185,8 @@ class QueryResult:
             lo = np.concatenate([[1.0], g[low].to_numpy(float)])
             hi = np.concatenate([[1.0], g[high].to_numpy(float)])
             ax.fill_between(t, lo, hi, step="post", alpha=0.15, color=line.get_color())
-        ax.set(xlabel=self.query.column, ylabel="survival", ylim=(0, 1.02))
+            bottom = min(bottom, float(np.nanmin(lo)))
+        ax.set(xlabel=self.query.column, ylabel="survival", ylim=(max(0.0, bottom - 0.05), 1.01))
         ax.legend(fontsize=8)
 
     def _plot_bars(self, ax, rows) -> None:

@@ -186,10 +186,20 @@ def _moments(query: Query, r: Release, z: float, level: float) -> list[dict[str,
             est, se = _variance(n, r.stats["sum"][s, 0], r.stats["sumsq"][s, 0], sd)
         if suppressed:
             est = se = float("nan")
-        low, high = _interval(est, se, z, level, laplace)
+        low, high = _within(query, *_interval(est, se, z, level, laplace))
         rows.append(_base(r, s, None, estimate=est, se=se, ci_low=low, ci_high=high,
                           n=n, suppressed=suppressed, note=_suppression_note(r, s, suppressed), _cell=s))
     return rows
+
+
+def _within(query: Query, low: float, high: float) -> tuple[float, float]:
+    """The interval cut to what the exact answer can be (counts and variances are not
+    negative, a mean of clipped values lies within the bounds): coverage is unchanged."""
+    if query.kind in ("count", "variance"):
+        return max(low, 0.0), high
+    if query.kind == "mean":
+        return max(low, query.bounds[0]), min(high, query.bounds[1])
+    return low, high
 
 
 def _mean(n: float, total: float, c: float, sd: dict[str, float]) -> tuple[float, float]:
@@ -224,6 +234,7 @@ def _histogram(query: Query, r: Release, z: float, level: float) -> list[dict[st
             est = counts[c]
             suppressed = bool(r.suppressed[s, c])
             low, high = _interval(est, sd, z, level, laplace)
+            low = max(low, 0.0)  # a count is never negative: the interval keeps its coverage
             share = share_se = float("nan")
             if complete and total > 0:
                 share = min(max(est / total, 0.0), 1.0)
