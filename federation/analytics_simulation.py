@@ -25,17 +25,19 @@ def run_simulated_queries(
     sites: Sequence[SiteConfig],
     requests: Sequence[QueryRequest],
     on_answer: Callable[[QueryRequest, list[SiteQueryReply]], None] | None = None,
-    costs_only: bool = False,
+    costs: bool = False,
+    answers: bool = True,
     cpus: int | None = None,
     verbose: bool = False,
 ) -> AnswersBox:
-    """Every request across ``sites`` in ONE simulation run; with ``costs_only``, only
-    what each would cost (nothing is run or spent)."""
+    """Every request across ``sites`` in ONE simulation run: with ``costs``, each site
+    first states what each request would cost it (nothing run or spent); with
+    ``answers`` (the default), the sites answer them."""
     from flwr.simulation import run_simulation
 
     box = AnswersBox()
     server_app = build_analytics_server_app(
-        requests=requests, n_sites=len(sites), box=box, costs_only=costs_only, on_answer=on_answer
+        requests=requests, n_sites=len(sites), box=box, costs=costs, answers=answers, on_answer=on_answer
     )
     client_app = build_client_app(resolve_site=SimulatedSites(tuple(sites)))
     # One CPU per virtual site, as for training (Flower's default of two runs one
@@ -60,6 +62,6 @@ def run_simulated_queries(
         )
     if box.errors:
         raise box.errors[0]
-    if box.answers is None and box.costs is None:
+    if (answers and box.answers is None) or (costs and box.costs is None):
         raise RuntimeError("the simulation ended without answers; run again with verbose=True to see Flower's log.")
     return box

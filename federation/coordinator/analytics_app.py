@@ -1,5 +1,9 @@
 """The coordinator's ServerApp for a batch of analytics queries: one Flower run asks
-them all, so a notebook pays the engine's start-up once for many questions."""
+them all, so a notebook pays the engine's start-up once for many questions.
+
+With ``costs``, every site first states what each query would cost it (``query:cost``,
+nothing run or spent); with ``answers``, the sites then answer them.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ def build_analytics_server_app(
     requests: Sequence[QueryRequest],
     n_sites: int,
     box: AnswersBox,
-    costs_only: bool = False,
+    costs: bool = False,
+    answers: bool = True,
     on_answer: Callable[[QueryRequest, list[SiteQueryReply]], None] | None = None,
     timeout: float = 600.0,
 ) -> ServerApp:
@@ -39,9 +44,9 @@ def build_analytics_server_app(
     def main(grid: Grid, context: Context) -> None:
         try:
             nodes = _wait_for_sites(grid, n_sites, timeout)
-            if costs_only:
+            if costs:
                 box.costs = ask_costs(grid=grid, requests=requests, node_ids=nodes, timeout=timeout)
-            else:
+            if answers:
                 box.answers = ask_sites(grid=grid, requests=requests, node_ids=nodes, timeout=timeout,
                                         on_answer=on_answer)
         except BaseException as err:  # re-raised in the caller's thread

@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 from _analytics_helpers import exact_answer, released, repeated_releases
 
+from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY as DICTIONARY
+from datasets_synthetic import generate_hospitals
 from federation.analytics.estimates import answer_frame, estimate
 from federation.analytics.noise import noise_multiplier
 from federation.analytics.query import Query
@@ -48,7 +50,7 @@ def _frame(hospitals):
 def _coverage(query, frame, *, seed: int) -> np.ndarray:
     truth = exact_answer(query, frame)
     assert not truth["suppressed"].any(), "the fixture must not suppress: coverage is about released values"
-    checked = query.check(dictionary=_dictionary())
+    checked = query.check(dictionary=DICTIONARY)
     multiplier = noise_multiplier(query=checked, delta=1e-5)
     hits = []
     for release in repeated_releases(query, frame, noise_multiplier=multiplier, seed=seed, repeats=REPEATS):
@@ -56,12 +58,6 @@ def _coverage(query, frame, *, seed: int) -> np.ndarray:
         assert (answer["estimate"].notna()).all()
         hits.append((answer["ci_low"] <= truth["estimate"]) & (truth["estimate"] <= answer["ci_high"]))
     return np.array(hits, dtype=float)
-
-
-def _dictionary():
-    from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY
-
-    return SYNTHETIC_HOSPITALS_DICTIONARY
 
 
 @pytest.mark.parametrize("name", list(QUERIES))
@@ -76,7 +72,7 @@ def test_quantile_intervals_cover_the_sample_quantile_at_least_at_the_level(hosp
     """The interval's ends are grid edges, so it is conservative by up to one bin."""
     frame = _frame(hospitals)
     query = Query(kind="quantiles", column="cholesterol", bounds=(100, 400), probabilities=(0.1, 0.5, 0.9),
-                  epsilon=0.3).check(dictionary=_dictionary())
+                  epsilon=0.3).check(dictionary=DICTIONARY)
     values = np.clip(frame["cholesterol"].to_numpy(float), 100, 400)
     truth = np.array([np.quantile(values, p, method="inverted_cdf") for p in query.probabilities])
     multiplier = noise_multiplier(query=query, delta=1e-5)
@@ -96,7 +92,7 @@ def test_pooled_intervals_cover_the_pooled_exact_answer(hospitals):
     frames = hospitals.sites
     for query in (Query(kind="mean", column="age", bounds=(18, 95), epsilon=0.2),
                   Query(kind="survival", bounds=(0, 1825), bins=5, epsilon=0.3)):
-        checked = query.check(dictionary=_dictionary())
+        checked = query.check(dictionary=DICTIONARY)
         exact = [released(query, f, noise_multiplier=0.0, rng=np.random.default_rng(0), site_id=s)
                  for s, f in frames.items()]
         truth = answer_frame(query=checked, releases=exact).query("site == 'pooled'")["estimate"].to_numpy()
@@ -113,8 +109,6 @@ def test_pooled_intervals_cover_the_pooled_exact_answer(hospitals):
 def test_survival_total_intervals_cover_the_generators_true_survival():
     """Against the generator's own Weibull model (the population truth), over fresh
     hospitals: the '_total' interval (noise and Greenwood's sampling error) covers it."""
-    from datasets_synthetic import generate_hospitals
-
     query = Query(kind="survival", bounds=(0, 1825), bins=10, epsilon=1.0)
     rng = np.random.default_rng(3)
     hits = []

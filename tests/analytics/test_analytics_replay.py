@@ -68,9 +68,12 @@ def test_a_different_question_is_not_a_replay(hospitals, make_site):
                     Query(kind="mean", column="age", bounds=(20, 95), by=("sex",), epsilon=0.4),
                     Query(kind="mean", column="age", bounds=(18, 95), epsilon=0.4)):
         assert not answer_query(request=QueryRequest(query=changed, project=PROJECT), site=site).replay
-    # a label is for display only: the same question
+    # a label, or asking to show the per-site rows, is for display only: the same question
     labelled = MEAN.with_label("mean age by sex")
     assert answer_query(request=QueryRequest(query=labelled, project=PROJECT), site=site).replay
+    shown_per_site = Query(kind="mean", column="age", bounds=(18, 95), by=("site", "sex"), epsilon=0.4)
+    assert shown_per_site.per_site and shown_per_site.query_id == MEAN.query_id
+    assert answer_query(request=QueryRequest(query=shown_per_site, project=PROJECT), site=site).replay
 
 
 def test_the_cost_is_told_without_running_or_spending(hospitals, make_site):

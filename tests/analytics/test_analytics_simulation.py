@@ -1,20 +1,25 @@
 """Queries travel as Flower messages to the sites' ClientApps on the simulation engine:
-several queries in one run, per-site and pooled answers, receipts that verify against
-each site's ledger, a refusal that spends nothing."""
+in one run, every site first prices the queries (query:cost), then answers them;
+per-site and pooled answers, receipts that verify against each site's ledger, a
+refusal that spends nothing. (``Workbench.ask`` runs this same path; the analytics
+notebook runs it through ``wb.ask``.)"""
 
 from __future__ import annotations
 
 import pytest
 
+from federation.analytics.site_answers import QueryRequest
+from federation.analytics_simulation import run_simulated_queries
 from privacy_budgets import Ledger, epsilon
 from privacy_budgets.mechanisms import event_from_json
 from workbench import Workbench
+from workbench.query_results import QueryResult
 
 PROJECT = "explore"
 
 
 @pytest.mark.slow
-def test_several_queries_in_one_simulation_run(tmp_path):
+def test_several_queries_priced_and_answered_in_one_simulation_run(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,8 +31,17 @@ def test_several_queries_in_one_simulation_run(tmp_path):
         wb.query.survival(bounds=(0, 1825), bins=8, epsilon=0.5, label="survival"),
         wb.query.count(where={"smoker": 1}, epsilon=5.0, label="too expensive"),
     ]
-    planned = wb.query_cost(queries, project=PROJECT)
-    count, mean, survival, refused = wb.ask(queries, project=PROJECT)
+    planned_here = wb.query_cost(queries, project=PROJECT)  # each site's ledger read directly
+    requests = [QueryRequest(query=q, project=PROJECT, run_id="r1") for q in queries]
+    box = run_simulated_queries(sites=wb.site_configs(), requests=requests, costs=True)
+    count, mean, survival, refused = (QueryResult.from_replies(request=r, replies=replies, level=0.95)
+                                      for r, replies in zip(requests, box.answers))
+
+    # priced over Flower (query:cost) exactly as each site's ledger says, before any spend
+    columns = ["site", "query_id", "epsilon", "fits", "replay"]
+    over_flower = box.costs[columns].sort_values(["query_id", "site"]).reset_index(drop=True)
+    assert over_flower.equals(planned_here[columns].sort_values(["query_id", "site"]).reset_index(drop=True))
+    assert not box.costs.loc[box.costs["query_id"] == queries[3].query_id, "fits"].any()
 
     sites = ["hospital_01", "hospital_02", "hospital_03"]
     assert list(count.by_site["site"]) == sites and list(count.pooled["site"]) == ["pooled"]
@@ -41,20 +55,18 @@ def test_several_queries_in_one_simulation_run(tmp_path):
 
     assert (refused.sites["status"] == "refused").all() and refused.frame.empty
     assert refused.sites["reason"].str.contains("would exceed the project allocation").all()
-    assert not planned.loc[planned["query"] == "too expensive", "fits"].any()
 
     for site in wb.site_configs():
-        answered = [r for r in (count, mean, survival) if site.site_id in r.answered]
-        receipts = [x for r in answered for x in r.receipts if x["site_id"] == site.site_id]
+        receipts = [x for r in (count, mean, survival) for x in r.receipts if x["site_id"] == site.site_id]
         with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
             assert ledger.verify(receipts=receipts).ok
             spent = ledger.spent(dataset=site.dataset, project=PROJECT)
             kinds = [e.kind for e in ledger.entries()]
         assert kinds.count("commit") == 3 and kinds.count("abort") == 0  # the refusal reserved nothing
-        events = [event_from_json(x["mechanism"]) for x in receipts]
-        assert spent == pytest.approx(epsilon(events=events, delta=1e-5))
+        assert {x["run_id"] for x in receipts} == {"r1"}
+        assert spent == pytest.approx(epsilon(events=[event_from_json(x["mechanism"]) for x in receipts], delta=1e-5))
         charged = sum(r.epsilon[site.site_id] for r in (count, mean, survival))
-        planned_here = planned[(planned["site"] == site.site_id) & (planned["query"] != "too expensive")]
-        assert charged == pytest.approx(planned_here["epsilon"].sum(), rel=1e-6)
+        priced = box.costs[(box.costs["site"] == site.site_id) & (box.costs["query_id"] != queries[3].query_id)]
+        assert charged == pytest.approx(priced["epsilon"].sum(), rel=1e-6)
     html = mean._repr_html_()
     assert "mean of age (clipped to [18, 95]) by admission_type" in html and "Answered by 3 of 3 sites" in html
