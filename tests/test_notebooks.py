@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
@@ -23,7 +24,9 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
     client = NotebookClient(
         notebook, kernel_name=KERNEL, timeout=300, resources={"metadata": {"path": str(tmp_path)}}
     )
-    client.execute()
+    # The kernel imports this checkout (a worktree's code, not the one installed editable).
+    path_entries = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    client.execute(env={**os.environ, "PYTHONPATH": os.pathsep.join(path_entries)})
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, errors
     displayed = [o for c in notebook.cells for o in c.get("outputs", [])]
