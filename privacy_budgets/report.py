@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#1f2328}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
-td,th{border:1px solid #d0d7de;padding:3px 6px;vertical-align:top;text-align:left}
+td,th{border:1px solid #d0d7de;padding:3px 6px;vertical-align:top;text-align:left;overflow-wrap:anywhere}
 th{background:#f6f8fa} .ok{color:#1a7f37} .bad{color:#cf222e}
 .verdict{border-left:6px solid;padding:6px 12px;margin:12px 0}
 .uncovered{background:#fff8c5} img{max-width:100%}

@@ -6,6 +6,8 @@ update leaves before its cost is committed in the site's own ledger.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
@@ -92,18 +94,25 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
             ),
         )
         receipts = [ledger.receipt(spent).to_dict()]
-        if server_round == 1:
-            declared = ledger.record_uncovered(
-                dataset=site.dataset,
-                project=spec.project,
-                what=f"number of training records ({n_train}), sent with every round's update as the FedAvg weight",
-                actor=spec.coordinator,
-                purpose="federated training: aggregation weight",
-                run_id=spec.run_id,
-                round=server_round,
-                details={"num_examples": n_train},
-            )
-            receipts.append(ledger.receipt(declared).to_dict())
+        # The update is covered by DP-SGD; what travels beside it is not: the row count
+        # (FedAvg's weight) and the mean training loss. Declare them every round.
+        declared = ledger.record_uncovered(
+            dataset=site.dataset,
+            project=spec.project,
+            what=(
+                f"number of training records ({n_train}, the FedAvg weight) and the mean "
+                f"training loss of round {server_round} ({outcome.mean_loss:.4f}), sent with the update"
+            ),
+            actor=spec.coordinator,
+            purpose=f"federated training, round {server_round} of {spec.rounds}: aggregation weight and loss",
+            run_id=spec.run_id,
+            round=server_round,
+            details={
+                "num_examples": n_train,
+                "train_loss": outcome.mean_loss if math.isfinite(outcome.mean_loss) else None,
+            },
+        )
+        receipts.append(ledger.receipt(declared).to_dict())
         epsilon_project = ledger.spent(dataset=site.dataset, project=spec.project)
         epsilon_dataset = ledger.spent(dataset=site.dataset)
 
