@@ -8,16 +8,13 @@ the simulation (``SimulatedSites``).
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable, Sequence
 
 from federation.analytics.site_answers import QueryRequest
 from federation.coordinator.analytics import SiteQueryReply
 from federation.coordinator.analytics_app import AnswersBox, build_analytics_server_app
-from federation.node.client_app import build_client_app
-from federation.node.site import SimulatedSites, SiteConfig
-from federation.simulation import quiet_flower
+from federation.node.site import SiteConfig
+from federation.simulation import run_on_simulation
 
 
 def run_simulated_queries(
@@ -33,33 +30,11 @@ def run_simulated_queries(
     """Every request across ``sites`` in ONE simulation run: with ``costs``, each site
     first states what each request would cost it (nothing run or spent); with
     ``answers`` (the default), the sites answer them."""
-    from flwr.simulation import run_simulation
-
     box = AnswersBox()
     server_app = build_analytics_server_app(
         requests=requests, n_sites=len(sites), box=box, costs=costs, answers=answers, on_answer=on_answer
     )
-    client_app = build_client_app(resolve_site=SimulatedSites(tuple(sites)))
-    # One CPU per virtual site, as for training (Flower's default of two runs one
-    # site at a time on a 2-core machine).
-    backend_config = {
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": cpus or os.cpu_count() or 2,
-            "num_gpus": 0,
-            "include_dashboard": False,
-            "logging_level": logging.INFO if verbose else logging.ERROR,
-            "log_to_driver": verbose,
-        },
-    }
-    with quiet_flower(verbose):
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=len(sites),
-            backend_config=backend_config,
-            verbose_logging=verbose,
-        )
+    run_on_simulation(server_app=server_app, sites=sites, cpus=cpus, verbose=verbose)
     if box.errors:
         raise box.errors[0]
     if (answers and box.answers is None) or (costs and box.costs is None):

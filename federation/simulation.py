@@ -14,6 +14,8 @@ import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 
+from flwr.serverapp import ServerApp
+
 from federation.coordinator.events import StudyObserver
 from federation.coordinator.range_phase import RangeFinding
 from federation.coordinator.server_app import OutcomeBox, build_server_app
@@ -43,6 +45,36 @@ def quiet_flower(verbose: bool):
         logger.setLevel(previous)
 
 
+def run_on_simulation(
+    *, server_app: ServerApp, sites: Sequence[SiteConfig], cpus: int | None = None, verbose: bool = False
+) -> None:
+    """Run ``server_app`` against the sites' ClientApps on the simulation engine.
+
+    Each virtual site gets one CPU (Flower's default of two runs one site at a time
+    on a 2-core machine).
+    """
+    from flwr.simulation import run_simulation
+
+    backend_config = {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": cpus or os.cpu_count() or 2,
+            "num_gpus": 0,
+            "include_dashboard": False,
+            "logging_level": logging.INFO if verbose else logging.ERROR,
+            "log_to_driver": verbose,
+        },
+    }
+    with quiet_flower(verbose):
+        run_simulation(
+            server_app=server_app,
+            client_app=build_client_app(resolve_site=SimulatedSites(tuple(sites))),
+            num_supernodes=len(sites),
+            backend_config=backend_config,
+            verbose_logging=verbose,
+        )
+
+
 def run_simulated_training(
     *,
     sites: Sequence[SiteConfig],
@@ -53,37 +85,12 @@ def run_simulated_training(
     cpus: int | None = None,
     verbose: bool = False,
 ) -> StudyOutcome:
-    """One private federated training across ``sites`` on the simulation engine.
-
-    Each virtual site gets one CPU (Flower's default of two runs one site at a time
-    on a 2-core machine).
-    """
-    from flwr.simulation import run_simulation
-
+    """One private federated training across ``sites`` on the simulation engine."""
     box = OutcomeBox()
     server_app = build_server_app(
         spec=spec, encoder=encoder, n_sites=len(sites), range_finding=range_finding, observer=observer, box=box
     )
-    client_app = build_client_app(resolve_site=SimulatedSites(tuple(sites)))
-    total_cpus = cpus or os.cpu_count() or 2
-    backend_config = {
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": total_cpus,
-            "num_gpus": 0,
-            "include_dashboard": False,
-            "logging_level": logging.INFO if verbose else logging.ERROR,
-            "log_to_driver": verbose,
-        },
-    }
-    with quiet_flower(verbose):
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=len(sites),
-            backend_config=backend_config,
-            verbose_logging=verbose,
-        )
+    run_on_simulation(server_app=server_app, sites=sites, cpus=cpus, verbose=verbose)
     if box.errors:
         raise box.errors[0]
     if box.outcome is None:
