@@ -9,15 +9,23 @@ from tqdm.auto import tqdm
 
 from federation.coordinator.events import RoundReport
 from workbench import settings
+from workbench.live_plot import LivePlot
 
 
 class ProgressObserver:
     """Collects every site's numbers per round and shows progress as it goes."""
 
-    def __init__(self, *, rounds: int, on_round: Callable[[RoundReport], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rounds: int,
+        on_round: Callable[[RoundReport], None] | None = None,
+        live_plot: LivePlot | None = None,
+    ) -> None:
         self.rows: list[dict] = []
         self.stopped_reason = ""
         self._on_round = on_round
+        self._live_plot = live_plot
         self._bar = tqdm(total=rounds, desc="training rounds", unit="round", disable=not settings.progress)
 
     def round_finished(self, report: RoundReport) -> None:
@@ -43,6 +51,8 @@ class ProgressObserver:
             )
         self._bar.update(1)
         self._bar.set_postfix(auc=f"{report.weighted('auc'):.3f}")
+        if self._live_plot is not None:
+            self._live_plot.update(self.history())
         if self._on_round:
             self._on_round(report)
 
