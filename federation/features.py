@@ -158,10 +158,37 @@ class SiteArrays:
 
 
 def prepare_site_arrays(
-    *, frame: pd.DataFrame, encoder: FeatureEncoder, test_fraction: float, seed: int, site_id: str
+    *,
+    frame: pd.DataFrame,
+    encoder: FeatureEncoder,
+    test_fraction: float,
+    seed: int,
+    site_id: str,
+    split_column: str = "",
 ) -> SiteArrays:
+    """Encode and split; ``split_column`` (values "train"/"test") fixes the split instead
+    of the seeded random one."""
     y = encoder.labels(frame)
     keep = ~np.isnan(y)
     x, y = encoder.encode(frame)[keep], y[keep]
-    train, test = split_indices(n_rows=len(y), test_fraction=test_fraction, seed=seed, site_id=site_id)
+    if split_column:
+        train, test = fixed_split(frame=frame[keep], column=split_column, site_id=site_id)
+    else:
+        train, test = split_indices(n_rows=len(y), test_fraction=test_fraction, seed=seed, site_id=site_id)
     return SiteArrays(x[train], y[train], x[test], y[test])
+
+
+def fixed_split(*, frame: pd.DataFrame, column: str, site_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions marked "train" and "test" in ``column`` of a site's table."""
+    if column not in frame.columns:
+        raise KeyError(
+            f"the study splits rows by column {column!r}, which site {site_id}'s data lacks; "
+            "add it (values 'train'/'test') or run without split_column."
+        )
+    values = frame[column].astype(str).to_numpy()
+    bad = sorted(set(values) - {"train", "test"})
+    if bad:
+        raise ValueError(
+            f"column {column!r} at site {site_id} must hold only 'train' or 'test'; found {bad[:3]}."
+        )
+    return np.flatnonzero(values == "train"), np.flatnonzero(values == "test")

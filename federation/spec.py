@@ -52,6 +52,11 @@ class TrainingSpec:
     grad_sample_mode: str = "hooks"
     engine: str = "opacus"  # or "vectorized": same mechanism, see federation/fast_dp_sgd.py
     coordinator: str = "coordinator"
+    # Opt-in: a column of each site's table that fixes its train/test split (values
+    # "train"/"test", e.g. a published benchmark's split) instead of the seeded random one.
+    split_column: str = ""
+    # Opt-in: each site also trains its own intercept, kept at the site (never sent).
+    site_offset: bool = False
 
     def __post_init__(self) -> None:
         _require(bool(self.project) and self.project.replace("-", "").replace("_", "").isalnum(),
@@ -82,6 +87,11 @@ class TrainingSpec:
                  self.grad_sample_mode, "one of hooks, ghost, functorch (Opacus's modes)")
         _require(self.engine in ("opacus", "vectorized"), "engine", self.engine,
                  "'opacus' (the reference) or 'vectorized' (the same DP-SGD, faster on small models)")
+        _require(isinstance(self.split_column, str), "split_column", self.split_column,
+                 "the name of a column holding 'train'/'test', or '' for the seeded random split")
+        _require(isinstance(self.site_offset, bool), "site_offset", self.site_offset, "True or False")
+        _require(not self.site_offset or self.engine == "vectorized", "engine", self.engine,
+                 "'vectorized' when site_offset is on (Opacus's hooks cannot train a bare offset parameter)")
 
     def to_config(self) -> dict[str, Any]:
         """Flat kebab-case dict for a Flower ConfigRecord."""

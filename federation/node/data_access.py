@@ -36,4 +36,5 @@ def site_arrays(
         test_fraction=spec.test_fraction,
         seed=spec.split_seed,
         site_id=site.site_id,
+        split_column=spec.split_column,
     )

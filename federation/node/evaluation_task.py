@@ -17,6 +17,7 @@ from federation.models import build_model
 from federation.node.data_access import site_arrays
 from federation.node.replies import refusal, site_record
 from federation.node.site import SiteConfig
+from federation.node.site_parameters import with_site_parameters
 from federation.spec import SpecError, TrainingSpec
 
 
@@ -33,6 +34,7 @@ def handle_evaluate(msg: Message, site: SiteConfig) -> Message:
     arrays = site_arrays(site=site, spec=spec, encoder=encoder, config=config)
     model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    model = with_site_parameters(model=model, site=site, spec=spec)  # the site's own intercept, if any
     metrics = binary_metrics(y_true=arrays.y_test, proba=predict_proba(model=model, x=arrays.x_test))
     n_test = len(arrays.y_test)
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:

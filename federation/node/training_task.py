@@ -21,6 +21,7 @@ from federation.node.data_access import site_arrays
 from federation.node.plan import PlanRefused, site_plan
 from federation.node.replies import refusal, site_record
 from federation.node.site import SiteConfig
+from federation.node.site_parameters import keep_site_parameters, with_site_parameters
 from federation.spec import SpecError, TrainingSpec
 
 
@@ -68,7 +69,7 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
             model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
             model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
             outcome = train_round(
-                model=model,
+                model=with_site_parameters(model=model, site=site, spec=spec),
                 x=arrays.x_train,
                 y=arrays.y_train,
                 noise_multiplier=plan.noise_multiplier,
@@ -127,7 +128,7 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
     )
     content = RecordDict(
         {
-            "arrays": ArrayRecord(outcome.state_dict),
+            "arrays": ArrayRecord(keep_site_parameters(state=outcome.state_dict, site=site, spec=spec)),
             "metrics": metrics,
             "site": site_record(
                 site_id=site.site_id,
