@@ -1,0 +1,107 @@
+"""A bare Flower FedAvg app of the same model, data and DP-SGD step as the demo study,
+without the workbench's layers: no policy gate, no ledger or plan, no receipts, no
+declarations, no per-round data validation. What is left is Flower plus training."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+from federation.dp_sgd import train_round
+from federation.evaluation import binary_metrics, predict_proba
+from federation.features import SiteArrays
+from federation.models import build_model
+from federation.spec import TrainingSpec
+
+
+@dataclass(frozen=True)
+class BareSite:
+    """A site's arrays, prepared once (as Flower's examples cache a partition)."""
+
+    arrays: SiteArrays
+    noise_multiplier: float
+
+
+def build_bare_client_app(*, sites: Sequence[BareSite], spec: TrainingSpec, n_features: int) -> ClientApp:
+    app = ClientApp()
+
+    def model_from(msg: Message) -> torch.nn.Module:
+        model = build_model(name=spec.model, n_features=n_features, hidden=spec.hidden)
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        return model
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)
+        site = sites[int(context.node_config["partition-id"])]
+        outcome = train_round(
+            model=model_from(msg), x=site.arrays.x_train, y=site.arrays.y_train,
+            noise_multiplier=site.noise_multiplier, max_grad_norm=spec.max_grad_norm, batch_size=spec.batch_size,
+            local_epochs=spec.local_epochs, learning_rate=spec.learning_rate, momentum=spec.momentum,
+            grad_sample_mode=spec.grad_sample_mode, engine=spec.engine,
+        )
+        content = RecordDict({"arrays": ArrayRecord(outcome.state_dict),
+                              "metrics": MetricRecord({"num-examples": len(site.arrays.y_train)})})
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)
+        site = sites[int(context.node_config["partition-id"])]
+        metrics = binary_metrics(y_true=site.arrays.y_test, proba=predict_proba(model=model_from(msg), x=site.arrays.x_test))
+        content = RecordDict({"metrics": MetricRecord({"num-examples": len(site.arrays.y_test), **metrics})})
+        return Message(content=content, reply_to=msg)
+
+    return app
+
+
+@dataclass
+class RoundClock:
+    """When the ServerApp's main began and how long each round took."""
+
+    main_started: float = float("nan")
+    rounds: list[float] = field(default_factory=list)
+
+
+def build_bare_server_app(*, spec: TrainingSpec, initial: ArrayRecord, n_sites: int, clock: RoundClock) -> ServerApp:
+    """FedAvg train + evaluate each round, the same message pattern as the study loop."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        clock.main_started = time.monotonic()
+        while len(list(grid.get_node_ids())) < n_sites:
+            time.sleep(0.2)
+        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=n_sites,
+                          min_evaluate_nodes=n_sites, min_available_nodes=n_sites)
+        arrays = initial
+        for server_round in range(1, spec.rounds + 1):
+            started = time.monotonic()
+            config = ConfigRecord({"server-round": server_round})
+            replies = list(grid.send_and_receive(messages=strategy.configure_train(server_round, arrays, config, grid)))
+            new_arrays, _ = strategy.aggregate_train(server_round, replies)
+            arrays = new_arrays if new_arrays is not None else arrays
+            list(grid.send_and_receive(messages=strategy.configure_evaluate(server_round, arrays, config, grid)))
+            clock.rounds.append(time.monotonic() - started)
+
+    return app
+
+
+def build_empty_server_app(*, n_sites: int, clock: RoundClock) -> ServerApp:
+    """Waits for the sites and ends: the engine's own start and stop, nothing else."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        clock.main_started = time.monotonic()
+        while len(list(grid.get_node_ids())) < n_sites:
+            time.sleep(0.2)
+
+    return app
