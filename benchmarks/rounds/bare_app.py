@@ -67,6 +67,7 @@ class RoundClock:
     """When the ServerApp's main began and how long each round took."""
 
     main_started: float = float("nan")
+    first_round_started: float = float("nan")
     rounds: list[float] = field(default_factory=list)
 
 
@@ -84,6 +85,8 @@ def build_bare_server_app(*, spec: TrainingSpec, initial: ArrayRecord, n_sites: 
         arrays = initial
         for server_round in range(1, spec.rounds + 1):
             started = time.monotonic()
+            if server_round == 1:
+                clock.first_round_started = started
             config = ConfigRecord({"server-round": server_round})
             replies = list(grid.send_and_receive(messages=strategy.configure_train(server_round, arrays, config, grid)))
             new_arrays, _ = strategy.aggregate_train(server_round, replies)
