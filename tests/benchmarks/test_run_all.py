@@ -1,0 +1,29 @@
+"""run_all: each benchmark in its own process, a summary that quotes their tables."""
+
+from __future__ import annotations
+
+from benchmarks.run_all import main, section
+
+
+def test_section_takes_one_heading_body():
+    text = "# T\n\n## A\n\nalpha\n\n## B\n\nbeta ![p](RESULTS.png)\n"
+    assert section(text, "A") == "alpha"
+    assert section(text, "B") == "beta ![p](RESULTS.png)"
+    assert section(text, "C") == ""
+
+
+def test_quick_ledger_only_writes_the_summary(tmp_path):
+    assert main(["--quick", "--only", "ledger", "--out-dir", str(tmp_path)]) == 0
+    summary = (tmp_path / "RESULTS.md").read_text()
+    assert "| ledger |" in summary and "| ok |" in summary
+    assert "### Check-and-reserve on one dataset" in summary
+    assert "- cores:" in summary and "- flwr:" in summary and "load average" in summary
+    assert (tmp_path / "ledger" / "RESULTS.md").exists()
+
+
+def test_missing_heart_data_is_reported_not_failed(tmp_path):
+    assert main(["--quick", "--only", "heart_disease", "--out-dir", str(tmp_path),
+                 "--data", str(tmp_path / "absent")]) == 0
+    summary = (tmp_path / "RESULTS.md").read_text()
+    assert "heart-disease benchmark skipped" in summary
+    assert "Not available" in summary
