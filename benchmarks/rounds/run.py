@@ -37,7 +37,7 @@ from federation.spec import TrainingSpec
 from privacy_budgets import accounting
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
-FULL = {"sites": 4, "rows": 5000, "rounds": 5, "repeats": 2}  # the demo: `workbench demo`'s defaults
+FULL = {"sites": 4, "rows": 5000, "rounds": 5, "repeats": 3}  # the demo: `workbench demo`'s defaults
 QUICK = {"sites": 2, "rows": 300, "rounds": 2, "repeats": 1, "with_floor": False}
 
 

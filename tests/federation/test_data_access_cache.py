@@ -1,0 +1,50 @@
+"""A site's encoded arrays are kept between messages of one process, and read again
+when anything they depend on changes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from datasets_synthetic import DataDictionary, generate_hospitals, write_hospitals
+from federation.features import FeatureEncoder
+from federation.node.data_access import site_arrays
+from federation.node.site import SiteConfig
+from federation.spec import TrainingSpec
+
+
+@pytest.fixture()
+def site(tmp_path):
+    data = write_hospitals(generate_hospitals(sites=1, rows=200, seed=3), out=tmp_path / "data")
+    path = next(data.glob("*.parquet"))
+    return SiteConfig(site_id=path.stem, data_path=path, state_dir=tmp_path / "state",
+                      dictionary_path=data / "data_dictionary.json")
+
+
+def _encoder(site: SiteConfig) -> FeatureEncoder:
+    return FeatureEncoder.from_dictionary(dictionary=DataDictionary.load(site.dictionary_path))
+
+
+def test_same_file_and_study_reuses_read_only_arrays(site):
+    spec = TrainingSpec(project="p", target_epsilon=1.0, rounds=2)
+    first = site_arrays(site=site, spec=spec, encoder=_encoder(site))
+    assert site_arrays(site=site, spec=spec, encoder=_encoder(site)) is first
+    with pytest.raises(ValueError, match="read-only"):
+        first.x_train[0, 0] = 1.0
+
+
+def test_another_split_or_a_changed_file_is_read_again(site):
+    spec = TrainingSpec(project="p", target_epsilon=1.0, rounds=2)
+    first = site_arrays(site=site, spec=spec, encoder=_encoder(site))
+    other_split = site_arrays(site=site, spec=TrainingSpec(project="p", target_epsilon=1.0, rounds=2, split_seed=5),
+                              encoder=_encoder(site))
+    assert other_split is not first
+    # Rewrite the file with fewer rows: the site must train on what the file holds now.
+    import pandas as pd
+
+    frame = pd.read_parquet(site.data_path).iloc[:100]
+    frame.to_parquet(site.data_path)
+    os.utime(site.data_path, ns=(1, 1))  # a different modification time, whatever the clock
+    again = site_arrays(site=site, spec=spec, encoder=_encoder(site))
+    assert len(again.y_train) + len(again.y_test) == 100
