@@ -52,12 +52,6 @@ def _cache_key(*, site: SiteConfig, spec: TrainingSpec, encoder: FeatureEncoder,
             spec.test_fraction, spec.split_seed, spec.split_column)
 
 
-def _read_only(arrays: SiteArrays) -> SiteArrays:
-    for a in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test):
-        a.setflags(write=False)  # shared between messages: nobody may change them in place
-    return arrays
-
-
 def site_arrays(
     *, site: SiteConfig, spec: TrainingSpec, encoder: FeatureEncoder, config: Any = None
 ) -> SiteArrays:
@@ -68,14 +62,16 @@ def site_arrays(
         return _CACHE[key]
     dictionary = site_dictionary(site=site, config=config)
     frame = load_site(path=site.data_path, dictionary=dictionary)
-    arrays = _read_only(prepare_site_arrays(
+    # Shared between messages: the handlers only read them (torch.from_numpy warns
+    # on read-only arrays, so they are not flagged as such).
+    arrays = prepare_site_arrays(
         frame=frame,
         encoder=encoder,
         test_fraction=spec.test_fraction,
         seed=spec.split_seed,
         site_id=site.site_id,
         split_column=spec.split_column,
-    ))
+    )
     _CACHE[key] = arrays
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
