@@ -27,3 +27,14 @@ def test_missing_heart_data_is_reported_not_failed(tmp_path):
     summary = (tmp_path / "RESULTS.md").read_text()
     assert "heart-disease benchmark skipped" in summary
     assert "Not available" in summary
+
+
+def test_summarise_quotes_results_already_there(tmp_path):
+    folder = tmp_path / "scale"
+    folder.mkdir()
+    (folder / "RESULTS.md").write_text("# Growth\n\n## Results\n\n| sites |\n| --- |\n| 4 |\n\n## Other\n\nx\n")
+    assert main(["--summarise", "--out-dir", str(tmp_path)]) == 0
+    summary = (tmp_path / "RESULTS.md").read_text()
+    assert "not rerun by this command" in summary
+    assert "### Results\n\n| sites |\n| --- |\n| 4 |" in summary
+    assert "| heart_disease |" not in summary  # nothing there, nothing claimed
