@@ -98,7 +98,7 @@ def plot(*, rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.8), dpi=90)
+    fig, ax = plt.subplots(figsize=(8, 4.3), dpi=90)
     names = [r.name for r in rows]
     means = [np.mean(r.accuracy) for r in rows]
     sds = [np.std(r.accuracy) for r in rows]
@@ -111,7 +111,7 @@ def plot(*, rows: list[Row], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlim(0.5, 0.9)
     ax.set_xlabel("average per-centre test accuracy (FLamby's split)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.4, -0.16))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
