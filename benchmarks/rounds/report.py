@@ -12,9 +12,12 @@ from benchmarks.markdown import markdown
 PARTS = ("engine_start_s", "rounds_s", "end_s")
 
 
-def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Median over repeats, per app, with the time of all rounds at the per-round pace."""
+def summarise(table: pd.DataFrame, pooled_per_round: dict[str, float]) -> pd.DataFrame:
+    """Median over repeats, per app; per round: the median of every later round of every
+    repeat pooled (steadier than a median of medians on a shared machine)."""
     g = table.groupby("app", sort=False).median(numeric_only=True)
+    for app, value in pooled_per_round.items():
+        g.loc[app, "per_round_s"] = value
     g["rounds_s"] = g["per_round_s"] * g["rounds"]
     return g
 
@@ -38,11 +41,11 @@ def plot(*, summary: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(*, out: Path, table: pd.DataFrame, compute: dict[str, float], sites: int, rows: int, rounds: int,
+def write_results(*, out: Path, table: pd.DataFrame, pooled_per_round: dict[str, float], compute: dict[str, float], sites: int, rows: int, rounds: int,
                   repeats: int, command: str, load_before, load_after) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
-    summary = summarise(table)
+    summary = summarise(table, pooled_per_round)
     plot(summary=summary, path=png)
     ours = summary.loc["workbench study"]
     bare = summary.loc["bare Flower FedAvg"]
@@ -70,7 +73,8 @@ def write_results(*, out: Path, table: pd.DataFrame, compute: dict[str, float], 
         "DP-SGD step (same noise multiplier), Flower's FedAvg, the same train + evaluate pattern; no policy "
         "gate, ledger, plan, receipts, declarations or per-round data loading.",
         "- empty ServerApp: waits for the sites and returns: what the engine itself costs.",
-        f"- All in one process, one after another, {repeats} repeat(s) of the two study apps; figures are medians.",
+        f"- All in one process, one after another, {repeats} repeat(s) of the two study apps, alternating; "
+        "figures are medians (per round: of all rounds after the first, pooled over repeats).",
         "- engine start = from the call to the start of round 1, plus what round 1 takes beyond the later "
         "rounds' median (Ray spawns the site actors, which import torch, when the first messages arrive); "
         "per round = median of rounds 2 onwards; end = after the last round until the call returns (engine "
@@ -86,7 +90,8 @@ def write_results(*, out: Path, table: pd.DataFrame, compute: dict[str, float], 
         "",
         f"- training compute: {training:.3f} s per round (each site's DP-SGD round timed in-process, one "
         f"thread: {compute['sum_over_sites']:.3f} s summed over sites, over {compute['lanes']} parallel lanes)",
-        f"- Flower (bare round minus training): {flower:.3f} s",
+        f"- Flower (bare round minus training): {flower:.3f} s (training is timed alone in this process; in a "
+        "round it shares the cores with Ray and other work, so this difference is rough)",
         f"- our layers (workbench round minus bare round): {layers:.3f} s = "
         f"{100 * layers / bare['per_round_s']:.1f}% of the bare round, {100 * layers / ours['per_round_s']:.1f}% "
         "of ours (target: under 10%)",
