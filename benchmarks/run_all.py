@@ -53,7 +53,7 @@ BENCHMARKS = (
 NAMES = tuple(b.name for b in BENCHMARKS)
 
 
-def section(text: str, heading: str) -> str:
+def section(*, text: str, heading: str) -> str:
     """The body of ``## heading`` in a markdown text (up to the next ``## ``), or ''."""
     match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
     return match.group(1).strip() if match else ""
@@ -65,6 +65,7 @@ def _relink(body: str, *, folder: str) -> str:
 
 
 def run_one(*, bench: Benchmark, results: Path, quick: bool, data: Path | None, log: Path) -> tuple[int, float]:
+    """Run one benchmark in its own process, output to ``log``; its exit code and seconds."""
     argv = [sys.executable, "-m", bench.module, bench.out_flag, str(results)]
     if quick:
         argv.append("--quick")
@@ -88,6 +89,7 @@ def _status(code: int, log: Path) -> str:
 
 
 def write_summary(*, out: Path, runs: list[tuple[Benchmark, Path, str, float]], machine: list[str], command: str) -> None:
+    """benchmarks/RESULTS.md: machine, overview, and each benchmark's quoted sections and plots."""
     lines = [
         "# Benchmarks",
         "",
@@ -113,7 +115,7 @@ def write_summary(*, out: Path, runs: list[tuple[Benchmark, Path, str, float]], 
         text = results.read_text()
         folder = os.path.relpath(results.parent, out.parent)
         for heading in bench.sections:
-            body = section(text, heading)
+            body = section(text=text, heading=heading)
             if body:
                 lines += [f"### {heading}", "", _relink(body, folder=folder), ""]
         png = results.with_suffix(".png")

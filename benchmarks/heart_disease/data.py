@@ -73,7 +73,8 @@ def encoder() -> FeatureEncoder:
     return FeatureEncoder.from_dictionary(dictionary=FLAMBY_DICTIONARY)
 
 
-def check_folder(folder: Path) -> Path:
+def check_folder(*, folder: Path) -> Path:
+    """``folder`` if it holds the four UCI files; else HeartDataMissing saying what to do."""
     folder = Path(folder)
     missing = [f"processed.{s}.data" for s in UCI_SITES if not (folder / f"processed.{s}.data").is_file()]
     if missing:
@@ -105,7 +106,7 @@ def _flamby_rows(path: Path) -> np.ndarray:
 
 def load_centres(*, folder: Path = DEFAULT_FOLDER) -> dict[str, Centre]:
     """The four centres, FLamby's rows and split, encoded with public constants."""
-    folder = check_folder(folder)
+    folder = check_folder(folder=folder)
     sites = load_uci_heart_disease(folder=folder)
     enc = encoder()
     centres = {}
@@ -123,14 +124,14 @@ def load_centres(*, folder: Path = DEFAULT_FOLDER) -> dict[str, Centre]:
     return centres
 
 
-def majority_baseline(centres: dict[str, Centre]) -> dict[str, float]:
+def majority_baseline(*, centres: dict[str, Centre]) -> dict[str, float]:
     """Per-centre test accuracy of predicting the centre's majority training label."""
     return {
         name: float(np.mean(c.y_test == float(c.y_train.mean() >= 0.5))) for name, c in centres.items()
     }
 
 
-def validation_folds(centres: dict[str, Centre], *, folds: int) -> list[dict[str, Centre]]:
+def validation_folds(*, centres: dict[str, Centre], folds: int) -> list[dict[str, Centre]]:
     """``folds`` validation splits carved from each centre's TRAINING rows only (the
     test rows are never seen by the hyperparameter search): 0.66/0.34 like FLamby's."""
     out = []

@@ -78,6 +78,7 @@ def _flamby(row: Row) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
+    """The results table: one line per row, per-centre accuracy and FLamby's figure beside it."""
     centres = list(rows[0].per_centre)
     head = ["row", "accuracy (mean ± sd over seeds)", "AUC", "epsilon spent (max over sites, from ledgers)",
             "vs majority 0.721", *centres, "FLamby published", "ran"]
@@ -93,6 +94,7 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def plot(*, rows: list[Row], path: Path) -> None:
+    """Accuracy per row (mean and sd over seeds) against the baseline and FLamby's figures."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,6 +121,7 @@ def plot(*, rows: list[Row], path: Path) -> None:
 
 def write_results(*, out: Path, table: pd.DataFrame, rows: list[Row], baseline: dict[str, float], seeds: int,
                   folds: int, nonprivate_grid: dict, dp_grid: dict, command: str, seconds: float) -> Path:
+    """Write ``out`` (protocol, search, table) and its plot; return the plot's path."""
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(rows=rows, path=png)

@@ -45,7 +45,7 @@ def run(*, data: Path, out: Path, seeds: int, folds: int, epsilons: tuple[float,
     """Run the benchmark, write ``out`` (and a plot beside it); return the table."""
     started = time.monotonic()
     centres = load_centres(folder=data)
-    baseline = majority_baseline(centres)
+    baseline = majority_baseline(centres=centres)
     rows = [Row.baseline(baseline)]
     search = dict(centres=centres, folds=folds, show_progress=show_progress)
     plain = grid(**nonprivate)

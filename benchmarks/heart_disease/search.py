@@ -46,7 +46,7 @@ def choose(
     show_progress: bool = True, **train_args
 ) -> Choice:
     """The candidate with the best mean validation accuracy over ``folds`` inner splits."""
-    splits = validation_folds(centres, folds=folds)
+    splits = validation_folds(centres=centres, folds=folds)
     scored = []
     for hp in tqdm(candidates, desc=f"search: {label}", leave=False, disable=not show_progress):
         accs, aucs = [], []

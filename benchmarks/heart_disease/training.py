@@ -44,6 +44,7 @@ class Hyper:
 
 
 def fresh_model(*, hp: Hyper, n_features: int, seed: int) -> nn.Module:
+    """The model of ``hp``, initialised from ``seed``."""
     torch.manual_seed(seed)
     return build_model(name=hp.model, n_features=n_features, hidden=hp.hidden)
 
@@ -75,6 +76,7 @@ def _sgd_epochs(*, model: nn.Module, x: np.ndarray, y: np.ndarray, hp: Hyper, ep
 
 
 def train_pooled(*, centres: dict[str, Centre], hp: Hyper, seed: int) -> dict[str, nn.Module]:
+    """One model on every centre's training rows together (the non-federated ceiling)."""
     x = np.vstack([c.x_train for c in centres.values()])
     y = np.concatenate([c.y_train for c in centres.values()])
     model = _sgd_epochs(model=fresh_model(hp=hp, n_features=x.shape[1], seed=seed), x=x, y=y, hp=hp,
@@ -83,6 +85,7 @@ def train_pooled(*, centres: dict[str, Centre], hp: Hyper, seed: int) -> dict[st
 
 
 def train_local(*, centres: dict[str, Centre], hp: Hyper, seed: int) -> dict[str, nn.Module]:
+    """Each centre's own model on its own training rows, tested on its own test rows."""
     return {
         name: _sgd_epochs(model=fresh_model(hp=hp, n_features=c.x_train.shape[1], seed=seed), x=c.x_train,
                           y=c.y_train, hp=hp, epochs=hp.rounds * hp.local_epochs, seed=seed)
@@ -143,9 +146,11 @@ def train_federated(
 
 
 def mean_accuracy(metrics: dict[str, dict[str, float]]) -> float:
+    """FLamby's metric: accuracy averaged over the centres."""
     return float(np.mean([m["accuracy"] for m in metrics.values()]))
 
 
 def mean_auc(metrics: dict[str, dict[str, float]]) -> float:
+    """AUC averaged over the centres where both classes occur in the test rows."""
     values = [m["auc"] for m in metrics.values() if not math.isnan(m["auc"])]
     return float(np.mean(values)) if values else float("nan")

@@ -30,6 +30,7 @@ class BareSite:
 
 
 def build_bare_client_app(*, sites: Sequence[BareSite], spec: TrainingSpec, n_features: int) -> ClientApp:
+    """Train (DP-SGD, same step as the sites) and evaluate, nothing else."""
     app = ClientApp()
 
     def model_from(msg: Message) -> torch.nn.Module:

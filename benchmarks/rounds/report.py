@@ -23,6 +23,7 @@ def summarise(table: pd.DataFrame, pooled_per_round: dict[str, float]) -> pd.Dat
 
 
 def plot(*, summary: pd.DataFrame, path: Path) -> None:
+    """Stacked bars: engine start, rounds, end, per app."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,6 +44,7 @@ def plot(*, summary: pd.DataFrame, path: Path) -> None:
 
 def write_results(*, out: Path, table: pd.DataFrame, pooled_per_round: dict[str, float], compute: dict[str, float], sites: int, rows: int, rounds: int,
                   repeats: int, command: str, load_before, load_after) -> Path:
+    """Write ``out`` (split tables, one round split, engine start) and its plot."""
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     summary = summarise(table, pooled_per_round)

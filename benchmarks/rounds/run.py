@@ -115,6 +115,7 @@ def bare_sites(*, sites, spec: TrainingSpec, encoder) -> list[BareSite]:
 
 
 def time_bare(*, bare: list[BareSite], spec: TrainingSpec, encoder) -> Timeline:
+    """The bare Flower FedAvg app on the same arrays, model and noise."""
     clock = RoundClock()
     server = build_bare_server_app(spec=spec, initial=initial_arrays(spec=spec, encoder=encoder),
                                    n_sites=len(bare), clock=clock)
@@ -127,6 +128,7 @@ def time_bare(*, bare: list[BareSite], spec: TrainingSpec, encoder) -> Timeline:
 
 
 def time_empty(*, n_sites: int) -> Timeline:
+    """The engine alone: start, register the sites, stop."""
     clock = RoundClock()
     t0 = time.monotonic()
     _run_flower(server_app=build_empty_server_app(n_sites=n_sites, clock=clock),

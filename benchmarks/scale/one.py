@@ -57,6 +57,7 @@ class TreeMemory:
 
 
 def run_one(*, sites: int, rows: int, rounds: int, workdir: Path) -> dict:
+    """Write the data, run the study, return the figures of this configuration."""
     t0 = time.monotonic()
     configs, encoder = demo_sites(workdir=workdir, sites=sites, rows=rows, size_spread=0.0,
                                   projects={PROJECT: 1.0})

@@ -11,6 +11,7 @@ from benchmarks.markdown import markdown
 
 
 def plot(*, table: pd.DataFrame, path: Path) -> None:
+    """Time and peak memory against total rows, log-log; estimates as grey crosses."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,6 +40,7 @@ def plot(*, table: pd.DataFrame, path: Path) -> None:
 
 def write_results(*, out: Path, table: pd.DataFrame, rounds: int, budget_s: float, per_config_s: float,
                   ram_mib: float, command: str, load_before, load_after, seconds: float) -> Path:
+    """Write ``out`` (what ran, the table) and its plot."""
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(table=table, path=png)

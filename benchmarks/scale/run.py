@@ -57,6 +57,7 @@ def estimate(*, measured: list[dict], sites: int, rows: int) -> Estimate:
 
 
 def run_config(*, sites: int, rows: int, rounds: int, timeout: float) -> dict:
+    """One configuration in a child process (its own memory); its JSON line, or why not."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                          os.environ.get("PYTHONPATH", "")])}
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:

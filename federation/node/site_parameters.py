@@ -21,6 +21,7 @@ from federation.spec import TrainingSpec
 
 
 def offset_path(*, site: SiteConfig, spec: TrainingSpec) -> Path:
+    """Where this run's offset lives in the site's state folder (one file per project and run)."""
     return site.state_dir / "site-parameters" / f"{spec.project}--{spec.run_id}--{site.dataset}.json"
 
 
@@ -31,6 +32,7 @@ def load_offset(*, site: SiteConfig, spec: TrainingSpec) -> float:
 
 
 def save_offset(*, site: SiteConfig, spec: TrainingSpec, offset: float) -> None:
+    """Write the offset atomically (whole or absent)."""
     path = offset_path(site=site, spec=spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -34,9 +34,9 @@ def test_flamby_rows_and_split_sizes(centres):
 
 
 @needs_data
-def test_split_reproduces_flambys_majority_baseline(centres):
+def test_split_reproduces_flambys_majority_baseline(centres=centres):
     # The README of the data folder states 0.721 for FLamby's split.
-    assert round(float(np.mean(list(majority_baseline(centres).values()))), 3) == 0.721
+    assert round(float(np.mean(list(majority_baseline(centres=centres).values()))), 3) == 0.721
 
 
 @needs_data
@@ -65,7 +65,7 @@ def test_site_files_carry_the_split_the_site_trains_on(centres, tmp_path):
 
 @needs_data
 def test_validation_folds_never_touch_test_rows(centres):
-    for fold in validation_folds(centres, folds=2):
+    for fold in validation_folds(centres=centres, folds=2):
         for name, c in fold.items():
             train_rows = {tuple(r) + (y,) for r, y in zip(centres[name].x_train, centres[name].y_train)}
             assert len(c.y_train) + len(c.y_test) == len(centres[name].y_train)

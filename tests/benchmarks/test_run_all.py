@@ -7,9 +7,9 @@ from benchmarks.run_all import main, section
 
 def test_section_takes_one_heading_body():
     text = "# T\n\n## A\n\nalpha\n\n## B\n\nbeta ![p](RESULTS.png)\n"
-    assert section(text, "A") == "alpha"
-    assert section(text, "B") == "beta ![p](RESULTS.png)"
-    assert section(text, "C") == ""
+    assert section(text=text, heading="A") == "alpha"
+    assert section(text=text, heading="B") == "beta ![p](RESULTS.png)"
+    assert section(text=text, heading="C") == ""
 
 
 def test_quick_ledger_only_writes_the_summary(tmp_path):
