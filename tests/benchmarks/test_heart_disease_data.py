@@ -34,7 +34,7 @@ def test_flamby_rows_and_split_sizes(centres):
 
 
 @needs_data
-def test_split_reproduces_flambys_majority_baseline(centres=centres):
+def test_split_reproduces_flambys_majority_baseline(centres):
     # The README of the data folder states 0.721 for FLamby's split.
     assert round(float(np.mean(list(majority_baseline(centres=centres).values()))), 3) == 0.721
 
