@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from benchmarks.scale.report import write_results
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
-FULL = {"sites": (4, 16, 64), "rows": (10_000, 100_000, 1_000_000), "rounds": 2, "budget_s": 900.0,
-        "per_config_s": 300.0}
+FULL = {"sites": (4, 16, 64), "rows": (10_000, 100_000, 1_000_000), "rounds": 2, "budget_s": 1200.0,
+        "per_config_s": 480.0}
 QUICK = {"sites": (2,), "rows": (200, 1_000_000), "rounds": 1, "budget_s": 120.0, "per_config_s": 120.0,
          "max_total_rows": 10_000}
 MEMORY_SHARE = 0.6  # of the RAM available at start: above it a configuration is not tried
