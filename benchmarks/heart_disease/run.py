@@ -16,7 +16,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -24,9 +23,7 @@ from benchmarks.heart_disease.data import DEFAULT_FOLDER, HeartDataMissing, load
 from benchmarks.heart_disease.flower_runs import FlowerStudy, run_flower_studies
 from benchmarks.heart_disease.report import Row, write_results
 from benchmarks.heart_disease.search import DP_GRID, NONPRIVATE_GRID, QUICK_GRID, choose, grid
-from benchmarks.heart_disease.training import (
-    mean_accuracy, mean_auc, per_centre_metrics, train_federated, train_local, train_pooled,
-)
+from benchmarks.heart_disease.training import per_centre_metrics, train_federated, train_local, train_pooled
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0)

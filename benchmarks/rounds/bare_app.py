@@ -1,6 +1,10 @@
 """A bare Flower FedAvg app of the same model, data and DP-SGD step as the demo study,
 without the workbench's layers: no policy gate, no ledger or plan, no receipts, no
-declarations, no per-round data validation. What is left is Flower plus training."""
+declarations. What is left is Flower, data loading and training.
+
+Each site's data is read as the workbench's sites read it (``site_arrays``: parquet,
+validation, public encoding, kept between messages of one process), as Flower's
+examples load and cache a partition; the app itself carries only where the data is."""
 
 from __future__ import annotations
 
@@ -16,25 +20,27 @@ from flwr.serverapp.strategy import FedAvg
 
 from federation.dp_sgd import train_round
 from federation.evaluation import binary_metrics, predict_proba
-from federation.features import SiteArrays
+from federation.features import FeatureEncoder
 from federation.models import build_model
+from federation.node.data_access import site_arrays
+from federation.node.site import SiteConfig
 from federation.spec import TrainingSpec
 
 
 @dataclass(frozen=True)
 class BareSite:
-    """A site's arrays, prepared once (as Flower's examples cache a partition)."""
+    """Where a site's data is, and the noise its plan would use."""
 
-    arrays: SiteArrays
+    site: SiteConfig
     noise_multiplier: float
 
 
-def build_bare_client_app(*, sites: Sequence[BareSite], spec: TrainingSpec, n_features: int) -> ClientApp:
+def build_bare_client_app(*, sites: Sequence[BareSite], spec: TrainingSpec, encoder: FeatureEncoder) -> ClientApp:
     """Train (DP-SGD, same step as the sites) and evaluate, nothing else."""
     app = ClientApp()
 
     def model_from(msg: Message) -> torch.nn.Module:
-        model = build_model(name=spec.model, n_features=n_features, hidden=spec.hidden)
+        model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         return model
 
@@ -42,22 +48,23 @@ def build_bare_client_app(*, sites: Sequence[BareSite], spec: TrainingSpec, n_fe
     def train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
         site = sites[int(context.node_config["partition-id"])]
+        arrays = site_arrays(site=site.site, spec=spec, encoder=encoder)
         outcome = train_round(
-            model=model_from(msg), x=site.arrays.x_train, y=site.arrays.y_train,
+            model=model_from(msg), x=arrays.x_train, y=arrays.y_train,
             noise_multiplier=site.noise_multiplier, max_grad_norm=spec.max_grad_norm, batch_size=spec.batch_size,
             local_epochs=spec.local_epochs, learning_rate=spec.learning_rate, momentum=spec.momentum,
             grad_sample_mode=spec.grad_sample_mode, engine=spec.engine,
         )
         content = RecordDict({"arrays": ArrayRecord(outcome.state_dict),
-                              "metrics": MetricRecord({"num-examples": len(site.arrays.y_train)})})
+                              "metrics": MetricRecord({"num-examples": len(arrays.y_train)})})
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
-        site = sites[int(context.node_config["partition-id"])]
-        metrics = binary_metrics(y_true=site.arrays.y_test, proba=predict_proba(model=model_from(msg), x=site.arrays.x_test))
-        content = RecordDict({"metrics": MetricRecord({"num-examples": len(site.arrays.y_test), **metrics})})
+        arrays = site_arrays(site=sites[int(context.node_config["partition-id"])].site, spec=spec, encoder=encoder)
+        metrics = binary_metrics(y_true=arrays.y_test, proba=predict_proba(model=model_from(msg), x=arrays.x_test))
+        content = RecordDict({"metrics": MetricRecord({"num-examples": len(arrays.y_test), **metrics})})
         return Message(content=content, reply_to=msg)
 
     return app

@@ -71,9 +71,9 @@ def write_results(*, out: Path, table: pd.DataFrame, pooled_per_round: dict[str,
         f"- The demo's study (`workbench demo` defaults): {sites} synthetic hospitals of about {rows} patients, "
         f"{rounds} rounds, epsilon 1 per hospital, the default `TrainingSpec` (MLP, Opacus engine), each round "
         "a train and an evaluate message to every site; `run_simulated_training`, as `Workbench.train` calls it.",
-        "- bare Flower FedAvg: a ServerApp and ClientApp of the same model, data (arrays prepared once) and "
-        "DP-SGD step (same noise multiplier), Flower's FedAvg, the same train + evaluate pattern; no policy "
-        "gate, ledger, plan, receipts, declarations or per-round data loading.",
+        "- bare Flower FedAvg: a ServerApp and ClientApp of the same model, data (read as the sites read it, "
+        "kept between messages of a process) and DP-SGD step (same noise multiplier), Flower's FedAvg, the "
+        "same train + evaluate pattern; no policy gate, ledger, plan, receipts or declarations.",
         "- empty ServerApp: waits for the sites and returns: what the engine itself costs.",
         f"- All in one process, one after another, {repeats} repeat(s) of the two study apps, alternating; "
         "figures are medians (per round: of all rounds after the first, pooled over repeats).",

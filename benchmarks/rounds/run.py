@@ -110,7 +110,7 @@ def bare_sites(*, sites, spec: TrainingSpec, encoder) -> list[BareSite]:
                                        local_epochs=spec.local_epochs)
         sigma = accounting.calibrate_dpsgd_noise(target_epsilon=spec.target_epsilon, delta=DELTA,
                                                  sampling_rate=rate, steps=steps * spec.rounds)
-        out.append(BareSite(arrays=arrays, noise_multiplier=sigma))
+        out.append(BareSite(site=site, noise_multiplier=sigma))
     return out
 
 
@@ -119,7 +119,7 @@ def time_bare(*, bare: list[BareSite], spec: TrainingSpec, encoder) -> Timeline:
     clock = RoundClock()
     server = build_bare_server_app(spec=spec, initial=initial_arrays(spec=spec, encoder=encoder),
                                    n_sites=len(bare), clock=clock)
-    client = build_bare_client_app(sites=bare, spec=spec, n_features=encoder.n_features)
+    client = build_bare_client_app(sites=bare, spec=spec, encoder=encoder)
     t0 = time.monotonic()
     _run_flower(server_app=server, client_app=client, n_sites=len(bare))
     total = time.monotonic() - t0
@@ -127,13 +127,13 @@ def time_bare(*, bare: list[BareSite], spec: TrainingSpec, encoder) -> Timeline:
     return Timeline("bare Flower FedAvg", total, first_begin, tuple(clock.rounds))
 
 
-def time_empty(*, n_sites: int) -> Timeline:
+def time_empty(*, n_sites: int, encoder) -> Timeline:
     """The engine alone: start, register the sites, stop."""
     clock = RoundClock()
     t0 = time.monotonic()
     _run_flower(server_app=build_empty_server_app(n_sites=n_sites, clock=clock),
                 client_app=build_bare_client_app(sites=[], spec=TrainingSpec(project="x", target_epsilon=1, rounds=1),
-                                                 n_features=1), n_sites=n_sites)
+                                                 encoder=encoder), n_sites=n_sites)
     total = time.monotonic() - t0
     return Timeline("empty ServerApp (Flower's floor)", total, total, ())
 
@@ -146,10 +146,11 @@ def training_compute(*, bare: list[BareSite], spec: TrainingSpec, encoder, repea
     model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
     per_site = []
     for site in bare:
+        arrays = site_arrays(site=site.site, spec=spec, encoder=encoder)
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            train_round(model=model, x=site.arrays.x_train, y=site.arrays.y_train,
+            train_round(model=model, x=arrays.x_train, y=arrays.y_train,
                         noise_multiplier=site.noise_multiplier, max_grad_norm=spec.max_grad_norm,
                         batch_size=spec.batch_size, local_epochs=spec.local_epochs, learning_rate=spec.learning_rate,
                         momentum=spec.momentum, grad_sample_mode=spec.grad_sample_mode, engine=spec.engine)
@@ -177,7 +178,7 @@ def run(*, out: Path, sites: int, rows: int, rounds: int, repeats: int, with_flo
             steps.insert(2, ("empty", 0))
         for kind, k in tqdm(steps, desc="rounds: simulations", disable=not show_progress):
             if kind == "empty":
-                timelines.append(time_empty(n_sites=sites))
+                timelines.append(time_empty(n_sites=sites, encoder=encoder))
             elif kind == "ours":
                 timelines.append(time_ours(sites=site_configs, spec=replace(base, project=f"rounds-{k}",
                                                                              run_id=f"rounds{k}"), encoder=encoder))
