@@ -28,6 +28,7 @@ from benchmarks.demo_sites import DELTA, demo_sites
 from benchmarks.rounds.bare_app import (
     BareSite, RoundClock, build_bare_client_app, build_bare_server_app, build_empty_server_app,
 )
+from benchmarks.rounds.in_process import layer_cost
 from benchmarks.rounds.report import write_results
 from federation.coordinator.server_app import initial_arrays
 from federation.dp_sgd import planned_sampling, train_round
@@ -166,11 +167,13 @@ def run(*, out: Path, sites: int, rows: int, rounds: int, repeats: int, with_flo
     load_before = os.getloadavg()
     timelines: list[Timeline] = []
     with tempfile.TemporaryDirectory(prefix="rounds-bench-") as tmp:
-        projects = {f"rounds-{k}": 1.0 for k in range(repeats)}
+        projects = {f"rounds-{k}": 1.0 for k in range(repeats)} | {"rounds-in-process": 1.0}
         site_configs, encoder = demo_sites(workdir=Path(tmp), sites=sites, rows=rows, projects=projects)
         base = TrainingSpec(project="rounds-0", target_epsilon=1.0, rounds=rounds)  # the demo's study
         bare = bare_sites(sites=site_configs, spec=base, encoder=encoder)
         compute = training_compute(bare=bare, spec=base, encoder=encoder)
+        in_process = layer_cost(site=site_configs[0], spec=replace(base, project="rounds-in-process", rounds=8),
+                                encoder=encoder, noise_multiplier=bare[0].noise_multiplier, rounds=8)
         # Alternate the two apps; the floor runs after the first pair, so that neither it nor
         # they alone pay for the first engine start of the process.
         steps = [(kind, k) for k in range(repeats) for kind in ("ours", "bare")]
@@ -192,7 +195,7 @@ def run(*, out: Path, sites: int, rows: int, rounds: int, repeats: int, with_flo
         "app": t.app, "total_s": t.total, "engine_start_s": t.engine_start,
         "per_round_s": t.per_round, "end_s": t.end, "rounds": len(t.rounds),
     } for t in timelines])
-    write_results(out=out, table=table, pooled_per_round=pooled, compute=compute, sites=sites, rows=rows, rounds=rounds, repeats=repeats,
+    write_results(out=out, table=table, pooled_per_round=pooled, compute=compute, in_process=in_process, sites=sites, rows=rows, rounds=rounds, repeats=repeats,
                   command=command, load_before=load_before, load_after=os.getloadavg())
     return table
 
