@@ -34,7 +34,7 @@ class Description:
     def __repr__(self) -> str:
         return (
             f"Description({len(self.sites)} sites, {len(self.schema)} columns)\n"
-            f"{self.sites.to_string(index=False)}\n\n{self.statement()}"
+            f"{self.sites.to_string(index=False, float_format=lambda v: f'{v:,.0f}')}\n\n{self.statement()}"
         )
 
     def _repr_html_(self) -> str:
