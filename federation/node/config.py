@@ -131,6 +131,7 @@ class NodeConfig:
             dataset=self.dataset,
             min_cell_size=self.policy.min_cell_size,
             true_count_floor=self.policy.true_count_floor,
+            max_epsilon_per_request=self.policy.max_epsilon_per_request,
         )
 
     def node_config_entries(self) -> dict[str, str]:
