@@ -337,8 +337,8 @@ def write_node_template(
     dictionary_path: Path | None = None,
     dataset: str = "",
     coordinator_address: str = f"coordinator.example.org:{DEFAULT_FLEET_PORT}",
-    ca_certificate: Path = Path("ca.crt"),
-    node_private_key: Path = Path("keys/node_key"),
+    ca_certificate: Path | None = None,
+    node_private_key: Path | None = None,
     clientappio_address: str = DEFAULT_CLIENTAPPIO_ADDRESS,
     allowed_tasks: tuple[str, ...] = DEFAULT_ALLOWED_TASKS,
     min_cell_size: int = DEFAULT_MIN_CELL_SIZE,
@@ -346,16 +346,20 @@ def write_node_template(
 ) -> None:
     """Write a node.toml with every key explained; the result loads with ``load_node_config``.
 
-    Paths are written relative to the file's folder where they lie beneath it.
-    Refuses to replace an existing file unless ``overwrite``.
+    Relative paths given here are read against the current folder (as any command-line
+    argument); they are written relative to the file's folder where they lie beneath
+    it. The CA certificate and the node key default to ``ca.crt`` and
+    ``keys/node_key`` beside the file. Refuses to replace a file unless ``overwrite``.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; keep it, or pass overwrite=True (--force) to replace it.")
     base = path.resolve().parent
+    ca_certificate = ca_certificate if ca_certificate is not None else base / "ca.crt"
+    node_private_key = node_private_key if node_private_key is not None else base / "keys" / "node_key"
 
     def rel(p: Path) -> str:
-        p = (base / Path(p)).resolve()
+        p = Path(p).expanduser().resolve()
         try:
             return json.dumps(p.relative_to(base).as_posix())
         except ValueError:
