@@ -156,7 +156,7 @@ def _ledger(config: NodeConfig) -> Check:
     path = config.site_config().ledger_path
     if not path.exists():
         return Check("ledger", WARN, f"no ledger yet at {path}: every task is refused until a cap and an allocation exist.",
-                     f"set the dataset's cap: `workbench budget set-cap --ledger {path} --dataset {config.dataset} ...`, "
+                     f"set the dataset's cap: `workbench budget set-cap --ledger {path} --dataset {config.dataset} --epsilon E --delta 1e-5 --actor NAME --reason TEXT`, "
                      "then the ethics board allocates each project (`workbench budget allocate`).")
     report = Ledger.verify_file(path)
     if not report.ok:
@@ -167,7 +167,7 @@ def _ledger(config: NodeConfig) -> Check:
     if cap is None:
         return Check("ledger", WARN, f"{path} verifies ({report.entries_checked} entries) but dataset "
                                      f"'{config.dataset}' has no cap: nothing can be released.",
-                     f"`workbench budget set-cap --ledger {path} --dataset {config.dataset} ...`.")
+                     f"`workbench budget set-cap --ledger {path} --dataset {config.dataset} --epsilon E --delta 1e-5 --actor NAME --reason TEXT`.")
     return Check("ledger", OK, f"{report.entries_checked} entries verify; dataset '{config.dataset}' cap {cap:g}")
 
 
