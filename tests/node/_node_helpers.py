@@ -39,3 +39,25 @@ def remove_key(path: Path, key: str) -> None:
     pattern = re.compile(rf"^{re.escape(key)} = .*\n", re.MULTILINE)
     assert len(pattern.findall(text)) == 1
     path.write_text(pattern.sub("", text))
+
+
+def write_ca_certificate(path: Path, *, days: int = 30) -> None:
+    """A self-signed CA certificate (PEM), as a coordinator would send its sites."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test coordinator CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))

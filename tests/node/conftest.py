@@ -54,3 +54,7 @@ def node(tmp_path, hospitals) -> Node:
         ledger.allocate(dataset=site.dataset, project=PROJECT, epsilon=3.0, actor="ethics board",
                         reason="test allocation")
     return made
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "init_in_subprocess: the node fixture runs `node init` as a real process")
