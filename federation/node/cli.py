@@ -79,7 +79,7 @@ def init(
     typer.echo("the node's public key (send it to the coordinator; it is not secret):")
     typer.echo(f"  {line}")
     typer.echo("the coordinator registers it with:")
-    typer.echo(f"  workbench coordinator register-node --site-id {site_id} --public-key {private_key}.pub")
+    typer.echo(f"  workbench coordinator register-node {private_key}.pub --name {site_id}")
     typer.echo(f"next: put the coordinator's CA certificate at {out / 'ca.crt'}, set [coordinator] address, then "
                f"`workbench node check --config {toml_path}`.")
 
@@ -112,10 +112,13 @@ def start(config: Path = ConfigOption) -> None:
         raise _fail("the node was not started: fix the FAIL line(s) above, then run "
                     f"`workbench node check --config {config}`.", code=EXIT_CHECK_FAILED)
     try:
-        from federation.deployment.supernode import run_node
+        from federation.deployment.supernode import NodeStartError, run_node
     except ImportError as err:
         raise _fail(f"this installation has no SuperNode launcher (federation.deployment.supernode: {err}).") from None
-    raise typer.Exit(code=run_node(config=result.config) or 0)
+    try:
+        run_node(config=result.config)
+    except NodeStartError as err:
+        raise _fail(str(err), code=EXIT_CHECK_FAILED) from None
 
 
 @app.command()

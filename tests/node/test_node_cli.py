@@ -62,7 +62,7 @@ def hospital(request, tmp_path, coordinator):
     write_hospitals(generate_hospitals(sites=2, rows=300, seed=7), out=tmp_path / "data")
     output = _init(tmp_path, subprocess_=request.node.get_closest_marker("init_in_subprocess") is not None)
     assert "ecdsa-sha2-nistp384 " in output
-    assert "workbench coordinator register-node --site-id hospital-a --public-key node-a/keys/node_key.pub" in output
+    assert "workbench coordinator register-node node-a/keys/node_key.pub --name hospital-a" in output
     toml = tmp_path / "node-a" / "node.toml"
     public = (tmp_path / "node-a" / "keys" / "node_key.pub").read_text().strip()
     assert public in output
