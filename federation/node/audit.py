@@ -201,7 +201,7 @@ class AuditVerification:
     def describe(self) -> str:
         if not self.ok:
             return f"{self.path}: TAMPERED at line {self.first_bad_line}: {self.problem}"
-        text = f"{self.path}: ok, {self.lines} lines, chain intact (head {self.head[:16]})"
+        text = f"{self.path}: ok, {self.lines} lines, chain intact; head {self.head}"
         if self.repairs:
             text += f"; {self.repairs} torn line(s) repaired earlier, recorded in the chain"
         if self.torn_tail:
