@@ -170,8 +170,13 @@ def status(
     """Paused or not, the site and dataset, the ledger per project, the latest requests."""
     from federation.node.status import node_status
 
+    from privacy_budgets.errors import PrivacyBudgetError
+
     node = _load(config)
-    report = node_status(config=node, last=last)
+    try:
+        report = node_status(config=node, last=last)
+    except (PrivacyBudgetError, OSError) as err:
+        raise _fail(f"cannot read the node's state: {err}") from None
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2, default=str))
     else:

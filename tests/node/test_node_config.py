@@ -124,3 +124,23 @@ def test_a_missing_file_says_how_to_make_one(tmp_path):
 def test_the_template_refuses_to_replace_a_node_toml(toml):
     with pytest.raises(FileExistsError, match="already exists"):
         write_node_template(path=toml, site_id="b", data_path=Path("b.csv"), state_dir=Path("s"))
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"allowed_tasks": ("train", "query:all")}, "task kinds"),
+    ({"allowed_tasks": ()}, "task kinds"),
+    ({"allowed_tasks": ("train",), "min_cell_size": 2}, "min_cell_size is a whole number of at least 3; got 2"),
+    ({"allowed_tasks": ("train",), "repeated_query_limit": 0}, "repeated_query_limit"),
+    ({"allowed_tasks": ("train",), "max_epsilon_per_request": float("nan")}, "max_epsilon_per_request"),
+])
+def test_a_policy_built_in_code_keeps_the_same_rules(fields, message):
+    with pytest.raises(ValueError, match=message):
+        NodePolicy(**fields)
+
+
+def test_the_simulation_policy_allows_everything_with_the_site_rules(tmp_path):
+    site = SiteConfig(site_id="s", data_path=tmp_path / "s.csv", state_dir=tmp_path, dictionary_path=tmp_path / "d.json",
+                      min_cell_size=8, true_count_floor=3)
+    policy = NodePolicy.default_for(site)
+    assert policy.allowed_tasks == ("train", "evaluate", "query:*")
+    assert (policy.min_cell_size, policy.true_count_floor, policy.alert_command, policy.alert_webhook) == (8, 3, None, None)
