@@ -150,7 +150,17 @@ def test_the_per_request_cap_is_checked_on_the_cost_the_site_computes(node):
     assert refusal["kind"] == "budget" and "above the site's cap of 0.1 per request" in refusal["reason"]
     assert "would cost epsilon 0.5" in refusal["reason"]
     assert _ledger_kinds(node) == before  # refused before reserving
+    priced = json.loads(_ask(node, _count(epsilon=0.5), kind="query:cost").content["cost"]["cost"])
+    assert priced["fits"] is False and priced["binding"] == "the site's cap of 0.1 per request"
     assert "refusal" not in _ask(node, _count(epsilon=0.1)).content
+
+
+def test_the_per_request_cap_holds_for_a_training_round_too(node):
+    set_key(node.toml, "max_epsilon_per_request", "0.01")
+    before = _ledger_kinds(node)
+    refusal = serve(kind="train", msg=_train_message(), site=node.site, node_toml=node.toml).content["refusal"]
+    assert refusal["kind"] == "budget" and "above the site's cap of 0.01 per request" in refusal["reason"]
+    assert _ledger_kinds(node) == before
 
 
 def test_a_node_toml_broken_while_running_refuses_everything_clearly(node):
