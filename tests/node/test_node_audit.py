@@ -141,3 +141,24 @@ def test_a_line_that_is_not_a_record_is_named(tmp_path, garbage):
         f.write(garbage)
     result = verify_audit(path)
     assert not result.ok and result.first_bad_line == 3 and "not an audit record" in result.problem
+
+
+def test_counting_recent_requests_stops_at_the_window_across_blocks(tmp_path):
+    """The repeated-query count: only lines of the kind, inside the window, holding the text;
+    over a log larger than one read block (64 KB), old lines first."""
+    from federation.node.audit import count_recent
+
+    path = tmp_path / "audit.jsonl"
+    for i in range(600):
+        when = "2020-01-01T00:00:00.000000Z" if i < 300 else f"2026-11-29T10:{i // 60:02d}:{i % 60:02d}.000000Z"
+        append_audit(path=path, entry={"kind": "request" if i % 7 else "alert", "time": when,
+                                       "request_hash": "aa" if i % 2 else "bb", "pad": "x" * 300})
+    assert path.stat().st_size > 3 * 64 * 1024
+    expected = sum(1 for i in range(300, 600) if i % 2 and i % 7)
+    assert count_recent(path=path, since="2026-11-29T00:00:00.000000Z", kind="request",
+                        contains='"request_hash":"aa"') == expected
+    everything = sum(1 for i in range(600) if i % 2 and i % 7)
+    assert count_recent(path=path, since="2019-01-01T00:00:00.000000Z", kind="request",
+                        contains='"request_hash":"aa"') == everything
+    assert count_recent(path=path, since="2027-01-01T00:00:00.000000Z", kind="request",
+                        contains='"request_hash":"aa"') == 0
