@@ -113,3 +113,23 @@ def test_budget_errors_read_as_one_paragraph_in_ipython(wb):
                            actor="test", purpose="a release far beyond the allocation")
     lines = refused.value._render_traceback_()
     assert len(lines) == 1 and "Remaining" in lines[0] and "Fix:" in lines[0]
+
+
+def test_a_study_every_site_refuses_is_one_paragraph_not_a_flower_traceback(wb):
+    from federation.node.pause import pause_node, resume_node
+    from workbench.errors import StudyRefused
+
+    for site in wb.site_configs():
+        pause_node(state_dir=site.state_dir, reason="maintenance window", who="site IT")
+    try:
+        with pytest.raises(StudyRefused) as refused:
+            wb.train(target_epsilon=0.5, rounds=2, project="during-maintenance", engine="vectorized")
+    finally:
+        for site in wb.site_configs():
+            resume_node(state_dir=site.state_dir)
+    message = str(refused.value)
+    assert "No hospital trained" in message and "maintenance window" in message and "What to do" in message
+    assert refused.value._render_traceback_() == [f"StudyRefused: {message}"]
+    for site in wb.site_configs():  # refused before anything touched the data: nothing charged
+        with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+            assert ledger.spent(dataset=site.dataset, project="during-maintenance") == 0
