@@ -75,13 +75,29 @@ def init(
     except NodeConfigError as err:
         toml_path.unlink(missing_ok=True)
         raise _fail(str(err)) from None
+    ledger_path, dataset_name = _create_ledger(toml_path)
     typer.echo(f"wrote {toml_path} (every key explained) and the node's key pair in {private_key.parent}/")
+    typer.echo(f"the site's privacy ledger: {ledger_path} (its signing key beside it); set your dataset's cap with:")
+    typer.echo(f"  workbench budget set-cap --ledger {ledger_path} --dataset {dataset_name} --epsilon E --delta 1e-5 "
+               "--actor NAME --reason TEXT")
     typer.echo("the node's public key (send it to the coordinator; it is not secret):")
     typer.echo(f"  {line}")
     typer.echo("the coordinator registers it with:")
     typer.echo(f"  workbench coordinator register-node {private_key}.pub --name {site_id}")
     typer.echo(f"next: put the coordinator's CA certificate at {out / 'ca.crt'}, set [coordinator] address, then "
                f"`workbench node check --config {toml_path}`.")
+
+
+def _create_ledger(toml_path: Path) -> tuple[Path, str]:
+    """The site's ledger, empty and signed, so that caps can be set before the first
+    start; an existing ledger is kept as it is (it is the site's history)."""
+    from privacy_budgets import Ledger
+
+    site = load_node_config(toml_path).site_config()
+    site.state_dir.mkdir(parents=True, exist_ok=True)
+    with Ledger.open(site.ledger_path, site_id=site.site_id):
+        pass
+    return site.ledger_path, site.dataset
 
 
 @app.command()

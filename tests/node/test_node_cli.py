@@ -70,8 +70,10 @@ def hospital(request, tmp_path, coordinator):
     write_ca_certificate(tmp_path / "node-a" / "ca.crt")
     set_key(toml, "address", f'"{coordinator}"')
     site = load_node_config(toml).site_config()
-    site.state_dir.mkdir(parents=True)
-    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+    assert site.ledger_path.is_file() and f"--ledger {site.ledger_path}" in output, (
+        "init makes the site's (empty, signed) ledger and says how to set its cap")
+    with Ledger.open(site.ledger_path, site_id=site.site_id, create=False) as ledger:
+        assert ledger.verify().ok and ledger.cap(dataset=site.dataset) is None
         ledger.set_cap(dataset=site.dataset, epsilon=5.0, delta=DELTA, actor="site IT", reason="cap")
         ledger.allocate(dataset=site.dataset, project=PROJECT, epsilon=1.0, actor="board", reason="approved")
     return toml
