@@ -18,6 +18,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from federation.deployment.prompt_grid import PromptGrid
 from federation.deployment.run_folder import RunFolder, StudyFile
 
 app = ServerApp()
@@ -50,7 +51,7 @@ def main(grid: Grid, context: Context) -> None:
         from federation.coordinator.study_loop import run_training
 
         outcome = run_training(
-            grid=grid,
+            grid=PromptGrid(grid),  # replies as they come, not every 3 s
             spec=study.spec,
             encoder=study.encoder,
             initial_arrays=lambda enc: initial_arrays(spec=study.spec, encoder=enc),
