@@ -142,13 +142,16 @@ class ConnectedWorkbench:
         verbose: bool = False,
         on_round: Any = None,
         timeout: float = 1800.0,
+        reply_timeout: float = 600.0,
         **hyperparameters: Any,
     ) -> TrainingResult:
         """Train across the connected sites with DP-SGD at every site.
 
         Each site's ledger must already hold an allocation for ``project`` (its
         ethics board grants it at the site); a site without one refuses, and the
-        study stops with its reason. ``timeout`` bounds the whole study.
+        study stops with its reason. ``timeout`` bounds the whole study;
+        ``reply_timeout`` is how long the coordinator waits for a site's reply
+        before it reports the site as failed and stops the study.
         """
         from federation.models import build_model
 
@@ -157,7 +160,7 @@ class ConnectedWorkbench:
         encoder = self.encoder(target=target)
         folder = RunFolder(self.coordinator.runs_dir / spec.run_id)
         StudyFile(spec=spec, encoder=encoder, n_sites=self.n_sites, run_folder=folder.path,
-                  timeout=min(timeout, 600.0)).save(folder.study_path)
+                  timeout=reply_timeout).save(folder.study_path)
         answer = self.coordinator.flwr(
             "run", str(APP_BUNDLE), CONNECTION, "--run-config", f"study-file='{folder.study_path}'"
         )

@@ -67,12 +67,7 @@ class ProcessHandle:
         return self.popen.wait(timeout)
 
     def stop(self, *, timeout: float = 15.0) -> None:
-        stop_process_group(self.pid, timeout=timeout)
-        if self.popen is not None:
-            try:
-                self.popen.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_process_group(self.pid, timeout=timeout, reap=self.popen.poll if self.popen is not None else None)
 
     def kill(self) -> None:
         """SIGKILL this process only (not its group): a crash, for tests."""
@@ -95,23 +90,41 @@ def spawn(*, command: list[str], log_path: Path, env: dict[str, str] | None = No
     return ProcessHandle(pid=popen.pid, log_path=log_path, command=list(command), popen=popen)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) is not alive.
+def _state(pid: int) -> str | None:
+    """The process state letter from /proc (Z: a zombie, exited but not yet reaped)."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
+            return fh.read().rsplit(")", 1)[-1].split()[0]
     except OSError:
-        return True
+        return None
 
 
-def stop_process_group(pid: int, *, timeout: float = 15.0) -> None:
-    """SIGTERM the group led by ``pid`` (Flower shuts down cleanly on it), then SIGKILL."""
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; an exited process that its parent has not reaped yet
+    (a zombie) counts as stopped."""
+    state = _state(pid)
+    return state is not None and state != "Z"
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def stop_process_group(pid: int, *, timeout: float = 15.0, reap=None) -> None:
+    """SIGTERM the group led by ``pid`` (Flower shuts down cleanly on it), then SIGKILL
+    what is left. ``reap`` (a Popen's ``poll``) collects our own child as it exits."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
@@ -121,17 +134,11 @@ def stop_process_group(pid: int, *, timeout: float = 15.0) -> None:
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not pid_alive(pid) and not _group_alive(pid):
+            if reap is not None:
+                reap()
+            if not pid_alive(pid) and not group_members(pid):
                 return
             time.sleep(0.1)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -26,7 +26,7 @@ class StudyFile:
     encoder: FeatureEncoder
     n_sites: int
     run_folder: Path
-    timeout: float = 600.0
+    timeout: float = 600.0  # how long the ServerApp waits for the sites' replies, per exchange
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -53,8 +53,19 @@ logger = logging.getLogger("workbench.node")
 CONNECTED_LINE = "SuperNode ID:"  # what flower-supernode logs once the SuperLink admitted it
 
 
+# Flower marks a node offline 2 heartbeats (2 x 30 s) after its last one, and refuses
+# to activate a node it still believes online: a node restarted after a crash must
+# wait for that before the SuperLink takes it back.
+ACTIVATION_WAIT_SECONDS = 90.0
+ACTIVATION_RETRY_SECONDS = 5.0
+
+
 class NodeStartError(RuntimeError):
     """The node could not start or was refused by the coordinator."""
+
+
+class _ActivationRefused(NodeStartError):
+    """The SuperLink refused to activate this node's key (unregistered, or still online)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +189,21 @@ class _Node:
         partial.write_text(json.dumps(pids))
         partial.replace(self.files.pids)
 
-    def start_supernode(self, *, timeout: float) -> None:
+    def start_supernode(self, *, timeout: float, activation_wait: float) -> None:
+        give_up = time.monotonic() + activation_wait
+        while True:
+            try:
+                return self._start_supernode_once(timeout=timeout)
+            except _ActivationRefused as refused:
+                if time.monotonic() + ACTIVATION_RETRY_SECONDS > give_up:
+                    raise NodeStartError(str(refused)) from None
+                logger.warning(
+                    "site %s: the coordinator refused to activate this node; if it ran moments ago, the "
+                    "coordinator still marks it online (about 60 s after its last heartbeat). Retrying in %.0f s.",
+                    self.config.site_id, ACTIVATION_RETRY_SECONDS)
+                time.sleep(ACTIVATION_RETRY_SECONDS)
+
+    def _start_supernode_once(self, *, timeout: float) -> None:
         log_path = self.files.supernode_log
         offset = log_path.stat().st_size if log_path.exists() else 0
         self.supernode = spawn(command=supernode_command(config=self.config), log_path=log_path, env=self.env)
@@ -190,29 +215,33 @@ class _Node:
                 if CONNECTED_LINE.encode() in fh.read():
                     return
             if not self.supernode.alive():
-                raise NodeStartError(self._refusal_reason(self.supernode.returncode(), log_path, offset))
+                reason, activation = self._refusal_reason(self.supernode.returncode(), log_path, offset)
+                raise (_ActivationRefused if activation else NodeStartError)(reason)
             time.sleep(0.2)
         raise NodeStartError(
             f"the node did not connect to {self.config.coordinator_address} within {timeout:.0f} s; "
             f"is the coordinator's SuperLink running? End of {log_path}:\n{log_tail(log_path)}"
         )
 
-    def _refusal_reason(self, code: int | None, log_path: Path, offset: int) -> str:
+    def _refusal_reason(self, code: int | None, log_path: Path, offset: int) -> tuple[str, bool]:
         with log_path.open("rb") as fh:
             fh.seek(offset)
             text = fh.read().decode(errors="replace")
         address = self.config.coordinator_address
+        activation = False
         if "CERTIFICATE_VERIFY_FAILED" in text:
             why = (f"the SuperLink at {address} presented a certificate that {self.config.ca_certificate} does not "
                    "verify; copy the coordinator's ca.crt to the node (and check the address is one the "
                    "certificate names)")
-        elif "Failed to activate SuperNode" in text or "Exit Code: 305" in text:
+        elif "Failed to activate SuperNode" in text:
+            activation = True
             why = (f"the coordinator at {address} refused this node: its public key "
-                   f"({self.config.node_private_key}.pub) is not registered; send it to the coordinator "
-                   "(`workbench coordinator register-node KEY.pub --name SITE`)")
+                   f"({self.config.node_private_key}.pub) is not registered (send it to the coordinator: "
+                   "`workbench coordinator register-node KEY.pub --name SITE`), or a session of this node that "
+                   "ended moments ago is still marked online there (wait a minute and start again)")
         else:
             why = "flower-supernode stopped"
-        return f"{why}. flower-supernode exited with code {code}; end of {log_path}:\n{log_tail(log_path, 8)}"
+        return f"{why}. flower-supernode exited with code {code}; end of {log_path}:\n{log_tail(log_path, 8)}", activation
 
     def start_executor(self, *, timeout: float) -> None:
         self.files.executor_ready.unlink(missing_ok=True)
@@ -247,11 +276,14 @@ def run_node(
     env: dict[str, str] | None = None,
     poll_seconds: float | None = None,
     connect_timeout: float = 120.0,
+    activation_wait: float = ACTIVATION_WAIT_SECONDS,
 ) -> None:
     """Run the site's node until interrupted (SIGINT, SIGTERM or ``stop``).
 
     Raises NodeStartError when the node cannot start or the coordinator refuses
-    it (with Flower's reason), or when the SuperNode stops on its own.
+    it (with Flower's reason), or when the SuperNode stops on its own. A refused
+    activation is retried for ``activation_wait`` seconds: after a crash the
+    coordinator takes about a minute to mark the old session offline.
     """
     _check_files(config)
     files = NodeFiles(Path(config.state_dir))
@@ -270,7 +302,7 @@ def run_node(
         logger.info("site %s: starting (coordinator %s)", config.site_id, config.coordinator_address)
         # The executor first: it imports torch (seconds) while nothing waits on it.
         node.start_executor(timeout=connect_timeout)
-        node.start_supernode(timeout=connect_timeout)
+        node.start_supernode(timeout=connect_timeout, activation_wait=activation_wait)
         node.connected = True
         node.write_pids()
         logger.info("site %s: connected; supernode PID %d, executor PID %d",
@@ -328,7 +360,8 @@ def start_node(
     config: NodeConfig,
     env: dict[str, str] | None = None,
     poll_seconds: float | None = None,
-    timeout: float = 120.0,
+    timeout: float = 180.0,
+    activation_wait: float = ACTIVATION_WAIT_SECONDS,
 ) -> NodeHandle:
     """Run ``run_node`` for ``config`` in a background process; return once the node
     is connected and its executor ready (or raise NodeStartError with the reason)."""
@@ -338,7 +371,8 @@ def start_node(
     if poll_seconds is not None:
         extra[POLL_ENV] = str(poll_seconds)
     process = spawn(
-        command=[sys.executable, "-m", "federation.deployment.supernode", "--config", str(config.path)],
+        command=[sys.executable, "-m", "federation.deployment.supernode", "--config", str(config.path),
+                 "--activation-wait", str(activation_wait)],
         log_path=files.logs / "node-process.log", env=engine_env(extra),
     )
     handle = NodeHandle(process=process, files=files)
@@ -359,10 +393,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Run a hospital's node (SuperNode + site executor).")
     parser.add_argument("--config", required=True, type=Path, help="The node's node.toml.")
+    parser.add_argument("--activation-wait", type=float, default=ACTIVATION_WAIT_SECONDS,
+                        help="Seconds to keep retrying a refused activation (after a crash).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        run_node(config=load_node_config(args.config))
+        run_node(config=load_node_config(args.config), activation_wait=args.activation_wait)
     except NodeStartError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
