@@ -13,6 +13,8 @@ as a failed site (and stops). Everything else is delegated.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Iterable
 
@@ -20,7 +22,14 @@ from flwr.app import Message
 from flwr.app.error import Error
 from flwr.serverapp import Grid
 
+TRACE = bool(os.environ.get("WORKBENCH_TRACE"))
 NO_REPLY_CODE = 0  # flwr's ErrorCode.UNKNOWN: Flower has no code for "no reply"
+
+
+def trace(text: str) -> None:
+    """With WORKBENCH_TRACE set, timestamped lines in the SuperLink's log (benchmarking)."""
+    if TRACE:
+        print(f"{time.time():.3f} prompt-grid: {text}", file=sys.stderr, flush=True)
 
 
 class PromptGrid:
@@ -38,8 +47,11 @@ class PromptGrid:
         waiting = set(ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
+        trace(f"pushed {len(ids)} messages")
         while waiting:
             received = list(self._grid.pull_messages(waiting))
+            for m in received:
+                trace(f"reply from node {m.metadata.src_node_id}")
             replies.extend(received)
             waiting.difference_update(m.metadata.reply_to_message_id for m in received)
             if not waiting or (deadline is not None and time.monotonic() >= deadline):

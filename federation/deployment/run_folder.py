@@ -27,6 +27,7 @@ class StudyFile:
     n_sites: int
     run_folder: Path
     timeout: float = 600.0  # how long the ServerApp waits for the sites' replies, per exchange
+    prompt_grid: bool = True  # False: Flower's own Grid (pulls replies every 3 s), for comparison
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +37,7 @@ class StudyFile:
             "n_sites": self.n_sites,
             "run_folder": str(self.run_folder),
             "timeout": self.timeout,
+            "prompt_grid": self.prompt_grid,
         }, indent=2))
 
     @classmethod
@@ -47,6 +49,7 @@ class StudyFile:
             n_sites=int(data["n_sites"]),
             run_folder=Path(data["run_folder"]),
             timeout=float(data.get("timeout", 600.0)),
+            prompt_grid=bool(data.get("prompt_grid", True)),
         )
 
 
@@ -72,6 +75,14 @@ class RunFolder:
     @property
     def study_path(self) -> Path:
         return self.path / "study.json"
+
+    @property
+    def flower_run_path(self) -> Path:
+        """Flower's id of the run (for ``flwr log``/``flwr stop``), written by the workbench."""
+        return self.path / "flower-run.txt"
+
+    def flower_run(self) -> str | None:
+        return self.flower_run_path.read_text().strip() if self.flower_run_path.exists() else None
 
     def append_round(self, report: dict[str, Any]) -> None:
         with self.rounds_path.open("a") as fh:

@@ -67,7 +67,12 @@ class SiteExecutor:
     """Serves the SuperNode's ClientApp tasks, one at a time, until stopped."""
 
     def __init__(self, *, runtime_api_address: str, poll_seconds: float = POLL_SECONDS) -> None:
+        from federation.deployment.flower_tuning import prompt_object_pulls
+
         check_flower_version()
+        # A task is often acquired before the SuperNode has stored its message's
+        # objects: retry those pulls after 20 ms, not Flower's 1 s (flower_tuning.py).
+        prompt_object_pulls()
         self.runtime_api_address = runtime_api_address
         self.poll_seconds = poll_seconds
         self.stats = ExecutorStats()
@@ -127,6 +132,7 @@ class SiteExecutor:
         heartbeat.start()
         context, message, reply = None, None, None
         sub_status, details = SubStatus.FAILED, "the site executor failed before the task ran"
+        logger.debug("task acquired")
         try:
             message, context, run, fab = pull_task_input(client)
             component = clientapp_component(fab.content)

@@ -42,7 +42,11 @@ def main(grid: Grid, context: Context) -> None:
     study_path = str(context.run_config.get("study-file", ""))
     if not study_path:
         raise ValueError("the run config lacks study-file; run studies with Workbench.connect(...).train(...).")
+    from federation.deployment.flower_tuning import prompt_serverapp
+
     study = StudyFile.load(Path(study_path))
+    if study.prompt_grid:
+        prompt_serverapp()  # reply objects pulled after 20 ms, not Flower's 1 s back-off
     folder = RunFolder(study.run_folder)
     try:
         import torch
@@ -51,7 +55,7 @@ def main(grid: Grid, context: Context) -> None:
         from federation.coordinator.study_loop import run_training
 
         outcome = run_training(
-            grid=PromptGrid(grid),  # replies as they come, not every 3 s
+            grid=PromptGrid(grid) if study.prompt_grid else grid,  # replies as they come, not every 3 s
             spec=study.spec,
             encoder=study.encoder,
             initial_arrays=lambda enc: initial_arrays(spec=study.spec, encoder=enc),

@@ -1,37 +1,24 @@
-"""``flower-supernode``, with its idle waits shortened.
+"""``flower-supernode``, with its waits shortened.
 
 Flower 1.42's SuperNode waits a fixed 3 s after every empty pull from the
-SuperLink and 0.5 s between checks for a finished reply
-(flwr/supernode/start_client_internal.py). A message therefore waits 1.5 s on
-average before a site even sees it, twice a round (train, evaluate). This entry
-point runs Flower's own ``flower-supernode`` unchanged except that those waits
-are capped at ``WORKBENCH_NODE_POLL_SECONDS`` (0.25 s by default): the SuperNode
-polls the SuperLink four times a second instead of once in three seconds.
-Everything else (TLS, node authentication, node config, trusted entities) is
-Flower's code with the arguments given.
+SuperLink, 0.5 s between checks for a finished reply, and backs off 1 s (then 2,
+4...) when a message's objects are not there yet (flwr/supernode/
+start_client_internal.py). A message therefore waits 1.5 s on average before a site
+even sees it, twice a round (train, evaluate). This entry point runs Flower's own
+``flower-supernode`` unchanged except for those timers (flower_tuning.py): waits
+capped at ``WORKBENCH_NODE_POLL_SECONDS`` (0.25 s by default), object pulls retried
+after 20 ms. Everything else (TLS, node authentication, node config, trusted
+entities) is Flower's code with the arguments given.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-import time as _time
 
 POLL_ENV = "WORKBENCH_NODE_POLL_SECONDS"
 DEFAULT_POLL_SECONDS = 0.25
-
-
-class _CappedSleep:
-    """The ``time`` module, with ``sleep`` capped; everything else unchanged."""
-
-    def __init__(self, cap: float) -> None:
-        self.cap = cap
-
-    def sleep(self, seconds: float) -> None:
-        _time.sleep(min(seconds, self.cap))
-
-    def __getattr__(self, name: str):
-        return getattr(_time, name)
 
 
 def poll_seconds() -> float:
@@ -46,10 +33,15 @@ def poll_seconds() -> float:
 
 
 def main() -> None:
-    import flwr.supernode.start_client_internal as node_loop
     from flwr.supernode.cli import flower_supernode
 
-    node_loop.time = _CappedSleep(poll_seconds())  # this module's waits only
+    from federation.deployment.flower_tuning import prompt_supernode
+
+    prompt_supernode(poll_seconds=poll_seconds())
+    # Hospital IT reads this log: give Flower's lines a time.
+    for handler in logging.getLogger("flwr").handlers:
+        if hasattr(handler, "timestamps"):  # flwr.supercore.logger.ConsoleHandler
+            handler.timestamps = True
     sys.argv = ["flower-supernode", *sys.argv[1:]]
     flower_supernode()
 
