@@ -1,5 +1,6 @@
 """The one console script, ``workbench``. Each package owns its sub-commands:
-``data`` (datasets_synthetic), ``budget`` (privacy_budgets); ``study`` and ``demo``
+``data`` (datasets_synthetic), ``budget`` (privacy_budgets), ``node`` (federation.node);
+``study`` and ``demo``
 live here. Imports stay light until a command runs."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Optional
 import typer
 
 from datasets_synthetic.cli import app as data_app
+from federation.node.cli import app as node_app
 from privacy_budgets.cli import app as budget_app
 
 app = typer.Typer(
@@ -21,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(budget_app, name="budget")
+app.add_typer(node_app, name="node")
 
 
 def _fail(message: str) -> None:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from federation.node.audit import TIME_FORMAT, append_audit, recent_entries, utc_now
+from federation.node.audit import TIME_FORMAT, append_audit, count_recent, utc_now
 from federation.node.config import NodePolicy
 from federation.node.request_info import RequestInfo
 
@@ -76,8 +76,9 @@ def alerts_for(
 
 def _earlier_identical(*, info: RequestInfo, audit_file: Path) -> int:
     since = (datetime.now(timezone.utc) - REPEAT_WINDOW).strftime(TIME_FORMAT)
-    return sum(1 for e in recent_entries(path=audit_file, since=since)
-               if e.get("kind") == "request" and e.get("request_hash") == info.identity)
+    # The hash as the log writes it (compact JSON), so only this request's lines match.
+    return count_recent(path=audit_file, since=since, kind="request",
+                        contains=f'"request_hash":"{info.identity}"')
 
 
 def raise_alerts(*, alerts: list[Alert], policy: NodePolicy, audit_file: Path) -> None:

@@ -157,7 +157,49 @@ def recent_entries(*, path: Path, since: str | None = None, limit: int | None = 
     return found
 
 
+def count_recent(*, path: Path, since: str, kind: str, contains: str) -> int:
+    """How many lines of ``kind`` written at or after ``since`` hold the text ``contains``.
+
+    The repeated-query check runs this on every request, so it stays cheap on a long
+    window: a block of lines that lies wholly inside the window is searched as bytes,
+    and only lines holding the text, and each block's oldest line, are parsed.
+    """
+    needle = contains.encode("utf-8")
+
+    def matches(line: bytes) -> bool:
+        return needle in line and _field(line, "kind") == kind
+
+    count = 0
+    for block in _blocks_backwards(Path(path)):
+        oldest = _field(block[0], "time")
+        if oldest is None or str(oldest) >= since:
+            count += sum(1 for line in block if matches(line))
+            continue
+        for line in reversed(block):  # the window starts inside this block
+            when = _field(line, "time")
+            if when is not None and str(when) < since:
+                break
+            count += matches(line)
+        break
+    return count
+
+
+def _field(line: bytes, key: str) -> Any:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record.get(key) if isinstance(record, dict) else None
+
+
 def _lines_backwards(path: Path) -> Iterator[bytes]:
+    for block in _blocks_backwards(path):
+        yield from reversed(block)
+
+
+def _blocks_backwards(path: Path) -> Iterator[list[bytes]]:
+    """The file's non-empty lines in blocks of about _CHUNK bytes, newest block first,
+    each block in file order."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -170,12 +212,12 @@ def _lines_backwards(path: Path) -> Iterator[bytes]:
             rest = os.pread(fd, pos - begin, begin) + rest
             pos = begin
             lines = rest.split(b"\n")
-            rest = lines[0]
-            for line in reversed(lines[1:]):
-                if line:
-                    yield line
+            rest = lines[0]  # may continue in the block before
+            block = [line for line in lines[1:] if line]
+            if block:
+                yield block
         if rest:
-            yield rest
+            yield [rest]
     finally:
         os.close(fd)
 
@@ -201,7 +243,7 @@ class AuditVerification:
     def describe(self) -> str:
         if not self.ok:
             return f"{self.path}: TAMPERED at line {self.first_bad_line}: {self.problem}"
-        text = f"{self.path}: ok, {self.lines} lines, chain intact (head {self.head[:16]})"
+        text = f"{self.path}: ok, {self.lines} lines, chain intact; head {self.head}"
         if self.repairs:
             text += f"; {self.repairs} torn line(s) repaired earlier, recorded in the chain"
         if self.torn_tail:

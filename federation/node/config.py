@@ -85,14 +85,34 @@ class NodePolicy:
     repeated_query_limit: int = DEFAULT_REPEATED_QUERY_LIMIT
     trusted_entities: Path | None = None
 
+    def __post_init__(self) -> None:
+        # The same rules as node.toml's, for a policy built in code (tests, the simulation).
+        object.__setattr__(self, "allowed_tasks", tuple(self.allowed_tasks))
+        unknown = [t for t in self.allowed_tasks if t not in POLICY_WORDS]
+        if not self.allowed_tasks or unknown:
+            raise ValueError(f"a policy allows a non-empty list of task kinds out of {', '.join(POLICY_WORDS)}; "
+                             f"got {list(self.allowed_tasks)!r}.")
+        for name, lowest in (("min_cell_size", LOWEST_MIN_CELL_SIZE), ("repeated_query_limit", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise ValueError(f"a policy's {name} is a whole number of at least {lowest}; got {value!r}.")
+        if self.max_epsilon_per_request is not None and not (
+                math.isfinite(self.max_epsilon_per_request) and self.max_epsilon_per_request > 0):
+            raise ValueError(f"a policy's max_epsilon_per_request is a positive number or None; "
+                             f"got {self.max_epsilon_per_request!r}.")
+
     @classmethod
     def default_for(cls, site: SiteConfig) -> NodePolicy:
         """The policy of a node without a node.toml (the simulation): every task allowed,
         the site's own disclosure settings, no alert targets."""
+        # A simulated site's own rules are checked where analytics apply them
+        # (disclosure.py), so an odd value there never blocks training here.
+        smallest = site.min_cell_size if site.min_cell_size is not None else DEFAULT_MIN_CELL_SIZE
         return cls(
             allowed_tasks=DEFAULT_ALLOWED_TASKS,
-            min_cell_size=site.min_cell_size if site.min_cell_size is not None else DEFAULT_MIN_CELL_SIZE,
+            min_cell_size=max(smallest, LOWEST_MIN_CELL_SIZE),
             true_count_floor=site.true_count_floor,
+            max_epsilon_per_request=site.max_epsilon_per_request,
         )
 
 
@@ -337,8 +357,8 @@ def write_node_template(
     dictionary_path: Path | None = None,
     dataset: str = "",
     coordinator_address: str = f"coordinator.example.org:{DEFAULT_FLEET_PORT}",
-    ca_certificate: Path = Path("ca.crt"),
-    node_private_key: Path = Path("keys/node_key"),
+    ca_certificate: Path | None = None,
+    node_private_key: Path | None = None,
     clientappio_address: str = DEFAULT_CLIENTAPPIO_ADDRESS,
     allowed_tasks: tuple[str, ...] = DEFAULT_ALLOWED_TASKS,
     min_cell_size: int = DEFAULT_MIN_CELL_SIZE,
@@ -346,16 +366,20 @@ def write_node_template(
 ) -> None:
     """Write a node.toml with every key explained; the result loads with ``load_node_config``.
 
-    Paths are written relative to the file's folder where they lie beneath it.
-    Refuses to replace an existing file unless ``overwrite``.
+    Relative paths given here are read against the current folder (as any command-line
+    argument); they are written relative to the file's folder where they lie beneath
+    it. The CA certificate and the node key default to ``ca.crt`` and
+    ``keys/node_key`` beside the file. Refuses to replace a file unless ``overwrite``.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; keep it, or pass overwrite=True (--force) to replace it.")
     base = path.resolve().parent
+    ca_certificate = ca_certificate if ca_certificate is not None else base / "ca.crt"
+    node_private_key = node_private_key if node_private_key is not None else base / "keys" / "node_key"
 
     def rel(p: Path) -> str:
-        p = (base / Path(p)).resolve()
+        p = Path(p).expanduser().resolve()
         try:
             return json.dumps(p.relative_to(base).as_posix())
         except ValueError:

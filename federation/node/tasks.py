@@ -48,6 +48,7 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
     lives; without it (the simulation) every task is allowed with the site's own
     disclosure settings (``NodePolicy.default_for``).
     """
+    received = utc_now()
     info = describe_request(kind=kind, msg=msg)
     site, policy, broken = _site_and_policy(site=site, node_toml=node_toml)
     decision = GateDecision(False, "error", broken) if broken else check_request(info=info, site=site, policy=policy)
@@ -56,7 +57,7 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
     else:
         reply = refusal(msg, site_id=site.site_id, kind=str(decision.refusal_kind), reason=str(decision.reason))
     try:
-        _record(info=info, site=site, policy=policy, reply=reply)
+        _record(info=info, site=site, policy=policy, reply=reply, received=received)
     except Exception:  # the reply still goes; the operator sees why the log lacks a line
         log.exception("site %s could not write its audit log at %s", site.site_id, audit_path(site.state_dir))
     return reply
@@ -83,7 +84,7 @@ def _run(*, kind: str, msg: Message, site: SiteConfig) -> Message:
                        reason=f"site {site.site_id} could not complete {kind}: {type(err).__name__}: {err}")
 
 
-def _record(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy, reply: Message) -> None:
+def _record(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy, reply: Message, received: str) -> None:
     file = audit_path(site.state_dir)
     refused = reply.content[REFUSAL_KEY] if REFUSAL_KEY in reply.content else None
     refusal_kind = None if refused is None else str(refused["kind"])
@@ -94,7 +95,8 @@ def _record(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy, reply: M
     epsilon, entries, replay = _charged(reply)
     append_audit(path=file, entry={
         "kind": "request",
-        "time": utc_now(),
+        "time": utc_now(),  # when decided and answered
+        "received": received,
         "site": site.site_id,
         "run_id": info.run_id,
         "message_id": info.message_id,
