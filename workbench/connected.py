@@ -245,3 +245,57 @@ def connect(
     if sites is not None and (not isinstance(sites, int) or sites < 1):
         raise ValueError(f"sites must be a whole number >= 1 (how many sites a study waits for); got {sites!r}.")
     return ConnectedWorkbench(coordinator=opened, dictionary=dictionary, sites=sites)
+
+
+def run_connected_study(
+    *,
+    coordinator: Path,
+    dictionary: Path | None,
+    out: Path,
+    epsilon: float,
+    rounds: int,
+    project: str,
+    target: str | None = None,
+    delta: float = 1e-5,
+    echo=print,
+    **hyperparameters: Any,
+) -> dict[str, Any]:
+    """``workbench study --coordinator``: one study on the connected sites; prints each
+    round, writes ``summary.json`` and the coordinator's ``receipts.jsonl`` to ``out``."""
+    import json
+
+    from workbench.study import _round_line
+
+    if dictionary is None:
+        raise DataDictionaryError(
+            "--dictionary is required with --coordinator: the study encodes features from the public "
+            "data dictionary (the sites' data never leaves them)."
+        )
+    started = time.monotonic()
+    wb = connect(coordinator=coordinator, dictionary=dictionary)
+    echo(f"{wb.n_sites} sites through the coordinator at {wb.coordinator.address}")
+    echo(f"private federated training: project {project!r}, epsilon {epsilon:g} per hospital at delta "
+         f"{delta:g}, {rounds} rounds (Flower Deployment Engine, DP-SGD at every site)")
+    result = wb.train(target_epsilon=epsilon, rounds=rounds, project=project, target=target, delta=delta,
+                      on_round=lambda r: echo(_round_line(r)), **hyperparameters)
+    echo(result._statement())
+    if result.stopped_reason:
+        echo(f"STOPPED: {result.stopped_reason}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "project": project, "run_id": result.spec.run_id, "target_epsilon": epsilon, "delta": delta,
+        "rounds_planned": rounds,
+        "rounds_completed": int(result.history["round"].max()) if not result.history.empty else 0,
+        "stopped_reason": result.stopped_reason,
+        "epsilon_per_site": {r.site: {"project": r.epsilon_project, "dataset_total": r.epsilon_dataset}
+                             for r in result.epsilon().itertuples()},
+        "weighted": result.weighted().to_dict(orient="records"),
+        "privacy_statement": result._statement(),
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    with (out / "receipts.jsonl").open("a") as fh:
+        for receipt in result.receipts:
+            fh.write(json.dumps(receipt) + "\n")
+    echo(f"wrote {out / 'summary.json'} and {out / 'receipts.jsonl'} ({summary['wall_seconds']:.0f} s)")
+    return summary

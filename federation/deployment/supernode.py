@@ -300,9 +300,11 @@ def run_node(
     node = _Node(config=config, env=env, poll_seconds=poll_seconds)
     try:
         logger.info("site %s: starting (coordinator %s)", config.site_id, config.coordinator_address)
-        # The executor first: it imports torch (seconds) while nothing waits on it.
-        node.start_executor(timeout=connect_timeout)
+        # The SuperNode first: a refusal by the coordinator (unregistered key, wrong CA)
+        # is known in seconds, before the executor spends seconds importing torch.
+        # Messages that arrive meanwhile wait in the SuperNode for the executor.
         node.start_supernode(timeout=connect_timeout, activation_wait=activation_wait)
+        node.start_executor(timeout=connect_timeout)
         node.connected = True
         node.write_pids()
         logger.info("site %s: connected; supernode PID %d, executor PID %d",
