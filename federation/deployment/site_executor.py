@@ -9,7 +9,7 @@ replaces both with one process per site, started beside a SuperNode run with
 (``AcquireTask``, as SuperExec does), pulls each task's message and context,
 runs the site's real ClientApp in-process (torch is imported once, at start),
 and pushes the reply and the task's status back, using flwr's own functions for
-each step (flwr is pinned to 1.42.0; ``check_flower_version`` refuses another).
+each step (flwr is pinned to 1.42.0; flower_tuning.check_flower_version refuses another).
 
 The executor also decides WHAT may run: only the workbench's own ClientApp
 (``federation.node.client_app:app``, the policy gate and audit log are inside its
@@ -28,22 +28,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-FLOWER_VERSION = "1.42.0"
 TRUSTED_CLIENTAPP = "federation.node.client_app:app"
 POLL_SECONDS = 0.05
 
 logger = logging.getLogger("workbench.site_executor")
-
-
-def check_flower_version() -> None:
-    """The executor drives Flower's Runtime API by its 1.42 functions; refuse another."""
-    import flwr
-
-    if flwr.__version__ != FLOWER_VERSION:
-        raise RuntimeError(
-            f"the site executor speaks Flower {FLOWER_VERSION}'s Runtime API; this environment has "
-            f"flwr {flwr.__version__}. Install flwr=={FLOWER_VERSION} (the project's pin)."
-        )
 
 
 def clientapp_component(fab_content: bytes) -> str:
@@ -67,7 +55,7 @@ class SiteExecutor:
     """Serves the SuperNode's ClientApp tasks, one at a time, until stopped."""
 
     def __init__(self, *, runtime_api_address: str, poll_seconds: float = POLL_SECONDS) -> None:
-        from federation.deployment.flower_tuning import prompt_object_pulls
+        from federation.deployment.flower_tuning import check_flower_version, prompt_object_pulls
 
         check_flower_version()
         # A task is often acquired before the SuperNode has stored its message's

@@ -10,7 +10,6 @@ writes what happens into the study's run folder: one line per finished round in
 
 from __future__ import annotations
 
-import json
 import traceback
 from dataclasses import asdict
 from pathlib import Path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import sqlite3
 import threading
@@ -178,7 +179,9 @@ def test_node_killed_mid_round_leaves_verifiable_records_and_serves_after_restar
     study.join(timeout=180)
     assert not study.is_alive()
     result = outcome["result"]
-    assert "failed round 1" in result.stopped_reason and "no reply" in result.stopped_reason
+    # Killed right after its round-1 reservation: its reply is lost in round 1, or (if the
+    # update got out first) the next message finds no node; either way the study says so.
+    assert re.search(r"failed round [12]: no reply from node \d+ within 20 s", result.stopped_reason)
     assert not any(pid_alive(pids[n]) for n in ("supervisor", "executor", "supernode"))
 
     with loopback.ledger(site) as ledger:
