@@ -37,6 +37,13 @@ class VariantResult:
         return statistics.mean(self.round_seconds)
 
     @property
+    def steady(self) -> float:
+        """Mean of rounds 2 and later: round 1 also pays first-time costs (the site's data
+        load and noise calibration; Ray's start in simulation)."""
+        later = self.round_seconds[1:] or self.round_seconds
+        return statistics.mean(later)
+
+    @property
     def site_work(self) -> float | None:
         known = [s for s in self.site_seconds if s is not None]
         return statistics.mean(known) if known and len(known) == len(self.site_seconds) else None

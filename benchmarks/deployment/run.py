@@ -55,13 +55,13 @@ def results_markdown(*, results: list[VariantResult], sites: int, rows: int, rou
         "",
         f"Command: `{command}`",
         "",
-        "| variant | seconds per round (mean) | rounds | site work (train + evaluate, slowest site) | of which training | everything else |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| variant | seconds per round (mean) | rounds 2+ (mean) | each round | site work (train + evaluate, slowest site) | of which training | everything else |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         rest = None if r.site_work is None else r.per_round - r.site_work
         lines.append(
-            f"| {r.name} | {r.per_round:.2f} | {', '.join(f'{s:.2f}' for s in r.round_seconds)} | "
+            f"| {r.name} | {r.per_round:.2f} | {r.steady:.2f} | {', '.join(f'{s:.2f}' for s in r.round_seconds)} | "
             f"{_fmt(r.site_work)} | {_fmt(r.training)} | {_fmt(rest)} |"
         )
     notes = [r for r in results if r.note]
@@ -70,7 +70,11 @@ def results_markdown(*, results: list[VariantResult], sites: int, rows: int, rou
     lines += [
         "",
         "Site work is measured only where the site executor runs the handlers (it logs each task's time); "
-        "the stock node and the simulation run the same handlers on the same data.",
+        "the stock node and the simulation run the same handlers on the same data. Site work and "
+        "everything else are means over all rounds; round 1 carries first-time costs at the sites (data "
+        "load, noise calibration for the whole study, Opacus's first call) and, in simulation, Ray's start. "
+        "The machine's 2 cores are shared with other work (load average above): figures vary by about "
+        "0.5 s a round between runs.",
         "",
         "## Where the time goes, and what the workbench changes",
         "",
@@ -155,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m benchmarks.deployment.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     results = run(out=args.out, rounds=args.rounds, rows=args.rows, variants=variants, command=command.strip())
     for r in results:
-        print(f"{r.name}: {r.per_round:.2f} s/round (site work {_fmt(r.site_work)}, training {_fmt(r.training)})")
+        print(f"{r.name}: {r.per_round:.2f} s/round, rounds 2+ {r.steady:.2f} s "
+              f"(site work {_fmt(r.site_work)}, training {_fmt(r.training)})")
     print(f"wrote {args.out}")
 
 

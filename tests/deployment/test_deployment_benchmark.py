@@ -18,5 +18,5 @@ def test_benchmark_measures_rounds_and_splits_out_the_sites_work(loopback, tmp_p
     assert result.site_work is not None and 0 < result.training <= result.site_work
     assert all(site <= wall for site, wall in zip(result.site_seconds, result.round_seconds))
     text = out.read_text()
-    assert f"| {FAST} | {result.per_round:.2f} |" in text
+    assert f"| {FAST} | {result.per_round:.2f} | {result.steady:.2f} |" in text
     assert loopback.coordinator.running_pid() is not None  # the shared federation keeps running

@@ -148,6 +148,22 @@ def test_paused_node_refuses_and_the_study_stops_with_its_reason(loopback):
     assert verify_audit(audit_path(state)).ok
 
 
+def test_a_dead_site_executor_is_restarted_and_serves(loopback):
+    site = "hospital_01"
+    node = loopback.nodes[site]
+    before = node.pids()
+    os.kill(before["executor"], signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while not (node.pids().get("executor_restarts") == 1 and node.pids()["executor"] != before["executor"]):
+        assert time.monotonic() < deadline, f"the executor was not restarted; see {node.files.node_log}"
+        time.sleep(0.2)
+    assert node.pids()["supernode"] == before["supernode"]  # the node stayed connected
+    assert "the site executor died" in node.files.node_log.read_text()
+    loopback.allocate(project="after_executor_death", epsilon=1.0)
+    result = _connect(loopback).train(target_epsilon=1.0, rounds=1, project="after_executor_death")
+    assert result.stopped_reason == "" and set(result.history["status"]) == {"ok"}
+
+
 def _wait_for_reservation(ledger_path: Path, project: str, timeout: float) -> None:
     """Until the site's ledger holds a reservation for ``project`` (its work has begun)."""
     deadline = time.monotonic() + timeout
