@@ -41,6 +41,7 @@ from workbench.progress import ProgressObserver
 from workbench.results import TrainingResult
 
 if TYPE_CHECKING:
+    from workbench.connected import ConnectedWorkbench
     from federation.analytics.query import Query
     from workbench.analytics import QueryBuilder
     from workbench.query_results import QueryResult, QueryResults
@@ -153,6 +154,14 @@ class Workbench:
                         reason="lifetime cap of a simulated hospital",
                     )
         return cls(sites=configs, dictionary=dictionary, workdir=workdir, schema=schema)
+
+    @classmethod
+    def connect(cls, *, coordinator: str | Path, **options: Any) -> ConnectedWorkbench:
+        """Hospitals running real nodes, through a running coordinator (its folder).
+        Same study methods as ``simulate``; see ``workbench.connected.connect``."""
+        from workbench.connected import connect
+
+        return connect(coordinator=coordinator, **options)
 
     # --- looking ------------------------------------------------------------------
 

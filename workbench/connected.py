@@ -1,0 +1,301 @@
+"""Studies against a real coordinator: the hospitals run nodes, the coordinator a SuperLink.
+
+>>> wb = Workbench.connect(coordinator="coordinator/", dictionary="data_dictionary.json")  # doctest: +SKIP
+>>> result = wb.train(target_epsilon=1.0, rounds=3, project="cardio")                     # doctest: +SKIP
+>>> wb.budget()                                                                            # doctest: +SKIP
+
+The workbench runs on the coordinator's machine: it writes a study file into the
+coordinator folder, starts a Flower run (``flwr run`` with the study's app bundle,
+federation/app_bundle), and reads back what the deployed ServerApp writes into the
+run folder, round by round. It sees what the coordinator sees: the sites' replies
+and their signed spend receipts, never a ledger. ``budget()`` is therefore the
+coordinator's MIRROR of receipts; each site's own ledger stays the source of truth
+(reconcile them with ``privacy_budgets.reconciliation.reconcile``).
+
+When a site refuses a round (paused, out of budget, policy), the study stops at
+that round with the site's reason in ``TrainingResult.stopped_reason``: the sites
+of a study were approved together, and one should not silently drop out.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from datasets_synthetic import DataDictionary, DataDictionaryError
+from federation.deployment.processes import split_address
+from federation.deployment.registry import registered_nodes
+from federation.deployment.run_folder import RunFolder, StudyFile
+from federation.deployment.superlink import CONNECTION, Coordinator, CoordinatorError
+from federation.features import FeatureEncoder
+from federation.spec import TrainingSpec
+from workbench.progress import ProgressObserver
+from workbench.results import TrainingResult
+
+APP_BUNDLE = Path(__file__).resolve().parents[1] / "federation" / "app_bundle"
+
+
+class StudyFailed(RuntimeError):
+    """The coordinator's ServerApp failed; the message carries its error."""
+
+
+def _open_coordinator(coordinator: str | Path) -> Coordinator:
+    path = Path(coordinator)
+    if path.is_dir():
+        return Coordinator.open(path)
+    try:
+        split_address(str(coordinator))
+    except ValueError:
+        raise CoordinatorError(
+            f"coordinator must be a coordinator folder (made by `workbench coordinator init`); "
+            f"{str(coordinator)!r} is not a folder."
+        ) from None
+    raise CoordinatorError(
+        f"{coordinator} is an address; connected studies run on the coordinator's machine and need its "
+        "folder (they share the run folder with the SuperLink's ServerApp). Pass the folder given to "
+        "`workbench coordinator init --folder`."
+    )
+
+
+class ConnectedWorkbench:
+    """The study methods of ``Workbench.simulate(...)``, against a running coordinator."""
+
+    def __init__(self, *, coordinator: Coordinator, dictionary: DataDictionary | None, sites: int | None = None) -> None:
+        self.coordinator = coordinator
+        self.dictionary = dictionary
+        self._sites = sites
+
+    # --- looking ------------------------------------------------------------------
+
+    @property
+    def n_sites(self) -> int:
+        """How many sites a study waits for: as given, else every registered site."""
+        if self._sites is not None:
+            return self._sites
+        registered = len(registered_nodes(self.coordinator))
+        if registered == 0:
+            raise CoordinatorError(
+                f"no site is registered with the coordinator in {self.coordinator.folder}; register each "
+                "site's key with `workbench coordinator register-node KEY.pub --name SITE`."
+            )
+        return registered
+
+    @property
+    def sites(self) -> pd.DataFrame:
+        nodes = registered_nodes(self.coordinator)
+        return pd.DataFrame([{"site": n.name, "node_id": n.node_id, "registered_at": n.registered_at}
+                             for n in nodes.values()])
+
+    def receipts(self) -> list[dict[str, Any]]:
+        """Every spend receipt the coordinator holds (its mirror), oldest run first."""
+        out: list[dict[str, Any]] = []
+        for folder in sorted(self.coordinator.runs_dir.glob("*/"), key=lambda p: p.stat().st_mtime):
+            outcome = RunFolder(folder).outcome()
+            if outcome and outcome.get("status") == "finished":
+                out.extend(outcome.get("receipts", []))
+        return out
+
+    def budget(self) -> pd.DataFrame:
+        """Per site, dataset and project: the epsilon the sites' receipts report (the mirror).
+
+        ``epsilon_project`` and ``epsilon_dataset`` are the latest values the site's
+        ledger signed; the site's own ledger stays the source of truth.
+        """
+        rows = [r for r in self.receipts() if r.get("kind") == "commit"]
+        columns = ["site", "dataset", "project", "epsilon_project", "epsilon_dataset", "delta", "releases"]
+        if not rows:
+            return pd.DataFrame(columns=columns)
+        frame = pd.DataFrame(rows).sort_values("seq")
+        out = []
+        for (site, dataset, project), g in frame.groupby(["site_id", "dataset", "project"], sort=True):
+            last = g.iloc[-1]
+            out.append({"site": site, "dataset": dataset, "project": project,
+                        "epsilon_project": float(last["project_epsilon_after"]),
+                        "epsilon_dataset": float(last["dataset_epsilon_after"]),
+                        "delta": float(last["delta"]), "releases": len(g)})
+        return pd.DataFrame(out, columns=columns)
+
+    def encoder(self, *, target: str | None = None) -> FeatureEncoder:
+        from workbench.session import with_target
+
+        if self.dictionary is None:
+            raise DataDictionaryError(
+                "a connected study encodes features from the public data dictionary; pass "
+                "dictionary='data_dictionary.json' to Workbench.connect."
+            )
+        dictionary = with_target(self.dictionary, target) if target else self.dictionary
+        return FeatureEncoder.from_dictionary(dictionary=dictionary)
+
+    # --- doing --------------------------------------------------------------------
+
+    def train(
+        self,
+        *,
+        target_epsilon: float,
+        rounds: int,
+        project: str | None = None,
+        target: str | None = None,
+        verbose: bool = False,
+        on_round: Any = None,
+        timeout: float = 1800.0,
+        reply_timeout: float = 600.0,
+        prompt_replies: bool = True,
+        **hyperparameters: Any,
+    ) -> TrainingResult:
+        """Train across the connected sites with DP-SGD at every site.
+
+        Each site's ledger must already hold an allocation for ``project`` (its
+        ethics board grants it at the site); a site without one refuses, and the
+        study stops with its reason. ``timeout`` bounds the whole study;
+        ``reply_timeout`` is how long the coordinator waits for a site's reply
+        before it reports the site as failed and stops the study. ``prompt_replies=False``
+        uses Flower's own Grid, which collects replies every 3 s (for comparison).
+        """
+        from federation.models import build_model
+
+        project = project or f"study-{uuid.uuid4().hex[:6]}"
+        spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
+        encoder = self.encoder(target=target)
+        folder = RunFolder(self.coordinator.runs_dir / spec.run_id)
+        StudyFile(spec=spec, encoder=encoder, n_sites=self.n_sites, run_folder=folder.path,
+                  timeout=reply_timeout, prompt_grid=prompt_replies).save(folder.study_path)
+        answer = self.coordinator.flwr(
+            "run", str(APP_BUNDLE), CONNECTION, "--run-config", f"study-file='{folder.study_path}'"
+        )
+        flower_run = str(answer["run-id"])
+        folder.flower_run_path.write_text(flower_run + "\n")
+        observer = ProgressObserver(rounds=rounds, on_round=on_round)
+        try:
+            outcome = self._follow(folder=folder, flower_run=flower_run, observer=observer, timeout=timeout, verbose=verbose)
+        finally:
+            observer.close()
+        if outcome["status"] != "finished":
+            raise StudyFailed(f"the study's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}")
+        model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
+        import torch
+
+        model.load_state_dict(torch.load(folder.model_path, weights_only=True))
+        return TrainingResult(
+            spec=spec, history=observer.history(), model=model, receipts=list(outcome["receipts"]),
+            stopped_reason=str(outcome.get("stopped_reason", "")), encoder=encoder,
+        )
+
+    def _follow(self, *, folder: RunFolder, flower_run: str, observer: ProgressObserver, timeout: float, verbose: bool) -> dict[str, Any]:
+        """Report rounds as the ServerApp writes them; return its outcome."""
+        seen = 0
+        deadline = time.monotonic() + timeout
+        next_status = time.monotonic() + 5.0
+        while True:
+            rounds = folder.rounds()
+            for report in rounds[seen:]:
+                observer.round_finished(report)
+                if verbose:
+                    print(f"round {report.round}/{report.rounds} ({report.seconds:.1f} s)")
+            seen = len(rounds)
+            outcome = folder.outcome()
+            if outcome is not None:
+                if outcome.get("stopped_reason"):
+                    observer.study_stopped(outcome["stopped_reason"])
+                return outcome
+            if time.monotonic() > next_status:
+                self._check_flower_run(flower_run)
+                next_status = time.monotonic() + 5.0
+            if time.monotonic() > deadline:
+                self.coordinator.flwr("stop", flower_run, CONNECTION)
+                raise TimeoutError(f"the study (Flower run {flower_run}) did not finish within {timeout:.0f} s; it was stopped.")
+            time.sleep(0.2)
+
+    def _check_flower_run(self, flower_run: str) -> None:
+        """A ServerApp that died before writing its outcome (e.g. an import error)."""
+        runs = self.coordinator.flwr("ls", CONNECTION, "--run-id", flower_run).get("runs", [])
+        status = str(runs[0].get("status", "")) if runs else ""
+        if status.startswith("finished:") and status != "finished:completed":
+            details = runs[0].get("status-details", "")
+            raise StudyFailed(
+                f"Flower run {flower_run} ended as {status} ({details}) without a study outcome; see "
+                f"`FLWR_HOME={self.coordinator.flwr_home} flwr log {flower_run} {CONNECTION} --show` and "
+                f"{self.coordinator.log_path}."
+            )
+
+
+def connect(
+    *,
+    coordinator: str | Path,
+    dictionary: str | Path | DataDictionary | None = None,
+    sites: int | None = None,
+) -> ConnectedWorkbench:
+    """A workbench on a running coordinator (its folder, from ``workbench coordinator init``).
+
+    ``dictionary`` is the study's public data dictionary (its ranges encode the
+    features); ``sites`` is how many sites a study waits for (default: every site
+    registered with the coordinator).
+    """
+    opened = _open_coordinator(coordinator)
+    if opened.running_pid() is None:
+        raise CoordinatorError(
+            f"the SuperLink of {opened.folder} is not running; start it with "
+            f"`workbench coordinator start --folder {opened.folder}`."
+        )
+    if dictionary is not None and not isinstance(dictionary, DataDictionary):
+        dictionary = DataDictionary.load(Path(dictionary))
+    if sites is not None and (not isinstance(sites, int) or sites < 1):
+        raise ValueError(f"sites must be a whole number >= 1 (how many sites a study waits for); got {sites!r}.")
+    return ConnectedWorkbench(coordinator=opened, dictionary=dictionary, sites=sites)
+
+
+def run_connected_study(
+    *,
+    coordinator: Path,
+    dictionary: Path | None,
+    out: Path,
+    epsilon: float,
+    rounds: int,
+    project: str,
+    target: str | None = None,
+    delta: float = 1e-5,
+    echo=print,
+    **hyperparameters: Any,
+) -> dict[str, Any]:
+    """``workbench study --coordinator``: one study on the connected sites; prints each
+    round, writes ``summary.json`` and the coordinator's ``receipts.jsonl`` to ``out``."""
+    import json
+
+    from workbench.study import _round_line
+
+    if dictionary is None:
+        raise DataDictionaryError(
+            "--dictionary is required with --coordinator: the study encodes features from the public "
+            "data dictionary (the sites' data never leaves them)."
+        )
+    started = time.monotonic()
+    wb = connect(coordinator=coordinator, dictionary=dictionary)
+    echo(f"{wb.n_sites} sites through the coordinator at {wb.coordinator.address}")
+    echo(f"private federated training: project {project!r}, epsilon {epsilon:g} per hospital at delta "
+         f"{delta:g}, {rounds} rounds (Flower Deployment Engine, DP-SGD at every site)")
+    result = wb.train(target_epsilon=epsilon, rounds=rounds, project=project, target=target, delta=delta,
+                      on_round=lambda r: echo(_round_line(r)), **hyperparameters)
+    echo(result._statement())
+    if result.stopped_reason:
+        echo(f"STOPPED: {result.stopped_reason}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "project": project, "run_id": result.spec.run_id, "target_epsilon": epsilon, "delta": delta,
+        "rounds_planned": rounds,
+        "rounds_completed": int(result.history["round"].max()) if not result.history.empty else 0,
+        "stopped_reason": result.stopped_reason,
+        "epsilon_per_site": {r.site: {"project": r.epsilon_project, "dataset_total": r.epsilon_dataset}
+                             for r in result.epsilon().itertuples()},
+        "weighted": result.weighted().to_dict(orient="records"),
+        "privacy_statement": result._statement(),
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    with (out / "receipts.jsonl").open("a") as fh:
+        for receipt in result.receipts:
+            fh.write(json.dumps(receipt) + "\n")
+    echo(f"wrote {out / 'summary.json'} and {out / 'receipts.jsonl'} ({summary['wall_seconds']:.0f} s)")
+    return summary
