@@ -33,13 +33,14 @@ from federation.deployment.run_folder import RunFolder, StudyFile
 from federation.deployment.superlink import CONNECTION, Coordinator, CoordinatorError
 from federation.features import FeatureEncoder
 from federation.spec import TrainingSpec
+from workbench.errors import SiteUnreachable, StudyRefused, WorkbenchError, refused_paragraph
 from workbench.progress import ProgressObserver
 from workbench.results import TrainingResult
 
 APP_BUNDLE = Path(__file__).resolve().parents[1] / "federation" / "app_bundle"
 
 
-class StudyFailed(RuntimeError):
+class StudyFailed(WorkbenchError, RuntimeError):
     """The coordinator's ServerApp failed; the message carries its error."""
 
 
@@ -174,7 +175,16 @@ class ConnectedWorkbench:
         finally:
             observer.close()
         if outcome["status"] != "finished":
+            if str(outcome.get("error", "")).startswith("TimeoutError"):
+                raise SiteUnreachable(
+                    f"{str(outcome['error']).removeprefix('TimeoutError: ')} Nothing was trained. What to do: ask "
+                    "each missing hospital's IT to run `workbench node status --config node.toml`, or "
+                    "connect with sites=N for the hospitals that are up."
+                )
             raise StudyFailed(f"the study's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}")
+        stopped = str(outcome.get("stopped_reason", ""))
+        if stopped and not any(s.status == "ok" for r in folder.rounds() for s in r.train):
+            raise StudyRefused(refused_paragraph(stopped_reason=stopped))
         model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
         import torch
 

@@ -34,6 +34,11 @@ def engine_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["FLWR_TELEMETRY_ENABLED"] = "0"
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
+    # Plain output: a Jupyter kernel sets FORCE_COLOR, and flwr's JSON answers then
+    # arrive wrapped in terminal colour codes that no parser reads.
+    env.pop("FORCE_COLOR", None)
+    env.pop("CLICOLOR_FORCE", None)
+    env["NO_COLOR"] = "1"
     env.update(extra or {})
     return env
 
