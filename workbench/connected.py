@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -35,6 +35,12 @@ from federation.features import FeatureEncoder
 from federation.spec import TrainingSpec
 from workbench.errors import SiteUnreachable, StudyRefused, WorkbenchError, refused_paragraph
 from workbench.progress import ProgressObserver
+
+if TYPE_CHECKING:
+    from federation.analytics.query import Query
+    from workbench.analytics import QueryBuilder
+    from workbench.description import Description
+    from workbench.query_results import QueryResult, QueryResults
 from workbench.results import TrainingResult
 
 APP_BUNDLE = Path(__file__).resolve().parents[1] / "federation" / "app_bundle"
@@ -164,11 +170,7 @@ class ConnectedWorkbench:
         folder = RunFolder(self.coordinator.runs_dir / spec.run_id)
         StudyFile(spec=spec, encoder=encoder, n_sites=self.n_sites, run_folder=folder.path,
                   timeout=reply_timeout, prompt_grid=prompt_replies).save(folder.study_path)
-        answer = self.coordinator.flwr(
-            "run", str(APP_BUNDLE), CONNECTION, "--run-config", f"study-file='{folder.study_path}'"
-        )
-        flower_run = str(answer["run-id"])
-        folder.flower_run_path.write_text(flower_run + "\n")
+        flower_run = self._start_flower_run(key="study-file", path=folder.study_path, folder=folder)
         observer = ProgressObserver(rounds=rounds, on_round=on_round)
         try:
             outcome = self._follow(folder=folder, flower_run=flower_run, observer=observer, timeout=timeout, verbose=verbose)
@@ -193,6 +195,92 @@ class ConnectedWorkbench:
             spec=spec, history=observer.history(), model=model, receipts=list(outcome["receipts"]),
             stopped_reason=str(outcome.get("stopped_reason", "")), encoder=encoder,
         )
+
+    # --- analytics ------------------------------------------------------------------
+
+    @property
+    def query(self) -> QueryBuilder:
+        """Build analytics queries, as on a simulation: ``wb.query.count(by="site", epsilon=0.1)``."""
+        from workbench.analytics import QueryBuilder
+
+        return QueryBuilder(dictionary=self.dictionary)
+
+    def ask(
+        self, queries: Query | list[Query], *, project: str, level: float = 0.95, timeout: float = 600.0
+    ) -> QueryResult | QueryResults:
+        """Answer queries at every connected site (noise, suppression and the charge are
+        each site's own, behind its policy gate and in its audit log), in one Flower run."""
+        from federation.analytics.estimates import z_value
+        from workbench.analytics import _as_queries
+        from workbench.query_results import QueryResult, QueryResults
+
+        items = _as_queries(queries)
+        z_value(level)  # a clear error before anything is sent
+        answers, _ = self._run_queries(items=items, project=project, costs=False, timeout=timeout)
+        results = QueryResults(
+            QueryResult.from_replies(request=request, replies=replies, level=level)
+            for request, replies in zip(self._last_requests, answers)
+        )
+        return results[0] if not isinstance(queries, list) else results
+
+    def query_cost(self, queries: Query | list[Query], *, project: str, timeout: float = 600.0) -> pd.DataFrame:
+        """What each query would cost at each site, as each site computes it; nothing is
+        run or spent (the sites' ``query:cost`` handler)."""
+        from workbench.analytics import _as_queries
+
+        _, costs = self._run_queries(items=_as_queries(queries), project=project, costs=True, timeout=timeout)
+        return costs
+
+    def describe(self, *, project: str = "describe", epsilon: float = 0.05, level: float = 0.95) -> Description:
+        """The schema (public) and each site's number of patients as a DP count charged to
+        ``project`` at each site (whose ethics board must have allocated it)."""
+        from workbench.description import Description, schema_rows, site_rows
+
+        if self.dictionary is None:
+            raise DataDictionaryError("describe() needs the public data dictionary: pass dictionary=... to connect.")
+        counts = self.ask(self.query.count(by="site", epsilon=epsilon, label="patients per site"), project=project,
+                          level=level)
+        sites = pd.DataFrame({"site": list(counts.sites["site"]), "dataset": ""})
+        return Description(schema=schema_rows(dictionary=self.dictionary), sites=site_rows(sites=sites, counts=counts),
+                           counts=counts)
+
+    def _run_queries(self, *, items: list[Query], project: str, costs: bool, timeout: float):
+        from federation.analytics.site_answers import QueryRequest
+        from federation.deployment.query_file import QueryFile, answers_from_json
+
+        run_id = uuid.uuid4().hex[:12]
+        requests = tuple(QueryRequest(query=q, project=project, actor="analyst (notebook)", run_id=run_id)
+                         for q in items)
+        self._last_requests = requests
+        folder = RunFolder(self.coordinator.runs_dir / f"queries-{run_id}")
+        query_path = folder.path / "queries.json"
+        QueryFile(requests=requests, n_sites=self.n_sites, run_folder=folder.path, costs=costs,
+                  answers=not costs, timeout=timeout).save(query_path)
+        flower_run = self._start_flower_run(key="query-file", path=query_path, folder=folder)
+        outcome = self._await_outcome(folder=folder, flower_run=flower_run, timeout=timeout)
+        return answers_from_json(outcome)
+
+    def _start_flower_run(self, *, key: str, path: Path, folder: RunFolder) -> str:
+        answer = self.coordinator.flwr("run", str(APP_BUNDLE), CONNECTION, "--run-config", f"{key}='{path}'")
+        flower_run = str(answer["run-id"])
+        folder.flower_run_path.write_text(flower_run + "\n")
+        return flower_run
+
+    def _await_outcome(self, *, folder: RunFolder, flower_run: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        next_status = time.monotonic() + 5.0
+        while (outcome := folder.outcome()) is None:
+            if time.monotonic() > next_status:
+                self._check_flower_run(flower_run)
+                next_status = time.monotonic() + 5.0
+            if time.monotonic() > deadline:
+                self.coordinator.flwr("stop", flower_run, CONNECTION)
+                raise SiteUnreachable(f"the sites did not answer within {timeout:.0f} s (Flower run {flower_run}, "
+                                      "now stopped). What to do: check each site's `workbench node status`.")
+            time.sleep(0.2)
+        if outcome["status"] != "finished":
+            raise StudyFailed(f"the coordinator's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}")
+        return outcome
 
     def _follow(self, *, folder: RunFolder, flower_run: str, observer: ProgressObserver, timeout: float, verbose: bool) -> dict[str, Any]:
         """Report rounds as the ServerApp writes them; return its outcome."""

@@ -108,6 +108,12 @@ class RunFolder:
     def finish(self, *, receipts: list[dict[str, Any]], stopped_reason: str) -> None:
         self._write_outcome({"status": "finished", "receipts": receipts, "stopped_reason": stopped_reason})
 
+    def finish_queries(self, *, answers: list | None, costs: list | None) -> None:
+        """An analytics batch: every site's reply to every query, as JSON (query_file.py)."""
+        receipts = [r for replies in answers or [] for reply in replies for r in reply["reply"]["receipts"]]
+        self._write_outcome({"status": "finished", "answers": answers, "costs": costs, "receipts": receipts,
+                             "stopped_reason": ""})
+
     def fail(self, *, error: str, trace: str = "") -> None:
         self._write_outcome({"status": "failed", "error": error, "trace": trace})
 

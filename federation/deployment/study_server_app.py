@@ -38,6 +38,10 @@ class _RoundWriter:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    query_path = str(context.run_config.get("query-file", ""))
+    if query_path:
+        _answer_queries(grid=grid, query_path=Path(query_path))
+        return
     study_path = str(context.run_config.get("study-file", ""))
     if not study_path:
         raise ValueError("the run config lacks study-file; run studies with Workbench.connect(...).train(...).")
@@ -64,6 +68,29 @@ def main(grid: Grid, context: Context) -> None:
         )
         torch.save(outcome.arrays.to_torch_state_dict(), folder.model_path)
         folder.finish(receipts=outcome.receipts, stopped_reason=outcome.stopped_reason)
+    except BaseException as err:
+        folder.fail(error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
+        raise
+
+
+def _answer_queries(*, grid: Grid, query_path: Path) -> None:
+    """A batch of analytics queries: the sites' replies, as they sent them, to the run folder."""
+    from federation.coordinator.analytics import ask_costs, ask_sites
+    from federation.coordinator.study_loop import wait_for_sites
+    from federation.deployment.flower_tuning import prompt_serverapp
+    from federation.deployment.query_file import QueryFile, answers_to_json
+
+    batch = QueryFile.load(query_path)
+    if batch.prompt_grid:
+        prompt_serverapp()
+    folder = RunFolder(batch.run_folder)
+    try:
+        grid = PromptGrid(grid) if batch.prompt_grid else grid
+        nodes = wait_for_sites(grid, batch.n_sites, batch.timeout)
+        costs = ask_costs(grid=grid, requests=batch.requests, node_ids=nodes, timeout=batch.timeout) if batch.costs else None
+        answers = (ask_sites(grid=grid, requests=batch.requests, node_ids=nodes, timeout=batch.timeout)
+                   if batch.answers else None)
+        folder.finish_queries(**answers_to_json(answers=answers, costs=costs))
     except BaseException as err:
         folder.fail(error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
         raise
