@@ -126,6 +126,41 @@ class ConnectedWorkbench:
                         "delta": float(last["delta"]), "releases": len(g)})
         return pd.DataFrame(out, columns=columns)
 
+    def budget_history(self) -> pd.DataFrame:
+        """Every spend the sites' receipts report, in each site's ledger order (the mirror)."""
+        columns = ["site", "seq", "time", "kind", "project", "epsilon_dataset", "epsilon_project", "limit", "purpose"]
+        rows = [{"site": r["site_id"], "seq": r["seq"], "time": r.get("time", ""), "kind": r["kind"],
+                 "project": r["project"], "epsilon_dataset": r.get("dataset_epsilon_after"),
+                 "epsilon_project": r.get("project_epsilon_after"), "limit": None, "purpose": r.get("purpose", "")}
+                for r in self.receipts() if r.get("kind") == "commit"]
+        return pd.DataFrame(rows, columns=columns).sort_values(["site", "seq"], ignore_index=True)
+
+    def plot_budget(self, *, axes: Any = None):
+        """Burn-down per site from the receipts the coordinator holds (caps live at the
+        sites: their ethics board's report shows them)."""
+        from workbench.burn_down import plot_burn_down
+
+        return plot_burn_down(self.budget_history(), axes=axes)
+
+    def report(self, *, out: str | Path | None = None) -> None:
+        """The ethics board's report is made where the ledger is: at each hospital."""
+        raise WorkbenchError(
+            "Each hospital's ledger stays at the hospital, so its report is made there: "
+            "`workbench budget report --ledger STATE/ledger.sqlite --out report.html` (the ledger path is in "
+            "the node's node.toml). Here, wb.budget() and wb.plot_budget() show the coordinator's mirror "
+            "of the sites' signed receipts, which the board can reconcile with each ledger "
+            "(`workbench budget reconcile`)."
+        )
+
+    def plan_training(self, **_: Any) -> None:
+        """Planning needs each site's row count, which only the site knows exactly."""
+        raise WorkbenchError(
+            "A connected federation plans at the sites: each hospital calibrates its own noise for the "
+            "whole study from its own row count when the study starts, and refuses a study that does not "
+            "fit its cap before touching its data. What to do: run wb.describe() for each site's (noisy) "
+            "size, and plan on a simulation of that size (Workbench.simulate(...).plan_training(...))."
+        )
+
     def encoder(self, *, target: str | None = None) -> FeatureEncoder:
         from workbench.session import with_target
 

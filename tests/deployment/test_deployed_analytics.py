@@ -69,3 +69,22 @@ def test_describe_on_a_connected_federation_replays_its_count_for_free(loopback,
     again = connected.describe(project=PROJECT, epsilon=0.1)
     assert again.counts.sites["replay"].all()
     assert list(again.sites["patients (noisy)"]) == list(first.sites["patients (noisy)"])
+
+
+def test_the_coordinators_mirror_gives_a_burn_down_and_points_the_board_to_the_sites(loopback, connected):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from workbench.errors import WorkbenchError
+
+    history = connected.budget_history()
+    mine = history[history["project"] == PROJECT]
+    assert set(mine["site"]) == set(loopback.sites)
+    for site, g in mine.groupby("site"):
+        with loopback.ledger(site) as ledger:
+            spent = ledger.spent(dataset=loopback.node_config(site).dataset, project=PROJECT)
+        assert g["epsilon_project"].iloc[-1] == pytest.approx(spent)  # the mirror matches the site's ledger
+    axes = connected.plot_budget()
+    assert {ax.get_title() for ax in axes} >= set(loopback.sites)
+    with pytest.raises(WorkbenchError, match="workbench budget report --ledger"):
+        connected.report()
