@@ -6,7 +6,7 @@ deployment round split into the sites' work (training + evaluation handlers, as
 the site executor logs them) and everything else. Variants, in order:
 
 1. the workbench's deployment: site executor (one long-lived process per site),
-   SuperNode idle waits capped at 0.25 s, replies collected every 0.05 s;
+   SuperNode idle waits capped at 0.25 s, replies collected every 0.1 s, executor polls every 0.1 s;
 2. the same executor with Flower's own waits (3 s node poll, 3 s Grid poll);
 3. Flower's stock deployment: ``flower-supernode --isolation subprocess``, one
    ``flwr-clientapp`` process per message (imports flwr, torch, Opacus each time);
@@ -87,7 +87,7 @@ def results_markdown(*, results: list[VariantResult], sites: int, rows: int, rou
         "- Flower's SuperNode waits 3 s after every empty pull from the SuperLink, and its deployed Grid "
         "waits 3 s between pulls of replies: two exchanges per round cost up to 12 s of waiting. "
         "supernode_process.py caps the node's waits at 0.25 s; prompt_grid.py pulls replies every "
-        "0.05 s through the Grid's public push/pull calls.",
+        "0.1 s through the Grid's public push/pull calls.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -6,15 +6,13 @@ multiple of 3 s even when they answer in 0.3 s; and when a node dies mid-round i
 reply is simply missing at the timeout, so a study would go on without that site
 and never say so. ``PromptGrid`` wraps any Grid and implements
 ``send_and_receive`` with the Grid's public ``push_messages`` and
-``pull_messages``, pulling every ``poll_seconds``; a message still unanswered at
+``pull_messages``, pulling every ``poll_seconds`` (0.1 s); a message still unanswered at
 the timeout gets an error reply naming the timeout, which the study loop reports
 as a failed site (and stops). Everything else is delegated.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from collections.abc import Iterable
 
@@ -22,18 +20,11 @@ from flwr.app import Message
 from flwr.app.error import Error
 from flwr.serverapp import Grid
 
-TRACE = bool(os.environ.get("WORKBENCH_TRACE"))
 NO_REPLY_CODE = 0  # flwr's ErrorCode.UNKNOWN: Flower has no code for "no reply"
 
 
-def trace(text: str) -> None:
-    """With WORKBENCH_TRACE set, timestamped lines in the SuperLink's log (benchmarking)."""
-    if TRACE:
-        print(f"{time.time():.3f} prompt-grid: {text}", file=sys.stderr, flush=True)
-
-
 class PromptGrid:
-    def __init__(self, grid: Grid, *, poll_seconds: float = 0.05) -> None:
+    def __init__(self, grid: Grid, *, poll_seconds: float = 0.1) -> None:
         self._grid = grid
         self.poll_seconds = poll_seconds
 
@@ -47,11 +38,8 @@ class PromptGrid:
         waiting = set(ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
-        trace(f"pushed {len(ids)} messages")
         while waiting:
             received = list(self._grid.pull_messages(waiting))
-            for m in received:
-                trace(f"reply from node {m.metadata.src_node_id}")
             replies.extend(received)
             waiting.difference_update(m.metadata.reply_to_message_id for m in received)
             if not waiting or (deadline is not None and time.monotonic() >= deadline):

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 TRUSTED_CLIENTAPP = "federation.node.client_app:app"
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.1
 
 logger = logging.getLogger("workbench.site_executor")
 
