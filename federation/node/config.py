@@ -463,7 +463,10 @@ min_cell_size = {min_cell_size}
 # Identical requests (same task and parameters) allowed before an alert is raised.
 repeated_query_limit = {repeated}
 # Optional: the file of app-signing keys this site trusts (Flower --trusted-entities);
-# the node then runs only app bundles signed by one of them.
+# the node then runs only app bundles signed by one of them. Only Flower's platform
+# signs bundles: with a self-hosted coordinator (`flwr run`), a node that sets this
+# refuses every study. Without it, the node's executor still runs only the
+# workbench's own ClientApp, installed at this site.
 # trusted_entities = "trusted_entities.yaml"
 
 [alerts]

@@ -87,7 +87,7 @@ def test_init_then_check_passes_every_check(hospital):
     assert lines[-1] == "all checks passed."
     checks = {line[5:].split(":")[0]: line[:4].strip() for line in lines[:-1]}
     assert checks == {"config": "ok", "data": "ok", "state folder": "ok", "node key": "ok", "CA certificate": "ok",
-                      "ledger": "ok", "audit log": "ok", "pause switch": "ok", "trusted app signers": "WARN",
+                      "ledger": "ok", "audit log": "ok", "pause switch": "ok", "trusted app signers": "ok",
                       "alerts": "WARN", "coordinator": "ok"}
     assert any(line.startswith("ok   data: hospital_01.parquet:") and "match dictionary 'synthetic_hospitals'" in line
                for line in lines)

@@ -34,7 +34,8 @@ def _ssh_public(key) -> str:
 def test_a_ready_node_passes(ready):
     result = run_preflight(config_path=ready.toml)
     assert not result.failed and result.config.site_id == "hospital-a"
-    assert {c.name for c in result.checks if c.status != "ok"} == {"trusted app signers", "alerts"}
+    assert {c.name for c in result.checks if c.status != "ok"} == {"alerts"}
+    assert "only the workbench's own ClientApp" in _checks(ready)["trusted app signers"].detail
 
 
 def test_check_says_which_app_signers_the_site_trusts(ready):
