@@ -98,12 +98,21 @@ class ConnectedWorkbench:
                              for n in nodes.values()])
 
     def receipts(self) -> list[dict[str, Any]]:
-        """Every spend receipt the coordinator holds (its mirror), oldest run first."""
+        """Every spend receipt the coordinator holds (its mirror), oldest run first.
+
+        A replayed analytics answer comes back with the receipt of its first release
+        (the proof of what it cost); the mirror keeps each signed entry once.
+        """
         out: list[dict[str, Any]] = []
+        seen: set[tuple[str, int]] = set()
         for folder in sorted(self.coordinator.runs_dir.glob("*/"), key=lambda p: p.stat().st_mtime):
             outcome = RunFolder(folder).outcome()
             if outcome and outcome.get("status") == "finished":
-                out.extend(outcome.get("receipts", []))
+                for receipt in outcome.get("receipts", []):
+                    key = (str(receipt.get("site_id")), int(receipt.get("seq", -1)))
+                    if key not in seen:
+                        seen.add(key)
+                        out.append(receipt)
         return out
 
     def budget(self) -> pd.DataFrame:
