@@ -9,6 +9,11 @@ from __future__ import annotations
 class PrivacyBudgetError(Exception):
     """Base class of every error this package raises on purpose."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback: the message already says what
+        # happened and what to do, which is all a notebook user needs.
+        return [f"{type(self).__name__}: {self}"]
+
 
 class InvalidMechanism(PrivacyBudgetError, ValueError):
     """A mechanism (DpEvent) that the ledger cannot account for."""

@@ -1,5 +1,6 @@
 """The one console script, ``workbench``. Each package owns its sub-commands:
-``data`` (datasets_synthetic), ``budget`` (privacy_budgets); ``study`` and ``demo``
+``data`` (datasets_synthetic), ``budget`` (privacy_budgets), ``node`` (federation.node),
+``coordinator`` (federation.deployment); ``study`` and ``demo``
 live here. Imports stay light until a command runs."""
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Optional
 import typer
 
 from datasets_synthetic.cli import app as data_app
+from federation.node.cli import app as node_app
+from federation.deployment.cli import app as coordinator_app
 from privacy_budgets.cli import app as budget_app
 
 app = typer.Typer(
@@ -21,6 +24,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(budget_app, name="budget")
+app.add_typer(node_app, name="node")
+app.add_typer(coordinator_app, name="coordinator")
 
 
 def _fail(message: str) -> None:
@@ -57,7 +62,11 @@ def _run_study(**kwargs) -> None:
 
 @app.command()
 def study(
-    data: Path = typer.Option(..., help="Folder of per-site files (CSV or Parquet) with data_dictionary.json."),
+    data: Optional[Path] = typer.Option(None, help="Folder of per-site files (CSV or Parquet) with data_dictionary.json."),
+    coordinator: Optional[Path] = typer.Option(
+        None, help="Run on real hospital nodes through this coordinator folder (`workbench coordinator init`) "
+                   "instead of simulating --data."),
+    dictionary: Optional[Path] = typer.Option(None, help="With --coordinator: the study's public data dictionary."),
     target: Optional[str] = typer.Option(None, help="Binary outcome column (default: the dictionary's target)."),
     epsilon: float = typer.Option(..., help="Each hospital's total epsilon for the whole study."),
     rounds: int = typer.Option(5, help="Federated rounds."),
@@ -69,10 +78,33 @@ def study(
     model: str = typer.Option("mlp", help="mlp or logreg."),
     baselines: bool = typer.Option(True, help="Also train non-private pooled and local-only baselines."),
 ) -> None:
-    """Run a private federated study on a folder of per-site files (simulation engine)."""
+    """Run a private federated study on a folder of per-site files (simulation engine), or on
+    real hospital nodes with --coordinator."""
+    if (data is None) == (coordinator is None):
+        _fail("give either --data (a folder of per-site files, simulated here) or --coordinator "
+              "(a coordinator folder; the sites run their own nodes), not both or neither.")
     _check_study_args(epsilon, rounds, data)
+    if coordinator is not None:
+        _run_connected(coordinator=coordinator, dictionary=dictionary, target=target, epsilon=epsilon,
+                       rounds=rounds, out=out, project=project, delta=delta, strategy=strategy, model=model)
+        return
     _run_study(data=data, target=target, epsilon=epsilon, rounds=rounds, out=out, project=project,
                delta=delta, site_cap=site_cap, strategy=strategy, model=model, baselines=baselines)
+
+
+def _run_connected(**kwargs) -> None:
+    from datasets_synthetic import DataDictionaryError
+    from federation.deployment.superlink import CoordinatorError
+    from federation.spec import SpecError
+
+    from workbench import settings
+    from workbench.connected import StudyFailed, run_connected_study
+
+    settings.progress = False
+    try:
+        run_connected_study(echo=typer.echo, **kwargs)
+    except (CoordinatorError, DataDictionaryError, SpecError, StudyFailed, FileNotFoundError) as err:
+        _fail(str(err))
 
 
 @app.command()

@@ -7,6 +7,9 @@ to debug through Flower's internals.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class WorkbenchError(Exception):
     """A situation the user can act on; its message says what happened and what next."""
@@ -16,8 +19,34 @@ class WorkbenchError(Exception):
 
 
 class StudyRefused(WorkbenchError):
-    """Every site refused the study before anything was trained."""
+    """The sites refused the study before anything was trained."""
 
 
 class SiteUnreachable(WorkbenchError):
     """A site did not answer in time."""
+
+
+class PlanDoesNotFit(WorkbenchError):
+    """A planned training would go beyond a site's cap or the project's allocation."""
+
+
+def refused_paragraph(*, stopped_reason: str) -> str:
+    return (
+        f"No hospital trained the model, so nothing was released. {stopped_reason} "
+        "What to do: read each site's reason above; for a budget refusal ask the ethics board "
+        "for an allocation (wb.allocate in a simulation) or plan a cheaper study with "
+        "wb.plan_training(...); for a policy refusal ask the site's IT which tasks it allows."
+    )
+
+
+@contextmanager
+def as_workbench_errors() -> Iterator[None]:
+    """Turn the engine's timeouts into a paragraph a notebook user can act on."""
+    try:
+        yield
+    except TimeoutError as err:
+        raise SiteUnreachable(
+            f"{err} No data was touched by the missing sites and nothing was charged for this step. "
+            "What to do: check the node's status with `workbench node status --config node.toml` "
+            "at that hospital, or run again with fewer sites."
+        ) from None

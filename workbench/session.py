@@ -32,10 +32,16 @@ from federation.features import FeatureEncoder, SiteArrays
 from federation.node.data_access import site_arrays
 from federation.node.site import SiteConfig
 from federation.spec import TrainingSpec
+from workbench.burn_down import budget_history, plot_burn_down
+from workbench.description import Description, schema_rows, site_rows
+from workbench.errors import PlanDoesNotFit, StudyRefused, as_workbench_errors, refused_paragraph
+from workbench.live_plot import LivePlot
+from workbench.planning import TrainingPlan, plan_training
 from workbench.progress import ProgressObserver
 from workbench.results import TrainingResult
 
 if TYPE_CHECKING:
+    from workbench.connected import ConnectedWorkbench
     from federation.analytics.query import Query
     from workbench.analytics import QueryBuilder
     from workbench.query_results import QueryResult, QueryResults
@@ -149,6 +155,14 @@ class Workbench:
                     )
         return cls(sites=configs, dictionary=dictionary, workdir=workdir, schema=schema)
 
+    @classmethod
+    def connect(cls, *, coordinator: str | Path, **options: Any) -> ConnectedWorkbench:
+        """Hospitals running real nodes, through a running coordinator (its folder).
+        Same study methods as ``simulate``; see ``workbench.connected.connect``."""
+        from workbench.connected import connect
+
+        return connect(coordinator=coordinator, **options)
+
     # --- looking ------------------------------------------------------------------
 
     @property
@@ -176,6 +190,53 @@ class Workbench:
             status.insert(0, "site", s.site_id)
             frames.append(status)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def budget_history(self) -> pd.DataFrame:
+        """Every ledger entry that moved a total or a limit, all sites, in order."""
+        return budget_history(sites=self._sites)
+
+    def plot_budget(self, *, axes: Any = None):
+        """Burn-down per site: epsilon spent over ledger entries, per project, and the cap."""
+        return plot_burn_down(self.budget_history(), axes=axes)
+
+    def report(self, *, out: str | Path | None = None) -> BudgetReports:
+        """The ethics board's HTML report of every site's ledger (one self-contained file
+        per site, with burn-down plots, every entry in words and the verification)."""
+        from privacy_budgets.report import build_report
+
+        folder = Path(out) if out is not None else self.workdir / "reports"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for s in self._sites:
+            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+                verdict = ledger.verify()
+                path = build_report(ledger, out=folder / f"{s.site_id}.html")
+            rows.append({"site": s.site_id, "report": str(path), "verified": verdict.ok,
+                         "verdict": str(verdict)})
+        return BudgetReports(frame=pd.DataFrame(rows))
+
+    def describe(self, *, project: str = "describe", epsilon: float = 0.05, level: float = 0.95) -> Description:
+        """The schema (public) and each site's number of patients as a DP count.
+
+        Each site adds noise to its own count and charges ``epsilon`` to ``project``
+        in its ledger (a simulated ethics board grants the project ``epsilon`` where it
+        has no allocation yet). Asked again on the same data, the sites replay the same
+        answer at no cost.
+        """
+        if self.dictionary is None:
+            raise DataDictionaryError(
+                "describe() needs a data dictionary (column kinds and public ranges); this folder "
+                "has none. Write data_dictionary.json beside the site files."
+            )
+        for s in self._sites:
+            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+                if ledger.allocation(dataset=s.dataset, project=project) is None:
+                    ledger.allocate(dataset=s.dataset, project=project, epsilon=epsilon,
+                                    actor=SIMULATED_ETHICS_BOARD, reason="describing the hospitals")
+        counts = self.ask(self.query.count(by="site", epsilon=epsilon, label="patients per site"), project=project,
+                          level=level)
+        return Description(schema=schema_rows(dictionary=self.dictionary),
+                           sites=site_rows(sites=self.sites, counts=counts), counts=counts)
 
     # --- doing --------------------------------------------------------------------
 
@@ -219,6 +280,8 @@ class Workbench:
             )
         else:
             range_finding = RangeFinding(schema=self.schema, target=target)
+        if encoder is not None:
+            self._refuse_unless_plan_fits(spec=spec, target=target, hyperparameters=hyperparameters)
         for s in self._sites:
             with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
                 if ledger.allocation(dataset=s.dataset, project=project) is None:
@@ -226,14 +289,19 @@ class Workbench:
                         dataset=s.dataset, project=project, epsilon=target_epsilon,
                         actor=SIMULATED_ETHICS_BOARD, reason=f"allocation for study {project}",
                     )
-        observer = ProgressObserver(rounds=rounds, on_round=on_round)
+        observer = ProgressObserver(
+            rounds=rounds, on_round=on_round, live_plot=LivePlot(target_epsilon=target_epsilon, rounds=rounds)
+        )
         try:
-            outcome = run_simulated_training(
-                sites=self._sites, spec=spec, encoder=encoder, range_finding=range_finding,
-                observer=observer, verbose=verbose,
-            )
+            with as_workbench_errors():
+                outcome = run_simulated_training(
+                    sites=self._sites, spec=spec, encoder=encoder, range_finding=range_finding,
+                    observer=observer, verbose=verbose,
+                )
         finally:
             observer.close()
+        if outcome.completed_rounds == 0 and outcome.stopped_reason:
+            raise StudyRefused(refused_paragraph(stopped_reason=outcome.stopped_reason))
         encoder = outcome.encoder
         model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
         model.load_state_dict(outcome.arrays.to_torch_state_dict())
@@ -245,6 +313,48 @@ class Workbench:
             stopped_reason=outcome.stopped_reason,
             encoder=encoder,
             study_dictionary=outcome.dictionary,
+        )
+
+    def plan_training(
+        self,
+        *,
+        target_epsilon: float,
+        rounds: int,
+        project: str = "plan",
+        target: str | None = None,
+        noise_multipliers: tuple[float, ...] = (0.8, 1.0, 1.5, 2.0, 3.0),
+        **hyperparameters: Any,
+    ) -> TrainingPlan:
+        """Project each site's epsilon for a training, without spending anything.
+
+        Per site: its sampling rate, the noise it would calibrate, its ledger's total
+        after the study and whether that fits its cap and the project's allocation;
+        ``plan.what_if`` (and ``plan.plot()``) show epsilon against noise and rounds.
+        The arguments are those of ``train``.
+        """
+        return plan_training(
+            self, target_epsilon=target_epsilon, rounds=rounds, project=project, target=target,
+            noise_multipliers=noise_multipliers, **hyperparameters,
+        )
+
+    def _refuse_unless_plan_fits(
+        self, *, spec: TrainingSpec, target: str | None, hyperparameters: dict[str, Any]
+    ) -> None:
+        """Stop before the engine starts when a site's cap or the project's allocation
+        cannot hold the study: the sites would refuse it anyway, round by round."""
+        plan = self.plan_training(
+            target_epsilon=spec.target_epsilon, rounds=spec.rounds, project=spec.project, target=target,
+            noise_multipliers=(1.0,), **hyperparameters,
+        )
+        if plan.fits:
+            return
+        misfits = plan.per_site[~plan.per_site["fits"]]
+        reasons = "; ".join(f"site {r['site']}: {r['binding']}" for _, r in misfits.iterrows())
+        raise PlanDoesNotFit(
+            f"This training (target epsilon {spec.target_epsilon:g} per site over {spec.rounds} rounds, "
+            f"project '{spec.project}') does not fit: {reasons}. Nothing was trained or charged. "
+            "What to do: lower target_epsilon, ask the ethics board for a larger allocation, or "
+            "see wb.plan_training(...) for what fits."
         )
 
     def encoder(self, *, target: str | None = None) -> FeatureEncoder:
@@ -294,6 +404,34 @@ class Workbench:
             s.site_id: site_arrays(site=s, spec=result.spec, encoder=result.encoder, config=config)
             for s in self._sites
         }
+
+
+class BudgetReports:
+    """Where each site's HTML report was written, and whether its ledger verified."""
+
+    def __init__(self, *, frame: pd.DataFrame) -> None:
+        self.frame = frame
+
+    @property
+    def paths(self) -> list[Path]:
+        return [Path(p) for p in self.frame["report"]]
+
+    def __repr__(self) -> str:
+        return f"BudgetReports\n{self.frame.to_string(index=False)}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        failed = "<b style='color:#cf222e'>FAILED</b>"
+        rows = "".join(
+            f"<tr><td>{html.escape(r['site'])}</td><td><a href='{html.escape(Path(r['report']).resolve().as_uri())}' "
+            f"target='_blank'>{html.escape(Path(r['report']).name)}</a></td>"
+            f"<td>{'verified' if r['verified'] else failed}</td>"
+            f"<td>{html.escape(str(r['verdict']))}</td></tr>"
+            for _, r in self.frame.iterrows()
+        )
+        return ("<h4>Ethics board reports</h4><table><tr><th>site</th><th>report</th><th>ledger</th>"
+                f"<th>verification</th></tr>{rows}</table>")
 
 
 def _per_site(value: int | dict[str, int] | None, site_id: str) -> int | None:

@@ -36,6 +36,7 @@ from federation.analytics.errors import QueryError
 from federation.analytics.noise import fresh_rng, noise_multiplier, query_event
 from federation.analytics.query import Query
 from federation.analytics.release import Release, make_release
+from federation.node.request_cap import RequestCapExceeded, check_request_cap
 from federation.node.site import SiteConfig
 
 QUERY_CONFIG_KEY = "query"
@@ -161,12 +162,13 @@ def answer_query(*, request: QueryRequest, site: SiteConfig) -> SiteAnswer:
                 noise_multiplier=kept.noise_multiplier, uncovered=bool(rules.true_count_floor),
             )
         try:
+            check_request_cap(ledger=ledger, site=site, project=request.project, event=event)
             reservation = ledger.reserve(
                 dataset=site.dataset, project=request.project, event=event, actor=request.actor,
                 purpose=f"analytics: {query.describe()} ({describe_event(event)})",
                 run_id=request.run_id, query_id=query.query_id,
             )
-        except BudgetExceeded as err:
+        except (BudgetExceeded, RequestCapExceeded) as err:
             raise QueryRefused("budget", str(err)) from None
         try:
             exact = exact_cells(query=query, frame=data.frame, dictionary=checked.dictionary)
@@ -222,6 +224,8 @@ def query_cost(*, request: QueryRequest, site: SiteConfig) -> dict[str, Any]:
         replay = key in cache  # the key holds the data version: changed data never replays
         estimate = ledger.cost(dataset=site.dataset, project=request.project, event=event)
         spent_now = ledger.spent(dataset=site.dataset, project=request.project)
+    cap = site.max_epsilon_per_request
+    over_request_cap = cap is not None and estimate.epsilon > cap * (1 + 1e-9)
     return {
         "site": site.site_id,
         "query_id": query.query_id,
@@ -234,7 +238,8 @@ def query_cost(*, request: QueryRequest, site: SiteConfig) -> dict[str, Any]:
         "project_total_after": spent_now if replay else estimate.project_total_after,
         "project_remaining_after": None if replay else estimate.project_remaining_after,
         "dataset_remaining_after": None if replay else estimate.dataset_remaining_after,
-        "fits": True if replay else estimate.fits,
-        "binding": "" if replay else estimate.binding,
+        "fits": True if replay else estimate.fits and not over_request_cap,
+        "binding": "" if replay else (
+            f"the site's cap of {site.max_epsilon_per_request:g} per request" if over_request_cap else estimate.binding),
         "min_cell_size": checked.rules.min_cell_size,
     }

@@ -47,6 +47,19 @@ class SiteQueryReply:
         """What this answer cost at the site now (0 for a replay or a refusal)."""
         return float(self.reply.info.get("epsilon", 0.0)) if self.reply.status == "ok" else 0.0
 
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON, for a deployed coordinator's run folder (the workbench reads it back)."""
+        from dataclasses import asdict
+
+        return {"reply": {**asdict(self.reply), "receipts": list(self.reply.receipts)},
+                "release": self.release.to_json() if self.release is not None else None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SiteQueryReply:
+        reply = SiteReply(**{**data["reply"], "receipts": tuple(data["reply"].get("receipts", ()))})
+        release = Release.from_json(data["release"]) if data.get("release") is not None else None
+        return cls(reply=reply, release=release)
+
 
 def query_messages(*, request: QueryRequest, node_ids: Sequence[int], kind: str | None = None) -> list[Message]:
     config = request.to_config()

@@ -16,7 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from federation.analytics.site_answers import QueryRequest
 from federation.coordinator.analytics import SiteQueryReply, ask_costs, ask_sites
-from federation.coordinator.study_loop import _wait_for_sites
+from federation.coordinator.study_loop import wait_for_sites
 
 
 @dataclass
@@ -43,7 +43,7 @@ def build_analytics_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            nodes = _wait_for_sites(grid, n_sites, timeout)
+            nodes = wait_for_sites(grid, n_sites, timeout)
             if costs:
                 box.costs = ask_costs(grid=grid, requests=requests, node_ids=nodes, timeout=timeout)
             if answers:

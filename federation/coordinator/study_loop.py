@@ -40,7 +40,9 @@ class StudyOutcome:
         return sum(1 for r in self.rounds if any(s.status == "ok" for s in r.train))
 
 
-def _wait_for_sites(grid: Grid, n_sites: int, timeout: float) -> list[int]:
+def wait_for_sites(grid: Grid, n_sites: int, timeout: float) -> list[int]:
+    """The node ids once ``n_sites`` sites are connected; TimeoutError naming how many
+    came, so the caller can say which step of the site's set-up to check."""
     deadline = time.monotonic() + timeout
     while len(nodes := list(grid.get_node_ids())) < n_sites:
         if time.monotonic() > deadline:
@@ -66,7 +68,7 @@ def run_training(
     """Run the study's rounds; with ``range_finding`` (and no encoder), first ask the
     sites for DP ranges and build the encoder from them."""
     observer = observer or NullObserver()
-    node_ids = _wait_for_sites(grid, n_sites, timeout)
+    node_ids = wait_for_sites(grid, n_sites, timeout)
     config = spec.to_config()
     receipts: list[dict[str, Any]] = []
     dictionary = None

@@ -2,7 +2,8 @@
 
 ``build_client_app`` is used by the simulation (sites mapped from partition ids);
 the module-level ``app`` is what a hospital's SuperNode runs, locating its data and
-state from the node config that hospital IT wrote.
+state from the node config that hospital IT wrote (``node-toml`` in it points at the
+node.toml holding the site's policy; see federation/node/config.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from federation.node.config import NODE_TOML_KEY
 from federation.node.range_task import QUERY_KIND_KEY
-from federation.node.site import SiteConfig, resolve_from_node_config
+from federation.node.replies import refusal
+from federation.node.site import SITE_ID_KEY, SiteConfig, resolve_from_node_config
 from federation.node.tasks import serve
 
 SiteResolver = Callable[[dict[str, Any]], SiteConfig]
@@ -23,18 +26,28 @@ SiteResolver = Callable[[dict[str, Any]], SiteConfig]
 def build_client_app(*, resolve_site: SiteResolver = resolve_from_node_config) -> ClientApp:
     app = ClientApp()
 
+    def answer(kind: str, msg: Message, context: Context) -> Message:
+        node_config = dict(context.node_config)
+        try:
+            site = resolve_site(node_config)
+        except (KeyError, ValueError, IndexError) as err:
+            # Without its site the node cannot gate, serve or audit: refuse, never crash.
+            return refusal(msg, site_id=str(node_config.get(SITE_ID_KEY, "unknown")), kind="error",
+                           reason=f"the node is misconfigured: {err}")
+        return serve(kind=kind, msg=msg, site=site, node_toml=node_config.get(NODE_TOML_KEY))
+
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return serve(kind="train", msg=msg, site=resolve_site(dict(context.node_config)))
+        return answer("train", msg, context)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return serve(kind="evaluate", msg=msg, site=resolve_site(dict(context.node_config)))
+        return answer("evaluate", msg, context)
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         name = str(msg.content["config"].get(QUERY_KIND_KEY, "")) if "config" in msg.content else ""
-        return serve(kind=f"query:{name}", msg=msg, site=resolve_site(dict(context.node_config)))
+        return answer(f"query:{name}", msg, context)
 
     return app
 

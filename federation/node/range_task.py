@@ -15,6 +15,7 @@ from datasets_synthetic.loader import parse_csv, parse_parquet, read_site_bytes
 from privacy_budgets import BudgetExceeded, Ledger
 
 from federation.node.replies import refusal, site_record
+from federation.node.request_cap import RequestCapExceeded, check_request_cap
 from federation.node.site import SiteConfig
 from federation.ranges import noisy_range, range_event
 from federation.spec import SpecError, TrainingSpec
@@ -49,12 +50,13 @@ def handle_ranges(msg: Message, site: SiteConfig) -> Message:
     event = range_event(noise_std=noise_std, n_columns=len(columns))
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         try:
+            check_request_cap(ledger=ledger, site=site, project=spec.project, event=event)
             reservation = ledger.reserve(
                 dataset=site.dataset, project=spec.project, event=event, actor=spec.coordinator,
                 purpose=f"DP range finding of {len(columns)} columns for feature scaling",
                 run_id=spec.run_id, query_id=f"{spec.run_id}-ranges",
             )
-        except BudgetExceeded as err:
+        except (BudgetExceeded, RequestCapExceeded) as err:
             return refusal(msg, site_id=site.site_id, kind="budget", reason=str(err))
         try:
             values = _numeric_columns(site, columns)

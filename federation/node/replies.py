@@ -15,8 +15,10 @@ RECEIPT_KEY = "receipt"
 def refusal(msg: Message, *, site_id: str, kind: str, reason: str) -> Message:
     """A clear no, sent as content (not a crash), so the coordinator can report it.
 
-    ``kind`` is "budget" (a cap or allocation would be exceeded), "policy" (the site
-    does not allow this task) or "error" (the site could not do it; nothing released).
+    ``kind`` is "budget" (a cap, an allocation or the site's per-request cap would be
+    exceeded, or the project has no allocation), "policy" (the site does not allow this
+    task), "paused" (the site's kill switch is on) or "error" (the site could not do
+    it; nothing released).
     """
     record = ConfigRecord({"site-id": site_id, "kind": kind, "reason": reason})
     return Message(content=RecordDict({REFUSAL_KEY: record}), reply_to=msg)

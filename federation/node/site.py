@@ -28,6 +28,8 @@ class SiteConfig:
     ``state_dir``; the data file is only read. ``min_cell_size`` and
     ``true_count_floor`` are the site's disclosure rules for analytics (None: the
     workbench defaults, a minimum cell size of 5 and no floor on true counts).
+    ``max_epsilon_per_request`` is the site's cap on one request's cost (None: no cap
+    beyond the ledger's; set from node.toml, see federation/node/request_cap.py).
     """
 
     site_id: str
@@ -37,6 +39,7 @@ class SiteConfig:
     dataset: str = ""
     min_cell_size: int | None = None
     true_count_floor: int | None = None
+    max_epsilon_per_request: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_path", Path(self.data_path))
@@ -65,6 +68,9 @@ class SiteConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SiteConfig:
+        data = dict(data)
+        if data.get("max_epsilon_per_request") is not None:
+            data["max_epsilon_per_request"] = float(data["max_epsilon_per_request"])
         return cls(**data)
 
     @classmethod

@@ -16,11 +16,13 @@ from privacy_budgets.mechanisms import dpsgd_event
 
 from federation.dp_sgd import train_round
 from federation.features import FeatureEncoder
+from federation.analytics.disclosure import DEFAULT_MIN_CELL_SIZE
 from federation.models import build_model
 from federation.node.data_access import site_arrays
 from federation.node.plan import PlanRefused, site_plan
 from federation.node.replies import refusal, site_record
 from federation.node.ledger_pool import site_ledger
+from federation.node.request_cap import RequestCapExceeded, check_request_cap
 from federation.node.site import SiteConfig
 from federation.node.site_parameters import keep_site_parameters, with_site_parameters
 from federation.spec import SpecError, TrainingSpec
@@ -44,6 +46,14 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
     torch.set_num_threads(1)  # one CPU per simulated site; more only oversubscribes
     arrays = site_arrays(site=site, spec=spec, encoder=encoder, config=config)
     n_train = len(arrays.y_train)
+    smallest = site.min_cell_size if site.min_cell_size is not None else DEFAULT_MIN_CELL_SIZE
+    if n_train < smallest:
+        # The row count leaves the site anyway (the FedAvg weight): refusing on it adds nothing.
+        return refusal(
+            msg, site_id=site.site_id, kind="policy",
+            reason=f"the training cohort at site {site.site_id} ({n_train} records) is below the site's "
+                   f"minimum of {smallest} (min_cell_size).",
+        )
     with site_ledger(site) as ledger:  # kept open between the messages of this process
         try:
             plan = site_plan(
@@ -54,6 +64,7 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
                 sampling_rate=plan.sampling_rate,
                 steps=plan.steps_per_round,
             )
+            check_request_cap(ledger=ledger, site=site, project=spec.project, event=planned)
             reservation = ledger.reserve(
                 dataset=site.dataset,
                 project=spec.project,
@@ -63,7 +74,7 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
                 run_id=spec.run_id,
                 round=server_round,
             )
-        except (BudgetExceeded, PlanRefused) as err:
+        except (BudgetExceeded, PlanRefused, RequestCapExceeded) as err:
             return refusal(msg, site_id=site.site_id, kind="budget", reason=str(err))
 
         try:

@@ -1,0 +1,19 @@
+"""One loopback federation for the deployment tests: a real flower-superlink with TLS
+and node authentication, and three real hospital nodes (flower-supernode plus the
+site executor), started once for all deployment tests and stopped by PID in the finalizer."""
+
+from __future__ import annotations
+
+import pytest
+
+from federation.deployment.loopback import LoopbackFederation, build_loopback_federation
+
+
+@pytest.fixture(scope="session")
+def loopback(tmp_path_factory) -> LoopbackFederation:
+    fed = build_loopback_federation(root=tmp_path_factory.mktemp("loopback"), sites=3, rows=300)
+    try:
+        fed.start()
+        yield fed
+    finally:
+        fed.stop()

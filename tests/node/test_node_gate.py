@@ -1,0 +1,190 @@
+"""The policy gate behind serve(), with real Flower messages, a real ledger and a real
+audit log: a paused node refuses, a policy is enforced before any data is read, every
+request leaves one audit line with the epsilon it charged, and a handler's failure is
+a refusal, never a crash."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _node_helpers import PROJECT, received, set_key
+from flwr.app import MessageType
+
+from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY
+from federation.analytics.query import Query
+from federation.analytics.site_answers import QueryRequest
+from federation.node.audit import audit_path, recent_entries, verify_audit
+from federation.node.pause import pause_node, resume_node
+from federation.node.tasks import serve
+from privacy_budgets import Ledger
+
+
+def _count(epsilon=0.2, project=PROJECT, run_id=None, **more) -> dict:
+    return QueryRequest(query=Query(kind="count", epsilon=epsilon, **more), project=project, run_id=run_id).to_config()
+
+
+def _ask(node, config: dict, kind: str = "query:count", **message):
+    return serve(kind=kind, msg=received(config, **message), site=node.site, node_toml=node.toml)
+
+
+def _requests(node) -> list[dict]:
+    return [e for e in reversed(recent_entries(path=audit_path(node.config.state_dir)))]
+
+
+def _ledger_kinds(node) -> list[str]:
+    site = node.site
+    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+        return [e.kind for e in ledger.entries()]
+
+
+def _train_message(*, server_round: int = 1):
+    from federation.coordinator.server_app import initial_arrays
+    from federation.features import FeatureEncoder
+    from federation.spec import TrainingSpec
+
+    spec = TrainingSpec(project=PROJECT, target_epsilon=1.0, rounds=2, model="logreg", batch_size=32,
+                        coordinator="coordinator-eu", run_id="run-7")
+    encoder = FeatureEncoder.from_dictionary(dictionary=SYNTHETIC_HOSPITALS_DICTIONARY)
+    config = {**spec.to_config(), "server-round": server_round, "feature-encoder": encoder.to_json()}
+    return received(config, message_type=MessageType.TRAIN, arrays=initial_arrays(spec=spec, encoder=encoder))
+
+
+def test_a_paused_node_refuses_a_query_records_it_and_serves_again_once_resumed(node):
+    pause_node(state_dir=node.config.state_dir, reason="ethics review of project access", who="it-officer")
+    before = _ledger_kinds(node)
+    reply = _ask(node, _count())
+    refusal = reply.content["refusal"]
+    assert refusal["kind"] == "paused" and refusal["site-id"] == "hospital-a"
+    assert "paused since" in refusal["reason"] and "by it-officer: ethics review of project access" in refusal["reason"]
+    assert "workbench node resume" in refusal["reason"]
+    assert _ledger_kinds(node) == before  # nothing reserved, nothing read
+
+    request, alert = _requests(node)[-2:]
+    assert request["kind"] == "request" and request["task"] == "query:count" and request["project"] == PROJECT
+    assert request["decision"] == {"outcome": "refused", "refusal_kind": "paused", "reason": refusal["reason"]}
+    assert request["epsilon_charged"] == 0.0 and request["coordinator"]["src_node_id"] == 1
+    assert request["message_id"] == "m-1" and json.loads(request["parameters"]["query"])["kind"] == "count"
+    assert alert["kind"] == "alert" and alert["alert"] == "paused"
+
+    resume_node(state_dir=node.config.state_dir)
+    served = _ask(node, _count(), message_id="m-2")
+    assert "refusal" not in served.content
+    receipts = json.loads(served.content["site"]["receipts"])
+    last = _requests(node)[-1]
+    assert last["decision"]["outcome"] == "served" and last["message_id"] == "m-2"
+    assert last["epsilon_charged"] == pytest.approx(receipts[0]["epsilon"]) and last["epsilon_charged"] > 0
+    assert last["ledger_entries"] == [r["seq"] for r in receipts]
+    assert verify_audit(audit_path(node.config.state_dir)).ok
+
+
+def test_a_paused_node_refuses_training_before_the_handler_runs(node):
+    pause_node(state_dir=node.config.state_dir, reason="incident 4711")
+    # Only a spec: had the handler run, the missing model and encoder would have failed it.
+    from federation.spec import TrainingSpec
+
+    spec = TrainingSpec(project=PROJECT, target_epsilon=1.0, rounds=2, coordinator="coordinator-eu")
+    reply = _ask(node, {**spec.to_config(), "server-round": 1}, kind="train", message_type=MessageType.TRAIN)
+    assert reply.content["refusal"]["kind"] == "paused" and "incident 4711" in reply.content["refusal"]["reason"]
+    request = _requests(node)[-2]
+    assert request["task"] == "train" and request["coordinator"]["claimed"] == "coordinator-eu"
+    assert request["run_id"] == spec.run_id
+
+
+def test_training_through_the_door_charges_what_ran_and_the_log_says_so(node):
+    reply = serve(kind="train", msg=_train_message(), site=node.site, node_toml=node.toml)
+    assert "refusal" not in reply.content, reply.content.get("refusal")
+    receipts = json.loads(reply.content["site"]["receipts"])
+    last = _requests(node)[-1]
+    assert last["task"] == "train" and last["decision"]["outcome"] == "served" and last["run_id"] == "run-7"
+    assert last["epsilon_charged"] == pytest.approx(receipts[0]["epsilon"]) and last["epsilon_charged"] > 0
+    assert last["parameters"]["feature-encoder"].startswith("<")  # long values are kept as their hash
+    assert last["parameters"]["server-round"] == 1
+
+
+def test_a_failing_handler_is_an_error_refusal_and_still_logged(node):
+    node.config.data_path.unlink()  # the data file vanished under a running node
+    reply = serve(kind="train", msg=_train_message(), site=node.site, node_toml=node.toml)
+    refusal = reply.content["refusal"]
+    assert refusal["kind"] == "error" and refusal["reason"].startswith("site hospital-a could not complete train: ")
+    assert "hospital_01.parquet" in refusal["reason"]
+    request, alert = _requests(node)[-2:]
+    assert request["decision"]["refusal_kind"] == "error" and alert["alert"] == "refused"
+
+
+def test_a_training_cohort_below_the_site_minimum_is_refused(node):
+    set_key(node.toml, "min_cell_size", "100000")
+    reply = serve(kind="train", msg=_train_message(), site=node.site, node_toml=node.toml)
+    assert reply.content["refusal"]["kind"] == "policy"
+    assert "below the site's minimum of 100000 (min_cell_size)" in reply.content["refusal"]["reason"]
+
+
+def test_a_task_the_policy_does_not_allow_is_refused_before_any_data_is_read(node):
+    set_key(node.toml, "allowed_tasks", '["train", "evaluate", "query:count"]')
+    before = _ledger_kinds(node)
+    request = QueryRequest(query=Query(kind="mean", column="age", bounds=(18, 95), epsilon=0.2), project=PROJECT)
+    reply = _ask(node, request.to_config(), kind="query:mean")
+    assert reply.content["refusal"]["kind"] == "policy"
+    assert reply.content["refusal"]["reason"] == (
+        "site hospital-a does not allow query:mean tasks; its policy allows train, evaluate, query:count. "
+        "Ask the site whether the study may run it.")
+    assert _ledger_kinds(node) == before
+    assert "refusal" not in _ask(node, _count()).content
+    assert [e.get("alert") for e in _requests(node) if e["kind"] == "alert"] == ["refused"]
+
+
+def test_a_project_without_an_allocation_is_refused_by_the_gate(node):
+    reply = _ask(node, _count(project="other-study"))
+    refusal = reply.content["refusal"]
+    assert refusal["kind"] == "budget"
+    assert "project 'other-study' has no allocation on dataset 'hospital_01' at site hospital-a" in refusal["reason"]
+    assert "workbench budget allocate" in refusal["reason"]
+    assert _requests(node)[-1]["alert"] == "over-cap"
+
+
+def test_the_per_request_cap_is_checked_on_the_cost_the_site_computes(node):
+    set_key(node.toml, "max_epsilon_per_request", "0.1")
+    before = _ledger_kinds(node)
+    reply = _ask(node, _count(epsilon=0.5))
+    refusal = reply.content["refusal"]
+    assert refusal["kind"] == "budget" and "above the site's cap of 0.1 per request" in refusal["reason"]
+    assert "would cost epsilon 0.5" in refusal["reason"]
+    assert _ledger_kinds(node) == before  # refused before reserving
+    priced = json.loads(_ask(node, _count(epsilon=0.5), kind="query:cost").content["cost"]["cost"])
+    assert priced["fits"] is False and priced["binding"] == "the site's cap of 0.1 per request"
+    assert "refusal" not in _ask(node, _count(epsilon=0.1)).content
+
+
+def test_the_per_request_cap_holds_for_a_training_round_too(node):
+    set_key(node.toml, "max_epsilon_per_request", "0.01")
+    before = _ledger_kinds(node)
+    refusal = serve(kind="train", msg=_train_message(), site=node.site, node_toml=node.toml).content["refusal"]
+    assert refusal["kind"] == "budget" and "above the site's cap of 0.01 per request" in refusal["reason"]
+    assert _ledger_kinds(node) == before
+
+
+def test_a_node_toml_broken_while_running_refuses_everything_clearly(node):
+    site = node.site  # as the running node resolved it from its node config
+    set_key(node.toml, "min_cell_size", "2")
+    refusal = serve(kind="query:count", msg=received(_count()), site=site, node_toml=node.toml).content["refusal"]
+    assert refusal["kind"] == "error"
+    assert refusal["reason"].startswith("site hospital-a cannot read its node.toml, so it serves nothing until fixed")
+    assert "[policy] min_cell_size must be a whole number of at least 3; got 2" in refusal["reason"]
+    request = recent_entries(path=audit_path(site.state_dir), limit=2)[1]
+    assert request["kind"] == "request" and request["decision"]["refusal_kind"] == "error"
+
+
+def test_an_unknown_task_is_refused_and_logged(node):
+    refusal = _ask(node, _count(), kind="query:everything").content["refusal"]
+    assert refusal["kind"] == "policy" and refusal["reason"].startswith("unknown task 'query:everything'")
+
+
+def test_repeated_identical_queries_raise_an_alert_after_the_limit(node):
+    for i in range(4):  # a fresh run id each time: still the same question
+        assert "refusal" not in _ask(node, _count(run_id=f"r{i}"), message_id=f"m{i}").content
+    entries = _requests(node)
+    repeated = [e for e in entries if e.get("alert") == "repeated"]
+    assert len(repeated) == 1 and "arrived 4 times within 24 h" in repeated[0]["message"]
+    charged = [e["epsilon_charged"] for e in entries if e["kind"] == "request"]
+    assert charged[0] > 0 and charged[1:] == [0.0, 0.0, 0.0]  # replays of a released answer are free
+    assert [e["replay"] for e in entries if e["kind"] == "request"] == [False, True, True, True]

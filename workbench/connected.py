@@ -1,0 +1,443 @@
+"""Studies against a real coordinator: the hospitals run nodes, the coordinator a SuperLink.
+
+>>> wb = Workbench.connect(coordinator="coordinator/", dictionary="data_dictionary.json")  # doctest: +SKIP
+>>> result = wb.train(target_epsilon=1.0, rounds=3, project="cardio")                     # doctest: +SKIP
+>>> wb.budget()                                                                            # doctest: +SKIP
+
+The workbench runs on the coordinator's machine: it writes a study file into the
+coordinator folder, starts a Flower run (``flwr run`` with the study's app bundle,
+federation/app_bundle), and reads back what the deployed ServerApp writes into the
+run folder, round by round. It sees what the coordinator sees: the sites' replies
+and their signed spend receipts, never a ledger. ``budget()`` is therefore the
+coordinator's MIRROR of receipts; each site's own ledger stays the source of truth
+(reconcile them with ``privacy_budgets.reconciliation.reconcile``).
+
+When a site refuses a round (paused, out of budget, policy), the study stops at
+that round with the site's reason in ``TrainingResult.stopped_reason``: the sites
+of a study were approved together, and one should not silently drop out.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from datasets_synthetic import DataDictionary, DataDictionaryError
+from federation.deployment.processes import split_address
+from federation.deployment.registry import registered_nodes
+from federation.deployment.run_folder import RunFolder, StudyFile
+from federation.deployment.superlink import CONNECTION, Coordinator, CoordinatorError
+from federation.features import FeatureEncoder
+from federation.spec import TrainingSpec
+from workbench.errors import SiteUnreachable, StudyRefused, WorkbenchError, refused_paragraph
+from workbench.progress import ProgressObserver
+
+if TYPE_CHECKING:
+    from federation.analytics.query import Query
+    from workbench.analytics import QueryBuilder
+    from workbench.description import Description
+    from workbench.query_results import QueryResult, QueryResults
+from workbench.results import TrainingResult
+
+APP_BUNDLE = Path(__file__).resolve().parents[1] / "federation" / "app_bundle"
+
+
+class StudyFailed(WorkbenchError, RuntimeError):
+    """The coordinator's ServerApp failed; the message carries its error."""
+
+
+def _open_coordinator(coordinator: str | Path) -> Coordinator:
+    path = Path(coordinator)
+    if path.is_dir():
+        return Coordinator.open(path)
+    try:
+        split_address(str(coordinator))
+    except ValueError:
+        raise CoordinatorError(
+            f"coordinator must be a coordinator folder (made by `workbench coordinator init`); "
+            f"{str(coordinator)!r} is not a folder."
+        ) from None
+    raise CoordinatorError(
+        f"{coordinator} is an address; connected studies run on the coordinator's machine and need its "
+        "folder (they share the run folder with the SuperLink's ServerApp). Pass the folder given to "
+        "`workbench coordinator init --folder`."
+    )
+
+
+class ConnectedWorkbench:
+    """The study methods of ``Workbench.simulate(...)``, against a running coordinator."""
+
+    def __init__(self, *, coordinator: Coordinator, dictionary: DataDictionary | None, sites: int | None = None) -> None:
+        self.coordinator = coordinator
+        self.dictionary = dictionary
+        self._sites = sites
+
+    # --- looking ------------------------------------------------------------------
+
+    @property
+    def n_sites(self) -> int:
+        """How many sites a study waits for: as given, else every registered site."""
+        if self._sites is not None:
+            return self._sites
+        registered = len(registered_nodes(self.coordinator))
+        if registered == 0:
+            raise CoordinatorError(
+                f"no site is registered with the coordinator in {self.coordinator.folder}; register each "
+                "site's key with `workbench coordinator register-node KEY.pub --name SITE`."
+            )
+        return registered
+
+    @property
+    def sites(self) -> pd.DataFrame:
+        nodes = registered_nodes(self.coordinator)
+        return pd.DataFrame([{"site": n.name, "node_id": n.node_id, "registered_at": n.registered_at}
+                             for n in nodes.values()])
+
+    def receipts(self) -> list[dict[str, Any]]:
+        """Every spend receipt the coordinator holds (its mirror), oldest run first.
+
+        A replayed analytics answer comes back with the receipt of its first release
+        (the proof of what it cost); the mirror keeps each signed entry once.
+        """
+        out: list[dict[str, Any]] = []
+        seen: set[tuple[str, int]] = set()
+        for folder in sorted(self.coordinator.runs_dir.glob("*/"), key=lambda p: p.stat().st_mtime):
+            outcome = RunFolder(folder).outcome()
+            if outcome and outcome.get("status") == "finished":
+                for receipt in outcome.get("receipts", []):
+                    key = (str(receipt.get("site_id")), int(receipt.get("seq", -1)))
+                    if key not in seen:
+                        seen.add(key)
+                        out.append(receipt)
+        return out
+
+    def budget(self) -> pd.DataFrame:
+        """Per site, dataset and project: the epsilon the sites' receipts report (the mirror).
+
+        ``epsilon_project`` and ``epsilon_dataset`` are the latest values the site's
+        ledger signed; the site's own ledger stays the source of truth.
+        """
+        rows = [r for r in self.receipts() if r.get("kind") == "commit"]
+        columns = ["site", "dataset", "project", "epsilon_project", "epsilon_dataset", "delta", "releases"]
+        if not rows:
+            return pd.DataFrame(columns=columns)
+        frame = pd.DataFrame(rows).sort_values("seq")
+        out = []
+        for (site, dataset, project), g in frame.groupby(["site_id", "dataset", "project"], sort=True):
+            last = g.iloc[-1]
+            out.append({"site": site, "dataset": dataset, "project": project,
+                        "epsilon_project": float(last["project_epsilon_after"]),
+                        "epsilon_dataset": float(last["dataset_epsilon_after"]),
+                        "delta": float(last["delta"]), "releases": len(g)})
+        return pd.DataFrame(out, columns=columns)
+
+    def budget_history(self) -> pd.DataFrame:
+        """Every spend the sites' receipts report, in each site's ledger order (the mirror)."""
+        columns = ["site", "seq", "time", "kind", "project", "epsilon_dataset", "epsilon_project", "limit", "purpose"]
+        rows = [{"site": r["site_id"], "seq": r["seq"], "time": r.get("time", ""), "kind": r["kind"],
+                 "project": r["project"], "epsilon_dataset": r.get("dataset_epsilon_after"),
+                 "epsilon_project": r.get("project_epsilon_after"), "limit": None, "purpose": r.get("purpose", "")}
+                for r in self.receipts() if r.get("kind") == "commit"]
+        return pd.DataFrame(rows, columns=columns).sort_values(["site", "seq"], ignore_index=True)
+
+    def plot_budget(self, *, axes: Any = None):
+        """Burn-down per site from the receipts the coordinator holds (caps live at the
+        sites: their ethics board's report shows them)."""
+        from workbench.burn_down import plot_burn_down
+
+        return plot_burn_down(self.budget_history(), axes=axes)
+
+    def report(self, *, out: str | Path | None = None) -> None:
+        """The ethics board's report is made where the ledger is: at each hospital."""
+        raise WorkbenchError(
+            "Each hospital's ledger stays at the hospital, so its report is made there: "
+            "`workbench budget report --ledger STATE/ledger.sqlite --out report.html` (the ledger path is in "
+            "the node's node.toml). Here, wb.budget() and wb.plot_budget() show the coordinator's mirror "
+            "of the sites' signed receipts, which the board can reconcile with each ledger "
+            "(`workbench budget reconcile`)."
+        )
+
+    def plan_training(self, **_: Any) -> None:
+        """Planning needs each site's row count, which only the site knows exactly."""
+        raise WorkbenchError(
+            "A connected federation plans at the sites: each hospital calibrates its own noise for the "
+            "whole study from its own row count when the study starts, and refuses a study that does not "
+            "fit its cap before touching its data. What to do: run wb.describe() for each site's (noisy) "
+            "size, and plan on a simulation of that size (Workbench.simulate(...).plan_training(...))."
+        )
+
+    def encoder(self, *, target: str | None = None) -> FeatureEncoder:
+        from workbench.session import with_target
+
+        if self.dictionary is None:
+            raise DataDictionaryError(
+                "a connected study encodes features from the public data dictionary; pass "
+                "dictionary='data_dictionary.json' to Workbench.connect."
+            )
+        dictionary = with_target(self.dictionary, target) if target else self.dictionary
+        return FeatureEncoder.from_dictionary(dictionary=dictionary)
+
+    # --- doing --------------------------------------------------------------------
+
+    def train(
+        self,
+        *,
+        target_epsilon: float,
+        rounds: int,
+        project: str | None = None,
+        target: str | None = None,
+        verbose: bool = False,
+        on_round: Any = None,
+        timeout: float = 1800.0,
+        reply_timeout: float = 600.0,
+        prompt_replies: bool = True,
+        **hyperparameters: Any,
+    ) -> TrainingResult:
+        """Train across the connected sites with DP-SGD at every site.
+
+        Each site's ledger must already hold an allocation for ``project`` (its
+        ethics board grants it at the site); a site without one refuses, and the
+        study stops with its reason. ``timeout`` bounds the whole study;
+        ``reply_timeout`` is how long the coordinator waits for a site's reply
+        before it reports the site as failed and stops the study. ``prompt_replies=False``
+        uses Flower's own Grid, which collects replies every 3 s (for comparison).
+        """
+        from federation.models import build_model
+
+        project = project or f"study-{uuid.uuid4().hex[:6]}"
+        spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
+        encoder = self.encoder(target=target)
+        folder = RunFolder(self.coordinator.runs_dir / spec.run_id)
+        StudyFile(spec=spec, encoder=encoder, n_sites=self.n_sites, run_folder=folder.path,
+                  timeout=reply_timeout, prompt_grid=prompt_replies).save(folder.study_path)
+        flower_run = self._start_flower_run(key="study-file", path=folder.study_path, folder=folder)
+        observer = ProgressObserver(rounds=rounds, on_round=on_round)
+        try:
+            outcome = self._follow(folder=folder, flower_run=flower_run, observer=observer, timeout=timeout, verbose=verbose)
+        finally:
+            observer.close()
+        if outcome["status"] != "finished":
+            if str(outcome.get("error", "")).startswith("TimeoutError"):
+                raise SiteUnreachable(
+                    f"{str(outcome['error']).removeprefix('TimeoutError: ')} Nothing was trained. What to do: ask "
+                    "each missing hospital's IT to run `workbench node status --config node.toml`, or "
+                    "connect with sites=N for the hospitals that are up."
+                )
+            raise StudyFailed(f"the study's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}")
+        stopped = str(outcome.get("stopped_reason", ""))
+        if stopped and not any(s.status == "ok" for r in folder.rounds() for s in r.train):
+            raise StudyRefused(refused_paragraph(stopped_reason=stopped))
+        model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
+        import torch
+
+        model.load_state_dict(torch.load(folder.model_path, weights_only=True))
+        return TrainingResult(
+            spec=spec, history=observer.history(), model=model, receipts=list(outcome["receipts"]),
+            stopped_reason=str(outcome.get("stopped_reason", "")), encoder=encoder,
+        )
+
+    # --- analytics ------------------------------------------------------------------
+
+    @property
+    def query(self) -> QueryBuilder:
+        """Build analytics queries, as on a simulation: ``wb.query.count(by="site", epsilon=0.1)``."""
+        from workbench.analytics import QueryBuilder
+
+        return QueryBuilder(dictionary=self.dictionary)
+
+    def ask(
+        self, queries: Query | list[Query], *, project: str, level: float = 0.95, timeout: float = 600.0
+    ) -> QueryResult | QueryResults:
+        """Answer queries at every connected site (noise, suppression and the charge are
+        each site's own, behind its policy gate and in its audit log), in one Flower run."""
+        from federation.analytics.estimates import z_value
+        from workbench.analytics import _as_queries
+        from workbench.query_results import QueryResult, QueryResults
+
+        items = _as_queries(queries)
+        z_value(level)  # a clear error before anything is sent
+        answers, _ = self._run_queries(items=items, project=project, costs=False, timeout=timeout)
+        results = QueryResults(
+            QueryResult.from_replies(request=request, replies=replies, level=level)
+            for request, replies in zip(self._last_requests, answers)
+        )
+        return results[0] if not isinstance(queries, list) else results
+
+    def query_cost(self, queries: Query | list[Query], *, project: str, timeout: float = 600.0) -> pd.DataFrame:
+        """What each query would cost at each site, as each site computes it; nothing is
+        run or spent (the sites' ``query:cost`` handler)."""
+        from workbench.analytics import _as_queries
+
+        _, costs = self._run_queries(items=_as_queries(queries), project=project, costs=True, timeout=timeout)
+        return costs
+
+    def describe(self, *, project: str = "describe", epsilon: float = 0.05, level: float = 0.95) -> Description:
+        """The schema (public) and each site's number of patients as a DP count charged to
+        ``project`` at each site (whose ethics board must have allocated it)."""
+        from workbench.description import Description, schema_rows, site_rows
+
+        if self.dictionary is None:
+            raise DataDictionaryError("describe() needs the public data dictionary: pass dictionary=... to connect.")
+        counts = self.ask(self.query.count(by="site", epsilon=epsilon, label="patients per site"), project=project,
+                          level=level)
+        sites = pd.DataFrame({"site": list(counts.sites["site"]), "dataset": ""})
+        return Description(schema=schema_rows(dictionary=self.dictionary), sites=site_rows(sites=sites, counts=counts),
+                           counts=counts)
+
+    def _run_queries(self, *, items: list[Query], project: str, costs: bool, timeout: float):
+        from federation.analytics.site_answers import QueryRequest
+        from federation.deployment.query_file import QueryFile, answers_from_json
+
+        run_id = uuid.uuid4().hex[:12]
+        requests = tuple(QueryRequest(query=q, project=project, actor="analyst (notebook)", run_id=run_id)
+                         for q in items)
+        self._last_requests = requests
+        folder = RunFolder(self.coordinator.runs_dir / f"queries-{run_id}")
+        query_path = folder.path / "queries.json"
+        QueryFile(requests=requests, n_sites=self.n_sites, run_folder=folder.path, costs=costs,
+                  answers=not costs, timeout=timeout).save(query_path)
+        flower_run = self._start_flower_run(key="query-file", path=query_path, folder=folder)
+        outcome = self._await_outcome(folder=folder, flower_run=flower_run, timeout=timeout)
+        return answers_from_json(outcome)
+
+    def _start_flower_run(self, *, key: str, path: Path, folder: RunFolder) -> str:
+        answer = self.coordinator.flwr("run", str(APP_BUNDLE), CONNECTION, "--run-config", f"{key}='{path}'")
+        flower_run = str(answer["run-id"])
+        folder.flower_run_path.write_text(flower_run + "\n")
+        return flower_run
+
+    def _await_outcome(self, *, folder: RunFolder, flower_run: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        next_status = time.monotonic() + 5.0
+        while (outcome := folder.outcome()) is None:
+            if time.monotonic() > next_status:
+                self._check_flower_run(flower_run)
+                next_status = time.monotonic() + 5.0
+            if time.monotonic() > deadline:
+                self.coordinator.flwr("stop", flower_run, CONNECTION)
+                raise SiteUnreachable(f"the sites did not answer within {timeout:.0f} s (Flower run {flower_run}, "
+                                      "now stopped). What to do: check each site's `workbench node status`.")
+            time.sleep(0.2)
+        if outcome["status"] != "finished":
+            raise StudyFailed(f"the coordinator's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}")
+        return outcome
+
+    def _follow(self, *, folder: RunFolder, flower_run: str, observer: ProgressObserver, timeout: float, verbose: bool) -> dict[str, Any]:
+        """Report rounds as the ServerApp writes them; return its outcome."""
+        seen = 0
+        deadline = time.monotonic() + timeout
+        next_status = time.monotonic() + 5.0
+        while True:
+            rounds = folder.rounds()
+            for report in rounds[seen:]:
+                observer.round_finished(report)
+                if verbose:
+                    print(f"round {report.round}/{report.rounds} ({report.seconds:.1f} s)")
+            seen = len(rounds)
+            outcome = folder.outcome()
+            if outcome is not None:
+                if outcome.get("stopped_reason"):
+                    observer.study_stopped(outcome["stopped_reason"])
+                return outcome
+            if time.monotonic() > next_status:
+                self._check_flower_run(flower_run)
+                next_status = time.monotonic() + 5.0
+            if time.monotonic() > deadline:
+                self.coordinator.flwr("stop", flower_run, CONNECTION)
+                raise TimeoutError(f"the study (Flower run {flower_run}) did not finish within {timeout:.0f} s; it was stopped.")
+            time.sleep(0.2)
+
+    def _check_flower_run(self, flower_run: str) -> None:
+        """A ServerApp that died before writing its outcome (e.g. an import error)."""
+        runs = self.coordinator.flwr("ls", CONNECTION, "--run-id", flower_run).get("runs", [])
+        status = str(runs[0].get("status", "")) if runs else ""
+        if status.startswith("finished:") and status != "finished:completed":
+            details = runs[0].get("status-details", "")
+            raise StudyFailed(
+                f"Flower run {flower_run} ended as {status} ({details}) without a study outcome; see "
+                f"`FLWR_HOME={self.coordinator.flwr_home} flwr log {flower_run} {CONNECTION} --show` and "
+                f"{self.coordinator.log_path}."
+            )
+
+
+def connect(
+    *,
+    coordinator: str | Path,
+    dictionary: str | Path | DataDictionary | None = None,
+    sites: int | None = None,
+) -> ConnectedWorkbench:
+    """A workbench on a running coordinator (its folder, from ``workbench coordinator init``).
+
+    ``dictionary`` is the study's public data dictionary (its ranges encode the
+    features); ``sites`` is how many sites a study waits for (default: every site
+    registered with the coordinator).
+    """
+    opened = _open_coordinator(coordinator)
+    if opened.running_pid() is None:
+        raise CoordinatorError(
+            f"the SuperLink of {opened.folder} is not running; start it with "
+            f"`workbench coordinator start --folder {opened.folder}`."
+        )
+    if dictionary is not None and not isinstance(dictionary, DataDictionary):
+        dictionary = DataDictionary.load(Path(dictionary))
+    if sites is not None and (not isinstance(sites, int) or sites < 1):
+        raise ValueError(f"sites must be a whole number >= 1 (how many sites a study waits for); got {sites!r}.")
+    return ConnectedWorkbench(coordinator=opened, dictionary=dictionary, sites=sites)
+
+
+def run_connected_study(
+    *,
+    coordinator: Path,
+    dictionary: Path | None,
+    out: Path,
+    epsilon: float,
+    rounds: int,
+    project: str,
+    target: str | None = None,
+    delta: float = 1e-5,
+    echo=print,
+    **hyperparameters: Any,
+) -> dict[str, Any]:
+    """``workbench study --coordinator``: one study on the connected sites; prints each
+    round, writes ``summary.json`` and the coordinator's ``receipts.jsonl`` to ``out``."""
+    import json
+
+    from workbench.study import _round_line
+
+    if dictionary is None:
+        raise DataDictionaryError(
+            "--dictionary is required with --coordinator: the study encodes features from the public "
+            "data dictionary (the sites' data never leaves them)."
+        )
+    started = time.monotonic()
+    wb = connect(coordinator=coordinator, dictionary=dictionary)
+    echo(f"{wb.n_sites} sites through the coordinator at {wb.coordinator.address}")
+    echo(f"private federated training: project {project!r}, epsilon {epsilon:g} per hospital at delta "
+         f"{delta:g}, {rounds} rounds (Flower Deployment Engine, DP-SGD at every site)")
+    result = wb.train(target_epsilon=epsilon, rounds=rounds, project=project, target=target, delta=delta,
+                      on_round=lambda r: echo(_round_line(r)), **hyperparameters)
+    echo(result._statement())
+    if result.stopped_reason:
+        echo(f"STOPPED: {result.stopped_reason}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "project": project, "run_id": result.spec.run_id, "target_epsilon": epsilon, "delta": delta,
+        "rounds_planned": rounds,
+        "rounds_completed": int(result.history["round"].max()) if not result.history.empty else 0,
+        "stopped_reason": result.stopped_reason,
+        "epsilon_per_site": {r.site: {"project": r.epsilon_project, "dataset_total": r.epsilon_dataset}
+                             for r in result.epsilon().itertuples()},
+        "weighted": result.weighted().to_dict(orient="records"),
+        "privacy_statement": result._statement(),
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    with (out / "receipts.jsonl").open("a") as fh:
+        for receipt in result.receipts:
+            fh.write(json.dumps(receipt) + "\n")
+    echo(f"wrote {out / 'summary.json'} and {out / 'receipts.jsonl'} ({summary['wall_seconds']:.0f} s)")
+    return summary
