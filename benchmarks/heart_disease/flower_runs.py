@@ -112,6 +112,10 @@ def run_flower_studies(
     results = []
     for study, outcome, seconds in outcomes:
         last = outcome.rounds[-1]
+        refused = [r for r in (*last.train, *last.evaluate) if r.status != "ok"]
+        if refused:
+            raise RuntimeError(f"study {study.spec().project}: site {refused[0].site_id} {refused[0].status} "
+                               f"round {last.round}: {refused[0].reason}")
         per_centre = {r.site_id: {"accuracy": r.metrics["accuracy"], "auc": r.metrics["auc"]} for r in last.evaluate}
         spent = {}
         for site in sites:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import torch
 from flwr.app import Message, MetricRecord, RecordDict
 
+from privacy_budgets import Ledger
+
 from federation.evaluation import binary_metrics, predict_proba
 from federation.features import FeatureEncoder
 from federation.models import build_model
 from federation.node.data_access import site_arrays
 from federation.node.replies import refusal, site_record
-from federation.node.ledger_pool import site_ledger
 from federation.node.site import SiteConfig
 from federation.node.site_parameters import with_site_parameters
 from federation.spec import SpecError, TrainingSpec
@@ -36,7 +37,7 @@ def handle_evaluate(msg: Message, site: SiteConfig) -> Message:
     model = with_site_parameters(model=model, site=site, spec=spec)  # the site's own intercept, if any
     metrics = binary_metrics(y_true=arrays.y_test, proba=predict_proba(model=model, x=arrays.x_test))
     n_test = len(arrays.y_test)
-    with site_ledger(site) as ledger:  # kept open between the messages of this process
+    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         declared = ledger.record_uncovered(
             dataset=site.dataset,
             project=spec.project,

@@ -11,7 +11,7 @@ import math
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from privacy_budgets import BudgetExceeded
+from privacy_budgets import BudgetExceeded, Ledger
 from privacy_budgets.mechanisms import dpsgd_event
 
 from federation.dp_sgd import train_round
@@ -21,7 +21,6 @@ from federation.models import build_model
 from federation.node.data_access import site_arrays
 from federation.node.plan import PlanRefused, site_plan
 from federation.node.replies import refusal, site_record
-from federation.node.ledger_pool import site_ledger
 from federation.node.request_cap import RequestCapExceeded, check_request_cap
 from federation.node.site import SiteConfig
 from federation.node.site_parameters import keep_site_parameters, with_site_parameters
@@ -54,7 +53,7 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
             reason=f"the training cohort at site {site.site_id} ({n_train} records) is below the site's "
                    f"minimum of {smallest} (min_cell_size).",
         )
-    with site_ledger(site) as ledger:  # kept open between the messages of this process
+    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         try:
             plan = site_plan(
                 ledger=ledger, spec=spec, dataset=site.dataset, n_train=n_train, plans_dir=site.plans_dir
