@@ -55,6 +55,8 @@ def results_markdown(*, results: list[VariantResult], sites: int, rows: int, rou
         "",
         f"Command: `{command}`",
         "",
+        "## Seconds per round",
+        "",
         "| variant | seconds per round (mean) | rounds 2+ (mean) | each round | site work (train + evaluate, slowest site) | of which training | everything else |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -151,7 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--quick", action="store_true", help="test size: 2 rounds, 200 rows, the workbench variant only")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.rows, args.variants = 2, 200, VARIANTS[0]
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
