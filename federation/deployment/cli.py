@@ -13,20 +13,16 @@ from typing import Optional
 
 import typer
 
+from federation.cli_support import EXIT_FAILED
+from federation.cli_support import fail as _fail
+
 app = typer.Typer(
     name="coordinator",
     help="The coordinator: certificates, the SuperLink (TLS, node authentication), registered sites.",
     no_args_is_help=True,
 )
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 FolderOption = typer.Option(Path("coordinator"), "--folder", help="The coordinator folder (made by `init`).")
-
-
-def _fail(message: str, *, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
-    return typer.Exit(code=code)
 
 
 def _open(folder: Path):

@@ -14,6 +14,8 @@ from typing import Optional
 
 import typer
 
+from federation.cli_support import EXIT_FAILED
+from federation.cli_support import fail as _fail
 from federation.node.config import NodeConfig, NodeConfigError, load_node_config
 
 app = typer.Typer(
@@ -22,15 +24,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-EXIT_CHECK_FAILED = 1
-EXIT_BAD_INPUT = 2
+EXIT_CHECK_FAILED = EXIT_FAILED
 
 ConfigOption = typer.Option(Path("node.toml"), "--config", help="The node's node.toml.")
-
-
-def _fail(message: str, *, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
-    return typer.Exit(code=code)
 
 
 def _load(config: Path) -> NodeConfig:
