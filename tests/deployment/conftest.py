@@ -1,6 +1,7 @@
 """One loopback federation for the deployment tests: a real flower-superlink with TLS
 and node authentication, and three real hospital nodes (flower-supernode plus the
-site executor), started once for all deployment tests and stopped by PID in the finalizer."""
+site executor), started once for all deployment tests and stopped by PID when the last of them
+ends (package scope: the rest of the suite runs without it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from federation.deployment.loopback import LoopbackFederation, build_loopback_federation
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def loopback(tmp_path_factory) -> LoopbackFederation:
     fed = build_loopback_federation(root=tmp_path_factory.mktemp("loopback"), sites=3, rows=300)
     try:
