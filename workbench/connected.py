@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,10 +261,10 @@ class ConnectedWorkbench:
 
         items = _as_queries(queries)
         z_value(level)  # a clear error before anything is sent
-        answers, _ = self._run_queries(items=items, project=project, costs=False, timeout=timeout)
+        requests, answers, _ = self._run_queries(items=items, project=project, costs=False, timeout=timeout)
         results = QueryResults(
             QueryResult.from_replies(request=request, replies=replies, level=level)
-            for request, replies in zip(self._last_requests, answers)
+            for request, replies in zip(requests, answers)
         )
         return results[0] if not isinstance(queries, list) else results
 
@@ -272,7 +273,7 @@ class ConnectedWorkbench:
         run or spent (the sites' ``query:cost`` handler)."""
         from workbench.analytics import _as_queries
 
-        _, costs = self._run_queries(items=_as_queries(queries), project=project, costs=True, timeout=timeout)
+        _, _, costs = self._run_queries(items=_as_queries(queries), project=project, costs=True, timeout=timeout)
         return costs
 
     def describe(self, *, project: str = "describe", epsilon: float = 0.05, level: float = 0.95) -> Description:
@@ -295,14 +296,20 @@ class ConnectedWorkbench:
         run_id = uuid.uuid4().hex[:12]
         requests = tuple(QueryRequest(query=q, project=project, actor="analyst (notebook)", run_id=run_id)
                          for q in items)
-        self._last_requests = requests
         folder = RunFolder(self.coordinator.runs_dir / f"queries-{run_id}")
         query_path = folder.path / "queries.json"
         QueryFile(requests=requests, n_sites=self.n_sites, run_folder=folder.path, costs=costs,
                   answers=not costs, timeout=timeout).save(query_path)
         flower_run = self._start_flower_run(key="query-file", path=query_path, folder=folder)
-        outcome = self._await_outcome(folder=folder, flower_run=flower_run, timeout=timeout)
-        return answers_from_json(outcome)
+        outcome = self._await_outcome(
+            folder=folder, flower_run=flower_run, timeout=timeout,
+            late=lambda: SiteUnreachable(f"the sites did not answer within {timeout:.0f} s (Flower run {flower_run}, "
+                                         "now stopped). What to do: check each site's `workbench node status`."),
+        )
+        if outcome["status"] != "finished":
+            raise StudyFailed(f"the coordinator's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}")
+        answers, costs = answers_from_json(outcome)
+        return requests, answers, costs
 
     def _start_flower_run(self, *, key: str, path: Path, folder: RunFolder) -> str:
         answer = self.coordinator.flwr("run", str(APP_BUNDLE), CONNECTION, "--run-config", f"{key}='{path}'")
@@ -310,46 +317,50 @@ class ConnectedWorkbench:
         folder.flower_run_path.write_text(flower_run + "\n")
         return flower_run
 
-    def _await_outcome(self, *, folder: RunFolder, flower_run: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        next_status = time.monotonic() + 5.0
-        while (outcome := folder.outcome()) is None:
-            if time.monotonic() > next_status:
-                self._check_flower_run(flower_run)
-                next_status = time.monotonic() + 5.0
-            if time.monotonic() > deadline:
-                self.coordinator.flwr("stop", flower_run, CONNECTION)
-                raise SiteUnreachable(f"the sites did not answer within {timeout:.0f} s (Flower run {flower_run}, "
-                                      "now stopped). What to do: check each site's `workbench node status`.")
-            time.sleep(0.2)
-        if outcome["status"] != "finished":
-            raise StudyFailed(f"the coordinator's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}")
-        return outcome
-
-    def _follow(self, *, folder: RunFolder, flower_run: str, observer: ProgressObserver, timeout: float, verbose: bool) -> dict[str, Any]:
-        """Report rounds as the ServerApp writes them; return its outcome."""
-        seen = 0
+    def _await_outcome(
+        self, *, folder: RunFolder, flower_run: str, timeout: float, late: Callable[[], Exception],
+        on_tick: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll the run folder until the ServerApp writes its outcome (``on_tick`` first, each
+        time); a ServerApp that died is reported, and past ``timeout`` the run is stopped
+        and ``late()`` raised."""
         deadline = time.monotonic() + timeout
         next_status = time.monotonic() + 5.0
         while True:
-            rounds = folder.rounds()
-            for report in rounds[seen:]:
-                observer.round_finished(report)
-                if verbose:
-                    print(f"round {report.round}/{report.rounds} ({report.seconds:.1f} s)")
-            seen = len(rounds)
+            if on_tick is not None:
+                on_tick()
             outcome = folder.outcome()
             if outcome is not None:
-                if outcome.get("stopped_reason"):
-                    observer.study_stopped(outcome["stopped_reason"])
                 return outcome
             if time.monotonic() > next_status:
                 self._check_flower_run(flower_run)
                 next_status = time.monotonic() + 5.0
             if time.monotonic() > deadline:
                 self.coordinator.flwr("stop", flower_run, CONNECTION)
-                raise TimeoutError(f"the study (Flower run {flower_run}) did not finish within {timeout:.0f} s; it was stopped.")
+                raise late()
             time.sleep(0.2)
+
+    def _follow(self, *, folder: RunFolder, flower_run: str, observer: ProgressObserver, timeout: float, verbose: bool) -> dict[str, Any]:
+        """Report rounds as the ServerApp writes them; return its outcome."""
+        seen = 0
+
+        def report_new_rounds() -> None:
+            nonlocal seen
+            rounds = folder.rounds()
+            for report in rounds[seen:]:
+                observer.round_finished(report)
+                if verbose:
+                    print(f"round {report.round}/{report.rounds} ({report.seconds:.1f} s)")
+            seen = len(rounds)
+
+        outcome = self._await_outcome(
+            folder=folder, flower_run=flower_run, timeout=timeout, on_tick=report_new_rounds,
+            late=lambda: TimeoutError(f"the study (Flower run {flower_run}) did not finish within {timeout:.0f} s; "
+                                      "it was stopped."),
+        )
+        if outcome.get("stopped_reason"):
+            observer.study_stopped(outcome["stopped_reason"])
+        return outcome
 
     def _check_flower_run(self, flower_run: str) -> None:
         """A ServerApp that died before writing its outcome (e.g. an import error)."""

@@ -228,11 +228,7 @@ class Workbench:
                 "describe() needs a data dictionary (column kinds and public ranges); this folder "
                 "has none. Write data_dictionary.json beside the site files."
             )
-        for s in self._sites:
-            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
-                if ledger.allocation(dataset=s.dataset, project=project) is None:
-                    ledger.allocate(dataset=s.dataset, project=project, epsilon=epsilon,
-                                    actor=SIMULATED_ETHICS_BOARD, reason="describing the hospitals")
+        self._grant_where_missing(project=project, epsilon=epsilon, reason="describing the hospitals")
         counts = self.ask(self.query.count(by="site", epsilon=epsilon, label="patients per site"), project=project,
                           level=level)
         return Description(schema=schema_rows(dictionary=self.dictionary),
@@ -248,6 +244,15 @@ class Workbench:
                     dataset=s.dataset, project=project, epsilon=epsilon, actor=actor,
                     reason=reason or f"allocation for study {project}",
                 )
+
+    def _grant_where_missing(self, *, project: str, epsilon: float, reason: str) -> None:
+        """What a simulated ethics board does: grant ``project`` ``epsilon`` at every
+        site where it has no allocation yet (an existing allocation is left as it is)."""
+        for s in self._sites:
+            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+                if ledger.allocation(dataset=s.dataset, project=project) is None:
+                    ledger.allocate(dataset=s.dataset, project=project, epsilon=epsilon,
+                                    actor=SIMULATED_ETHICS_BOARD, reason=reason)
 
     def train(
         self,
@@ -282,13 +287,7 @@ class Workbench:
             range_finding = RangeFinding(schema=self.schema, target=target)
         if encoder is not None:
             self._refuse_unless_plan_fits(spec=spec, target=target, hyperparameters=hyperparameters)
-        for s in self._sites:
-            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
-                if ledger.allocation(dataset=s.dataset, project=project) is None:
-                    ledger.allocate(
-                        dataset=s.dataset, project=project, epsilon=target_epsilon,
-                        actor=SIMULATED_ETHICS_BOARD, reason=f"allocation for study {project}",
-                    )
+        self._grant_where_missing(project=project, epsilon=target_epsilon, reason=f"allocation for study {project}")
         observer = ProgressObserver(
             rounds=rounds, on_round=on_round, live_plot=LivePlot(target_epsilon=target_epsilon, rounds=rounds)
         )

@@ -18,6 +18,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
+from federation.coordinator.study_loop import wait_for_sites
 from federation.dp_sgd import train_round
 from federation.evaluation import binary_metrics, predict_proba
 from federation.features import FeatureEncoder
@@ -25,6 +26,8 @@ from federation.models import build_model
 from federation.node.data_access import site_arrays
 from federation.node.site import SiteConfig
 from federation.spec import TrainingSpec
+
+SITES_TIMEOUT = 600.0  # seconds to wait for every site, as the study loop does
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,7 @@ def build_bare_server_app(*, spec: TrainingSpec, initial: ArrayRecord, n_sites: 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         clock.main_started = time.monotonic()
-        while len(list(grid.get_node_ids())) < n_sites:
-            time.sleep(0.2)
+        wait_for_sites(grid, n_sites, SITES_TIMEOUT)
         strategy = FedAvg(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=n_sites,
                           min_evaluate_nodes=n_sites, min_available_nodes=n_sites)
         arrays = initial
@@ -112,7 +114,6 @@ def build_empty_server_app(*, n_sites: int, clock: RoundClock) -> ServerApp:
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         clock.main_started = time.monotonic()
-        while len(list(grid.get_node_ids())) < n_sites:
-            time.sleep(0.2)
+        wait_for_sites(grid, n_sites, SITES_TIMEOUT)
 
     return app
