@@ -19,6 +19,10 @@ from typing import Any
 _EXPORTS = {
     "Ledger": "privacy_budgets.ledger",
     "BudgetExceeded": "privacy_budgets.errors",
+    "BudgetRefused": "privacy_budgets.errors",
+    "AccountingFault": "privacy_budgets.errors",
+    "ProjectBudgetSpent": "privacy_budgets.errors",
+    "NoNoiseFits": "privacy_budgets.errors",
     "LedgerError": "privacy_budgets.errors",
     "LedgerIntegrityError": "privacy_budgets.errors",
     "InvalidBudget": "privacy_budgets.errors",

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
@@ -22,14 +23,31 @@ from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 
 from privacy_budgets.composition import PLD_VALUE_DISCRETIZATION, pld_epsilon
-from privacy_budgets.errors import InvalidBudget, InvalidMechanism
+from privacy_budgets.errors import (
+    AccountingFault,
+    InvalidBudget,
+    InvalidMechanism,
+    NoNoiseFits,
+    PrivacyBudgetError,
+)
 from privacy_budgets.mechanisms import base_counts, dpsgd_event, events_from_counts
 
 Accountant = Literal["pld", "rdp"]
 
+# The bracket a DP-SGD calibration searches. Below the minimum one step costs so much
+# that a handful of steps exhausts any cap a board would set; above the maximum an
+# update is noise with no signal left (and a site's policy may narrow both).
+MIN_NOISE_MULTIPLIER = 0.3
+MAX_NOISE_MULTIPLIER = 100.0
+
 __all__ = [
+    "MAX_NOISE_MULTIPLIER",
+    "MIN_NOISE_MULTIPLIER",
+    "NoiseCalibration",
     "PLD_VALUE_DISCRETIZATION",
+    "calibrate_dpsgd",
     "calibrate_dpsgd_noise",
+    "calibrate_noise",
     "check_delta",
     "check_epsilon",
     "epsilon",
@@ -99,6 +117,134 @@ def _epsilon_cached(key: tuple[tuple[str, int], ...], delta: float, accountant: 
     return float(acc.get_epsilon(delta))
 
 
+def calibrate_noise(
+    *,
+    cost: Callable[[float], float],
+    target_epsilon: float,
+    minimum: float,
+    maximum: float,
+    rtol: float = 1e-4,
+) -> tuple[float, bool]:
+    """The smallest noise multiplier in ``[minimum, maximum]`` whose ``cost`` (epsilon,
+    falling as the noise grows) stays within ``target_epsilon``, and whether it is
+    ``minimum`` itself (the least noise allowed already fits: the release then costs
+    less than its target).
+
+    The bracket is explicit, so a search never wanders: noise below ``minimum`` is
+    never used, and when even ``maximum`` costs more than the target, NoNoiseFits says
+    so with both numbers. Bisection stops within ``rtol`` of the multiplier, on the
+    side that fits.
+
+    >>> round(calibrate_noise(cost=lambda m: 1 / m, target_epsilon=0.5, minimum=0.1, maximum=10)[0], 3)
+    2.0
+    >>> calibrate_noise(cost=lambda m: 1 / m, target_epsilon=50, minimum=0.1, maximum=10)
+    (0.1, True)
+    """
+    check_epsilon(target_epsilon, name="target epsilon")
+    if not 0 < minimum < maximum or not math.isfinite(maximum):
+        raise InvalidBudget(
+            f"a noise bracket needs 0 < minimum < maximum, both finite; got [{minimum!r}, {maximum!r}]."
+        )
+
+    def cost_at(multiplier: float) -> float:
+        try:
+            return cost(multiplier)
+        except PrivacyBudgetError:
+            raise
+        except Exception as err:  # the accountant's own failure: report it with its context
+            raise AccountingFault(
+                f"Calibration failed inside the accountant at noise multiplier {multiplier:g} (bracket "
+                f"[{minimum:g}, {maximum:g}], target epsilon {target_epsilon:g}): {type(err).__name__}: {err}. "
+                "This is a bug of the workbench, not of your request: report it with these numbers."
+            ) from err
+
+    at_maximum = cost_at(maximum)
+    if at_maximum > target_epsilon:
+        raise NoNoiseFits(target_epsilon=target_epsilon, maximum=maximum, epsilon_at_maximum=at_maximum)
+    if cost_at(minimum) <= target_epsilon:
+        return float(minimum), True
+    low, high = float(minimum), float(maximum)  # cost(low) > target >= cost(high)
+    while high - low > rtol * high:
+        middle = math.sqrt(low * high) if high > 4 * low else (low + high) / 2
+        if cost_at(middle) <= target_epsilon:
+            high = middle
+        else:
+            low = middle
+    return high, False
+
+
+@dataclass(frozen=True)
+class NoiseCalibration:
+    """The noise a DP-SGD run gets, and what the whole history costs with it."""
+
+    noise_multiplier: float
+    #: Epsilon of the prior events composed with the run, at the calibration's delta.
+    epsilon: float
+    prior_epsilon: float
+    target_epsilon: float
+    #: True when the least noise allowed already keeps the total below the target.
+    at_minimum: bool
+
+    def note(self) -> str:
+        """One sentence when the noise is not the target's own (empty otherwise)."""
+        if not self.at_minimum:
+            return ""
+        return (
+            f"the least noise allowed (noise multiplier {self.noise_multiplier:g}) already keeps the "
+            f"total at epsilon {self.epsilon:.3g}, below the target {self.target_epsilon:g}: that noise "
+            "is used, and the run spends less than its target"
+        )
+
+
+def calibrate_dpsgd(
+    *,
+    target_epsilon: float,
+    delta: float,
+    sampling_rate: float,
+    steps: int,
+    prior_events: Iterable[dpa.DpEvent] = (),
+    minimum: float = MIN_NOISE_MULTIPLIER,
+    maximum: float = MAX_NOISE_MULTIPLIER,
+) -> NoiseCalibration:
+    """The least noise in ``[minimum, maximum]`` that keeps ``prior_events`` composed
+    with ``steps`` Poisson-sampled Gaussian steps at ``sampling_rate`` within
+    ``target_epsilon``: the target is the total, so what was already spent counts.
+
+    Composed in the ledger's canonical order with the ledger's own PLD arithmetic, so
+    the ledger never refuses the last round of a calibrated run for a rounding
+    difference. Raises NoNoiseFits (with ``prior_epsilon`` set) when the prior
+    spending leaves no room that even ``maximum`` noise fits into.
+
+    >>> c = calibrate_dpsgd(target_epsilon=1.0, delta=1e-5, sampling_rate=0.05, steps=100)
+    >>> c.epsilon <= 1.0, c.at_minimum
+    (True, False)
+    >>> calibrate_dpsgd(target_epsilon=200, delta=1e-5, sampling_rate=0.01, steps=5).at_minimum
+    True
+    """
+    check_epsilon(target_epsilon, name="target epsilon")
+    check_delta(delta)
+    prior: Counter[str] = Counter()
+    for event in prior_events:
+        prior.update(base_counts(event))
+    prior_epsilon = epsilon_of_counts(counts=prior, delta=delta)
+
+    def cost(sigma: float) -> float:
+        counts = prior + base_counts(dpsgd_event(noise_multiplier=sigma, sampling_rate=sampling_rate, steps=steps))
+        return epsilon_of_counts(counts=counts, delta=delta)
+
+    try:
+        sigma, at_minimum = calibrate_noise(
+            cost=cost, target_epsilon=target_epsilon, minimum=minimum, maximum=maximum, rtol=1e-3
+        )
+    except NoNoiseFits as err:
+        err.prior_epsilon = prior_epsilon
+        raise
+    return NoiseCalibration(
+        noise_multiplier=sigma, epsilon=cost(sigma), prior_epsilon=prior_epsilon,
+        target_epsilon=float(target_epsilon), at_minimum=at_minimum,
+    )
+
+
 def calibrate_dpsgd_noise(
     *,
     target_epsilon: float,
@@ -107,45 +253,13 @@ def calibrate_dpsgd_noise(
     steps: int,
     prior_events: Iterable[dpa.DpEvent] = (),
 ) -> float:
-    """The smallest noise multiplier whose DP-SGD run keeps the total within target.
-
-    The total is ``prior_events`` (for instance a study's range-finding query)
-    composed with ``steps`` Poisson-sampled Gaussian steps at ``sampling_rate``.
-    dp_accounting's calibration guarantees the result does not exceed the target.
+    """The noise multiplier of ``calibrate_dpsgd`` alone.
 
     >>> sigma = calibrate_dpsgd_noise(target_epsilon=1.0, delta=1e-5, sampling_rate=0.05, steps=100)
     >>> epsilon(events=[dpsgd_event(noise_multiplier=sigma, sampling_rate=0.05, steps=100)], delta=1e-5) <= 1.0
     True
     """
-    check_epsilon(target_epsilon, name="target epsilon")
-    check_delta(delta)
-    prior = list(prior_events)
-    already = epsilon(events=prior, delta=delta)
-    if already >= target_epsilon:
-        raise InvalidBudget(
-            f"The study's other releases already cost epsilon {already:.4g}, which leaves "
-            f"nothing of the target {target_epsilon:g} for training. Raise the target or "
-            "make the other releases cheaper."
-        )
-
-    def make_event(sigma: float) -> dpa.DpEvent:
-        # Compose in the ledger's canonical order, so calibration and the ledger's
-        # check do exactly the same arithmetic and the final round is never refused
-        # for a rounding difference.
-        counts: Counter[str] = Counter()
-        for event in prior + [
-            dpsgd_event(noise_multiplier=sigma, sampling_rate=sampling_rate, steps=steps)
-        ]:
-            counts.update(base_counts(event))
-        return dpa.ComposedDpEvent(events=events_from_counts(counts))
-
-    return float(
-        dpa.calibrate_dp_mechanism(
-            make_fresh_accountant=lambda: make_accountant("pld"),
-            make_event_from_param=make_event,
-            target_epsilon=target_epsilon,
-            target_delta=delta,
-            bracket_interval=dpa.LowerEndpointAndGuess(0.3, 1.0),
-            tol=1e-3,
-        )
-    )
+    return calibrate_dpsgd(
+        target_epsilon=target_epsilon, delta=delta, sampling_rate=sampling_rate, steps=steps,
+        prior_events=prior_events,
+    ).noise_multiplier

@@ -31,7 +31,76 @@ class LedgerIntegrityError(LedgerError):
     """A ledger whose entries no longer prove themselves: edited, removed or forged."""
 
 
-class BudgetExceeded(PrivacyBudgetError):
+class AccountingFault(PrivacyBudgetError):
+    """An internal failure of the accounting itself: a bug to report, never the user's
+    mistake nor a refusal. The message carries the numbers that reproduce it."""
+
+
+class NoNoiseFits(InvalidBudget):
+    """Even the most noise a calibration may use costs more than its target.
+
+    ``prior_epsilon`` is set where the target is a total that earlier spending counts
+    towards; callers that know the project turn this into ProjectBudgetSpent.
+    """
+
+    def __init__(self, *, target_epsilon: float, maximum: float, epsilon_at_maximum: float) -> None:
+        self.target_epsilon = target_epsilon
+        self.maximum = maximum
+        self.epsilon_at_maximum = epsilon_at_maximum
+        self.prior_epsilon: float | None = None
+        super().__init__(
+            f"No noise fits: even the most noise allowed (noise multiplier {maximum:g}) costs epsilon "
+            f"{fmt_epsilon(epsilon_at_maximum)}, above the target {target_epsilon:g}. Fix: raise the "
+            "target, or release less (fewer steps, fewer statistics)."
+        )
+
+
+class BudgetRefused(PrivacyBudgetError):
+    """Base of every refusal for lack of budget: the ledger would go beyond a limit."""
+
+
+class ProjectBudgetSpent(BudgetRefused):
+    """A project's earlier spending at a site leaves no room for the release asked for.
+
+    Its message is one paragraph with the project's own numbers only (never another
+    project's spending nor the dataset's cap: a refusal may reach the coordinator).
+
+    >>> print(ProjectBudgetSpent(project="quickstart", site="hospital_01", spent=0.999,
+    ...                          target_epsilon=1.0, allocation=1.0, maximum=100.0))
+    Refused: project 'quickstart' has already spent epsilon 0.999 at site hospital_01 (its allocation there is 1.00), so a training whose total for the project is 1 leaves no room for more: even the most noise the site adds (noise multiplier 100) would take the project past 1. Nothing was trained or charged. Fix: run the study as a new project with its own allocation from the ethics board, ask the board to raise this project's allocation and pass a target above 0.999, or plan a smaller study.
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        site: str,
+        spent: float,
+        target_epsilon: float,
+        allocation: float | None,
+        maximum: float,
+    ) -> None:
+        self.project = project
+        self.site = site
+        self.spent = spent
+        self.target_epsilon = target_epsilon
+        self.allocation = allocation
+        self.maximum = maximum
+        granted = (
+            f"its allocation there is {fmt_epsilon(allocation)}" if allocation is not None
+            else "it has no allocation there yet"
+        )
+        super().__init__(
+            f"Refused: project '{project}' has already spent epsilon {spent:.3g} at site {site} "
+            f"({granted}), so a training whose total for the project is {target_epsilon:g} leaves no room "
+            f"for more: even the most noise the site adds (noise multiplier {maximum:g}) would take the "
+            f"project past {target_epsilon:g}. Nothing was trained or charged. Fix: run the study as a new "
+            "project with its own allocation from the ethics board, ask the board to raise this project's "
+            f"allocation and pass a target above {spent:.3g}, or plan a smaller study."
+        )
+
+
+class BudgetExceeded(BudgetRefused):
     """A refused release: it would exceed a dataset cap or a project allocation.
 
     Fail closed: a dataset without a cap or a project without an allocation is refused

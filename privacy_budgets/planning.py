@@ -15,13 +15,61 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from privacy_budgets.accounting import calibrate_dpsgd_noise, check_delta, epsilon
+from typing import TYPE_CHECKING
+
+from privacy_budgets.accounting import (
+    MAX_NOISE_MULTIPLIER,
+    MIN_NOISE_MULTIPLIER,
+    NoiseCalibration,
+    calibrate_dpsgd,
+    calibrate_dpsgd_noise,
+    check_delta,
+    epsilon,
+)
+from privacy_budgets.errors import NoNoiseFits, ProjectBudgetSpent
 from privacy_budgets.mechanisms import dpsgd_event
+
+if TYPE_CHECKING:
+    from privacy_budgets.ledger import Ledger
 
 # The same calibration the ledger's numbers agree with, under the name planners look for.
 calibrate = calibrate_dpsgd_noise
 
-__all__ = ["calibrate", "plan_dpsgd"]
+__all__ = ["calibrate", "calibrate_for_project", "plan_dpsgd"]
+
+
+def calibrate_for_project(
+    *,
+    ledger: Ledger,
+    dataset: str,
+    project: str,
+    target_epsilon: float,
+    sampling_rate: float,
+    steps: int,
+    include_reserved: bool = False,
+    minimum: float = MIN_NOISE_MULTIPLIER,
+    maximum: float = MAX_NOISE_MULTIPLIER,
+) -> NoiseCalibration:
+    """Noise for a DP-SGD run of ``project`` on ``dataset``, where ``target_epsilon`` is
+    the project's total on the dataset: what the project already spent there counts.
+
+    Every planner and every site calibrates through here, so a project whose earlier
+    spending leaves no room is refused in the same words everywhere (ProjectBudgetSpent:
+    the project's own numbers and the fix), never with a search's internal error.
+    """
+    delta = ledger.dataset_delta(dataset=dataset)
+    prior = ledger.events(dataset=dataset, project=project, include_reserved=include_reserved)
+    try:
+        return calibrate_dpsgd(
+            target_epsilon=target_epsilon, delta=delta, sampling_rate=sampling_rate, steps=steps,
+            prior_events=prior, minimum=minimum, maximum=maximum,
+        )
+    except NoNoiseFits as err:
+        raise ProjectBudgetSpent(
+            project=project, site=ledger.site_id, spent=err.prior_epsilon or 0.0,
+            target_epsilon=target_epsilon, allocation=ledger.allocation(dataset=dataset, project=project),
+            maximum=maximum,
+        ) from None
 
 
 def plan_dpsgd(
