@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 
-import dp_accounting as dpa
 import numpy as np
 
 from privacy_budgets import accounting
@@ -33,15 +32,12 @@ THRESHOLD_SIGMAS = 3.5
 
 def range_noise(*, epsilon: float, delta: float, n_columns: int) -> float:
     """Standard deviation of each count so that all histograms together cost ``epsilon``."""
-    multiplier = float(
-        dpa.calibrate_dp_mechanism(
-            make_fresh_accountant=lambda: accounting.make_accountant("pld"),
-            make_event_from_param=lambda m: gaussian_event(noise_multiplier=m),
-            target_epsilon=epsilon,
-            target_delta=delta,
-            bracket_interval=dpa.LowerEndpointAndGuess(0.05, 5.0),
-            tol=1e-4,
-        )
+    multiplier, _ = accounting.calibrate_noise(
+        cost=lambda m: accounting.epsilon(events=[gaussian_event(noise_multiplier=m)], delta=delta),
+        target_epsilon=epsilon,
+        minimum=accounting.MIN_NOISE_MULTIPLIER,  # a generous target gets the least noise, and costs less
+        maximum=1e6,
+        rtol=1e-4,
     )
     return multiplier * math.sqrt(n_columns)
 

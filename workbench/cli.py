@@ -37,7 +37,7 @@ def _check_study_args(epsilon: float, rounds: int, data: Optional[Path]) -> None
     import math
 
     if not math.isfinite(epsilon) or epsilon <= 0:
-        _fail(f"--epsilon must be a positive number (each hospital's total for the study); got {epsilon}.")
+        _fail(f"--epsilon must be a positive number (the project's total at each hospital); got {epsilon}.")
     if rounds < 1:
         _fail(f"--rounds must be at least 1; got {rounds}.")
     if data is not None and not data.is_dir():
@@ -68,7 +68,7 @@ def study(
                    "instead of simulating --data."),
     dictionary: Optional[Path] = typer.Option(None, help="With --coordinator: the study's public data dictionary."),
     target: Optional[str] = typer.Option(None, help="Binary outcome column (default: the dictionary's target)."),
-    epsilon: float = typer.Option(..., help="Each hospital's total epsilon for the whole study."),
+    epsilon: float = typer.Option(..., help="The project's total epsilon at each hospital: what the project already spent there counts towards it."),
     rounds: int = typer.Option(5, help="Federated rounds."),
     out: Path = typer.Option(..., help="Folder for ledgers, receipts and summary.json."),
     project: str = typer.Option("study", help="Project name the ledgers charge."),
@@ -112,7 +112,7 @@ def demo(
     out: Path = typer.Option(Path("out/demo"), help="Folder for data, ledgers, receipts and summary.json."),
     sites: int = typer.Option(4, help="Synthetic hospitals."),
     rows: int = typer.Option(5000, help="Patients per hospital, on average."),
-    epsilon: float = typer.Option(1.0, help="Each hospital's total epsilon for the study."),
+    epsilon: float = typer.Option(1.0, help="The project's total epsilon at each hospital: what the project already spent there counts towards it."),
     rounds: int = typer.Option(5, help="Federated rounds."),
     seed: int = typer.Option(7, help="Seed of the synthetic hospitals."),
     project: str = typer.Option("", help="Project name (default: demo-<time>, a new study each run)."),

@@ -17,8 +17,8 @@ import pandas as pd
 from federation.dp_sgd import planned_sampling
 from federation.node.data_access import site_arrays
 from federation.spec import TrainingSpec
-from privacy_budgets import Ledger, accounting, plan_dpsgd
-from privacy_budgets.errors import InvalidBudget
+from privacy_budgets import Ledger, plan_dpsgd
+from privacy_budgets.planning import calibrate_for_project
 from privacy_budgets.mechanisms import dpsgd_event
 
 if TYPE_CHECKING:
@@ -89,35 +89,37 @@ def plan_training(
         q, steps = planned_sampling(n_train=n_train, batch_size=spec.batch_size, local_epochs=spec.local_epochs)
         with Ledger.open(config.ledger_path, site_id=site) as ledger:
             delta = ledger.dataset_delta(dataset=config.dataset)
-            prior = ledger.events(dataset=config.dataset, project=project)
-            try:
-                sigma = accounting.calibrate_dpsgd_noise(
-                    target_epsilon=target_epsilon, delta=delta, sampling_rate=q,
-                    steps=steps * rounds, prior_events=prior,
+            # A project whose earlier spending leaves no room raises ProjectBudgetSpent
+            # here: one paragraph with its own numbers, the same words a site would send.
+            calibration = calibrate_for_project(
+                ledger=ledger, dataset=config.dataset, project=project, target_epsilon=target_epsilon,
+                sampling_rate=q, steps=steps * rounds,
+            )
+            sigma = calibration.noise_multiplier
+            event = dpsgd_event(noise_multiplier=sigma, sampling_rate=q, steps=steps * rounds)
+            cost = ledger.cost(dataset=config.dataset, project=project, event=event)
+            dataset_after, remaining = cost.dataset_total_after, cost.dataset_remaining_after
+            allocation = ledger.allocation(dataset=config.dataset, project=project)
+            fits = remaining >= -1e-9 and (allocation is None or cost.project_remaining_after >= -1e-9)
+            if remaining < -1e-9:
+                binding = (
+                    f"the dataset's cap would be exceeded: total after {dataset_after:.3g}, "
+                    f"cap {ledger.cap(dataset=config.dataset):g}"
                 )
-                event = dpsgd_event(noise_multiplier=sigma, sampling_rate=q, steps=steps * rounds)
-                cost = ledger.cost(dataset=config.dataset, project=project, event=event)
-                dataset_after, remaining = cost.dataset_total_after, cost.dataset_remaining_after
-                allocation = ledger.allocation(dataset=config.dataset, project=project)
-                fits = remaining >= -1e-9 and (allocation is None or cost.project_remaining_after >= -1e-9)
-                if remaining < -1e-9:
-                    binding = (
-                        f"the dataset's cap would be exceeded: total after {dataset_after:.3g}, "
-                        f"cap {ledger.cap(dataset=config.dataset):g}"
-                    )
-                elif allocation is None:
-                    binding = (
-                        f"no allocation for project '{project}' yet: the ethics board must grant at "
-                        f"least {target_epsilon:g} (a simulation grants it at train time)"
-                    )
-                else:
-                    binding = cost.binding
-            except InvalidBudget as err:
-                sigma, dataset_after, remaining, fits, binding = float("nan"), float("nan"), float("nan"), False, str(err)
+            elif allocation is None:
+                binding = (
+                    f"no allocation for project '{project}' yet: the ethics board must grant at "
+                    f"least {target_epsilon:g} (a simulation grants it at train time)"
+                )
+            else:
+                binding = cost.binding
+            if calibration.at_minimum:
+                binding = f"{binding}; {calibration.note()}"
             cap = ledger.cap(dataset=config.dataset)
         rows.append({
             "site": site, "train_rows": n_train, "sampling_rate": q, "steps_per_round": steps,
-            "noise_multiplier": sigma, "study_epsilon": target_epsilon,
+            "noise_multiplier": sigma, "project_spent_before": calibration.prior_epsilon,
+            "project_total_after": calibration.epsilon,
             "dataset_spent_before": ledger_spent(config), "dataset_total_after": dataset_after,
             "cap": cap if cap is not None else float("nan"), "cap_remaining_after": remaining,
             "fits": fits, "binding": binding,

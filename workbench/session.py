@@ -267,9 +267,12 @@ class Workbench:
     ) -> TrainingResult:
         """Train a model across the sites with DP-SGD at every site.
 
-        ``target_epsilon`` is each site's total for this project. A project without
-        an allocation is granted exactly that at each site (as a simulated ethics
-        board would); the sites' ledgers refuse anything beyond their caps.
+        ``target_epsilon`` is the project's total at each site, and what the project
+        already spent there counts towards it: a second training of the same project
+        gets only what is left (a project with nothing left is refused with its own
+        numbers). A project without an allocation is granted exactly ``target_epsilon``
+        at each site (as a simulated ethics board would); the sites' ledgers refuse
+        anything beyond their caps.
         """
         from federation.models import build_model
         from federation.simulation import run_simulated_training
@@ -326,8 +329,10 @@ class Workbench:
     ) -> TrainingPlan:
         """Project each site's epsilon for a training, without spending anything.
 
-        Per site: its sampling rate, the noise it would calibrate, its ledger's total
-        after the study and whether that fits its cap and the project's allocation;
+        ``target_epsilon`` is the project's total at each site, what it already spent
+        there included (see ``train``). Per site: its sampling rate, the noise it would
+        calibrate, the project's total before and after, the ledger's total after the
+        study and whether that fits its cap and the project's allocation;
         ``plan.what_if`` (and ``plan.plot()``) show epsilon against noise and rounds.
         The arguments are those of ``train``.
         """

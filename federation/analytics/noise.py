@@ -32,6 +32,7 @@ from functools import lru_cache
 import dp_accounting as dpa
 import numpy as np
 
+from privacy_budgets.accounting import calibrate_noise
 from privacy_budgets.accounting import epsilon as composed_epsilon
 from privacy_budgets.mechanisms import gaussian_event, laplace_event
 
@@ -41,6 +42,10 @@ from federation.analytics.query import Query
 # Bisection stops when the bracket is this tight relative to the multiplier: far
 # below the noise's own effect on any answer.
 CALIBRATION_RTOL = 1e-6
+# The bracket of a calibrated Gaussian query. One statistic at the least noise already
+# costs epsilon 19 at delta 1e-5; the most noise is beyond any query's use.
+MIN_GAUSSIAN_MULTIPLIER = 0.3
+MAX_GAUSSIAN_MULTIPLIER = 1e6
 
 
 def query_event(*, query: Query, noise_multiplier: float) -> dpa.DpEvent:
@@ -63,26 +68,19 @@ def noise_multiplier(*, query: Query, delta: float) -> float:
 
 @lru_cache(maxsize=256)
 def _calibrated_gaussian(target: float, delta: float, k: int) -> float:
-    """Smallest multiplier m (to CALIBRATION_RTOL) with epsilon(k x Gaussian(m)) <= target."""
+    """Smallest multiplier m in [MIN_GAUSSIAN_MULTIPLIER, MAX_GAUSSIAN_MULTIPLIER] (to
+    CALIBRATION_RTOL) with epsilon(k x Gaussian(m)) <= target, by the ledger's own PLD
+    arithmetic. A target so generous that the least noise fits gets the least noise
+    (the ledger then charges what that noise costs, below the target)."""
 
     def cost(m: float) -> float:
         return composed_epsilon(events=[gaussian_event(noise_multiplier=m, count=k)], delta=delta)
 
-    # The analytic scale of a Gaussian mechanism, sqrt(2 ln(1.25/delta)) / epsilon, is
-    # loose for epsilon < 1 and wrong above; it only seeds the bracket.
-    guess = math.sqrt(k * 2 * math.log(1.25 / delta)) / target
-    low, high = guess / 2, guess
-    while cost(high) > target:
-        low, high = high, high * 2
-    while cost(low) <= target:
-        low, high = low / 2, low
-    while (high - low) > CALIBRATION_RTOL * high:
-        middle = (low + high) / 2
-        if cost(middle) <= target:
-            high = middle
-        else:
-            low = middle
-    return high
+    multiplier, _ = calibrate_noise(
+        cost=cost, target_epsilon=target, minimum=MIN_GAUSSIAN_MULTIPLIER, maximum=MAX_GAUSSIAN_MULTIPLIER,
+        rtol=CALIBRATION_RTOL,
+    )
+    return multiplier
 
 
 def fresh_rng() -> np.random.Generator:

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from privacy_budgets import Ledger, accounting
+from privacy_budgets.errors import ProjectBudgetSpent
+from privacy_budgets.planning import calibrate_for_project
 
 from federation.dp_sgd import planned_sampling
 from federation.spec import TrainingSpec
@@ -38,6 +40,8 @@ class SitePlan:
     target_epsilon: float
     prior_epsilon: float
     delta: float
+    #: The site's least noise already kept the project under its target (it spends less).
+    at_minimum_noise: bool = False
 
     def planned_epsilon(self) -> float:
         from privacy_budgets.mechanisms import dpsgd_event
@@ -70,25 +74,16 @@ def site_plan(*, ledger: Ledger, spec: TrainingSpec, dataset: str, n_train: int,
             )
         return plan
 
-    delta = ledger.dataset_delta(dataset=dataset)
     sampling_rate, steps_per_round = planned_sampling(
         n_train=n_train, batch_size=spec.batch_size, local_epochs=spec.local_epochs
     )
-    prior = ledger.events(dataset=dataset, project=spec.project, include_reserved=True)
-    prior_epsilon = accounting.epsilon(events=prior, delta=delta)
-    if prior_epsilon >= spec.target_epsilon:
-        raise PlanRefused(
-            f"project {spec.project!r} has already spent epsilon {prior_epsilon:.3g} of dataset "
-            f"{dataset!r}, which leaves nothing of the study's target {spec.target_epsilon:g}. "
-            "Raise the target (within the project's allocation) or start a new project."
+    try:
+        calibration = calibrate_for_project(
+            ledger=ledger, dataset=dataset, project=spec.project, target_epsilon=spec.target_epsilon,
+            sampling_rate=sampling_rate, steps=steps_per_round * spec.rounds, include_reserved=True,
         )
-    sigma = accounting.calibrate_dpsgd_noise(
-        target_epsilon=spec.target_epsilon,
-        delta=delta,
-        sampling_rate=sampling_rate,
-        steps=steps_per_round * spec.rounds,
-        prior_events=prior,
-    )
+    except ProjectBudgetSpent as err:
+        raise PlanRefused(str(err)) from None
     plan = SitePlan(
         run_id=spec.run_id,
         project=spec.project,
@@ -97,10 +92,11 @@ def site_plan(*, ledger: Ledger, spec: TrainingSpec, dataset: str, n_train: int,
         sampling_rate=sampling_rate,
         steps_per_round=steps_per_round,
         rounds=spec.rounds,
-        noise_multiplier=sigma,
+        noise_multiplier=calibration.noise_multiplier,
         target_epsilon=spec.target_epsilon,
-        prior_epsilon=prior_epsilon,
-        delta=delta,
+        prior_epsilon=calibration.prior_epsilon,
+        delta=ledger.dataset_delta(dataset=dataset),
+        at_minimum_noise=calibration.at_minimum,
     )
     plans_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -6,6 +6,7 @@ a refusal, never a crash."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from _node_helpers import PROJECT, received, set_key
@@ -188,3 +189,25 @@ def test_repeated_identical_queries_raise_an_alert_after_the_limit(node):
     charged = [e["epsilon_charged"] for e in entries if e["kind"] == "request"]
     assert charged[0] > 0 and charged[1:] == [0.0, 0.0, 0.0]  # replays of a released answer are free
     assert [e["replay"] for e in entries if e["kind"] == "request"] == [False, True, True, True]
+
+
+def test_a_training_on_a_spent_project_is_the_projects_budget_refusal_and_nothing_runs(node):
+    from privacy_budgets import gaussian_event
+
+    site = node.site
+    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+        ledger.allocate(dataset=site.dataset, project="other-study", epsilon=2.0, actor="ethics board", reason="r")
+        for project in (PROJECT, "other-study"):  # the target of 1.0 is already spent by PROJECT
+            ledger.commit(ledger.reserve(dataset=site.dataset, project=project, actor="coordinator-eu",
+                                         purpose="earlier", event=gaussian_event(noise_multiplier=3.0)))
+        spent = ledger.spent(dataset=site.dataset, project=PROJECT)
+    before = _ledger_kinds(node)
+    reply = serve(kind="train", msg=_train_message(), site=node.site, node_toml=node.toml)
+    refusal = reply.content["refusal"]
+    assert refusal["kind"] == "budget"
+    assert refusal["reason"].startswith(f"Refused: project '{PROJECT}' has already spent epsilon {spent:.3g} at site")
+    assert "its allocation there is 3.00" in refusal["reason"] and "Fix:" in refusal["reason"]
+    # The coordinator learns the project's own numbers only: not the cap, not other projects.
+    assert "other-study" not in refusal["reason"] and "cap" not in refusal["reason"]
+    assert not re.search(r"\b10(\.0+)?\b", refusal["reason"]), "the dataset's cap of 10 stays at the site"
+    assert _ledger_kinds(node) == before
