@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from workbench.session import Workbench
 
-__all__ = ["Workbench"]
+__all__ = ["Workbench", "fresh_workdir"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from workbench.session import Workbench
 
         return Workbench
+    if name == "fresh_workdir":
+        from workbench.workdirs import fresh_workdir
+
+        return fresh_workdir
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
