@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets_synthetic import DataDictionary, generate_hospitals, write_hospitals
+from federation.data.dictionary import DataDictionary
+from datasets_synthetic import generate_hospitals, write_hospitals
 from federation.features import FeatureEncoder
 from federation.node.site import SiteConfig
 from privacy_budgets import Ledger

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from datasets_synthetic.dictionary import DataDictionary
+from federation.data.dictionary import DataDictionary
 from datasets_synthetic.ground_truth import GroundTruth, SurvivalModel
 from datasets_synthetic.synthetic_dictionary import FOLLOWUP_DAYS, SYNTHETIC_HOSPITALS_DICTIONARY
 

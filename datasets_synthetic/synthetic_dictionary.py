@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datasets_synthetic.dictionary import ColumnSpec, DataDictionary
+from federation.data.dictionary import ColumnSpec, DataDictionary
 
 FOLLOWUP_DAYS = 1825  # five years of follow-up, the administrative censoring time
 

@@ -16,17 +16,17 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datasets_synthetic.dictionary import ColumnSpec, DataDictionary
-from datasets_synthetic.errors import DataValidationError
-from datasets_synthetic.loader import (
+from federation.data.dictionary import ColumnSpec, DataDictionary
+from federation.data.errors import DataValidationError
+from federation.data.loader import (
     DICTIONARY_FILE,
     SiteData,
     check_field_counts,
     read_site_bytes,
     site_data_from_raw,
 )
-from datasets_synthetic.site_folder import write_site_folder
-from datasets_synthetic.validation import RowConvention
+from federation.data.site_folder import write_site_folder
+from federation.data.validation import RowConvention
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from datasets_synthetic.generator import SyntheticFederation
-from datasets_synthetic.loader import DICTIONARY_FILE
-from datasets_synthetic.site_folder import write_site_folder
+from federation.data.loader import DICTIONARY_FILE
+from federation.data.site_folder import write_site_folder
 
 GROUND_TRUTH_FILE = "ground_truth.json"
 

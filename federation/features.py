@@ -50,7 +50,7 @@ class FeatureEncoder:
     def from_dictionary(
         cls, *, dictionary: Any, ranges: dict[str, tuple[float, float]] | None = None
     ) -> FeatureEncoder:
-        """Build from a ``datasets_synthetic.DataDictionary`` (ranges may be overridden
+        """Build from a ``federation.data.dictionary.DataDictionary`` (ranges may be overridden
         by DP-released ones)."""
         if dictionary.target is None:
             raise ValueError(

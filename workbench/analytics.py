@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from datasets_synthetic import DataDictionary
+from federation.data.dictionary import DataDictionary
 from federation.analytics.errors import QueryError
 from federation.analytics.estimates import z_value
 from federation.analytics.filters import parse_where

@@ -1,5 +1,6 @@
 """The one console script, ``workbench``. Each package owns its sub-commands:
-``data`` (datasets_synthetic), ``budget`` (privacy_budgets), ``node`` (federation.node),
+``data`` (``check`` and ``dictionary`` from federation.data, ``synth`` and ``uci`` from
+datasets_synthetic), ``budget`` (privacy_budgets), ``node`` (federation.node),
 ``coordinator`` (federation.deployment); ``study`` and ``demo``
 live here. Imports stay light until a command runs."""
 
@@ -10,7 +11,8 @@ from typing import Optional
 
 import typer
 
-from datasets_synthetic.cli import app as data_app
+from datasets_synthetic.cli import app as synthetic_data_app
+from federation.data.cli import app as data_checks_app
 from federation.node.cli import app as node_app
 from federation.deployment.cli import app as coordinator_app
 from privacy_budgets.cli import app as budget_app
@@ -22,6 +24,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+# `workbench data`: the commands of two packages in one group.
+data_app = typer.Typer(
+    name="data",
+    help="Synthetic hospitals, the UCI heart-disease sites, and checks of per-site data folders.",
+    no_args_is_help=True,
+)
+data_app.add_typer(synthetic_data_app)  # synth, uci
+data_app.add_typer(data_checks_app)  # check, dictionary
 app.add_typer(data_app, name="data")
 app.add_typer(budget_app, name="budget")
 app.add_typer(node_app, name="node")
@@ -46,7 +56,7 @@ def _check_study_args(epsilon: float, rounds: int, data: Optional[Path]) -> None
 
 
 def _run_study(**kwargs) -> None:
-    from datasets_synthetic import DataDictionaryError, DataValidationError
+    from federation.data.errors import DataDictionaryError, DataValidationError
     from federation.spec import SpecError
     from privacy_budgets.errors import PrivacyBudgetError
 
@@ -93,7 +103,7 @@ def study(
 
 
 def _run_connected(**kwargs) -> None:
-    from datasets_synthetic import DataDictionaryError
+    from federation.data.errors import DataDictionaryError
     from federation.deployment.superlink import CoordinatorError
     from federation.spec import SpecError
 

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from datasets_synthetic import DataDictionary, DataDictionaryError
+from federation.data.dictionary import DataDictionary
+from federation.data.errors import DataDictionaryError
 from federation.deployment.processes import split_address
 from federation.deployment.registry import registered_nodes
 from federation.deployment.run_folder import RunFolder, StudyFile

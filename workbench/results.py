@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from datasets_synthetic import DataDictionary
+from federation.data.dictionary import DataDictionary
 from federation.features import FeatureEncoder
 from federation.spec import TrainingSpec
 

@@ -15,16 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from datasets_synthetic import (
-    DataDictionary,
-    DataDictionaryError,
-    UnrangedSchema,
-    generate_hospitals,
-    infer_schema_without_ranges,
-    load_sites,
-    write_hospitals,
-)
-from datasets_synthetic.loader import site_files
+from federation.data.dictionary import DataDictionary
+from federation.data.errors import DataDictionaryError
+from federation.data.unranged import UnrangedSchema, infer_schema_without_ranges
+from datasets_synthetic import generate_hospitals, write_hospitals
+from federation.data.loader import load_sites
+from federation.data.loader import site_files
 from privacy_budgets import Ledger
 
 from federation.coordinator.range_phase import RangeFinding

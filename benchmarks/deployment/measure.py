@@ -135,7 +135,7 @@ def measure_simulation(fed: LoopbackFederation, *, project: str, rounds: int, ep
     from federation.features import FeatureEncoder
     from federation.simulation import run_simulated_training
     from federation.spec import TrainingSpec
-    from datasets_synthetic import DataDictionary
+    from federation.data.dictionary import DataDictionary
 
     fed.allocate(project=project, epsilon=epsilon)
     reports: list[RoundReport] = []

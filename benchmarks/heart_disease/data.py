@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from datasets_synthetic.dictionary import ColumnSpec, DataDictionary
+from federation.data.dictionary import ColumnSpec, DataDictionary
 from datasets_synthetic.uci_heart_disease import UCI_HEART_DISEASE_DICTIONARY, UCI_SITES, load_uci_heart_disease
 from federation.features import FeatureEncoder
 

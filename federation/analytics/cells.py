@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets_synthetic import DataDictionary
+from federation.data.dictionary import DataDictionary
 
 from federation.analytics.query import Query
 

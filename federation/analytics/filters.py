@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets_synthetic import DataDictionary
+from federation.data.dictionary import DataDictionary
 
 from federation.analytics.errors import QueryError
 

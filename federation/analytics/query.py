@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets_synthetic import DataDictionary
+from federation.data.dictionary import DataDictionary
 
 from federation.analytics.errors import QueryError
 from federation.analytics.filters import Filter, _column, check_filters, parse_where

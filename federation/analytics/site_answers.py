@@ -22,9 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from datasets_synthetic import DataDictionary, DataDictionaryError, DataValidationError, load_site_data
-from datasets_synthetic.loader import fingerprint as data_fingerprint
-from datasets_synthetic.loader import read_site_bytes
+from federation.data.dictionary import DataDictionary
+from federation.data.errors import DataDictionaryError, DataValidationError
+from federation.data.loader import load_site_data
+from federation.data.loader import fingerprint as data_fingerprint
+from federation.data.loader import read_site_bytes
 from privacy_budgets import BudgetExceeded, Ledger, LedgerError
 from privacy_budgets.mechanisms import describe_event
 from privacy_budgets.records import utc_now

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from datasets_synthetic import DataDictionary, UnrangedSchema
+from federation.data.dictionary import DataDictionary
+from federation.data.unranged import UnrangedSchema
 
 from federation.coordinator.events import SiteReply
 from federation.node.range_task import QUERY_KIND_KEY, RANGES

@@ -17,7 +17,7 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
-from datasets_synthetic import DataDictionary
+from federation.data.dictionary import DataDictionary
 
 from federation.coordinator.events import NullObserver, RoundReport, SiteReply, StudyObserver
 from federation.coordinator.range_phase import RangeFinding, find_ranges

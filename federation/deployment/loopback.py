@@ -12,7 +12,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets_synthetic import generate_hospitals, load_sites, write_hospitals
+from datasets_synthetic import generate_hospitals, write_hospitals
+from federation.data.loader import load_sites
 from privacy_budgets import Ledger
 
 from federation.deployment.processes import ProcessHandle, free_port

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 
-from datasets_synthetic import DataDictionary, load_site
+from federation.data.dictionary import DataDictionary
+from federation.data.loader import load_site
 
 from federation.features import FeatureEncoder, SiteArrays, prepare_site_arrays
 from federation.node.site import SiteConfig

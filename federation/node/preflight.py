@@ -77,7 +77,9 @@ def _safely(check: Callable[[NodeConfig], Check], config: NodeConfig) -> Check:
 
 
 def _data(config: NodeConfig) -> Check:
-    from datasets_synthetic import DataDictionary, DataDictionaryError, DataValidationError, load_site_data
+    from federation.data.dictionary import DataDictionary
+    from federation.data.errors import DataDictionaryError, DataValidationError
+    from federation.data.loader import load_site_data
 
     dictionary_path = config.resolved_dictionary_path
     if not config.data_path.is_file():

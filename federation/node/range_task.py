@@ -11,7 +11,7 @@ import json
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from datasets_synthetic.loader import parse_csv, parse_parquet, read_site_bytes
+from federation.data.loader import parse_csv, parse_parquet, read_site_bytes
 from privacy_budgets import BudgetExceeded, Ledger
 
 from federation.node.replies import refusal, site_record

@@ -9,7 +9,8 @@ from benchmarks.heart_disease.data import (
     DEFAULT_FOLDER, SPLIT_COLUMN, HeartDataMissing, encoder, load_centres, majority_baseline,
     validation_folds, write_site_folder,
 )
-from datasets_synthetic import DataDictionary, load_site
+from federation.data.dictionary import DataDictionary
+from federation.data.loader import load_site
 from federation.features import prepare_site_arrays
 
 needs_data = pytest.mark.skipif(

@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from datasets_synthetic import ColumnSpec, DataDictionary
+from federation.data.dictionary import ColumnSpec, DataDictionary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from datasets_synthetic.cli import app
+from workbench.cli import data_app as app
 
 runner = CliRunner()
 
@@ -103,12 +103,14 @@ def test_uci_writes_a_folder_that_check_accepts(real_uci_folder, tmp_path):
 
 def test_imports_stay_light_and_independent_of_the_rest_of_the_project():
     code = (
-        "import sys, datasets_synthetic, datasets_synthetic.cli\n"
+        "import sys, datasets_synthetic, datasets_synthetic.cli, federation.data.cli\n"
         "assert 'pandas' not in sys.modules, 'pandas imported at package or CLI import'\n"
         "import datasets_synthetic as d\n"
         "for name in d.__all__: getattr(d, name)\n"
-        "heavy = {'torch', 'flwr', 'opacus', 'workbench', 'federation', 'privacy_budgets'} & set(sys.modules)\n"
+        "heavy = {'torch', 'flwr', 'opacus', 'workbench', 'privacy_budgets'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
+        "ours = {m.split('.')[1] for m in sys.modules if m.startswith('federation.')}\n"
+        "assert ours <= {'data', 'cli_support'}, ours\n"
     )
     repo_root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=repo_root)

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from datasets_synthetic import ColumnSpec, DataDictionary, DataDictionaryError
-from datasets_synthetic.dictionary import FORMAT
+from federation.data.dictionary import ColumnSpec, DataDictionary
+from federation.data.errors import DataDictionaryError
+from federation.data.dictionary import FORMAT
 
 
 def _dictionary(*columns: ColumnSpec) -> DataDictionary:

@@ -6,14 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets_synthetic import (
-    DataDictionaryError,
-    DataValidationError,
-    infer_schema_without_ranges,
-    load_site,
-    load_sites,
-)
-from datasets_synthetic.loader import load_site_data
+from federation.data.errors import DataDictionaryError, DataValidationError
+from federation.data.unranged import infer_schema_without_ranges
+from federation.data.loader import load_site, load_sites
+from federation.data.loader import load_site_data
 
 
 def test_a_good_csv_loads_with_dictionary_types(tiny_dictionary, tiny_rows, make_csv, tmp_path):

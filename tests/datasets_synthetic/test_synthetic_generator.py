@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets_synthetic import GroundTruth, generate_hospitals, load_sites, write_hospitals
+from datasets_synthetic import GroundTruth, generate_hospitals, write_hospitals
+from federation.data.loader import load_sites
 from datasets_synthetic.generator import site_ids
 
 

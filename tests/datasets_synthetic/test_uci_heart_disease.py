@@ -6,13 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets_synthetic import (
-    UCI_HEART_DISEASE_DICTIONARY,
-    DataValidationError,
-    load_sites,
-    load_uci_heart_disease,
-    write_uci_sites,
-)
+from datasets_synthetic import UCI_HEART_DISEASE_DICTIONARY, load_uci_heart_disease, write_uci_sites
+from federation.data.errors import DataValidationError
+from federation.data.loader import load_sites
 
 
 def test_dictionary_keeps_outcome_columns_out_of_the_features():

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from datasets_synthetic import DataDictionary, generate_hospitals, write_hospitals
+from federation.data.dictionary import DataDictionary
+from datasets_synthetic import generate_hospitals, write_hospitals
 from federation.features import FeatureEncoder
 from federation.node.data_access import site_arrays
 from federation.node.site import SiteConfig

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from datasets_synthetic.dictionary import DataDictionary
-from datasets_synthetic.errors import DataDictionaryError, DataValidationError
-from datasets_synthetic.validation import RowConvention, validate_frame
+from federation.data.dictionary import DataDictionary
+from federation.data.errors import DataDictionaryError, DataValidationError
+from federation.data.validation import RowConvention, validate_frame
 
 SITE_SUFFIXES = (".csv", ".parquet")
 DICTIONARY_FILE = "data_dictionary.json"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
-from datasets_synthetic.dictionary import ColumnSpec, DataDictionary, OutOfRangePolicy
-from datasets_synthetic.errors import DataDictionaryError, DataValidationError
+from federation.data.dictionary import ColumnSpec, DataDictionary, OutOfRangePolicy
+from federation.data.errors import DataDictionaryError, DataValidationError
 
 UnrangedKind = Literal["numeric", "categorical"]
 
@@ -96,8 +96,8 @@ def infer_schema_without_ranges(*, path: Path) -> UnrangedSchema:
     """
     import pandas as pd
 
-    from datasets_synthetic.loader import SITE_SUFFIXES, parse_csv, parse_parquet, read_site_bytes
-    from datasets_synthetic.validation import text_cells
+    from federation.data.loader import SITE_SUFFIXES, parse_csv, parse_parquet, read_site_bytes
+    from federation.data.validation import text_cells
 
     path = Path(path)
     if path.is_dir():

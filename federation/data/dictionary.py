@@ -23,9 +23,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping, get_args
 
-from datasets_synthetic.errors import DataDictionaryError
+from federation.data.errors import DataDictionaryError
 
-if TYPE_CHECKING:  # pandas is imported lazily so `import datasets_synthetic` stays light
+if TYPE_CHECKING:  # pandas is imported lazily so `import federation.data.dictionary` stays light
     import pandas as pd
 
 FORMAT = "workbench-data-dictionary/1"

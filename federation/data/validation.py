@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasets_synthetic.dictionary import ColumnSpec, DataDictionary
-from datasets_synthetic.errors import DataValidationError
+from federation.data.dictionary import ColumnSpec, DataDictionary
+from federation.data.errors import DataValidationError
 
 MISSING_MARKERS = ("", "?", "NA", "NaN")
 _MISSING_WORDS = "an empty cell, '?', 'NA' or 'NaN'"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from datasets_synthetic.loader import NOT_SITE_FILES, SITE_SUFFIXES
+from federation.data.loader import NOT_SITE_FILES, SITE_SUFFIXES
 
 
 def write_site_folder(*, out: Path, files: dict[str, bytes], overwrite: bool) -> Path:
