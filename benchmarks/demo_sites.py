@@ -7,7 +7,7 @@ from pathlib import Path
 
 from federation.data.dictionary import DataDictionary
 from datasets_synthetic import generate_hospitals, write_hospitals
-from federation.features import FeatureEncoder
+from federation.training.features import FeatureEncoder
 from federation.node.site import SiteConfig
 from privacy_budgets import Ledger
 

@@ -20,10 +20,10 @@ from federation.coordinator.events import StudyObserver
 from federation.coordinator.range_phase import RangeFinding
 from federation.coordinator.server_app import OutcomeBox, build_server_app
 from federation.coordinator.study_loop import StudyOutcome
-from federation.features import FeatureEncoder
+from federation.training.features import FeatureEncoder
 from federation.node.client_app import build_client_app
 from federation.node.site import SimulatedSites, SiteConfig
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
 
 # The sites have no internet and a notebook user wants no phoning home.
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")

@@ -57,7 +57,7 @@ def _check_study_args(epsilon: float, rounds: int, data: Optional[Path]) -> None
 
 def _run_study(**kwargs) -> None:
     from federation.data.errors import DataDictionaryError, DataValidationError
-    from federation.spec import SpecError
+    from federation.protocol.spec import SpecError
     from privacy_budgets.errors import PrivacyBudgetError
 
     from workbench import settings
@@ -105,7 +105,7 @@ def study(
 def _run_connected(**kwargs) -> None:
     from federation.data.errors import DataDictionaryError
     from federation.deployment.superlink import CoordinatorError
-    from federation.spec import SpecError
+    from federation.protocol.spec import SpecError
 
     from workbench import settings
     from workbench.connected import StudyFailed, run_connected_study

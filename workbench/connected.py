@@ -33,8 +33,8 @@ from federation.deployment.processes import split_address
 from federation.deployment.registry import registered_nodes
 from federation.deployment.run_folder import RunFolder, StudyFile
 from federation.deployment.superlink import CONNECTION, Coordinator, CoordinatorError
-from federation.features import FeatureEncoder
-from federation.spec import TrainingSpec
+from federation.training.features import FeatureEncoder
+from federation.protocol.spec import TrainingSpec
 from workbench.errors import SiteUnreachable, StudyRefused, WorkbenchError, refused_paragraph
 from workbench.progress import ProgressObserver
 
@@ -208,7 +208,7 @@ class ConnectedWorkbench:
         before it reports the site as failed and stops the study. ``prompt_replies=False``
         uses Flower's own Grid, which collects replies every 3 s (for comparison).
         """
-        from federation.models import build_model
+        from federation.training.models import build_model
 
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)

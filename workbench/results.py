@@ -9,8 +9,8 @@ import pandas as pd
 from torch import nn
 
 from federation.data.dictionary import DataDictionary
-from federation.features import FeatureEncoder
-from federation.spec import TrainingSpec
+from federation.training.features import FeatureEncoder
+from federation.protocol.spec import TrainingSpec
 
 
 @dataclass

@@ -24,10 +24,10 @@ from federation.data.loader import site_files
 from privacy_budgets import Ledger
 
 from federation.coordinator.range_phase import RangeFinding
-from federation.features import FeatureEncoder, SiteArrays
+from federation.training.features import FeatureEncoder, SiteArrays
 from federation.node.data_access import site_arrays
 from federation.node.site import SiteConfig
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
 from workbench.burn_down import budget_history, plot_burn_down
 from workbench.description import Description, schema_rows, site_rows
 from workbench.errors import PlanDoesNotFit, StudyRefused, as_workbench_errors, refused_paragraph
@@ -267,7 +267,7 @@ class Workbench:
         an allocation is granted exactly that at each site (as a simulated ethics
         board would); the sites' ledgers refuse anything beyond their caps.
         """
-        from federation.models import build_model
+        from federation.training.models import build_model
         from federation.simulation import run_simulated_training
 
         project = project or f"study-{uuid.uuid4().hex[:6]}"

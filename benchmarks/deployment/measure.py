@@ -132,9 +132,9 @@ def stop_stock_nodes(handles: dict[str, ProcessHandle]) -> None:
 
 def measure_simulation(fed: LoopbackFederation, *, project: str, rounds: int, epsilon: float = 2.0) -> VariantResult:
     from federation.coordinator.events import RoundReport
-    from federation.features import FeatureEncoder
+    from federation.training.features import FeatureEncoder
     from federation.simulation import run_simulated_training
-    from federation.spec import TrainingSpec
+    from federation.protocol.spec import TrainingSpec
     from federation.data.dictionary import DataDictionary
 
     fed.allocate(project=project, epsilon=epsilon)

@@ -115,16 +115,16 @@ Opacus's time on a model this small is not arithmetic. Its default path pays, pe
 a `DataLoader` that draws the Poisson mask over all `n` rows and then fetches and collates
 the chosen rows one by one; forward and backward hooks on every layer that store
 per-sample gradients; and a `DPOptimizer` that loops over parameters in Python to
-clip, accumulate, noise and scale. `federation/fast_dp_sgd.py` (`train_round(...,
+clip, accumulate, noise and scale. `federation/training/fast_dp_sgd.py` (`train_round(...,
 engine="vectorized")`) runs the same mechanism with each of those done as a few
 whole-tensor operations:
 
-- **Sampling** (`federation/poisson_sampling.py`): the same Poisson batch (every row
+- **Sampling** (`federation/training/poisson_sampling.py`): the same Poisson batch (every row
   independently with rate q), drawn from Geometric(q) gaps between chosen rows, so
   the cost is proportional to the batch, not to `n`; rows are gathered with one
   `index_select`. The `+sampler` Opacus variants and `nonprivate-poisson` use the same
   sampler, to show how much of Opacus's overhead is the loader alone.
-- **Clipping** (`federation/per_sample_clipping.py`): for a stack of `Linear` layers and
+- **Clipping** (`federation/training/per_sample_clipping.py`): for a stack of `Linear` layers and
   element-wise activations, a sample's gradient for a layer is the outer product of its
   output gradient `g` and its input `a`, so its squared norm is `|g|^2 (|a|^2 + 1)` and the
   clipped sum is `(c * G)^T A`. One forward, one backward to the layer outputs, no

@@ -17,9 +17,9 @@ from opacus import PrivacyEngine
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.dp_overhead.workloads import Workload
-from federation.dp_sgd import planned_sampling
-from federation.fast_dp_sgd import VectorizedDPSGD
-from federation.poisson_sampling import entropy_generator, poisson_indices
+from federation.training.dp_sgd import planned_sampling
+from federation.training.fast_dp_sgd import VectorizedDPSGD
+from federation.training.poisson_sampling import entropy_generator, poisson_indices
 
 NOISE_MULTIPLIER = 1.0
 MAX_GRAD_NORM = 1.0
@@ -131,8 +131,8 @@ VARIANTS: tuple[Variant, ...] = (
             _opacus("hooks", fast_sampler=True)),
     Variant("opacus-ghost+sampler", True, "Opacus ghost, batches from the fast sampler",
             _opacus("ghost", fast_sampler=True)),
-    Variant("vectorized", True, "federation.fast_dp_sgd, closed-form clipping (train_round engine='vectorized')",
+    Variant("vectorized", True, "federation.training.fast_dp_sgd, closed-form clipping (train_round engine='vectorized')",
             _vectorized("linear")),
-    Variant("vectorized-functorch", True, "federation.fast_dp_sgd with torch.func per-sample gradients",
+    Variant("vectorized-functorch", True, "federation.training.fast_dp_sgd with torch.func per-sample gradients",
             _vectorized("functorch")),
 )

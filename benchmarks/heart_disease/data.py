@@ -26,7 +26,7 @@ from sklearn.model_selection import train_test_split
 
 from federation.data.dictionary import ColumnSpec, DataDictionary
 from datasets_synthetic.uci_heart_disease import UCI_HEART_DISEASE_DICTIONARY, UCI_SITES, load_uci_heart_disease
-from federation.features import FeatureEncoder
+from federation.training.features import FeatureEncoder
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "uci_heart_disease"
 FLAMBY_DROPPED = ("slope", "ca", "thal")

@@ -22,7 +22,7 @@ from federation.coordinator.server_app import initial_arrays
 from federation.coordinator.study_loop import StudyOutcome, run_training
 from federation.node.site import SiteConfig
 from federation.simulation import run_on_simulation
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
 from privacy_budgets import Ledger
 
 from benchmarks.heart_disease.data import SPLIT_COLUMN, encoder

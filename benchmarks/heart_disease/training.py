@@ -1,5 +1,5 @@
 """In-process training on the centres: pooled, local-only, federated (FedAvg), and
-DP-FedAvg with the sites' own DP-SGD code (``federation.dp_sgd.train_round``) and the
+DP-FedAvg with the sites' own DP-SGD code (``federation.training.dp_sgd.train_round``) and the
 ledger's noise calibration. Used for the non-private rows and the hyperparameter
 search; the DP rows of the report run through Flower (``flower_runs``).
 """
@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from federation.dp_sgd import planned_sampling, train_round
-from federation.evaluation import binary_metrics, predict_proba
-from federation.models import SiteOffset, build_model
+from federation.training.dp_sgd import planned_sampling, train_round
+from federation.training.evaluation import binary_metrics, predict_proba
+from federation.training.models import SiteOffset, build_model
 from privacy_budgets import accounting
 
 from benchmarks.heart_disease.data import Centre

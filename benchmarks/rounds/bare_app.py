@@ -19,13 +19,13 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 from federation.coordinator.study_loop import wait_for_sites
-from federation.dp_sgd import train_round
-from federation.evaluation import binary_metrics, predict_proba
-from federation.features import FeatureEncoder
-from federation.models import build_model
+from federation.training.dp_sgd import train_round
+from federation.training.evaluation import binary_metrics, predict_proba
+from federation.training.features import FeatureEncoder
+from federation.training.models import build_model
 from federation.node.data_access import site_arrays
 from federation.node.site import SiteConfig
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
 
 SITES_TIMEOUT = 600.0  # seconds to wait for every site, as the study loop does
 

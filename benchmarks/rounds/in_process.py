@@ -14,13 +14,13 @@ from flwr.app import ConfigRecord, Message, Metadata, RecordDict
 from flwr.common import MessageType
 
 from federation.coordinator.server_app import initial_arrays
-from federation.dp_sgd import train_round
-from federation.evaluation import binary_metrics, predict_proba
-from federation.models import build_model
+from federation.training.dp_sgd import train_round
+from federation.training.evaluation import binary_metrics, predict_proba
+from federation.training.models import build_model
 from federation.node.data_access import site_arrays
 from federation.node.evaluation_task import handle_evaluate
 from federation.node.training_task import handle_train
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
 
 
 def _message(*, spec: TrainingSpec, encoder, server_round: int, kind: str) -> Message:

@@ -31,10 +31,10 @@ from benchmarks.rounds.bare_app import (
 from benchmarks.rounds.in_process import layer_cost
 from benchmarks.rounds.report import write_results
 from federation.coordinator.server_app import initial_arrays
-from federation.dp_sgd import planned_sampling, train_round
+from federation.training.dp_sgd import planned_sampling, train_round
 from federation.node.data_access import site_arrays
 from federation.simulation import quiet_flower, run_simulated_training
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
 from privacy_budgets import accounting
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
@@ -142,7 +142,7 @@ def time_empty(*, n_sites: int, encoder) -> Timeline:
 def training_compute(*, bare: list[BareSite], spec: TrainingSpec, encoder, repeats: int = 3) -> dict[str, float]:
     """Seconds of one round's local training per site, in this process, one thread."""
     torch.set_num_threads(1)
-    from federation.models import build_model
+    from federation.training.models import build_model
 
     model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
     per_site = []

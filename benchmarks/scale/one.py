@@ -21,7 +21,7 @@ import psutil
 
 from benchmarks.demo_sites import demo_sites
 from federation.simulation import run_simulated_training
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
 
 PROJECT = "scale"
 

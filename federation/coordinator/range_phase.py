@@ -18,8 +18,8 @@ from federation.data.unranged import UnrangedSchema
 
 from federation.coordinator.events import SiteReply
 from federation.node.range_task import QUERY_KIND_KEY, RANGES
-from federation.ranges import range_noise, union_ranges
-from federation.spec import TrainingSpec
+from federation.analytics.ranges import range_noise, union_ranges
+from federation.protocol.spec import TrainingSpec
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from federation.data.dictionary import DataDictionary
 from federation.coordinator.events import NullObserver, RoundReport, SiteReply, StudyObserver
 from federation.coordinator.range_phase import RangeFinding, find_ranges
 from federation.coordinator.strategies import build_strategy
-from federation.features import FeatureEncoder
-from federation.spec import TrainingSpec
+from federation.training.features import FeatureEncoder
+from federation.protocol.spec import TrainingSpec
 
 
 @dataclass

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from federation.coordinator.events import RoundReport, SiteReply
-from federation.features import FeatureEncoder
-from federation.spec import TrainingSpec
+from federation.training.features import FeatureEncoder
+from federation.protocol.spec import TrainingSpec
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from typing import Any
 from federation.data.dictionary import DataDictionary
 from federation.data.loader import load_site
 
-from federation.features import FeatureEncoder, SiteArrays, prepare_site_arrays
+from federation.training.features import FeatureEncoder, SiteArrays, prepare_site_arrays
 from federation.node.site import SiteConfig
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
 
 _CACHE: OrderedDict[tuple, SiteArrays] = OrderedDict()
 _CACHE_SIZE = 4  # sites (or splits) a process keeps encoded at once

@@ -11,14 +11,14 @@ from flwr.app import Message, MetricRecord, RecordDict
 
 from privacy_budgets import Ledger
 
-from federation.evaluation import binary_metrics, predict_proba
-from federation.features import FeatureEncoder
-from federation.models import build_model
+from federation.training.evaluation import binary_metrics, predict_proba
+from federation.training.features import FeatureEncoder
+from federation.training.models import build_model
 from federation.node.data_access import site_arrays
 from federation.node.replies import refusal, site_record
 from federation.node.site import SiteConfig
 from federation.node.site_parameters import with_site_parameters
-from federation.spec import SpecError, TrainingSpec
+from federation.protocol.spec import SpecError, TrainingSpec
 
 
 def handle_evaluate(msg: Message, site: SiteConfig) -> Message:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from privacy_budgets import Ledger, accounting
 
-from federation.dp_sgd import planned_sampling
-from federation.spec import TrainingSpec
+from federation.training.dp_sgd import planned_sampling
+from federation.protocol.spec import TrainingSpec
 
 
 class PlanRefused(Exception):

@@ -17,8 +17,8 @@ from privacy_budgets import BudgetExceeded, Ledger
 from federation.node.replies import refusal, site_record
 from federation.node.request_cap import RequestCapExceeded, check_request_cap
 from federation.node.site import SiteConfig
-from federation.ranges import noisy_range, range_event
-from federation.spec import SpecError, TrainingSpec
+from federation.analytics.ranges import noisy_range, range_event
+from federation.protocol.spec import SpecError, TrainingSpec
 
 QUERY_KIND_KEY = "query-kind"
 RANGES = "ranges"

@@ -1,7 +1,7 @@
 """Parameters a site trains for itself and never sends: today, a per-site intercept.
 
 With ``TrainingSpec.site_offset`` a site adds its own logit offset to the shared
-model (``federation.models.SiteOffset``). The offset is trained in the same DP-SGD
+model (``federation.training.models.SiteOffset``). The offset is trained in the same DP-SGD
 steps as the shared weights, kept in the site's state folder between rounds of a
 run, used in the site's evaluation, and never leaves the site.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from federation.models import SiteOffset
+from federation.training.models import SiteOffset
 from federation.node.site import SiteConfig
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
 
 
 def offset_path(*, site: SiteConfig, spec: TrainingSpec) -> Path:

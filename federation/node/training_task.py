@@ -14,17 +14,17 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from privacy_budgets import BudgetExceeded, Ledger
 from privacy_budgets.mechanisms import dpsgd_event
 
-from federation.dp_sgd import train_round
-from federation.features import FeatureEncoder
+from federation.training.dp_sgd import train_round
+from federation.training.features import FeatureEncoder
 from federation.analytics.disclosure import DEFAULT_MIN_CELL_SIZE
-from federation.models import build_model
+from federation.training.models import build_model
 from federation.node.data_access import site_arrays
 from federation.node.plan import PlanRefused, site_plan
 from federation.node.replies import refusal, site_record
 from federation.node.request_cap import RequestCapExceeded, check_request_cap
 from federation.node.site import SiteConfig
 from federation.node.site_parameters import keep_site_parameters, with_site_parameters
-from federation.spec import SpecError, TrainingSpec
+from federation.protocol.spec import SpecError, TrainingSpec
 
 
 def handle_train(msg: Message, site: SiteConfig) -> Message:

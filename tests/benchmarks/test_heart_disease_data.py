@@ -11,7 +11,7 @@ from benchmarks.heart_disease.data import (
 )
 from federation.data.dictionary import DataDictionary
 from federation.data.loader import load_site
-from federation.features import prepare_site_arrays
+from federation.training.features import prepare_site_arrays
 
 needs_data = pytest.mark.skipif(
     not (DEFAULT_FOLDER / "processed.cleveland.data").is_file(),

@@ -9,10 +9,10 @@ import pytest
 
 from federation.data.dictionary import DataDictionary
 from datasets_synthetic import generate_hospitals, write_hospitals
-from federation.features import FeatureEncoder
+from federation.training.features import FeatureEncoder
 from federation.node.data_access import site_arrays
 from federation.node.site import SiteConfig
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
 
 
 @pytest.fixture()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from federation.dp_sgd import planned_sampling, train_round
-from federation.models import build_model
+from federation.training.dp_sgd import planned_sampling, train_round
+from federation.training.models import build_model
 
 
 @pytest.mark.parametrize(("n", "batch", "epochs"), [(1000, 128, 1), (1000, 100, 2), (37, 128, 3)])
@@ -48,7 +48,7 @@ def test_dp_training_learns_a_separable_signal():
             local_epochs=1, learning_rate=2.0,
         )
         model.load_state_dict(outcome.state_dict)
-    from federation.evaluation import binary_metrics, predict_proba
+    from federation.training.evaluation import binary_metrics, predict_proba
 
     assert binary_metrics(y_true=y, proba=predict_proba(model=model, x=x))["auc"] > 0.9
 

@@ -16,11 +16,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from federation.dp_sgd import binary_logit_loss, planned_sampling, train_round
-from federation.fast_dp_sgd import VectorizedDPSGD, expected_batch_size
-from federation.models import build_model
-from federation.per_sample_clipping import make_clipper, supports_linear
-from federation.poisson_sampling import entropy_generator, poisson_indices
+from federation.training.dp_sgd import binary_logit_loss, planned_sampling, train_round
+from federation.training.fast_dp_sgd import VectorizedDPSGD, expected_batch_size
+from federation.training.models import build_model
+from federation.training.per_sample_clipping import make_clipper, supports_linear
+from federation.training.poisson_sampling import entropy_generator, poisson_indices
 
 # Opacus's hooks fire on module outputs when the inputs need no gradient: expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
@@ -227,7 +227,7 @@ def test_vectorized_round_learns_and_leaves_the_input_model_alone():
         assert torch.equal(model.state_dict()[key], value)
     assert all(p.requires_grad for p in model.parameters())  # the engine froze its own copy only
     model.load_state_dict(outcome.state_dict)
-    from federation.evaluation import binary_metrics, predict_proba
+    from federation.training.evaluation import binary_metrics, predict_proba
 
     assert binary_metrics(y_true=y, proba=predict_proba(model=model, x=x))["auc"] > 0.9
 

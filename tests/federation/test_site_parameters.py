@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from federation.dp_sgd import train_round
-from federation.features import FeatureEncoder, FeatureSpec, prepare_site_arrays
-from federation.models import SiteOffset, build_model
+from federation.training.dp_sgd import train_round
+from federation.training.features import FeatureEncoder, FeatureSpec, prepare_site_arrays
+from federation.training.models import SiteOffset, build_model
 from federation.node.site import SiteConfig
 from federation.node.site_parameters import keep_site_parameters, load_offset, with_site_parameters
-from federation.spec import SpecError, TrainingSpec
+from federation.protocol.spec import SpecError, TrainingSpec
 
 
 def _site(tmp_path) -> SiteConfig:

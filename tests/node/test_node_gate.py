@@ -40,8 +40,8 @@ def _ledger_kinds(node) -> list[str]:
 
 def _train_message(*, server_round: int = 1):
     from federation.coordinator.server_app import initial_arrays
-    from federation.features import FeatureEncoder
-    from federation.spec import TrainingSpec
+    from federation.training.features import FeatureEncoder
+    from federation.protocol.spec import TrainingSpec
 
     spec = TrainingSpec(project=PROJECT, target_epsilon=1.0, rounds=2, model="logreg", batch_size=32,
                         coordinator="coordinator-eu", run_id="run-7")
@@ -81,7 +81,7 @@ def test_a_paused_node_refuses_a_query_records_it_and_serves_again_once_resumed(
 def test_a_paused_node_refuses_training_before_the_handler_runs(node):
     pause_node(state_dir=node.config.state_dir, reason="incident 4711")
     # Only a spec: had the handler run, the missing model and encoder would have failed it.
-    from federation.spec import TrainingSpec
+    from federation.protocol.spec import TrainingSpec
 
     spec = TrainingSpec(project=PROJECT, target_epsilon=1.0, rounds=2, coordinator="coordinator-eu")
     reply = _ask(node, {**spec.to_config(), "server-round": 1}, kind="train", message_type=MessageType.TRAIN)

@@ -6,7 +6,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from datasets_synthetic import generate_hospitals
-from federation.features import FeatureEncoder, prepare_site_arrays, split_indices
+from federation.training.features import FeatureEncoder, prepare_site_arrays, split_indices
 from workbench.baselines import baseline_metrics
 
 

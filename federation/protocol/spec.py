@@ -50,7 +50,7 @@ class TrainingSpec:
     test_fraction: float = 0.25
     split_seed: int = 43
     grad_sample_mode: str = "hooks"
-    engine: str = "opacus"  # or "vectorized": same mechanism, see federation/fast_dp_sgd.py
+    engine: str = "opacus"  # or "vectorized": same mechanism, see federation/training/fast_dp_sgd.py
     coordinator: str = "coordinator"
     # Opt-in: a column of each site's table that fixes its train/test split (values
     # "train"/"test", e.g. a published benchmark's split) instead of the seeded random one.

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from federation.fast_dp_sgd import VectorizedDPSGD
+from federation.training.fast_dp_sgd import VectorizedDPSGD
 
 
 def planned_sampling(*, n_train: int, batch_size: int, local_epochs: int) -> tuple[float, int]:

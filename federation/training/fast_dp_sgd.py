@@ -22,8 +22,8 @@ import copy
 import torch
 from torch import nn
 
-from federation.per_sample_clipping import PerSampleLoss, make_clipper
-from federation.poisson_sampling import entropy_generator, poisson_indices
+from federation.training.per_sample_clipping import PerSampleLoss, make_clipper
+from federation.training.poisson_sampling import entropy_generator, poisson_indices
 
 
 def expected_batch_size(*, n_train: int, sampling_rate: float) -> int:
