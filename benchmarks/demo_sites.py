@@ -8,7 +8,7 @@ from pathlib import Path
 from federation.data.dictionary import DataDictionary
 from datasets_synthetic import generate_hospitals, write_hospitals
 from federation.training.features import FeatureEncoder
-from federation.node.site import SiteConfig
+from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger
 
 SITE_CAP = 10.0  # the demo's lifetime cap per hospital

@@ -25,8 +25,9 @@ from federation.analytics.errors import QueryError
 from federation.analytics.estimates import z_value
 from federation.analytics.filters import parse_where
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRefused, QueryRequest, query_cost
-from federation.node.site import SiteConfig
+from federation.site.query_answers import QueryRefused, query_cost
+from federation.protocol.query_request import QueryRequest
+from federation.site.site_config import SiteConfig
 from workbench import settings
 from workbench.query_results import QueryResult, QueryResults
 
@@ -157,7 +158,7 @@ def ask(
     verbose: bool = False,
 ) -> QueryResult | QueryResults:
     """Send every query to every site in ONE simulation run; one result per query."""
-    from federation.analytics_simulation import run_simulated_queries
+    from federation.engines.analytics_simulation import run_simulated_queries
 
     items = _as_queries(queries)
     z_value(level)  # a clear error before the engine starts
@@ -179,7 +180,7 @@ def ask(
 def cost(*, sites: list[SiteConfig], queries: Query | Sequence[Query], project: str) -> pd.DataFrame:
     """What each query would cost at each site now, without running it or spending.
 
-    Each row is one site's own computation (``federation.analytics.site_answers.query_cost``,
+    Each row is one site's own computation (``federation.site.query_answers.query_cost``,
     the function its ``query:cost`` handler runs): the noise it would add at its delta,
     the epsilon of this query alone, the project's total after it, whether it fits, and
     whether it would be a free replay. In a simulation the ledgers are on this machine,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from federation.node.site import SiteConfig
+from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger
 
 

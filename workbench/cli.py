@@ -1,7 +1,7 @@
 """The one console script, ``workbench``. Each package owns its sub-commands:
 ``data`` (``check`` and ``dictionary`` from federation.data, ``synth`` and ``uci`` from
-datasets_synthetic), ``budget`` (privacy_budgets), ``node`` (federation.node),
-``coordinator`` (federation.deployment); ``study`` and ``demo``
+datasets_synthetic), ``budget`` (privacy_budgets), ``node`` (federation.site),
+``coordinator`` (federation.coordinator); ``study`` and ``demo``
 live here. Imports stay light until a command runs."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import typer
 
 from datasets_synthetic.cli import app as synthetic_data_app
 from federation.data.cli import app as data_checks_app
-from federation.node.cli import app as node_app
-from federation.deployment.cli import app as coordinator_app
+from federation.site.cli import app as node_app
+from federation.coordinator.cli import app as coordinator_app
 from privacy_budgets.cli import app as budget_app
 
 app = typer.Typer(
@@ -104,7 +104,7 @@ def study(
 
 def _run_connected(**kwargs) -> None:
     from federation.data.errors import DataDictionaryError
-    from federation.deployment.superlink import CoordinatorError
+    from federation.coordinator.superlink import CoordinatorError
     from federation.protocol.spec import SpecError
 
     from workbench import settings

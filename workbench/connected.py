@@ -29,10 +29,10 @@ import pandas as pd
 
 from federation.data.dictionary import DataDictionary
 from federation.data.errors import DataDictionaryError
-from federation.deployment.processes import split_address
-from federation.deployment.registry import registered_nodes
-from federation.deployment.run_folder import RunFolder, StudyFile
-from federation.deployment.superlink import CONNECTION, Coordinator, CoordinatorError
+from federation.processes import split_address
+from federation.coordinator.registry import registered_nodes
+from federation.coordinator.run_folder import RunFolder, StudyFile
+from federation.coordinator.superlink import CONNECTION, Coordinator, CoordinatorError
 from federation.training.features import FeatureEncoder
 from federation.protocol.spec import TrainingSpec
 from workbench.errors import SiteUnreachable, StudyRefused, WorkbenchError, refused_paragraph
@@ -291,8 +291,8 @@ class ConnectedWorkbench:
                            counts=counts)
 
     def _run_queries(self, *, items: list[Query], project: str, costs: bool, timeout: float):
-        from federation.analytics.site_answers import QueryRequest
-        from federation.deployment.query_file import QueryFile, answers_from_json
+        from federation.protocol.query_request import QueryRequest
+        from federation.coordinator.query_file import QueryFile, answers_from_json
 
         run_id = uuid.uuid4().hex[:12]
         requests = tuple(QueryRequest(query=q, project=project, actor="analyst (notebook)", run_id=run_id)

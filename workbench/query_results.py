@@ -11,7 +11,7 @@ import pandas as pd
 
 from federation.analytics.estimates import POOLED
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRequest
+from federation.protocol.query_request import QueryRequest
 from federation.coordinator.analytics import SiteQueryReply, combine
 
 SUPPRESSED = "suppressed"

@@ -25,8 +25,8 @@ from privacy_budgets import Ledger
 
 from federation.coordinator.range_phase import RangeFinding
 from federation.training.features import FeatureEncoder, SiteArrays
-from federation.node.data_access import site_arrays
-from federation.node.site import SiteConfig
+from federation.site.data_access import site_arrays
+from federation.site.site_config import SiteConfig
 from federation.protocol.spec import TrainingSpec
 from workbench.burn_down import budget_history, plot_burn_down
 from workbench.description import Description, schema_rows, site_rows
@@ -268,7 +268,7 @@ class Workbench:
         board would); the sites' ledgers refuse anything beyond their caps.
         """
         from federation.training.models import build_model
-        from federation.simulation import run_simulated_training
+        from federation.engines.simulation import run_simulated_training
 
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)

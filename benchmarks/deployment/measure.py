@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from federation.deployment.loopback import LoopbackFederation
-from federation.deployment.processes import BIN_DIR, ProcessHandle, engine_env, spawn, stop_process_group
-from federation.deployment.run_folder import RunFolder
-from federation.deployment.supernode import supernode_command
+from federation.engines.loopback import LoopbackFederation
+from federation.processes import BIN_DIR, ProcessHandle, engine_env, spawn, stop_process_group
+from federation.coordinator.run_folder import RunFolder
+from federation.site.supernode import supernode_command
 
 TASK_LINE = re.compile(r"task (\w+) of run (\d+) took ([0-9.]+) s")
 
@@ -133,7 +133,7 @@ def stop_stock_nodes(handles: dict[str, ProcessHandle]) -> None:
 def measure_simulation(fed: LoopbackFederation, *, project: str, rounds: int, epsilon: float = 2.0) -> VariantResult:
     from federation.coordinator.events import RoundReport
     from federation.training.features import FeatureEncoder
-    from federation.simulation import run_simulated_training
+    from federation.engines.simulation import run_simulated_training
     from federation.protocol.spec import TrainingSpec
     from federation.data.dictionary import DataDictionary
 

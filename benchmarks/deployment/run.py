@@ -30,7 +30,7 @@ from benchmarks.deployment.measure import (
     start_stock_nodes,
     stop_stock_nodes,
 )
-from federation.deployment.loopback import LoopbackFederation, build_loopback_federation
+from federation.engines.loopback import LoopbackFederation, build_loopback_federation
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
 FAST = "workbench deployment: site executor, short polls"
@@ -83,7 +83,7 @@ def results_markdown(*, results: list[VariantResult], sites: int, rows: int, rou
         "- Flower 1.42's stock node starts a `flwr-clientapp` process for every message. That process "
         "imports flwr (about 2 s here) and the site's ClientApp imports torch, Opacus and pandas "
         "(about 5 s more): two messages per round per site, on 2 cores. The site executor "
-        "(federation/deployment/site_executor.py) replaces Flower's SuperExec and those processes with "
+        "(federation/site/site_executor.py) replaces Flower's SuperExec and those processes with "
         "one long-lived process per site that polls the SuperNode's Runtime API and runs the ClientApp "
         "in-process; it also refuses any bundle whose ClientApp is not the workbench's own.",
         "- Flower's SuperNode waits 3 s after every empty pull from the SuperLink, and its deployed Grid "

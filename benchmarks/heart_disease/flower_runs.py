@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from federation.coordinator.server_app import initial_arrays
 from federation.coordinator.study_loop import StudyOutcome, run_training
-from federation.node.site import SiteConfig
-from federation.simulation import run_on_simulation
+from federation.site.site_config import SiteConfig
+from federation.engines.simulation import run_on_simulation
 from federation.protocol.spec import TrainingSpec
 from privacy_budgets import Ledger
 

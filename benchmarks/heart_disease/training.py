@@ -95,7 +95,7 @@ def train_local(*, centres: dict[str, Centre], hp: Hyper, seed: int) -> dict[str
 
 @lru_cache(maxsize=None)
 def site_noise(*, n_train: int, hp: Hyper, epsilon: float) -> float:
-    """The noise multiplier a site plans (federation/node/plan.py): all rounds' steps at
+    """The noise multiplier a site plans (federation/site/plan.py): all rounds' steps at
     its own sampling rate, calibrated to ``epsilon`` at delta 1e-5."""
     rate, steps = planned_sampling(n_train=n_train, batch_size=hp.batch_size, local_epochs=hp.local_epochs)
     return accounting.calibrate_dpsgd_noise(target_epsilon=epsilon, delta=DELTA, sampling_rate=rate,

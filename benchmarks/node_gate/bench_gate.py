@@ -43,7 +43,7 @@ def _fill(path: Path, lines: int) -> None:
     import hashlib
     import json
 
-    from federation.node.audit import GENESIS, line_hash, utc_now
+    from federation.site.audit import GENESIS, line_hash, utc_now
 
     prev, now = GENESIS, utc_now()
     with path.open("w") as f:
@@ -57,10 +57,10 @@ def _fill(path: Path, lines: int) -> None:
 
 
 def bench_audit(sizes: tuple[int, ...], samples: int, folder: Path) -> list[dict]:
-    from federation.node.alerts import alerts_for
-    from federation.node.config import NodePolicy
-    from federation.node.audit import append_audit, utc_now, verify_audit
-    from federation.node.request_info import RequestInfo
+    from federation.site.alerts import alerts_for
+    from federation.site.config import NodePolicy
+    from federation.site.audit import append_audit, utc_now, verify_audit
+    from federation.protocol.request_info import RequestInfo
 
     info = RequestInfo(kind="query:count", project="p", claimed_coordinator="c", run_id=None, flower_run_id=1,
                        message_id="m", src_node_id=1, parameters={"query": "{}"})
@@ -86,11 +86,11 @@ def bench_serve(samples: int, folder: Path) -> list[dict]:
 
     from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY, generate_hospitals
     from federation.analytics.query import Query
-    from federation.analytics.site_answers import QueryRequest
-    from federation.node.analytics_task import ANALYTICS_HANDLERS
-    from federation.node.config import load_node_config, write_node_template
-    from federation.node.pause import pause_node, resume_node
-    from federation.node.tasks import serve
+    from federation.protocol.query_request import QueryRequest
+    from federation.site.analytics_task import ANALYTICS_HANDLERS
+    from federation.site.config import load_node_config, write_node_template
+    from federation.site.pause import pause_node, resume_node
+    from federation.site.tasks import serve
     from privacy_budgets import Ledger
 
     data = folder / "data"

@@ -23,8 +23,8 @@ from federation.training.dp_sgd import train_round
 from federation.training.evaluation import binary_metrics, predict_proba
 from federation.training.features import FeatureEncoder
 from federation.training.models import build_model
-from federation.node.data_access import site_arrays
-from federation.node.site import SiteConfig
+from federation.site.data_access import site_arrays
+from federation.site.site_config import SiteConfig
 from federation.protocol.spec import TrainingSpec
 
 SITES_TIMEOUT = 600.0  # seconds to wait for every site, as the study loop does

@@ -17,9 +17,9 @@ from federation.coordinator.server_app import initial_arrays
 from federation.training.dp_sgd import train_round
 from federation.training.evaluation import binary_metrics, predict_proba
 from federation.training.models import build_model
-from federation.node.data_access import site_arrays
-from federation.node.evaluation_task import handle_evaluate
-from federation.node.training_task import handle_train
+from federation.site.data_access import site_arrays
+from federation.site.evaluation_task import handle_evaluate
+from federation.site.training_task import handle_train
 from federation.protocol.spec import TrainingSpec
 
 

@@ -32,8 +32,8 @@ from benchmarks.rounds.in_process import layer_cost
 from benchmarks.rounds.report import write_results
 from federation.coordinator.server_app import initial_arrays
 from federation.training.dp_sgd import planned_sampling, train_round
-from federation.node.data_access import site_arrays
-from federation.simulation import quiet_flower, run_simulated_training
+from federation.site.data_access import site_arrays
+from federation.engines.simulation import quiet_flower, run_simulated_training
 from federation.protocol.spec import TrainingSpec
 from privacy_budgets import accounting
 
@@ -70,7 +70,7 @@ class Timeline:
 
 
 def _backend(cpus: int) -> dict:
-    # The same settings as federation.simulation.run_on_simulation.
+    # The same settings as federation.engines.simulation.run_on_simulation.
     return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
             "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False,
                           "logging_level": logging.ERROR, "log_to_driver": False}}

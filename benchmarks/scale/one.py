@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.demo_sites import demo_sites
-from federation.simulation import run_simulated_training
+from federation.engines.simulation import run_simulated_training
 from federation.protocol.spec import TrainingSpec
 
 PROJECT = "scale"

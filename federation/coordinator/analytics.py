@@ -21,10 +21,11 @@ from flwr.serverapp import Grid
 
 from federation.analytics.estimates import answer_frame
 from federation.analytics.release import Release
-from federation.analytics.site_answers import QueryRequest
+from federation.protocol.query_request import QueryRequest
 from federation.coordinator.events import SiteReply
-from federation.node.analytics_task import ANSWER_KEY, COST_KEY, COST_KIND, RELEASE_KEY
-from federation.node.range_task import QUERY_KIND_KEY
+from federation.protocol.replies import ANSWER_KEY, COST_KEY, RELEASE_KEY
+from federation.protocol.task_kinds import COST_KIND
+from federation.protocol.task_kinds import QUERY_KIND_KEY
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pandas as pd
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from federation.analytics.site_answers import QueryRequest
+from federation.protocol.query_request import QueryRequest
 from federation.coordinator.analytics import SiteQueryReply, ask_costs, ask_sites
 from federation.coordinator.study_loop import wait_for_sites
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from flwr.app import Message
 
-from federation.node.replies import REFUSAL_KEY
+from federation.protocol.replies import REFUSAL_KEY
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from federation.data.dictionary import DataDictionary
 from federation.data.unranged import UnrangedSchema
 
 from federation.coordinator.events import SiteReply
-from federation.node.range_task import QUERY_KIND_KEY, RANGES
+from federation.protocol.task_kinds import QUERY_KIND_KEY, RANGES
 from federation.analytics.ranges import range_noise, union_ranges
 from federation.protocol.spec import TrainingSpec
 

@@ -6,7 +6,7 @@ import pytest
 from _analytics_helpers import DELTA, PROJECT
 
 from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY, generate_hospitals
-from federation.node.site import SiteConfig
+from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger
 
 

@@ -11,8 +11,9 @@ from _analytics_helpers import PROJECT, received
 from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY
 from federation.analytics.errors import QueryError
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRefused, QueryRequest, answer_query
-from federation.node.tasks import serve
+from federation.site.query_answers import QueryRefused, answer_query
+from federation.protocol.query_request import QueryRequest
+from federation.site.tasks import serve
 from privacy_budgets import Ledger
 from workbench.analytics import QueryBuilder
 

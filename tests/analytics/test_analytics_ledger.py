@@ -13,7 +13,8 @@ from dp_accounting.rdp.rdp_privacy_accountant import RdpAccountant
 
 from federation.analytics.cache import ReleaseCache
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRefused, QueryRequest, answer_query
+from federation.site.query_answers import QueryRefused, answer_query
+from federation.protocol.query_request import QueryRequest
 from privacy_budgets import Ledger
 from privacy_budgets.mechanisms import event_from_json
 

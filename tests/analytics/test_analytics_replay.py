@@ -7,7 +7,8 @@ import pytest
 from _analytics_helpers import PROJECT
 
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRequest, answer_query, query_cost
+from federation.protocol.query_request import QueryRequest
+from federation.site.query_answers import answer_query, query_cost
 from privacy_budgets import Ledger
 
 MEAN = Query(kind="mean", column="age", bounds=(18, 95), by=("sex",), epsilon=0.4)

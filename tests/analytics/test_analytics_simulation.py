@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from federation.analytics.site_answers import QueryRequest
-from federation.analytics_simulation import run_simulated_queries
+from federation.protocol.query_request import QueryRequest
+from federation.engines.analytics_simulation import run_simulated_queries
 from privacy_budgets import Ledger, epsilon
 from privacy_budgets.mechanisms import event_from_json
 from workbench import Workbench

@@ -13,8 +13,9 @@ from _analytics_helpers import PROJECT, released
 from federation.analytics.disclosure import DisclosureRuleError, DisclosureRules, rules_for
 from federation.analytics.estimates import answer_frame, estimate
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRefused, QueryRequest, answer_query
-from federation.node.site import SiteConfig
+from federation.site.query_answers import QueryRefused, answer_query
+from federation.protocol.query_request import QueryRequest
+from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger
 from privacy_budgets.statements import statement
 from workbench import Workbench

@@ -9,7 +9,7 @@ import pytest
 from dp_accounting import ComposedDpEvent, GaussianDpEvent, LaplaceDpEvent, SelfComposedDpEvent
 from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
 
-from federation.node.audit import audit_path, recent_entries
+from federation.site.audit import audit_path, recent_entries
 from workbench.session import Workbench
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from federation.deployment.certificates import certificate_hosts
-from federation.deployment.processes import engine_env, free_port, pid_alive
-from federation.deployment.supernode import node_config_argument, supernode_command
+from federation.coordinator.certificates import certificate_hosts
+from federation.processes import engine_env, free_port, pid_alive
+from federation.site.supernode import node_config_argument, supernode_command
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def _workbench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def test_coordinator_commands_init_start_register_status_stop(tmp_path):
-    from federation.node.keys import generate_node_keys
+    from federation.site.keys import generate_node_keys
 
     folder = tmp_path / "coord"
     address = f"127.0.0.1:{free_port()}"
@@ -85,7 +85,7 @@ def test_study_needs_data_or_coordinator(tmp_path):
 def test_node_passes_tls_auth_its_settings_and_trusted_entities_to_flower(loopback, tmp_path):
     from flwr.common.config import parse_config_args
 
-    from federation.node.config import load_node_config
+    from federation.site.config import load_node_config
 
     base = loopback.node_tomls["hospital_01"]
     trusted = base.parent / "trusted_entities.yaml"

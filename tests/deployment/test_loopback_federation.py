@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from federation.deployment.processes import pid_alive
-from federation.node.audit import audit_path, recent_entries, verify_audit
-from federation.node.pause import pause_node, resume_node
+from federation.processes import pid_alive
+from federation.site.audit import audit_path, recent_entries, verify_audit
+from federation.site.pause import pause_node, resume_node
 from privacy_budgets.reconciliation import reconcile
 from workbench.session import Workbench
 
@@ -96,9 +96,9 @@ def test_dp_training_of_two_rounds_is_recorded_and_reconciles(loopback):
 
 
 def test_unregistered_node_is_refused(loopback, tmp_path):
-    from federation.deployment.supernode import NodeStartError, start_node
-    from federation.node.config import load_node_config, write_node_template
-    from federation.node.keys import generate_node_keys
+    from federation.site.supernode import NodeStartError, start_node
+    from federation.site.config import load_node_config, write_node_template
+    from federation.site.keys import generate_node_keys
 
     base = loopback.node_config("hospital_01")
     generate_node_keys(private_key=tmp_path / "stranger_key")
@@ -113,9 +113,9 @@ def test_unregistered_node_is_refused(loopback, tmp_path):
 
 
 def test_node_without_the_coordinators_ca_cannot_connect(loopback, tmp_path):
-    from federation.deployment.certificates import create_tls_files
-    from federation.deployment.supernode import NodeStartError, start_node
-    from federation.node.config import load_node_config, write_node_template
+    from federation.coordinator.certificates import create_tls_files
+    from federation.site.supernode import NodeStartError, start_node
+    from federation.site.config import load_node_config, write_node_template
 
     base = loopback.node_config("hospital_01")
     other_ca = create_tls_files(folder=tmp_path / "other", hosts=["127.0.0.1"]).ca_certificate
@@ -218,6 +218,6 @@ def test_node_killed_mid_round_leaves_verifiable_records_and_serves_after_restar
 
 
 def _free_port() -> int:
-    from federation.deployment.processes import free_port
+    from federation.processes import free_port
 
     return free_port()

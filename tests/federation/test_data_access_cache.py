@@ -10,8 +10,8 @@ import pytest
 from federation.data.dictionary import DataDictionary
 from datasets_synthetic import generate_hospitals, write_hospitals
 from federation.training.features import FeatureEncoder
-from federation.node.data_access import site_arrays
-from federation.node.site import SiteConfig
+from federation.site.data_access import site_arrays
+from federation.site.site_config import SiteConfig
 from federation.protocol.spec import TrainingSpec
 
 

@@ -11,8 +11,8 @@ import torch
 from federation.training.dp_sgd import train_round
 from federation.training.features import FeatureEncoder, FeatureSpec, prepare_site_arrays
 from federation.training.models import SiteOffset, build_model
-from federation.node.site import SiteConfig
-from federation.node.site_parameters import keep_site_parameters, load_offset, with_site_parameters
+from federation.site.site_config import SiteConfig
+from federation.site.site_parameters import keep_site_parameters, load_offset, with_site_parameters
 from federation.protocol.spec import SpecError, TrainingSpec
 
 

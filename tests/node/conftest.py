@@ -10,8 +10,8 @@ import pytest
 from _node_helpers import DELTA, PROJECT
 
 from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY, generate_hospitals
-from federation.node.config import NodeConfig, load_node_config, write_node_template
-from federation.node.keys import generate_node_keys
+from federation.site.config import NodeConfig, load_node_config, write_node_template
+from federation.site.keys import generate_node_keys
 from privacy_budgets import Ledger
 
 

@@ -12,10 +12,10 @@ import pytest
 from _node_helpers import PROJECT, received, set_key
 
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRequest
-from federation.node.audit import audit_path, recent_entries
-from federation.node.pause import pause_node
-from federation.node.tasks import serve
+from federation.protocol.query_request import QueryRequest
+from federation.site.audit import audit_path, recent_entries
+from federation.site.pause import pause_node
+from federation.site.tasks import serve
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.node.audit import GENESIS, append_audit, line_hash, recent_entries, verify_audit
+from federation.site.audit import GENESIS, append_audit, line_hash, recent_entries, verify_audit
 
 
 def _log(path: Path, n: int) -> list[dict]:
@@ -146,7 +146,7 @@ def test_a_line_that_is_not_a_record_is_named(tmp_path, garbage):
 def test_counting_recent_requests_stops_at_the_window_across_blocks(tmp_path):
     """The repeated-query count: only lines of the kind, inside the window, holding the text;
     over a log larger than one read block (64 KB), old lines first."""
-    from federation.node.audit import count_recent
+    from federation.site.audit import count_recent
 
     path = tmp_path / "audit.jsonl"
     for i in range(600):

@@ -16,9 +16,9 @@ from _node_helpers import DELTA, PROJECT, set_key, write_ca_certificate
 from typer.testing import CliRunner
 
 from datasets_synthetic import generate_hospitals, write_hospitals
-from federation.node.audit import audit_path
-from federation.node.cli import app
-from federation.node.config import load_node_config
+from federation.site.audit import audit_path
+from federation.site.cli import app
+from federation.site.config import load_node_config
 from privacy_budgets import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]

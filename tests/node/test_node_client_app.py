@@ -7,9 +7,9 @@ from _node_helpers import PROJECT, received, set_key
 from flwr.app import Context, RecordDict
 
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRequest
-from federation.node.audit import audit_path, recent_entries
-from federation.node.client_app import app
+from federation.protocol.query_request import QueryRequest
+from federation.site.audit import audit_path, recent_entries
+from federation.site.client_app import app
 
 
 def _context(node_config: dict) -> Context:

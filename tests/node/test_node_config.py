@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from _node_helpers import remove_key, set_key
 
-from federation.node.config import (
+from federation.site.config import (
     LAYOUT,
     NODE_TOML_KEY,
     NodeConfigError,
@@ -17,8 +17,8 @@ from federation.node.config import (
     load_node_config,
     write_node_template,
 )
-from federation.node.site import SiteConfig
-from federation.node.task_kinds import KNOWN_TASKS
+from federation.site.site_config import SiteConfig
+from federation.protocol.task_kinds import KNOWN_TASKS
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_without_a_floor_the_entry_is_left_out(toml):
 
 
 def test_the_policy_words_are_the_tasks_the_node_serves():
-    from federation.node.tasks import HANDLERS
+    from federation.site.tasks import HANDLERS
 
     assert set(KNOWN_TASKS) == set(HANDLERS)
 

@@ -13,10 +13,10 @@ from flwr.app import MessageType
 
 from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRequest
-from federation.node.audit import audit_path, recent_entries, verify_audit
-from federation.node.pause import pause_node, resume_node
-from federation.node.tasks import serve
+from federation.protocol.query_request import QueryRequest
+from federation.site.audit import audit_path, recent_entries, verify_audit
+from federation.site.pause import pause_node, resume_node
+from federation.site.tasks import serve
 from privacy_budgets import Ledger
 
 

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from federation.node.keys import NodeKeyError, generate_node_keys, load_private_key, read_public_key_line
+from federation.site.keys import NodeKeyError, generate_node_keys, load_private_key, read_public_key_line
 
 
 def test_a_new_pair_is_p384_openssh_with_a_private_file_of_mode_600(tmp_path):

@@ -9,9 +9,9 @@ from _node_helpers import set_key, write_ca_certificate
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from federation.node.audit import append_audit, audit_path
-from federation.node.pause import pause_node
-from federation.node.preflight import run_preflight
+from federation.site.audit import append_audit, audit_path
+from federation.site.pause import pause_node
+from federation.site.preflight import run_preflight
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from federation.node.audit import audit_path, recent_entries, verify_audit
-from federation.node.pause import pause_node
+from federation.site.audit import audit_path, recent_entries, verify_audit
+from federation.site.pause import pause_node
 from workbench import Workbench
 
 

@@ -116,7 +116,7 @@ def test_budget_errors_read_as_one_paragraph_in_ipython(wb):
 
 
 def test_a_study_every_site_refuses_is_one_paragraph_not_a_flower_traceback(wb):
-    from federation.node.pause import pause_node, resume_node
+    from federation.site.pause import pause_node, resume_node
     from workbench.errors import StudyRefused
 
     for site in wb.site_configs():
