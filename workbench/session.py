@@ -435,7 +435,7 @@ def _per_site(value: int | dict[str, int] | None, site_id: str) -> int | None:
 
 def _check_disclosure_rules(configs: list[SiteConfig]) -> None:
     """Refuse a rule below the workbench's limits now, not at the first query."""
-    from federation.analytics.disclosure import rules_for
+    from federation.site.config import disclosure_rules
 
     for site in configs:
-        rules_for(site_min=site.min_cell_size, site_floor=site.true_count_floor, query_min=None)
+        disclosure_rules(site=site)

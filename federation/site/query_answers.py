@@ -34,12 +34,13 @@ from privacy_budgets.records import utc_now
 
 from federation.analytics.cache import CachedAnswer, ReleaseCache
 from federation.analytics.cells import exact_cells
-from federation.analytics.disclosure import DisclosureRuleError, DisclosureRules, rules_for
+from federation.analytics.disclosure import DisclosureRuleError, DisclosureRules
 from federation.analytics.errors import QueryError
 from federation.analytics.noise import fresh_rng, noise_multiplier, query_event
 from federation.analytics.query import Query
 from federation.analytics.release import Release, make_release
 from federation.protocol.query_request import QueryRequest
+from federation.site.config import disclosure_rules
 from federation.site.request_cap import RequestCapExceeded, check_request_cap
 from federation.site.site_config import SiteConfig
 
@@ -77,8 +78,7 @@ class _Checked:
 
 def _check(request: QueryRequest, site: SiteConfig) -> _Checked:
     try:
-        rules = rules_for(site_min=site.min_cell_size, site_floor=site.true_count_floor,
-                          query_min=request.query.min_cell_size)
+        rules = disclosure_rules(site=site, query_min=request.query.min_cell_size)
     except DisclosureRuleError as err:
         raise QueryRefused("policy", f"site {site.site_id} is misconfigured: {err}") from None
     try:

@@ -16,9 +16,9 @@ from privacy_budgets.mechanisms import dpsgd_event
 
 from federation.training.dp_sgd import train_round
 from federation.training.features import FeatureEncoder
-from federation.analytics.disclosure import DEFAULT_MIN_CELL_SIZE
 from federation.training.models import build_model
 from federation.site.data_access import site_arrays
+from federation.site.node_keys import DEFAULT_MIN_CELL_SIZE
 from federation.site.plan import PlanRefused, site_plan
 from federation.protocol.replies import refusal, site_record
 from federation.site.request_cap import RequestCapExceeded, check_request_cap

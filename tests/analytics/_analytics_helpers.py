@@ -17,7 +17,7 @@ PROJECT = "explore"
 DELTA = 1e-5
 
 
-def released(query, frame, *, noise_multiplier, rng, rules=DisclosureRules(), site_id="s"):
+def released(query, frame, *, noise_multiplier, rng, rules=DisclosureRules(min_cell_size=5), site_id="s"):
     """The site's release of ``query`` on ``frame`` with a given generator (tests only:
     the site itself always draws fresh OS entropy)."""
     query = query.check(dictionary=SYNTHETIC_HOSPITALS_DICTIONARY)
@@ -33,11 +33,11 @@ def repeated_releases(query, frame, *, noise_multiplier, seed, repeats, site_id=
     exact = exact_cells(query=query, frame=frame, dictionary=SYNTHETIC_HOSPITALS_DICTIONARY)
     rng = np.random.default_rng(seed)
     for _ in range(repeats):
-        yield make_release(query=query, exact=exact, noise_multiplier=noise_multiplier, rules=DisclosureRules(),
+        yield make_release(query=query, exact=exact, noise_multiplier=noise_multiplier, rules=DisclosureRules(min_cell_size=5),
                            rng=rng, site_id=site_id)
 
 
-def exact_answer(query, frame, *, rules=DisclosureRules()):
+def exact_answer(query, frame, *, rules=DisclosureRules(min_cell_size=5)):
     """The same computation without noise: what the intervals claim to cover."""
     release = released(query, frame, noise_multiplier=0.0, rng=np.random.default_rng(0), rules=rules)
     return estimate(query=query.check(dictionary=SYNTHETIC_HOSPITALS_DICTIONARY), release=release)

@@ -15,6 +15,7 @@ from federation.analytics.estimates import answer_frame, estimate
 from federation.analytics.query import Query
 from federation.site.query_answers import QueryRefused, answer_query
 from federation.protocol.query_request import QueryRequest
+from federation.site.config import disclosure_rules
 from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger
 from privacy_budgets.statements import statement
@@ -136,12 +137,17 @@ def test_a_pooled_cell_is_suppressed_when_a_site_suppressed_its_part(hospitals):
 # --- where the rules come from ----------------------------------------------------------
 
 
-def test_the_minimum_is_the_sites_and_a_query_may_only_raise_it():
-    assert rules_for(site_min=None, site_floor=None, query_min=None).min_cell_size == 5
-    assert rules_for(site_min=10, site_floor=None, query_min=3).min_cell_size == 10
+def test_the_minimum_is_the_sites_and_a_query_may_only_raise_it(tmp_path):
+    def site(**rules):
+        return SiteConfig(site_id="s", data_path=tmp_path / "s.csv", state_dir=tmp_path, dictionary_path=tmp_path,
+                          **rules)
+
+    assert disclosure_rules(site=site()).min_cell_size == 5  # the policy's default
+    assert disclosure_rules(site=site(min_cell_size=10), query_min=3).min_cell_size == 10
+    assert disclosure_rules(site=site(min_cell_size=10), query_min=25).min_cell_size == 25
     assert rules_for(site_min=10, site_floor=None, query_min=25).min_cell_size == 25
     with pytest.raises(DisclosureRuleError, match=r"at least 3; got 2\. Set min-cell-size to 3 or more"):
-        rules_for(site_min=2, site_floor=None, query_min=50)
+        disclosure_rules(site=site(min_cell_size=2), query_min=50)
 
 
 def test_a_site_reads_its_rules_from_its_node_config(tmp_path):

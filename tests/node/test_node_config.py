@@ -127,9 +127,9 @@ def test_the_template_refuses_to_replace_a_node_toml(toml):
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"allowed_tasks": ("train", "query:all")}, "task kinds"),
-    ({"allowed_tasks": ()}, "task kinds"),
-    ({"allowed_tasks": ("train",), "min_cell_size": 2}, "min_cell_size is a whole number of at least 3; got 2"),
+    ({"allowed_tasks": ("train", "query:all")}, "unknown task kind"),
+    ({"allowed_tasks": ()}, "non-empty list of task kinds"),
+    ({"allowed_tasks": ("train",), "min_cell_size": 2}, "min_cell_size must be a whole number of at least 3; got 2"),
     ({"allowed_tasks": ("train",), "repeated_query_limit": 0}, "repeated_query_limit"),
     ({"allowed_tasks": ("train",), "max_epsilon_per_request": float("nan")}, "max_epsilon_per_request"),
 ])
@@ -144,3 +144,18 @@ def test_the_simulation_policy_allows_everything_with_the_site_rules(tmp_path):
     policy = NodePolicy.default_for(site)
     assert policy.allowed_tasks == ("train", "evaluate", "query:*")
     assert (policy.min_cell_size, policy.true_count_floor, policy.alert_command, policy.alert_webhook) == (8, 3, None, None)
+
+
+def test_each_declared_key_fills_one_field_and_is_explained_in_the_template(toml):
+    from dataclasses import fields
+
+    from federation.site.node_keys import KEYS, POLICY_KEYS
+
+    config_fields = {f.name for f in fields(load_node_config(toml))}
+    policy_fields = {f.name for f in fields(NodePolicy)}
+    for key in KEYS:
+        assert key.field in (policy_fields if key in POLICY_KEYS else config_fields), key.label
+        assert key.comment and key.fix, key.label
+    names = {k.name for k in KEYS}
+    written = [line.removeprefix("# ").split(" = ")[0] for line in toml.read_text().splitlines()]
+    assert [name for name in written if name in names] == [k.name for k in KEYS]  # each once, in order
