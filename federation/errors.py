@@ -15,22 +15,17 @@ class, never from a free string:
 
 The bases are plain ``Exception`` classes: each error keeps its builtin base as well
 (``ValueError``, ``RuntimeError``), so existing ``except ValueError`` clauses catch
-what they caught before. ``privacy_budgets`` keeps its own hierarchy (it stands alone,
-without this package); ``BAD_INPUT``, ``REFUSED`` and ``INTERNAL`` place its classes
-under the same three kinds, and ``refusal_kind`` maps any error to its reply word.
+what they caught before. ``privacy_budgets`` keeps its own hierarchy under
+``PrivacyBudgetError`` (it stands alone, without this package); its classes read as
+the same kinds: ``InvalidBudget``, ``InvalidMechanism`` and ``LedgerError`` are bad
+input, ``BudgetExceeded`` a refusal ("budget"), ``LedgerIntegrityError`` an internal
+fault. ``refusal_kind`` maps any error to the word of a refusal reply. This module
+imports nothing (``federation.data`` stays free of the ledger package).
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
-
-from privacy_budgets.errors import (
-    BudgetExceeded,
-    InvalidBudget,
-    InvalidMechanism,
-    LedgerError,
-    LedgerIntegrityError,
-)
 
 
 class BadInput(Exception):
@@ -75,17 +70,12 @@ class InternalFault(Exception):
     kind: ClassVar[str] = "error"
 
 
-# The three kinds, with privacy_budgets' classes placed under them (the integrity error
-# first: it is also a LedgerError, and a forged ledger is no user's typo).
-INTERNAL: tuple[type[Exception], ...] = (InternalFault, LedgerIntegrityError)
-REFUSED: tuple[type[Exception], ...] = (Refused, BudgetExceeded)
-BAD_INPUT: tuple[type[Exception], ...] = (BadInput, InvalidBudget, InvalidMechanism, LedgerError)
-
-
 def refusal_kind(error: BaseException) -> str:
     """The word a site's refusal reply carries for ``error``: a refusal's own kind,
     "budget" for the ledger's BudgetExceeded, "policy" for a request that breaks a rule
     (bad input from the sender), "error" for everything else."""
+    from privacy_budgets.errors import BudgetExceeded
+
     if isinstance(error, Refused):
         return error.kind
     if isinstance(error, BudgetExceeded):

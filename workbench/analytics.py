@@ -25,7 +25,8 @@ from federation.analytics.errors import QueryError
 from federation.analytics.estimates import z_value
 from federation.analytics.filters import parse_where
 from federation.analytics.query import Query
-from federation.site.query_answers import QueryRefused, query_cost
+from federation.errors import InternalFault, Refused, refusal_kind
+from federation.site.query_answers import query_cost
 from federation.protocol.query_request import QueryRequest
 from federation.site.site_config import SiteConfig
 from workbench import settings
@@ -192,8 +193,8 @@ def cost(*, sites: list[SiteConfig], queries: Query | Sequence[Query], project: 
         for site in sites:
             try:
                 rows.append(query_cost(request=request, site=site))
-            except QueryRefused as refused:
+            except (Refused, InternalFault) as refused:
                 rows.append({"site": site.site_id, "query_id": query.query_id,
                              "query": query.label or query.describe(), "fits": False,
-                             "binding": f"refused ({refused.kind}): {refused.reason}"})
+                             "binding": f"refused ({refusal_kind(refused)}): {refused}"})
     return pd.DataFrame(rows)

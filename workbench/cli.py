@@ -56,8 +56,7 @@ def _check_study_args(epsilon: float, rounds: int, data: Optional[Path]) -> None
 
 
 def _run_study(**kwargs) -> None:
-    from federation.data.errors import DataDictionaryError, DataValidationError
-    from federation.protocol.spec import SpecError
+    from federation.errors import BadInput, InternalFault, Refused
     from privacy_budgets.errors import PrivacyBudgetError
 
     from workbench import settings
@@ -66,7 +65,7 @@ def _run_study(**kwargs) -> None:
     settings.progress = False  # each round prints its own line
     try:
         run_study(echo=typer.echo, **kwargs)
-    except (DataValidationError, DataDictionaryError, SpecError, PrivacyBudgetError, KeyError) as err:
+    except (BadInput, Refused, InternalFault, PrivacyBudgetError, KeyError) as err:  # federation/errors.py: exit 2
         _fail(str(err).strip("'\""))
 
 
@@ -103,17 +102,15 @@ def study(
 
 
 def _run_connected(**kwargs) -> None:
-    from federation.data.errors import DataDictionaryError
-    from federation.coordinator.superlink import CoordinatorError
-    from federation.protocol.spec import SpecError
+    from federation.errors import BadInput, InternalFault, Refused
 
     from workbench import settings
-    from workbench.connected import StudyFailed, run_connected_study
+    from workbench.connected import run_connected_study
 
     settings.progress = False
     try:
         run_connected_study(echo=typer.echo, **kwargs)
-    except (CoordinatorError, DataDictionaryError, SpecError, StudyFailed, FileNotFoundError) as err:
+    except (BadInput, Refused, InternalFault, FileNotFoundError) as err:  # federation/errors.py: exit 2
         _fail(str(err))
 
 

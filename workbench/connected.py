@@ -35,7 +35,8 @@ from federation.coordinator.run_folder import RunFolder, StudyFile
 from federation.coordinator.superlink import CONNECTION, Coordinator, CoordinatorError
 from federation.training.features import FeatureEncoder
 from federation.protocol.spec import TrainingSpec
-from workbench.errors import SiteUnreachable, StudyRefused, WorkbenchError, refused_paragraph
+from federation.errors import InternalFault
+from workbench.errors import NotAvailable, SiteUnreachable, StudyRefused, WorkbenchError, refused_paragraph
 from workbench.progress import ProgressObserver
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ from workbench.results import TrainingResult
 APP_BUNDLE = Path(__file__).resolve().parents[1] / "federation" / "app_bundle"
 
 
-class StudyFailed(WorkbenchError, RuntimeError):
+class StudyFailed(WorkbenchError, InternalFault, RuntimeError):
     """The coordinator's ServerApp failed; the message carries its error."""
 
 
@@ -155,7 +156,7 @@ class ConnectedWorkbench:
 
     def report(self, *, out: str | Path | None = None) -> None:
         """The ethics board's report is made where the ledger is: at each hospital."""
-        raise WorkbenchError(
+        raise NotAvailable(
             "Each hospital's ledger stays at the hospital, so its report is made there: "
             "`workbench budget report --ledger STATE/ledger.sqlite --out report.html` (the ledger path is in "
             "the node's node.toml). Here, wb.budget() and wb.plot_budget() show the coordinator's mirror "
@@ -165,7 +166,7 @@ class ConnectedWorkbench:
 
     def plan_training(self, **_: Any) -> None:
         """Planning needs each site's row count, which only the site knows exactly."""
-        raise WorkbenchError(
+        raise NotAvailable(
             "A connected federation plans at the sites: each hospital calibrates its own noise for the "
             "whole study from its own row count when the study starts, and refuses a study that does not "
             "fit its cap before touching its data. What to do: run wb.describe() for each site's (noisy) "

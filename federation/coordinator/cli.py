@@ -15,6 +15,7 @@ import typer
 
 from federation.cli_support import EXIT_FAILED
 from federation.cli_support import fail as _fail
+from federation.errors import BadInput
 
 app = typer.Typer(
     name="coordinator",
@@ -26,11 +27,11 @@ FolderOption = typer.Option(Path("coordinator"), "--folder", help="The coordinat
 
 
 def _open(folder: Path):
-    from federation.coordinator.superlink import Coordinator, CoordinatorError
+    from federation.coordinator.superlink import Coordinator
 
     try:
         return Coordinator.open(folder)
-    except CoordinatorError as err:
+    except BadInput as err:
         raise _fail(str(err)) from None
 
 
@@ -55,12 +56,10 @@ def init(
 @app.command()
 def start(folder: Path = FolderOption) -> None:
     """Start flower-superlink (TLS, --enable-supernode-auth, state and log in the folder); return once it answers."""
-    from federation.coordinator.superlink import CoordinatorError
-
     coordinator = _open(folder)
     try:
         handle = coordinator.start()
-    except (CoordinatorError, RuntimeError, TimeoutError) as err:
+    except (BadInput, RuntimeError, TimeoutError) as err:
         raise _fail(str(err), code=EXIT_FAILED) from None
     typer.echo(f"SuperLink running on {coordinator.address} (PID {handle.pid}); log: {coordinator.log_path}")
     typer.echo(f"stop it with: workbench coordinator stop --folder {folder}")
@@ -84,14 +83,13 @@ def register_node(
 ) -> None:
     """Admit a site's node key (the SuperLink must run); other keys are refused."""
     from federation.coordinator.registry import register_node as register
-    from federation.coordinator.superlink import CoordinatorError
 
     coordinator = _open(folder)
     try:
         node = register(coordinator=coordinator, public_key=public_key, name=name)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:  # a bad key file or name: exit 2
         raise _fail(str(err)) from None
-    except CoordinatorError as err:
+    except BadInput as err:  # the coordinator's state (CoordinatorError): already registered, not running
         raise _fail(str(err), code=EXIT_FAILED) from None
     typer.echo(f"site {node.name} registered (Flower node id {node.node_id}).")
 

@@ -17,6 +17,7 @@ from federation.data.dictionary import DataDictionary
 from federation.data.unranged import UnrangedSchema
 
 from federation.coordinator.events import SiteReply
+from federation.errors import Refused
 from federation.protocol.task_kinds import QUERY_KIND_KEY, RANGES
 from federation.analytics.ranges import range_noise, union_ranges
 from federation.protocol.spec import TrainingSpec
@@ -35,8 +36,8 @@ class RangeFinding:
         return [c.name for c in self.schema.columns if c.kind == "numeric" and c.name != self.target]
 
 
-class RangeFindingFailed(RuntimeError):
-    pass
+class RangeFindingFailed(Refused, RuntimeError):
+    """The sites refused or failed the range query, or gave no range for a column."""
 
 
 def find_ranges(

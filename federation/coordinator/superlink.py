@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from federation.errors import BadInput
 from federation.coordinator.certificates import TlsFiles, certificate_hosts, create_tls_files
 from federation.processes import (
     BIN_DIR,
@@ -47,7 +48,7 @@ CONFIG_NAME = "coordinator.toml"
 CONNECTION = "coordinator"  # the flwr CLI's name for this SuperLink
 
 
-class CoordinatorError(RuntimeError):
+class CoordinatorError(BadInput, RuntimeError):
     """A coordinator folder that is missing, incomplete or not running."""
 
 

@@ -1,20 +1,22 @@
 """The two errors this package raises for bad input.
 
-Both subclass ValueError, so callers that only care "was the input bad?" can
-catch ValueError; callers that want to point at the culprit read the
-attributes of DataValidationError.
+Both are ``federation.errors.BadInput`` and ValueError, so callers that only care
+"was the input bad?" can catch either; callers that want to point at the culprit
+read the attributes of DataValidationError.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from federation.errors import BadInput
 
 
-class DataDictionaryError(ValueError):
+
+class DataDictionaryError(BadInput, ValueError):
     """A data dictionary (or its JSON file) breaks a rule; the message names the rule and the fix."""
 
 
-class DataValidationError(ValueError):
+class DataValidationError(BadInput, ValueError):
     """A site's data file breaks a rule of the data dictionary.
 
     Attributes:

@@ -7,6 +7,8 @@ from typing import Any
 
 from flwr.app import ConfigRecord, Message, RecordDict
 
+from federation.errors import refusal_kind
+
 REFUSAL_KEY = "refusal"
 SITE_KEY = "site"
 RECEIPT_KEY = "receipt"
@@ -16,15 +18,16 @@ RELEASE_KEY = "release"
 COST_KEY = "cost"
 
 
-def refusal(msg: Message, *, site_id: str, kind: str, reason: str) -> Message:
+def refusal(msg: Message, *, site_id: str, error: BaseException) -> Message:
     """A clear no, sent as content (not a crash), so the coordinator can report it.
 
-    ``kind`` is "budget" (a cap, an allocation or the site's per-request cap would be
-    exceeded, or the project has no allocation), "policy" (the site does not allow this
-    task), "paused" (the site's kill switch is on) or "error" (the site could not do
-    it; nothing released).
+    Its ``kind`` comes from the class of ``error`` (federation/errors.py refusal_kind):
+    "budget" (a cap, an allocation or the site's per-request cap would be exceeded, or
+    the project has no allocation), "policy" (the site does not allow this task, or
+    cannot read the request), "paused" (the site's kill switch is on) or "error" (the
+    site could not do it; nothing released). Its ``reason`` is the error's message.
     """
-    record = ConfigRecord({"site-id": site_id, "kind": kind, "reason": reason})
+    record = ConfigRecord({"site-id": site_id, "kind": refusal_kind(error), "reason": str(error)})
     return Message(content=RecordDict({REFUSAL_KEY: record}), reply_to=msg)
 
 

@@ -11,6 +11,8 @@ import math
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
+from federation.errors import BadInput
+
 
 Strategy = Literal["fedavg", "fedadam", "fedyogi"]
 GradSampleMode = Literal["hooks", "ghost", "functorch"]
@@ -19,7 +21,7 @@ MODELS = ("mlp", "logreg")
 STRATEGIES = ("fedavg", "fedadam", "fedyogi")
 
 
-class SpecError(ValueError):
+class SpecError(BadInput, ValueError):
     """A study parameter outside its allowed range."""
 
 

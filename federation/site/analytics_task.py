@@ -15,7 +15,8 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from federation.analytics.errors import QueryError
 from federation.analytics.query import KINDS
-from federation.site.query_answers import QueryRefused, answer_query, query_cost
+from federation.errors import InternalFault, InvalidRequest, Refused
+from federation.site.query_answers import answer_query, query_cost
 from federation.protocol.query_request import QueryRequest
 from federation.protocol.replies import ANSWER_KEY, COST_KEY, RELEASE_KEY, refusal, site_record
 from federation.protocol.task_kinds import COST_KIND
@@ -35,16 +36,14 @@ def handler_for(kind: str) -> Callable[[Message, SiteConfig], Message]:
         try:
             request = _request(msg)
         except (QueryError, KeyError, ValueError) as err:
-            return refusal(msg, site_id=site.site_id, kind="policy", reason=f"malformed query: {err}")
+            return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed query: {err}"))
         if request.query.kind != kind:
-            return refusal(
-                msg, site_id=site.site_id, kind="policy",
-                reason=f"the message was routed as query:{kind} but carries a {request.query.kind} query.",
-            )
+            return refusal(msg, site_id=site.site_id, error=InvalidRequest(
+                f"the message was routed as query:{kind} but carries a {request.query.kind} query."))
         try:
             answer = answer_query(request=request, site=site)
-        except QueryRefused as refused:
-            return refusal(msg, site_id=site.site_id, kind=refused.kind, reason=refused.reason)
+        except (Refused, InternalFault) as err:
+            return refusal(msg, site_id=site.site_id, error=err)
         record = site_record(
             site_id=site.site_id,
             receipts=answer.receipts,
@@ -67,9 +66,9 @@ def handle_cost(msg: Message, site: SiteConfig) -> Message:
         request = _request(msg)
         cost = query_cost(request=request, site=site)
     except (QueryError, KeyError, ValueError) as err:
-        return refusal(msg, site_id=site.site_id, kind="policy", reason=f"malformed query: {err}")
-    except QueryRefused as refused:
-        return refusal(msg, site_id=site.site_id, kind=refused.kind, reason=refused.reason)
+        return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed query: {err}"))
+    except (Refused, InternalFault) as err:
+        return refusal(msg, site_id=site.site_id, error=err)
     content = RecordDict({COST_KEY: ConfigRecord({COST_KEY: json.dumps(cost)}), "site": site_record(site_id=site.site_id)})
     return Message(content=content, reply_to=msg)
 

@@ -16,7 +16,8 @@ import typer
 
 from federation.cli_support import EXIT_FAILED
 from federation.cli_support import fail as _fail
-from federation.site.config import NodeConfig, NodeConfigError, load_node_config
+from federation.errors import BadInput, InternalFault
+from federation.site.config import NodeConfig, load_node_config
 
 app = typer.Typer(
     name="node",
@@ -32,7 +33,7 @@ ConfigOption = typer.Option(Path("node.toml"), "--config", help="The node's node
 def _load(config: Path) -> NodeConfig:
     try:
         return load_node_config(config)
-    except NodeConfigError as err:
+    except BadInput as err:
         raise _fail(str(err)) from None
 
 
@@ -68,7 +69,7 @@ def init(
                             node_private_key=private_key, overwrite=force)
         load_node_config(toml_path)  # what was written must read back, or nothing is left behind
         line = generate_node_keys(private_key=private_key, comment=site_id, overwrite=force)
-    except NodeConfigError as err:
+    except BadInput as err:
         toml_path.unlink(missing_ok=True)
         raise _fail(str(err)) from None
     ledger_path, dataset_name = _create_ledger(toml_path)
@@ -124,12 +125,12 @@ def start(config: Path = ConfigOption) -> None:
         raise _fail("the node was not started: fix the FAIL line(s) above, then run "
                     f"`workbench node check --config {config}`.", code=EXIT_CHECK_FAILED)
     try:
-        from federation.site.supernode import NodeStartError, run_node
+        from federation.site.supernode import run_node
     except ImportError as err:
         raise _fail(f"this installation has no SuperNode launcher (federation.site.supernode: {err}).") from None
     try:
         run_node(config=result.config)
-    except NodeStartError as err:
+    except InternalFault as err:  # NodeStartError: it could not start, or the coordinator refused it
         raise _fail(str(err), code=EXIT_CHECK_FAILED) from None
 
 

@@ -15,6 +15,7 @@ from federation.training.evaluation import binary_metrics, predict_proba
 from federation.training.features import FeatureEncoder
 from federation.training.models import build_model
 from federation.site.data_access import site_arrays
+from federation.errors import InvalidRequest
 from federation.protocol.replies import refusal, site_record
 from federation.site.site_config import SiteConfig
 from federation.site.site_parameters import with_site_parameters
@@ -28,7 +29,7 @@ def handle_evaluate(msg: Message, site: SiteConfig) -> Message:
         spec = TrainingSpec.from_config(config)
         encoder = FeatureEncoder.from_json(str(config["feature-encoder"]))
     except (SpecError, KeyError, ValueError) as err:
-        return refusal(msg, site_id=site.site_id, kind="policy", reason=f"malformed evaluation request: {err}")
+        return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed evaluation request: {err}"))
 
     torch.set_num_threads(1)
     arrays = site_arrays(site=site, spec=spec, encoder=encoder, config=config)

@@ -13,10 +13,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from federation.errors import BadInput
+
 PRIVATE_KEY_MODE = 0o600
 
 
-class NodeKeyError(ValueError):
+class NodeKeyError(BadInput, ValueError):
     """A node key file is missing, unreadable or of the wrong kind; the message says the fix."""
 
 

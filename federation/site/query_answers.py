@@ -38,20 +38,12 @@ from federation.analytics.disclosure import DisclosureRuleError, DisclosureRules
 from federation.analytics.errors import QueryError
 from federation.analytics.noise import fresh_rng, noise_multiplier, query_event
 from federation.analytics.query import Query
+from federation.errors import BudgetRefused, InternalFault, InvalidRequest, PolicyRefused
 from federation.analytics.release import Release, make_release
 from federation.protocol.query_request import QueryRequest
 from federation.site.config import disclosure_rules
-from federation.site.request_cap import RequestCapExceeded, check_request_cap
+from federation.site.request_cap import check_request_cap
 from federation.site.site_config import SiteConfig
-
-class QueryRefused(Exception):
-    """The site's clear no: ``kind`` is "budget", "policy" or "error" (as for training)."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-
 
 @dataclass(frozen=True)
 class SiteAnswer:
@@ -80,15 +72,15 @@ def _check(request: QueryRequest, site: SiteConfig) -> _Checked:
     try:
         rules = disclosure_rules(site=site, query_min=request.query.min_cell_size)
     except DisclosureRuleError as err:
-        raise QueryRefused("policy", f"site {site.site_id} is misconfigured: {err}") from None
+        raise PolicyRefused(f"site {site.site_id} is misconfigured: {err}") from None
     try:
         dictionary = DataDictionary.load(site.dictionary_path)
     except DataDictionaryError as err:
-        raise QueryRefused("error", f"analytics need the site's data dictionary: {err}") from None
+        raise InternalFault(f"analytics need the site's data dictionary: {err}") from None
     try:
         query = request.query.check(dictionary=dictionary)
     except QueryError as err:
-        raise QueryRefused("policy", str(err)) from None
+        raise InvalidRequest(str(err)) from None
     return _Checked(query=query, rules=rules, dictionary=dictionary)
 
 
@@ -96,17 +88,18 @@ def _delta(ledger: Ledger, site: SiteConfig) -> float:
     try:
         return ledger.dataset_delta(dataset=site.dataset)
     except LedgerError as err:
-        raise QueryRefused("budget", str(err)) from None
+        raise BudgetRefused(str(err)) from None
 
 
 def answer_query(*, request: QueryRequest, site: SiteConfig) -> SiteAnswer:
-    """Answer ``request`` at ``site`` (see the module docstring), or raise QueryRefused."""
+    """Answer ``request`` at ``site`` (see the module docstring), or raise a refusal
+    (``federation.errors.Refused``) or an ``InternalFault`` (the site could not answer)."""
     checked = _check(request, site)
     query, rules = checked.query, checked.rules
     try:
         data = load_site_data(path=site.data_path, dictionary=checked.dictionary, site_id=site.site_id)
     except (DataValidationError, DataDictionaryError) as err:
-        raise QueryRefused("error", f"the site's data did not validate: {err}") from None
+        raise InternalFault(f"the site's data did not validate: {err}") from None
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger, \
             ReleaseCache(site.analytics_cache_dir) as cache:
         delta = _delta(ledger, site)
@@ -129,8 +122,8 @@ def answer_query(*, request: QueryRequest, site: SiteConfig) -> SiteAnswer:
                 purpose=f"analytics: {query.describe()} ({describe_event(event)})",
                 run_id=request.run_id, query_id=query.query_id,
             )
-        except (BudgetExceeded, RequestCapExceeded) as err:
-            raise QueryRefused("budget", str(err)) from None
+        except BudgetExceeded as err:
+            raise BudgetRefused(str(err)) from None
         try:
             exact = exact_cells(query=query, frame=data.frame, dictionary=checked.dictionary)
             release = make_release(query=query, exact=exact, noise_multiplier=multiplier, rules=rules,
@@ -138,7 +131,7 @@ def answer_query(*, request: QueryRequest, site: SiteConfig) -> SiteAnswer:
             text = release.to_text()
         except Exception as err:
             ledger.abort(reservation, reason=f"analytics query failed before any release: {err!r}")
-            raise QueryRefused("error", f"the site could not compute {query.describe()}: {err}") from None
+            raise InternalFault(f"the site could not compute {query.describe()}: {err}") from None
         entry = ledger.commit(reservation)
         receipts = [ledger.receipt(entry).to_dict()]
         if rules.true_count_floor:
@@ -174,7 +167,7 @@ def query_cost(*, request: QueryRequest, site: SiteConfig) -> dict[str, Any]:
     try:
         version = data_fingerprint(content=read_site_bytes(path=site.data_path), dictionary=checked.dictionary)
     except (DataValidationError, DataDictionaryError) as err:
-        raise QueryRefused("error", str(err)) from None
+        raise InternalFault(str(err)) from None
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger, \
             ReleaseCache(site.analytics_cache_dir) as cache:
         delta = _delta(ledger, site)

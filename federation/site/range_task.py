@@ -14,6 +14,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from federation.data.loader import parse_csv, parse_parquet, read_site_bytes
 from privacy_budgets import BudgetExceeded, Ledger
 
+from federation.errors import InternalFault, InvalidRequest
 from federation.protocol.replies import refusal, site_record
 from federation.site.request_cap import RequestCapExceeded, check_request_cap
 from federation.site.site_config import SiteConfig
@@ -40,9 +41,9 @@ def handle_ranges(msg: Message, site: SiteConfig) -> Message:
         columns = list(json.loads(str(config["columns"])))
         noise_std = float(config["noise-std"])
     except (SpecError, KeyError, ValueError) as err:
-        return refusal(msg, site_id=site.site_id, kind="policy", reason=f"malformed range query: {err}")
+        return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed range query: {err}"))
     if not columns or noise_std <= 0:
-        return refusal(msg, site_id=site.site_id, kind="policy", reason="a range query needs columns and positive noise.")
+        return refusal(msg, site_id=site.site_id, error=InvalidRequest("a range query needs columns and positive noise."))
 
     event = range_event(noise_std=noise_std, n_columns=len(columns))
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
@@ -54,12 +55,12 @@ def handle_ranges(msg: Message, site: SiteConfig) -> Message:
                 run_id=spec.run_id, query_id=f"{spec.run_id}-ranges",
             )
         except (BudgetExceeded, RequestCapExceeded) as err:
-            return refusal(msg, site_id=site.site_id, kind="budget", reason=str(err))
+            return refusal(msg, site_id=site.site_id, error=err)
         try:
             values = _numeric_columns(site, columns)
         except Exception as err:
             ledger.abort(reservation, reason=f"range query failed before any release: {err!r}")
-            return refusal(msg, site_id=site.site_id, kind="error", reason=str(err))
+            return refusal(msg, site_id=site.site_id, error=InternalFault(str(err)))
         rng = np.random.default_rng()  # fresh OS entropy: predictable noise is no noise
         ranges = {c: noisy_range(values=v, noise_std=noise_std, rng=rng) for c, v in values.items()}
         entry = ledger.commit(reservation)

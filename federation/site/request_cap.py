@@ -11,13 +11,14 @@ import dp_accounting as dpa
 
 from privacy_budgets import Ledger
 
+from federation.errors import BudgetRefused
 from federation.site.site_config import SiteConfig
 
 _ROUNDING = 1e-9  # relative: a request calibrated to exactly the cap fits
 
 
-class RequestCapExceeded(Exception):
-    """One request would cost more than the site allows per request (a "budget" refusal)."""
+class RequestCapExceeded(BudgetRefused):
+    """One request would cost more than the site allows per request."""
 
 
 def check_request_cap(*, ledger: Ledger, site: SiteConfig, project: str, event: dpa.DpEvent) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from federation.errors import InternalFault
 from federation.processes import (
     ProcessHandle,
     engine_env,
@@ -60,7 +61,7 @@ ACTIVATION_WAIT_SECONDS = 90.0
 ACTIVATION_RETRY_SECONDS = 5.0
 
 
-class NodeStartError(RuntimeError):
+class NodeStartError(InternalFault, RuntimeError):
     """The node could not start or was refused by the coordinator."""
 
 

@@ -25,6 +25,7 @@ from federation.site.evaluation_task import handle_evaluate
 from federation.site.gate import GateDecision, check_request
 from federation.protocol.task_kinds import RANGES
 from federation.site.range_task import handle_ranges
+from federation.errors import InternalFault
 from federation.protocol.replies import REFUSAL_KEY, SITE_KEY, refusal
 from federation.protocol.request_info import RequestInfo, describe_request
 from federation.site.site_config import SiteConfig
@@ -52,11 +53,11 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
     received = utc_now()
     info = describe_request(kind=kind, msg=msg)
     site, policy, broken = _site_and_policy(site=site, node_toml=node_toml)
-    decision = GateDecision(False, "error", broken) if broken else check_request(info=info, site=site, policy=policy)
+    decision = GateDecision(InternalFault(broken)) if broken else check_request(info=info, site=site, policy=policy)
     if decision.allowed:
         reply = _run(kind=kind, msg=msg, site=site)
     else:
-        reply = refusal(msg, site_id=site.site_id, kind=str(decision.refusal_kind), reason=str(decision.reason))
+        reply = refusal(msg, site_id=site.site_id, error=decision.refusal)
     try:
         _record(info=info, site=site, policy=policy, reply=reply, received=received)
     except Exception:  # the reply still goes; the operator sees why the log lacks a line
@@ -81,8 +82,8 @@ def _run(*, kind: str, msg: Message, site: SiteConfig) -> Message:
         return HANDLERS[kind](msg, site)
     except Exception as err:
         log.exception("site %s: the %s handler failed", site.site_id, kind)
-        return refusal(msg, site_id=site.site_id, kind="error",
-                       reason=f"site {site.site_id} could not complete {kind}: {type(err).__name__}: {err}")
+        return refusal(msg, site_id=site.site_id, error=InternalFault(
+            f"site {site.site_id} could not complete {kind}: {type(err).__name__}: {err}"))
 
 
 def _record(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy, reply: Message, received: str) -> None:

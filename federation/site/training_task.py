@@ -20,6 +20,7 @@ from federation.training.models import build_model
 from federation.site.data_access import site_arrays
 from federation.site.node_keys import DEFAULT_MIN_CELL_SIZE
 from federation.site.plan import PlanRefused, site_plan
+from federation.errors import BudgetRefused, InternalFault, InvalidRequest, PolicyRefused
 from federation.protocol.replies import refusal, site_record
 from federation.site.request_cap import RequestCapExceeded, check_request_cap
 from federation.site.site_config import SiteConfig
@@ -34,13 +35,11 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
         spec = TrainingSpec.from_config(config)
         encoder = FeatureEncoder.from_json(str(config["feature-encoder"]))
     except (SpecError, KeyError, ValueError) as err:
-        return refusal(msg, site_id=site.site_id, kind="policy", reason=f"malformed training request: {err}")
+        return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed training request: {err}"))
 
     if server_round > spec.rounds:
-        return refusal(
-            msg, site_id=site.site_id, kind="policy",
-            reason=f"round {server_round} is beyond the {spec.rounds} rounds this site planned its noise for.",
-        )
+        return refusal(msg, site_id=site.site_id, error=PolicyRefused(
+            f"round {server_round} is beyond the {spec.rounds} rounds this site planned its noise for."))
 
     torch.set_num_threads(1)  # one CPU per simulated site; more only oversubscribes
     arrays = site_arrays(site=site, spec=spec, encoder=encoder, config=config)
@@ -48,11 +47,9 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
     smallest = site.min_cell_size if site.min_cell_size is not None else DEFAULT_MIN_CELL_SIZE
     if n_train < smallest:
         # The row count leaves the site anyway (the FedAvg weight): refusing on it adds nothing.
-        return refusal(
-            msg, site_id=site.site_id, kind="policy",
-            reason=f"the training cohort at site {site.site_id} ({n_train} records) is below the site's "
-                   f"minimum of {smallest} (min_cell_size).",
-        )
+        return refusal(msg, site_id=site.site_id, error=PolicyRefused(
+            f"the training cohort at site {site.site_id} ({n_train} records) is below the site's "
+            f"minimum of {smallest} (min_cell_size)."))
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         try:
             plan = site_plan(
@@ -73,8 +70,10 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
                 run_id=spec.run_id,
                 round=server_round,
             )
-        except (BudgetExceeded, PlanRefused, RequestCapExceeded) as err:
-            return refusal(msg, site_id=site.site_id, kind="budget", reason=str(err))
+        except (BudgetExceeded, RequestCapExceeded) as err:
+            return refusal(msg, site_id=site.site_id, error=err)
+        except PlanRefused as err:  # a budget refusal (plan.py keeps its Exception base for now)
+            return refusal(msg, site_id=site.site_id, error=BudgetRefused(str(err)))
 
         try:
             model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
@@ -94,7 +93,7 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
             )
         except Exception as err:
             ledger.abort(reservation, reason=f"training failed before any release: {err!r}")
-            return refusal(msg, site_id=site.site_id, kind="error", reason=f"local training failed: {err}")
+            return refusal(msg, site_id=site.site_id, error=InternalFault(f"local training failed: {err}"))
 
         # Charge the steps that ran, at the sampling rate the loader actually used.
         spent = ledger.commit(

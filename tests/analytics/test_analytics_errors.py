@@ -11,7 +11,8 @@ from _analytics_helpers import PROJECT, received
 from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY
 from federation.analytics.errors import QueryError
 from federation.analytics.query import Query
-from federation.site.query_answers import QueryRefused, answer_query
+from federation.errors import Refused
+from federation.site.query_answers import answer_query
 from federation.protocol.query_request import QueryRequest
 from federation.site.tasks import serve
 from privacy_budgets import Ledger
@@ -100,7 +101,7 @@ def test_a_filter_that_happens_to_select_few_at_a_site_is_answered_with_suppress
 def test_a_site_refuses_a_bad_query_before_reading_data_or_spending(hospitals, make_site):
     site = make_site(hospitals.sites["hospital_01"])
     unchecked = Query(kind="mean", column="agee", bounds=(18, 95), epsilon=0.1)  # never checked here
-    with pytest.raises(QueryRefused, match="Unknown column 'agee'") as refused:
+    with pytest.raises(Refused, match="Unknown column 'agee'") as refused:
         answer_query(request=QueryRequest(query=unchecked, project=PROJECT), site=site)
     assert refused.value.kind == "policy"
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:

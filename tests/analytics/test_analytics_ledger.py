@@ -13,7 +13,8 @@ from dp_accounting.rdp.rdp_privacy_accountant import RdpAccountant
 
 from federation.analytics.cache import ReleaseCache
 from federation.analytics.query import Query
-from federation.site.query_answers import QueryRefused, answer_query
+from federation.errors import Refused
+from federation.site.query_answers import answer_query
 from federation.protocol.query_request import QueryRequest
 from privacy_budgets import Ledger
 from privacy_budgets.mechanisms import event_from_json
@@ -100,7 +101,7 @@ def test_a_query_beyond_the_allocation_is_refused_and_releases_nothing(hospitals
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         before = ledger.spent(dataset=site.dataset, project=PROJECT), len(ledger.entries())
     request = QueryRequest(query=Query(kind="mean", column="age", bounds=(18, 95), epsilon=0.4), project=PROJECT)
-    with pytest.raises(QueryRefused, match="would exceed the project allocation") as refused:
+    with pytest.raises(Refused, match="would exceed the project allocation") as refused:
         answer_query(request=request, site=site)
     assert refused.value.kind == "budget"
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
@@ -111,6 +112,6 @@ def test_a_query_beyond_the_allocation_is_refused_and_releases_nothing(hospitals
 
 def test_a_project_without_an_allocation_is_refused(hospitals, make_site):
     site = make_site(hospitals.sites["hospital_01"], allocation=0)
-    with pytest.raises(QueryRefused, match="has no allocation") as refused:
+    with pytest.raises(Refused, match="has no allocation") as refused:
         answer_query(request=QueryRequest(query=Query(kind="count", epsilon=0.1), project=PROJECT), site=site)
     assert refused.value.kind == "budget"

@@ -13,7 +13,8 @@ from _analytics_helpers import PROJECT, released
 from federation.analytics.disclosure import DisclosureRuleError, DisclosureRules, rules_for
 from federation.analytics.estimates import answer_frame, estimate
 from federation.analytics.query import Query
-from federation.site.query_answers import QueryRefused, answer_query
+from federation.errors import Refused
+from federation.site.query_answers import answer_query
 from federation.protocol.query_request import QueryRequest
 from federation.site.config import disclosure_rules
 from federation.site.site_config import SiteConfig
@@ -164,7 +165,7 @@ def test_a_site_reads_its_rules_from_its_node_config(tmp_path):
 
 def test_a_site_configured_below_three_refuses_every_query(hospitals, make_site):
     site = make_site(hospitals.sites["hospital_01"], min_cell_size=2)
-    with pytest.raises(QueryRefused, match="misconfigured: A site's minimum cell size is a whole number of at least 3"):
+    with pytest.raises(Refused, match="misconfigured: A site's minimum cell size is a whole number of at least 3"):
         answer_query(request=QueryRequest(query=Query(kind="count", epsilon=0.1), project=PROJECT), site=site)
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         assert ledger.spent(dataset=site.dataset) == 0.0
