@@ -39,7 +39,7 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
 
 
-class _Plain:
+class PlainRecord:
     """``to_dict``/``from_dict`` for a frozen dataclass of plain fields."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,7 +60,7 @@ class _Plain:
 
 
 @dataclass(frozen=True)
-class Reservation(_Plain):
+class Reservation(PlainRecord):
     """A release held against the budget: it counts as spent until committed or aborted."""
 
     id: str
@@ -92,7 +92,7 @@ class Reservation(_Plain):
 
 
 @dataclass(frozen=True)
-class CostEstimate(_Plain):
+class CostEstimate(PlainRecord):
     """What a release would cost, without spending anything (``Ledger.cost``)."""
 
     dataset: str

@@ -74,6 +74,8 @@ def test_a_clean_tree_passes(tmp_path):
     ("federation/protocol/spec.py", "from ..site import gate\n", "federation.protocol sits below federation.site"),
     ("federation/newroom/__init__.py", "from federation.protocol import spec\n",
      "federation.newroom stands in no layer"),
+    ("federation/coordinator/loop.py", "from federation.protocol.spec import _helper\n",
+     "imports the private name _helper of federation.protocol.spec"),
 ])
 def test_each_kind_of_breach_is_caught_with_its_place(tmp_path, name, text, expected):
     files = _clean(tmp_path)

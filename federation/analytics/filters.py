@@ -142,7 +142,7 @@ def check_filters(filters: Sequence[Filter], *, dictionary: DataDictionary) -> N
     """Refuse unknown columns, values of the wrong type, and filters that select nobody."""
     by_column: dict[str, list[Filter]] = {}
     for f in filters:
-        spec = _column(dictionary, f.column, "filter")
+        spec = column_spec(dictionary, f.column, "filter")
         values = f.value if isinstance(f.value, tuple) else (f.value,)
         if spec.kind == "categorical":
             if f.op not in ("==", "!=", "in", "not in"):
@@ -164,7 +164,8 @@ def check_filters(filters: Sequence[Filter], *, dictionary: DataDictionary) -> N
             _check_interval(spec, column_filters)
 
 
-def _column(dictionary: DataDictionary, name: str, what: str):
+def column_spec(dictionary: DataDictionary, name: str, what: str):
+    """The dictionary's spec of column ``name``, or a QueryError naming ``what`` asked for it."""
     try:
         return dictionary.column(name)
     except KeyError:

@@ -42,7 +42,7 @@ import numpy as np
 from federation.data.dictionary import DataDictionary
 
 from federation.analytics.errors import QueryError
-from federation.analytics.filters import Filter, _column, check_filters, parse_where
+from federation.analytics.filters import Filter, check_filters, column_spec, parse_where
 
 FORMAT = "workbench-analytics-query/1"
 KINDS = ("count", "sum", "mean", "variance", "histogram", "crosstab", "quantiles", "survival")
@@ -229,15 +229,15 @@ class Query:
                     "A survival query needs a time and an event column: pass column= and event=, or "
                     "give the data dictionary columns with roles 'time' and 'event'."
                 )
-            time = _column(dictionary, query.column, "survival time")
+            time = column_spec(dictionary, query.column, "survival time")
             if time.kind not in ("numeric", "integer"):
                 raise QueryError(f"A survival time column is numeric; '{time.name}' is {time.kind}.")
-            event = _column(dictionary, query.event, "survival event")
+            event = column_spec(dictionary, query.event, "survival event")
             if event.kind != "binary":
                 raise QueryError(f"A survival event column is binary (1 = event); '{event.name}' is {event.kind}.")
         query._check_value_column(dictionary)
         for name in query.by:
-            spec = _column(dictionary, name, "by")
+            spec = column_spec(dictionary, name, "by")
             if spec.kind not in ("categorical", "binary"):
                 raise QueryError(
                     f"by stratifies by a categorical or binary column; '{name}' is {spec.kind}. "
@@ -257,7 +257,7 @@ class Query:
             if len(self.columns) != 2:
                 raise QueryError(f"A crosstab needs columns=(first, second); got {self.columns!r}.")
             for name in self.columns:
-                spec = _column(dictionary, name, "crosstab")
+                spec = column_spec(dictionary, name, "crosstab")
                 if spec.kind not in ("categorical", "binary"):
                     raise QueryError(
                         f"A crosstab counts categories; '{name}' is {spec.kind}. Use a histogram with bins."
@@ -265,7 +265,7 @@ class Query:
             return
         if self.column is None:
             raise QueryError(f"A {self.kind} needs column=; e.g. column='age'.")
-        spec = _column(dictionary, self.column, self.kind)
+        spec = column_spec(dictionary, self.column, self.kind)
         categorical = spec.kind in ("categorical", "binary")
         if self.kind == "histogram" and categorical:
             if self.bounds is not None:
