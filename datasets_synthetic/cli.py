@@ -38,8 +38,7 @@ def synth(
         raise fail(error, code=EXIT_BAD_INPUT) from None
     summary = federation.summary()
     rows_out = [
-        [r.site, str(r.rows), f"{r.prevalence:.1%}", f"{r.mean_age:.1f}"]
-        for r in summary.itertuples(index=False)
+        [r.site, str(r.rows), f"{r.prevalence:.1%}", f"{r.mean_age:.1f}"] for r in summary.itertuples(index=False)
     ]
     typer.echo(table(["site", "rows", "cardiac_event", "mean age"], rows_out))
     typer.echo(f"wrote {len(federation.sites)} sites (seed {seed}) to {folder}")

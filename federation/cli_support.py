@@ -21,7 +21,9 @@ def fail(message: str | BaseException, *, code: int = EXIT_BAD_INPUT) -> typer.E
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
     """Columns padded to their widest cell, a dashed line under the headers."""
-    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [headers, *rows]]
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=False)]
+    lines = [
+        "  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=False)).rstrip() for line in [headers, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -53,8 +53,9 @@ def _prompt(pull_objects):
     @functools.wraps(pull_objects)
     def prompt_pull_objects(*args, **kwargs):
         # Flower's helpers pass their own defaults explicitly: take the smaller.
-        kwargs["initial_backoff"] = min(kwargs.get("initial_backoff", OBJECT_PULL_INITIAL_BACKOFF),
-                                        OBJECT_PULL_INITIAL_BACKOFF)
+        kwargs["initial_backoff"] = min(
+            kwargs.get("initial_backoff", OBJECT_PULL_INITIAL_BACKOFF), OBJECT_PULL_INITIAL_BACKOFF
+        )
         kwargs["backoff_cap"] = min(kwargs.get("backoff_cap", OBJECT_PULL_BACKOFF_CAP), OBJECT_PULL_BACKOFF_CAP)
         return pull_objects(*args, **kwargs)
 

@@ -30,7 +30,9 @@ def engine_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     test), no telemetry and no update checks (sites have no internet)."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(BIN_DIR), env.get("PATH", "")])
-    paths = [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(PROJECT_ROOT)]
+    paths = [str(PROJECT_ROOT)] + [
+        p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(PROJECT_ROOT)
+    ]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["FLWR_TELEMETRY_ENABLED"] = "0"
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
@@ -84,13 +86,20 @@ class ProcessHandle:
             self.popen.wait(timeout=10)
 
 
-def spawn(*, command: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> ProcessHandle:
+def spawn(
+    *, command: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> ProcessHandle:
     """Start ``command`` in a new session, stdout and stderr appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env or engine_env(), cwd=cwd, start_new_session=True,
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env or engine_env(),
+            cwd=cwd,
+            start_new_session=True,
         )
     return ProcessHandle(pid=popen.pid, log_path=log_path, command=list(command), popen=popen)
 

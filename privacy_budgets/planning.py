@@ -42,16 +42,18 @@ def plan_dpsgd(
         _many(noise_multipliers), _many(rounds), _many(steps_per_round), _many(sampling_rate)
     ):
         event = dpsgd_event(noise_multiplier=sigma, sampling_rate=q, steps=n_rounds * steps)
-        rows.append({
-            "noise_multiplier": sigma,
-            "rounds": n_rounds,
-            "steps_per_round": steps,
-            "sampling_rate": q,
-            "steps": n_rounds * steps,
-            "delta": delta,
-            "epsilon": epsilon(events=[event], delta=delta),
-            "epsilon_rdp": epsilon(events=[event], delta=delta, accountant="rdp"),
-        })
+        rows.append(
+            {
+                "noise_multiplier": sigma,
+                "rounds": n_rounds,
+                "steps_per_round": steps,
+                "sampling_rate": q,
+                "steps": n_rounds * steps,
+                "delta": delta,
+                "epsilon": epsilon(events=[event], delta=delta),
+                "epsilon_rdp": epsilon(events=[event], delta=delta, accountant="rdp"),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -31,18 +31,26 @@ SPLIT = "federation"  # the package whose direct children are components of thei
 
 # Top to bottom. A component may import any component of a lower layer, none of its own
 # layer (but itself) and none above.
-LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
-    {"workbench"},
-    {"federation.engines"},
-    {"federation.site", "federation.coordinator"},
-    {"federation.protocol"},
-    {"federation.training", "federation.analytics", "datasets_synthetic"},
-    {"federation.data"},
-    {"federation.cli_support", "federation.errors", "federation.processes", "federation.flower_tuning",
-     "federation.app_bundle"},
-    {"federation"},  # the package's own __init__
-    {"privacy_budgets"},
-))
+LAYERS: tuple[frozenset[str], ...] = tuple(
+    frozenset(layer)
+    for layer in (
+        {"workbench"},
+        {"federation.engines"},
+        {"federation.site", "federation.coordinator"},
+        {"federation.protocol"},
+        {"federation.training", "federation.analytics", "datasets_synthetic"},
+        {"federation.data"},
+        {
+            "federation.cli_support",
+            "federation.errors",
+            "federation.processes",
+            "federation.flower_tuning",
+            "federation.app_bundle",
+        },
+        {"federation"},  # the package's own __init__
+        {"privacy_budgets"},
+    )
+)
 
 # The workbench's own circle (session <-> connected, study, analytics) is rewritten by
 # the remote-notebooks issue; its private names stay until then.
@@ -89,8 +97,9 @@ def read_imports(root: Path, packages: tuple[str, ...] = PRODUCT) -> list[Import
                 base = _absolute(node, importer=name, is_package=is_package)
                 for alias in node.names:
                     candidate = f"{base}.{alias.name}"
-                    found.append(Import(name, path, node.lineno, candidate if candidate in modules else base,
-                                        alias.name))
+                    found.append(
+                        Import(name, path, node.lineno, candidate if candidate in modules else base, alias.name)
+                    )
     return found
 
 
@@ -144,10 +153,15 @@ def violations(imports: list[Import]) -> list[str]:
 
 def private_imports(imports: list[Import]) -> list[str]:
     """``from x import _y`` where x is another module of ours: rename it public or move it."""
-    return [f"{imp.path.as_posix()}:{imp.line}: {imp.importer} imports the private name {imp.name} of {imp.imported}"
-            for imp in imports
-            if imp.name.startswith("_") and not imp.name.startswith("__") and is_ours(imp.imported)
-            and imp.imported != imp.importer and f"{imp.imported}:{imp.name}" not in PRIVATE_ALLOWED]
+    return [
+        f"{imp.path.as_posix()}:{imp.line}: {imp.importer} imports the private name {imp.name} of {imp.imported}"
+        for imp in imports
+        if imp.name.startswith("_")
+        and not imp.name.startswith("__")
+        and is_ours(imp.imported)
+        and imp.imported != imp.importer
+        and f"{imp.imported}:{imp.name}" not in PRIVATE_ALLOWED
+    ]
 
 
 def _layering(source: str, target: str, where: str, imp: Import) -> list[str]:
@@ -156,11 +170,12 @@ def _layering(source: str, target: str, where: str, imp: Import) -> list[str]:
         if index is None:
             return [f"{where}: {name} stands in no layer of tests/import_contracts.py LAYERS; place it there"]
     if high == low:
-        return [f"{where}: {imp.importer} imports {imp.imported}; {source} and {target} share a layer "
-                "and never import each other"]
+        return [
+            f"{where}: {imp.importer} imports {imp.imported}; {source} and {target} share a layer "
+            "and never import each other"
+        ]
     if high > low:
-        return [f"{where}: {imp.importer} imports {imp.imported}; {source} sits below {target} "
-                "and must not import it"]
+        return [f"{where}: {imp.importer} imports {imp.imported}; {source} sits below {target} and must not import it"]
     return []
 
 

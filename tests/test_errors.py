@@ -48,26 +48,42 @@ def _our_exceptions():
 def test_each_error_of_ours_has_exactly_one_kind():
     found = list(_our_exceptions())
     assert len(found) >= 20
-    wrong = {f"{c.__module__}.{c.__name__}": [k.__name__ for k in KINDS if issubclass(c, k)] for c in found
-             if sum(issubclass(c, k) for k in KINDS) != 1 and f"{c.__module__}.{c.__name__}" not in NO_KIND_YET}
+    wrong = {
+        f"{c.__module__}.{c.__name__}": [k.__name__ for k in KINDS if issubclass(c, k)]
+        for c in found
+        if sum(issubclass(c, k) for k in KINDS) != 1 and f"{c.__module__}.{c.__name__}" not in NO_KIND_YET
+    }
     assert not wrong, wrong
 
 
-@pytest.mark.parametrize(("error", "word"), [
-    (PolicyRefused("no"), "policy"),
-    (InvalidRequest("malformed"), "policy"),
-    (BudgetRefused("over"), "budget"),
-    (PausedRefused("paused"), "paused"),
-    (InternalFault("broke"), "error"),
-    (BadInput("bad"), "policy"),  # a request that breaks a rule is refused as the sender's
-    (LedgerError("locked"), "error"),
-    (RuntimeError("bug"), "error"),
-])
+@pytest.mark.parametrize(
+    ("error", "word"),
+    [
+        (PolicyRefused("no"), "policy"),
+        (InvalidRequest("malformed"), "policy"),
+        (BudgetRefused("over"), "budget"),
+        (PausedRefused("paused"), "paused"),
+        (InternalFault("broke"), "error"),
+        (BadInput("bad"), "policy"),  # a request that breaks a rule is refused as the sender's
+        (LedgerError("locked"), "error"),
+        (RuntimeError("bug"), "error"),
+    ],
+)
 def test_a_refusal_word_comes_from_the_class(error, word):
     assert refusal_kind(error) == word
 
 
 def test_the_ledgers_own_refusal_reads_as_budget():
-    err = BudgetExceeded(requested_epsilon=0.3, total_after=1.1, remaining=0.2, cap=1.0, delta=1e-5,
-                         limit_kind="project allocation", dataset="d", project="p", set_by="b", set_on="t")
+    err = BudgetExceeded(
+        requested_epsilon=0.3,
+        total_after=1.1,
+        remaining=0.2,
+        cap=1.0,
+        delta=1e-5,
+        limit_kind="project allocation",
+        dataset="d",
+        project="p",
+        set_by="b",
+        set_on="t",
+    )
     assert refusal_kind(err) == "budget"

@@ -20,8 +20,15 @@ def test_the_product_keeps_every_import_contract():
 
 def test_every_component_of_the_product_stands_in_a_layer():
     components = {component(imp.importer) for imp in read_imports(ROOT)}
-    assert {"federation.site", "federation.coordinator", "federation.protocol", "federation.training",
-            "federation.analytics", "federation.data", "federation.engines"} <= components
+    assert {
+        "federation.site",
+        "federation.coordinator",
+        "federation.protocol",
+        "federation.training",
+        "federation.analytics",
+        "federation.data",
+        "federation.engines",
+    } <= components
     assert [c for c in sorted(components) if layer_of(c) is None] == []
     assert not cycles(read_imports(ROOT))
 
@@ -57,26 +64,54 @@ def test_a_clean_tree_passes(tmp_path):
     assert violations(read_imports(_tree(tmp_path, _clean(tmp_path)))) == []
 
 
-@pytest.mark.parametrize(("name", "text", "expected"), [
-    ("federation/site/gate.py", "from federation.coordinator.loop import run\n",
-     "federation.site and federation.coordinator share a layer"),
-    ("federation/coordinator/loop.py", "def f():\n    from federation.site import gate\n",
-     "federation.coordinator and federation.site share a layer"),
-    ("privacy_budgets/mechanisms.py", "import torch\n", "privacy_budgets must not import torch"),
-    ("privacy_budgets/mechanisms.py", "from flwr.app import Message\n", "privacy_budgets must not import flwr"),
-    ("privacy_budgets/mechanisms.py", "from federation.analytics import noise\n",
-     "privacy_budgets sits below federation.analytics"),
-    ("federation/analytics/noise.py", "from flwr.app import Message\n", "federation.analytics must not import flwr"),
-    ("federation/analytics/noise.py", "from federation.protocol.spec import Spec\n",
-     "federation.analytics sits below federation.protocol"),
-    ("federation/protocol/spec.py", "from workbench.session import Workbench\n",
-     "federation.protocol sits below workbench"),
-    ("federation/protocol/spec.py", "from ..site import gate\n", "federation.protocol sits below federation.site"),
-    ("federation/newroom/__init__.py", "from federation.protocol import spec\n",
-     "federation.newroom stands in no layer"),
-    ("federation/coordinator/loop.py", "from federation.protocol.spec import _helper\n",
-     "imports the private name _helper of federation.protocol.spec"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        (
+            "federation/site/gate.py",
+            "from federation.coordinator.loop import run\n",
+            "federation.site and federation.coordinator share a layer",
+        ),
+        (
+            "federation/coordinator/loop.py",
+            "def f():\n    from federation.site import gate\n",
+            "federation.coordinator and federation.site share a layer",
+        ),
+        ("privacy_budgets/mechanisms.py", "import torch\n", "privacy_budgets must not import torch"),
+        ("privacy_budgets/mechanisms.py", "from flwr.app import Message\n", "privacy_budgets must not import flwr"),
+        (
+            "privacy_budgets/mechanisms.py",
+            "from federation.analytics import noise\n",
+            "privacy_budgets sits below federation.analytics",
+        ),
+        (
+            "federation/analytics/noise.py",
+            "from flwr.app import Message\n",
+            "federation.analytics must not import flwr",
+        ),
+        (
+            "federation/analytics/noise.py",
+            "from federation.protocol.spec import Spec\n",
+            "federation.analytics sits below federation.protocol",
+        ),
+        (
+            "federation/protocol/spec.py",
+            "from workbench.session import Workbench\n",
+            "federation.protocol sits below workbench",
+        ),
+        ("federation/protocol/spec.py", "from ..site import gate\n", "federation.protocol sits below federation.site"),
+        (
+            "federation/newroom/__init__.py",
+            "from federation.protocol import spec\n",
+            "federation.newroom stands in no layer",
+        ),
+        (
+            "federation/coordinator/loop.py",
+            "from federation.protocol.spec import _helper\n",
+            "imports the private name _helper of federation.protocol.spec",
+        ),
+    ],
+)
 def test_each_kind_of_breach_is_caught_with_its_place(tmp_path, name, text, expected):
     files = _clean(tmp_path)
     files[name] = text
@@ -90,8 +125,10 @@ def test_a_circle_is_named_even_where_no_layer_rule_is_involved(tmp_path):
     files["federation/analytics/noise.py"] = "from federation.protocol import spec\n"
     imports = read_imports(_tree(tmp_path, files))
     assert cycles(imports) == [["federation.analytics", "federation.protocol"]]
-    assert any("import each other in a circle: federation.analytics, federation.protocol" in line
-               for line in violations(imports))
+    assert any(
+        "import each other in a circle: federation.analytics, federation.protocol" in line
+        for line in violations(imports)
+    )
 
 
 def test_layers_name_each_component_once():

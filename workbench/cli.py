@@ -12,9 +12,9 @@ from typing import Optional
 import typer
 
 from datasets_synthetic.cli import app as synthetic_data_app
+from federation.coordinator.cli import app as coordinator_app
 from federation.data.cli import app as data_checks_app
 from federation.site.cli import app as node_app
-from federation.coordinator.cli import app as coordinator_app
 from privacy_budgets.cli import app as budget_app
 
 app = typer.Typer(
@@ -51,14 +51,15 @@ def _check_study_args(epsilon: float, rounds: int, data: Optional[Path]) -> None
     if rounds < 1:
         _fail(f"--rounds must be at least 1; got {rounds}.")
     if data is not None and not data.is_dir():
-        _fail(f"--data must be a folder of per-site files; {str(data)!r} is not a folder. "
-              "Make one with `workbench data synth --out DIR` or `workbench data uci --out DIR`.")
+        _fail(
+            f"--data must be a folder of per-site files; {str(data)!r} is not a folder. "
+            "Make one with `workbench data synth --out DIR` or `workbench data uci --out DIR`."
+        )
 
 
 def _run_study(**kwargs) -> None:
     from federation.errors import BadInput, InternalFault, Refused
     from privacy_budgets.errors import PrivacyBudgetError
-
     from workbench import settings
     from workbench.study import run_study
 
@@ -71,10 +72,14 @@ def _run_study(**kwargs) -> None:
 
 @app.command()
 def study(
-    data: Optional[Path] = typer.Option(None, help="Folder of per-site files (CSV or Parquet) with data_dictionary.json."),
+    data: Optional[Path] = typer.Option(
+        None, help="Folder of per-site files (CSV or Parquet) with data_dictionary.json."
+    ),
     coordinator: Optional[Path] = typer.Option(
-        None, help="Run on real hospital nodes through this coordinator folder (`workbench coordinator init`) "
-                   "instead of simulating --data."),
+        None,
+        help="Run on real hospital nodes through this coordinator folder (`workbench coordinator init`) "
+        "instead of simulating --data.",
+    ),
     dictionary: Optional[Path] = typer.Option(None, help="With --coordinator: the study's public data dictionary."),
     target: Optional[str] = typer.Option(None, help="Binary outcome column (default: the dictionary's target)."),
     epsilon: float = typer.Option(..., help="Each hospital's total epsilon for the whole study."),
@@ -90,20 +95,42 @@ def study(
     """Run a private federated study on a folder of per-site files (simulation engine), or on
     real hospital nodes with --coordinator."""
     if (data is None) == (coordinator is None):
-        _fail("give either --data (a folder of per-site files, simulated here) or --coordinator "
-              "(a coordinator folder; the sites run their own nodes), not both or neither.")
+        _fail(
+            "give either --data (a folder of per-site files, simulated here) or --coordinator "
+            "(a coordinator folder; the sites run their own nodes), not both or neither."
+        )
     _check_study_args(epsilon, rounds, data)
     if coordinator is not None:
-        _run_connected(coordinator=coordinator, dictionary=dictionary, target=target, epsilon=epsilon,
-                       rounds=rounds, out=out, project=project, delta=delta, strategy=strategy, model=model)
+        _run_connected(
+            coordinator=coordinator,
+            dictionary=dictionary,
+            target=target,
+            epsilon=epsilon,
+            rounds=rounds,
+            out=out,
+            project=project,
+            delta=delta,
+            strategy=strategy,
+            model=model,
+        )
         return
-    _run_study(data=data, target=target, epsilon=epsilon, rounds=rounds, out=out, project=project,
-               delta=delta, site_cap=site_cap, strategy=strategy, model=model, baselines=baselines)
+    _run_study(
+        data=data,
+        target=target,
+        epsilon=epsilon,
+        rounds=rounds,
+        out=out,
+        project=project,
+        delta=delta,
+        site_cap=site_cap,
+        strategy=strategy,
+        model=model,
+        baselines=baselines,
+    )
 
 
 def _run_connected(**kwargs) -> None:
     from federation.errors import BadInput, InternalFault, Refused
-
     from workbench import settings
     from workbench.connected import run_connected_study
 
@@ -130,9 +157,16 @@ def demo(
     _check_study_args(epsilon, rounds, None)
     if sites < 1:
         _fail(f"--sites must be at least 1; got {sites}.")
-    _run_study(data=None, epsilon=epsilon, rounds=rounds, out=out,
-               project=project or time.strftime("demo-%Y%m%d-%H%M%S"),
-               simulate_sites=sites, simulate_rows=rows, seed=seed)
+    _run_study(
+        data=None,
+        epsilon=epsilon,
+        rounds=rounds,
+        out=out,
+        project=project or time.strftime("demo-%Y%m%d-%H%M%S"),
+        simulate_sites=sites,
+        simulate_rows=rows,
+        seed=seed,
+    )
 
 
 def main() -> None:

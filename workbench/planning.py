@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from federation.training.dp_sgd import planned_sampling
-from federation.site.data_access import site_arrays
 from federation.protocol.spec import TrainingSpec
+from federation.site.data_access import site_arrays
+from federation.training.dp_sgd import planned_sampling
 from privacy_budgets import Ledger, accounting, plan_dpsgd
 from privacy_budgets.errors import InvalidBudget
 from privacy_budgets.mechanisms import dpsgd_event

@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from federation.data.dictionary import DataDictionary
-
 from federation.analytics.errors import QueryError
+from federation.data.dictionary import DataDictionary
 
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
 
@@ -80,8 +79,14 @@ class Filter:
             return present & (hit if self.op == "==" else ~hit)
         values = series.to_numpy(dtype=float, na_value=np.nan)
         with np.errstate(invalid="ignore"):
-            hit = {"==": values == self.value, "!=": values != self.value, "<": values < self.value,
-                   "<=": values <= self.value, ">": values > self.value, ">=": values >= self.value}[self.op]
+            hit = {
+                "==": values == self.value,
+                "!=": values != self.value,
+                "<": values < self.value,
+                "<=": values <= self.value,
+                ">": values > self.value,
+                ">=": values >= self.value,
+            }[self.op]
         return present & hit
 
 
@@ -97,9 +102,7 @@ def _plain(value: Any) -> Any:
         return int(value) if float(value).is_integer() else float(value)
     if isinstance(value, str):
         return value
-    raise QueryError(
-        f"A filter compares with a number or a category name; got {value!r} ({type(value).__name__})."
-    )
+    raise QueryError(f"A filter compares with a number or a category name; got {value!r} ({type(value).__name__}).")
 
 
 def _show(value: Any) -> str:
@@ -201,7 +204,7 @@ def _check_interval(spec, filters: Sequence[Filter]) -> None:
     excluded: set[float] = set()
     points: set[float] | None = None
     for f in filters:
-        if f.op in ("in", "==") :
+        if f.op in ("in", "=="):
             values = {float(v) for v in (f.value if isinstance(f.value, tuple) else (f.value,))}
             points = values if points is None else points & values
         elif f.op == "not in" or f.op == "!=":
@@ -213,8 +216,10 @@ def _check_interval(spec, filters: Sequence[Filter]) -> None:
             low, low_open = float(f.value), f.op == ">"
     if points is not None:
         inside = {
-            p for p in points - excluded
-            if (low < p or (low == p and not low_open)) and (p < high or (p == high and not high_open))
+            p
+            for p in points - excluded
+            if (low < p or (low == p and not low_open))
+            and (p < high or (p == high and not high_open))
             and (spec.kind != "integer" or p.is_integer())
         }
         empty = not inside

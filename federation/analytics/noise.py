@@ -32,11 +32,10 @@ from functools import lru_cache
 import dp_accounting as dpa
 import numpy as np
 
-from privacy_budgets.accounting import epsilon as composed_epsilon
-from privacy_budgets.mechanisms import gaussian_event, laplace_event
-
 from federation.analytics.cells import COMPONENTS
 from federation.analytics.query import Query
+from privacy_budgets.accounting import epsilon as composed_epsilon
+from privacy_budgets.mechanisms import gaussian_event, laplace_event
 
 # Bisection stops when the bracket is this tight relative to the multiplier: far
 # below the noise's own effect on any answer.

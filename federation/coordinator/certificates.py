@@ -70,20 +70,24 @@ def subject_alternative_names(hosts: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
-def create_tls_files(*, folder: Path, hosts: list[str], days: int = 825, name: str = "workbench coordinator") -> TlsFiles:
+def create_tls_files(
+    *, folder: Path, hosts: list[str], days: int = 825, name: str = "workbench coordinator"
+) -> TlsFiles:
     """A new CA and a server certificate for ``hosts``, written into ``folder``.
 
     Refuses to overwrite existing files: a new CA would lock out every site that
     already trusts the old one.
     """
     files = TlsFiles.in_folder(folder)
-    existing = [p for p in (files.ca_certificate, files.ca_key, files.server_certificate, files.server_key) if p.exists()]
+    existing = [
+        p for p in (files.ca_certificate, files.ca_key, files.server_certificate, files.server_key) if p.exists()
+    ]
     if existing:
         raise FileExistsError(
             f"TLS files already exist in {folder} ({', '.join(p.name for p in existing)}); a new CA would "
             "lock out every site that trusts the current one. Use another folder, or delete them on purpose."
         )
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
     ca_cert = (
@@ -97,9 +101,15 @@ def create_tls_files(*, folder: Path, hosts: list[str], days: int = 825, name: s
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -118,9 +128,7 @@ def create_tls_files(*, folder: Path, hosts: list[str], days: int = 825, name: s
         .add_extension(subject_alternative_names(hosts), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA384())
     )
     folder.mkdir(parents=True, exist_ok=True)

@@ -37,9 +37,13 @@ def _open(folder: Path):
 
 @app.command()
 def init(
-    address: str = typer.Option(..., "--address", help="HOST:PORT the sites will dial, e.g. coordinator.example.org:9092."),
+    address: str = typer.Option(
+        ..., "--address", help="HOST:PORT the sites will dial, e.g. coordinator.example.org:9092."
+    ),
     folder: Path = FolderOption,
-    extra_host: list[str] = typer.Option([], "--extra-host", help="Another name or IP the certificate should cover (repeatable)."),
+    extra_host: list[str] = typer.Option(
+        [], "--extra-host", help="Another name or IP the certificate should cover (repeatable)."
+    ),
 ) -> None:
     """Make the coordinator folder: a CA, a server certificate for ADDRESS (and 127.0.0.1), coordinator.toml."""
     from federation.coordinator.superlink import Coordinator
@@ -77,7 +81,9 @@ def stop(folder: Path = FolderOption) -> None:
 
 @app.command("register-node")
 def register_node(
-    public_key: Path = typer.Argument(..., help="The site's node public key (node_key.pub from `workbench node init`)."),
+    public_key: Path = typer.Argument(
+        ..., help="The site's node public key (node_key.pub from `workbench node init`)."
+    ),
     name: str = typer.Option(..., "--name", help="The site's name (its node.toml's site id)."),
     folder: Path = FolderOption,
 ) -> None:

@@ -9,7 +9,6 @@ from typing import Any, Protocol
 from flwr.app import Message
 
 from federation.errors import InternalFault
-
 from federation.protocol.replies import REFUSAL_KEY
 
 

@@ -34,7 +34,7 @@ class PromptGrid:
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
         ids = list(self._grid.push_messages(messages))
-        sent = dict(zip(ids, messages))
+        sent = dict(zip(ids, messages, strict=False))
         waiting = set(ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from federation.analytics.query import Query
-from federation.protocol.query_request import QueryRequest
 from federation.coordinator.analytics import SiteQueryReply
+from federation.protocol.query_request import QueryRequest
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,23 @@ class QueryFile:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({
-            "requests": [{"query": r.query.canonical(), "project": r.project, "actor": r.actor, "run_id": r.run_id}
-                         for r in self.requests],
-            "n_sites": self.n_sites, "run_folder": str(self.run_folder), "costs": self.costs,
-            "answers": self.answers, "timeout": self.timeout, "prompt_grid": self.prompt_grid,
-        }, indent=2))
+        path.write_text(
+            json.dumps(
+                {
+                    "requests": [
+                        {"query": r.query.canonical(), "project": r.project, "actor": r.actor, "run_id": r.run_id}
+                        for r in self.requests
+                    ],
+                    "n_sites": self.n_sites,
+                    "run_folder": str(self.run_folder),
+                    "costs": self.costs,
+                    "answers": self.answers,
+                    "timeout": self.timeout,
+                    "prompt_grid": self.prompt_grid,
+                },
+                indent=2,
+            )
+        )
 
     @classmethod
     def load(cls, path: Path) -> QueryFile:
@@ -46,14 +57,18 @@ class QueryFile:
             QueryRequest(query=Query.from_json(r["query"]), project=r["project"], actor=r["actor"], run_id=r["run_id"])
             for r in data["requests"]
         )
-        return cls(requests=requests, n_sites=int(data["n_sites"]), run_folder=Path(data["run_folder"]),
-                   costs=bool(data["costs"]), answers=bool(data["answers"]), timeout=float(data["timeout"]),
-                   prompt_grid=bool(data["prompt_grid"]))
+        return cls(
+            requests=requests,
+            n_sites=int(data["n_sites"]),
+            run_folder=Path(data["run_folder"]),
+            costs=bool(data["costs"]),
+            answers=bool(data["answers"]),
+            timeout=float(data["timeout"]),
+            prompt_grid=bool(data["prompt_grid"]),
+        )
 
 
-def answers_to_json(
-    *, answers: list[list[SiteQueryReply]] | None, costs: pd.DataFrame | None
-) -> dict[str, Any]:
+def answers_to_json(*, answers: list[list[SiteQueryReply]] | None, costs: pd.DataFrame | None) -> dict[str, Any]:
     return {
         "answers": None if answers is None else [[reply.to_json() for reply in replies] for replies in answers],
         "costs": None if costs is None else costs.to_dict(orient="records"),

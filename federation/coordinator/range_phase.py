@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from federation.analytics.ranges import range_noise, union_ranges
+from federation.coordinator.events import SiteReply
 from federation.data.dictionary import DataDictionary
 from federation.data.unranged import UnrangedSchema
-
-from federation.coordinator.events import SiteReply
 from federation.errors import Refused
-from federation.protocol.task_kinds import QUERY_KIND_KEY, RANGES
-from federation.analytics.ranges import range_noise, union_ranges
 from federation.protocol.spec import TrainingSpec
+from federation.protocol.task_kinds import QUERY_KIND_KEY, RANGES
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,7 @@ def find_ranges(
     *, grid: Grid, spec: TrainingSpec, finding: RangeFinding, node_ids: list[int], timeout: float
 ) -> tuple[DataDictionary, list[SiteReply]]:
     columns = finding.numeric_features()
-    noise_std = range_noise(
-        epsilon=spec.target_epsilon * finding.share, delta=spec.delta, n_columns=len(columns)
-    )
+    noise_std = range_noise(epsilon=spec.target_epsilon * finding.share, delta=spec.delta, n_columns=len(columns))
     config = {**spec.to_config(), QUERY_KIND_KEY: RANGES, "columns": json.dumps(columns), "noise-std": noise_std}
     messages = [
         Message(content=RecordDict({"config": ConfigRecord(config)}), message_type=MessageType.QUERY, dst_node_id=node)

@@ -34,8 +34,7 @@ def check_public_key(path: Path) -> str:
     """The key's OpenSSH text, if it is a NIST P-384 EC key (what Flower 1.42 accepts)."""
     if not path.is_file():
         raise FileNotFoundError(
-            f"no public key at {path}; the site makes its key pair with `workbench node init` "
-            "and sends the .pub file."
+            f"no public key at {path}; the site makes its key pair with `workbench node init` and sends the .pub file."
         )
     text = path.read_text().strip()
     try:
@@ -77,7 +76,9 @@ def register_node(*, coordinator: Coordinator, public_key: Path, name: str) -> R
         )
     answer = coordinator.flwr("supernode", "register", str(Path(public_key).resolve()), "coordinator", "--name", name)
     node = RegisteredNode(
-        name=name, public_key=text, node_id=str(answer.get("node-id", "")),
+        name=name,
+        public_key=text,
+        node_id=str(answer.get("node-id", "")),
         registered_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     nodes[name] = node

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from federation.coordinator.events import RoundReport, SiteReply
-from federation.training.features import FeatureEncoder
 from federation.protocol.spec import TrainingSpec
+from federation.training.features import FeatureEncoder
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,19 @@ class StudyFile:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({
-            "spec": self.spec.to_config(),
-            "encoder": self.encoder.to_json(),
-            "n_sites": self.n_sites,
-            "run_folder": str(self.run_folder),
-            "timeout": self.timeout,
-            "prompt_grid": self.prompt_grid,
-        }, indent=2))
+        path.write_text(
+            json.dumps(
+                {
+                    "spec": self.spec.to_config(),
+                    "encoder": self.encoder.to_json(),
+                    "n_sites": self.n_sites,
+                    "run_folder": str(self.run_folder),
+                    "timeout": self.timeout,
+                    "prompt_grid": self.prompt_grid,
+                },
+                indent=2,
+            )
+        )
 
     @classmethod
     def load(cls, path: Path) -> StudyFile:
@@ -111,8 +116,9 @@ class RunFolder:
     def finish_queries(self, *, answers: list | None, costs: list | None) -> None:
         """An analytics batch: every site's reply to every query, as JSON (query_file.py)."""
         receipts = [r for replies in answers or [] for reply in replies for r in reply["reply"]["receipts"]]
-        self._write_outcome({"status": "finished", "answers": answers, "costs": costs, "receipts": receipts,
-                             "stopped_reason": ""})
+        self._write_outcome(
+            {"status": "finished", "answers": answers, "costs": costs, "receipts": receipts, "stopped_reason": ""}
+        )
 
     def fail(self, *, error: str, trace: str = "") -> None:
         self._write_outcome({"status": "failed", "error": error, "trace": trace})

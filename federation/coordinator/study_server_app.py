@@ -76,9 +76,9 @@ def main(grid: Grid, context: Context) -> None:
 def _answer_queries(*, grid: Grid, query_path: Path) -> None:
     """A batch of analytics queries: the sites' replies, as they sent them, to the run folder."""
     from federation.coordinator.analytics import ask_costs, ask_sites
+    from federation.coordinator.query_file import QueryFile, answers_to_json
     from federation.coordinator.study_loop import wait_for_sites
     from federation.flower_tuning import prompt_serverapp
-    from federation.coordinator.query_file import QueryFile, answers_to_json
 
     batch = QueryFile.load(query_path)
     if batch.prompt_grid:
@@ -87,9 +87,16 @@ def _answer_queries(*, grid: Grid, query_path: Path) -> None:
     try:
         grid = PromptGrid(grid) if batch.prompt_grid else grid
         nodes = wait_for_sites(grid, batch.n_sites, batch.timeout)
-        costs = ask_costs(grid=grid, requests=batch.requests, node_ids=nodes, timeout=batch.timeout) if batch.costs else None
-        answers = (ask_sites(grid=grid, requests=batch.requests, node_ids=nodes, timeout=batch.timeout)
-                   if batch.answers else None)
+        costs = (
+            ask_costs(grid=grid, requests=batch.requests, node_ids=nodes, timeout=batch.timeout)
+            if batch.costs
+            else None
+        )
+        answers = (
+            ask_sites(grid=grid, requests=batch.requests, node_ids=nodes, timeout=batch.timeout)
+            if batch.answers
+            else None
+        )
         folder.finish_queries(**answers_to_json(answers=answers, costs=costs))
     except BaseException as err:
         folder.fail(error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())

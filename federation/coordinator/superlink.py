@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from federation.errors import BadInput
 from federation.coordinator.certificates import TlsFiles, certificate_hosts, create_tls_files
+from federation.errors import BadInput
 from federation.processes import (
     BIN_DIR,
     ProcessHandle,
@@ -108,7 +108,9 @@ class Coordinator:
         data = tomllib.loads(config_path.read_text())
         coordinator = cls(folder=folder, address=str(data["address"]), bind_host=str(data.get("bind-host", "0.0.0.0")))
         if not coordinator.tls.exist():
-            raise CoordinatorError(f"{folder / 'tls'} lacks its certificates; make a new folder with `workbench coordinator init`.")
+            raise CoordinatorError(
+                f"{folder / 'tls'} lacks its certificates; make a new folder with `workbench coordinator init`."
+            )
         return coordinator
 
     # --- where things are ------------------------------------------------------------
@@ -162,14 +164,20 @@ class Coordinator:
         tls = self.tls
         return [
             str(BIN_DIR / "flower-superlink"),
-            "--ssl-ca-certfile", str(tls.ca_certificate),
-            "--ssl-certfile", str(tls.server_certificate),
-            "--ssl-keyfile", str(tls.server_key),
+            "--ssl-ca-certfile",
+            str(tls.ca_certificate),
+            "--ssl-certfile",
+            str(tls.server_certificate),
+            "--ssl-keyfile",
+            str(tls.server_key),
             "--enable-supernode-auth",
-            "--database", str(self.database),
+            "--database",
+            str(self.database),
             "--disable-runtime-dependency-installation",
-            "--host", self.bind_host,
-            "--port", str(self.port),
+            "--host",
+            self.bind_host,
+            "--port",
+            str(self.port),
         ]
 
     def running_pid(self) -> int | None:
@@ -214,18 +222,26 @@ class Coordinator:
         """
         command = [str(BIN_DIR / "flwr"), *args, "--format", "json"]
         proc = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout,
-            env=engine_env({"FLWR_HOME": str(self.flwr_home), **(env or {})}), cwd=self.folder,
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=engine_env({"FLWR_HOME": str(self.flwr_home), **(env or {})}),
+            cwd=self.folder,
         )
         try:
-            answer = json.loads(proc.stdout[proc.stdout.index("{"):])
+            answer = json.loads(proc.stdout[proc.stdout.index("{") :])
         except ValueError:
             raise CoordinatorError(
                 f"`flwr {' '.join(args)}` failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
                 f"\nSuperLink log:\n{log_tail(self.log_path, 5)}"
             ) from None
         if not answer.get("success", False):
-            message = str(answer.get("error-message", answer)).replace(f"Using SuperLink: {CONNECTION} ({self.address})", "").strip()
+            message = (
+                str(answer.get("error-message", answer))
+                .replace(f"Using SuperLink: {CONNECTION} ({self.address})", "")
+                .strip()
+            )
             raise CoordinatorError(f"`flwr {args[0]} {args[1] if len(args) > 1 else ''}` failed: {message}")
         return answer
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from federation.data.errors import DataDictionaryError
 
@@ -82,9 +83,7 @@ class ColumnSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise DataDictionaryError(
-                f"column name {self.name!r} is not allowed: a column needs a non-empty text name"
-            )
+            raise DataDictionaryError(f"column name {self.name!r} is not allowed: a column needs a non-empty text name")
         where = f"column '{self.name}'"
         _check_choice(where, "kind", self.kind, KINDS)
         _check_choice(where, "role", self.role, ROLES)
@@ -92,9 +91,7 @@ class ColumnSpec:
         _check_choice(where, "out_of_range", self.out_of_range, OUT_OF_RANGE_POLICIES)
         for text_field in ("unit", "description"):
             if not isinstance(getattr(self, text_field), str):
-                raise DataDictionaryError(
-                    f"{where}: {text_field} must be text, got {getattr(self, text_field)!r}"
-                )
+                raise DataDictionaryError(f"{where}: {text_field} must be text, got {getattr(self, text_field)!r}")
         if self.kind in ("numeric", "integer"):
             self._resolve_range(where)
         elif self.kind == "binary":
@@ -108,13 +105,10 @@ class ColumnSpec:
                 "or choose out_of_range='error' or 'clip'"
             )
         if self.role == "time" and self.kind not in ("numeric", "integer"):
-            raise DataDictionaryError(
-                f"{where}: a 'time' column must be numeric or integer, got kind '{self.kind}'"
-            )
+            raise DataDictionaryError(f"{where}: a 'time' column must be numeric or integer, got kind '{self.kind}'")
         if self.role == "event" and self.kind != "binary":
             raise DataDictionaryError(
-                f"{where}: an 'event' column must be binary (1 = event, 0 = censored), "
-                f"got kind '{self.kind}'"
+                f"{where}: an 'event' column must be binary (1 = event, 0 = censored), got kind '{self.kind}'"
             )
 
     def _resolve_range(self, where: str) -> None:
@@ -133,9 +127,7 @@ class ColumnSpec:
                     f"{where}: an integer column needs whole-number bounds, got {label}={value!r}"
                 )
         if lo >= hi:
-            raise DataDictionaryError(
-                f"{where}: minimum ({lo!r}) must be below maximum ({hi!r}); swap or correct them"
-            )
+            raise DataDictionaryError(f"{where}: minimum ({lo!r}) must be below maximum ({hi!r}); swap or correct them")
         if self.categories is not None:
             raise DataDictionaryError(
                 f"{where}: a {self.kind} column takes a range, not categories; "
@@ -145,13 +137,9 @@ class ColumnSpec:
         object.__setattr__(self, "maximum", float(hi))
         if self.fill is None:
             midpoint = (float(lo) + float(hi)) / 2
-            object.__setattr__(
-                self, "fill", float(math.floor(midpoint)) if self.kind == "integer" else midpoint
-            )
+            object.__setattr__(self, "fill", float(math.floor(midpoint)) if self.kind == "integer" else midpoint)
         elif not _is_number(self.fill) or not lo <= self.fill <= hi:
-            raise DataDictionaryError(
-                f"{where}: fill must be a number within [{lo}, {hi}], got {self.fill!r}"
-            )
+            raise DataDictionaryError(f"{where}: fill must be a number within [{lo}, {hi}], got {self.fill!r}")
         else:
             object.__setattr__(self, "fill", float(self.fill))
 
@@ -168,8 +156,7 @@ class ColumnSpec:
             )
         if self.out_of_range == "clip":
             raise DataDictionaryError(
-                f"{where}: out_of_range='clip' has no meaning for a binary column; "
-                "use 'error' or 'missing'"
+                f"{where}: out_of_range='clip' has no meaning for a binary column; use 'error' or 'missing'"
             )
         if self.fill not in (None, 0, 1) or isinstance(self.fill, bool):
             raise DataDictionaryError(f"{where}: fill of a binary column must be 0 or 1, got {self.fill!r}")
@@ -200,13 +187,10 @@ class ColumnSpec:
             )
         if self.out_of_range == "clip":
             raise DataDictionaryError(
-                f"{where}: out_of_range='clip' has no meaning for a categorical column; "
-                "use 'error' or 'missing'"
+                f"{where}: out_of_range='clip' has no meaning for a categorical column; use 'error' or 'missing'"
             )
         if self.fill is not None and self.fill not in cats:
-            raise DataDictionaryError(
-                f"{where}: fill {self.fill!r} is not one of the categories {cats!r}"
-            )
+            raise DataDictionaryError(f"{where}: fill {self.fill!r} is not one of the categories {cats!r}")
         object.__setattr__(self, "categories", cats)
 
     @property
@@ -246,9 +230,7 @@ def _number_text(value: float | None) -> str:
 
 def _check_choice(where: str, label: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise DataDictionaryError(
-            f"{where}: {label} {value!r} is not one of {', '.join(choices)}"
-        )
+        raise DataDictionaryError(f"{where}: {label} {value!r} is not one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,15 +265,13 @@ class DataDictionary:
         for index, column in enumerate(columns):
             if not isinstance(column, ColumnSpec):
                 raise DataDictionaryError(
-                    f"data dictionary '{self.name}': columns[{index}] is {type(column).__name__}, "
-                    "expected a ColumnSpec"
+                    f"data dictionary '{self.name}': columns[{index}] is {type(column).__name__}, expected a ColumnSpec"
                 )
         by_name: dict[str, ColumnSpec] = {}
         for column in columns:
             if column.name in by_name:
                 raise DataDictionaryError(
-                    f"data dictionary '{self.name}': column '{column.name}' is listed twice; "
-                    "keep one entry per column"
+                    f"data dictionary '{self.name}': column '{column.name}' is listed twice; keep one entry per column"
                 )
             by_name[column.name] = column
         for role in ("target", "time", "event"):
@@ -335,8 +315,7 @@ class DataDictionary:
             return self._by_name[name]
         except KeyError:
             raise KeyError(
-                f"no column '{name}' in data dictionary '{self.name}'; "
-                f"known columns: {', '.join(self._by_name)}"
+                f"no column '{name}' in data dictionary '{self.name}'; known columns: {', '.join(self._by_name)}"
             ) from None
 
     @property
@@ -488,6 +467,5 @@ def _reject_unknown_keys(where: str, data: Mapping[str, Any], known: set[str]) -
     unknown = sorted(set(data) - known)
     if unknown:
         raise DataDictionaryError(
-            f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
-            f"known keys: {', '.join(sorted(known))}"
+            f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; known keys: {', '.join(sorted(known))}"
         )

@@ -8,8 +8,8 @@ read the attributes of DataValidationError.
 from __future__ import annotations
 
 from pathlib import Path
-from federation.errors import BadInput
 
+from federation.errors import BadInput
 
 
 class DataDictionaryError(BadInput, ValueError):

@@ -64,8 +64,7 @@ def load_site_data(*, path: Path, dictionary: DataDictionary, site_id: str | Non
         raw, rows = parse_csv(path=path, content=content), RowConvention(header_lines=1)
     else:
         raise DataValidationError(
-            f"{path.name}: unsupported file type '{path.suffix}'; site files must be "
-            f"{' or '.join(SITE_SUFFIXES)}",
+            f"{path.name}: unsupported file type '{path.suffix}'; site files must be {' or '.join(SITE_SUFFIXES)}",
             file=path,
         )
     return site_data_from_raw(raw=raw, content=content, path=path, dictionary=dictionary, rows=rows, site_id=site_id)
@@ -117,10 +116,7 @@ def load_sites(*, folder: Path, dictionary: DataDictionary | None = None) -> dic
         )
     if dictionary is None:
         dictionary = dictionary_for_folder(folder=folder)
-    return {
-        path.stem: load_site_data(path=path, dictionary=dictionary)
-        for path in site_files(folder=folder)
-    }
+    return {path.stem: load_site_data(path=path, dictionary=dictionary) for path in site_files(folder=folder)}
 
 
 def dictionary_for_folder(*, folder: Path) -> DataDictionary:

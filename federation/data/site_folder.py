@@ -45,7 +45,8 @@ def _site_files(folder: Path) -> list[Path]:
     return [
         p
         for p in sorted(folder.iterdir())
-        if p.is_file() and not p.name.startswith(".")
+        if p.is_file()
+        and not p.name.startswith(".")
         and (p.suffix.lower() in SITE_SUFFIXES or p.name in NOT_SITE_FILES)
     ]
 

@@ -12,9 +12,10 @@ column's name usually gives away.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 from federation.data.dictionary import ColumnSpec, DataDictionary, OutOfRangePolicy
 from federation.data.errors import DataDictionaryError, DataValidationError
@@ -76,14 +77,26 @@ class UnrangedSchema:
             if column.kind == "numeric":
                 lo, hi = ranges[column.name]
                 specs.append(
-                    ColumnSpec(name=column.name, kind="numeric", role=role, minimum=lo, maximum=hi,
-                               missing="allowed", out_of_range=out_of_range)
+                    ColumnSpec(
+                        name=column.name,
+                        kind="numeric",
+                        role=role,
+                        minimum=lo,
+                        maximum=hi,
+                        missing="allowed",
+                        out_of_range=out_of_range,
+                    )
                 )
             else:
                 specs.append(
-                    ColumnSpec(name=column.name, kind="categorical", role=role,
-                               categories=tuple(categories[column.name]), missing="allowed",
-                               out_of_range="missing" if out_of_range == "clip" else out_of_range)
+                    ColumnSpec(
+                        name=column.name,
+                        kind="categorical",
+                        role=role,
+                        categories=tuple(categories[column.name]),
+                        missing="allowed",
+                        out_of_range="missing" if out_of_range == "clip" else out_of_range,
+                    )
                 )
         return DataDictionary(name=name, columns=tuple(specs), source=source)
 
@@ -102,8 +115,7 @@ def infer_schema_without_ranges(*, path: Path) -> UnrangedSchema:
     path = Path(path)
     if path.is_dir():
         raise DataValidationError(
-            f"{path}: pass one site file (e.g. {path}/hospital_01.csv), not a folder: "
-            "the schema is read at one site",
+            f"{path}: pass one site file (e.g. {path}/hospital_01.csv), not a folder: the schema is read at one site",
             file=path,
         )
     if path.suffix.lower() not in SITE_SUFFIXES:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from federation.protocol.query_request import QueryRequest
 from federation.coordinator.analytics import SiteQueryReply
 from federation.coordinator.analytics_app import AnswersBox, build_analytics_server_app
-from federation.site.site_config import SiteConfig
 from federation.engines.simulation import run_on_simulation
+from federation.protocol.query_request import QueryRequest
+from federation.site.site_config import SiteConfig
 
 
 def run_simulated_queries(

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets_synthetic import generate_hospitals, write_hospitals
-from federation.data.loader import load_sites
-from privacy_budgets import Ledger
-
-from federation.processes import ProcessHandle, free_port
 from federation.coordinator.registry import register_node
 from federation.coordinator.superlink import Coordinator
+from federation.data.loader import load_sites
+from federation.processes import ProcessHandle, free_port
 from federation.site.supernode import NodeHandle, start_node
+from privacy_budgets import Ledger
 
 SITE_IT = "site IT (loopback)"
 ETHICS_BOARD = "ethics board (loopback)"
@@ -83,8 +82,13 @@ class LoopbackFederation:
         for site in self.sites:
             config = self.node_config(site)
             with self.ledger(site) as ledger:
-                ledger.allocate(dataset=config.dataset, project=project, epsilon=epsilon,
-                                actor=ETHICS_BOARD, reason=f"allocation for study {project}")
+                ledger.allocate(
+                    dataset=config.dataset,
+                    project=project,
+                    epsilon=epsilon,
+                    actor=ETHICS_BOARD,
+                    reason=f"allocation for study {project}",
+                )
 
 
 def build_loopback_federation(
@@ -106,14 +110,25 @@ def build_loopback_federation(
         shutil.copy(coordinator.tls.ca_certificate, folder / "ca.crt")  # what hospital IT receives
         generate_node_keys(private_key=folder / "keys" / "node_key", comment=site_id)
         write_node_template(
-            path=folder / "node.toml", site_id=site_id, data_path=loaded.path, state_dir=folder / "state",
-            dictionary_path=dictionary_path, dataset=site_id,
-            coordinator_address=coordinator.address, ca_certificate=folder / "ca.crt",
-            node_private_key=folder / "keys" / "node_key", clientappio_address=f"127.0.0.1:{free_port()}",
+            path=folder / "node.toml",
+            site_id=site_id,
+            data_path=loaded.path,
+            state_dir=folder / "state",
+            dictionary_path=dictionary_path,
+            dataset=site_id,
+            coordinator_address=coordinator.address,
+            ca_certificate=folder / "ca.crt",
+            node_private_key=folder / "keys" / "node_key",
+            clientappio_address=f"127.0.0.1:{free_port()}",
         )
         tomls[site_id] = folder / "node.toml"
         (folder / "state").mkdir(exist_ok=True)
         with Ledger.open(folder / "state" / "ledger.sqlite", site_id=site_id) as ledger:
-            ledger.set_cap(dataset=site_id, epsilon=site_cap, delta=delta, actor=SITE_IT,
-                           reason="lifetime cap of a loopback hospital")
+            ledger.set_cap(
+                dataset=site_id,
+                epsilon=site_cap,
+                delta=delta,
+                actor=SITE_IT,
+                reason="lifetime cap of a loopback hospital",
+            )
     return LoopbackFederation(root=root, coordinator=coordinator, node_tomls=tomls, dictionary_path=dictionary_path)

@@ -20,10 +20,10 @@ from federation.coordinator.events import StudyObserver
 from federation.coordinator.range_phase import RangeFinding
 from federation.coordinator.server_app import OutcomeBox, build_server_app
 from federation.coordinator.study_loop import StudyOutcome
-from federation.training.features import FeatureEncoder
+from federation.protocol.spec import TrainingSpec
 from federation.site.client_app import build_client_app
 from federation.site.site_config import SimulatedSites, SiteConfig
-from federation.protocol.spec import TrainingSpec
+from federation.training.features import FeatureEncoder
 
 # The sites have no internet and a notebook user wants no phoning home.
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -94,5 +94,7 @@ def run_simulated_training(
     if box.errors:
         raise box.errors[0]
     if box.outcome is None:
-        raise RuntimeError("the simulation ended without a study outcome; run again with verbose=True to see Flower's log.")
+        raise RuntimeError(
+            "the simulation ended without a study outcome; run again with verbose=True to see Flower's log."
+        )
     return box.outcome

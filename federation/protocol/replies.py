@@ -33,6 +33,4 @@ def refusal(msg: Message, *, site_id: str, error: BaseException) -> Message:
 
 def site_record(*, site_id: str, receipts: list[dict[str, Any]] | None = None, **extra: Any) -> ConfigRecord:
     """Who answered, and the ledger receipts of what the answer cost."""
-    return ConfigRecord(
-        {"site-id": site_id, "receipts": json.dumps(receipts or []), **extra}
-    )
+    return ConfigRecord({"site-id": site_id, "receipts": json.dumps(receipts or []), **extra})

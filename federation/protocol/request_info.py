@@ -24,8 +24,11 @@ _LONG = 1000  # characters: a longer parameter (an encoder, a dictionary) is kep
 # left out of the identity used to spot repeated queries.
 _NOT_IDENTITY = ("spec-run-id", "run-id")
 # What each kind of task is called in a malformed-request refusal (as its handler says it).
-_MALFORMED = {TRAIN: "malformed training request", EVALUATE: "malformed evaluation request",
-              "query:ranges": "malformed range query"}
+_MALFORMED = {
+    TRAIN: "malformed training request",
+    EVALUATE: "malformed evaluation request",
+    "query:ranges": "malformed range query",
+}
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,17 @@ class RequestInfo:
 
     @property
     def malformed_reason(self) -> str:
-        prefix = _MALFORMED.get(self.kind, "malformed query" if self.kind.startswith(QUERY_PREFIX) else "malformed request")
+        prefix = _MALFORMED.get(
+            self.kind, "malformed query" if self.kind.startswith(QUERY_PREFIX) else "malformed request"
+        )
         return f"{prefix}: {self.problem}"
 
     def coordinator(self) -> dict[str, Any]:
-        return {"claimed": self.claimed_coordinator, "src_node_id": self.src_node_id,
-                "flower_run_id": self.flower_run_id}
+        return {
+            "claimed": self.claimed_coordinator,
+            "src_node_id": self.src_node_id,
+            "flower_run_id": self.flower_run_id,
+        }
 
 
 def describe_request(*, kind: str, msg: Message) -> RequestInfo:
@@ -65,20 +73,32 @@ def describe_request(*, kind: str, msg: Message) -> RequestInfo:
     try:
         config = dict(msg.content["config"]) if "config" in msg.content else None
     except Exception as err:  # a content that cannot be read is the sender's problem, not a crash
-        return RequestInfo(kind=kind, project=None, claimed_coordinator=None, run_id=None,
-                           problem=f"its content cannot be read ({err})", **meta)
+        return RequestInfo(
+            kind=kind,
+            project=None,
+            claimed_coordinator=None,
+            run_id=None,
+            problem=f"its content cannot be read ({err})",
+            **meta,
+        )
     if config is None:
-        problem = ("A query request carries a 'config' record; this one has none."
-                   if kind.startswith(QUERY_PREFIX) else "the message carries no 'config' record.")
-        return RequestInfo(kind=kind, project=None, claimed_coordinator=None, run_id=None,
-                           problem=problem, **meta)
+        problem = (
+            "A query request carries a 'config' record; this one has none."
+            if kind.startswith(QUERY_PREFIX)
+            else "the message carries no 'config' record."
+        )
+        return RequestInfo(kind=kind, project=None, claimed_coordinator=None, run_id=None, problem=problem, **meta)
     parameters = {str(k): _summary(v) for k, v in sorted(config.items())}
     if kind.startswith(QUERY_PREFIX) and kind != "query:ranges":
         project, coordinator, run_id = config.get("project"), config.get("actor"), config.get("run-id")
         missing = "query" if "query" not in config else "project" if project is None else None
         problem = f"A query request carries query and project; this one lacks {missing}." if missing else None
     else:  # train, evaluate and range finding carry a TrainingSpec
-        project, coordinator, run_id = config.get("spec-project"), config.get("spec-coordinator"), config.get("spec-run-id")
+        project, coordinator, run_id = (
+            config.get("spec-project"),
+            config.get("spec-coordinator"),
+            config.get("spec-run-id"),
+        )
         problem = None if project is not None else "the request names no project (spec-project)."
     return RequestInfo(
         kind=kind,
@@ -94,8 +114,11 @@ def describe_request(*, kind: str, msg: Message) -> RequestInfo:
 def _metadata(msg: Message) -> dict[str, Any]:
     try:
         meta = msg.metadata
-        return {"flower_run_id": int(meta.run_id), "message_id": str(meta.message_id),
-                "src_node_id": int(meta.src_node_id)}
+        return {
+            "flower_run_id": int(meta.run_id),
+            "message_id": str(meta.message_id),
+            "src_node_id": int(meta.src_node_id),
+        }
     except Exception:  # a message built without metadata (a test, a local call)
         return {"flower_run_id": None, "message_id": None, "src_node_id": None}
 

@@ -11,8 +11,8 @@ import math
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
-from federation.errors import BadInput
 
+from federation.errors import BadInput
 
 Strategy = Literal["fedavg", "fedadam", "fedyogi"]
 GradSampleMode = Literal["hooks", "ghost", "functorch"]
@@ -61,39 +61,91 @@ class TrainingSpec:
     site_offset: bool = False
 
     def __post_init__(self) -> None:
-        _require(bool(self.project) and self.project.replace("-", "").replace("_", "").isalnum(),
-                 "project", self.project, "a name of letters, digits, '-' or '_', e.g. 'quickstart'")
-        _require(_finite(self.target_epsilon) and self.target_epsilon > 0, "target_epsilon",
-                 self.target_epsilon, "a positive number, e.g. 1.0 (each site's total for the study)")
-        _require(_finite(self.delta) and 0 < self.delta < 1, "delta", self.delta,
-                 "a probability well below 1 / (patients per site), e.g. 1e-5")
+        _require(
+            bool(self.project) and self.project.replace("-", "").replace("_", "").isalnum(),
+            "project",
+            self.project,
+            "a name of letters, digits, '-' or '_', e.g. 'quickstart'",
+        )
+        _require(
+            _finite(self.target_epsilon) and self.target_epsilon > 0,
+            "target_epsilon",
+            self.target_epsilon,
+            "a positive number, e.g. 1.0 (each site's total for the study)",
+        )
+        _require(
+            _finite(self.delta) and 0 < self.delta < 1,
+            "delta",
+            self.delta,
+            "a probability well below 1 / (patients per site), e.g. 1e-5",
+        )
         _require(isinstance(self.rounds, int) and self.rounds >= 1, "rounds", self.rounds, "a whole number >= 1")
         _require(self.model in MODELS, "model", self.model, f"one of {', '.join(MODELS)}")
         _require(isinstance(self.hidden, int) and self.hidden >= 1, "hidden", self.hidden, "a whole number >= 1")
-        _require(isinstance(self.local_epochs, int) and self.local_epochs >= 1, "local_epochs",
-                 self.local_epochs, "a whole number >= 1")
-        _require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
-                 self.batch_size, "a whole number >= 1 (the expected Poisson batch size)")
-        _require(_finite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
-                 self.learning_rate, "a positive number")
+        _require(
+            isinstance(self.local_epochs, int) and self.local_epochs >= 1,
+            "local_epochs",
+            self.local_epochs,
+            "a whole number >= 1",
+        )
+        _require(
+            isinstance(self.batch_size, int) and self.batch_size >= 1,
+            "batch_size",
+            self.batch_size,
+            "a whole number >= 1 (the expected Poisson batch size)",
+        )
+        _require(
+            _finite(self.learning_rate) and self.learning_rate > 0,
+            "learning_rate",
+            self.learning_rate,
+            "a positive number",
+        )
         _require(_finite(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
-        _require(_finite(self.max_grad_norm) and self.max_grad_norm > 0, "max_grad_norm",
-                 self.max_grad_norm, "a positive clipping norm, e.g. 1.0")
+        _require(
+            _finite(self.max_grad_norm) and self.max_grad_norm > 0,
+            "max_grad_norm",
+            self.max_grad_norm,
+            "a positive clipping norm, e.g. 1.0",
+        )
         _require(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {', '.join(STRATEGIES)}")
-        _require(_finite(self.server_learning_rate) and self.server_learning_rate > 0,
-                 "server_learning_rate", self.server_learning_rate, "a positive number")
-        _require(_finite(self.test_fraction) and 0 < self.test_fraction < 1, "test_fraction",
-                 self.test_fraction, "a fraction in (0, 1), e.g. 0.25")
+        _require(
+            _finite(self.server_learning_rate) and self.server_learning_rate > 0,
+            "server_learning_rate",
+            self.server_learning_rate,
+            "a positive number",
+        )
+        _require(
+            _finite(self.test_fraction) and 0 < self.test_fraction < 1,
+            "test_fraction",
+            self.test_fraction,
+            "a fraction in (0, 1), e.g. 0.25",
+        )
         # Opacus's "ew" mode is left out: it crashes on an empty Poisson batch.
-        _require(self.grad_sample_mode in ("hooks", "ghost", "functorch"), "grad_sample_mode",
-                 self.grad_sample_mode, "one of hooks, ghost, functorch (Opacus's modes)")
-        _require(self.engine in ("opacus", "vectorized"), "engine", self.engine,
-                 "'opacus' (the reference) or 'vectorized' (the same DP-SGD, faster on small models)")
-        _require(isinstance(self.split_column, str), "split_column", self.split_column,
-                 "the name of a column holding 'train'/'test', or '' for the seeded random split")
+        _require(
+            self.grad_sample_mode in ("hooks", "ghost", "functorch"),
+            "grad_sample_mode",
+            self.grad_sample_mode,
+            "one of hooks, ghost, functorch (Opacus's modes)",
+        )
+        _require(
+            self.engine in ("opacus", "vectorized"),
+            "engine",
+            self.engine,
+            "'opacus' (the reference) or 'vectorized' (the same DP-SGD, faster on small models)",
+        )
+        _require(
+            isinstance(self.split_column, str),
+            "split_column",
+            self.split_column,
+            "the name of a column holding 'train'/'test', or '' for the seeded random split",
+        )
         _require(isinstance(self.site_offset, bool), "site_offset", self.site_offset, "True or False")
-        _require(not self.site_offset or self.engine == "vectorized", "engine", self.engine,
-                 "'vectorized' when site_offset is on (Opacus's hooks cannot train a bare offset parameter)")
+        _require(
+            not self.site_offset or self.engine == "vectorized",
+            "engine",
+            self.engine,
+            "'vectorized' when site_offset is on (Opacus's hooks cannot train a bare offset parameter)",
+        )
 
     def to_config(self) -> dict[str, Any]:
         """Flat kebab-case dict for a Flower ConfigRecord."""
@@ -106,7 +158,7 @@ class TrainingSpec:
         values = {}
         for key, value in dict(config).items():
             if key.startswith("spec-"):
-                name = key[len("spec-"):].replace("-", "_")
+                name = key[len("spec-") :].replace("-", "_")
                 if name in names:
                     values[name] = value
         return cls(**values)

@@ -16,7 +16,14 @@ RANGES = "ranges"  # DP range finding before training (federation/site/range_tas
 COST_KIND = "cost"  # what a query would cost; reads no values (analytics_task.handle_cost)
 
 QUERY_NAMES = (
-    "count", "sum", "mean", "variance", "histogram", "crosstab", "quantiles", "survival",
+    "count",
+    "sum",
+    "mean",
+    "variance",
+    "histogram",
+    "crosstab",
+    "quantiles",
+    "survival",
     RANGES,
     COST_KIND,
 )

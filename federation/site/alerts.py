@@ -16,13 +16,13 @@ import logging
 import subprocess
 import urllib.request
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from federation.protocol.request_info import RequestInfo
 from federation.site.audit import TIME_FORMAT, append_audit, count_recent, utc_now
 from federation.site.config import NodePolicy
-from federation.protocol.request_info import RequestInfo
 
 REFUSED, OVER_CAP, PAUSED, REPEATED = "refused", "over-cap", "paused", "repeated"
 REPEAT_WINDOW = timedelta(hours=24)
@@ -51,8 +51,13 @@ class Alert:
 
 
 def alerts_for(
-    *, info: RequestInfo, site_id: str, refusal_kind: str | None, reason: str | None,
-    policy: NodePolicy, audit_file: Path,
+    *,
+    info: RequestInfo,
+    site_id: str,
+    refusal_kind: str | None,
+    reason: str | None,
+    policy: NodePolicy,
+    audit_file: Path,
 ) -> list[Alert]:
     """The alerts one request raises, given how the site decided it."""
     found: list[tuple[str, str]] = []
@@ -64,21 +69,37 @@ def alerts_for(
         found.append((REFUSED, f"a {info.kind} request was refused ({refusal_kind}): {reason}"))
     repeats = _earlier_identical(info=info, audit_file=audit_file) + 1
     if repeats > policy.repeated_query_limit:
-        found.append((REPEATED, (
-            f"the same {info.kind} request (same parameters) arrived {repeats} times within "
-            f"{REPEAT_WINDOW.total_seconds() / 3600:g} h; the site allows {policy.repeated_query_limit} "
-            "before alerting (repeated_query_limit)")))
+        found.append(
+            (
+                REPEATED,
+                (
+                    f"the same {info.kind} request (same parameters) arrived {repeats} times within "
+                    f"{REPEAT_WINDOW.total_seconds() / 3600:g} h; the site allows {policy.repeated_query_limit} "
+                    "before alerting (repeated_query_limit)"
+                ),
+            )
+        )
     now = utc_now()
-    return [Alert(alert=kind, message=message, site_id=site_id, task=info.kind, project=info.project,
-                  run_id=info.run_id, coordinator=info.coordinator(), request_hash=info.identity, time=now)
-            for kind, message in found]
+    return [
+        Alert(
+            alert=kind,
+            message=message,
+            site_id=site_id,
+            task=info.kind,
+            project=info.project,
+            run_id=info.run_id,
+            coordinator=info.coordinator(),
+            request_hash=info.identity,
+            time=now,
+        )
+        for kind, message in found
+    ]
 
 
 def _earlier_identical(*, info: RequestInfo, audit_file: Path) -> int:
-    since = (datetime.now(timezone.utc) - REPEAT_WINDOW).strftime(TIME_FORMAT)
+    since = (datetime.now(UTC) - REPEAT_WINDOW).strftime(TIME_FORMAT)
     # The hash as the log writes it (compact JSON), so only this request's lines match.
-    return count_recent(path=audit_file, since=since, kind="request",
-                        contains=f'"request_hash":"{info.identity}"')
+    return count_recent(path=audit_file, since=since, kind="request", contains=f'"request_hash":"{info.identity}"')
 
 
 def raise_alerts(*, alerts: list[Alert], policy: NodePolicy, audit_file: Path) -> None:
@@ -88,9 +109,17 @@ def raise_alerts(*, alerts: list[Alert], policy: NodePolicy, audit_file: Path) -
         log.warning("site alert (%s): %s", alert.alert, alert.message)
         body = json.dumps(alert.to_json()).encode("utf-8")
         if policy.alert_command:
-            _deliver(alert, "command", policy.alert_command, lambda: _run_command(policy.alert_command, body), audit_file)
+            _deliver(
+                alert,
+                "command",
+                policy.alert_command,
+                lambda body=body: _run_command(policy.alert_command, body),
+                audit_file,
+            )
         if policy.alert_webhook:
-            _deliver(alert, "webhook", policy.alert_webhook, lambda: _post(policy.alert_webhook, body), audit_file)
+            _deliver(
+                alert, "webhook", policy.alert_webhook, lambda body=body: _post(policy.alert_webhook, body), audit_file
+            )
 
 
 def _deliver(alert: Alert, target: str, where: str, send: Any, audit_file: Path) -> None:
@@ -98,10 +127,18 @@ def _deliver(alert: Alert, target: str, where: str, send: Any, audit_file: Path)
         send()
     except Exception as err:  # an alert that cannot be sent must not stop the node
         log.error("site alert could not be sent to its %s %s: %s", target, where, err)
-        append_audit(path=audit_file, entry={
-            "kind": "alert-delivery-failed", "time": utc_now(), "target": target, "where": where,
-            "alert": alert.alert, "request_hash": alert.request_hash, "error": f"{type(err).__name__}: {err}",
-        })
+        append_audit(
+            path=audit_file,
+            entry={
+                "kind": "alert-delivery-failed",
+                "time": utc_now(),
+                "target": target,
+                "where": where,
+                "alert": alert.alert,
+                "request_hash": alert.request_hash,
+                "error": f"{type(err).__name__}: {err}",
+            },
+        )
 
 
 def _run_command(command: str, body: bytes) -> None:
@@ -112,8 +149,7 @@ def _run_command(command: str, body: bytes) -> None:
 
 
 def _post(url: str, body: bytes) -> None:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
         if not 200 <= response.status < 300:
             raise RuntimeError(f"the webhook answered HTTP {response.status}")

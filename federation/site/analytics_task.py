@@ -16,10 +16,10 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from federation.analytics.errors import QueryError
 from federation.analytics.query import KINDS
 from federation.errors import InternalFault, InvalidRequest, Refused
-from federation.site.query_answers import answer_query, query_cost
 from federation.protocol.query_request import QueryRequest
 from federation.protocol.replies import ANSWER_KEY, COST_KEY, RELEASE_KEY, refusal, site_record
 from federation.protocol.task_kinds import COST_KIND
+from federation.site.query_answers import answer_query, query_cost
 from federation.site.site_config import SiteConfig
 
 
@@ -38,8 +38,13 @@ def handler_for(kind: str) -> Callable[[Message, SiteConfig], Message]:
         except (QueryError, KeyError, ValueError) as err:
             return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed query: {err}"))
         if request.query.kind != kind:
-            return refusal(msg, site_id=site.site_id, error=InvalidRequest(
-                f"the message was routed as query:{kind} but carries a {request.query.kind} query."))
+            return refusal(
+                msg,
+                site_id=site.site_id,
+                error=InvalidRequest(
+                    f"the message was routed as query:{kind} but carries a {request.query.kind} query."
+                ),
+            )
         try:
             answer = answer_query(request=request, site=site)
         except (Refused, InternalFault) as err:
@@ -69,7 +74,9 @@ def handle_cost(msg: Message, site: SiteConfig) -> Message:
         return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed query: {err}"))
     except (Refused, InternalFault) as err:
         return refusal(msg, site_id=site.site_id, error=err)
-    content = RecordDict({COST_KEY: ConfigRecord({COST_KEY: json.dumps(cost)}), "site": site_record(site_id=site.site_id)})
+    content = RecordDict(
+        {COST_KEY: ConfigRecord({COST_KEY: json.dumps(cost)}), "site": site_record(site_id=site.site_id)}
+    )
     return Message(content=content, reply_to=msg)
 
 

@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ _KEPT_TORN_TEXT = 2000  # characters of a torn line kept in its repair note, for
 
 def utc_now() -> str:
     """Now, in UTC, as the audit log and the ledger write times."""
-    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
+    return datetime.now(UTC).strftime(TIME_FORMAT)
 
 
 def audit_path(state_dir: Path) -> Path:
@@ -94,15 +94,21 @@ def _repair_torn_tail(fd: int, *, torn_at: int, head: tuple[int, str]) -> tuple[
     size = os.fstat(fd).st_size
     torn = os.pread(fd, size - torn_at, torn_at)
     os.ftruncate(fd, torn_at)
-    note = _write(fd, {
-        "kind": "repair",
-        "time": utc_now(),
-        "note": (f"removed a torn last line of {len(torn)} bytes: an append was cut off "
-                 "(a crash or a full disk) before its newline"),
-        "removed_bytes": len(torn),
-        "removed_sha256": hashlib.sha256(torn).hexdigest(),
-        "removed_text": torn[:_KEPT_TORN_TEXT].decode("utf-8", errors="replace"),
-    }, head)
+    note = _write(
+        fd,
+        {
+            "kind": "repair",
+            "time": utc_now(),
+            "note": (
+                f"removed a torn last line of {len(torn)} bytes: an append was cut off "
+                "(a crash or a full disk) before its newline"
+            ),
+            "removed_bytes": len(torn),
+            "removed_sha256": hashlib.sha256(torn).hexdigest(),
+            "removed_text": torn[:_KEPT_TORN_TEXT].decode("utf-8", errors="replace"),
+        },
+        head,
+    )
     return note["seq"], note["hash"]
 
 
@@ -247,8 +253,10 @@ class AuditVerification:
         if self.repairs:
             text += f"; {self.repairs} torn line(s) repaired earlier, recorded in the chain"
         if self.torn_tail:
-            text += (f"; line {self.lines + 1} is torn (an append was cut off, e.g. by a crash): "
-                     "the next request's append removes it and records a repair line")
+            text += (
+                f"; line {self.lines + 1} is torn (an append was cut off, e.g. by a crash): "
+                "the next request's append removes it and records a repair line"
+            )
         return text
 
 
@@ -265,8 +273,16 @@ def verify_audit(path: Path, *, head: str | None = None) -> AuditVerification:
     prev, repairs, seen_head = GENESIS, 0, head is None
 
     def bad(number: int, problem: str) -> AuditVerification:
-        return AuditVerification(path=path, lines=len(lines), ok=False, first_bad_line=number,
-                                 problem=problem, torn_tail=torn, repairs=repairs, head=prev)
+        return AuditVerification(
+            path=path,
+            lines=len(lines),
+            ok=False,
+            first_bad_line=number,
+            problem=problem,
+            torn_tail=torn,
+            repairs=repairs,
+            head=prev,
+        )
 
     for number, raw in enumerate(lines, start=1):
         try:
@@ -278,20 +294,42 @@ def verify_audit(path: Path, *, head: str | None = None) -> AuditVerification:
             return bad(number, "it was edited: its content no longer matches its hash")
         if seq != number:
             if isinstance(seq, int) and seq > number:
-                return bad(number, f"it has seq {seq} where {number} was expected: "
-                                   f"{seq - number} line(s) before it were deleted, or lines were reordered")
-            return bad(number, f"it has seq {seq!r} where {number} was expected: "
-                               "a line was inserted, or lines were reordered")
+                return bad(
+                    number,
+                    f"it has seq {seq} where {number} was expected: "
+                    f"{seq - number} line(s) before it were deleted, or lines were reordered",
+                )
+            return bad(
+                number, f"it has seq {seq!r} where {number} was expected: a line was inserted, or lines were reordered"
+            )
         if link != prev:
-            return bad(number, "it does not follow the line before it (its prev hash differs): "
-                               "a line was deleted, inserted or reordered here")
+            return bad(
+                number,
+                "it does not follow the line before it (its prev hash differs): "
+                "a line was deleted, inserted or reordered here",
+            )
         prev = claimed
         repairs += record.get("kind") == "repair"
         seen_head = seen_head or claimed == head
     if not seen_head:
         return AuditVerification(
-            path=path, lines=len(lines), ok=False, first_bad_line=len(lines) + 1,
+            path=path,
+            lines=len(lines),
+            ok=False,
+            first_bad_line=len(lines) + 1,
             problem=f"no line has the head hash {head} seen earlier: lines were cut off the end, "
-                    "or the log was rewritten", torn_tail=torn, repairs=repairs, head=prev)
-    return AuditVerification(path=path, lines=len(lines), ok=True, first_bad_line=None, problem="",
-                             torn_tail=torn, repairs=repairs, head=prev)
+            "or the log was rewritten",
+            torn_tail=torn,
+            repairs=repairs,
+            head=prev,
+        )
+    return AuditVerification(
+        path=path,
+        lines=len(lines),
+        ok=True,
+        first_bad_line=None,
+        problem="",
+        torn_tail=torn,
+        repairs=repairs,
+        head=prev,
+    )

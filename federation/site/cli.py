@@ -43,9 +43,14 @@ def init(
     data: Path = typer.Option(..., "--data", help="The site's table (CSV or Parquet)."),
     out: Path = typer.Option(..., "--out", help="Folder for node.toml, the node's keys and its state."),
     dictionary: Optional[Path] = typer.Option(None, "--dictionary", help="Data dictionary (default: beside the data)."),
-    dataset: str = typer.Option("", "--dataset", help="Dataset name the ledger charges (default: the data file's stem)."),
-    coordinator: str = typer.Option("coordinator.example.org:9092", "--coordinator",
-                                    help="The coordinator's Fleet API, host:port (editable later in node.toml)."),
+    dataset: str = typer.Option(
+        "", "--dataset", help="Dataset name the ledger charges (default: the data file's stem)."
+    ),
+    coordinator: str = typer.Option(
+        "coordinator.example.org:9092",
+        "--coordinator",
+        help="The coordinator's Fleet API, host:port (editable later in node.toml).",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing node.toml and key pair."),
 ) -> None:
     """Write a commented node.toml and the node's key pair; print the public key to register."""
@@ -53,20 +58,32 @@ def init(
     from federation.site.keys import generate_node_keys
 
     if not data.is_file():
-        raise _fail(f"--data {data} is not a file; give the site's table (CSV or Parquet), e.g. one written by "
-                    "`workbench data synth --out DIR`.")
+        raise _fail(
+            f"--data {data} is not a file; give the site's table (CSV or Parquet), e.g. one written by "
+            "`workbench data synth --out DIR`."
+        )
     toml_path = out / "node.toml"
     private_key = out / "keys" / "node_key"
     existing = [p for p in (toml_path, private_key, Path(f"{private_key}.pub")) if p.exists()]
     if existing and not force:
-        raise _fail(f"{', '.join(map(str, existing))} already exist(s): this folder holds a node, and its key may be "
-                    "the one the coordinator registered. Choose another --out, or pass --force to replace them "
-                    "(then register the new public key).")
+        raise _fail(
+            f"{', '.join(map(str, existing))} already exist(s): this folder holds a node, and its key may be "
+            "the one the coordinator registered. Choose another --out, or pass --force to replace them "
+            "(then register the new public key)."
+        )
     try:
-        write_node_template(path=toml_path, site_id=site_id, data_path=data.resolve(), state_dir=out / "state",
-                            dictionary_path=None if dictionary is None else dictionary.resolve(), dataset=dataset,
-                            coordinator_address=coordinator, ca_certificate=out / "ca.crt",
-                            node_private_key=private_key, overwrite=force)
+        write_node_template(
+            path=toml_path,
+            site_id=site_id,
+            data_path=data.resolve(),
+            state_dir=out / "state",
+            dictionary_path=None if dictionary is None else dictionary.resolve(),
+            dataset=dataset,
+            coordinator_address=coordinator,
+            ca_certificate=out / "ca.crt",
+            node_private_key=private_key,
+            overwrite=force,
+        )
         load_node_config(toml_path)  # what was written must read back, or nothing is left behind
         line = generate_node_keys(private_key=private_key, comment=site_id, overwrite=force)
     except BadInput as err:
@@ -75,14 +92,18 @@ def init(
     ledger_path, dataset_name = _create_ledger(toml_path)
     typer.echo(f"wrote {toml_path} (every key explained) and the node's key pair in {private_key.parent}/")
     typer.echo(f"the site's privacy ledger: {ledger_path} (its signing key beside it); set your dataset's cap with:")
-    typer.echo(f"  workbench budget set-cap --ledger {ledger_path} --dataset {dataset_name} --epsilon E --delta 1e-5 "
-               "--actor NAME --reason TEXT")
+    typer.echo(
+        f"  workbench budget set-cap --ledger {ledger_path} --dataset {dataset_name} --epsilon E --delta 1e-5 "
+        "--actor NAME --reason TEXT"
+    )
     typer.echo("the node's public key (send it to the coordinator; it is not secret):")
     typer.echo(f"  {line}")
     typer.echo("the coordinator registers it with:")
     typer.echo(f"  workbench coordinator register-node {private_key}.pub --name {site_id}")
-    typer.echo(f"next: put the coordinator's CA certificate at {out / 'ca.crt'}, set [coordinator] address, then "
-               f"`workbench node check --config {toml_path}`.")
+    typer.echo(
+        f"next: put the coordinator's CA certificate at {out / 'ca.crt'}, set [coordinator] address, then "
+        f"`workbench node check --config {toml_path}`."
+    )
 
 
 def _create_ledger(toml_path: Path) -> tuple[Path, str]:
@@ -122,8 +143,10 @@ def start(config: Path = ConfigOption) -> None:
         if item.status != "ok":
             typer.echo(item.line(), err=item.status == "fail")
     if result.failed or result.config is None:
-        raise _fail("the node was not started: fix the FAIL line(s) above, then run "
-                    f"`workbench node check --config {config}`.", code=EXIT_CHECK_FAILED)
+        raise _fail(
+            f"the node was not started: fix the FAIL line(s) above, then run `workbench node check --config {config}`.",
+            code=EXIT_CHECK_FAILED,
+        )
     try:
         from federation.site.supernode import run_node
     except ImportError as err:
@@ -149,8 +172,10 @@ def pause(
         state = pause_node(state_dir=node.state_dir, reason=reason, who=who or None)
     except ValueError as err:
         raise _fail(str(err)) from None
-    append_audit(path=audit_path(node.state_dir), entry={
-        "kind": "pause", "time": state.when, "site": node.site_id, "who": state.who, "reason": state.reason})
+    append_audit(
+        path=audit_path(node.state_dir),
+        entry={"kind": "pause", "time": state.when, "site": node.site_id, "who": state.who, "reason": state.reason},
+    )
     typer.echo(f"site {node.site_id} is {state.describe()}; every task is refused until `workbench node resume`.")
 
 
@@ -168,9 +193,16 @@ def resume(
     if lifted is None:
         typer.echo(f"site {node.site_id} was not paused; nothing to do.")
         return
-    append_audit(path=audit_path(node.state_dir), entry={
-        "kind": "resume", "time": utc_now(), "site": node.site_id, "who": who or default_operator(),
-        "lifted": {"reason": lifted.reason, "who": lifted.who, "since": lifted.when}})
+    append_audit(
+        path=audit_path(node.state_dir),
+        entry={
+            "kind": "resume",
+            "time": utc_now(),
+            "site": node.site_id,
+            "who": who or default_operator(),
+            "lifted": {"reason": lifted.reason, "who": lifted.who, "since": lifted.when},
+        },
+    )
     typer.echo(f"site {node.site_id} resumed (it was {lifted.describe()}).")
 
 
@@ -182,7 +214,6 @@ def status(
 ) -> None:
     """Paused or not, the site and dataset, the ledger per project, the latest requests."""
     from federation.site.status import node_status
-
     from privacy_budgets.errors import PrivacyBudgetError
 
     node = _load(config)
@@ -222,9 +253,19 @@ def audit(
     if verify:
         result = verify_audit(path, head=head or None)
         if as_json:
-            typer.echo(json.dumps({"ok": result.ok, "lines": result.lines, "first_bad_line": result.first_bad_line,
-                                   "problem": result.problem, "torn_tail": result.torn_tail,
-                                   "repairs": result.repairs, "head": result.head}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "ok": result.ok,
+                        "lines": result.lines,
+                        "first_bad_line": result.first_bad_line,
+                        "problem": result.problem,
+                        "torn_tail": result.torn_tail,
+                        "repairs": result.repairs,
+                        "head": result.head,
+                    }
+                )
+            )
         else:
             typer.echo(result.describe())
         if not result.ok:

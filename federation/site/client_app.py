@@ -14,10 +14,10 @@ from typing import Any
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from federation.site.config import NODE_TOML_KEY
-from federation.protocol.task_kinds import QUERY_KIND_KEY
 from federation.errors import InternalFault
 from federation.protocol.replies import refusal
+from federation.protocol.task_kinds import QUERY_KIND_KEY
+from federation.site.config import NODE_TOML_KEY
 from federation.site.site_config import SITE_ID_KEY, SiteConfig, resolve_from_node_config
 from federation.site.tasks import serve
 
@@ -33,8 +33,11 @@ def build_client_app(*, resolve_site: SiteResolver = resolve_from_node_config) -
             site = resolve_site(node_config)
         except (KeyError, ValueError, IndexError) as err:
             # Without its site the node cannot gate, serve or audit: refuse, never crash.
-            return refusal(msg, site_id=str(node_config.get(SITE_ID_KEY, "unknown")),
-                           error=InternalFault(f"the node is misconfigured: {err}"))
+            return refusal(
+                msg,
+                site_id=str(node_config.get(SITE_ID_KEY, "unknown")),
+                error=InternalFault(f"the node is misconfigured: {err}"),
+            )
         return serve(kind=kind, msg=msg, site=site, node_toml=node_config.get(NODE_TOML_KEY))
 
     @app.train()

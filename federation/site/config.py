@@ -83,8 +83,9 @@ class _PolicyRules:
             try:
                 object.__setattr__(self, key.field, key.read(value))
             except Broken as broken:
-                raise NodePolicyError(f"a policy's {key.name} {broken.rule}; got {broken.shown!r}. "
-                                      f"Fix: {broken.fix}") from None
+                raise NodePolicyError(
+                    f"a policy's {key.name} {broken.rule}; got {broken.shown!r}. Fix: {broken.fix}"
+                ) from None
 
     @classmethod
     def default_for(cls, site: SiteConfig) -> NodePolicy:
@@ -101,8 +102,13 @@ class _PolicyRules:
         )
 
 
-NodePolicy = make_dataclass("NodePolicy", dataclass_fields(POLICY_KEYS, defaults=True), bases=(_PolicyRules,),
-                            frozen=True, namespace={"__module__": __name__, "__doc__": _PolicyRules.__doc__})
+NodePolicy = make_dataclass(
+    "NodePolicy",
+    dataclass_fields(POLICY_KEYS, defaults=True),
+    bases=(_PolicyRules,),
+    frozen=True,
+    namespace={"__module__": __name__, "__doc__": _PolicyRules.__doc__},
+)
 
 
 class _NodeFiles:
@@ -154,8 +160,11 @@ class _NodeFiles:
 
 
 NodeConfig = make_dataclass(
-    "NodeConfig", [("path", Path), *dataclass_fields(NODE_KEYS, defaults=False), ("policy", NodePolicy)],
-    bases=(_NodeFiles,), frozen=True, namespace={"__module__": __name__, "__doc__": _NodeFiles.__doc__},
+    "NodeConfig",
+    [("path", Path), *dataclass_fields(NODE_KEYS, defaults=False), ("policy", NodePolicy)],
+    bases=(_NodeFiles,),
+    frozen=True,
+    namespace={"__module__": __name__, "__doc__": _NodeFiles.__doc__},
 )
 
 
@@ -168,14 +177,20 @@ def load_node_config(path: Path) -> NodeConfig:
     path = Path(path)
     if not path.is_file():
         raise NodeConfigError(
-            file=path, key="(file)", rule="must be an existing node.toml", value=str(path),
+            file=path,
+            key="(file)",
+            rule="must be an existing node.toml",
+            value=str(path),
             fix="write one with `workbench node init --site-id ID --data PATH --out DIR`, or pass its path with --config.",
         )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise NodeConfigError(
-            file=path, key="(file)", rule="must be valid TOML", value=str(err),
+            file=path,
+            key="(file)",
+            rule="must be valid TOML",
+            value=str(err),
             fix="correct the syntax at the line named (strings need quotes, lists use [ ]).",
         ) from None
     return _Reader(path=path, raw=raw).node_config()
@@ -197,16 +212,27 @@ class _Reader:
     def _check_layout(self) -> None:
         for section, table in self.raw.items():
             if section not in LAYOUT:
-                raise self.fail(f"[{section}]", "is not a section of node.toml", section,
-                                f"{did_you_mean(section, LAYOUT)}The sections are {', '.join(f'[{s}]' for s in LAYOUT)}.")
+                raise self.fail(
+                    f"[{section}]",
+                    "is not a section of node.toml",
+                    section,
+                    f"{did_you_mean(section, LAYOUT)}The sections are {', '.join(f'[{s}]' for s in LAYOUT)}.",
+                )
             if not isinstance(table, dict):
-                raise self.fail(f"[{section}]", "must be a table (a [section] header)", table,
-                                f"write it as a [{section}] header followed by its keys.")
+                raise self.fail(
+                    f"[{section}]",
+                    "must be a table (a [section] header)",
+                    table,
+                    f"write it as a [{section}] header followed by its keys.",
+                )
             for key in table:
                 if key not in LAYOUT[section]:
-                    raise self.fail(f"[{section}] {key}", "is not a key of this section", key,
-                                    f"{did_you_mean(key, LAYOUT[section])}"
-                                    f"[{section}] holds {', '.join(LAYOUT[section])}.")
+                    raise self.fail(
+                        f"[{section}] {key}",
+                        "is not a key of this section",
+                        key,
+                        f"{did_you_mean(key, LAYOUT[section])}[{section}] holds {', '.join(LAYOUT[section])}.",
+                    )
 
     def value(self, key: NodeKey) -> Any:
         raw = self.raw.get(key.section, {}).get(key.name, _MISSING)
@@ -215,8 +241,7 @@ class _Reader:
         try:
             return key.read(None if raw is _MISSING else raw, base=self.base)
         except Broken as broken:
-            raise self.fail(key.label, broken.rule, _MISSING if raw is _MISSING else broken.shown,
-                            broken.fix) from None
+            raise self.fail(key.label, broken.rule, _MISSING if raw is _MISSING else broken.shown, broken.fix) from None
 
     def node_config(self) -> NodeConfig:
         values = {key.field: self.value(key) for key in KEYS}
@@ -258,8 +283,10 @@ def write_node_template(
     known = {key.field for key in KEYS}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise TypeError(f"write_node_template() got unknown key field(s) {', '.join(unknown)}; "
-                        f"the fields are {', '.join(sorted(known))}.")
+        raise TypeError(
+            f"write_node_template() got unknown key field(s) {', '.join(unknown)}; "
+            f"the fields are {', '.join(sorted(known))}."
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; keep it, or pass overwrite=True (--force) to replace it.")
     base = path.resolve().parent

@@ -15,13 +15,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-
 from federation.data.dictionary import DataDictionary
 from federation.data.loader import load_site
-
-from federation.training.features import FeatureEncoder, SiteArrays, prepare_site_arrays
-from federation.site.site_config import SiteConfig
 from federation.protocol.spec import TrainingSpec
+from federation.site.site_config import SiteConfig
+from federation.training.features import FeatureEncoder, SiteArrays, prepare_site_arrays
 
 _CACHE: OrderedDict[tuple, SiteArrays] = OrderedDict()
 _CACHE_SIZE = 4  # sites (or splits) a process keeps encoded at once
@@ -49,13 +47,18 @@ def _cache_key(*, site: SiteConfig, spec: TrainingSpec, encoder: FeatureEncoder,
         dictionary = _file_identity(site.dictionary_path)
     else:
         dictionary = str(config["study-dictionary"]) if config is not None and "study-dictionary" in config else None
-    return (site.site_id, _file_identity(site.data_path), dictionary, encoder.to_json(),
-            spec.test_fraction, spec.split_seed, spec.split_column)
+    return (
+        site.site_id,
+        _file_identity(site.data_path),
+        dictionary,
+        encoder.to_json(),
+        spec.test_fraction,
+        spec.split_seed,
+        spec.split_column,
+    )
 
 
-def site_arrays(
-    *, site: SiteConfig, spec: TrainingSpec, encoder: FeatureEncoder, config: Any = None
-) -> SiteArrays:
+def site_arrays(*, site: SiteConfig, spec: TrainingSpec, encoder: FeatureEncoder, config: Any = None) -> SiteArrays:
     """The site's train/test split, encoded with the study's public constants."""
     key = _cache_key(site=site, spec=spec, encoder=encoder, config=config)
     if key in _CACHE:

@@ -9,17 +9,16 @@ from __future__ import annotations
 import torch
 from flwr.app import Message, MetricRecord, RecordDict
 
-from privacy_budgets import Ledger
-
+from federation.errors import InvalidRequest
+from federation.protocol.replies import refusal, site_record
+from federation.protocol.spec import SpecError, TrainingSpec
+from federation.site.data_access import site_arrays
+from federation.site.site_config import SiteConfig
+from federation.site.site_parameters import with_site_parameters
 from federation.training.evaluation import binary_metrics, predict_proba
 from federation.training.features import FeatureEncoder
 from federation.training.models import build_model
-from federation.site.data_access import site_arrays
-from federation.errors import InvalidRequest
-from federation.protocol.replies import refusal, site_record
-from federation.site.site_config import SiteConfig
-from federation.site.site_parameters import with_site_parameters
-from federation.protocol.spec import SpecError, TrainingSpec
+from privacy_budgets import Ledger
 
 
 def handle_evaluate(msg: Message, site: SiteConfig) -> Message:

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from federation.errors import BudgetRefused, InternalFault, InvalidRequest, PausedRefused, PolicyRefused, Refused
+from federation.protocol.request_info import RequestInfo
+from federation.protocol.task_kinds import KNOWN_TASKS, policy_allows
+from federation.site.config import NodePolicy
+from federation.site.pause import read_pause
+from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger
 from privacy_budgets.errors import PrivacyBudgetError
 
-from federation.errors import BudgetRefused, InternalFault, InvalidRequest, PausedRefused, PolicyRefused, Refused
-from federation.site.config import NodePolicy
-from federation.site.pause import read_pause
-from federation.protocol.request_info import RequestInfo
-from federation.site.site_config import SiteConfig
-from federation.protocol.task_kinds import KNOWN_TASKS, policy_allows
 
 @dataclass(frozen=True)
 class GateDecision:
@@ -46,16 +46,23 @@ def check_request(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy) ->
     """The gate's decision on one request; reads the pause switch and the ledger only."""
     pause = read_pause(state_dir=site.state_dir)
     if pause is not None:
-        return GateDecision(PausedRefused(
-            f"site {site.site_id} is {pause.describe()}. It serves no task until its IT runs "
-            "`workbench node resume`."))
+        return GateDecision(
+            PausedRefused(
+                f"site {site.site_id} is {pause.describe()}. It serves no task until its IT runs "
+                "`workbench node resume`."
+            )
+        )
     if info.kind not in KNOWN_TASKS:
-        return GateDecision(PolicyRefused(
-            f"unknown task {info.kind!r}; this site serves {', '.join(sorted(KNOWN_TASKS))}."))
+        return GateDecision(
+            PolicyRefused(f"unknown task {info.kind!r}; this site serves {', '.join(sorted(KNOWN_TASKS))}.")
+        )
     if not policy_allows(allowed=policy.allowed_tasks, kind=info.kind):
-        return GateDecision(PolicyRefused(
-            f"site {site.site_id} does not allow {info.kind} tasks; its policy allows "
-            f"{', '.join(policy.allowed_tasks)}. Ask the site whether the study may run it."))
+        return GateDecision(
+            PolicyRefused(
+                f"site {site.site_id} does not allow {info.kind} tasks; its policy allows "
+                f"{', '.join(policy.allowed_tasks)}. Ask the site whether the study may run it."
+            )
+        )
     if info.problem is not None:
         return GateDecision(InvalidRequest(info.malformed_reason))
     return _allocation(info=info, site=site)
@@ -63,19 +70,27 @@ def check_request(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy) ->
 
 def _allocation(*, info: RequestInfo, site: SiteConfig) -> GateDecision:
     project, dataset = info.project, site.dataset
-    fix = (f"The site's ethics board allocates a budget with `workbench budget allocate --ledger "
-           f"{site.ledger_path} --dataset {dataset} --project {project} --epsilon E --actor NAME --reason TEXT`.")
+    fix = (
+        f"The site's ethics board allocates a budget with `workbench budget allocate --ledger "
+        f"{site.ledger_path} --dataset {dataset} --project {project} --epsilon E --actor NAME --reason TEXT`."
+    )
     if not site.ledger_path.exists():
-        return GateDecision(BudgetRefused(
-            f"site {site.site_id} has no privacy ledger yet, so project '{project}' has no allocation "
-            f"on dataset '{dataset}' and nothing may be released for it (fail closed). {fix}"))
+        return GateDecision(
+            BudgetRefused(
+                f"site {site.site_id} has no privacy ledger yet, so project '{project}' has no allocation "
+                f"on dataset '{dataset}' and nothing may be released for it (fail closed). {fix}"
+            )
+        )
     try:
         with Ledger.open(site.ledger_path, site_id=site.site_id, create=False) as ledger:
             allocation = ledger.allocation(dataset=dataset, project=project)
     except (PrivacyBudgetError, OSError) as err:
         return GateDecision(BudgetRefused(f"site {site.site_id} cannot read its ledger: {err}"))
     if allocation is None:
-        return GateDecision(BudgetRefused(
-            f"project '{project}' has no allocation on dataset '{dataset}' at site {site.site_id}, "
-            f"so nothing may be released for it (fail closed). {fix}"))
+        return GateDecision(
+            BudgetRefused(
+                f"project '{project}' has no allocation on dataset '{dataset}' at site {site.site_id}, "
+                f"so nothing may be released for it (fail closed). {fix}"
+            )
+        )
     return ALLOW

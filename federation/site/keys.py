@@ -46,9 +46,11 @@ def generate_node_keys(*, private_key: Path, comment: str = "", overwrite: bool 
         format=serialization.PrivateFormat.OpenSSH,
         encryption_algorithm=serialization.NoEncryption(),
     )
-    line = key.public_key().public_bytes(
-        encoding=serialization.Encoding.OpenSSH, format=serialization.PublicFormat.OpenSSH
-    ).decode("ascii")
+    line = (
+        key.public_key()
+        .public_bytes(encoding=serialization.Encoding.OpenSSH, format=serialization.PublicFormat.OpenSSH)
+        .decode("ascii")
+    )
     if comment:
         line = f"{line} {comment}"
     private_key.parent.mkdir(parents=True, exist_ok=True)
@@ -67,19 +69,25 @@ def read_public_key_line(*, private_key: Path) -> str:
     key = load_private_key(private_key=private_key)
     public = public_key_path(private_key)
     if not public.is_file():
-        raise NodeKeyError(f"{public}: the node's public key is missing. Fix: run `workbench node init` again "
-                           "with --force to make a new pair, and register the new public key.")
+        raise NodeKeyError(
+            f"{public}: the node's public key is missing. Fix: run `workbench node init` again "
+            "with --force to make a new pair, and register the new public key."
+        )
     line = public.read_text(encoding="ascii", errors="replace").strip()
     try:
         loaded = serialization.load_ssh_public_key(line.encode("ascii"))
     except (ValueError, UnicodeEncodeError) as err:
-        raise NodeKeyError(f"{public}: not an OpenSSH public key ({err}). Fix: restore it from the private key "
-                           "or make a new pair with `workbench node init --force`.") from None
+        raise NodeKeyError(
+            f"{public}: not an OpenSSH public key ({err}). Fix: restore it from the private key "
+            "or make a new pair with `workbench node init --force`."
+        ) from None
     mine = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     theirs = loaded.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     if mine != theirs:
-        raise NodeKeyError(f"{public} does not belong to {private_key}. Fix: restore the matching pair, or make "
-                           "a new one with `workbench node init --force` and register its public key.")
+        raise NodeKeyError(
+            f"{public} does not belong to {private_key}. Fix: restore the matching pair, or make "
+            "a new one with `workbench node init --force` and register its public key."
+        )
     return line
 
 
@@ -87,18 +95,25 @@ def load_private_key(*, private_key: Path) -> ec.EllipticCurvePrivateKey:
     """The node's private key; refuses a missing file, another curve, or a key others can read."""
     private_key = Path(private_key)
     if not private_key.is_file():
-        raise NodeKeyError(f"{private_key}: the node's private key is missing. Fix: make one with "
-                           "`workbench node init` (or point [node] private_key at it).")
+        raise NodeKeyError(
+            f"{private_key}: the node's private key is missing. Fix: make one with "
+            "`workbench node init` (or point [node] private_key at it)."
+        )
     mode = private_key.stat().st_mode & 0o777
     if mode & 0o077:
-        raise NodeKeyError(f"{private_key}: the private key is readable by others (mode {mode:o}). "
-                           f"Fix: chmod 600 {private_key}.")
+        raise NodeKeyError(
+            f"{private_key}: the private key is readable by others (mode {mode:o}). Fix: chmod 600 {private_key}."
+        )
     try:
         key = serialization.load_ssh_private_key(private_key.read_bytes(), password=None)
     except (ValueError, TypeError) as err:
-        raise NodeKeyError(f"{private_key}: not an unencrypted OpenSSH private key ({err}). "
-                           "Fix: make a new pair with `workbench node init --force`.") from None
+        raise NodeKeyError(
+            f"{private_key}: not an unencrypted OpenSSH private key ({err}). "
+            "Fix: make a new pair with `workbench node init --force`."
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP384R1):
-        raise NodeKeyError(f"{private_key}: Flower's node authentication needs an ECDSA P-384 key; this is "
-                           f"{type(key).__name__}. Fix: make one with `workbench node init --force`.")
+        raise NodeKeyError(
+            f"{private_key}: Flower's node authentication needs an ECDSA P-384 key; this is "
+            f"{type(key).__name__}. Fix: make one with `workbench node init --force`."
+        )
     return key

@@ -82,6 +82,9 @@ def read_pause(*, state_dir: Path) -> PauseState | None:
         data = json.loads(raw)
         return PauseState(reason=str(data["reason"]), who=str(data["who"]), when=str(data["when"]))
     except (ValueError, KeyError, TypeError):
-        return PauseState(reason=f"the pause file {path} is not in the expected form; "
-                                 "remove it with `workbench node resume` once the site agrees",
-                          who="unknown", when="unknown")
+        return PauseState(
+            reason=f"the pause file {path} is not in the expected form; "
+            "remove it with `workbench node resume` once the site agrees",
+            who="unknown",
+            when="unknown",
+        )

@@ -15,10 +15,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from privacy_budgets import Ledger, accounting
-
-from federation.training.dp_sgd import planned_sampling
 from federation.protocol.spec import TrainingSpec
+from federation.training.dp_sgd import planned_sampling
+from privacy_budgets import Ledger, accounting
 
 
 class PlanRefused(Exception):

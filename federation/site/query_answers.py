@@ -23,27 +23,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from federation.data.dictionary import DataDictionary
-from federation.data.errors import DataDictionaryError, DataValidationError
-from federation.data.loader import load_site_data
-from federation.data.loader import fingerprint as data_fingerprint
-from federation.data.loader import read_site_bytes
-from privacy_budgets import BudgetExceeded, Ledger, LedgerError
-from privacy_budgets.mechanisms import describe_event
-from privacy_budgets.records import utc_now
-
 from federation.analytics.cache import CachedAnswer, ReleaseCache
 from federation.analytics.cells import exact_cells
 from federation.analytics.disclosure import DisclosureRuleError, DisclosureRules
 from federation.analytics.errors import QueryError
 from federation.analytics.noise import fresh_rng, noise_multiplier, query_event
 from federation.analytics.query import Query
-from federation.errors import BudgetRefused, InternalFault, InvalidRequest, PolicyRefused
 from federation.analytics.release import Release, make_release
+from federation.data.dictionary import DataDictionary
+from federation.data.errors import DataDictionaryError, DataValidationError
+from federation.data.loader import fingerprint as data_fingerprint
+from federation.data.loader import load_site_data, read_site_bytes
+from federation.errors import BudgetRefused, InternalFault, InvalidRequest, PolicyRefused
 from federation.protocol.query_request import QueryRequest
 from federation.site.config import disclosure_rules
 from federation.site.request_cap import check_request_cap
 from federation.site.site_config import SiteConfig
+from privacy_budgets import BudgetExceeded, Ledger, LedgerError
+from privacy_budgets.mechanisms import describe_event
+from privacy_budgets.records import utc_now
+
 
 @dataclass(frozen=True)
 class SiteAnswer:
@@ -100,34 +99,47 @@ def answer_query(*, request: QueryRequest, site: SiteConfig) -> SiteAnswer:
         data = load_site_data(path=site.data_path, dictionary=checked.dictionary, site_id=site.site_id)
     except (DataValidationError, DataDictionaryError) as err:
         raise InternalFault(f"the site's data did not validate: {err}") from None
-    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger, \
-            ReleaseCache(site.analytics_cache_dir) as cache:
+    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger, ReleaseCache(site.analytics_cache_dir) as cache:
         delta = _delta(ledger, site)
         multiplier = noise_multiplier(query=query, delta=delta)
         event = query_event(query=query, noise_multiplier=multiplier)
         cache.use_data_version(data.fingerprint)
-        key = cache.key(query=query, project=request.project, fingerprint=data.fingerprint,
-                        rules=rules, delta=delta)
+        key = cache.key(query=query, project=request.project, fingerprint=data.fingerprint, rules=rules, delta=delta)
         kept = cache.get(key)
         if kept is not None:
             return SiteAnswer(
-                site_id=site.site_id, query_id=query.query_id, release=Release.from_json(kept.release),
-                release_text=kept.release, receipts=kept.receipts, replay=True,
-                noise_multiplier=kept.noise_multiplier, uncovered=bool(rules.true_count_floor),
+                site_id=site.site_id,
+                query_id=query.query_id,
+                release=Release.from_json(kept.release),
+                release_text=kept.release,
+                receipts=kept.receipts,
+                replay=True,
+                noise_multiplier=kept.noise_multiplier,
+                uncovered=bool(rules.true_count_floor),
             )
         try:
             check_request_cap(ledger=ledger, site=site, project=request.project, event=event)
             reservation = ledger.reserve(
-                dataset=site.dataset, project=request.project, event=event, actor=request.actor,
+                dataset=site.dataset,
+                project=request.project,
+                event=event,
+                actor=request.actor,
                 purpose=f"analytics: {query.describe()} ({describe_event(event)})",
-                run_id=request.run_id, query_id=query.query_id,
+                run_id=request.run_id,
+                query_id=query.query_id,
             )
         except BudgetExceeded as err:
             raise BudgetRefused(str(err)) from None
         try:
             exact = exact_cells(query=query, frame=data.frame, dictionary=checked.dictionary)
-            release = make_release(query=query, exact=exact, noise_multiplier=multiplier, rules=rules,
-                                   rng=fresh_rng(), site_id=site.site_id)
+            release = make_release(
+                query=query,
+                exact=exact,
+                noise_multiplier=multiplier,
+                rules=rules,
+                rng=fresh_rng(),
+                site_id=site.site_id,
+            )
             text = release.to_text()
         except Exception as err:
             ledger.abort(reservation, reason=f"analytics query failed before any release: {err!r}")
@@ -136,20 +148,37 @@ def answer_query(*, request: QueryRequest, site: SiteConfig) -> SiteAnswer:
         receipts = [ledger.receipt(entry).to_dict()]
         if rules.true_count_floor:
             receipts.append(ledger.receipt(_record_floor(ledger, site, request, query, rules)).to_dict())
-        cache.put(key, CachedAnswer(release=text, receipts=receipts, released_at=utc_now(),
-                                    run_id=request.run_id, noise_multiplier=multiplier))
+        cache.put(
+            key,
+            CachedAnswer(
+                release=text,
+                receipts=receipts,
+                released_at=utc_now(),
+                run_id=request.run_id,
+                noise_multiplier=multiplier,
+            ),
+        )
         return SiteAnswer(
-            site_id=site.site_id, query_id=query.query_id, release=release, release_text=text,
-            receipts=receipts, epsilon=float(entry.epsilon), noise_multiplier=multiplier,
+            site_id=site.site_id,
+            query_id=query.query_id,
+            release=release,
+            release_text=text,
+            receipts=receipts,
+            epsilon=float(entry.epsilon),
+            noise_multiplier=multiplier,
             uncovered=bool(rules.true_count_floor),
         )
 
 
 def _record_floor(ledger: Ledger, site: SiteConfig, request: QueryRequest, query: Query, rules: DisclosureRules):
     return ledger.record_uncovered(
-        dataset=site.dataset, project=request.project, actor=request.actor,
-        what=(f"which cells of {query.query_id} hold fewer than {rules.true_count_floor} records "
-              "(true counts): the suppression pattern of a true-count floor"),
+        dataset=site.dataset,
+        project=request.project,
+        actor=request.actor,
+        what=(
+            f"which cells of {query.query_id} hold fewer than {rules.true_count_floor} records "
+            "(true counts): the suppression pattern of a true-count floor"
+        ),
         purpose=f"analytics disclosure control: {query.describe()}",
         run_id=request.run_id,
         details={"query_id": query.query_id, "true_count_floor": rules.true_count_floor},
@@ -168,13 +197,11 @@ def query_cost(*, request: QueryRequest, site: SiteConfig) -> dict[str, Any]:
         version = data_fingerprint(content=read_site_bytes(path=site.data_path), dictionary=checked.dictionary)
     except (DataValidationError, DataDictionaryError) as err:
         raise InternalFault(str(err)) from None
-    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger, \
-            ReleaseCache(site.analytics_cache_dir) as cache:
+    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger, ReleaseCache(site.analytics_cache_dir) as cache:
         delta = _delta(ledger, site)
         multiplier = noise_multiplier(query=query, delta=delta)
         event = query_event(query=query, noise_multiplier=multiplier)
-        key = cache.key(query=query, project=request.project, fingerprint=version,
-                        rules=checked.rules, delta=delta)
+        key = cache.key(query=query, project=request.project, fingerprint=version, rules=checked.rules, delta=delta)
         replay = key in cache  # the key holds the data version: changed data never replays
         estimate = ledger.cost(dataset=site.dataset, project=request.project, event=event)
         spent_now = ledger.spent(dataset=site.dataset, project=request.project)
@@ -193,7 +220,10 @@ def query_cost(*, request: QueryRequest, site: SiteConfig) -> dict[str, Any]:
         "project_remaining_after": None if replay else estimate.project_remaining_after,
         "dataset_remaining_after": None if replay else estimate.dataset_remaining_after,
         "fits": True if replay else estimate.fits and not over_request_cap,
-        "binding": "" if replay else (
-            f"the site's cap of {site.max_epsilon_per_request:g} per request" if over_request_cap else estimate.binding),
+        "binding": ""
+        if replay
+        else (
+            f"the site's cap of {site.max_epsilon_per_request:g} per request" if over_request_cap else estimate.binding
+        ),
         "min_cell_size": checked.rules.min_cell_size,
     }

@@ -11,15 +11,14 @@ import json
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 
+from federation.analytics.ranges import noisy_range, range_event
 from federation.data.loader import parse_csv, parse_parquet, read_site_bytes
-from privacy_budgets import BudgetExceeded, Ledger
-
 from federation.errors import InternalFault, InvalidRequest
 from federation.protocol.replies import refusal, site_record
+from federation.protocol.spec import SpecError, TrainingSpec
 from federation.site.request_cap import RequestCapExceeded, check_request_cap
 from federation.site.site_config import SiteConfig
-from federation.analytics.ranges import noisy_range, range_event
-from federation.protocol.spec import SpecError, TrainingSpec
+from privacy_budgets import BudgetExceeded, Ledger
 
 
 def _numeric_columns(site: SiteConfig, columns: list[str]) -> dict[str, np.ndarray]:
@@ -43,16 +42,22 @@ def handle_ranges(msg: Message, site: SiteConfig) -> Message:
     except (SpecError, KeyError, ValueError) as err:
         return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed range query: {err}"))
     if not columns or noise_std <= 0:
-        return refusal(msg, site_id=site.site_id, error=InvalidRequest("a range query needs columns and positive noise."))
+        return refusal(
+            msg, site_id=site.site_id, error=InvalidRequest("a range query needs columns and positive noise.")
+        )
 
     event = range_event(noise_std=noise_std, n_columns=len(columns))
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         try:
             check_request_cap(ledger=ledger, site=site, project=spec.project, event=event)
             reservation = ledger.reserve(
-                dataset=site.dataset, project=spec.project, event=event, actor=spec.coordinator,
+                dataset=site.dataset,
+                project=spec.project,
+                event=event,
+                actor=spec.coordinator,
                 purpose=f"DP range finding of {len(columns)} columns for feature scaling",
-                run_id=spec.run_id, query_id=f"{spec.run_id}-ranges",
+                run_id=spec.run_id,
+                query_id=f"{spec.run_id}-ranges",
             )
         except (BudgetExceeded, RequestCapExceeded) as err:
             return refusal(msg, site_id=site.site_id, error=err)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dp_accounting as dpa
 
-from privacy_budgets import Ledger
-
 from federation.errors import BudgetRefused
 from federation.site.site_config import SiteConfig
+from privacy_budgets import Ledger
 
 _ROUNDING = 1e-9  # relative: a request calibrated to exactly the cap fits
 

@@ -104,8 +104,7 @@ def _whole_or_none(name: str, value: Any) -> int | None:
         number = int(str(value))
     except ValueError:
         raise ValueError(
-            f"the site's {name.replace('_', '-')} must be a whole number; got {value!r}. "
-            "Fix it in the node config."
+            f"the site's {name.replace('_', '-')} must be a whole number; got {value!r}. Fix it in the node config."
         ) from None
     return number
 

@@ -80,14 +80,19 @@ class SiteExecutor:
         from flwr.supercore.retry import make_simple_http_retry_invoker
         from flwr.supercore.runtime import RuntimeHttpClient
 
-        interceptors = [RuntimeVersionHttpInterceptor(component_name="SuperExec" if token is None else "flwr-clientapp")]
+        interceptors = [
+            RuntimeVersionHttpInterceptor(component_name="SuperExec" if token is None else "flwr-clientapp")
+        ]
         if token is not None:
             interceptors.append(RuntimeTokenHttpInterceptor(token))
         # The Runtime API listens on loopback only (127.0.0.1), as Flower's own
         # SuperExec reaches it: plain HTTP inside the site's machine.
         return RuntimeHttpClient.from_server_address(
-            server_address=self.runtime_api_address, insecure=True, root_certificates=None,
-            interceptors=interceptors, retry_invoker=make_simple_http_retry_invoker(),
+            server_address=self.runtime_api_address,
+            insecure=True,
+            root_certificates=None,
+            interceptors=interceptors,
+            retry_invoker=make_simple_http_retry_invoker(),
         )
 
     def serve_forever(self, *, on_ready: Callable[[], None] | None = None) -> None:
@@ -138,8 +143,12 @@ class SiteExecutor:
                 sub_status, details = SubStatus.COMPLETED, ""
                 self.stats.tasks += 1
                 # The benchmark reads these lines to split a round into site work and the rest.
-                logger.info("task %s of run %s took %.3f s", message.metadata.message_type,
-                            message.metadata.run_id, time.monotonic() - started)
+                logger.info(
+                    "task %s of run %s took %.3f s",
+                    message.metadata.message_type,
+                    message.metadata.run_id,
+                    time.monotonic() - started,
+                )
         except Exception as err:  # the node stays up; the coordinator gets an error reply
             self.stats.failures += 1
             details = f"{type(err).__name__}: {err}"

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from federation.training.models import SiteOffset
-from federation.site.site_config import SiteConfig
 from federation.protocol.spec import TrainingSpec
+from federation.site.site_config import SiteConfig
+from federation.training.models import SiteOffset
 
 
 def offset_path(*, site: SiteConfig, spec: TrainingSpec) -> Path:

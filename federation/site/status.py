@@ -31,8 +31,11 @@ class NodeStatus:
             f"coordinator: {c.coordinator_address}",
             "PAUSED: " + self.pause.describe() if self.pause else "running (not paused)",
             f"policy: serves {', '.join(c.policy.allowed_tasks)}; min cell size {c.policy.min_cell_size}"
-            + (f"; at most epsilon {c.policy.max_epsilon_per_request:g} per request"
-               if c.policy.max_epsilon_per_request is not None else ""),
+            + (
+                f"; at most epsilon {c.policy.max_epsilon_per_request:g} per request"
+                if c.policy.max_epsilon_per_request is not None
+                else ""
+            ),
             "",
             "ledger:",
             self.ledger.to_string(index=False) if not self.ledger.empty else "  no ledger yet (every task is refused)",
@@ -85,16 +88,18 @@ def audit_frame(entries: list[dict[str, Any]]) -> pd.DataFrame:
     for e in entries:
         decision = e.get("decision") or {}
         detail = decision.get("reason") or e.get("message") or e.get("reason") or e.get("note") or e.get("error") or ""
-        rows.append({
-            "seq": e.get("seq"),
-            "time": str(e.get("time", ""))[:19],
-            "kind": e.get("kind") if e.get("kind") != "alert" else f"alert:{e.get('alert')}",
-            "task": e.get("task", ""),
-            "project": e.get("project") or "",
-            "outcome": decision.get("outcome", ""),
-            "epsilon": e.get("epsilon_charged", ""),
-            "detail": _short(str(detail)),
-        })
+        rows.append(
+            {
+                "seq": e.get("seq"),
+                "time": str(e.get("time", ""))[:19],
+                "kind": e.get("kind") if e.get("kind") != "alert" else f"alert:{e.get('alert')}",
+                "task": e.get("task", ""),
+                "project": e.get("project") or "",
+                "outcome": decision.get("outcome", ""),
+                "epsilon": e.get("epsilon_charged", ""),
+                "detail": _short(str(detail)),
+            }
+        )
     return pd.DataFrame(rows, columns=["seq", "time", "kind", "task", "project", "outcome", "epsilon", "detail"])
 
 

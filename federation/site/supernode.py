@@ -131,14 +131,23 @@ def node_config_argument(entries: dict[str, str]) -> str:
 def supernode_command(*, config: NodeConfig) -> list[str]:
     host, port = split_address(config.clientappio_address)
     command = [
-        sys.executable, "-m", "federation.site.supernode_process",
-        "--superlink", config.coordinator_address,
-        "--root-certificates", str(config.ca_certificate),
-        "--auth-supernode-private-key", str(config.node_private_key),
-        "--node-config", node_config_argument(config.node_config_entries()),
-        "--isolation", "process",
-        "--host", host,
-        "--port", str(port),
+        sys.executable,
+        "-m",
+        "federation.site.supernode_process",
+        "--superlink",
+        config.coordinator_address,
+        "--root-certificates",
+        str(config.ca_certificate),
+        "--auth-supernode-private-key",
+        str(config.node_private_key),
+        "--node-config",
+        node_config_argument(config.node_config_entries()),
+        "--isolation",
+        "process",
+        "--host",
+        host,
+        "--port",
+        str(port),
     ]
     if config.policy.trusted_entities is not None:
         command += ["--trusted-entities", str(config.policy.trusted_entities)]
@@ -147,15 +156,23 @@ def supernode_command(*, config: NodeConfig) -> list[str]:
 
 def executor_command(*, config: NodeConfig, ready_file: Path) -> list[str]:
     return [
-        sys.executable, "-m", "federation.site.site_executor",
-        "--runtime-api-address", config.clientappio_address,
-        "--ready-file", str(ready_file),
+        sys.executable,
+        "-m",
+        "federation.site.site_executor",
+        "--runtime-api-address",
+        config.clientappio_address,
+        "--ready-file",
+        str(ready_file),
     ]
 
 
 def _check_files(config: NodeConfig) -> None:
     for what, path, fix in (
-        ("the coordinator's CA certificate", config.ca_certificate, "copy ca.crt from the coordinator (it verifies the SuperLink)"),
+        (
+            "the coordinator's CA certificate",
+            config.ca_certificate,
+            "copy ca.crt from the coordinator (it verifies the SuperLink)",
+        ),
         ("the node's private key", config.node_private_key, "make the node's keys with `workbench node init`"),
     ):
         if not Path(path).is_file():
@@ -201,7 +218,9 @@ class _Node:
                 logger.warning(
                     "site %s: the coordinator refused to activate this node; if it ran moments ago, the "
                     "coordinator still marks it online (about 60 s after its last heartbeat). Retrying in %.0f s.",
-                    self.config.site_id, ACTIVATION_RETRY_SECONDS)
+                    self.config.site_id,
+                    ACTIVATION_RETRY_SECONDS,
+                )
                 time.sleep(ACTIVATION_RETRY_SECONDS)
 
     def _start_supernode_once(self, *, timeout: float) -> None:
@@ -231,24 +250,32 @@ class _Node:
         address = self.config.coordinator_address
         activation = False
         if "CERTIFICATE_VERIFY_FAILED" in text:
-            why = (f"the SuperLink at {address} presented a certificate that {self.config.ca_certificate} does not "
-                   "verify; copy the coordinator's ca.crt to the node (and check the address is one the "
-                   "certificate names)")
+            why = (
+                f"the SuperLink at {address} presented a certificate that {self.config.ca_certificate} does not "
+                "verify; copy the coordinator's ca.crt to the node (and check the address is one the "
+                "certificate names)"
+            )
         elif "Failed to activate SuperNode" in text:
             activation = True
-            why = (f"the coordinator at {address} refused this node: its public key "
-                   f"({self.config.node_private_key}.pub) is not registered (send it to the coordinator: "
-                   "`workbench coordinator register-node KEY.pub --name SITE`), or a session of this node that "
-                   "ended moments ago is still marked online there (wait a minute and start again)")
+            why = (
+                f"the coordinator at {address} refused this node: its public key "
+                f"({self.config.node_private_key}.pub) is not registered (send it to the coordinator: "
+                "`workbench coordinator register-node KEY.pub --name SITE`), or a session of this node that "
+                "ended moments ago is still marked online there (wait a minute and start again)"
+            )
         else:
             why = "flower-supernode stopped"
-        return f"{why}. flower-supernode exited with code {code}; end of {log_path}:\n{log_tail(log_path, 8)}", activation
+        return (
+            f"{why}. flower-supernode exited with code {code}; end of {log_path}:\n{log_tail(log_path, 8)}",
+            activation,
+        )
 
     def start_executor(self, *, timeout: float) -> None:
         self.files.executor_ready.unlink(missing_ok=True)
         self.executor = spawn(
             command=executor_command(config=self.config, ready_file=self.files.executor_ready),
-            log_path=self.files.executor_log, env=self.env,
+            log_path=self.files.executor_log,
+            env=self.env,
         )
         self.write_pids()
         deadline = time.monotonic() + timeout
@@ -259,7 +286,9 @@ class _Node:
                     f"{self.files.executor_log}:\n{log_tail(self.files.executor_log)}"
                 )
             if time.monotonic() > deadline:
-                raise NodeStartError(f"the site executor was not ready within {timeout:.0f} s; see {self.files.executor_log}.")
+                raise NodeStartError(
+                    f"the site executor was not ready within {timeout:.0f} s; see {self.files.executor_log}."
+                )
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -308,8 +337,12 @@ def run_node(
         node.start_executor(timeout=connect_timeout)
         node.connected = True
         node.write_pids()
-        logger.info("site %s: connected; supernode PID %d, executor PID %d",
-                    config.site_id, node.supernode.pid, node.executor.pid)
+        logger.info(
+            "site %s: connected; supernode PID %d, executor PID %d",
+            config.site_id,
+            node.supernode.pid,
+            node.executor.pid,
+        )
         while not stop.wait(0.5):
             if not node.supernode.alive():
                 code = node.supernode.returncode()
@@ -318,8 +351,12 @@ def run_node(
                 )
             if not node.executor.alive():
                 node.executor_restarts += 1
-                logger.warning("site %s: the site executor died (code %s); restarting it (restart %d)",
-                               config.site_id, node.executor.returncode(), node.executor_restarts)
+                logger.warning(
+                    "site %s: the site executor died (code %s); restarting it (restart %d)",
+                    config.site_id,
+                    node.executor.returncode(),
+                    node.executor_restarts,
+                )
                 node.start_executor(timeout=connect_timeout)
                 node.write_pids()
         logger.info("site %s: stopping", config.site_id)
@@ -374,9 +411,17 @@ def start_node(
     if poll_seconds is not None:
         extra[POLL_ENV] = str(poll_seconds)
     process = spawn(
-        command=[sys.executable, "-m", "federation.site.supernode", "--config", str(config.path),
-                 "--activation-wait", str(activation_wait)],
-        log_path=files.logs / "node-process.log", env=engine_env(extra),
+        command=[
+            sys.executable,
+            "-m",
+            "federation.site.supernode",
+            "--config",
+            str(config.path),
+            "--activation-wait",
+            str(activation_wait),
+        ],
+        log_path=files.logs / "node-process.log",
+        env=engine_env(extra),
     )
     handle = NodeHandle(process=process, files=files)
     deadline = time.monotonic() + timeout
@@ -396,8 +441,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Run a hospital's node (SuperNode + site executor).")
     parser.add_argument("--config", required=True, type=Path, help="The node's node.toml.")
-    parser.add_argument("--activation-wait", type=float, default=ACTIVATION_WAIT_SECONDS,
-                        help="Seconds to keep retrying a refused activation (after a crash).")
+    parser.add_argument(
+        "--activation-wait",
+        type=float,
+        default=ACTIVATION_WAIT_SECONDS,
+        help="Seconds to keep retrying a refused activation (after a crash).",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

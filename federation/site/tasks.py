@@ -17,17 +17,17 @@ from pathlib import Path
 
 from flwr.app import Message
 
+from federation.errors import InternalFault
+from federation.protocol.replies import REFUSAL_KEY, SITE_KEY, refusal
+from federation.protocol.request_info import RequestInfo, describe_request
+from federation.protocol.task_kinds import RANGES
 from federation.site.alerts import alerts_for, raise_alerts
 from federation.site.analytics_task import ANALYTICS_HANDLERS
 from federation.site.audit import append_audit, audit_path, utc_now
 from federation.site.config import NodeConfigError, NodePolicy, load_node_config
 from federation.site.evaluation_task import handle_evaluate
 from federation.site.gate import GateDecision, check_request
-from federation.protocol.task_kinds import RANGES
 from federation.site.range_task import handle_ranges
-from federation.errors import InternalFault
-from federation.protocol.replies import REFUSAL_KEY, SITE_KEY, refusal
-from federation.protocol.request_info import RequestInfo, describe_request
 from federation.site.site_config import SiteConfig
 from federation.site.training_task import handle_train
 
@@ -72,8 +72,11 @@ def _site_and_policy(*, site: SiteConfig, node_toml: str | Path | None) -> tuple
         node = load_node_config(Path(str(node_toml)))
     except NodeConfigError as err:
         # Fail closed: without its policy the site cannot say what it allows.
-        return site, NodePolicy.default_for(site), (
-            f"site {site.site_id} cannot read its node.toml, so it serves nothing until fixed: {err}")
+        return (
+            site,
+            NodePolicy.default_for(site),
+            (f"site {site.site_id} cannot read its node.toml, so it serves nothing until fixed: {err}"),
+        )
     return node.site_config(), node.policy, None
 
 
@@ -82,8 +85,11 @@ def _run(*, kind: str, msg: Message, site: SiteConfig) -> Message:
         return HANDLERS[kind](msg, site)
     except Exception as err:
         log.exception("site %s: the %s handler failed", site.site_id, kind)
-        return refusal(msg, site_id=site.site_id, error=InternalFault(
-            f"site {site.site_id} could not complete {kind}: {type(err).__name__}: {err}"))
+        return refusal(
+            msg,
+            site_id=site.site_id,
+            error=InternalFault(f"site {site.site_id} could not complete {kind}: {type(err).__name__}: {err}"),
+        )
 
 
 def _record(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy, reply: Message, received: str) -> None:
@@ -92,27 +98,34 @@ def _record(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy, reply: M
     refusal_kind = None if refused is None else str(refused["kind"])
     reason = None if refused is None else str(refused["reason"])
     # Decided before this request's own line is written, so "earlier identical" is exact.
-    alerts = alerts_for(info=info, site_id=site.site_id, refusal_kind=refusal_kind, reason=reason,
-                        policy=policy, audit_file=file)
+    alerts = alerts_for(
+        info=info, site_id=site.site_id, refusal_kind=refusal_kind, reason=reason, policy=policy, audit_file=file
+    )
     epsilon, entries, replay = _charged(reply)
-    append_audit(path=file, entry={
-        "kind": "request",
-        "time": utc_now(),  # when decided and answered
-        "received": received,
-        "site": site.site_id,
-        "run_id": info.run_id,
-        "message_id": info.message_id,
-        "coordinator": info.coordinator(),
-        "task": info.kind,
-        "project": info.project,
-        "parameters": info.parameters,
-        "request_hash": info.identity,
-        "decision": {"outcome": "refused" if refused is not None else "served",
-                     "refusal_kind": refusal_kind, "reason": reason},
-        "epsilon_charged": epsilon,
-        "ledger_entries": entries,
-        "replay": replay,
-    })
+    append_audit(
+        path=file,
+        entry={
+            "kind": "request",
+            "time": utc_now(),  # when decided and answered
+            "received": received,
+            "site": site.site_id,
+            "run_id": info.run_id,
+            "message_id": info.message_id,
+            "coordinator": info.coordinator(),
+            "task": info.kind,
+            "project": info.project,
+            "parameters": info.parameters,
+            "request_hash": info.identity,
+            "decision": {
+                "outcome": "refused" if refused is not None else "served",
+                "refusal_kind": refusal_kind,
+                "reason": reason,
+            },
+            "epsilon_charged": epsilon,
+            "ledger_entries": entries,
+            "replay": replay,
+        },
+    )
     raise_alerts(alerts=alerts, policy=policy, audit_file=file)
 
 

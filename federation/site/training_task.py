@@ -11,21 +11,20 @@ import math
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from privacy_budgets import BudgetExceeded, Ledger
-from privacy_budgets.mechanisms import dpsgd_event
-
-from federation.training.dp_sgd import train_round
-from federation.training.features import FeatureEncoder
-from federation.training.models import build_model
+from federation.errors import BudgetRefused, InternalFault, InvalidRequest, PolicyRefused
+from federation.protocol.replies import refusal, site_record
+from federation.protocol.spec import SpecError, TrainingSpec
 from federation.site.data_access import site_arrays
 from federation.site.node_keys import DEFAULT_MIN_CELL_SIZE
 from federation.site.plan import PlanRefused, site_plan
-from federation.errors import BudgetRefused, InternalFault, InvalidRequest, PolicyRefused
-from federation.protocol.replies import refusal, site_record
 from federation.site.request_cap import RequestCapExceeded, check_request_cap
 from federation.site.site_config import SiteConfig
 from federation.site.site_parameters import keep_site_parameters, with_site_parameters
-from federation.protocol.spec import SpecError, TrainingSpec
+from federation.training.dp_sgd import train_round
+from federation.training.features import FeatureEncoder
+from federation.training.models import build_model
+from privacy_budgets import BudgetExceeded, Ledger
+from privacy_budgets.mechanisms import dpsgd_event
 
 
 def handle_train(msg: Message, site: SiteConfig) -> Message:
@@ -38,8 +37,13 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
         return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed training request: {err}"))
 
     if server_round > spec.rounds:
-        return refusal(msg, site_id=site.site_id, error=PolicyRefused(
-            f"round {server_round} is beyond the {spec.rounds} rounds this site planned its noise for."))
+        return refusal(
+            msg,
+            site_id=site.site_id,
+            error=PolicyRefused(
+                f"round {server_round} is beyond the {spec.rounds} rounds this site planned its noise for."
+            ),
+        )
 
     torch.set_num_threads(1)  # one CPU per simulated site; more only oversubscribes
     arrays = site_arrays(site=site, spec=spec, encoder=encoder, config=config)
@@ -47,14 +51,17 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
     smallest = site.min_cell_size if site.min_cell_size is not None else DEFAULT_MIN_CELL_SIZE
     if n_train < smallest:
         # The row count leaves the site anyway (the FedAvg weight): refusing on it adds nothing.
-        return refusal(msg, site_id=site.site_id, error=PolicyRefused(
-            f"the training cohort at site {site.site_id} ({n_train} records) is below the site's "
-            f"minimum of {smallest} (min_cell_size)."))
+        return refusal(
+            msg,
+            site_id=site.site_id,
+            error=PolicyRefused(
+                f"the training cohort at site {site.site_id} ({n_train} records) is below the site's "
+                f"minimum of {smallest} (min_cell_size)."
+            ),
+        )
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         try:
-            plan = site_plan(
-                ledger=ledger, spec=spec, dataset=site.dataset, n_train=n_train, plans_dir=site.plans_dir
-            )
+            plan = site_plan(ledger=ledger, spec=spec, dataset=site.dataset, n_train=n_train, plans_dir=site.plans_dir)
             planned = dpsgd_event(
                 noise_multiplier=plan.noise_multiplier,
                 sampling_rate=plan.sampling_rate,

@@ -78,8 +78,15 @@ def train_round(
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
     if engine == "vectorized":
         return _train_round_vectorized(
-            model=model, x=x, y=y, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-            batch_size=batch_size, local_epochs=local_epochs, learning_rate=learning_rate, momentum=momentum,
+            model=model,
+            x=x,
+            y=y,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            batch_size=batch_size,
+            local_epochs=local_epochs,
+            learning_rate=learning_rate,
+            momentum=momentum,
         )
     model = copy.deepcopy(model)
     dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
@@ -148,12 +155,18 @@ def _train_round_vectorized(
 ) -> RoundOutcome:
     sampling_rate, steps = planned_sampling(n_train=len(y), batch_size=batch_size, local_epochs=local_epochs)
     trainer = VectorizedDPSGD(
-        model=model, per_sample_loss=binary_logit_loss, noise_multiplier=noise_multiplier,
-        max_grad_norm=max_grad_norm, learning_rate=learning_rate, momentum=momentum,
+        model=model,
+        per_sample_loss=binary_logit_loss,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        learning_rate=learning_rate,
+        momentum=momentum,
     )
     empty, total_loss, rows = trainer.run_steps(
-        x=torch.as_tensor(x, dtype=torch.float32), y=torch.as_tensor(y, dtype=torch.float32),
-        sampling_rate=sampling_rate, steps=steps,
+        x=torch.as_tensor(x, dtype=torch.float32),
+        y=torch.as_tensor(y, dtype=torch.float32),
+        sampling_rate=sampling_rate,
+        steps=steps,
     )
     return RoundOutcome(
         steps=steps,

@@ -39,7 +39,7 @@ def _flatten_parameters(model: nn.Module) -> torch.Tensor:
     offset = 0
     for p in params:
         p.requires_grad_(False)  # gradients are computed by the clipper, not by .grad
-        p.data = flat[offset:offset + p.numel()].view_as(p)
+        p.data = flat[offset : offset + p.numel()].view_as(p)
         offset += p.numel()
     return flat
 

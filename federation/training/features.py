@@ -123,9 +123,7 @@ class FeatureEncoder:
         return pd.to_numeric(frame[self.target], errors="coerce").to_numpy(dtype=np.float32)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"target": self.target, "features": [asdict(f) for f in self.features]}, sort_keys=True
-        )
+        return json.dumps({"target": self.target, "features": [asdict(f) for f in self.features]}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> FeatureEncoder:
@@ -188,7 +186,5 @@ def fixed_split(*, frame: pd.DataFrame, column: str, site_id: str) -> tuple[np.n
     values = frame[column].astype(str).to_numpy()
     bad = sorted(set(values) - {"train", "test"})
     if bad:
-        raise ValueError(
-            f"column {column!r} at site {site_id} must hold only 'train' or 'test'; found {bad[:3]}."
-        )
+        raise ValueError(f"column {column!r} at site {site_id} must hold only 'train' or 'test'; found {bad[:3]}.")
     return np.flatnonzero(values == "train"), np.flatnonzero(values == "test")

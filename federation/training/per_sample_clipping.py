@@ -34,8 +34,7 @@ _CLIP_EPS = 1e-6  # Opacus's guard against a zero norm; kept so results match it
 def supports_linear(model: nn.Module) -> bool:
     """Whether the closed form applies: a flat Sequential of Linear and row-wise layers."""
     return type(model) is nn.Sequential and all(
-        isinstance(layer, nn.Linear) or (isinstance(layer, _ROWWISE) and not any(layer.parameters()))
-        for layer in model
+        isinstance(layer, nn.Linear) or (isinstance(layer, _ROWWISE) and not any(layer.parameters())) for layer in model
     )
 
 
@@ -75,8 +74,8 @@ class LinearClipper:
             views = []
             for offset, shape, bias in self._slices:
                 size = shape[0] * shape[1]
-                w = out[offset:offset + size].view(shape)
-                views.append((w, None if bias is None else out[offset + size:offset + size + bias]))
+                w = out[offset : offset + size].view(shape)
+                views.append((w, None if bias is None else out[offset + size : offset + size + bias]))
             self._views = (out.data_ptr(), views)
         return self._views[1]
 
@@ -86,7 +85,7 @@ class LinearClipper:
             raise ValueError(f"the 'linear' per-sample path needs 2-D inputs (batch, features); got {tuple(x.shape)}")
         inputs, outputs = [], []
         h = x
-        for layer, linear in zip(self._layers, self._is_linear):
+        for layer, linear in zip(self._layers, self._is_linear, strict=False):
             if linear:
                 inputs.append(h.detach())
                 h = F.linear(h, layer.weight, layer.bias)
@@ -99,13 +98,13 @@ class LinearClipper:
         output_grads = torch.autograd.grad(loss, outputs)
 
         squared = None
-        for layer, a, g in zip(self._linears, inputs, output_grads):
+        for layer, a, g in zip(self._linears, inputs, output_grads, strict=False):
             a_sq = torch.linalg.vecdot(a, a)
             layer_sq = torch.linalg.vecdot(g, g).mul_(a_sq.add_(1.0) if layer.bias is not None else a_sq)
             squared = layer_sq if squared is None else squared.add_(layer_sq)
         factors = clip_factors(squared_norms=squared, max_grad_norm=self._max_grad_norm).unsqueeze(1)
 
-        for (weight, bias), a, g in zip(self._out_views(out), inputs, output_grads):
+        for (weight, bias), a, g in zip(self._out_views(out), inputs, output_grads, strict=False):
             scaled = g * factors  # not in place: a loss's gradient may be an expanded view
             torch.mm(scaled.T, a, out=weight)
             if bias is not None:

@@ -19,7 +19,9 @@ def test_synth_writes_the_sites_and_prints_a_table(tmp_path):
     result = runner.invoke(app, ["synth", "--sites", "3", "--rows", "200", "--seed", "7", "--out", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "s").glob("*.parquet")) == [
-        "hospital_01.parquet", "hospital_02.parquet", "hospital_03.parquet",
+        "hospital_01.parquet",
+        "hospital_02.parquet",
+        "hospital_03.parquet",
     ]
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["site", "rows", "cardiac_event", "mean", "age"]
@@ -59,7 +61,9 @@ def test_check_passes_a_good_folder_and_names_the_culprit_in_a_broken_one(tmp_pa
     good = runner.invoke(app, ["check", "--data", str(folder)])
     assert good.exit_code == 0
     assert [line.split()[:2] for line in good.stdout.splitlines()] == [
-        ["ok", "hospital_01.parquet:"], ["ok", "hospital_02.parquet:"], ["ok", "hospital_03.parquet:"],
+        ["ok", "hospital_01.parquet:"],
+        ["ok", "hospital_02.parquet:"],
+        ["ok", "hospital_03.parquet:"],
     ]
     # Break one site: export it as CSV with text in 'age' at data row 17.
     frame = pd.read_parquet(folder / "hospital_02.parquet")

@@ -4,7 +4,6 @@ import pytest
 
 from federation.training.features import FeatureEncoder, FeatureSpec, split_indices
 
-
 ENCODER = FeatureEncoder(
     target="y",
     features=(

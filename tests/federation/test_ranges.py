@@ -1,7 +1,5 @@
 """DP range finding: coarse public-grid edges, robust to noise, honest about cost."""
 
-import math
-
 import numpy as np
 import pytest
 from dp_accounting import GaussianDpEvent

@@ -26,8 +26,9 @@ def webhook():
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's name)
             length = int(self.headers["Content-Length"])
-            received_bodies.append({"path": self.path, "type": self.headers["Content-Type"],
-                                    "body": json.loads(self.rfile.read(length))})
+            received_bodies.append(
+                {"path": self.path, "type": self.headers["Content-Type"], "body": json.loads(self.rfile.read(length))}
+            )
             self.send_response(204)
             self.end_headers()
 

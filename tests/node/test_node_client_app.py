@@ -27,8 +27,11 @@ def test_the_deployed_client_app_applies_the_policy_named_in_the_node_config(nod
     reply = app(received(_count()), _context(entries))
     assert reply.content["refusal"]["kind"] == "policy"
     assert "does not allow query:count tasks; its policy allows train, evaluate" in reply.content["refusal"]["reason"]
-    outcomes = [e["decision"]["outcome"] for e in reversed(recent_entries(path=audit_path(node.config.state_dir)))
-                if e["kind"] == "request"]
+    outcomes = [
+        e["decision"]["outcome"]
+        for e in reversed(recent_entries(path=audit_path(node.config.state_dir)))
+        if e["kind"] == "request"
+    ]
     assert outcomes == ["served", "refused"]
 
 

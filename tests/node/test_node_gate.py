@@ -40,11 +40,18 @@ def _ledger_kinds(node) -> list[str]:
 
 def _train_message(*, server_round: int = 1):
     from federation.coordinator.server_app import initial_arrays
-    from federation.training.features import FeatureEncoder
     from federation.protocol.spec import TrainingSpec
+    from federation.training.features import FeatureEncoder
 
-    spec = TrainingSpec(project=PROJECT, target_epsilon=1.0, rounds=2, model="logreg", batch_size=32,
-                        coordinator="coordinator-eu", run_id="run-7")
+    spec = TrainingSpec(
+        project=PROJECT,
+        target_epsilon=1.0,
+        rounds=2,
+        model="logreg",
+        batch_size=32,
+        coordinator="coordinator-eu",
+        run_id="run-7",
+    )
     encoder = FeatureEncoder.from_dictionary(dictionary=SYNTHETIC_HOSPITALS_DICTIONARY)
     config = {**spec.to_config(), "server-round": server_round, "feature-encoder": encoder.to_json()}
     return received(config, message_type=MessageType.TRAIN, arrays=initial_arrays(spec=spec, encoder=encoder))
@@ -127,7 +134,8 @@ def test_a_task_the_policy_does_not_allow_is_refused_before_any_data_is_read(nod
     assert reply.content["refusal"]["kind"] == "policy"
     assert reply.content["refusal"]["reason"] == (
         "site hospital-a does not allow query:mean tasks; its policy allows train, evaluate, query:count. "
-        "Ask the site whether the study may run it.")
+        "Ask the site whether the study may run it."
+    )
     assert _ledger_kinds(node) == before
     assert "refusal" not in _ask(node, _count()).content
     assert [e.get("alert") for e in _requests(node) if e["kind"] == "alert"] == ["refused"]

@@ -46,8 +46,11 @@ def test_a_key_others_can_read_or_of_another_kind_is_refused(tmp_path):
     with pytest.raises(NodeKeyError, match=r"readable by others \(mode 644\).*chmod 600"):
         load_private_key(private_key=key)
     other = tmp_path / "ed_key"
-    other.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+    other.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+    )
     other.chmod(0o600)
     with pytest.raises(NodeKeyError, match="needs an ECDSA P-384 key"):
         load_private_key(private_key=other)
