@@ -10,7 +10,7 @@ KERNEL := hospital-workbench
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: venv demo test test-fast lab bench clean
+.PHONY: venv demo lint test test-fast lab bench clean
 
 venv: $(STAMP)
 
@@ -24,7 +24,12 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 demo: $(STAMP)
 	$(BIN)/workbench demo --out out/demo
 
-test: $(STAMP)
+# ruff: the linter (E, F, I, B, UP) and the formatter, configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

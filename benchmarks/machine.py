@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -56,5 +56,5 @@ def machine() -> dict[str, str]:
 
 def machine_lines(*, title: str = "Machine") -> list[str]:
     """A markdown section stating the machine, stamped with the time."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [f"## {title}", "", f"- measured: {stamp}", *[f"- {k}: {v}" for k, v in machine().items()], ""]

@@ -38,22 +38,58 @@ class Benchmark:
 
 
 BENCHMARKS = (
-    Benchmark("heart_disease", "benchmarks.heart_disease.run", "--out", ("Results",),
-              "Fed-Heart-Disease, FLamby's protocol: pooled, local, federated, DP at epsilon 0.5-8 per hospital"),
-    Benchmark("dp_overhead", "benchmarks.dp_overhead.run", "--out", ("Ratio of epoch time to non-private training",),
-              "one epoch of DP-SGD against non-private training of the same model, data and process"),
-    Benchmark("rounds", "benchmarks.rounds.run", "--out", ("Wall time split (seconds)", "One round, split", "Engine start"),
-              "the demo study's wall time: engine start, per round, our layers beside a bare Flower app"),
-    Benchmark("scale", "benchmarks.scale.run", "--out", ("Results",),
-              "4/16/64 sites x 10k/100k/1M rows: time and peak memory, and where it stops fitting"),
-    Benchmark("deployment", "benchmarks.deployment.run", "--out", ("Seconds per round",),
-              "3 hospitals on loopback (TLS, node auth): wall time per round beside stock Flower and simulation"),
-    Benchmark("node_gate", "benchmarks.node_gate.bench_gate", "--results",
-              ("The audit log as it grows", "One count query through `serve` (real site: 2,000-row Parquet file, SQLite ledger, node.toml)"),
-              "the node's policy gate and audit log: append, verify and scan as the log grows; a query through serve()"),
-    Benchmark("ledger", "benchmarks.ledger.bench_ledger", "--results",
-              ("Check-and-reserve on one dataset", "Concurrent writers (4 processes, one ledger file)"),
-              "the privacy ledger's check-and-reserve latency as it grows, and spends per second"),
+    Benchmark(
+        "heart_disease",
+        "benchmarks.heart_disease.run",
+        "--out",
+        ("Results",),
+        "Fed-Heart-Disease, FLamby's protocol: pooled, local, federated, DP at epsilon 0.5-8 per hospital",
+    ),
+    Benchmark(
+        "dp_overhead",
+        "benchmarks.dp_overhead.run",
+        "--out",
+        ("Ratio of epoch time to non-private training",),
+        "one epoch of DP-SGD against non-private training of the same model, data and process",
+    ),
+    Benchmark(
+        "rounds",
+        "benchmarks.rounds.run",
+        "--out",
+        ("Wall time split (seconds)", "One round, split", "Engine start"),
+        "the demo study's wall time: engine start, per round, our layers beside a bare Flower app",
+    ),
+    Benchmark(
+        "scale",
+        "benchmarks.scale.run",
+        "--out",
+        ("Results",),
+        "4/16/64 sites x 10k/100k/1M rows: time and peak memory, and where it stops fitting",
+    ),
+    Benchmark(
+        "deployment",
+        "benchmarks.deployment.run",
+        "--out",
+        ("Seconds per round",),
+        "3 hospitals on loopback (TLS, node auth): wall time per round beside stock Flower and simulation",
+    ),
+    Benchmark(
+        "node_gate",
+        "benchmarks.node_gate.bench_gate",
+        "--results",
+        (
+            "The audit log as it grows",
+            "One count query through `serve` (real site: 2,000-row Parquet file, SQLite ledger, node.toml)",
+        ),
+        "the node's policy gate and audit log: append, verify and scan as the log grows; a query through serve()",
+    ),
+    Benchmark(
+        "ledger",
+        "benchmarks.ledger.bench_ledger",
+        "--results",
+        ("Check-and-reserve on one dataset", "Concurrent writers (4 processes, one ledger file)"),
+        "the privacy ledger's check-and-reserve latency as it grows, and spends per second",
+    ),
 )
 NAMES = tuple(b.name for b in BENCHMARKS)
 
@@ -76,8 +112,12 @@ def run_one(*, bench: Benchmark, results: Path, quick: bool, data: Path | None, 
         argv.append("--quick")
     if bench.name == "heart_disease" and data is not None:
         argv += ["--data", str(data)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-           "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+    }
     started = time.monotonic()
     with log.open("w") as fh:
         code = subprocess.run(argv, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
@@ -93,7 +133,9 @@ def _status(code: int, log: Path) -> str:
     return f"failed (exit {code}): {tail[0] if tail else 'no output'}"
 
 
-def write_summary(*, out: Path, runs: list[tuple[Benchmark, Path, str, float]], machine: list[str], command: str) -> None:
+def write_summary(
+    *, out: Path, runs: list[tuple[Benchmark, Path, str, float]], machine: list[str], command: str
+) -> None:
     """benchmarks/RESULTS.md: machine, overview, and each benchmark's quoted sections and plots."""
     lines = [
         "# Benchmarks",
@@ -132,12 +174,19 @@ def write_summary(*, out: Path, runs: list[tuple[Benchmark, Path, str, float]], 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__.split("\n\n")[1])
     parser.add_argument("--quick", action="store_true", help="every benchmark at its test size")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="where results go (default: benchmarks/ itself; with --quick a temporary folder)")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where results go (default: benchmarks/ itself; with --quick a temporary folder)",
+    )
     parser.add_argument("--only", nargs="+", choices=NAMES, default=list(NAMES), help="run only these")
     parser.add_argument("--data", type=Path, default=None, help="the UCI heart-disease folder")
-    parser.add_argument("--summarise", action="store_true",
-                        help="run nothing: write the summary from the RESULTS.md files already there")
+    parser.add_argument(
+        "--summarise",
+        action="store_true",
+        help="run nothing: write the summary from the RESULTS.md files already there",
+    )
     args = parser.parse_args(argv)
     out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else HERE)
     out_dir.mkdir(parents=True, exist_ok=True)

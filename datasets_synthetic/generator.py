@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from datasets_synthetic.dictionary import DataDictionary
 from datasets_synthetic.ground_truth import GroundTruth, SurvivalModel
 from datasets_synthetic.synthetic_dictionary import FOLLOWUP_DAYS, SYNTHETIC_HOSPITALS_DICTIONARY
+from federation.data.dictionary import DataDictionary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,8 +145,7 @@ def generate_hospitals(
     rng = np.random.default_rng(seed)
     ids = site_ids(sites=sites)
     case_mix = {
-        site_id: {key: float(rng.uniform(lo, hi)) for key, (lo, hi) in CASE_MIX_BANDS.items()}
-        for site_id in ids
+        site_id: {key: float(rng.uniform(lo, hi)) for key, (lo, hi) in CASE_MIX_BANDS.items()} for site_id in ids
     }
     effects = np.clip(rng.normal(0.0, SITE_EFFECT_SD, sites), -2 * SITE_EFFECT_SD, 2 * SITE_EFFECT_SD)
     sizes = site_sizes(sites=sites, rows=rows, size_spread=size_spread, rng=rng)
@@ -154,7 +153,7 @@ def generate_hospitals(
         seed=seed,
         intercept=INTERCEPT,
         coefficients=dict(COEFFICIENTS),
-        site_effects={site_id: float(e) for site_id, e in zip(ids, effects)},
+        site_effects={site_id: float(e) for site_id, e in zip(ids, effects, strict=False)},
         standardisation=dict(STANDARDISATION),
         survival=SurvivalModel(
             weibull_shape=WEIBULL_SHAPE,
@@ -168,10 +167,8 @@ def generate_hospitals(
     # One independent stream per site, spawned from the seed.
     site_rngs = rng.spawn(sites)
     frames = {
-        site_id: _draw_site(
-            site_id=site_id, size=size, mix=case_mix[site_id], truth=truth, rng=site_rng
-        )
-        for site_id, size, site_rng in zip(ids, sizes, site_rngs)
+        site_id: _draw_site(site_id=site_id, size=size, mix=case_mix[site_id], truth=truth, rng=site_rng)
+        for site_id, size, site_rng in zip(ids, sizes, site_rngs, strict=False)
     }
     return SyntheticFederation(sites=frames, dictionary=SYNTHETIC_HOSPITALS_DICTIONARY, truth=truth)
 
@@ -183,15 +180,12 @@ def _check_arguments(*, sites: int, rows: int, seed: int, size_spread: float) ->
     if not whole(sites) or not 1 <= sites <= MAX_SITES:
         raise ValueError(f"sites must be a whole number from 1 to {MAX_SITES}, got {sites!r}; e.g. sites=4")
     if not whole(rows) or rows < 20:
-        raise ValueError(
-            f"rows (average rows per site) must be a whole number >= 20, got {rows!r}; e.g. rows=5000"
-        )
+        raise ValueError(f"rows (average rows per site) must be a whole number >= 20, got {rows!r}; e.g. rows=5000")
     if not whole(seed) or seed < 0:
         raise ValueError(f"seed must be a whole number >= 0, got {seed!r}; e.g. seed=7")
     if not isinstance(size_spread, (int, float)) or isinstance(size_spread, bool) or not 0 <= size_spread < 1:
         raise ValueError(
-            f"size_spread must be a number in [0, 1) (0.6 gives sites of 0.4x to 1.6x rows), "
-            f"got {size_spread!r}"
+            f"size_spread must be a number in [0, 1) (0.6 gives sites of 0.4x to 1.6x rows), got {size_spread!r}"
         )
 
 
@@ -221,22 +215,16 @@ def _draw_site(
     smoker = rng.binomial(1, _expit(_logit(mix["smoker_share"]) - 0.03 * (age - mix["age_mean"])))
     diabetes = rng.binomial(
         1,
-        _expit(
-            _logit(mix["diabetes_prevalence"])
-            + 0.035 * (age - mix["age_mean"])
-            + 0.12 * (bmi - mix["bmi_mean"])
-        ),
+        _expit(_logit(mix["diabetes_prevalence"]) + 0.035 * (age - mix["age_mean"]) + 0.12 * (bmi - mix["bmi_mean"])),
     )
-    systolic_bp = _bounded(
-        rng.normal(122 + 0.5 * (age - 55) + 0.9 * (bmi - 27) + 4 * diabetes, 15.0), "systolic_bp"
-    )
+    systolic_bp = _bounded(rng.normal(122 + 0.5 * (age - 55) + 0.9 * (bmi - 27) + 4 * diabetes, 15.0), "systolic_bp")
     cholesterol = _bounded(rng.normal(198 + 0.5 * (age - 55) - 6 * sex, 38.0), "cholesterol")
     elective_share = 1 - mix["emergency_share"] - mix["transfer_share"]
     admission = rng.choice(3, size=size, p=[elective_share, mix["emergency_share"], mix["transfer_share"]])
     emergency = (admission == 1).astype(float)
-    heart_rate = _bounded(
-        rng.normal(72 + 4 * smoker + 7 * emergency + 0.3 * (bmi - 27), 11.0), "heart_rate"
-    ).astype(np.int64)
+    heart_rate = _bounded(rng.normal(72 + 4 * smoker + 7 * emergency + 0.3 * (bmi - 27), 11.0), "heart_rate").astype(
+        np.int64
+    )
 
     categories = SYNTHETIC_HOSPITALS_DICTIONARY.column("admission_type").categories
     frame = pd.DataFrame(
@@ -255,9 +243,7 @@ def _draw_site(
     # Outcomes are drawn from the final (rounded, clipped) values, so truth.risk on the
     # frame gives exactly the probabilities used.
     frame["cardiac_event"] = rng.binomial(1, truth.risk(frame, site_id)).astype(np.int64)
-    frame["followup_days"], frame["event_observed"] = _draw_followup(
-        frame=frame, site_id=site_id, truth=truth, rng=rng
-    )
+    frame["followup_days"], frame["event_observed"] = _draw_followup(frame=frame, site_id=site_id, truth=truth, rng=rng)
     return frame
 
 

@@ -16,25 +16,37 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datasets_synthetic.dictionary import ColumnSpec, DataDictionary
-from datasets_synthetic.errors import DataValidationError
-from datasets_synthetic.loader import (
+from federation.data.dictionary import ColumnSpec, DataDictionary
+from federation.data.errors import DataValidationError
+from federation.data.loader import (
     DICTIONARY_FILE,
     SiteData,
     check_field_counts,
     read_site_bytes,
     site_data_from_raw,
 )
-from datasets_synthetic.site_folder import write_site_folder
-from datasets_synthetic.validation import RowConvention
+from federation.data.site_folder import write_site_folder
+from federation.data.validation import RowConvention
 
 if TYPE_CHECKING:
     import pandas as pd
 
 UCI_SITES = ("cleveland", "hungarian", "switzerland", "va")
 UCI_FILE_COLUMNS = (
-    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
-    "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+    "num",
 )
 UCI_DIR_VARIABLE = "WORKBENCH_UCI_DIR"
 
@@ -45,40 +57,93 @@ UCI_HEART_DISEASE_DICTIONARY = DataDictionary(
         "(Janosi et al. 1988, heart-disease.names); never read from the data"
     ),
     columns=(
-        ColumnSpec(name="age", kind="numeric", minimum=18, maximum=100, unit="years",
-                   description="age"),
+        ColumnSpec(name="age", kind="numeric", minimum=18, maximum=100, unit="years", description="age"),
         ColumnSpec(name="sex", kind="binary", description="1 = male, 0 = female"),
-        ColumnSpec(name="cp", kind="categorical", categories=(1, 2, 3, 4),
-                   description="chest pain: 1 typical angina, 2 atypical angina, 3 non-anginal pain, "
-                               "4 asymptomatic"),
-        ColumnSpec(name="trestbps", kind="numeric", minimum=80, maximum=220, unit="mmHg",
-                   missing="allowed", out_of_range="missing",
-                   description="resting blood pressure on admission (0 in the files means not measured)"),
-        ColumnSpec(name="chol", kind="numeric", minimum=100, maximum=650, unit="mg/dL",
-                   missing="allowed", out_of_range="missing",
-                   description="serum cholesterol (0 in the Swiss file means not measured)"),
-        ColumnSpec(name="fbs", kind="binary", missing="allowed",
-                   description="fasting blood sugar > 120 mg/dL"),
-        ColumnSpec(name="restecg", kind="categorical", categories=(0, 1, 2), missing="allowed",
-                   description="resting ECG: 0 normal, 1 ST-T wave abnormality, "
-                               "2 probable or definite left ventricular hypertrophy"),
-        ColumnSpec(name="thalach", kind="numeric", minimum=60, maximum=220, unit="bpm",
-                   missing="allowed", description="maximum heart rate achieved"),
-        ColumnSpec(name="exang", kind="binary", missing="allowed",
-                   description="exercise-induced angina"),
-        ColumnSpec(name="oldpeak", kind="numeric", minimum=-3, maximum=7, unit="mm",
-                   missing="allowed",
-                   description="ST depression induced by exercise relative to rest"),
-        ColumnSpec(name="slope", kind="categorical", categories=(1, 2, 3), missing="allowed",
-                   description="slope of the peak exercise ST segment: 1 up, 2 flat, 3 down"),
-        ColumnSpec(name="ca", kind="integer", minimum=0, maximum=3, missing="allowed",
-                   description="number of major vessels coloured by fluoroscopy"),
-        ColumnSpec(name="thal", kind="categorical", categories=(3, 6, 7), missing="allowed",
-                   description="thallium scan: 3 normal, 6 fixed defect, 7 reversible defect"),
-        ColumnSpec(name="num", kind="integer", role="outcome_detail", minimum=0, maximum=4,
-                   description="angiographic disease grade, 0 = < 50% narrowing, 1-4 = > 50%"),
-        ColumnSpec(name="heart_disease", kind="binary", role="target",
-                   description="derived: 1 if num > 0, else 0"),
+        ColumnSpec(
+            name="cp",
+            kind="categorical",
+            categories=(1, 2, 3, 4),
+            description="chest pain: 1 typical angina, 2 atypical angina, 3 non-anginal pain, 4 asymptomatic",
+        ),
+        ColumnSpec(
+            name="trestbps",
+            kind="numeric",
+            minimum=80,
+            maximum=220,
+            unit="mmHg",
+            missing="allowed",
+            out_of_range="missing",
+            description="resting blood pressure on admission (0 in the files means not measured)",
+        ),
+        ColumnSpec(
+            name="chol",
+            kind="numeric",
+            minimum=100,
+            maximum=650,
+            unit="mg/dL",
+            missing="allowed",
+            out_of_range="missing",
+            description="serum cholesterol (0 in the Swiss file means not measured)",
+        ),
+        ColumnSpec(name="fbs", kind="binary", missing="allowed", description="fasting blood sugar > 120 mg/dL"),
+        ColumnSpec(
+            name="restecg",
+            kind="categorical",
+            categories=(0, 1, 2),
+            missing="allowed",
+            description="resting ECG: 0 normal, 1 ST-T wave abnormality, "
+            "2 probable or definite left ventricular hypertrophy",
+        ),
+        ColumnSpec(
+            name="thalach",
+            kind="numeric",
+            minimum=60,
+            maximum=220,
+            unit="bpm",
+            missing="allowed",
+            description="maximum heart rate achieved",
+        ),
+        ColumnSpec(name="exang", kind="binary", missing="allowed", description="exercise-induced angina"),
+        ColumnSpec(
+            name="oldpeak",
+            kind="numeric",
+            minimum=-3,
+            maximum=7,
+            unit="mm",
+            missing="allowed",
+            description="ST depression induced by exercise relative to rest",
+        ),
+        ColumnSpec(
+            name="slope",
+            kind="categorical",
+            categories=(1, 2, 3),
+            missing="allowed",
+            description="slope of the peak exercise ST segment: 1 up, 2 flat, 3 down",
+        ),
+        ColumnSpec(
+            name="ca",
+            kind="integer",
+            minimum=0,
+            maximum=3,
+            missing="allowed",
+            description="number of major vessels coloured by fluoroscopy",
+        ),
+        ColumnSpec(
+            name="thal",
+            kind="categorical",
+            categories=(3, 6, 7),
+            missing="allowed",
+            description="thallium scan: 3 normal, 6 fixed defect, 7 reversible defect",
+        ),
+        ColumnSpec(
+            name="num",
+            kind="integer",
+            role="outcome_detail",
+            minimum=0,
+            maximum=4,
+            description="angiographic disease grade, 0 = < 50% narrowing, 1-4 = > 50%",
+        ),
+        ColumnSpec(name="heart_disease", kind="binary", role="target", description="derived: 1 if num > 0, else 0"),
     ),
 )
 

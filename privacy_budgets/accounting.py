@@ -81,9 +81,7 @@ def check_epsilon(value: float, *, name: str = "epsilon", allow_zero: bool = Fal
 def make_accountant(kind: Accountant = "pld") -> dpa.PrivacyAccountant:
     """A fresh accountant for the add-or-remove-one-patient relation."""
     if kind == "pld":
-        return pld_privacy_accountant.PLDAccountant(
-            value_discretization_interval=PLD_VALUE_DISCRETIZATION
-        )
+        return pld_privacy_accountant.PLDAccountant(value_discretization_interval=PLD_VALUE_DISCRETIZATION)
     if kind == "rdp":
         return rdp_privacy_accountant.RdpAccountant()
     raise InvalidMechanism(f"accountant must be 'pld' or 'rdp'; got {kind!r}. GDP is never used.")
@@ -240,8 +238,11 @@ def calibrate_dpsgd(
         err.prior_epsilon = prior_epsilon
         raise
     return NoiseCalibration(
-        noise_multiplier=sigma, epsilon=cost(sigma), prior_epsilon=prior_epsilon,
-        target_epsilon=float(target_epsilon), at_minimum=at_minimum,
+        noise_multiplier=sigma,
+        epsilon=cost(sigma),
+        prior_epsilon=prior_epsilon,
+        target_epsilon=float(target_epsilon),
+        at_minimum=at_minimum,
     )
 
 
@@ -260,6 +261,9 @@ def calibrate_dpsgd_noise(
     True
     """
     return calibrate_dpsgd(
-        target_epsilon=target_epsilon, delta=delta, sampling_rate=sampling_rate, steps=steps,
+        target_epsilon=target_epsilon,
+        delta=delta,
+        sampling_rate=sampling_rate,
+        steps=steps,
         prior_events=prior_events,
     ).noise_multiplier

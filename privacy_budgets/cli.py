@@ -36,9 +36,7 @@ app = typer.Typer(
 
 LedgerPath = Annotated[Path, typer.Option("--ledger", help="The site's ledger file (SQLite).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-KeyPath = Annotated[
-    Path | None, typer.Option("--key", help="The site's signing key (default: <ledger>.key).")
-]
+KeyPath = Annotated[Path | None, typer.Option("--key", help="The site's signing key (default: <ledger>.key).")]
 
 
 def _clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -105,15 +103,11 @@ def history(
 @_clear_errors
 def verify(
     ledger: LedgerPath,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="A checkpoint JSON kept away from the site.")
-    ] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint JSON kept away from the site.")] = None,
     public_key: Annotated[
         str | None, typer.Option("--public-key", help="Expected key fingerprint (ed25519:SHA256:...).")
     ] = None,
-    receipts: Annotated[
-        Path | None, typer.Option(help="The coordinator's receipts (JSON list).")
-    ] = None,
+    receipts: Annotated[Path | None, typer.Option(help="The coordinator's receipts (JSON list).")] = None,
     deep: Annotated[bool, typer.Option(help="Recompute every entry's epsilons.")] = False,
 ) -> None:
     """Check the chain, signatures, rules and totals; exit 1 when anything is wrong."""
@@ -144,8 +138,7 @@ def set_cap(
 ) -> None:
     """Set a dataset's lifetime cap (the site's decision)."""
     with _writable(ledger, key) as opened:
-        entry = opened.set_cap(dataset=dataset, epsilon=epsilon, delta=delta, actor=actor,
-                               reason=reason)
+        entry = opened.set_cap(dataset=dataset, epsilon=epsilon, delta=delta, actor=actor, reason=reason)
     _echo_entry(entry)
 
 
@@ -162,8 +155,7 @@ def allocate(
 ) -> None:
     """Allocate a project's budget on a dataset (the ethics board's decision)."""
     with _writable(ledger, key) as opened:
-        entry = opened.allocate(dataset=dataset, project=project, epsilon=epsilon, actor=actor,
-                                reason=reason)
+        entry = opened.allocate(dataset=dataset, project=project, epsilon=epsilon, actor=actor, reason=reason)
     _echo_entry(entry)
 
 
@@ -193,8 +185,7 @@ def export(
     if not entries:
         raise LedgerError(f"A ledger to export needs entries; {ledger} holds none. Check the path.")
     public = entries[0].details.get("public_key", "")
-    out.write_text(json.dumps(export_dict(site_id=entries[0].site_id, public_key=public,
-                                          entries=entries)) + "\n")
+    out.write_text(json.dumps(export_dict(site_id=entries[0].site_id, public_key=public, entries=entries)) + "\n")
     typer.echo(f"Exported {len(entries)} entries to {out}.")
 
 

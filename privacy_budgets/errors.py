@@ -87,7 +87,8 @@ class ProjectBudgetSpent(BudgetRefused):
         self.allocation = allocation
         self.maximum = maximum
         granted = (
-            f"its allocation there is {fmt_epsilon(allocation)}" if allocation is not None
+            f"its allocation there is {fmt_epsilon(allocation)}"
+            if allocation is not None
             else "it has no allocation there yet"
         )
         super().__init__(

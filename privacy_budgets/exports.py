@@ -124,11 +124,13 @@ def verify_path(
     """Verify a ledger file (SQLite, opened read-only) or an export (JSON)."""
     if not is_sqlite(path):
         entries = export_entries(load_export(path))
-        return verify_entries(
-            entries, checkpoint=checkpoint, receipts=receipts, public_key=public_key, deep=deep
-        )
+        return verify_entries(entries, checkpoint=checkpoint, receipts=receipts, public_key=public_key, deep=deep)
     with read_only(path) as conn:
         return verify_entries(
-            store.iter_entries(conn), derived=store.read_derived(conn),
-            checkpoint=checkpoint, receipts=receipts, public_key=public_key, deep=deep,
+            store.iter_entries(conn),
+            derived=store.read_derived(conn),
+            checkpoint=checkpoint,
+            receipts=receipts,
+            public_key=public_key,
+            deep=deep,
         )

@@ -91,9 +91,7 @@ def load_key(*, key_path: Path) -> Ed25519PrivateKey:
 
 def public_hex(key: Ed25519PrivateKey) -> str:
     """The public half as hex of its 32 raw bytes."""
-    raw = key.public_key().public_bytes(
-        encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
-    )
+    raw = key.public_key().public_bytes(encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw)
     return raw.hex()
 
 
@@ -114,9 +112,7 @@ def matches(*, expected: str, public_key_hex: str) -> bool:
             return False
         if not isinstance(loaded, Ed25519PublicKey):
             return False
-        raw = loaded.public_bytes(
-            encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
-        )
+        raw = loaded.public_bytes(encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw)
         return raw.hex() == public_key_hex
     return expected.lower() == public_key_hex
 
@@ -129,9 +125,7 @@ def sign(key: Ed25519PrivateKey, message: bytes) -> str:
 def verify_signature(*, public_key: str, signature: str, message: bytes) -> bool:
     """Whether ``signature`` (hex) over ``message`` verifies under ``public_key`` (hex)."""
     try:
-        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key)).verify(
-            bytes.fromhex(signature), message
-        )
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key)).verify(bytes.fromhex(signature), message)
     except (InvalidSignature, ValueError, TypeError):
         return False
     return True

@@ -30,7 +30,6 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -166,9 +165,7 @@ class Ledger:
 
     # --- limits ---------------------------------------------------------------------
 
-    def set_cap(
-        self, *, dataset: str, epsilon: float, delta: float, actor: str, reason: str
-    ) -> LedgerEntry:
+    def set_cap(self, *, dataset: str, epsilon: float, delta: float, actor: str, reason: str) -> LedgerEntry:
         """Set the dataset's lifetime cap; all its epsilons are reported at ``delta``.
 
         A cap below what is already spent is recorded (the dataset is then over cap);
@@ -194,13 +191,16 @@ class Ledger:
                 "below_spent": spent > epsilon,
             }
             return self._append(
-                conn, kind="set_cap", dataset=dataset, actor=validation.text("actor", actor),
-                purpose=validation.text("reason", reason), details=details, delta=delta,
+                conn,
+                kind="set_cap",
+                dataset=dataset,
+                actor=validation.text("actor", actor),
+                purpose=validation.text("reason", reason),
+                details=details,
+                delta=delta,
             )
 
-    def allocate(
-        self, *, dataset: str, project: str, epsilon: float, actor: str, reason: str
-    ) -> LedgerEntry:
+    def allocate(self, *, dataset: str, project: str, epsilon: float, actor: str, reason: str) -> LedgerEntry:
         """Set a project's allocation on a dataset (the ethics board's decision)."""
         dataset, project = validation.text("dataset", dataset), validation.project(project)
         epsilon = check_epsilon(epsilon, name="allocation epsilon")
@@ -223,8 +223,12 @@ class Ledger:
                 "below_spent": spent > epsilon,
             }
             return self._append(
-                conn, kind="allocate", dataset=dataset, project=project,
-                actor=validation.text("actor", actor), purpose=validation.text("reason", reason),
+                conn,
+                kind="allocate",
+                dataset=dataset,
+                project=project,
+                actor=validation.text("actor", actor),
+                purpose=validation.text("reason", reason),
                 details=details,
             )
 
@@ -250,11 +254,16 @@ class Ledger:
         dataset, project = validation.text("dataset", dataset), validation.project(project)
         mechanism = canonical_json(event)
         fields = dict(
-            kind="reserve", dataset=dataset, project=project,
-            actor=validation.text("actor", actor), purpose=validation.text("purpose", purpose),
-            run_id=validation.optional("run_id", run_id), round=validation.round_number(round),
+            kind="reserve",
+            dataset=dataset,
+            project=project,
+            actor=validation.text("actor", actor),
+            purpose=validation.text("purpose", purpose),
+            run_id=validation.optional("run_id", run_id),
+            round=validation.round_number(round),
             query_id=validation.optional("query_id", query_id),
-            mechanism=mechanism, reservation_id=uuid.uuid4().hex,
+            mechanism=mechanism,
+            reservation_id=uuid.uuid4().hex,
         )
         with self._write() as conn:
             limits = store.limits_of(conn, dataset=dataset)
@@ -265,9 +274,7 @@ class Ledger:
             entry = self._append(conn, **fields, check_limits=(cap, allocation))
         return self._reservation(entry)
 
-    def commit(
-        self, reservation: Reservation | str, *, event: dpa.DpEvent | None = None
-    ) -> LedgerEntry:
+    def commit(self, reservation: Reservation | str, *, event: dpa.DpEvent | None = None) -> LedgerEntry:
         """Record that the release ran, with the mechanism that actually ran.
 
         ``event`` defaults to the reserved one; it may cost less, never more.
@@ -283,26 +290,39 @@ class Ledger:
             else:
                 before = None
             return self._append(
-                conn, kind="commit", dataset=row.dataset, project=row.project,
-                actor=reserve_entry.actor, purpose=reserve_entry.purpose,
-                run_id=reserve_entry.run_id, round=reserve_entry.round,
-                query_id=reserve_entry.query_id, mechanism=mechanism, reservation_id=rid,
-                reservation=row, not_above=before,
+                conn,
+                kind="commit",
+                dataset=row.dataset,
+                project=row.project,
+                actor=reserve_entry.actor,
+                purpose=reserve_entry.purpose,
+                run_id=reserve_entry.run_id,
+                round=reserve_entry.round,
+                query_id=reserve_entry.query_id,
+                mechanism=mechanism,
+                reservation_id=rid,
+                reservation=row,
+                not_above=before,
             )
 
-    def abort(
-        self, reservation: Reservation | str, *, reason: str, actor: str | None = None
-    ) -> LedgerEntry:
+    def abort(self, reservation: Reservation | str, *, reason: str, actor: str | None = None) -> LedgerEntry:
         """Record that nothing was released; the reservation stops counting."""
         rid = _reservation_id(reservation)
         reason = validation.text("reason", reason)
         with self._write() as conn:
             row, reserve_entry = self._open_reservation(conn, rid, action="abort")
             return self._append(
-                conn, kind="abort", dataset=row.dataset, project=row.project,
+                conn,
+                kind="abort",
+                dataset=row.dataset,
+                project=row.project,
                 actor=reserve_entry.actor if actor is None else validation.text("actor", actor),
-                purpose=reason, run_id=reserve_entry.run_id, round=reserve_entry.round,
-                query_id=reserve_entry.query_id, reservation_id=rid, reservation=row,
+                purpose=reason,
+                run_id=reserve_entry.run_id,
+                round=reserve_entry.round,
+                query_id=reserve_entry.query_id,
+                reservation_id=rid,
+                reservation=row,
             )
 
     def record_uncovered(
@@ -329,11 +349,15 @@ class Ledger:
             ) from None
         with self._write() as conn:
             return self._append(
-                conn, kind="uncovered", dataset=validation.text("dataset", dataset),
-                project=validation.project(project), actor=validation.text("actor", actor),
+                conn,
+                kind="uncovered",
+                dataset=validation.text("dataset", dataset),
+                project=validation.project(project),
+                actor=validation.text("actor", actor),
                 purpose=validation.text("purpose", purpose),
                 run_id=validation.optional("run_id", run_id),
-                round=validation.round_number(round), details=extra,
+                round=validation.round_number(round),
+                details=extra,
             )
 
     def open_reservations(self) -> list[Reservation]:
@@ -355,9 +379,7 @@ class Ledger:
         """Epsilon composed so far at the dataset's delta (0.0 for a dataset without a cap)."""
         with self._read() as conn:
             cap = store.limits_of(conn, dataset=dataset).get(DATASET_CAP)
-            counts = store.multiset(
-                conn, dataset=dataset, project=project, include_reserved=include_reserved
-            )
+            counts = store.multiset(conn, dataset=dataset, project=project, include_reserved=include_reserved)
         if cap is None:
             return 0.0
         return epsilon_of_counts(counts=counts, delta=cap.delta, accountant=accountant)
@@ -369,9 +391,7 @@ class Ledger:
         (nothing may be released then).
         """
         with self._read() as conn:
-            limit = store.limits_of(conn, dataset=dataset).get(
-                DATASET_CAP if project is None else project
-            )
+            limit = store.limits_of(conn, dataset=dataset).get(DATASET_CAP if project is None else project)
         if limit is None:
             return 0.0
         return limit.epsilon - self.spent(dataset=dataset, project=project)
@@ -400,14 +420,20 @@ class Ledger:
             binding = (
                 f"dataset cap {fmt_epsilon(cap.epsilon)} (remaining after {fmt_epsilon(ds_left)})"
                 if ds_left / cap.epsilon <= pr_left / allocation.epsilon
-                else f"project allocation {fmt_epsilon(allocation.epsilon)} "
-                f"(remaining after {fmt_epsilon(pr_left)})"
+                else f"project allocation {fmt_epsilon(allocation.epsilon)} (remaining after {fmt_epsilon(pr_left)})"
             )
         return CostEstimate(
-            dataset=dataset, project=project, mechanism=mechanism, epsilon=alone, delta=delta,
-            dataset_total_after=ds_total, project_total_after=pr_total,
-            dataset_remaining_after=ds_left, project_remaining_after=pr_left,
-            fits=fits, binding=binding,
+            dataset=dataset,
+            project=project,
+            mechanism=mechanism,
+            epsilon=alone,
+            delta=delta,
+            dataset_total_after=ds_total,
+            project_total_after=pr_total,
+            dataset_remaining_after=ds_left,
+            project_remaining_after=pr_left,
+            fits=fits,
+            binding=binding,
         )
 
     def cap(self, *, dataset: str) -> float | None:
@@ -433,18 +459,14 @@ class Ledger:
             )
         return limit.delta
 
-    def events(
-        self, *, dataset: str, project: str | None = None, include_reserved: bool = True
-    ) -> list[dpa.DpEvent]:
+    def events(self, *, dataset: str, project: str | None = None, include_reserved: bool = True) -> list[dpa.DpEvent]:
         """What the dataset (or project) has composed so far, as DpEvents.
 
         One self-composed event per base mechanism, in the ledger's canonical order: pass
         them as ``prior_events`` to calibration and it does the ledger's exact arithmetic.
         """
         with self._read() as conn:
-            counts = store.multiset(
-                conn, dataset=dataset, project=project, include_reserved=include_reserved
-            )
+            counts = store.multiset(conn, dataset=dataset, project=project, include_reserved=include_reserved)
         return events_from_counts(counts)
 
     def entries(self, *, dataset: str | None = None) -> list[LedgerEntry]:
@@ -482,8 +504,12 @@ class Ledger:
         """
         with self._read() as conn:
             return verify_entries(
-                store.iter_entries(conn), derived=store.read_derived(conn),
-                checkpoint=checkpoint, receipts=receipts, public_key=public_key, deep=deep,
+                store.iter_entries(conn),
+                derived=store.read_derived(conn),
+                checkpoint=checkpoint,
+                receipts=receipts,
+                public_key=public_key,
+                deep=deep,
             )
 
     @staticmethod
@@ -498,16 +524,17 @@ class Ledger:
         """Verify a ledger file or an export read-only, without the site's private key."""
         from privacy_budgets.exports import verify_path
 
-        return verify_path(
-            Path(path), public_key=public_key, checkpoint=checkpoint, receipts=receipts, deep=deep
-        )
+        return verify_path(Path(path), public_key=public_key, checkpoint=checkpoint, receipts=receipts, deep=deep)
 
     def checkpoint(self, *, out: Path | str | None = None) -> dict[str, Any]:
         """A signed statement of the current head; written as JSON when ``out`` is given."""
         with self._read() as conn:
             seq, head_hash = store.head(conn)
         cp = make_checkpoint(
-            self._key, site_id=self.site_id, seq=seq, head_hash=head_hash,
+            self._key,
+            site_id=self.site_id,
+            seq=seq,
+            head_hash=head_hash,
             public_key=self.public_key,
         )
         if out is not None:
@@ -530,15 +557,28 @@ class Ledger:
                 f"({entry.entry_hash[:12]}...) is not the one stored here. Pass the entry that "
                 "commit() or record_uncovered() returned."
             )
-        return sign_receipt(self._key, dict(
-            site_id=entry.site_id, dataset=entry.dataset, project=entry.project,
-            seq=entry.seq, kind=entry.kind, entry_hash=entry.entry_hash,
-            reservation_id=entry.reservation_id, mechanism=entry.mechanism,
-            epsilon=entry.epsilon, project_epsilon_after=entry.project_epsilon_after,
-            dataset_epsilon_after=entry.epsilon_after, delta=entry.delta, run_id=entry.run_id,
-            round=entry.round, query_id=entry.query_id, time=entry.time,
-            public_key=self.public_key,
-        ))
+        return sign_receipt(
+            self._key,
+            dict(
+                site_id=entry.site_id,
+                dataset=entry.dataset,
+                project=entry.project,
+                seq=entry.seq,
+                kind=entry.kind,
+                entry_hash=entry.entry_hash,
+                reservation_id=entry.reservation_id,
+                mechanism=entry.mechanism,
+                epsilon=entry.epsilon,
+                project_epsilon_after=entry.project_epsilon_after,
+                dataset_epsilon_after=entry.epsilon_after,
+                delta=entry.delta,
+                run_id=entry.run_id,
+                round=entry.round,
+                query_id=entry.query_id,
+                time=entry.time,
+                public_key=self.public_key,
+            ),
+        )
 
     def export(self, *, out: Path | str | None = None) -> dict[str, Any]:
         """Every entry and the public key as a dict (and a JSON file when ``out`` given)."""
@@ -580,8 +620,12 @@ class Ledger:
         head = store.newest_entry(conn)
         self._check_head(head)
         draft = LedgerEntry.unsigned(
-            seq=head.seq + 1, time=utc_now(), site_id=self.site_id, prev_hash=head.entry_hash,
-            details_json=canonical(details or {}), **fields,
+            seq=head.seq + 1,
+            time=utc_now(),
+            site_id=self.site_id,
+            prev_hash=head.entry_hash,
+            details_json=canonical(details or {}),
+            **fields,
         )
         store.apply_changes(conn, changes_of(draft, reservation=reservation))
         cap = None
@@ -604,12 +648,16 @@ class Ledger:
 
     def _check_head(self, head: LedgerEntry | None) -> None:
         """Refuse to extend a chain whose newest entry does not prove itself."""
-        if head is not None and head.compute_hash() == head.entry_hash and verify_signature(
-            public_key=self.public_key, signature=head.signature, message=_signed(head)
+        if (
+            head is not None
+            and head.compute_hash() == head.entry_hash
+            and verify_signature(public_key=self.public_key, signature=head.signature, message=_signed(head))
         ):
             return
-        where = "has no entries" if head is None else (
-            f"ends with entry seq {head.seq}, which does not match its hash or signature"
+        where = (
+            "has no entries"
+            if head is None
+            else (f"ends with entry seq {head.seq}, which does not match its hash or signature")
         )
         raise LedgerIntegrityError(
             f"A new entry only extends a chain that verifies; {self.path} {where}. Nothing was "
@@ -618,9 +666,7 @@ class Ledger:
         )
 
     def _totals(self, conn, dataset, project, delta) -> dict[str, float | None]:
-        return totals_after(
-            functools.partial(store.multiset, conn), dataset=dataset, project=project, delta=delta
-        )
+        return totals_after(functools.partial(store.multiset, conn), dataset=dataset, project=project, delta=delta)
 
     def _check_limits(self, conn, draft, limits, totals, alone) -> None:
         cap, allocation = limits
@@ -632,15 +678,22 @@ class Ledger:
             if _fits(total, limit):
                 continue
             before = store.multiset(
-                conn, dataset=draft.dataset,
+                conn,
+                dataset=draft.dataset,
                 project=None if kind == "dataset cap" else draft.project,
             ) - base_counts(draft.event)
             spent_before = epsilon_of_counts(counts=before, delta=cap.delta)
             raise BudgetExceeded(
-                requested_epsilon=alone, total_after=total,
-                remaining=limit.epsilon - spent_before, cap=limit.epsilon, delta=cap.delta,
-                limit_kind=kind, dataset=draft.dataset, project=draft.project,
-                set_by=limit.actor, set_on=limit.time,
+                requested_epsilon=alone,
+                total_after=total,
+                remaining=limit.epsilon - spent_before,
+                cap=limit.epsilon,
+                delta=cap.delta,
+                limit_kind=kind,
+                dataset=draft.dataset,
+                project=draft.project,
+                set_by=limit.actor,
+                set_on=limit.time,
             )
 
     def _check_not_larger(self, row: store.ReservationRow, mechanism: str, delta: float) -> None:
@@ -654,8 +707,7 @@ class Ledger:
     def _check_totals_not_raised(self, draft, before, after) -> None:
         for name in ("epsilon_after", "project_epsilon_after"):
             if after[name] > before[name] * (1 + CAP_RTOL):
-                raise LedgerError(_larger_message(draft.reservation_id, before[name], after[name],
-                                                  total=True))
+                raise LedgerError(_larger_message(draft.reservation_id, before[name], after[name], total=True))
 
     def _open_reservation(self, conn, rid: str, *, action: str):
         row = store.reservation_row(conn, rid)
@@ -673,13 +725,22 @@ class Ledger:
 
     def _reservation(self, entry: LedgerEntry) -> Reservation:
         return Reservation(
-            id=entry.reservation_id, seq=entry.seq, site_id=entry.site_id,
-            dataset=entry.dataset, project=entry.project, mechanism=entry.mechanism,
-            epsilon=entry.epsilon, delta=entry.delta,
+            id=entry.reservation_id,
+            seq=entry.seq,
+            site_id=entry.site_id,
+            dataset=entry.dataset,
+            project=entry.project,
+            mechanism=entry.mechanism,
+            epsilon=entry.epsilon,
+            delta=entry.delta,
             dataset_epsilon_after=entry.epsilon_after,
-            project_epsilon_after=entry.project_epsilon_after, actor=entry.actor,
-            purpose=entry.purpose, run_id=entry.run_id, round=entry.round,
-            query_id=entry.query_id, time=entry.time,
+            project_epsilon_after=entry.project_epsilon_after,
+            actor=entry.actor,
+            purpose=entry.purpose,
+            run_id=entry.run_id,
+            round=entry.round,
+            query_id=entry.query_id,
+            time=entry.time,
         )
 
 
@@ -690,16 +751,23 @@ def _create(conn: sqlite3.Connection, *, site_id: str, key: Any) -> None:
     public = public_hex(key)
     store.create_schema(conn, site_id=site_id, public_key=public)
     genesis = LedgerEntry.unsigned(
-        seq=1, time=utc_now(), kind="genesis", site_id=site_id, actor="ledger",
-        purpose="ledger created", prev_hash="0" * 64,
-        details_json=canonical({
-            "format": LEDGER_FORMAT,
-            "public_key": public,
-            "fingerprint": fingerprint(public),
-            "unit_of_privacy": "one patient (one row per patient)",
-            "neighbouring_relation": NEIGHBOURING_RELATION,
-            "accounting": ACCOUNTING,
-        }),
+        seq=1,
+        time=utc_now(),
+        kind="genesis",
+        site_id=site_id,
+        actor="ledger",
+        purpose="ledger created",
+        prev_hash="0" * 64,
+        details_json=canonical(
+            {
+                "format": LEDGER_FORMAT,
+                "public_key": public,
+                "fingerprint": fingerprint(public),
+                "unit_of_privacy": "one patient (one row per patient)",
+                "neighbouring_relation": NEIGHBOURING_RELATION,
+                "accounting": ACCOUNTING,
+            }
+        ),
     )
     genesis = dataclasses.replace(genesis, signature=sign(key, genesis.signed_message()))
     store.insert_entry(conn, genesis)
@@ -737,9 +805,16 @@ def _missing_limit(kind, dataset, project, event, cap) -> BudgetExceeded:
     if cap is not None:
         requested = epsilon_of_counts(counts=base_counts(event), delta=cap.delta)
     return BudgetExceeded(
-        requested_epsilon=requested, total_after=None, remaining=0.0, cap=None,
-        delta=None if cap is None else cap.delta, limit_kind=kind, dataset=dataset,
-        project=project, set_by=None, set_on=None,
+        requested_epsilon=requested,
+        total_after=None,
+        remaining=0.0,
+        cap=None,
+        delta=None if cap is None else cap.delta,
+        limit_kind=kind,
+        dataset=dataset,
+        project=project,
+        set_by=None,
+        set_on=None,
     )
 
 

@@ -81,10 +81,7 @@ _LEAF_FIELDS: dict[type, tuple[str, ...]] = {
     dpa.NoOpDpEvent: (),
 }
 _SUPPORTED = ", ".join(
-    sorted(
-        [c.__name__ for c in _LEAF_FIELDS]
-        + ["PoissonSampledDpEvent", "SelfComposedDpEvent", "ComposedDpEvent"]
-    )
+    sorted([c.__name__ for c in _LEAF_FIELDS] + ["PoissonSampledDpEvent", "SelfComposedDpEvent", "ComposedDpEvent"])
 )
 
 
@@ -133,9 +130,7 @@ def _to_plain(event: dpa.DpEvent) -> dict[str, Any]:
         return {"type": name, "count": event.count, "event": _to_plain(event.event)}
     if isinstance(event, dpa.ComposedDpEvent):
         return {"type": name, "events": [_to_plain(e) for e in event.events]}
-    raise InvalidMechanism(
-        f"Mechanism {name} is not supported by the ledger. Supported: {_SUPPORTED}."
-    )
+    raise InvalidMechanism(f"Mechanism {name} is not supported by the ledger. Supported: {_SUPPORTED}.")
 
 
 def _from_plain(plain: Any) -> dpa.DpEvent:
@@ -155,9 +150,7 @@ def _from_plain(plain: Any) -> dpa.DpEvent:
                 event=_from_plain(plain["event"]),
             )
         if name == "SelfComposedDpEvent":
-            return dpa.SelfComposedDpEvent(
-                event=_from_plain(plain["event"]), count=_as_count(plain["count"])
-            )
+            return dpa.SelfComposedDpEvent(event=_from_plain(plain["event"]), count=_as_count(plain["count"]))
         if name == "ComposedDpEvent":
             return dpa.ComposedDpEvent(events=[_from_plain(e) for e in plain["events"]])
     except KeyError as missing:
@@ -198,8 +191,7 @@ def validate_event(event: dpa.DpEvent) -> None:
             validate_event(inner)
     else:
         raise InvalidMechanism(
-            f"Mechanism {type(event).__name__} is not supported by the ledger. "
-            f"Supported: {_SUPPORTED}."
+            f"Mechanism {type(event).__name__} is not supported by the ledger. Supported: {_SUPPORTED}."
         )
 
 
@@ -277,9 +269,7 @@ def describe_event(event: dpa.DpEvent) -> str:
         return f"Laplace noise with scale {event.noise_multiplier:g} x sensitivity"
     if isinstance(event, dpa.SelfComposedDpEvent):
         inner = event.event
-        if isinstance(inner, dpa.PoissonSampledDpEvent) and isinstance(
-            inner.event, dpa.GaussianDpEvent
-        ):
+        if isinstance(inner, dpa.PoissonSampledDpEvent) and isinstance(inner.event, dpa.GaussianDpEvent):
             return (
                 f"DP-SGD: {event.count} steps, each on a Poisson sample of "
                 f"{inner.sampling_probability:.4g} of the records, gradients clipped and "
@@ -287,10 +277,7 @@ def describe_event(event: dpa.DpEvent) -> str:
             )
         return f"{event.count} x ({describe_event(inner)})"
     if isinstance(event, dpa.PoissonSampledDpEvent):
-        return (
-            f"{describe_event(event.event)}, on a Poisson sample of "
-            f"{event.sampling_probability:.4g} of the records"
-        )
+        return f"{describe_event(event.event)}, on a Poisson sample of {event.sampling_probability:.4g} of the records"
     if isinstance(event, dpa.ComposedDpEvent):
         return "; ".join(describe_event(e) for e in event.events)
     return type(event).__name__

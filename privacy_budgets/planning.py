@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
-
-from typing import TYPE_CHECKING
 
 from privacy_budgets.accounting import (
     MAX_NOISE_MULTIPLIER,
@@ -61,13 +60,21 @@ def calibrate_for_project(
     prior = ledger.events(dataset=dataset, project=project, include_reserved=include_reserved)
     try:
         return calibrate_dpsgd(
-            target_epsilon=target_epsilon, delta=delta, sampling_rate=sampling_rate, steps=steps,
-            prior_events=prior, minimum=minimum, maximum=maximum,
+            target_epsilon=target_epsilon,
+            delta=delta,
+            sampling_rate=sampling_rate,
+            steps=steps,
+            prior_events=prior,
+            minimum=minimum,
+            maximum=maximum,
         )
     except NoNoiseFits as err:
         raise ProjectBudgetSpent(
-            project=project, site=ledger.site_id, spent=err.prior_epsilon or 0.0,
-            target_epsilon=target_epsilon, allocation=ledger.allocation(dataset=dataset, project=project),
+            project=project,
+            site=ledger.site_id,
+            spent=err.prior_epsilon or 0.0,
+            target_epsilon=target_epsilon,
+            allocation=ledger.allocation(dataset=dataset, project=project),
             maximum=maximum,
         ) from None
 
@@ -90,16 +97,18 @@ def plan_dpsgd(
         _many(noise_multipliers), _many(rounds), _many(steps_per_round), _many(sampling_rate)
     ):
         event = dpsgd_event(noise_multiplier=sigma, sampling_rate=q, steps=n_rounds * steps)
-        rows.append({
-            "noise_multiplier": sigma,
-            "rounds": n_rounds,
-            "steps_per_round": steps,
-            "sampling_rate": q,
-            "steps": n_rounds * steps,
-            "delta": delta,
-            "epsilon": epsilon(events=[event], delta=delta),
-            "epsilon_rdp": epsilon(events=[event], delta=delta, accountant="rdp"),
-        })
+        rows.append(
+            {
+                "noise_multiplier": sigma,
+                "rounds": n_rounds,
+                "steps_per_round": steps,
+                "sampling_rate": q,
+                "steps": n_rounds * steps,
+                "delta": delta,
+                "epsilon": epsilon(events=[event], delta=delta),
+                "epsilon_rdp": epsilon(events=[event], delta=delta, accountant="rdp"),
+            }
+        )
     return pd.DataFrame(rows)
 
 

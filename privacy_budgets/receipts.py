@@ -27,11 +27,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from privacy_budgets.entries import canonical
 from privacy_budgets.keys import sign, verify_signature
-from privacy_budgets.records import _Plain
+from privacy_budgets.records import PlainRecord
 
 
 @dataclass(frozen=True)
-class SpendReceipt(_Plain):
+class SpendReceipt(PlainRecord):
     """A signed statement of one release; plain fields so it travels as JSON.
 
     ``kind`` is "commit" (a spend: mechanism and epsilons set) or "uncovered" (a

@@ -32,8 +32,15 @@ from privacy_budgets.receipts import SpendReceipt, as_receipt
 from privacy_budgets.verification import verify_entries
 
 COLUMNS = [
-    "problem", "seq", "dataset", "project", "run_id", "round", "receipt_epsilon",
-    "ledger_epsilon", "detail",
+    "problem",
+    "seq",
+    "dataset",
+    "project",
+    "run_id",
+    "round",
+    "receipt_epsilon",
+    "ledger_epsilon",
+    "detail",
 ]
 RELEASES = ("commit", "uncovered")  # the entries a site sends a receipt for
 _COMPARED = (
@@ -68,8 +75,7 @@ def reconcile(
     rows: list[dict[str, Any]] = []
     report = verify_entries(entries, public_key=public_key)
     if not report.ok:
-        rows.append(_row("export_fails_verification", None, report.first_bad_seq,
-                         detail=report.problem))
+        rows.append(_row("export_fails_verification", None, report.first_bad_seq, detail=report.problem))
     by_seq = {e.seq: e for e in entries}
     head = max(by_seq, default=0)
     known_reservations = {e.reservation_id for e in entries if e.reservation_id}
@@ -87,11 +93,15 @@ def reconcile(
             rows.append(_row(problem, r, r.seq, entry=entry, detail=detail))
     for entry in entries:
         if entry.kind in RELEASES and (site_id, entry.seq) not in seen:
-            rows.append(_row(
-                "unknown_to_coordinator", None, entry.seq, entry=entry,
-                detail=f"the site recorded this release ({entry.kind}) but the coordinator "
-                "holds no receipt for it",
-            ))
+            rows.append(
+                _row(
+                    "unknown_to_coordinator",
+                    None,
+                    entry.seq,
+                    entry=entry,
+                    detail=f"the site recorded this release ({entry.kind}) but the coordinator holds no receipt for it",
+                )
+            )
     frame = pd.DataFrame(rows, columns=COLUMNS).astype({"seq": "Int64", "round": "Int64"})
     frame.attrs["verdict"] = _verdict(frame, n_receipts, site_id, head)
     return frame
@@ -108,8 +118,7 @@ def _judge(r, entry, site_id, head, public_key, known_reservations):
         if r.reservation_id not in known_reservations:
             return "unknown_to_site", "the site's ledger has no trace of this reservation"
         return "different_hash", (
-            f"entry seq {r.seq} has hash {entry.entry_hash[:12]}..., the receipt "
-            f"{r.entry_hash[:12]}..."
+            f"entry seq {r.seq} has hash {entry.entry_hash[:12]}..., the receipt {r.entry_hash[:12]}..."
         )
     signed = r.verifies(public_key)
     for theirs, ours in _COMPARED:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dp_accounting as dpa
@@ -31,15 +31,15 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 def utc_now() -> str:
     """Now, as the ledger writes times: UTC ISO 8601 with microseconds and a Z."""
-    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
+    return datetime.now(UTC).strftime(TIME_FORMAT)
 
 
 def parse_time(text: str) -> datetime:
     """Inverse of ``utc_now``'s format."""
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
 
 
-class _Plain:
+class PlainRecord:
     """``to_dict``/``from_dict`` for a frozen dataclass of plain fields."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,7 +60,7 @@ class _Plain:
 
 
 @dataclass(frozen=True)
-class Reservation(_Plain):
+class Reservation(PlainRecord):
     """A release held against the budget: it counts as spent until committed or aborted."""
 
     id: str
@@ -88,11 +88,11 @@ class Reservation(_Plain):
     @property
     def age_s(self) -> float:
         """Seconds since it was reserved."""
-        return (datetime.now(timezone.utc) - parse_time(self.time)).total_seconds()
+        return (datetime.now(UTC) - parse_time(self.time)).total_seconds()
 
 
 @dataclass(frozen=True)
-class CostEstimate(_Plain):
+class CostEstimate(PlainRecord):
     """What a release would cost, without spending anything (``Ledger.cost``)."""
 
     dataset: str

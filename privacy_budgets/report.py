@@ -34,7 +34,7 @@ from privacy_budgets.keys import fingerprint
 from privacy_budgets.mechanisms import NEIGHBOURING_RELATION
 from privacy_budgets.state import changes_of
 from privacy_budgets.statements import safe_statement
-from privacy_budgets.verification import VerificationReport, verify_entries
+from privacy_budgets.verification import VerificationReport
 from privacy_budgets.views import status_frame
 
 if TYPE_CHECKING:
@@ -141,21 +141,29 @@ def _plots(entries: list[LedgerEntry]) -> list[str]:
     for dataset in sorted({e.dataset for e in entries if e.dataset}):
         scoped = [e for e in entries if e.dataset == dataset]
         series = [("dataset total", None, "epsilon_after", "set_cap")]
-        series += [(f"project {p}", p, "project_epsilon_after", "allocate")
-                   for p in sorted({e.project for e in scoped if e.project})]
+        series += [
+            (f"project {p}", p, "project_epsilon_after", "allocate")
+            for p in sorted({e.project for e in scoped if e.project})
+        ]
         for title, project, field, limit_kind in series:
             rows = [e for e in scoped if project is None or e.project == project]
             fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
             spent = [(e.seq, getattr(e, field)) for e in rows if getattr(e, field) is not None]
             if spent:
-                ax.step(*zip(*spent), where="post", label="spent incl. open reservations")
+                ax.step(*zip(*spent, strict=False), where="post", label="spent incl. open reservations")
             limits = [(e.seq, _limit_value(e)) for e in rows if e.kind == limit_kind]
             limits = [(seq, value) for seq, value in limits if value is not None]
             if limits:
-                xs, ys = zip(*limits)
+                xs, ys = zip(*limits, strict=False)
                 last = max(e.seq for e in rows)
-                ax.step([*xs, last], [*ys, ys[-1]], where="post", color="#cf222e",
-                        linestyle="--", label="cap" if project is None else "allocation")
+                ax.step(
+                    [*xs, last],
+                    [*ys, ys[-1]],
+                    where="post",
+                    color="#cf222e",
+                    linestyle="--",
+                    label="cap" if project is None else "allocation",
+                )
             ax.set_xlabel("ledger entry (seq)")
             ax.set_ylabel("epsilon")
             ax.set_title(f"{dataset}: {title}")
@@ -165,8 +173,10 @@ def _plots(entries: list[LedgerEntry]) -> list[str]:
             fig.savefig(buffer, format="png")
             plt.close(fig)
             encoded = base64.b64encode(buffer.getvalue()).decode()
-            out.append(f"<img alt='burn-down {html.escape(dataset)} {html.escape(title)}' "
-                       f"src='data:image/png;base64,{encoded}'>")
+            out.append(
+                f"<img alt='burn-down {html.escape(dataset)} {html.escape(title)}' "
+                f"src='data:image/png;base64,{encoded}'>"
+            )
     return out or ["<p>No dataset has entries yet.</p>"]
 
 
@@ -178,15 +188,33 @@ def _limit_value(entry: LedgerEntry) -> float | None:
 
 
 def _entries_html(entries: list[LedgerEntry]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in (
-        "seq", "time (UTC)", "kind", "dataset", "project", "actor", "epsilon",
-        "dataset total after", "statement"))
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "seq",
+            "time (UTC)",
+            "kind",
+            "dataset",
+            "project",
+            "actor",
+            "epsilon",
+            "dataset total after",
+            "statement",
+        )
+    )
     rows = []
     for e in entries:
         css = " class='uncovered'" if e.kind == "uncovered" else ""
-        cells = (e.seq, e.time, e.kind, e.dataset or "", e.project or "", e.actor,
-                 fmt_epsilon(e.epsilon) if e.epsilon is not None else "",
-                 fmt_epsilon(e.epsilon_after) if e.epsilon_after is not None else "",
-                 safe_statement(e))
+        cells = (
+            e.seq,
+            e.time,
+            e.kind,
+            e.dataset or "",
+            e.project or "",
+            e.actor,
+            fmt_epsilon(e.epsilon) if e.epsilon is not None else "",
+            fmt_epsilon(e.epsilon_after) if e.epsilon_after is not None else "",
+            safe_statement(e),
+        )
         rows.append(f"<tr{css}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"

@@ -111,9 +111,7 @@ def _limit(entry: LedgerEntry, project: str, epsilon: float, delta: float | None
 
 def _counted(entry: LedgerEntry, mechanism: str, state: str, sign: int):
     counts = base_counts(event_from_json(mechanism))
-    return tuple(
-        (entry.dataset, entry.project, state, text, sign * n) for text, n in sorted(counts.items())
-    )
+    return tuple((entry.dataset, entry.project, state, text, sign * n) for text, n in sorted(counts.items()))
 
 
 @dataclass
@@ -136,9 +134,7 @@ class State:
             if self.counts[key] == 0:
                 del self.counts[key]
 
-    def multiset(
-        self, *, dataset: str, project: str | None = None, include_reserved: bool = True
-    ) -> Counter:
+    def multiset(self, *, dataset: str, project: str | None = None, include_reserved: bool = True) -> Counter:
         """Base mechanism -> count for a dataset (or one of its projects)."""
         out: Counter = Counter()
         for (ds, pr, state, text), n in self.counts.items():
@@ -167,8 +163,6 @@ def totals_after(
         return {"epsilon_after": None, "project_epsilon_after": None, "delta": delta}
     total = epsilon_of_counts(counts=multiset(dataset=dataset), delta=delta)
     project_total = (
-        None
-        if project is None
-        else epsilon_of_counts(counts=multiset(dataset=dataset, project=project), delta=delta)
+        None if project is None else epsilon_of_counts(counts=multiset(dataset=dataset, project=project), delta=delta)
     )
     return {"epsilon_after": total, "project_epsilon_after": project_total, "delta": delta}

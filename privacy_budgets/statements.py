@@ -45,8 +45,9 @@ def statement(entry: LedgerEntry) -> str:
             f"{fmt_epsilon(d['epsilon'])} at delta {entry.delta:g} over its lifetime "
             f"({entry.purpose}). Spent when set: epsilon {fmt_epsilon(d['spent_when_set'])}."
         )
-        return text + (" This is below what was already spent: the dataset is over its cap."
-                       if d.get("below_spent") else "")
+        return text + (
+            " This is below what was already spent: the dataset is over its cap." if d.get("below_spent") else ""
+        )
     if kind == "allocate":
         d = entry.details
         text = (
@@ -55,8 +56,9 @@ def statement(entry: LedgerEntry) -> str:
             f"{entry.delta:g}) ({entry.purpose}). Spent when set: epsilon "
             f"{fmt_epsilon(d['spent_when_set'])}."
         )
-        return text + (" This is below what the project already spent: it is over its "
-                       "allocation." if d.get("below_spent") else "")
+        return text + (
+            " This is below what the project already spent: it is over its allocation." if d.get("below_spent") else ""
+        )
     if kind == "uncovered":
         return (
             f"Released WITHOUT a differential privacy guarantee{_context(entry)}: "
@@ -117,10 +119,7 @@ def assumptions(event: dpa.DpEvent) -> str:
     """What the guarantee assumes about the data and the code that ran."""
     if _dpsgd(event) is not None:
         return "one row per patient, gradients clipped per record, sampling as stated"
-    return (
-        "one row per patient, each patient's contribution bounded by the sensitivity the "
-        "noise is scaled to"
-    )
+    return "one row per patient, each patient's contribution bounded by the sensitivity the noise is scaled to"
 
 
 def _dpsgd(event: dpa.DpEvent) -> tuple[int, float, float] | None:

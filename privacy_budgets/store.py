@@ -64,13 +64,14 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, full sync."""
     if read_only:
         conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
-            isolation_level=None, check_same_thread=False,
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
         )
     else:
-        conn = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         _set_wal(conn)
         # FULL: a committed entry survives a power cut, not only a crashed process.
         conn.execute("PRAGMA synchronous=FULL")
@@ -134,9 +135,7 @@ def table_names(conn: sqlite3.Connection) -> set[str]:
 
 def has_schema(conn: sqlite3.Connection) -> bool:
     """Whether the file already holds a ledger's tables."""
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone()
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
     return row is not None
 
 
@@ -151,10 +150,7 @@ def head(conn: sqlite3.Connection) -> tuple[int, str]:
     return (0, GENESIS_PREV) if row is None else (row[0], row[1])
 
 
-_INSERT = (
-    f"INSERT INTO entries ({', '.join(ENTRY_FIELDS)}) "
-    f"VALUES ({', '.join('?' for _ in ENTRY_FIELDS)})"
-)
+_INSERT = f"INSERT INTO entries ({', '.join(ENTRY_FIELDS)}) VALUES ({', '.join('?' for _ in ENTRY_FIELDS)})"
 
 
 def insert_entry(conn: sqlite3.Connection, entry: LedgerEntry) -> None:
@@ -167,14 +163,12 @@ def apply_changes(conn: sqlite3.Connection, changes: Changes) -> None:
     for limit in changes.limits:
         conn.execute(
             "INSERT OR REPLACE INTO limits VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (limit.dataset, limit.project, limit.epsilon, limit.delta, limit.seq,
-             limit.actor, limit.time),
+            (limit.dataset, limit.project, limit.epsilon, limit.delta, limit.seq, limit.actor, limit.time),
         )
     for row in changes.reservations:
         conn.execute(
             "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (row.id, row.dataset, row.project, row.mechanism, row.seq, row.status,
-             row.resolved_seq),
+            (row.id, row.dataset, row.project, row.mechanism, row.seq, row.status, row.resolved_seq),
         )
     for dataset, project, state, mechanism, n in changes.counts:
         conn.execute(
@@ -199,17 +193,13 @@ def iter_entries(conn: sqlite3.Connection, *, dataset: str | None = None) -> Ite
 
 def newest_entry(conn: sqlite3.Connection) -> LedgerEntry | None:
     """The entry with the highest seq, if any."""
-    row = conn.execute(
-        f"SELECT {', '.join(ENTRY_FIELDS)} FROM entries ORDER BY seq DESC LIMIT 1"
-    ).fetchone()
+    row = conn.execute(f"SELECT {', '.join(ENTRY_FIELDS)} FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
     return None if row is None else LedgerEntry(*row)
 
 
 def entry_at(conn: sqlite3.Connection, seq: int) -> LedgerEntry | None:
     """The entry at ``seq``, if any."""
-    row = conn.execute(
-        f"SELECT {', '.join(ENTRY_FIELDS)} FROM entries WHERE seq = ?", (seq,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {', '.join(ENTRY_FIELDS)} FROM entries WHERE seq = ?", (seq,)).fetchone()
     return None if row is None else LedgerEntry(*row)
 
 
@@ -225,8 +215,7 @@ def limits_of(conn: sqlite3.Connection, *, dataset: str) -> dict[str, Limit]:
 def reservation_row(conn: sqlite3.Connection, reservation_id: str) -> ReservationRow | None:
     """The reservation with this id, in whatever status."""
     row = conn.execute(
-        "SELECT id, dataset, project, mechanism, seq, status, resolved_seq FROM reservations "
-        "WHERE id = ?",
+        "SELECT id, dataset, project, mechanism, seq, status, resolved_seq FROM reservations WHERE id = ?",
         (reservation_id,),
     ).fetchone()
     return None if row is None else ReservationRow(*row)
@@ -262,9 +251,7 @@ def multiset(
 
 def has_reserves(conn: sqlite3.Connection, *, dataset: str) -> bool:
     """Whether any release was ever reserved on the dataset."""
-    row = conn.execute(
-        "SELECT 1 FROM entries WHERE dataset = ? AND kind = 'reserve' LIMIT 1", (dataset,)
-    ).fetchone()
+    row = conn.execute("SELECT 1 FROM entries WHERE dataset = ? AND kind = 'reserve' LIMIT 1", (dataset,)).fetchone()
     return row is not None
 
 
@@ -273,12 +260,8 @@ def read_derived(conn: sqlite3.Connection) -> State:
     state = State()
     for row in conn.execute("SELECT dataset, project, epsilon, delta, seq, actor, time FROM limits"):
         state.limits[(row[0], row[1])] = Limit(*row)
-    for row in conn.execute(
-        "SELECT id, dataset, project, mechanism, seq, status, resolved_seq FROM reservations"
-    ):
+    for row in conn.execute("SELECT id, dataset, project, mechanism, seq, status, resolved_seq FROM reservations"):
         state.reservations[row[0]] = ReservationRow(*row)
-    for dataset, project, st, text, n in conn.execute(
-        "SELECT dataset, project, state, mechanism, count FROM counts"
-    ):
+    for dataset, project, st, text, n in conn.execute("SELECT dataset, project, state, mechanism, count FROM counts"):
         state.counts[(dataset, project, st, text)] = n
     return state

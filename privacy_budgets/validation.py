@@ -27,8 +27,10 @@ def optional(name: str, value: Any) -> str | None:
 def project(value: Any) -> str:
     value = text("project", value)
     if value == ALL_PROJECTS:
-        raise LedgerError(f"project may not be named {ALL_PROJECTS!r}: status uses that name "
-                          "for a dataset's total. Choose another name.")
+        raise LedgerError(
+            f"project may not be named {ALL_PROJECTS!r}: status uses that name "
+            "for a dataset's total. Choose another name."
+        )
     return value
 
 

@@ -109,9 +109,7 @@ def verify_entries(
     verifier = _Verifier(deep=deep)
     for entry in entries:
         verifier.entry(entry)
-    return verifier.finish(
-        derived=derived, checkpoint=checkpoint, receipts=receipts, public_key=public_key
-    )
+    return verifier.finish(derived=derived, checkpoint=checkpoint, receipts=receipts, public_key=public_key)
 
 
 class _Verifier:
@@ -199,8 +197,7 @@ class _Verifier:
             reservation = self.state.reservations.get(e.reservation_id)
             if reservation is None or reservation.status != "open":
                 state = "unknown" if reservation is None else reservation.status
-                self.bad(seq, f"entry seq {seq} {kind}s reservation {e.reservation_id!r}, "
-                              f"which is {state}, not open.")
+                self.bad(seq, f"entry seq {seq} {kind}s reservation {e.reservation_id!r}, which is {state}, not open.")
                 return
             if (reservation.dataset, reservation.project) != (e.dataset, e.project):
                 self.bad(seq, f"entry seq {seq} {kind}s a reservation of another dataset/project.")
@@ -213,15 +210,16 @@ class _Verifier:
         if kind == "set_cap":
             old = limits.get((e.dataset, DATASET_CAP))
             if old and old.delta != e.delta and e.dataset in self.reserved_datasets:
-                self.bad(seq, f"entry seq {seq} changes the delta of dataset '{e.dataset}' "
-                              "after releases were reserved on it.")
+                self.bad(
+                    seq,
+                    f"entry seq {seq} changes the delta of dataset '{e.dataset}' after releases were reserved on it.",
+                )
         self.state.apply(changes_of(e, reservation=reservation))
         if kind == "reserve":
             self.reserved_datasets.add(e.dataset)
         cap = limits.get((e.dataset, DATASET_CAP))
         if cap is not None and e.delta != cap.delta:
-            self.bad(seq, f"entry seq {seq} reports delta {e.delta!r}, but the dataset's "
-                          f"delta is {cap.delta!r}.")
+            self.bad(seq, f"entry seq {seq} reports delta {e.delta!r}, but the dataset's delta is {cap.delta!r}.")
         self.last_of_dataset[e.dataset] = e
         if e.project is not None:
             self.last_of_project[(e.dataset, e.project)] = e
@@ -234,17 +232,17 @@ class _Verifier:
         """Check the epsilons ``e`` reports against the replayed state after it."""
         cap = self.state.limits.get((e.dataset, DATASET_CAP))
         delta = None if cap is None else cap.delta
-        expected = totals_after(
-            self.state.multiset, dataset=e.dataset, project=e.project, delta=delta
-        )
+        expected = totals_after(self.state.multiset, dataset=e.dataset, project=e.project, delta=delta)
         expected["epsilon"] = None
         if e.kind in ("reserve", "commit") and delta is not None:
             expected["epsilon"] = epsilon_of_counts(counts=base_counts(e.event), delta=delta)
         for name in fields or tuple(expected):
             reported = getattr(e, name)
             if not _close(reported, expected[name]):
-                self.bad(e.seq, f"entry seq {e.seq} reports {name} {reported!r}, but its "
-                                f"entries compose to {expected[name]!r}.")
+                self.bad(
+                    e.seq,
+                    f"entry seq {e.seq} reports {name} {reported!r}, but its entries compose to {expected[name]!r}.",
+                )
         if e.kind == "reserve" and self.deep:
             self._within_limits(e, expected)
 
@@ -257,8 +255,9 @@ class _Verifier:
             limit = limits.get(key)
             total = totals[name]
             if limit is not None and total is not None and total > limit.epsilon * (1 + CAP_RTOL):
-                self.bad(e.seq, f"entry seq {e.seq} reserved past the {word}: total "
-                                f"{total:.6g} over {limit.epsilon:.6g}.")
+                self.bad(
+                    e.seq, f"entry seq {e.seq} reserved past the {word}: total {total:.6g} over {limit.epsilon:.6g}."
+                )
 
     # --- the end --------------------------------------------------------------------
 
@@ -270,8 +269,11 @@ class _Verifier:
             self.checks.append("expected key")
             if self.public_key is None or not matches(expected=public_key, public_key_hex=self.public_key):
                 found = fingerprint(self.public_key) if self.public_key else "no key"
-                self.bad(1, f"the ledger is signed by {found}, not the expected key "
-                            f"{public_key}: it was re-signed, or is another site's ledger.")
+                self.bad(
+                    1,
+                    f"the ledger is signed by {found}, not the expected key "
+                    f"{public_key}: it was re-signed, or is another site's ledger.",
+                )
         if not self.deep:
             self.checks.append("epsilons at head")
             for fields, last in (
@@ -323,32 +325,43 @@ class _Verifier:
                 continue
             keys = sorted({k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k)}, key=str)
             k = keys[0]
-            self.bad(None, f"the derived table '{table}' disagrees with the entries at {k!r}: "
-                           f"table has {theirs.get(k)!r}, entries give {mine.get(k)!r}.")
+            self.bad(
+                None,
+                f"the derived table '{table}' disagrees with the entries at {k!r}: "
+                f"table has {theirs.get(k)!r}, entries give {mine.get(k)!r}.",
+            )
 
     def _checkpoint(self, cp: dict, head_seq: int, key: str | None) -> None:
         seq = cp["seq"]
         if key is None or not checkpoint_verifies(cp, public_key=key):
             self.bad(seq, f"the checkpoint for seq {seq} is not signed by this ledger's key.")
         elif seq > head_seq:
-            self.bad(head_seq + 1, f"the ledger ends at seq {head_seq}, but the checkpoint of "
-                                   f"{cp['time']} records seq {seq}: entries {head_seq + 1} to "
-                                   f"{seq} were removed.")
+            self.bad(
+                head_seq + 1,
+                f"the ledger ends at seq {head_seq}, but the checkpoint of "
+                f"{cp['time']} records seq {seq}: entries {head_seq + 1} to "
+                f"{seq} were removed.",
+            )
         elif self.hashes.get(seq) != cp["head_hash"]:
             self.bad(seq, f"entry seq {seq} differs from the checkpoint of {cp['time']}.")
 
     def _receipt(self, r: SpendReceipt, head_seq: int, key: str | None) -> None:
         if r.site_id != self.site_id:
-            self.bad(r.seq, f"the receipt for seq {r.seq} names site {r.site_id!r}, not "
-                            f"{self.site_id!r}.")
+            self.bad(r.seq, f"the receipt for seq {r.seq} names site {r.site_id!r}, not {self.site_id!r}.")
         elif key is None or not r.verifies(key):
             self.bad(r.seq, f"the receipt for seq {r.seq} is not signed by this ledger's key.")
         elif r.seq > head_seq:
-            self.bad(head_seq + 1, f"the ledger ends at seq {head_seq}, but the coordinator "
-                                   f"holds a receipt for seq {r.seq}: newer entries were removed.")
+            self.bad(
+                head_seq + 1,
+                f"the ledger ends at seq {head_seq}, but the coordinator "
+                f"holds a receipt for seq {r.seq}: newer entries were removed.",
+            )
         elif self.hashes.get(r.seq) != r.entry_hash:
-            self.bad(r.seq, f"entry seq {r.seq} differs from the receipt the coordinator holds "
-                            f"(hash {str(self.hashes.get(r.seq))[:12]}... vs {r.entry_hash[:12]}...).")
+            self.bad(
+                r.seq,
+                f"entry seq {r.seq} differs from the receipt the coordinator holds "
+                f"(hash {str(self.hashes.get(r.seq))[:12]}... vs {r.entry_hash[:12]}...).",
+            )
 
 
 def _close(a: float | None, b: float | None) -> bool:

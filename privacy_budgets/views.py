@@ -27,15 +27,39 @@ from privacy_budgets.entries import LedgerEntry
 from privacy_budgets.state import ALL_PROJECTS, DATASET_CAP
 from privacy_budgets.statements import safe_statement
 
-
 STATUS_COLUMNS = [
-    "dataset", "project", "limit_kind", "limit", "delta", "spent", "reserved", "remaining",
-    "open_reservations", "n_entries", "uncovered_releases", "state",
+    "dataset",
+    "project",
+    "limit_kind",
+    "limit",
+    "delta",
+    "spent",
+    "reserved",
+    "remaining",
+    "open_reservations",
+    "n_entries",
+    "uncovered_releases",
+    "state",
 ]
 HISTORY_COLUMNS = [
-    "seq", "time", "kind", "dataset", "project", "actor", "purpose", "run_id", "round",
-    "query_id", "mechanism", "reservation_id", "epsilon", "epsilon_after",
-    "project_epsilon_after", "delta", "entry_hash", "statement",
+    "seq",
+    "time",
+    "kind",
+    "dataset",
+    "project",
+    "actor",
+    "purpose",
+    "run_id",
+    "round",
+    "query_id",
+    "mechanism",
+    "reservation_id",
+    "epsilon",
+    "epsilon_after",
+    "project_epsilon_after",
+    "delta",
+    "entry_hash",
+    "statement",
 ]
 
 
@@ -47,8 +71,7 @@ def status_frame(conn: sqlite3.Connection) -> pd.DataFrame:
     """
     tallies: dict[tuple[str, str | None], dict[str, int]] = {}
     for dataset, project, kind, n in conn.execute(
-        "SELECT dataset, project, kind, COUNT(*) FROM entries WHERE dataset IS NOT NULL "
-        "GROUP BY dataset, project, kind"
+        "SELECT dataset, project, kind, COUNT(*) FROM entries WHERE dataset IS NOT NULL GROUP BY dataset, project, kind"
     ):
         tallies.setdefault((dataset, project), {})[kind] = n
     open_rows = store.open_reservation_rows(conn)
@@ -65,22 +88,24 @@ def status_frame(conn: sqlite3.Connection) -> pd.DataFrame:
             spent, total = _spent(conn, dataset, project, delta)
             limit_value = math.nan if limit is None else limit.epsilon
             remaining = limit_value - total
-            rows.append({
-                "dataset": dataset,
-                "project": ALL_PROJECTS if project is None else project,
-                "limit_kind": "dataset cap" if project is None else "project allocation",
-                "limit": limit_value,
-                "delta": math.nan if delta is None else delta,
-                "spent": spent,
-                "reserved": total - spent,
-                "remaining": remaining,
-                "open_reservations": sum(
-                    1 for r in open_rows if r.dataset == dataset and project in (None, r.project)
-                ),
-                "n_entries": sum(sum(t.values()) for t in scope),
-                "uncovered_releases": sum(t.get("uncovered", 0) for t in scope),
-                "state": _state(limit, remaining),
-            })
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "project": ALL_PROJECTS if project is None else project,
+                    "limit_kind": "dataset cap" if project is None else "project allocation",
+                    "limit": limit_value,
+                    "delta": math.nan if delta is None else delta,
+                    "spent": spent,
+                    "reserved": total - spent,
+                    "remaining": remaining,
+                    "open_reservations": sum(
+                        1 for r in open_rows if r.dataset == dataset and project in (None, r.project)
+                    ),
+                    "n_entries": sum(sum(t.values()) for t in scope),
+                    "uncovered_releases": sum(t.get("uncovered", 0) for t in scope),
+                    "state": _state(limit, remaining),
+                }
+            )
     return pd.DataFrame(rows, columns=STATUS_COLUMNS)
 
 

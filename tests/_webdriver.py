@@ -18,8 +18,14 @@ from pathlib import Path
 
 # Headless Chromium on a machine without network: these flags keep it from calling home.
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--window-size=1280,2000",
 ]
 
@@ -44,8 +50,9 @@ class Session:
 
     def _call(self, method: str, path: str, body: dict | None = None) -> object:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self._base + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self._base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())["value"]
 
@@ -74,14 +81,25 @@ def chromium_session():
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("chromedriver did not start within 30 s")
+                    raise RuntimeError("chromedriver did not start within 30 s") from None
                 time.sleep(0.2)
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": shutil.which("chromium"), "args": [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]},
-        }}}
-        request = urllib.request.Request(f"{base}/session", data=json.dumps(caps).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": shutil.which("chromium"),
+                        "args": [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"],
+                    },
+                }
+            }
+        }
+        request = urllib.request.Request(
+            f"{base}/session",
+            data=json.dumps(caps).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=90) as response:
             session_id = json.loads(response.read())["value"]["sessionId"]
         session = Session(base, session_id)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
-
 from _webdriver import browser_missing, chromium_session
+
 from privacy_budgets import Ledger, build_report
 from privacy_budgets.mechanisms import dpsgd_event, gaussian_event
 
@@ -24,13 +24,30 @@ def ledger_with_history(tmp_path):
         ledger.set_cap(dataset="cardio", epsilon=3.0, delta=1e-5, actor="site IT", reason="lifetime cap")
         ledger.allocate(dataset="cardio", project="study-a", epsilon=1.5, actor="ethics board", reason="EB-117")
         for round_ in range(1, 4):
-            r = ledger.reserve(dataset="cardio", project="study-a", actor="coordinator", purpose=f"round {round_}",
-                               event=dpsgd_event(noise_multiplier=2.0, sampling_rate=0.05, steps=20), round=round_)
+            r = ledger.reserve(
+                dataset="cardio",
+                project="study-a",
+                actor="coordinator",
+                purpose=f"round {round_}",
+                event=dpsgd_event(noise_multiplier=2.0, sampling_rate=0.05, steps=20),
+                round=round_,
+            )
             ledger.commit(r)
-            ledger.record_uncovered(dataset="cardio", project="study-a", what="evaluation metrics",
-                                    actor="coordinator", purpose="evaluation", round=round_)
-        q = ledger.reserve(dataset="cardio", project="study-a", actor="analyst", purpose="count",
-                           event=gaussian_event(noise_multiplier=10.0))
+            ledger.record_uncovered(
+                dataset="cardio",
+                project="study-a",
+                what="evaluation metrics",
+                actor="coordinator",
+                purpose="evaluation",
+                round=round_,
+            )
+        q = ledger.reserve(
+            dataset="cardio",
+            project="study-a",
+            actor="analyst",
+            purpose="count",
+            event=gaussian_event(noise_multiplier=10.0),
+        )
         ledger.commit(q)
         yield ledger
 

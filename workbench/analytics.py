@@ -20,13 +20,15 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from datasets_synthetic import DataDictionary
 from federation.analytics.errors import QueryError
 from federation.analytics.estimates import z_value
 from federation.analytics.filters import parse_where
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRefused, QueryRequest, query_cost
-from federation.node.site import SiteConfig
+from federation.data.dictionary import DataDictionary
+from federation.errors import InternalFault, Refused, refusal_kind
+from federation.protocol.query_request import QueryRequest
+from federation.site.query_answers import query_cost
+from federation.site.site_config import SiteConfig
 from workbench import settings
 from workbench.query_results import QueryResult, QueryResults
 
@@ -58,77 +60,229 @@ class QueryBuilder:
         query = Query(kind=kind, where=parse_where(where), by=by, label=label, **fields)
         return query.check(dictionary=self._dictionary)
 
-    def count(self, *, where: Where = None, by: By = None, epsilon: float | None = None,
-              noise_multiplier: float | None = None, mechanism: str = "gaussian",
-              min_cell_size: int | None = None, label: str = "") -> Query:
+    def count(
+        self,
+        *,
+        where: Where = None,
+        by: By = None,
+        epsilon: float | None = None,
+        noise_multiplier: float | None = None,
+        mechanism: str = "gaussian",
+        min_cell_size: int | None = None,
+        label: str = "",
+    ) -> Query:
         """Number of patients (that pass ``where``), per stratum of ``by``."""
-        return self._make(kind="count", where=where, by=by, label=label, epsilon=epsilon,
-                          noise_multiplier=noise_multiplier, mechanism=mechanism, min_cell_size=min_cell_size)
+        return self._make(
+            kind="count",
+            where=where,
+            by=by,
+            label=label,
+            epsilon=epsilon,
+            noise_multiplier=noise_multiplier,
+            mechanism=mechanism,
+            min_cell_size=min_cell_size,
+        )
 
-    def sum(self, *, column: str, bounds: tuple[float, float] | None = None, where: Where = None,
-            by: By = None, epsilon: float | None = None, noise_multiplier: float | None = None,
-            mechanism: str = "gaussian", min_cell_size: int | None = None, label: str = "") -> Query:
+    def sum(
+        self,
+        *,
+        column: str,
+        bounds: tuple[float, float] | None = None,
+        where: Where = None,
+        by: By = None,
+        epsilon: float | None = None,
+        noise_multiplier: float | None = None,
+        mechanism: str = "gaussian",
+        min_cell_size: int | None = None,
+        label: str = "",
+    ) -> Query:
         """Sum of ``column`` clipped to ``bounds`` (required, public)."""
-        return self._make(kind="sum", column=column, bounds=bounds, where=where, by=by, label=label,
-                          epsilon=epsilon, noise_multiplier=noise_multiplier, mechanism=mechanism,
-                          min_cell_size=min_cell_size)
+        return self._make(
+            kind="sum",
+            column=column,
+            bounds=bounds,
+            where=where,
+            by=by,
+            label=label,
+            epsilon=epsilon,
+            noise_multiplier=noise_multiplier,
+            mechanism=mechanism,
+            min_cell_size=min_cell_size,
+        )
 
-    def mean(self, *, column: str, bounds: tuple[float, float] | None = None, where: Where = None,
-             by: By = None, epsilon: float | None = None, noise_multiplier: float | None = None,
-             mechanism: str = "gaussian", min_cell_size: int | None = None, label: str = "") -> Query:
+    def mean(
+        self,
+        *,
+        column: str,
+        bounds: tuple[float, float] | None = None,
+        where: Where = None,
+        by: By = None,
+        epsilon: float | None = None,
+        noise_multiplier: float | None = None,
+        mechanism: str = "gaussian",
+        min_cell_size: int | None = None,
+        label: str = "",
+    ) -> Query:
         """Mean of ``column`` clipped to ``bounds`` (required, public): noisy sum / noisy count."""
-        return self._make(kind="mean", column=column, bounds=bounds, where=where, by=by, label=label,
-                          epsilon=epsilon, noise_multiplier=noise_multiplier, mechanism=mechanism,
-                          min_cell_size=min_cell_size)
+        return self._make(
+            kind="mean",
+            column=column,
+            bounds=bounds,
+            where=where,
+            by=by,
+            label=label,
+            epsilon=epsilon,
+            noise_multiplier=noise_multiplier,
+            mechanism=mechanism,
+            min_cell_size=min_cell_size,
+        )
 
-    def variance(self, *, column: str, bounds: tuple[float, float] | None = None, where: Where = None,
-                 by: By = None, epsilon: float | None = None, noise_multiplier: float | None = None,
-                 mechanism: str = "gaussian", min_cell_size: int | None = None, label: str = "") -> Query:
+    def variance(
+        self,
+        *,
+        column: str,
+        bounds: tuple[float, float] | None = None,
+        where: Where = None,
+        by: By = None,
+        epsilon: float | None = None,
+        noise_multiplier: float | None = None,
+        mechanism: str = "gaussian",
+        min_cell_size: int | None = None,
+        label: str = "",
+    ) -> Query:
         """Sample variance of ``column`` clipped to ``bounds`` (required, public)."""
-        return self._make(kind="variance", column=column, bounds=bounds, where=where, by=by, label=label,
-                          epsilon=epsilon, noise_multiplier=noise_multiplier, mechanism=mechanism,
-                          min_cell_size=min_cell_size)
+        return self._make(
+            kind="variance",
+            column=column,
+            bounds=bounds,
+            where=where,
+            by=by,
+            label=label,
+            epsilon=epsilon,
+            noise_multiplier=noise_multiplier,
+            mechanism=mechanism,
+            min_cell_size=min_cell_size,
+        )
 
-    def histogram(self, *, column: str, bounds: tuple[float, float] | None = None,
-                  bins: int | Sequence[float] | None = None, where: Where = None, by: By = None,
-                  epsilon: float | None = None, noise_multiplier: float | None = None,
-                  mechanism: str = "gaussian", min_cell_size: int | None = None, label: str = "") -> Query:
+    def histogram(
+        self,
+        *,
+        column: str,
+        bounds: tuple[float, float] | None = None,
+        bins: int | Sequence[float] | None = None,
+        where: Where = None,
+        by: By = None,
+        epsilon: float | None = None,
+        noise_multiplier: float | None = None,
+        mechanism: str = "gaussian",
+        min_cell_size: int | None = None,
+        label: str = "",
+    ) -> Query:
         """Counts per category of a categorical/binary column, or per public bin of a
         numeric one (``bounds`` and ``bins``: a number of equal bins or the edges)."""
-        return self._make(kind="histogram", column=column, bounds=bounds, bins=_bins(bins), where=where,
-                          by=by, label=label, epsilon=epsilon, noise_multiplier=noise_multiplier,
-                          mechanism=mechanism, min_cell_size=min_cell_size)
+        return self._make(
+            kind="histogram",
+            column=column,
+            bounds=bounds,
+            bins=_bins(bins),
+            where=where,
+            by=by,
+            label=label,
+            epsilon=epsilon,
+            noise_multiplier=noise_multiplier,
+            mechanism=mechanism,
+            min_cell_size=min_cell_size,
+        )
 
-    def crosstab(self, *, columns: Sequence[str], where: Where = None, by: By = None,
-                 epsilon: float | None = None, noise_multiplier: float | None = None,
-                 mechanism: str = "gaussian", min_cell_size: int | None = None, label: str = "") -> Query:
+    def crosstab(
+        self,
+        *,
+        columns: Sequence[str],
+        where: Where = None,
+        by: By = None,
+        epsilon: float | None = None,
+        noise_multiplier: float | None = None,
+        mechanism: str = "gaussian",
+        min_cell_size: int | None = None,
+        label: str = "",
+    ) -> Query:
         """Counts per combination of two categorical/binary columns."""
-        return self._make(kind="crosstab", columns=tuple(columns), where=where, by=by, label=label,
-                          epsilon=epsilon, noise_multiplier=noise_multiplier, mechanism=mechanism,
-                          min_cell_size=min_cell_size)
+        return self._make(
+            kind="crosstab",
+            columns=tuple(columns),
+            where=where,
+            by=by,
+            label=label,
+            epsilon=epsilon,
+            noise_multiplier=noise_multiplier,
+            mechanism=mechanism,
+            min_cell_size=min_cell_size,
+        )
 
-    def quantiles(self, *, column: str, bounds: tuple[float, float] | None = None,
-                  probabilities: Sequence[float] = (0.25, 0.5, 0.75), bins: int | Sequence[float] | None = None,
-                  where: Where = None, by: By = None, epsilon: float | None = None,
-                  noise_multiplier: float | None = None, mechanism: str = "gaussian",
-                  min_cell_size: int | None = None, label: str = "") -> Query:
+    def quantiles(
+        self,
+        *,
+        column: str,
+        bounds: tuple[float, float] | None = None,
+        probabilities: Sequence[float] = (0.25, 0.5, 0.75),
+        bins: int | Sequence[float] | None = None,
+        where: Where = None,
+        by: By = None,
+        epsilon: float | None = None,
+        noise_multiplier: float | None = None,
+        mechanism: str = "gaussian",
+        min_cell_size: int | None = None,
+        label: str = "",
+    ) -> Query:
         """Quantiles of ``column`` read from a noisy histogram on a public grid over
         ``bounds`` (``bins`` equal bins, 50 by default): the answer's resolution is one bin."""
-        return self._make(kind="quantiles", column=column, bounds=bounds, bins=_bins(bins),
-                          probabilities=tuple(probabilities), where=where, by=by, label=label,
-                          epsilon=epsilon, noise_multiplier=noise_multiplier, mechanism=mechanism,
-                          min_cell_size=min_cell_size)
+        return self._make(
+            kind="quantiles",
+            column=column,
+            bounds=bounds,
+            bins=_bins(bins),
+            probabilities=tuple(probabilities),
+            where=where,
+            by=by,
+            label=label,
+            epsilon=epsilon,
+            noise_multiplier=noise_multiplier,
+            mechanism=mechanism,
+            min_cell_size=min_cell_size,
+        )
 
-    def survival(self, *, bounds: tuple[float, float] | None = None, bins: int | Sequence[float] | None = None,
-                 time: str | None = None, event: str | None = None, where: Where = None, by: By = None,
-                 epsilon: float | None = None, noise_multiplier: float | None = None,
-                 mechanism: str = "gaussian", min_cell_size: int | None = None, label: str = "") -> Query:
+    def survival(
+        self,
+        *,
+        bounds: tuple[float, float] | None = None,
+        bins: int | Sequence[float] | None = None,
+        time: str | None = None,
+        event: str | None = None,
+        where: Where = None,
+        by: By = None,
+        epsilon: float | None = None,
+        noise_multiplier: float | None = None,
+        mechanism: str = "gaussian",
+        min_cell_size: int | None = None,
+        label: str = "",
+    ) -> Query:
         """Kaplan-Meier survival on a public time grid over ``bounds`` (e.g. (0, 1825) days,
         ``bins`` equal bins, 20 by default); ``time``/``event`` default to the dictionary's
         time and event columns. Follow-up beyond the grid is censored at its end."""
-        return self._make(kind="survival", column=time, event=event, bounds=bounds, bins=_bins(bins),
-                          where=where, by=by, label=label, epsilon=epsilon,
-                          noise_multiplier=noise_multiplier, mechanism=mechanism, min_cell_size=min_cell_size)
+        return self._make(
+            kind="survival",
+            column=time,
+            event=event,
+            bounds=bounds,
+            bins=_bins(bins),
+            where=where,
+            by=by,
+            label=label,
+            epsilon=epsilon,
+            noise_multiplier=noise_multiplier,
+            mechanism=mechanism,
+            min_cell_size=min_cell_size,
+        )
 
     km = survival
 
@@ -142,9 +296,7 @@ def _bins(bins: int | Sequence[float] | None) -> Any:
 def _as_queries(queries: Query | Sequence[Query]) -> list[Query]:
     items = [queries] if isinstance(queries, Query) else list(queries)
     if not items or not all(isinstance(q, Query) for q in items):
-        raise QueryError(
-            f"ask() takes a query or a list of queries built with wb.query.<kind>(...); got {queries!r}."
-        )
+        raise QueryError(f"ask() takes a query or a list of queries built with wb.query.<kind>(...); got {queries!r}.")
     return items
 
 
@@ -157,7 +309,7 @@ def ask(
     verbose: bool = False,
 ) -> QueryResult | QueryResults:
     """Send every query to every site in ONE simulation run; one result per query."""
-    from federation.analytics_simulation import run_simulated_queries
+    from federation.engines.analytics_simulation import run_simulated_queries
 
     items = _as_queries(queries)
     z_value(level)  # a clear error before the engine starts
@@ -165,13 +317,14 @@ def ask(
     requests = [QueryRequest(query=q, project=project, actor="analyst (notebook)", run_id=run_id) for q in items]
     bar = tqdm(total=len(requests), desc="queries", unit="query", disable=not settings.progress)
     try:
-        box = run_simulated_queries(sites=sites, requests=requests, verbose=verbose,
-                                    on_answer=lambda request, replies: bar.update(1))
+        box = run_simulated_queries(
+            sites=sites, requests=requests, verbose=verbose, on_answer=lambda request, replies: bar.update(1)
+        )
     finally:
         bar.close()
     results = QueryResults(
         QueryResult.from_replies(request=r, replies=replies, level=level)
-        for r, replies in zip(requests, box.answers or [])
+        for r, replies in zip(requests, box.answers or [], strict=False)
     )
     return results[0] if isinstance(queries, Query) else results
 
@@ -179,7 +332,7 @@ def ask(
 def cost(*, sites: list[SiteConfig], queries: Query | Sequence[Query], project: str) -> pd.DataFrame:
     """What each query would cost at each site now, without running it or spending.
 
-    Each row is one site's own computation (``federation.analytics.site_answers.query_cost``,
+    Each row is one site's own computation (``federation.site.query_answers.query_cost``,
     the function its ``query:cost`` handler runs): the noise it would add at its delta,
     the epsilon of this query alone, the project's total after it, whether it fits, and
     whether it would be a free replay. In a simulation the ledgers are on this machine,
@@ -191,8 +344,14 @@ def cost(*, sites: list[SiteConfig], queries: Query | Sequence[Query], project: 
         for site in sites:
             try:
                 rows.append(query_cost(request=request, site=site))
-            except QueryRefused as refused:
-                rows.append({"site": site.site_id, "query_id": query.query_id,
-                             "query": query.label or query.describe(), "fits": False,
-                             "binding": f"refused ({refused.kind}): {refused.reason}"})
+            except (Refused, InternalFault) as refused:
+                rows.append(
+                    {
+                        "site": site.site_id,
+                        "query_id": query.query_id,
+                        "query": query.label or query.describe(),
+                        "fits": False,
+                        "binding": f"refused ({refusal_kind(refused)}): {refused}",
+                    }
+                )
     return pd.DataFrame(rows)

@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from federation.evaluation import binary_metrics, predict_proba
-from federation.features import SiteArrays
-from federation.models import build_model
+from federation.training.evaluation import binary_metrics, predict_proba
+from federation.training.features import SiteArrays
+from federation.training.models import build_model
 
 
 def train_non_private(

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from federation.node.site import SiteConfig
+from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger
 
 
@@ -27,14 +27,23 @@ def budget_history(*, sites: Iterable[SiteConfig]) -> pd.DataFrame:
                         limit = float(e.details["epsilon"])
                     except (KeyError, TypeError, ValueError):
                         limit = None
-                rows.append({
-                    "site": site.site_id, "seq": e.seq, "time": e.time, "kind": e.kind,
-                    "project": e.project, "epsilon_dataset": e.epsilon_after,
-                    "epsilon_project": e.project_epsilon_after, "limit": limit,
-                    "purpose": e.purpose,
-                })
-    return pd.DataFrame(rows, columns=["site", "seq", "time", "kind", "project", "epsilon_dataset",
-                                       "epsilon_project", "limit", "purpose"])
+                rows.append(
+                    {
+                        "site": site.site_id,
+                        "seq": e.seq,
+                        "time": e.time,
+                        "kind": e.kind,
+                        "project": e.project,
+                        "epsilon_dataset": e.epsilon_after,
+                        "epsilon_project": e.project_epsilon_after,
+                        "limit": limit,
+                        "purpose": e.purpose,
+                    }
+                )
+    return pd.DataFrame(
+        rows,
+        columns=["site", "seq", "time", "kind", "project", "epsilon_dataset", "epsilon_project", "limit", "purpose"],
+    )
 
 
 def plot_burn_down(history: pd.DataFrame, *, axes=None):
@@ -44,10 +53,9 @@ def plot_burn_down(history: pd.DataFrame, *, axes=None):
 
     sites = list(dict.fromkeys(history["site"]))
     if axes is None:
-        _, axes = plt.subplots(1, max(len(sites), 1), figsize=(3.2 * max(len(sites), 1), 3), sharey=True,
-                               squeeze=False)
+        _, axes = plt.subplots(1, max(len(sites), 1), figsize=(3.2 * max(len(sites), 1), 3), sharey=True, squeeze=False)
         axes = axes[0]
-    for ax, site in zip(axes, sites):
+    for ax, site in zip(axes, sites, strict=False):
         h = history[history["site"] == site]
         total = h.dropna(subset=["epsilon_dataset"])
         ax.step(total["seq"], total["epsilon_dataset"], where="post", color="black", lw=2, label="all projects")

@@ -27,14 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from datasets_synthetic import DataDictionary, DataDictionaryError
-from federation.deployment.processes import split_address
-from federation.deployment.registry import registered_nodes
-from federation.deployment.run_folder import RunFolder, StudyFile
-from federation.deployment.superlink import CONNECTION, Coordinator, CoordinatorError
-from federation.features import FeatureEncoder
-from federation.spec import TrainingSpec
-from workbench.errors import SiteUnreachable, StudyRefused, WorkbenchError, refused_paragraph
+from federation.coordinator.registry import registered_nodes
+from federation.coordinator.run_folder import RunFolder, StudyFile
+from federation.coordinator.superlink import CONNECTION, Coordinator, CoordinatorError
+from federation.data.dictionary import DataDictionary
+from federation.data.errors import DataDictionaryError
+from federation.errors import InternalFault
+from federation.processes import split_address
+from federation.protocol.spec import TrainingSpec
+from federation.training.features import FeatureEncoder
+from workbench.errors import NotAvailable, SiteUnreachable, StudyRefused, WorkbenchError, refused_paragraph
 from workbench.progress import ProgressObserver
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ from workbench.results import TrainingResult
 APP_BUNDLE = Path(__file__).resolve().parents[1] / "federation" / "app_bundle"
 
 
-class StudyFailed(WorkbenchError, RuntimeError):
+class StudyFailed(WorkbenchError, InternalFault, RuntimeError):
     """The coordinator's ServerApp failed; the message carries its error."""
 
 
@@ -72,7 +74,9 @@ def _open_coordinator(coordinator: str | Path) -> Coordinator:
 class ConnectedWorkbench:
     """The study methods of ``Workbench.simulate(...)``, against a running coordinator."""
 
-    def __init__(self, *, coordinator: Coordinator, dictionary: DataDictionary | None, sites: int | None = None) -> None:
+    def __init__(
+        self, *, coordinator: Coordinator, dictionary: DataDictionary | None, sites: int | None = None
+    ) -> None:
         self.coordinator = coordinator
         self.dictionary = dictionary
         self._sites = sites
@@ -95,8 +99,9 @@ class ConnectedWorkbench:
     @property
     def sites(self) -> pd.DataFrame:
         nodes = registered_nodes(self.coordinator)
-        return pd.DataFrame([{"site": n.name, "node_id": n.node_id, "registered_at": n.registered_at}
-                             for n in nodes.values()])
+        return pd.DataFrame(
+            [{"site": n.name, "node_id": n.node_id, "registered_at": n.registered_at} for n in nodes.values()]
+        )
 
     def receipts(self) -> list[dict[str, Any]]:
         """Every spend receipt the coordinator holds (its mirror), oldest run first.
@@ -130,19 +135,37 @@ class ConnectedWorkbench:
         out = []
         for (site, dataset, project), g in frame.groupby(["site_id", "dataset", "project"], sort=True):
             last = g.iloc[-1]
-            out.append({"site": site, "dataset": dataset, "project": project,
-                        "epsilon_project": float(last["project_epsilon_after"]),
-                        "epsilon_dataset": float(last["dataset_epsilon_after"]),
-                        "delta": float(last["delta"]), "releases": len(g)})
+            out.append(
+                {
+                    "site": site,
+                    "dataset": dataset,
+                    "project": project,
+                    "epsilon_project": float(last["project_epsilon_after"]),
+                    "epsilon_dataset": float(last["dataset_epsilon_after"]),
+                    "delta": float(last["delta"]),
+                    "releases": len(g),
+                }
+            )
         return pd.DataFrame(out, columns=columns)
 
     def budget_history(self) -> pd.DataFrame:
         """Every spend the sites' receipts report, in each site's ledger order (the mirror)."""
         columns = ["site", "seq", "time", "kind", "project", "epsilon_dataset", "epsilon_project", "limit", "purpose"]
-        rows = [{"site": r["site_id"], "seq": r["seq"], "time": r.get("time", ""), "kind": r["kind"],
-                 "project": r["project"], "epsilon_dataset": r.get("dataset_epsilon_after"),
-                 "epsilon_project": r.get("project_epsilon_after"), "limit": None, "purpose": r.get("purpose", "")}
-                for r in self.receipts() if r.get("kind") == "commit"]
+        rows = [
+            {
+                "site": r["site_id"],
+                "seq": r["seq"],
+                "time": r.get("time", ""),
+                "kind": r["kind"],
+                "project": r["project"],
+                "epsilon_dataset": r.get("dataset_epsilon_after"),
+                "epsilon_project": r.get("project_epsilon_after"),
+                "limit": None,
+                "purpose": r.get("purpose", ""),
+            }
+            for r in self.receipts()
+            if r.get("kind") == "commit"
+        ]
         return pd.DataFrame(rows, columns=columns).sort_values(["site", "seq"], ignore_index=True)
 
     def plot_budget(self, *, axes: Any = None):
@@ -154,7 +177,7 @@ class ConnectedWorkbench:
 
     def report(self, *, out: str | Path | None = None) -> None:
         """The ethics board's report is made where the ledger is: at each hospital."""
-        raise WorkbenchError(
+        raise NotAvailable(
             "Each hospital's ledger stays at the hospital, so its report is made there: "
             "`workbench budget report --ledger STATE/ledger.sqlite --out report.html` (the ledger path is in "
             "the node's node.toml). Here, wb.budget() and wb.plot_budget() show the coordinator's mirror "
@@ -164,7 +187,7 @@ class ConnectedWorkbench:
 
     def plan_training(self, **_: Any) -> None:
         """Planning needs each site's row count, which only the site knows exactly."""
-        raise WorkbenchError(
+        raise NotAvailable(
             "A connected federation plans at the sites: each hospital calibrates its own noise for the "
             "whole study from its own row count when the study starts, and refuses a study that does not "
             "fit its cap before touching its data. What to do: run wb.describe() for each site's (noisy) "
@@ -207,18 +230,26 @@ class ConnectedWorkbench:
         before it reports the site as failed and stops the study. ``prompt_replies=False``
         uses Flower's own Grid, which collects replies every 3 s (for comparison).
         """
-        from federation.models import build_model
+        from federation.training.models import build_model
 
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
         encoder = self.encoder(target=target)
         folder = RunFolder(self.coordinator.runs_dir / spec.run_id)
-        StudyFile(spec=spec, encoder=encoder, n_sites=self.n_sites, run_folder=folder.path,
-                  timeout=reply_timeout, prompt_grid=prompt_replies).save(folder.study_path)
+        StudyFile(
+            spec=spec,
+            encoder=encoder,
+            n_sites=self.n_sites,
+            run_folder=folder.path,
+            timeout=reply_timeout,
+            prompt_grid=prompt_replies,
+        ).save(folder.study_path)
         flower_run = self._start_flower_run(key="study-file", path=folder.study_path, folder=folder)
         observer = ProgressObserver(rounds=rounds, on_round=on_round)
         try:
-            outcome = self._follow(folder=folder, flower_run=flower_run, observer=observer, timeout=timeout, verbose=verbose)
+            outcome = self._follow(
+                folder=folder, flower_run=flower_run, observer=observer, timeout=timeout, verbose=verbose
+            )
         finally:
             observer.close()
         if outcome["status"] != "finished":
@@ -237,8 +268,12 @@ class ConnectedWorkbench:
 
         model.load_state_dict(torch.load(folder.model_path, weights_only=True))
         return TrainingResult(
-            spec=spec, history=observer.history(), model=model, receipts=list(outcome["receipts"]),
-            stopped_reason=str(outcome.get("stopped_reason", "")), encoder=encoder,
+            spec=spec,
+            history=observer.history(),
+            model=model,
+            receipts=list(outcome["receipts"]),
+            stopped_reason=str(outcome.get("stopped_reason", "")),
+            encoder=encoder,
         )
 
     # --- analytics ------------------------------------------------------------------
@@ -264,7 +299,7 @@ class ConnectedWorkbench:
         requests, answers, _ = self._run_queries(items=items, project=project, costs=False, timeout=timeout)
         results = QueryResults(
             QueryResult.from_replies(request=request, replies=replies, level=level)
-            for request, replies in zip(requests, answers)
+            for request, replies in zip(requests, answers, strict=False)
         )
         return results[0] if not isinstance(queries, list) else results
 
@@ -283,28 +318,41 @@ class ConnectedWorkbench:
 
         if self.dictionary is None:
             raise DataDictionaryError("describe() needs the public data dictionary: pass dictionary=... to connect.")
-        counts = self.ask(self.query.count(by="site", epsilon=epsilon, label="patients per site"), project=project,
-                          level=level)
+        counts = self.ask(
+            self.query.count(by="site", epsilon=epsilon, label="patients per site"), project=project, level=level
+        )
         sites = pd.DataFrame({"site": list(counts.sites["site"]), "dataset": ""})
-        return Description(schema=schema_rows(dictionary=self.dictionary), sites=site_rows(sites=sites, counts=counts),
-                           counts=counts)
+        return Description(
+            schema=schema_rows(dictionary=self.dictionary), sites=site_rows(sites=sites, counts=counts), counts=counts
+        )
 
     def _run_queries(self, *, items: list[Query], project: str, costs: bool, timeout: float):
-        from federation.analytics.site_answers import QueryRequest
-        from federation.deployment.query_file import QueryFile, answers_from_json
+        from federation.coordinator.query_file import QueryFile, answers_from_json
+        from federation.protocol.query_request import QueryRequest
 
         run_id = uuid.uuid4().hex[:12]
-        requests = tuple(QueryRequest(query=q, project=project, actor="analyst (notebook)", run_id=run_id)
-                         for q in items)
+        requests = tuple(
+            QueryRequest(query=q, project=project, actor="analyst (notebook)", run_id=run_id) for q in items
+        )
         folder = RunFolder(self.coordinator.runs_dir / f"queries-{run_id}")
         query_path = folder.path / "queries.json"
-        QueryFile(requests=requests, n_sites=self.n_sites, run_folder=folder.path, costs=costs,
-                  answers=not costs, timeout=timeout).save(query_path)
+        QueryFile(
+            requests=requests,
+            n_sites=self.n_sites,
+            run_folder=folder.path,
+            costs=costs,
+            answers=not costs,
+            timeout=timeout,
+        ).save(query_path)
         flower_run = self._start_flower_run(key="query-file", path=query_path, folder=folder)
         outcome = self._await_outcome(
-            folder=folder, flower_run=flower_run, timeout=timeout,
-            late=lambda: SiteUnreachable(f"the sites did not answer within {timeout:.0f} s (Flower run {flower_run}, "
-                                         "now stopped). What to do: check each site's `workbench node status`."),
+            folder=folder,
+            flower_run=flower_run,
+            timeout=timeout,
+            late=lambda: SiteUnreachable(
+                f"the sites did not answer within {timeout:.0f} s (Flower run {flower_run}, "
+                "now stopped). What to do: check each site's `workbench node status`."
+            ),
         )
         if outcome["status"] != "finished":
             raise StudyFailed(f"the coordinator's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}")
@@ -318,7 +366,12 @@ class ConnectedWorkbench:
         return flower_run
 
     def _await_outcome(
-        self, *, folder: RunFolder, flower_run: str, timeout: float, late: Callable[[], Exception],
+        self,
+        *,
+        folder: RunFolder,
+        flower_run: str,
+        timeout: float,
+        late: Callable[[], Exception],
         on_tick: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Poll the run folder until the ServerApp writes its outcome (``on_tick`` first, each
@@ -340,7 +393,9 @@ class ConnectedWorkbench:
                 raise late()
             time.sleep(0.2)
 
-    def _follow(self, *, folder: RunFolder, flower_run: str, observer: ProgressObserver, timeout: float, verbose: bool) -> dict[str, Any]:
+    def _follow(
+        self, *, folder: RunFolder, flower_run: str, observer: ProgressObserver, timeout: float, verbose: bool
+    ) -> dict[str, Any]:
         """Report rounds as the ServerApp writes them; return its outcome."""
         seen = 0
 
@@ -354,9 +409,13 @@ class ConnectedWorkbench:
             seen = len(rounds)
 
         outcome = self._await_outcome(
-            folder=folder, flower_run=flower_run, timeout=timeout, on_tick=report_new_rounds,
-            late=lambda: TimeoutError(f"the study (Flower run {flower_run}) did not finish within {timeout:.0f} s; "
-                                      "it was stopped."),
+            folder=folder,
+            flower_run=flower_run,
+            timeout=timeout,
+            on_tick=report_new_rounds,
+            late=lambda: TimeoutError(
+                f"the study (Flower run {flower_run}) did not finish within {timeout:.0f} s; it was stopped."
+            ),
         )
         if outcome.get("stopped_reason"):
             observer.study_stopped(outcome["stopped_reason"])
@@ -427,21 +486,35 @@ def run_connected_study(
     started = time.monotonic()
     wb = connect(coordinator=coordinator, dictionary=dictionary)
     echo(f"{wb.n_sites} sites through the coordinator at {wb.coordinator.address}")
-    echo(f"private federated training: project {project!r}, epsilon {epsilon:g} per hospital at delta "
-         f"{delta:g}, {rounds} rounds (Flower Deployment Engine, DP-SGD at every site)")
-    result = wb.train(target_epsilon=epsilon, rounds=rounds, project=project, target=target, delta=delta,
-                      on_round=lambda r: echo(_round_line(r)), **hyperparameters)
+    echo(
+        f"private federated training: project {project!r}, epsilon {epsilon:g} per hospital at delta "
+        f"{delta:g}, {rounds} rounds (Flower Deployment Engine, DP-SGD at every site)"
+    )
+    result = wb.train(
+        target_epsilon=epsilon,
+        rounds=rounds,
+        project=project,
+        target=target,
+        delta=delta,
+        on_round=lambda r: echo(_round_line(r)),
+        **hyperparameters,
+    )
     echo(result._statement())
     if result.stopped_reason:
         echo(f"STOPPED: {result.stopped_reason}")
     out.mkdir(parents=True, exist_ok=True)
     summary = {
-        "project": project, "run_id": result.spec.run_id, "target_epsilon": epsilon, "delta": delta,
+        "project": project,
+        "run_id": result.spec.run_id,
+        "target_epsilon": epsilon,
+        "delta": delta,
         "rounds_planned": rounds,
         "rounds_completed": int(result.history["round"].max()) if not result.history.empty else 0,
         "stopped_reason": result.stopped_reason,
-        "epsilon_per_site": {r.site: {"project": r.epsilon_project, "dataset_total": r.epsilon_dataset}
-                             for r in result.epsilon().itertuples()},
+        "epsilon_per_site": {
+            r.site: {"project": r.epsilon_project, "dataset_total": r.epsilon_dataset}
+            for r in result.epsilon().itertuples()
+        },
         "weighted": result.weighted().to_dict(orient="records"),
         "privacy_statement": result._statement(),
         "wall_seconds": round(time.monotonic() - started, 1),

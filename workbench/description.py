@@ -60,18 +60,22 @@ def site_rows(*, sites: pd.DataFrame, counts: QueryResult) -> pd.DataFrame:
     rows = []
     for _, s in sites.iterrows():
         value, low, high = noisy.get(s["site"], (float("nan"),) * 3)
-        rows.append({
-            "site": s["site"],
-            "dataset": s["dataset"],
-            "patients (noisy)": value,
-            "interval low": low,
-            "interval high": high,
-            "status": status.loc[s["site"], "status"] if status is not None and s["site"] in status.index else "",
-        })
+        rows.append(
+            {
+                "site": s["site"],
+                "dataset": s["dataset"],
+                "patients (noisy)": value,
+                "interval low": low,
+                "interval high": high,
+                "status": status.loc[s["site"], "status"] if status is not None and s["site"] in status.index else "",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def schema_rows(*, dictionary) -> pd.DataFrame:
     frame = dictionary.to_frame()
-    keep = [c for c in ("name", "kind", "role", "unit", "minimum", "maximum", "categories", "description") if c in frame]
+    keep = [
+        c for c in ("name", "kind", "role", "unit", "minimum", "maximum", "categories", "description") if c in frame
+    ]
     return frame[keep]

@@ -10,24 +10,33 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from federation.errors import BadInput, BudgetRefused, InternalFault, Refused
+
 
 class WorkbenchError(Exception):
-    """A situation the user can act on; its message says what happened and what next."""
+    """A situation the user can act on; its message says what happened and what next.
+
+    Shown without a traceback in a notebook. Each subclass also sits under one of the
+    three kinds of federation/errors.py (bad input, refusal, internal fault)."""
 
     def _render_traceback_(self) -> list[str]:
         return [f"{type(self).__name__}: {self}"]
 
 
-class StudyRefused(WorkbenchError):
+class StudyRefused(WorkbenchError, Refused):
     """The sites refused the study before anything was trained."""
 
 
-class SiteUnreachable(WorkbenchError):
+class SiteUnreachable(WorkbenchError, InternalFault):
     """A site did not answer in time."""
 
 
-class PlanDoesNotFit(WorkbenchError):
+class PlanDoesNotFit(WorkbenchError, BudgetRefused):
     """A planned training would go beyond a site's cap or the project's allocation."""
+
+
+class NotAvailable(WorkbenchError, BadInput):
+    """What was asked is not done by this back end (the message says where it is done)."""
 
 
 def refused_paragraph(*, stopped_reason: str) -> str:

@@ -44,7 +44,9 @@ class LivePlot:
             right.plot(g["round"], g["epsilon_project"], marker="o", label=site)
         left.set(xlabel="round", ylabel="held-out AUC", xlim=(0.5, self._rounds + 0.5), title="Global model per site")
         right.axhline(self._target, color="grey", ls="--", lw=1, label="target")
-        right.set(xlabel="round", ylabel="epsilon spent", xlim=(0.5, self._rounds + 0.5), title="Privacy spent per site")
+        right.set(
+            xlabel="round", ylabel="epsilon spent", xlim=(0.5, self._rounds + 0.5), title="Privacy spent per site"
+        )
         right.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         if self._handle is None:

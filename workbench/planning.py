@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from federation.dp_sgd import planned_sampling
-from federation.node.data_access import site_arrays
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
+from federation.site.data_access import site_arrays
+from federation.training.dp_sgd import planned_sampling
 from privacy_budgets import Ledger, plan_dpsgd
-from privacy_budgets.planning import calibrate_for_project
 from privacy_budgets.mechanisms import dpsgd_event
+from privacy_budgets.planning import calibrate_for_project
 
 if TYPE_CHECKING:
     from workbench.session import Workbench
@@ -46,8 +46,11 @@ class TrainingPlan:
         for sigma, g in self.what_if.groupby("noise_multiplier"):
             ax.plot(g["rounds"], g["epsilon"], marker="o", label=f"noise {sigma:g}")
         ax.axhline(self.spec.target_epsilon, color="grey", ls="--", lw=1, label="target")
-        ax.set(xlabel="rounds", ylabel=f"epsilon at delta {self.spec.delta:g}",
-               title=f"What-if at the smallest site ({self.what_if['site'].iloc[0]})")
+        ax.set(
+            xlabel="rounds",
+            ylabel=f"epsilon at delta {self.spec.delta:g}",
+            title=f"What-if at the smallest site ({self.what_if['site'].iloc[0]})",
+        )
         ax.legend(fontsize=8)
         return ax
 
@@ -57,7 +60,8 @@ class TrainingPlan:
 
     def _repr_html_(self) -> str:
         verdict = (
-            "<span style='color:#1a7f37'>fits every site's budget</span>" if self.fits
+            "<span style='color:#1a7f37'>fits every site's budget</span>"
+            if self.fits
             else "<span style='color:#cf222e'><b>does not fit</b> every site's budget: see the rows marked False</span>"
         )
         return (
@@ -92,8 +96,12 @@ def plan_training(
             # A project whose earlier spending leaves no room raises ProjectBudgetSpent
             # here: one paragraph with its own numbers, the same words a site would send.
             calibration = calibrate_for_project(
-                ledger=ledger, dataset=config.dataset, project=project, target_epsilon=target_epsilon,
-                sampling_rate=q, steps=steps * rounds,
+                ledger=ledger,
+                dataset=config.dataset,
+                project=project,
+                target_epsilon=target_epsilon,
+                sampling_rate=q,
+                steps=steps * rounds,
             )
             sigma = calibration.noise_multiplier
             event = dpsgd_event(noise_multiplier=sigma, sampling_rate=q, steps=steps * rounds)
@@ -116,21 +124,32 @@ def plan_training(
             if calibration.at_minimum:
                 binding = f"{binding}; {calibration.note()}"
             cap = ledger.cap(dataset=config.dataset)
-        rows.append({
-            "site": site, "train_rows": n_train, "sampling_rate": q, "steps_per_round": steps,
-            "noise_multiplier": sigma, "project_spent_before": calibration.prior_epsilon,
-            "project_total_after": calibration.epsilon,
-            "dataset_spent_before": ledger_spent(config), "dataset_total_after": dataset_after,
-            "cap": cap if cap is not None else float("nan"), "cap_remaining_after": remaining,
-            "fits": fits, "binding": binding,
-        })
+        rows.append(
+            {
+                "site": site,
+                "train_rows": n_train,
+                "sampling_rate": q,
+                "steps_per_round": steps,
+                "noise_multiplier": sigma,
+                "project_spent_before": calibration.prior_epsilon,
+                "project_total_after": calibration.epsilon,
+                "dataset_spent_before": ledger_spent(config),
+                "dataset_total_after": dataset_after,
+                "cap": cap if cap is not None else float("nan"),
+                "cap_remaining_after": remaining,
+                "fits": fits,
+                "binding": binding,
+            }
+        )
         if smallest is None or n_train < smallest["n"]:
             smallest = {"site": site, "n": n_train, "q": q, "steps": steps, "delta": delta}
     with _quiet_rdp():
         what_if = plan_dpsgd(
-        noise_multipliers=list(noise_multipliers),
+            noise_multipliers=list(noise_multipliers),
             rounds=sorted({1, max(1, rounds // 2), rounds, 2 * rounds}),
-            steps_per_round=smallest["steps"], sampling_rate=smallest["q"], delta=smallest["delta"],
+            steps_per_round=smallest["steps"],
+            sampling_rate=smallest["q"],
+            delta=smallest["delta"],
         )
     what_if.insert(0, "site", smallest["site"])
     return TrainingPlan(spec=spec, per_site=pd.DataFrame(rows), what_if=what_if)

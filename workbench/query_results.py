@@ -11,12 +11,24 @@ import pandas as pd
 
 from federation.analytics.estimates import POOLED
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRequest
 from federation.coordinator.analytics import SiteQueryReply, combine
+from federation.protocol.query_request import QueryRequest
 
 SUPPRESSED = "suppressed"
-_VALUE_COLUMNS = ("estimate", "se", "ci_low", "ci_high", "n", "proportion", "proportion_se", "at_risk", "events",
-                  "se_sampling", "ci_low_total", "ci_high_total")
+_VALUE_COLUMNS = (
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "n",
+    "proportion",
+    "proportion_se",
+    "at_risk",
+    "events",
+    "se_sampling",
+    "ci_low_total",
+    "ci_high_total",
+)
 
 
 @dataclass
@@ -43,20 +55,27 @@ class QueryResult:
         rows = []
         for r in replies:
             rules = r.release.rules if r.release is not None else None
-            rows.append({
-                "site": r.site_id,
-                "status": r.reply.status,
-                "replay": r.replay,
-                "epsilon": r.epsilon,
-                "noise_multiplier": r.reply.info.get("noise-multiplier"),
-                "min_cell_size": rules.min_cell_size if rules else None,
-                "true_count_floor": rules.true_count_floor if rules else None,
-                "reason": r.reply.reason,
-            })
+            rows.append(
+                {
+                    "site": r.site_id,
+                    "status": r.reply.status,
+                    "replay": r.replay,
+                    "epsilon": r.epsilon,
+                    "noise_multiplier": r.reply.info.get("noise-multiplier"),
+                    "min_cell_size": rules.min_cell_size if rules else None,
+                    "true_count_floor": rules.true_count_floor if rules else None,
+                    "reason": r.reply.reason,
+                }
+            )
         receipts = [receipt for r in replies for receipt in r.reply.receipts]
-        return cls(query=request.query, project=request.project, sites=pd.DataFrame(rows),
-                   frame=combine(request=request, replies=replies, level=level),
-                   receipts=receipts, level=level)
+        return cls(
+            query=request.query,
+            project=request.project,
+            sites=pd.DataFrame(rows),
+            frame=combine(request=request, replies=replies, level=level),
+            receipts=receipts,
+            level=level,
+        )
 
     # --- views ----------------------------------------------------------------------
 
@@ -97,8 +116,11 @@ class QueryResult:
             parts.append(
                 f"Answered by {len(ok)} of {len(self.sites)} sites; the pooled rows cover those sites. "
                 f"Each site added {noise} noise itself and charged its own ledger"
-                + (f": epsilon {fresh['epsilon'].max():.3g} at most for this query (at the site's delta)"
-                   if len(fresh) else "")
+                + (
+                    f": epsilon {fresh['epsilon'].max():.3g} at most for this query (at the site's delta)"
+                    if len(fresh)
+                    else ""
+                )
                 + "."
             )
             if ok["replay"].any():
@@ -111,7 +133,8 @@ class QueryResult:
             floors = ok["true_count_floor"].dropna()
             if len(floors):
                 parts.append(
-                    "A floor on true counts was applied at " + ", ".join(ok.loc[floors.index, "site"])
+                    "A floor on true counts was applied at "
+                    + ", ".join(ok.loc[floors.index, "site"])
                     + ": not covered by DP, recorded in those ledgers as an uncovered release."
                 )
             interval = f"Intervals: {self.level:.0%} for the DP noise (vs. the exact answer on the same records)"
@@ -145,8 +168,10 @@ class QueryResult:
     def _repr_html_(self) -> str:
         title = html.escape(self.query.label or self.query.describe())
         body = self._display_table().to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
-        return (f"<h4>{title}</h4><p>project {html.escape(self.project)}, query {self.query.query_id}</p>"
-                f"{body}<p><small>{html.escape(self.statement())}</small></p>")
+        return (
+            f"<h4>{title}</h4><p>project {html.escape(self.project)}, query {self.query.query_id}</p>"
+            f"{body}<p><small>{html.escape(self.statement())}</small></p>"
+        )
 
     # --- plots ----------------------------------------------------------------------
 
@@ -181,7 +206,7 @@ class QueryResult:
         for name, g in self._groups(rows):
             t = np.concatenate([[start], g["time"].to_numpy(float)])
             s = np.concatenate([[1.0], g["estimate"].to_numpy(float)])
-            line, = ax.step(t, s, where="post", label=name, lw=2.2 if name.startswith(POOLED) else 1.2)
+            (line,) = ax.step(t, s, where="post", label=name, lw=2.2 if name.startswith(POOLED) else 1.2)
             lo = np.concatenate([[1.0], g[low].to_numpy(float)])
             hi = np.concatenate([[1.0], g[high].to_numpy(float)])
             ax.fill_between(t, lo, hi, step="post", alpha=0.15, color=line.get_color())

@@ -8,9 +8,9 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from datasets_synthetic import DataDictionary
-from federation.features import FeatureEncoder
-from federation.spec import TrainingSpec
+from federation.data.dictionary import DataDictionary
+from federation.protocol.spec import TrainingSpec
+from federation.training.features import FeatureEncoder
 
 
 @dataclass
@@ -76,9 +76,8 @@ class TrainingResult:
     def __repr__(self) -> str:
         w = self.weighted()
         last = w.iloc[-1] if not w.empty else None
-        head = (
-            f"TrainingResult(project={self.spec.project!r}, rounds={len(w)}/{self.spec.rounds}, "
-            + (f"weighted AUC={last['auc']:.3f}, accuracy={last['accuracy']:.3f})" if last is not None else "no rounds)")
+        head = f"TrainingResult(project={self.spec.project!r}, rounds={len(w)}/{self.spec.rounds}, " + (
+            f"weighted AUC={last['auc']:.3f}, accuracy={last['accuracy']:.3f})" if last is not None else "no rounds)"
         )
         stop = f"\nStopped: {self.stopped_reason}" if self.stopped_reason else ""
         return f"{head}\n{self.epsilon().to_string(index=False)}\n{self._statement()}{stop}"

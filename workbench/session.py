@@ -15,23 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from datasets_synthetic import (
-    DataDictionary,
-    DataDictionaryError,
-    UnrangedSchema,
-    generate_hospitals,
-    infer_schema_without_ranges,
-    load_sites,
-    write_hospitals,
-)
-from datasets_synthetic.loader import site_files
-from privacy_budgets import Ledger
-
+from datasets_synthetic import generate_hospitals, write_hospitals
 from federation.coordinator.range_phase import RangeFinding
-from federation.features import FeatureEncoder, SiteArrays
-from federation.node.data_access import site_arrays
-from federation.node.site import SiteConfig
-from federation.spec import TrainingSpec
+from federation.data.dictionary import DataDictionary
+from federation.data.errors import DataDictionaryError
+from federation.data.loader import load_sites, site_files
+from federation.data.unranged import UnrangedSchema, infer_schema_without_ranges
+from federation.protocol.spec import TrainingSpec
+from federation.site.data_access import site_arrays
+from federation.site.site_config import SiteConfig
+from federation.training.features import FeatureEncoder, SiteArrays
+from privacy_budgets import Ledger
 from workbench.burn_down import budget_history, plot_burn_down
 from workbench.description import Description, schema_rows, site_rows
 from workbench.errors import PlanDoesNotFit, StudyRefused, as_workbench_errors, refused_paragraph
@@ -41,9 +35,9 @@ from workbench.progress import ProgressObserver
 from workbench.results import TrainingResult
 
 if TYPE_CHECKING:
-    from workbench.connected import ConnectedWorkbench
     from federation.analytics.query import Query
     from workbench.analytics import QueryBuilder
+    from workbench.connected import ConnectedWorkbench
     from workbench.query_results import QueryResult, QueryResults
 
 SIMULATED_SITE_IT = "site IT (simulated)"
@@ -168,8 +162,10 @@ class Workbench:
     @property
     def sites(self) -> pd.DataFrame:
         return pd.DataFrame(
-            [{"site": s.site_id, "dataset": s.dataset, "data": str(s.data_path), "ledger": str(s.ledger_path)}
-             for s in self._sites]
+            [
+                {"site": s.site_id, "dataset": s.dataset, "data": str(s.data_path), "ledger": str(s.ledger_path)}
+                for s in self._sites
+            ]
         )
 
     def site_configs(self) -> list[SiteConfig]:
@@ -211,8 +207,7 @@ class Workbench:
             with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
                 verdict = ledger.verify()
                 path = build_report(ledger, out=folder / f"{s.site_id}.html")
-            rows.append({"site": s.site_id, "report": str(path), "verified": verdict.ok,
-                         "verdict": str(verdict)})
+            rows.append({"site": s.site_id, "report": str(path), "verified": verdict.ok, "verdict": str(verdict)})
         return BudgetReports(frame=pd.DataFrame(rows))
 
     def describe(self, *, project: str = "describe", epsilon: float = 0.05, level: float = 0.95) -> Description:
@@ -229,10 +224,14 @@ class Workbench:
                 "has none. Write data_dictionary.json beside the site files."
             )
         self._grant_where_missing(project=project, epsilon=epsilon, reason="describing the hospitals")
-        counts = self.ask(self.query.count(by="site", epsilon=epsilon, label="patients per site"), project=project,
-                          level=level)
-        return Description(schema=schema_rows(dictionary=self.dictionary),
-                           sites=site_rows(sites=self.sites, counts=counts), counts=counts)
+        counts = self.ask(
+            self.query.count(by="site", epsilon=epsilon, label="patients per site"), project=project, level=level
+        )
+        return Description(
+            schema=schema_rows(dictionary=self.dictionary),
+            sites=site_rows(sites=self.sites, counts=counts),
+            counts=counts,
+        )
 
     # --- doing --------------------------------------------------------------------
 
@@ -241,7 +240,10 @@ class Workbench:
         for s in self._sites:
             with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
                 ledger.allocate(
-                    dataset=s.dataset, project=project, epsilon=epsilon, actor=actor,
+                    dataset=s.dataset,
+                    project=project,
+                    epsilon=epsilon,
+                    actor=actor,
                     reason=reason or f"allocation for study {project}",
                 )
 
@@ -251,8 +253,9 @@ class Workbench:
         for s in self._sites:
             with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
                 if ledger.allocation(dataset=s.dataset, project=project) is None:
-                    ledger.allocate(dataset=s.dataset, project=project, epsilon=epsilon,
-                                    actor=SIMULATED_ETHICS_BOARD, reason=reason)
+                    ledger.allocate(
+                        dataset=s.dataset, project=project, epsilon=epsilon, actor=SIMULATED_ETHICS_BOARD, reason=reason
+                    )
 
     def train(
         self,
@@ -274,8 +277,8 @@ class Workbench:
         at each site (as a simulated ethics board would); the sites' ledgers refuse
         anything beyond their caps.
         """
-        from federation.models import build_model
-        from federation.simulation import run_simulated_training
+        from federation.engines.simulation import run_simulated_training
+        from federation.training.models import build_model
 
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
@@ -297,8 +300,12 @@ class Workbench:
         try:
             with as_workbench_errors():
                 outcome = run_simulated_training(
-                    sites=self._sites, spec=spec, encoder=encoder, range_finding=range_finding,
-                    observer=observer, verbose=verbose,
+                    sites=self._sites,
+                    spec=spec,
+                    encoder=encoder,
+                    range_finding=range_finding,
+                    observer=observer,
+                    verbose=verbose,
                 )
         finally:
             observer.close()
@@ -337,8 +344,13 @@ class Workbench:
         The arguments are those of ``train``.
         """
         return plan_training(
-            self, target_epsilon=target_epsilon, rounds=rounds, project=project, target=target,
-            noise_multipliers=noise_multipliers, **hyperparameters,
+            self,
+            target_epsilon=target_epsilon,
+            rounds=rounds,
+            project=project,
+            target=target,
+            noise_multipliers=noise_multipliers,
+            **hyperparameters,
         )
 
     def _refuse_unless_plan_fits(
@@ -347,8 +359,12 @@ class Workbench:
         """Stop before the engine starts when a site's cap or the project's allocation
         cannot hold the study: the sites would refuse it anyway, round by round."""
         plan = self.plan_training(
-            target_epsilon=spec.target_epsilon, rounds=spec.rounds, project=spec.project, target=target,
-            noise_multipliers=(1.0,), **hyperparameters,
+            target_epsilon=spec.target_epsilon,
+            rounds=spec.rounds,
+            project=spec.project,
+            target=target,
+            noise_multipliers=(1.0,),
+            **hyperparameters,
         )
         if plan.fits:
             return
@@ -405,8 +421,7 @@ class Workbench:
         if result.study_dictionary is not None:
             config = {"study-dictionary": json.dumps(result.study_dictionary.to_json())}
         return {
-            s.site_id: site_arrays(site=s, spec=result.spec, encoder=result.encoder, config=config)
-            for s in self._sites
+            s.site_id: site_arrays(site=s, spec=result.spec, encoder=result.encoder, config=config) for s in self._sites
         }
 
 
@@ -434,8 +449,10 @@ class BudgetReports:
             f"<td>{html.escape(str(r['verdict']))}</td></tr>"
             for _, r in self.frame.iterrows()
         )
-        return ("<h4>Ethics board reports</h4><table><tr><th>site</th><th>report</th><th>ledger</th>"
-                f"<th>verification</th></tr>{rows}</table>")
+        return (
+            "<h4>Ethics board reports</h4><table><tr><th>site</th><th>report</th><th>ledger</th>"
+            f"<th>verification</th></tr>{rows}</table>"
+        )
 
 
 def _per_site(value: int | dict[str, int] | None, site_id: str) -> int | None:
@@ -444,7 +461,7 @@ def _per_site(value: int | dict[str, int] | None, site_id: str) -> int | None:
 
 def _check_disclosure_rules(configs: list[SiteConfig]) -> None:
     """Refuse a rule below the workbench's limits now, not at the first query."""
-    from federation.analytics.disclosure import rules_for
+    from federation.site.config import disclosure_rules
 
     for site in configs:
-        rules_for(site_min=site.min_cell_size, site_floor=site.true_count_floor, query_min=None)
+        disclosure_rules(site=site)

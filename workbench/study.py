@@ -61,8 +61,13 @@ def run_study(
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     wb = Workbench.simulate(
-        data=data, workdir=out, sites=simulate_sites, rows=simulate_rows, seed=seed,
-        site_cap=site_cap, delta=delta,
+        data=data,
+        workdir=out,
+        sites=simulate_sites,
+        rows=simulate_rows,
+        seed=seed,
+        site_cap=site_cap,
+        delta=delta,
     )
     echo(f"{len(wb.sites)} hospitals: {', '.join(wb.sites['site'])}")
     echo(
@@ -70,15 +75,21 @@ def run_study(
         f"at delta {delta:g}, {rounds} rounds (Flower simulation engine, DP-SGD at every site)"
     )
     result = wb.train(
-        target_epsilon=epsilon, rounds=rounds, project=project, target=target, delta=delta,
-        on_round=lambda r: echo(_round_line(r)), **hyperparameters,
+        target_epsilon=epsilon,
+        rounds=rounds,
+        project=project,
+        target=target,
+        delta=delta,
+        on_round=lambda r: echo(_round_line(r)),
+        **hyperparameters,
     )
     final = result.evaluation.rename(columns={"num_test": "num_examples"})
     final = final.assign(model="federated DP-SGD")
     tables = [final[["model", "site", "num_examples", "loss", "accuracy", "auc"]]]
     if baselines:
-        tables.append(baseline_metrics(arrays=wb.local_arrays(result=result),
-                                       model=result.spec.model, hidden=result.spec.hidden))
+        tables.append(
+            baseline_metrics(arrays=wb.local_arrays(result=result), model=result.spec.model, hidden=result.spec.hidden)
+        )
     metrics = pd.concat(tables, ignore_index=True)
 
     with_eps = result.epsilon()
@@ -101,7 +112,12 @@ def run_study(
     for model, g in metrics.groupby("model", sort=False):
         summary["models"][model] = {
             "per_site": {
-                r.site: {"auc": _nan_none(r.auc), "accuracy": r.accuracy, "loss": r.loss, "num_examples": int(r.num_examples)}
+                r.site: {
+                    "auc": _nan_none(r.auc),
+                    "accuracy": r.accuracy,
+                    "loss": r.loss,
+                    "num_examples": int(r.num_examples),
+                }
                 for r in g.itertuples()
             },
             "weighted": {m: _nan_none(_weighted(g, m)) for m in ("auc", "accuracy", "loss")},
@@ -115,7 +131,9 @@ def run_study(
     echo("")
     echo("privacy spent per hospital (each hospital's own ledger, PLD accountant):")
     for r in with_eps.itertuples():
-        echo(f"  {r.site}: epsilon {r.epsilon_project:.3f} for this study, {r.epsilon_dataset:.3f} in total, delta {delta:g}")
+        echo(
+            f"  {r.site}: epsilon {r.epsilon_project:.3f} for this study, {r.epsilon_dataset:.3f} in total, delta {delta:g}"
+        )
     echo(result._statement())
     if result.stopped_reason:
         echo(f"STOPPED: {result.stopped_reason}")
@@ -126,8 +144,10 @@ def run_study(
         for receipt in result.receipts:
             fh.write(json.dumps(receipt) + "\n")
     budget.to_csv(out / "budget.csv", index=False)
-    echo(f"\nwrote {out / 'summary.json'}, {out / 'receipts.jsonl'} and the ledgers under {out / 'sites'} "
-         f"({summary['wall_seconds']:.0f} s)")
+    echo(
+        f"\nwrote {out / 'summary.json'}, {out / 'receipts.jsonl'} and the ledgers under {out / 'sites'} "
+        f"({summary['wall_seconds']:.0f} s)"
+    )
     return summary
 
 

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from federation.deployment.loopback import LoopbackFederation
-from federation.deployment.processes import BIN_DIR, ProcessHandle, engine_env, spawn, stop_process_group
-from federation.deployment.run_folder import RunFolder
-from federation.deployment.supernode import supernode_command
+from federation.coordinator.run_folder import RunFolder
+from federation.engines.loopback import LoopbackFederation
+from federation.processes import BIN_DIR, ProcessHandle, engine_env, spawn, stop_process_group
+from federation.site.supernode import supernode_command
 
 TASK_LINE = re.compile(r"task (\w+) of run (\d+) took ([0-9.]+) s")
 
@@ -74,7 +74,7 @@ def split_rounds(tasks: dict[str, list[tuple[str, float]]], rounds: int) -> tupl
     for r in range(rounds):
         per_site, per_site_train = [], []
         for rows in tasks.values():
-            pair = rows[2 * r: 2 * r + 2]
+            pair = rows[2 * r : 2 * r + 2]
             if len(pair) != 2:
                 return [None] * rounds, [None] * rounds
             per_site.append(sum(s for _, s in pair))
@@ -99,7 +99,9 @@ def connected_study(fed: LoopbackFederation, *, project: str, rounds: int, promp
 def measure_deployment(
     fed: LoopbackFederation, *, name: str, project: str, rounds: int, prompt_replies: bool = True, epsilon: float = 2.0
 ) -> VariantResult:
-    reports, result = connected_study(fed, project=project, rounds=rounds, prompt_replies=prompt_replies, epsilon=epsilon)
+    reports, result = connected_study(
+        fed, project=project, rounds=rounds, prompt_replies=prompt_replies, epsilon=epsilon
+    )
     flower_run = RunFolder(fed.coordinator.runs_dir / result.spec.run_id).flower_run()
     site, train = split_rounds(site_task_seconds(fed, flower_run=flower_run), rounds)
     return VariantResult(name=name, round_seconds=[r.seconds for r in reports], site_seconds=site, train_seconds=train)
@@ -132,10 +134,10 @@ def stop_stock_nodes(handles: dict[str, ProcessHandle]) -> None:
 
 def measure_simulation(fed: LoopbackFederation, *, project: str, rounds: int, epsilon: float = 2.0) -> VariantResult:
     from federation.coordinator.events import RoundReport
-    from federation.features import FeatureEncoder
-    from federation.simulation import run_simulated_training
-    from federation.spec import TrainingSpec
-    from datasets_synthetic import DataDictionary
+    from federation.data.dictionary import DataDictionary
+    from federation.engines.simulation import run_simulated_training
+    from federation.protocol.spec import TrainingSpec
+    from federation.training.features import FeatureEncoder
 
     fed.allocate(project=project, epsilon=epsilon)
     reports: list[RoundReport] = []
@@ -150,12 +152,18 @@ def measure_simulation(fed: LoopbackFederation, *, project: str, rounds: int, ep
     encoder = FeatureEncoder.from_dictionary(dictionary=DataDictionary.load(fed.dictionary_path))
     sites = [fed.node_config(s).site_config() for s in fed.sites]
     started = time.monotonic()
-    run_simulated_training(sites=sites, spec=TrainingSpec(project=project, target_epsilon=epsilon, rounds=rounds),
-                           encoder=encoder, observer=Collect(), cpus=2)
+    run_simulated_training(
+        sites=sites,
+        spec=TrainingSpec(project=project, target_epsilon=epsilon, rounds=rounds),
+        encoder=encoder,
+        observer=Collect(),
+        cpus=2,
+    )
     total = time.monotonic() - started
     return VariantResult(
         name="Flower simulation engine (Ray, in-process ServerApp)",
         round_seconds=[r.seconds for r in reports],
-        site_seconds=[None] * len(reports), train_seconds=[None] * len(reports),
+        site_seconds=[None] * len(reports),
+        train_seconds=[None] * len(reports),
         note=f"{total:.1f} s in all, Ray's start included",
     )

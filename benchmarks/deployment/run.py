@@ -30,7 +30,7 @@ from benchmarks.deployment.measure import (
     start_stock_nodes,
     stop_stock_nodes,
 )
-from federation.deployment.loopback import LoopbackFederation, build_loopback_federation
+from federation.engines.loopback import LoopbackFederation, build_loopback_federation
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
 FAST = "workbench deployment: site executor, short polls"
@@ -83,7 +83,7 @@ def results_markdown(*, results: list[VariantResult], sites: int, rows: int, rou
         "- Flower 1.42's stock node starts a `flwr-clientapp` process for every message. That process "
         "imports flwr (about 2 s here) and the site's ClientApp imports torch, Opacus and pandas "
         "(about 5 s more): two messages per round per site, on 2 cores. The site executor "
-        "(federation/deployment/site_executor.py) replaces Flower's SuperExec and those processes with "
+        "(federation/site/site_executor.py) replaces Flower's SuperExec and those processes with "
         "one long-lived process per site that polls the SuperNode's Runtime API and runs the ClientApp "
         "in-process; it also refuses any bundle whose ClientApp is not the workbench's own.",
         "- Flower's SuperNode waits 3 s after every empty pull from the SuperLink, and its deployed Grid "
@@ -124,15 +124,21 @@ def run(
                 fed.stop_site(site)
             for site in fed.sites:
                 fed.start_site(site, poll_seconds=3.0)
-            results.append(measure_deployment(fed, name=EXECUTOR_FLOWER_POLLS, project=f"bench_slow_{tag}",
-                                              rounds=rounds, prompt_replies=False))
+            results.append(
+                measure_deployment(
+                    fed, name=EXECUTOR_FLOWER_POLLS, project=f"bench_slow_{tag}", rounds=rounds, prompt_replies=False
+                )
+            )
         if "stock" in variants:
             for site in fed.sites:
                 fed.stop_site(site)
             handles = start_stock_nodes(fed)
             try:
-                results.append(measure_deployment(fed, name=STOCK, project=f"bench_stock_{tag}", rounds=rounds,
-                                                  prompt_replies=False))
+                results.append(
+                    measure_deployment(
+                        fed, name=STOCK, project=f"bench_stock_{tag}", rounds=rounds, prompt_replies=False
+                    )
+                )
             finally:
                 stop_stock_nodes(handles)
         if "simulation" in variants:
@@ -142,8 +148,15 @@ def run(
             fed.stop()
             tmp.cleanup()
     if out is not None:
-        out.write_text(results_markdown(results=results, sites=len(fed.sites), rows=rows, rounds=rounds,
-                                        command=command or "python -m benchmarks.deployment.run"))
+        out.write_text(
+            results_markdown(
+                results=results,
+                sites=len(fed.sites),
+                rows=rows,
+                rounds=rounds,
+                command=command or "python -m benchmarks.deployment.run",
+            )
+        )
     return results
 
 
@@ -153,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--quick", action="store_true", help="test size: 2 rounds, 200 rows, the workbench variant only")
+    parser.add_argument(
+        "--quick", action="store_true", help="test size: 2 rounds, 200 rows, the workbench variant only"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.rows, args.variants = 2, 200, VARIANTS[0]
@@ -164,8 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m benchmarks.deployment.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     results = run(out=args.out, rounds=args.rounds, rows=args.rows, variants=variants, command=command.strip())
     for r in results:
-        print(f"{r.name}: {r.per_round:.2f} s/round, rounds 2+ {r.steady:.2f} s "
-              f"(site work {_fmt(r.site_work)}, training {_fmt(r.training)})")
+        print(
+            f"{r.name}: {r.per_round:.2f} s/round, rounds 2+ {r.steady:.2f} s "
+            f"(site work {_fmt(r.site_work)}, training {_fmt(r.training)})"
+        )
     print(f"wrote {args.out}")
 
 

@@ -6,7 +6,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -85,8 +85,18 @@ def detail_table(result: ConfigResult) -> str:
         _row(["---", "---:", "---:", "---:", "---:", "---:"]),
     ]
     for t in sorted(result.timings, key=lambda t: t.ratio):
-        lines.append(_row([t.variant, f"{t.epoch_ms:.1f}", f"{t.ratio:.2f}x",
-                           f"{t.ratio_low:.2f}-{t.ratio_high:.2f}", f"x{t.spread:.2f}", f"{t.setup_ms:.1f}"]))
+        lines.append(
+            _row(
+                [
+                    t.variant,
+                    f"{t.epoch_ms:.1f}",
+                    f"{t.ratio:.2f}x",
+                    f"{t.ratio_low:.2f}-{t.ratio_high:.2f}",
+                    f"x{t.spread:.2f}",
+                    f"{t.setup_ms:.1f}",
+                ]
+            )
+        )
     return "\n".join(lines)
 
 
@@ -94,17 +104,37 @@ def best_vs_default(results: list[ConfigResult]) -> str:
     """The default against the best, and the default against the DataLoader baseline
     (the kind of baseline behind the stack note's "Opacus 2.5x")."""
     lines = [
-        _row(["model", "batch", "threads", DEFAULT, f"{DEFAULT} / nonprivate-loader", "best private variant",
-              "its ratio", f"<= {TARGET}x"]),
+        _row(
+            [
+                "model",
+                "batch",
+                "threads",
+                DEFAULT,
+                f"{DEFAULT} / nonprivate-loader",
+                "best private variant",
+                "its ratio",
+                f"<= {TARGET}x",
+            ]
+        ),
         _row(["---"] * 8),
     ]
     for r in results:
         default, best, loader = r.timing(DEFAULT), r.best_private(), r.timing("nonprivate-loader")
         against_loader = "-" if default is None or loader is None else f"{default.epoch_ms / loader.epoch_ms:.2f}x"
-        lines.append(_row([
-            r.workload + ("" if r.stable else " (disturbed)"), r.batch_size, r.threads, "fails" if default is None else f"{default.ratio:.2f}x",
-            against_loader, best.variant, f"{best.ratio:.2f}x", "yes" if best.ratio <= TARGET else "no",
-        ]))
+        lines.append(
+            _row(
+                [
+                    r.workload + ("" if r.stable else " (disturbed)"),
+                    r.batch_size,
+                    r.threads,
+                    "fails" if default is None else f"{default.ratio:.2f}x",
+                    against_loader,
+                    best.variant,
+                    f"{best.ratio:.2f}x",
+                    "yes" if best.ratio <= TARGET else "no",
+                ]
+            )
+        )
     return "\n".join(lines)
 
 
@@ -115,16 +145,16 @@ Opacus's time on a model this small is not arithmetic. Its default path pays, pe
 a `DataLoader` that draws the Poisson mask over all `n` rows and then fetches and collates
 the chosen rows one by one; forward and backward hooks on every layer that store
 per-sample gradients; and a `DPOptimizer` that loops over parameters in Python to
-clip, accumulate, noise and scale. `federation/fast_dp_sgd.py` (`train_round(...,
+clip, accumulate, noise and scale. `federation/training/fast_dp_sgd.py` (`train_round(...,
 engine="vectorized")`) runs the same mechanism with each of those done as a few
 whole-tensor operations:
 
-- **Sampling** (`federation/poisson_sampling.py`): the same Poisson batch (every row
+- **Sampling** (`federation/training/poisson_sampling.py`): the same Poisson batch (every row
   independently with rate q), drawn from Geometric(q) gaps between chosen rows, so
   the cost is proportional to the batch, not to `n`; rows are gathered with one
   `index_select`. The `+sampler` Opacus variants and `nonprivate-poisson` use the same
   sampler, to show how much of Opacus's overhead is the loader alone.
-- **Clipping** (`federation/per_sample_clipping.py`): for a stack of `Linear` layers and
+- **Clipping** (`federation/training/per_sample_clipping.py`): for a stack of `Linear` layers and
   element-wise activations, a sample's gradient for a layer is the outer product of its
   output gradient `g` and its input `a`, so its squared norm is `|g|^2 (|a|^2 + 1)` and the
   clipped sum is `(c * G)^T A`. One forward, one backward to the layer outputs, no
@@ -157,8 +187,15 @@ load average above); on models this small one thread was as fast or faster.
 
 
 def write_results(
-    *, results: list[ConfigResult], out: Path, rows: int, repeats: int, command: str,
-    load_before: tuple[float, ...], load_after: tuple[float, ...], empty_batch_probes: dict[str, dict[str, str]],
+    *,
+    results: list[ConfigResult],
+    out: Path,
+    rows: int,
+    repeats: int,
+    command: str,
+    load_before: tuple[float, ...],
+    load_after: tuple[float, ...],
+    empty_batch_probes: dict[str, dict[str, str]],
 ) -> Path:
     """Write ``out`` (markdown) and ``out`` with suffix .png; return the png's path."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +205,7 @@ def write_results(
     lines = [
         "# The cost of privacy: DP-SGD against non-private training, one epoch",
         "",
-        f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `{command}`.",
+        f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `{command}`.",
         "",
         "## Machine",
         "",
@@ -188,8 +225,11 @@ def write_results(
         f"- A configuration whose baseline epochs varied by more than x{STABLE_SPREAD} (slowest / fastest) "
         "was disturbed by other work and was measured again, once; one still disturbed is marked "
         "`disturbed` with its spread. Measured again: "
-        + (", ".join(f"{r.workload} batch {r.batch_size} {r.threads} threads" for r in results if r.attempts > 1)
-           or "none") + ".",
+        + (
+            ", ".join(f"{r.workload} batch {r.batch_size} {r.threads} threads" for r in results if r.attempts > 1)
+            or "none"
+        )
+        + ".",
         "",
         "## Ratio of epoch time to non-private training",
         "",
@@ -208,17 +248,27 @@ def write_results(
     ]
     failures = [(r, name, err) for r in results for name, err in r.failures.items()]
     lines += ["## Variants that fail here", ""]
-    lines += [f"- `{name}` ({r.workload}, batch {r.batch_size}, {r.threads} threads): `{err}`"
-              for r, name, err in failures] or ["- none at these sizes"]
+    lines += [
+        f"- `{name}` ({r.workload}, batch {r.batch_size}, {r.threads} threads): `{err}`" for r, name, err in failures
+    ] or ["- none at these sizes"]
     lines += ["", "Empty Poisson batches (20 rows, expected batch 1, 60 steps; a third of the batches empty):", ""]
     for workload, outcome in empty_batch_probes.items():
-        lines.append(f"- {workload}: " + "; ".join(
-            f"`{name}` {'ok' if result == 'ok' else f'fails: `{result}`'}" for name, result in outcome.items()))
+        lines.append(
+            f"- {workload}: "
+            + "; ".join(
+                f"`{name}` {'ok' if result == 'ok' else f'fails: `{result}`'}" for name, result in outcome.items()
+            )
+        )
     lines += ["", "## Every configuration", ""]
     for r in results:
         flag = "" if r.stable else " (disturbed)"
-        lines += [f"### {r.workload} ({r.n_params} parameters), batch {r.batch_size}, {r.threads} threads, "
-                  f"{r.steps} steps{flag}", "", detail_table(r), ""]
+        lines += [
+            f"### {r.workload} ({r.n_params} parameters), batch {r.batch_size}, {r.threads} threads, "
+            f"{r.steps} steps{flag}",
+            "",
+            detail_table(r),
+            "",
+        ]
     lines += [CHANGES]
     out.write_text("\n".join(lines))
     return png
@@ -234,7 +284,7 @@ def plot(*, results: list[ConfigResult], path: Path) -> None:
     private = [v.name for v in VARIANTS if v.private]
     fig, axes = plt.subplots(len(workloads), 1, figsize=(13, 4.2 * len(workloads)), squeeze=False)
     width = 0.8 / len(private)
-    for ax, workload in zip(axes[:, 0], workloads):
+    for ax, workload in zip(axes[:, 0], workloads, strict=False):
         group = [r for r in results if r.workload == workload]
         for i, name in enumerate(private):
             ratios = [(r.timing(name).ratio if r.timing(name) else float("nan")) for r in group]

@@ -64,8 +64,12 @@ def run(
             workload = built[name]
             for attempt in range(1, RETRIES + 2):
                 timings, failures = time_interleaved(
-                    variants=VARIANTS, baseline=BASELINE, workload=workload, batch_size=batch_size,
-                    repeats=repeats, tick=lambda: bar.update(1),
+                    variants=VARIANTS,
+                    baseline=BASELINE,
+                    workload=workload,
+                    batch_size=batch_size,
+                    repeats=repeats,
+                    tick=lambda: bar.update(1),
                 )
                 bar.update(len(failures) * repeats)  # failed variants skip their repeats
                 spread = next(t.spread for t in timings if t.variant == BASELINE)
@@ -75,17 +79,30 @@ def run(
                 bar.refresh()
             results.append(
                 ConfigResult(
-                    workload=name, rows=len(workload.y), n_params=workload.n_params, batch_size=batch_size,
-                    threads=n_threads, steps=math.ceil(len(workload.y) / batch_size), timings=timings,
-                    failures=failures, attempts=attempt, stable=spread <= STABLE_SPREAD,
+                    workload=name,
+                    rows=len(workload.y),
+                    n_params=workload.n_params,
+                    batch_size=batch_size,
+                    threads=n_threads,
+                    steps=math.ceil(len(workload.y) / batch_size),
+                    timings=timings,
+                    failures=failures,
+                    attempts=attempt,
+                    stable=spread <= STABLE_SPREAD,
                 )
             )
     torch.set_num_threads(previous_threads)
     gc.unfreeze()
     probes = {name: empty_batch_probe(workload=name) for name in workloads}
     write_results(
-        results=results, out=out, rows=rows, repeats=repeats, command=command,
-        load_before=load_before, load_after=os.getloadavg(), empty_batch_probes=probes,
+        results=results,
+        out=out,
+        rows=rows,
+        repeats=repeats,
+        command=command,
+        load_before=load_before,
+        load_after=os.getloadavg(),
+        empty_batch_probes=probes,
     )
     return results
 

@@ -78,7 +78,7 @@ def time_interleaved(
 
     timings = []
     for variant in running:
-        ratios = [e / b for e, b in zip(epoch[variant.name], epoch[baseline])]
+        ratios = [e / b for e, b in zip(epoch[variant.name], epoch[baseline], strict=False)]
         timings.append(
             Timing(
                 variant=variant.name,

@@ -17,9 +17,9 @@ from opacus import PrivacyEngine
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.dp_overhead.workloads import Workload
-from federation.dp_sgd import planned_sampling
-from federation.fast_dp_sgd import VectorizedDPSGD
-from federation.poisson_sampling import entropy_generator, poisson_indices
+from federation.training.dp_sgd import planned_sampling
+from federation.training.fast_dp_sgd import VectorizedDPSGD
+from federation.training.poisson_sampling import entropy_generator, poisson_indices
 
 NOISE_MULTIPLIER = 1.0
 MAX_GRAD_NORM = 1.0
@@ -64,10 +64,11 @@ def _nonprivate(sampling: str) -> Callable[[Workload, int], Epoch]:
         optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
         n = len(w.y)
         if sampling == "index":
+
             def batches():
                 order = torch.randperm(n)
                 for start in range(0, n, batch_size):
-                    idx = order[start:start + batch_size]
+                    idx = order[start : start + batch_size]
                     yield w.x.index_select(0, idx), w.y.index_select(0, idx)
         elif sampling == "loader":
             loader = DataLoader(TensorDataset(w.x, w.y), batch_size=batch_size, shuffle=True)
@@ -88,8 +89,13 @@ def _opacus(mode: str, *, fast_sampler: bool) -> Callable[[Workload, int], Epoch
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # secure_mode off: torchcsprng has no release here
             wrapped = PrivacyEngine(accountant="rdp").make_private(
-                module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=NOISE_MULTIPLIER,
-                max_grad_norm=MAX_GRAD_NORM, poisson_sampling=True, grad_sample_mode=mode,
+                module=model,
+                optimizer=optimizer,
+                data_loader=loader,
+                noise_multiplier=NOISE_MULTIPLIER,
+                max_grad_norm=MAX_GRAD_NORM,
+                poisson_sampling=True,
+                grad_sample_mode=mode,
                 criterion=copy.deepcopy(w.criterion),
             )
         if mode == "ghost":
@@ -110,8 +116,12 @@ def _vectorized(method: str) -> Callable[[Workload, int], Epoch]:
     def prepare(w: Workload, batch_size: int) -> Epoch:
         rate, steps = planned_sampling(n_train=len(w.y), batch_size=batch_size, local_epochs=1)
         trainer = VectorizedDPSGD(
-            model=w.model, per_sample_loss=w.per_sample_loss, noise_multiplier=NOISE_MULTIPLIER,
-            max_grad_norm=MAX_GRAD_NORM, learning_rate=LEARNING_RATE, method=method,
+            model=w.model,
+            per_sample_loss=w.per_sample_loss,
+            noise_multiplier=NOISE_MULTIPLIER,
+            max_grad_norm=MAX_GRAD_NORM,
+            learning_rate=LEARNING_RATE,
+            method=method,
         )
         return lambda: trainer.run_steps(x=w.x, y=w.y, sampling_rate=rate, steps=steps)[1]
 
@@ -124,15 +134,26 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("nonprivate-poisson", False, "Poisson batches from the fast sampler, no privacy", _nonprivate("poisson")),
     Variant("opacus-hooks", True, "Opacus default: hooks, Poisson DataLoader", _opacus("hooks", fast_sampler=False)),
     Variant("opacus-ghost", True, "Opacus ghost clipping, Poisson DataLoader", _opacus("ghost", fast_sampler=False)),
-    Variant("opacus-functorch", True, "Opacus functorch mode, Poisson DataLoader",
-            _opacus("functorch", fast_sampler=False)),
+    Variant(
+        "opacus-functorch", True, "Opacus functorch mode, Poisson DataLoader", _opacus("functorch", fast_sampler=False)
+    ),
     Variant("opacus-ew", True, "Opacus expanded weights, Poisson DataLoader", _opacus("ew", fast_sampler=False)),
-    Variant("opacus-hooks+sampler", True, "Opacus hooks, batches from the fast sampler",
-            _opacus("hooks", fast_sampler=True)),
-    Variant("opacus-ghost+sampler", True, "Opacus ghost, batches from the fast sampler",
-            _opacus("ghost", fast_sampler=True)),
-    Variant("vectorized", True, "federation.fast_dp_sgd, closed-form clipping (train_round engine='vectorized')",
-            _vectorized("linear")),
-    Variant("vectorized-functorch", True, "federation.fast_dp_sgd with torch.func per-sample gradients",
-            _vectorized("functorch")),
+    Variant(
+        "opacus-hooks+sampler", True, "Opacus hooks, batches from the fast sampler", _opacus("hooks", fast_sampler=True)
+    ),
+    Variant(
+        "opacus-ghost+sampler", True, "Opacus ghost, batches from the fast sampler", _opacus("ghost", fast_sampler=True)
+    ),
+    Variant(
+        "vectorized",
+        True,
+        "federation.training.fast_dp_sgd, closed-form clipping (train_round engine='vectorized')",
+        _vectorized("linear"),
+    ),
+    Variant(
+        "vectorized-functorch",
+        True,
+        "federation.training.fast_dp_sgd with torch.func per-sample gradients",
+        _vectorized("functorch"),
+    ),
 )

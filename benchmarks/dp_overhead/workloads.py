@@ -15,9 +15,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from datasets_synthetic import generate_hospitals
-from federation.dp_sgd import binary_logit_loss
-from federation.features import FeatureEncoder
-from federation.models import build_model
+from federation.training.dp_sgd import binary_logit_loss
+from federation.training.features import FeatureEncoder
+from federation.training.models import build_model
 
 WORKLOADS = ("demo", "mlp-20-64-64-2")
 

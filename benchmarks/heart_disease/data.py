@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from datasets_synthetic.dictionary import ColumnSpec, DataDictionary
 from datasets_synthetic.uci_heart_disease import UCI_HEART_DISEASE_DICTIONARY, UCI_SITES, load_uci_heart_disease
-from federation.features import FeatureEncoder
+from federation.data.dictionary import ColumnSpec, DataDictionary
+from federation.training.features import FeatureEncoder
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "uci_heart_disease"
 FLAMBY_DROPPED = ("slope", "ca", "thal")
@@ -37,11 +37,15 @@ SPLIT_COLUMN = "flamby_split"
 FLAMBY_DICTIONARY = DataDictionary(
     name="fed_heart_disease",
     source=UCI_HEART_DISEASE_DICTIONARY.source + "; FLamby's columns and its fixed train/test split",
-    columns=tuple(
-        c for c in UCI_HEART_DISEASE_DICTIONARY.columns if c.name not in FLAMBY_DROPPED
-    ) + (
-        ColumnSpec(name=SPLIT_COLUMN, kind="categorical", role="id", categories=("train", "test"),
-                   description="FLamby's fixed assignment of the row (0.66/0.34, random_state=43); never a feature"),
+    columns=tuple(c for c in UCI_HEART_DISEASE_DICTIONARY.columns if c.name not in FLAMBY_DROPPED)
+    + (
+        ColumnSpec(
+            name=SPLIT_COLUMN,
+            kind="categorical",
+            role="id",
+            categories=("train", "test"),
+            description="FLamby's fixed assignment of the row (0.66/0.34, random_state=43); never a feature",
+        ),
     ),
 )
 
@@ -64,8 +68,13 @@ class Centre:
     def with_train_test(self, *, train: np.ndarray, test: np.ndarray) -> Centre:
         """A centre whose train/test are the given rows of this centre's training set
         (validation splits for the hyperparameter search)."""
-        return replace(self, x_train=self.x_train[train], y_train=self.y_train[train],
-                       x_test=self.x_train[test], y_test=self.y_train[test])
+        return replace(
+            self,
+            x_train=self.x_train[train],
+            y_train=self.y_train[train],
+            x_test=self.x_train[test],
+            y_test=self.y_train[test],
+        )
 
 
 def encoder() -> FeatureEncoder:
@@ -91,8 +100,11 @@ def flamby_split(*, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     levels = np.unique(y)
     stratify = y if len(levels) > 1 and all((y == level).sum() > 2 for level in levels) else None
     train, test = train_test_split(
-        np.arange(len(y)), test_size=1.0 - FLAMBY_TRAIN_FRACTION, train_size=FLAMBY_TRAIN_FRACTION,
-        random_state=FLAMBY_RANDOM_STATE, stratify=stratify,
+        np.arange(len(y)),
+        test_size=1.0 - FLAMBY_TRAIN_FRACTION,
+        train_size=FLAMBY_TRAIN_FRACTION,
+        random_state=FLAMBY_RANDOM_STATE,
+        stratify=stratify,
     )
     return np.sort(train), np.sort(test)
 
@@ -119,16 +131,15 @@ def load_centres(*, folder: Path = DEFAULT_FOLDER) -> dict[str, Centre]:
         split[test] = "test"
         frame[SPLIT_COLUMN] = split
         x = enc.encode(frame)
-        centres[name] = Centre(name=name, frame=frame, x_train=x[train], y_train=y[train],
-                               x_test=x[test], y_test=y[test])
+        centres[name] = Centre(
+            name=name, frame=frame, x_train=x[train], y_train=y[train], x_test=x[test], y_test=y[test]
+        )
     return centres
 
 
 def majority_baseline(*, centres: dict[str, Centre]) -> dict[str, float]:
     """Per-centre test accuracy of predicting the centre's majority training label."""
-    return {
-        name: float(np.mean(c.y_test == float(c.y_train.mean() >= 0.5))) for name, c in centres.items()
-    }
+    return {name: float(np.mean(c.y_test == float(c.y_train.mean() >= 0.5))) for name, c in centres.items()}
 
 
 def validation_folds(*, centres: dict[str, Centre], folds: int) -> list[dict[str, Centre]]:
@@ -138,8 +149,12 @@ def validation_folds(*, centres: dict[str, Centre], folds: int) -> list[dict[str
     for k in range(folds):
         fold = {}
         for name, c in centres.items():
-            train, val = train_test_split(np.arange(len(c.y_train)), test_size=0.34, random_state=1000 + k,
-                                          stratify=c.y_train if min(np.bincount(c.y_train.astype(int), minlength=2)) > 2 else None)
+            train, val = train_test_split(
+                np.arange(len(c.y_train)),
+                test_size=0.34,
+                random_state=1000 + k,
+                stratify=c.y_train if min(np.bincount(c.y_train.astype(int), minlength=2)) > 2 else None,
+            )
             fold[name] = c.with_train_test(train=train, test=val)
         out.append(fold)
     return out

@@ -18,15 +18,14 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from tqdm.auto import tqdm
 
-from federation.coordinator.server_app import initial_arrays
-from federation.coordinator.study_loop import StudyOutcome, run_training
-from federation.node.site import SiteConfig
-from federation.simulation import run_on_simulation
-from federation.spec import TrainingSpec
-from privacy_budgets import Ledger
-
 from benchmarks.heart_disease.data import SPLIT_COLUMN, encoder
 from benchmarks.heart_disease.training import DELTA, Hyper
+from federation.coordinator.server_app import initial_arrays
+from federation.coordinator.study_loop import StudyOutcome, run_training
+from federation.engines.simulation import run_on_simulation
+from federation.protocol.spec import TrainingSpec
+from federation.site.site_config import SiteConfig
+from privacy_budgets import Ledger
 
 SITE_CAP = 500.0  # each hospital's lifetime cap, set once: every study's spend fits under it
 
@@ -41,10 +40,21 @@ class FlowerStudy:
         hp = self.hp
         return TrainingSpec(
             project=f"heart-e{str(self.epsilon).replace('.', 'p')}-s{self.seed}",
-            target_epsilon=self.epsilon, delta=DELTA, rounds=hp.rounds, model=hp.model, hidden=hp.hidden,
-            local_epochs=hp.local_epochs, batch_size=hp.batch_size, learning_rate=hp.learning_rate,
-            momentum=hp.momentum, max_grad_norm=hp.max_grad_norm, strategy="fedavg",
-            split_seed=self.seed, engine="vectorized", split_column=SPLIT_COLUMN, site_offset=hp.site_offset,
+            target_epsilon=self.epsilon,
+            delta=DELTA,
+            rounds=hp.rounds,
+            model=hp.model,
+            hidden=hp.hidden,
+            local_epochs=hp.local_epochs,
+            batch_size=hp.batch_size,
+            learning_rate=hp.learning_rate,
+            momentum=hp.momentum,
+            max_grad_norm=hp.max_grad_norm,
+            strategy="fedavg",
+            split_seed=self.seed,
+            engine="vectorized",
+            split_column=SPLIT_COLUMN,
+            site_offset=hp.site_offset,
         )
 
 
@@ -65,16 +75,31 @@ def simulated_sites(
     IT, and each study's project allocated its target (as an ethics board would)."""
     sites = []
     for name in names:
-        site = SiteConfig(site_id=name, data_path=site_folder / f"{name}.csv", state_dir=state_root / name,
-                          dictionary_path=site_folder / "data_dictionary.json", dataset=name)
+        site = SiteConfig(
+            site_id=name,
+            data_path=site_folder / f"{name}.csv",
+            state_dir=state_root / name,
+            dictionary_path=site_folder / "data_dictionary.json",
+            dataset=name,
+        )
         site.state_dir.mkdir(parents=True, exist_ok=True)
         with Ledger.open(site.ledger_path, site_id=name) as ledger:
             if ledger.cap(dataset=name) is None:
-                ledger.set_cap(dataset=name, epsilon=SITE_CAP, delta=DELTA, actor="benchmark-it",
-                               reason="heart-disease benchmark: one cap for all its studies")
+                ledger.set_cap(
+                    dataset=name,
+                    epsilon=SITE_CAP,
+                    delta=DELTA,
+                    actor="benchmark-it",
+                    reason="heart-disease benchmark: one cap for all its studies",
+                )
             for study in studies:
-                ledger.allocate(dataset=name, project=study.spec().project, epsilon=study.epsilon,
-                                actor="benchmark-board", reason="heart-disease benchmark study")
+                ledger.allocate(
+                    dataset=name,
+                    project=study.spec().project,
+                    epsilon=study.epsilon,
+                    actor="benchmark-board",
+                    reason="heart-disease benchmark study",
+                )
         sites.append(site)
     return sites
 
@@ -99,8 +124,13 @@ def run_flower_studies(
             for study in tqdm(studies, desc="heart-disease DP studies (Flower)", disable=not show_progress):
                 spec = study.spec()
                 t0 = time.monotonic()
-                outcome = run_training(grid=grid, spec=spec, encoder=enc, n_sites=len(sites),
-                                       initial_arrays=lambda e, s=spec: initial_arrays(spec=s, encoder=e))
+                outcome = run_training(
+                    grid=grid,
+                    spec=spec,
+                    encoder=enc,
+                    n_sites=len(sites),
+                    initial_arrays=lambda e, s=spec: initial_arrays(spec=s, encoder=e),
+                )
                 outcomes.append((study, outcome, time.monotonic() - t0))
         except BaseException as err:  # re-raised in the caller's thread
             errors.append(err)
@@ -114,15 +144,24 @@ def run_flower_studies(
         last = outcome.rounds[-1]
         refused = [r for r in (*last.train, *last.evaluate) if r.status != "ok"]
         if refused:
-            raise RuntimeError(f"study {study.spec().project}: site {refused[0].site_id} {refused[0].status} "
-                               f"round {last.round}: {refused[0].reason}")
+            raise RuntimeError(
+                f"study {study.spec().project}: site {refused[0].site_id} {refused[0].status} "
+                f"round {last.round}: {refused[0].reason}"
+            )
         per_centre = {r.site_id: {"accuracy": r.metrics["accuracy"], "auc": r.metrics["auc"]} for r in last.evaluate}
         spent = {}
         for site in sites:
             with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
                 spent[site.site_id] = ledger.spent(dataset=site.dataset, project=study.spec().project)
-        results.append(FlowerResult(study=study, per_centre=per_centre, epsilon_spent=spent,
-                                    rounds_completed=outcome.completed_rounds, stopped_reason=outcome.stopped_reason,
-                                    seconds=seconds))
+        results.append(
+            FlowerResult(
+                study=study,
+                per_centre=per_centre,
+                epsilon_spent=spent,
+                rounds_completed=outcome.completed_rounds,
+                stopped_reason=outcome.stopped_reason,
+                seconds=seconds,
+            )
+        )
     engine_start = (first_round[0] - started) if first_round else float("nan")
     return results, engine_start

@@ -39,18 +39,28 @@ class Row:
     def from_runs(cls, *, name, method, path, runs, choice=None, target_epsilon=None, spent=()) -> Row:
         centres = list(runs[0])
         return cls(
-            name=name, method=method, path=path,
+            name=name,
+            method=method,
+            path=path,
             accuracy=[float(np.mean([r[c]["accuracy"] for c in centres])) for r in runs],
             auc=[float(np.nanmean([r[c]["auc"] for c in centres])) for r in runs],
             per_centre={c: float(np.mean([r[c]["accuracy"] for r in runs])) for c in sorted(centres)},
-            choice=choice, target_epsilon=target_epsilon, spent=list(spent),
+            choice=choice,
+            target_epsilon=target_epsilon,
+            spent=list(spent),
         )
 
     @classmethod
     def baseline(cls, per_centre: dict[str, float]) -> Row:
         mean = float(np.mean(list(per_centre.values())))
-        return cls(name="majority label (no training)", method="each centre predicts its training majority",
-                   path="-", accuracy=[mean], auc=[0.5], per_centre=dict(sorted(per_centre.items())))
+        return cls(
+            name="majority label (no training)",
+            method="each centre predicts its training majority",
+            path="-",
+            accuracy=[mean],
+            auc=[0.5],
+            per_centre=dict(sorted(per_centre.items())),
+        )
 
     def as_dict(self) -> dict:
         return {
@@ -80,15 +90,31 @@ def _flamby(row: Row) -> str:
 def markdown_table(rows: list[Row]) -> str:
     """The results table: one line per row, per-centre accuracy and FLamby's figure beside it."""
     centres = list(rows[0].per_centre)
-    head = ["row", "accuracy (mean ± sd over seeds)", "AUC", "epsilon spent (max over sites, from ledgers)",
-            "vs majority 0.721", *centres, "FLamby published", "ran"]
+    head = [
+        "row",
+        "accuracy (mean ± sd over seeds)",
+        "AUC",
+        "epsilon spent (max over sites, from ledgers)",
+        "vs majority 0.721",
+        *centres,
+        "FLamby published",
+        "ran",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         d = r.as_dict()
         acc = f"{d['accuracy']:.3f} ± {d['accuracy_sd']:.3f}" if len(r.accuracy) > 1 else f"{d['accuracy']:.3f}"
         eps = "-" if d["epsilon_spent"] is None else f"{d['epsilon_spent']:.3f} (target {r.target_epsilon:g})"
-        cells = [r.name, acc, _fmt(d["auc"]), eps, f"{d['vs_majority']:+.3f}",
-                 *[_fmt(r.per_centre[c]) for c in centres], _flamby(r), r.path]
+        cells = [
+            r.name,
+            acc,
+            _fmt(d["auc"]),
+            eps,
+            f"{d['vs_majority']:+.3f}",
+            *[_fmt(r.per_centre[c]) for c in centres],
+            _flamby(r),
+            r.path,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -119,14 +145,29 @@ def plot(*, rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(*, out: Path, table: pd.DataFrame, rows: list[Row], baseline: dict[str, float], seeds: int,
-                  folds: int, nonprivate_grid: dict, dp_grid: dict, command: str, seconds: float) -> Path:
+def write_results(
+    *,
+    out: Path,
+    table: pd.DataFrame,
+    rows: list[Row],
+    baseline: dict[str, float],
+    seeds: int,
+    folds: int,
+    nonprivate_grid: dict,
+    dp_grid: dict,
+    command: str,
+    seconds: float,
+) -> Path:
     """Write ``out`` (protocol, search, table) and its plot; return the plot's path."""
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(rows=rows, path=png)
-    chosen = [f"- {r.name}: {r.choice.hp.label()} (validation accuracy {r.choice.val_accuracy:.3f}, "
-              f"AUC {r.choice.val_auc:.3f}, {r.choice.tried} candidates)" for r in rows if r.choice]
+    chosen = [
+        f"- {r.name}: {r.choice.hp.label()} (validation accuracy {r.choice.val_accuracy:.3f}, "
+        f"AUC {r.choice.val_auc:.3f}, {r.choice.tried} candidates)"
+        for r in rows
+        if r.choice
+    ]
     lines = [
         "# Fed-Heart-Disease: the four UCI hospitals under FLamby's protocol",
         "",
@@ -144,7 +185,7 @@ def write_results(*, out: Path, table: pd.DataFrame, rows: list[Row], baseline: 
         "- Features: scaled by the public ranges of the UCI data dictionary (`datasets_synthetic`), values it "
         "marks as not measured (cholesterol 0, blood pressure 0) become missing with an indicator. "
         "Unlike FLamby, no per-centre mean or standard deviation is read from the data.",
-        "- Model: logistic regression. \"site intercept\": each site also trains its own logit offset "
+        '- Model: logistic regression. "site intercept": each site also trains its own logit offset '
         "(`TrainingSpec(site_offset=True)`); it never leaves the site and is trained in the same DP-SGD steps "
         "as the shared weights, so the site's charge covers it.",
         "- DP rows: the workbench's real path: Flower's simulation engine, each site's ClientApp with its "

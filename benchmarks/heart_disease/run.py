@@ -19,7 +19,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from benchmarks.heart_disease.data import DEFAULT_FOLDER, HeartDataMissing, load_centres, majority_baseline, write_site_folder
+from benchmarks.heart_disease.data import (
+    DEFAULT_FOLDER,
+    HeartDataMissing,
+    load_centres,
+    majority_baseline,
+    write_site_folder,
+)
 from benchmarks.heart_disease.flower_runs import FlowerStudy, run_flower_studies
 from benchmarks.heart_disease.report import Row, write_results
 from benchmarks.heart_disease.search import DP_GRID, NONPRIVATE_GRID, QUICK_GRID, choose, grid
@@ -32,13 +38,25 @@ QUICK = {"seeds": 1, "folds": 1, "epsilons": (1.0,), "nonprivate": QUICK_GRID, "
 
 
 def _in_process_row(*, name, method, trainer, choice, centres, seeds, **train_args) -> Row:
-    runs = [per_centre_metrics(models=trainer(centres=centres, hp=choice.hp, seed=s, **train_args), centres=centres)
-            for s in range(seeds)]
+    runs = [
+        per_centre_metrics(models=trainer(centres=centres, hp=choice.hp, seed=s, **train_args), centres=centres)
+        for s in range(seeds)
+    ]
     return Row.from_runs(name=name, method=method, path="in-process", runs=runs, choice=choice)
 
 
-def run(*, data: Path, out: Path, seeds: int, folds: int, epsilons: tuple[float, ...], nonprivate: dict,
-        dp: dict, command: str = "", show_progress: bool = True) -> pd.DataFrame:
+def run(
+    *,
+    data: Path,
+    out: Path,
+    seeds: int,
+    folds: int,
+    epsilons: tuple[float, ...],
+    nonprivate: dict,
+    dp: dict,
+    command: str = "",
+    show_progress: bool = True,
+) -> pd.DataFrame:
     """Run the benchmark, write ``out`` (and a plot beside it); return the table."""
     started = time.monotonic()
     centres = load_centres(folder=data)
@@ -53,41 +71,72 @@ def run(*, data: Path, out: Path, seeds: int, folds: int, epsilons: tuple[float,
         ("FedAvg", "federated, shared model only (FLamby's setting)", train_federated, plain, {}),
         ("FedAvg + site intercept", "federated, each site keeps its own intercept", train_federated, with_offset, {}),
     ]
-    for name, method, trainer, candidates, args in tqdm(steps, desc="heart-disease non-private", disable=not show_progress):
+    for name, method, trainer, candidates, args in tqdm(
+        steps, desc="heart-disease non-private", disable=not show_progress
+    ):
         choice = choose(trainer=trainer, candidates=candidates, label=name, **search, **args)
-        rows.append(_in_process_row(name=name, method=method, trainer=trainer, choice=choice, centres=centres,
-                                    seeds=seeds, **args))
+        rows.append(
+            _in_process_row(
+                name=name, method=method, trainer=trainer, choice=choice, centres=centres, seeds=seeds, **args
+            )
+        )
 
     dp_candidates = [replace(hp, site_offset=True) for hp in grid(**dp)]
     studies = []
     choices = {}
     for epsilon in tqdm(epsilons, desc="heart-disease DP search", disable=not show_progress):
-        choices[epsilon] = choose(trainer=train_federated, candidates=dp_candidates, label=f"DP eps {epsilon}",
-                                  epsilon=epsilon, **search)
+        choices[epsilon] = choose(
+            trainer=train_federated, candidates=dp_candidates, label=f"DP eps {epsilon}", epsilon=epsilon, **search
+        )
         studies += [FlowerStudy(epsilon=epsilon, seed=s, hp=choices[epsilon].hp) for s in range(seeds)]
     with tempfile.TemporaryDirectory(prefix="heart-bench-") as tmp:
         folder = write_site_folder(centres=centres, out=Path(tmp) / "sites")
-        results, _ = run_flower_studies(site_folder=folder, state_root=Path(tmp) / "state", names=list(centres),
-                                        studies=studies, show_progress=show_progress)
+        results, _ = run_flower_studies(
+            site_folder=folder,
+            state_root=Path(tmp) / "state",
+            names=list(centres),
+            studies=studies,
+            show_progress=show_progress,
+        )
     for epsilon in epsilons:
         mine = [r for r in results if r.study.epsilon == epsilon]
         incomplete = [r for r in mine if r.rounds_completed != r.study.hp.rounds]
         if incomplete:
             raise RuntimeError(f"DP study at epsilon {epsilon} stopped early: {incomplete[0].stopped_reason}")
-        rows.append(Row.from_runs(
-            name=f"DP-FedAvg + site intercept, eps {epsilon:g}", method="Flower simulation, site ledgers",
-            path="Flower", runs=[r.per_centre for r in mine], choice=choices[epsilon], target_epsilon=epsilon,
-            spent=[max(r.epsilon_spent.values()) for r in mine],
-        ))
+        rows.append(
+            Row.from_runs(
+                name=f"DP-FedAvg + site intercept, eps {epsilon:g}",
+                method="Flower simulation, site ledgers",
+                path="Flower",
+                runs=[r.per_centre for r in mine],
+                choice=choices[epsilon],
+                target_epsilon=epsilon,
+                spent=[max(r.epsilon_spent.values()) for r in mine],
+            )
+        )
     table = pd.DataFrame([r.as_dict() for r in rows])
-    write_results(out=out, table=table, rows=rows, baseline=baseline, seeds=seeds, folds=folds,
-                  nonprivate_grid=nonprivate, dp_grid=dp, command=command, seconds=time.monotonic() - started)
+    write_results(
+        out=out,
+        table=table,
+        rows=rows,
+        baseline=baseline,
+        seeds=seeds,
+        folds=folds,
+        nonprivate_grid=nonprivate,
+        dp_grid=dp,
+        command=command,
+        seconds=time.monotonic() - started,
+    )
     return table
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.heart_disease.run", description=__doc__.split("\n\n")[1])
-    parser.add_argument("--data", type=Path, default=DEFAULT_FOLDER, help="folder of the four UCI processed.*.data files")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.heart_disease.run", description=__doc__.split("\n\n")[1]
+    )
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_FOLDER, help="folder of the four UCI processed.*.data files"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where RESULTS.md goes (the plot beside it)")
     parser.add_argument("--quick", action="store_true", help="one seed, one epsilon, a one-point grid (for tests)")
     args = parser.parse_args(argv)

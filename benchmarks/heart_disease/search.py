@@ -25,7 +25,7 @@ Trainer = Callable[..., dict]
 def grid(**axes: tuple) -> list[Hyper]:
     """Every combination of the given ``Hyper`` fields."""
     names = list(axes)
-    return [Hyper(**dict(zip(names, values))) for values in itertools.product(*axes.values())]
+    return [Hyper(**dict(zip(names, values, strict=False))) for values in itertools.product(*axes.values())]
 
 
 NONPRIVATE_GRID = dict(learning_rate=(0.1, 0.3, 1.0), rounds=(10, 30), batch_size=(32, 128))
@@ -42,8 +42,14 @@ class Choice:
 
 
 def choose(
-    *, centres: dict[str, Centre], trainer: Trainer, candidates: list[Hyper], folds: int, label: str,
-    show_progress: bool = True, **train_args
+    *,
+    centres: dict[str, Centre],
+    trainer: Trainer,
+    candidates: list[Hyper],
+    folds: int,
+    label: str,
+    show_progress: bool = True,
+    **train_args,
 ) -> Choice:
     """The candidate with the best mean validation accuracy over ``folds`` inner splits."""
     splits = validation_folds(centres=centres, folds=folds)

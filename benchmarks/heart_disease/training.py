@@ -1,5 +1,5 @@
 """In-process training on the centres: pooled, local-only, federated (FedAvg), and
-DP-FedAvg with the sites' own DP-SGD code (``federation.dp_sgd.train_round``) and the
+DP-FedAvg with the sites' own DP-SGD code (``federation.training.dp_sgd.train_round``) and the
 ledger's noise calibration. Used for the non-private rows and the hyperparameter
 search; the DP rows of the report run through Flower (``flower_runs``).
 """
@@ -9,18 +9,17 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
 from torch import nn
 
-from federation.dp_sgd import planned_sampling, train_round
-from federation.evaluation import binary_metrics, predict_proba
-from federation.models import SiteOffset, build_model
-from privacy_budgets import accounting
-
 from benchmarks.heart_disease.data import Centre
+from federation.training.dp_sgd import planned_sampling, train_round
+from federation.training.evaluation import binary_metrics, predict_proba
+from federation.training.models import SiteOffset, build_model
+from privacy_budgets import accounting
 
 DELTA = 1e-5
 
@@ -68,7 +67,7 @@ def _sgd_epochs(*, model: nn.Module, x: np.ndarray, y: np.ndarray, hp: Hyper, ep
     for _ in range(epochs):
         order = torch.randperm(len(yt), generator=generator)
         for start in range(0, len(yt), hp.batch_size):
-            idx = order[start:start + hp.batch_size]
+            idx = order[start : start + hp.batch_size]
             optimizer.zero_grad()
             loss_fn(model(xt[idx]).squeeze(-1), yt[idx]).backward()
             optimizer.step()
@@ -79,32 +78,45 @@ def train_pooled(*, centres: dict[str, Centre], hp: Hyper, seed: int) -> dict[st
     """One model on every centre's training rows together (the non-federated ceiling)."""
     x = np.vstack([c.x_train for c in centres.values()])
     y = np.concatenate([c.y_train for c in centres.values()])
-    model = _sgd_epochs(model=fresh_model(hp=hp, n_features=x.shape[1], seed=seed), x=x, y=y, hp=hp,
-                        epochs=hp.rounds * hp.local_epochs, seed=seed)
+    model = _sgd_epochs(
+        model=fresh_model(hp=hp, n_features=x.shape[1], seed=seed),
+        x=x,
+        y=y,
+        hp=hp,
+        epochs=hp.rounds * hp.local_epochs,
+        seed=seed,
+    )
     return {name: model for name in centres}
 
 
 def train_local(*, centres: dict[str, Centre], hp: Hyper, seed: int) -> dict[str, nn.Module]:
     """Each centre's own model on its own training rows, tested on its own test rows."""
     return {
-        name: _sgd_epochs(model=fresh_model(hp=hp, n_features=c.x_train.shape[1], seed=seed), x=c.x_train,
-                          y=c.y_train, hp=hp, epochs=hp.rounds * hp.local_epochs, seed=seed)
+        name: _sgd_epochs(
+            model=fresh_model(hp=hp, n_features=c.x_train.shape[1], seed=seed),
+            x=c.x_train,
+            y=c.y_train,
+            hp=hp,
+            epochs=hp.rounds * hp.local_epochs,
+            seed=seed,
+        )
         for name, c in centres.items()
     }
 
 
-@lru_cache(maxsize=None)
+@cache
 def site_noise(*, n_train: int, hp: Hyper, epsilon: float) -> float:
-    """The noise multiplier a site plans (federation/node/plan.py): all rounds' steps at
+    """The noise multiplier a site plans (federation/site/plan.py): all rounds' steps at
     its own sampling rate, calibrated to ``epsilon`` at delta 1e-5."""
     rate, steps = planned_sampling(n_train=n_train, batch_size=hp.batch_size, local_epochs=hp.local_epochs)
-    return accounting.calibrate_dpsgd_noise(target_epsilon=epsilon, delta=DELTA, sampling_rate=rate,
-                                            steps=steps * hp.rounds)
+    return accounting.calibrate_dpsgd_noise(
+        target_epsilon=epsilon, delta=DELTA, sampling_rate=rate, steps=steps * hp.rounds
+    )
 
 
 def _average(states: list[dict[str, torch.Tensor]], weights: list[int]) -> dict[str, torch.Tensor]:
     total = float(sum(weights))
-    return {k: sum(s[k] * (w / total) for s, w in zip(states, weights)) for k in states[0]}
+    return {k: sum(s[k] * (w / total) for s, w in zip(states, weights, strict=False)) for k in states[0]}
 
 
 def train_federated(
@@ -117,7 +129,9 @@ def train_federated(
     n_features = next(iter(centres.values())).x_train.shape[1]
     model = fresh_model(hp=hp, n_features=n_features, seed=seed)
     offsets = {name: 0.0 for name in centres}
-    sigmas = {n: site_noise(n_train=len(c.y_train), hp=hp, epsilon=epsilon) for n, c in centres.items()} if epsilon else {}
+    sigmas = (
+        {n: site_noise(n_train=len(c.y_train), hp=hp, epsilon=epsilon) for n, c in centres.items()} if epsilon else {}
+    )
     for r in range(hp.rounds):
         states, weights = [], []
         for i, (name, c) in enumerate(centres.items()):
@@ -125,14 +139,22 @@ def train_federated(
             if hp.site_offset:
                 local = SiteOffset(shared=local, offset=offsets[name])
             if epsilon is None:
-                _sgd_epochs(model=local, x=c.x_train, y=c.y_train, hp=hp, epochs=hp.local_epochs,
-                            seed=seed * 1000 + r * 10 + i)
+                _sgd_epochs(
+                    model=local, x=c.x_train, y=c.y_train, hp=hp, epochs=hp.local_epochs, seed=seed * 1000 + r * 10 + i
+                )
                 state = {k: v.detach().clone() for k, v in local.state_dict().items()}
             else:
                 state = train_round(
-                    model=local, x=c.x_train, y=c.y_train, noise_multiplier=sigmas[name],
-                    max_grad_norm=hp.max_grad_norm, batch_size=hp.batch_size, local_epochs=hp.local_epochs,
-                    learning_rate=hp.learning_rate, momentum=hp.momentum, engine="vectorized",
+                    model=local,
+                    x=c.x_train,
+                    y=c.y_train,
+                    noise_multiplier=sigmas[name],
+                    max_grad_norm=hp.max_grad_norm,
+                    batch_size=hp.batch_size,
+                    local_epochs=hp.local_epochs,
+                    learning_rate=hp.learning_rate,
+                    momentum=hp.momentum,
+                    engine="vectorized",
                 ).state_dict
             if hp.site_offset:
                 offsets[name] = float(state.pop("offset"))

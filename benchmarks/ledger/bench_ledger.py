@@ -27,7 +27,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from privacy_budgets import Ledger
@@ -66,8 +66,7 @@ def open_ledger(path: Path) -> Ledger:
     ledger = Ledger.open(path, site_id="bench_site")
     ledger.set_cap(dataset=DATASET, epsilon=1000.0, delta=DELTA, actor="site", reason="bench")
     for project in PROJECTS:
-        ledger.allocate(dataset=DATASET, project=project, epsilon=1000.0, actor="board",
-                        reason="bench")
+        ledger.allocate(dataset=DATASET, project=project, epsilon=1000.0, actor="board", reason="bench")
     return ledger
 
 
@@ -76,17 +75,35 @@ def one_step(ledger: Ledger, rng: random.Random, i: int) -> None:
     project = rng.choice(PROJECTS)
     draw = rng.random()
     if draw < 0.55:
-        r = ledger.reserve(dataset=DATASET, project=project, event=rng.choice(DPSGD),
-                           actor="node", purpose="FedAvg update", run_id=f"run{i // 50}",
-                           round=i % 50)
+        r = ledger.reserve(
+            dataset=DATASET,
+            project=project,
+            event=rng.choice(DPSGD),
+            actor="node",
+            purpose="FedAvg update",
+            run_id=f"run{i // 50}",
+            round=i % 50,
+        )
         ledger.commit(r)
-        for what in ("training row count sent for FedAvg weights",
-                     "evaluation loss/accuracy/AUC on the test rows"):
-            ledger.record_uncovered(dataset=DATASET, project=project, what=what, actor="node",
-                                    purpose="FedAvg", run_id=f"run{i // 50}", round=i % 50)
+        for what in ("training row count sent for FedAvg weights", "evaluation loss/accuracy/AUC on the test rows"):
+            ledger.record_uncovered(
+                dataset=DATASET,
+                project=project,
+                what=what,
+                actor="node",
+                purpose="FedAvg",
+                run_id=f"run{i // 50}",
+                round=i % 50,
+            )
         return
-    r = ledger.reserve(dataset=DATASET, project=project, event=rng.choice(COUNTS),
-                       actor="analyst", purpose="noisy count", query_id=f"q{i}")
+    r = ledger.reserve(
+        dataset=DATASET,
+        project=project,
+        event=rng.choice(COUNTS),
+        actor="analyst",
+        purpose="noisy count",
+        query_id=f"q{i}",
+    )
     if draw < 0.9:
         ledger.commit(r)
     else:
@@ -112,8 +129,9 @@ def time_reserves(ledger: Ledger, rng: random.Random, samples: int, *, cold: boo
             clear_caches()
             _epsilon_cached.cache_clear()
         start = time.perf_counter()
-        r = ledger.reserve(dataset=DATASET, project=rng.choice(PROJECTS), event=event,
-                           actor="bench", purpose=f"timed {i}")
+        r = ledger.reserve(
+            dataset=DATASET, project=rng.choice(PROJECTS), event=event, actor="bench", purpose=f"timed {i}"
+        )
         times.append(time.perf_counter() - start)
         ledger.commit(r)
     return times
@@ -133,8 +151,9 @@ def ledger_writer(path: str, n: int, barrier) -> None:
         barrier.wait()
         for i in range(n):
             event = rng.choice(DPSGD + COUNTS)
-            r = ledger.reserve(dataset=DATASET, project=rng.choice(PROJECTS), event=event,
-                               actor="writer", purpose=f"spend {i}")
+            r = ledger.reserve(
+                dataset=DATASET, project=rng.choice(PROJECTS), event=event, actor="writer", purpose=f"spend {i}"
+            )
             ledger.commit(r)
 
 
@@ -154,9 +173,7 @@ def run_writers(target, path: Path, n: int, processes: int = 4) -> float:
     """Rows committed per second by ``processes`` writers released together."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes + 1)
-    workers = [
-        context.Process(target=target, args=(str(path), n, barrier)) for _ in range(processes)
-    ]
+    workers = [context.Process(target=target, args=(str(path), n, barrier)) for _ in range(processes)]
     for worker in workers:
         worker.start()
     barrier.wait()
@@ -193,11 +210,15 @@ def main(argv: list[str] | None = None) -> str:
                 warm_p90 = statistics.quantiles(warm_times, n=10)[-1]
                 spent = ledger.spent(dataset=DATASET)
                 rows.append((held, warm, warm_p90, cold, spent))
-                print(f"{held:>6} entries: reserve warm {warm * 1e3:.1f} ms (p90 "
-                      f"{warm_p90 * 1e3:.1f}), cold {cold * 1e3:.1f} ms (dataset epsilon "
-                      f"{spent:.2f})", flush=True)
+                print(
+                    f"{held:>6} entries: reserve warm {warm * 1e3:.1f} ms (p90 "
+                    f"{warm_p90 * 1e3:.1f}), cold {cold * 1e3:.1f} ms (dataset epsilon "
+                    f"{spent:.2f})",
+                    flush=True,
+                )
             distinct = ledger._conn.execute(  # noqa: SLF001
-                "SELECT COUNT(DISTINCT mechanism) FROM counts").fetchone()[0]
+                "SELECT COUNT(DISTINCT mechanism) FROM counts"
+            ).fetchone()[0]
             build_s = time.perf_counter() - build_start
         with open_ledger(folder / "writers.ledger"):
             pass
@@ -234,7 +255,7 @@ def render(rows, distinct, build_s, spends, inserts, sizes, *, quick: bool) -> s
     lines = [
         "# Ledger benchmark" + (" (quick sizes)" if quick else ""),
         "",
-        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu}, {os.cpu_count()} cores, "
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {cpu}, {os.cpu_count()} cores, "
         f"{platform.system()} {platform.release()}; load average {os.getloadavg()[0]:.1f} at the "
         "end (the machine may be shared: other work slows every figure).",
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, dp-accounting "
@@ -252,8 +273,7 @@ def render(rows, distinct, build_s, spends, inserts, sizes, *, quick: bool) -> s
         "",
         "| entries | reserve, warm (ms) | warm p90 (ms) | reserve, cold (ms) | dataset epsilon |",
         "| ---: | ---: | ---: | ---: | ---: |",
-        *[f"| {n:,} | {w * 1e3:.1f} | {p * 1e3:.1f} | {c * 1e3:.1f} | {e:.2f} |"
-          for n, w, p, c, e in rows],
+        *[f"| {n:,} | {w * 1e3:.1f} | {p * 1e3:.1f} | {c * 1e3:.1f} | {e:.2f} |" for n, w, p, c, e in rows],
         "",
         f"Building the ledger through the API took {build_s:.0f} s in all.",
         "",
@@ -261,10 +281,8 @@ def render(rows, distinct, build_s, spends, inserts, sizes, *, quick: bool) -> s
         "",
         "| writer | committed per second |",
         "| --- | ---: |",
-        f"| ledger: reserve + commit of the mix ({4 * sizes.spends_per_writer} spends) "
-        f"| {spends:.1f} spends/s |",
-        f"| plain SQLite insert loop, same WAL settings ({4 * sizes.inserts_per_writer} rows) "
-        f"| {inserts:.1f} rows/s |",
+        f"| ledger: reserve + commit of the mix ({4 * sizes.spends_per_writer} spends) | {spends:.1f} spends/s |",
+        f"| plain SQLite insert loop, same WAL settings ({4 * sizes.inserts_per_writer} rows) | {inserts:.1f} rows/s |",
         "",
         "A spend is two entries (reserve, commit), each its own transaction with an fsync, and",
         "the reserve composes the dataset's and the project's mechanisms while it holds the lock.",

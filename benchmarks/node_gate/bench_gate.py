@@ -21,7 +21,7 @@ import platform
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -43,41 +43,71 @@ def _fill(path: Path, lines: int) -> None:
     import hashlib
     import json
 
-    from federation.node.audit import GENESIS, line_hash, utc_now
+    from federation.site.audit import GENESIS, line_hash, utc_now
 
     prev, now = GENESIS, utc_now()
     with path.open("w") as f:
         for seq in range(1, lines + 1):
-            record = {"seq": seq, "kind": "request", "time": now, "task": "query:count", "project": "p",
-                      "parameters": {"query": "{}", "n": seq}, "request_hash": hashlib.sha256(str(seq).encode()).hexdigest(),
-                      "decision": {"outcome": "served", "refusal_kind": None, "reason": None},
-                      "epsilon_charged": 0.1, "prev": prev}
+            record = {
+                "seq": seq,
+                "kind": "request",
+                "time": now,
+                "task": "query:count",
+                "project": "p",
+                "parameters": {"query": "{}", "n": seq},
+                "request_hash": hashlib.sha256(str(seq).encode()).hexdigest(),
+                "decision": {"outcome": "served", "refusal_kind": None, "reason": None},
+                "epsilon_charged": 0.1,
+                "prev": prev,
+            }
             record["hash"] = prev = line_hash(record)
             f.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
 def bench_audit(sizes: tuple[int, ...], samples: int, folder: Path) -> list[dict]:
-    from federation.node.alerts import alerts_for
-    from federation.node.config import NodePolicy
-    from federation.node.audit import append_audit, utc_now, verify_audit
-    from federation.node.request_info import RequestInfo
+    from federation.protocol.request_info import RequestInfo
+    from federation.site.alerts import alerts_for
+    from federation.site.audit import append_audit, utc_now, verify_audit
+    from federation.site.config import NodePolicy
 
-    info = RequestInfo(kind="query:count", project="p", claimed_coordinator="c", run_id=None, flower_run_id=1,
-                       message_id="m", src_node_id=1, parameters={"query": "{}"})
+    info = RequestInfo(
+        kind="query:count",
+        project="p",
+        claimed_coordinator="c",
+        run_id=None,
+        flower_run_id=1,
+        message_id="m",
+        src_node_id=1,
+        parameters={"query": "{}"},
+    )
     policy = NodePolicy(allowed_tasks=("query:*",))
     rows = []
     for lines in sizes:
         path = folder / f"audit-{lines}.jsonl"
         _fill(path, lines)
-        append_med, append_p90 = _median_ms(lambda: append_audit(path=path, entry={"kind": "request", "time": utc_now(), "n": 0}), samples)
+        append_med, append_p90 = _median_ms(
+            lambda path=path: append_audit(path=path, entry={"kind": "request", "time": utc_now(), "n": 0}), samples
+        )
         started = time.perf_counter()
         result = verify_audit(path)
         verify_s = time.perf_counter() - started
         assert result.ok
-        scan_med, _ = _median_ms(lambda: alerts_for(info=info, site_id="s", refusal_kind=None, reason=None,
-                                                    policy=policy, audit_file=path), max(3, samples // 5))
-        rows.append({"lines": lines, "append_ms": append_med, "append_p90_ms": append_p90,
-                     "verify_s": verify_s, "scan_ms": scan_med, "mb": path.stat().st_size / 1e6})
+        scan_med, _ = _median_ms(
+            lambda path=path: alerts_for(
+                info=info, site_id="s", refusal_kind=None, reason=None, policy=policy, audit_file=path
+            ),
+            max(3, samples // 5),
+        )
+        rows.append(
+            {
+                "lines": lines,
+                "append_ms": append_med,
+                "append_p90_ms": append_p90,
+                "verify_s": verify_s,
+                "scan_ms": scan_med,
+                "mb": path.stat().st_size / 1e6,
+            }
+        )
     return rows
 
 
@@ -86,11 +116,11 @@ def bench_serve(samples: int, folder: Path) -> list[dict]:
 
     from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY, generate_hospitals
     from federation.analytics.query import Query
-    from federation.analytics.site_answers import QueryRequest
-    from federation.node.analytics_task import ANALYTICS_HANDLERS
-    from federation.node.config import load_node_config, write_node_template
-    from federation.node.pause import pause_node, resume_node
-    from federation.node.tasks import serve
+    from federation.protocol.query_request import QueryRequest
+    from federation.site.analytics_task import ANALYTICS_HANDLERS
+    from federation.site.config import load_node_config, write_node_template
+    from federation.site.pause import pause_node, resume_node
+    from federation.site.tasks import serve
     from privacy_budgets import Ledger
 
     data = folder / "data"
@@ -109,8 +139,17 @@ def bench_serve(samples: int, folder: Path) -> list[dict]:
     def message(project: str = "p") -> Message:
         # a new noise level each time: a fresh question, never a free replay
         query = Query(kind="count", noise_multiplier=50.0 + next(counter) * 1e-3)
-        metadata = Metadata(run_id=1, message_id="m", src_node_id=1, dst_node_id=2, reply_to_message_id="",
-                            group_id="", created_at=time.time(), ttl=600.0, message_type=MessageType.QUERY)
+        metadata = Metadata(
+            run_id=1,
+            message_id="m",
+            src_node_id=1,
+            dst_node_id=2,
+            reply_to_message_id="",
+            group_id="",
+            created_at=time.time(),
+            ttl=600.0,
+            message_type=MessageType.QUERY,
+        )
         config = QueryRequest(query=query, project=project).to_config()
         return Message(content=RecordDict({"config": ConfigRecord(config)}), metadata=metadata)
 
@@ -118,8 +157,9 @@ def bench_serve(samples: int, folder: Path) -> list[dict]:
     cases = {
         "bare handler, served (no gate, no audit line)": lambda: handler(message(), site),
         "serve, served": lambda: serve(kind="query:count", msg=message(), site=site, node_toml=toml),
-        "serve, refused: project without allocation":
-            lambda: serve(kind="query:count", msg=message("other"), site=site, node_toml=toml),
+        "serve, refused: project without allocation": lambda: serve(
+            kind="query:count", msg=message("other"), site=site, node_toml=toml
+        ),
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(samples):  # round robin, so a burst of load on the machine hits every case alike
@@ -129,8 +169,12 @@ def bench_serve(samples: int, folder: Path) -> list[dict]:
             times[name].append((time.perf_counter() - started) * 1000)
     rows = [(name, statistics.median(t), sorted(t)[int(0.9 * (len(t) - 1))]) for name, t in times.items()]
     pause_node(state_dir=site.state_dir, reason="bench")
-    rows.append(("serve, refused: paused (with its alert line)", *_median_ms(
-        lambda: serve(kind="query:count", msg=message(), site=site, node_toml=toml), samples)))
+    rows.append(
+        (
+            "serve, refused: paused (with its alert line)",
+            *_median_ms(lambda: serve(kind="query:count", msg=message(), site=site, node_toml=toml), samples),
+        )
+    )
     resume_node(state_dir=site.state_dir)
     return [{"case": c, "median_ms": m, "p90_ms": p} for c, m, p in rows]
 
@@ -138,7 +182,7 @@ def bench_serve(samples: int, folder: Path) -> list[dict]:
 def _report(audit: list[dict], serving: list[dict], args) -> str:
     import cryptography
 
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0]
     lines = [
         "# Node gate and audit log benchmark",
@@ -159,14 +203,16 @@ def _report(audit: list[dict], serving: list[dict], args) -> str:
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in audit:
-        lines.append(f"| {r['lines']:,} | {r['mb']:.1f} | {r['append_ms']:.2f} | {r['append_p90_ms']:.2f} | "
-                     f"{r['verify_s']:.2f} | {r['scan_ms']:.1f} |")
+        lines.append(
+            f"| {r['lines']:,} | {r['mb']:.1f} | {r['append_ms']:.2f} | {r['append_p90_ms']:.2f} | "
+            f"{r['verify_s']:.2f} | {r['scan_ms']:.1f} |"
+        )
     lines += [
         "",
         "## One count query through `serve` (real site: 2,000-row Parquet file, SQLite ledger, node.toml)",
         "",
         f"Median and 90th percentile of {args.samples} requests, each a new question (never a free replay). "
-        "\"bare handler\" is the analytics handler alone; the others go through the door: node.toml read, "
+        '"bare handler" is the analytics handler alone; the others go through the door: node.toml read, '
         "gate (pause switch, ledger allocation), handler, audit line, alert scan.",
         "",
         "| case | median (ms) | p90 (ms) |",
@@ -177,7 +223,7 @@ def _report(audit: list[dict], serving: list[dict], args) -> str:
     lines += [
         "",
         "Reading: the door's own work (node.toml, pause switch, one ledger read, one fsync'd audit line, the "
-        "repeat scan) is the difference between \"serve, served\" and the bare handler; a refusal by the gate "
+        'repeat scan) is the difference between "serve, served" and the bare handler; a refusal by the gate '
         "never reads the data, so it costs only that work. The repeat scan grows with the requests of the last "
         "24 h: blocks of lines inside the window are searched as bytes, and only matching lines are parsed.",
     ]

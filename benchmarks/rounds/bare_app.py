@@ -19,13 +19,13 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 from federation.coordinator.study_loop import wait_for_sites
-from federation.dp_sgd import train_round
-from federation.evaluation import binary_metrics, predict_proba
-from federation.features import FeatureEncoder
-from federation.models import build_model
-from federation.node.data_access import site_arrays
-from federation.node.site import SiteConfig
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
+from federation.site.data_access import site_arrays
+from federation.site.site_config import SiteConfig
+from federation.training.dp_sgd import train_round
+from federation.training.evaluation import binary_metrics, predict_proba
+from federation.training.features import FeatureEncoder
+from federation.training.models import build_model
 
 SITES_TIMEOUT = 600.0  # seconds to wait for every site, as the study loop does
 
@@ -53,13 +53,21 @@ def build_bare_client_app(*, sites: Sequence[BareSite], spec: TrainingSpec, enco
         site = sites[int(context.node_config["partition-id"])]
         arrays = site_arrays(site=site.site, spec=spec, encoder=encoder)
         outcome = train_round(
-            model=model_from(msg), x=arrays.x_train, y=arrays.y_train,
-            noise_multiplier=site.noise_multiplier, max_grad_norm=spec.max_grad_norm, batch_size=spec.batch_size,
-            local_epochs=spec.local_epochs, learning_rate=spec.learning_rate, momentum=spec.momentum,
-            grad_sample_mode=spec.grad_sample_mode, engine=spec.engine,
+            model=model_from(msg),
+            x=arrays.x_train,
+            y=arrays.y_train,
+            noise_multiplier=site.noise_multiplier,
+            max_grad_norm=spec.max_grad_norm,
+            batch_size=spec.batch_size,
+            local_epochs=spec.local_epochs,
+            learning_rate=spec.learning_rate,
+            momentum=spec.momentum,
+            grad_sample_mode=spec.grad_sample_mode,
+            engine=spec.engine,
         )
-        content = RecordDict({"arrays": ArrayRecord(outcome.state_dict),
-                              "metrics": MetricRecord({"num-examples": len(arrays.y_train)})})
+        content = RecordDict(
+            {"arrays": ArrayRecord(outcome.state_dict), "metrics": MetricRecord({"num-examples": len(arrays.y_train)})}
+        )
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
@@ -90,8 +98,13 @@ def build_bare_server_app(*, spec: TrainingSpec, initial: ArrayRecord, n_sites: 
     def main(grid: Grid, context: Context) -> None:
         clock.main_started = time.monotonic()
         wait_for_sites(grid, n_sites, SITES_TIMEOUT)
-        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=n_sites,
-                          min_evaluate_nodes=n_sites, min_available_nodes=n_sites)
+        strategy = FedAvg(
+            fraction_train=1.0,
+            fraction_evaluate=1.0,
+            min_train_nodes=n_sites,
+            min_evaluate_nodes=n_sites,
+            min_available_nodes=n_sites,
+        )
         arrays = initial
         for server_round in range(1, spec.rounds + 1):
             started = time.monotonic()

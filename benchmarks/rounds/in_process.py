@@ -14,20 +14,29 @@ from flwr.app import ConfigRecord, Message, Metadata, RecordDict
 from flwr.common import MessageType
 
 from federation.coordinator.server_app import initial_arrays
-from federation.dp_sgd import train_round
-from federation.evaluation import binary_metrics, predict_proba
-from federation.models import build_model
-from federation.node.data_access import site_arrays
-from federation.node.evaluation_task import handle_evaluate
-from federation.node.training_task import handle_train
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
+from federation.site.data_access import site_arrays
+from federation.site.evaluation_task import handle_evaluate
+from federation.site.training_task import handle_train
+from federation.training.dp_sgd import train_round
+from federation.training.evaluation import binary_metrics, predict_proba
+from federation.training.models import build_model
 
 
 def _message(*, spec: TrainingSpec, encoder, server_round: int, kind: str) -> Message:
     """A message as the site receives it (metadata as the SuperLink sets it)."""
     config = {**spec.to_config(), "feature-encoder": encoder.to_json(), "server-round": server_round}
-    metadata = Metadata(run_id=1, message_id=f"{kind}-{server_round}", src_node_id=0, dst_node_id=1,
-                        reply_to_message_id="", group_id="", created_at=time.time(), ttl=600.0, message_type=kind)
+    metadata = Metadata(
+        run_id=1,
+        message_id=f"{kind}-{server_round}",
+        src_node_id=0,
+        dst_node_id=1,
+        reply_to_message_id="",
+        group_id="",
+        created_at=time.time(),
+        ttl=600.0,
+        message_type=kind,
+    )
     content = RecordDict({"arrays": initial_arrays(spec=spec, encoder=encoder), "config": ConfigRecord(config)})
     return Message(content=content, metadata=metadata)
 
@@ -43,10 +52,19 @@ def layer_cost(*, site, spec: TrainingSpec, encoder, noise_multiplier: float, ro
         t1 = time.perf_counter()
         arrays = site_arrays(site=site, spec=spec, encoder=encoder)
         model.train()  # predict_proba left it in evaluation mode
-        train_round(model=model, x=arrays.x_train, y=arrays.y_train, noise_multiplier=noise_multiplier,
-                    max_grad_norm=spec.max_grad_norm, batch_size=spec.batch_size, local_epochs=spec.local_epochs,
-                    learning_rate=spec.learning_rate, momentum=spec.momentum, grad_sample_mode=spec.grad_sample_mode,
-                    engine=spec.engine)
+        train_round(
+            model=model,
+            x=arrays.x_train,
+            y=arrays.y_train,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=spec.max_grad_norm,
+            batch_size=spec.batch_size,
+            local_epochs=spec.local_epochs,
+            learning_rate=spec.learning_rate,
+            momentum=spec.momentum,
+            grad_sample_mode=spec.grad_sample_mode,
+            engine=spec.engine,
+        )
         binary_metrics(y_true=arrays.y_test, proba=predict_proba(model=model, x=arrays.x_test))
         t2 = time.perf_counter()
         if r > 1:  # the first round opens files and fills caches

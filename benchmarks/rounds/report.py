@@ -31,7 +31,7 @@ def plot(*, summary: pd.DataFrame, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 2.8), dpi=90)
     left = pd.Series(0.0, index=summary.index)
-    for part, colour in zip(PARTS, ("#7f7f7f", "#1f77b4", "#d9d9d9")):
+    for part, colour in zip(PARTS, ("#7f7f7f", "#1f77b4", "#d9d9d9"), strict=False):
         ax.barh(summary.index, summary[part], left=left, color=colour, label=part.removesuffix("_s").replace("_", " "))
         left += summary[part]
     ax.set_xlabel("seconds (median of repeats)")
@@ -42,9 +42,21 @@ def plot(*, summary: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(*, out: Path, table: pd.DataFrame, pooled_per_round: dict[str, float], in_process: dict[str, float],
-                  compute: dict[str, float], sites: int, rows: int, rounds: int,
-                  repeats: int, command: str, load_before, load_after) -> Path:
+def write_results(
+    *,
+    out: Path,
+    table: pd.DataFrame,
+    pooled_per_round: dict[str, float],
+    in_process: dict[str, float],
+    compute: dict[str, float],
+    sites: int,
+    rows: int,
+    rounds: int,
+    repeats: int,
+    command: str,
+    load_before,
+    load_after,
+) -> Path:
     """Write ``out`` (split tables, one round split, engine start) and its plot."""
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
@@ -106,8 +118,11 @@ def write_results(*, out: Path, table: pd.DataFrame, pooled_per_round: dict[str,
         "",
         "## Engine start",
         "",
-        (f"- Flower's floor here (empty ServerApp, no actor ever spawned): {floor['total_s']:.1f} s in all; "
-         if floor is not None else "- (no empty-app run) ")
+        (
+            f"- Flower's floor here (empty ServerApp, no actor ever spawned): {floor['total_s']:.1f} s in all; "
+            if floor is not None
+            else "- (no empty-app run) "
+        )
         + f"engine start of the workbench study: {ours['engine_start_s']:.1f} s; of the bare Flower app: "
         f"{bare['engine_start_s']:.1f} s.",
         "- Settings already at what this Flower allows on 2 cores: one CPU per virtual site (two sites run "

@@ -26,15 +26,19 @@ from tqdm.auto import tqdm
 
 from benchmarks.demo_sites import DELTA, demo_sites
 from benchmarks.rounds.bare_app import (
-    BareSite, RoundClock, build_bare_client_app, build_bare_server_app, build_empty_server_app,
+    BareSite,
+    RoundClock,
+    build_bare_client_app,
+    build_bare_server_app,
+    build_empty_server_app,
 )
 from benchmarks.rounds.in_process import layer_cost
 from benchmarks.rounds.report import write_results
 from federation.coordinator.server_app import initial_arrays
-from federation.dp_sgd import planned_sampling, train_round
-from federation.node.data_access import site_arrays
-from federation.simulation import quiet_flower, run_simulated_training
-from federation.spec import TrainingSpec
+from federation.engines.simulation import quiet_flower, run_simulated_training
+from federation.protocol.spec import TrainingSpec
+from federation.site.data_access import site_arrays
+from federation.training.dp_sgd import planned_sampling, train_round
 from privacy_budgets import accounting
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
@@ -70,18 +74,30 @@ class Timeline:
 
 
 def _backend(cpus: int) -> dict:
-    # The same settings as federation.simulation.run_on_simulation.
-    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False,
-                          "logging_level": logging.ERROR, "log_to_driver": False}}
+    # The same settings as federation.engines.simulation.run_on_simulation.
+    return {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": cpus,
+            "num_gpus": 0,
+            "include_dashboard": False,
+            "logging_level": logging.ERROR,
+            "log_to_driver": False,
+        },
+    }
 
 
 def _run_flower(*, server_app, client_app, n_sites: int) -> None:
     from flwr.simulation import run_simulation
 
     with quiet_flower(False):
-        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_sites,
-                       backend_config=_backend(os.cpu_count() or 2), verbose_logging=False)
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=n_sites,
+            backend_config=_backend(os.cpu_count() or 2),
+            verbose_logging=False,
+        )
 
 
 def time_ours(*, sites, spec: TrainingSpec, encoder) -> Timeline:
@@ -107,10 +123,12 @@ def bare_sites(*, sites, spec: TrainingSpec, encoder) -> list[BareSite]:
     out = []
     for site in sites:
         arrays = site_arrays(site=site, spec=spec, encoder=encoder)
-        rate, steps = planned_sampling(n_train=len(arrays.y_train), batch_size=spec.batch_size,
-                                       local_epochs=spec.local_epochs)
-        sigma = accounting.calibrate_dpsgd_noise(target_epsilon=spec.target_epsilon, delta=DELTA,
-                                                 sampling_rate=rate, steps=steps * spec.rounds)
+        rate, steps = planned_sampling(
+            n_train=len(arrays.y_train), batch_size=spec.batch_size, local_epochs=spec.local_epochs
+        )
+        sigma = accounting.calibrate_dpsgd_noise(
+            target_epsilon=spec.target_epsilon, delta=DELTA, sampling_rate=rate, steps=steps * spec.rounds
+        )
         out.append(BareSite(site=site, noise_multiplier=sigma))
     return out
 
@@ -118,8 +136,9 @@ def bare_sites(*, sites, spec: TrainingSpec, encoder) -> list[BareSite]:
 def time_bare(*, bare: list[BareSite], spec: TrainingSpec, encoder) -> Timeline:
     """The bare Flower FedAvg app on the same arrays, model and noise."""
     clock = RoundClock()
-    server = build_bare_server_app(spec=spec, initial=initial_arrays(spec=spec, encoder=encoder),
-                                   n_sites=len(bare), clock=clock)
+    server = build_bare_server_app(
+        spec=spec, initial=initial_arrays(spec=spec, encoder=encoder), n_sites=len(bare), clock=clock
+    )
     client = build_bare_client_app(sites=bare, spec=spec, encoder=encoder)
     t0 = time.monotonic()
     _run_flower(server_app=server, client_app=client, n_sites=len(bare))
@@ -132,9 +151,13 @@ def time_empty(*, n_sites: int, encoder) -> Timeline:
     """The engine alone: start, register the sites, stop."""
     clock = RoundClock()
     t0 = time.monotonic()
-    _run_flower(server_app=build_empty_server_app(n_sites=n_sites, clock=clock),
-                client_app=build_bare_client_app(sites=[], spec=TrainingSpec(project="x", target_epsilon=1, rounds=1),
-                                                 encoder=encoder), n_sites=n_sites)
+    _run_flower(
+        server_app=build_empty_server_app(n_sites=n_sites, clock=clock),
+        client_app=build_bare_client_app(
+            sites=[], spec=TrainingSpec(project="x", target_epsilon=1, rounds=1), encoder=encoder
+        ),
+        n_sites=n_sites,
+    )
     total = time.monotonic() - t0
     return Timeline("empty ServerApp (Flower's floor)", total, total, ())
 
@@ -142,7 +165,7 @@ def time_empty(*, n_sites: int, encoder) -> Timeline:
 def training_compute(*, bare: list[BareSite], spec: TrainingSpec, encoder, repeats: int = 3) -> dict[str, float]:
     """Seconds of one round's local training per site, in this process, one thread."""
     torch.set_num_threads(1)
-    from federation.models import build_model
+    from federation.training.models import build_model
 
     model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
     per_site = []
@@ -151,18 +174,36 @@ def training_compute(*, bare: list[BareSite], spec: TrainingSpec, encoder, repea
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            train_round(model=model, x=arrays.x_train, y=arrays.y_train,
-                        noise_multiplier=site.noise_multiplier, max_grad_norm=spec.max_grad_norm,
-                        batch_size=spec.batch_size, local_epochs=spec.local_epochs, learning_rate=spec.learning_rate,
-                        momentum=spec.momentum, grad_sample_mode=spec.grad_sample_mode, engine=spec.engine)
+            train_round(
+                model=model,
+                x=arrays.x_train,
+                y=arrays.y_train,
+                noise_multiplier=site.noise_multiplier,
+                max_grad_norm=spec.max_grad_norm,
+                batch_size=spec.batch_size,
+                local_epochs=spec.local_epochs,
+                learning_rate=spec.learning_rate,
+                momentum=spec.momentum,
+                grad_sample_mode=spec.grad_sample_mode,
+                engine=spec.engine,
+            )
             times.append(time.perf_counter() - t0)
         per_site.append(statistics.median(times))
     lanes = min(os.cpu_count() or 2, len(bare))
     return {"sum_over_sites": sum(per_site), "lanes": lanes, "per_round": sum(per_site) / lanes}
 
 
-def run(*, out: Path, sites: int, rows: int, rounds: int, repeats: int, with_floor: bool = True,
-        command: str = "", show_progress: bool = True) -> pd.DataFrame:
+def run(
+    *,
+    out: Path,
+    sites: int,
+    rows: int,
+    rounds: int,
+    repeats: int,
+    with_floor: bool = True,
+    command: str = "",
+    show_progress: bool = True,
+) -> pd.DataFrame:
     """Time the simulations, write ``out`` and its plot; return every run's split."""
     load_before = os.getloadavg()
     timelines: list[Timeline] = []
@@ -172,8 +213,13 @@ def run(*, out: Path, sites: int, rows: int, rounds: int, repeats: int, with_flo
         base = TrainingSpec(project="rounds-0", target_epsilon=1.0, rounds=rounds)  # the demo's study
         bare = bare_sites(sites=site_configs, spec=base, encoder=encoder)
         compute = training_compute(bare=bare, spec=base, encoder=encoder)
-        in_process = layer_cost(site=site_configs[0], spec=replace(base, project="rounds-in-process", rounds=8),
-                                encoder=encoder, noise_multiplier=bare[0].noise_multiplier, rounds=8)
+        in_process = layer_cost(
+            site=site_configs[0],
+            spec=replace(base, project="rounds-in-process", rounds=8),
+            encoder=encoder,
+            noise_multiplier=bare[0].noise_multiplier,
+            rounds=8,
+        )
         # Alternate the two apps; the floor runs after the first pair, so that neither it nor
         # they alone pay for the first engine start of the process.
         steps = [(kind, k) for k in range(repeats) for kind in ("ours", "bare")]
@@ -183,20 +229,46 @@ def run(*, out: Path, sites: int, rows: int, rounds: int, repeats: int, with_flo
             if kind == "empty":
                 timelines.append(time_empty(n_sites=sites, encoder=encoder))
             elif kind == "ours":
-                timelines.append(time_ours(sites=site_configs, spec=replace(base, project=f"rounds-{k}",
-                                                                             run_id=f"rounds{k}"), encoder=encoder))
+                timelines.append(
+                    time_ours(
+                        sites=site_configs,
+                        spec=replace(base, project=f"rounds-{k}", run_id=f"rounds{k}"),
+                        encoder=encoder,
+                    )
+                )
             else:
                 timelines.append(time_bare(bare=bare, spec=base, encoder=encoder))
     later = {}
     for t in timelines:
         later.setdefault(t.app, []).extend(t.rounds[1:])
     pooled = {app: statistics.median(v) for app, v in later.items() if v}
-    table = pd.DataFrame([{
-        "app": t.app, "total_s": t.total, "engine_start_s": t.engine_start,
-        "per_round_s": t.per_round, "end_s": t.end, "rounds": len(t.rounds),
-    } for t in timelines])
-    write_results(out=out, table=table, pooled_per_round=pooled, compute=compute, in_process=in_process, sites=sites, rows=rows, rounds=rounds, repeats=repeats,
-                  command=command, load_before=load_before, load_after=os.getloadavg())
+    table = pd.DataFrame(
+        [
+            {
+                "app": t.app,
+                "total_s": t.total,
+                "engine_start_s": t.engine_start,
+                "per_round_s": t.per_round,
+                "end_s": t.end,
+                "rounds": len(t.rounds),
+            }
+            for t in timelines
+        ]
+    )
+    write_results(
+        out=out,
+        table=table,
+        pooled_per_round=pooled,
+        compute=compute,
+        in_process=in_process,
+        sites=sites,
+        rows=rows,
+        rounds=rounds,
+        repeats=repeats,
+        command=command,
+        load_before=load_before,
+        load_after=os.getloadavg(),
+    )
     return table
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 
 from benchmarks.demo_sites import demo_sites
-from federation.simulation import run_simulated_training
-from federation.spec import TrainingSpec
+from federation.engines.simulation import run_simulated_training
+from federation.protocol.spec import TrainingSpec
 
 PROJECT = "scale"
 
@@ -59,8 +59,7 @@ class TreeMemory:
 def run_one(*, sites: int, rows: int, rounds: int, workdir: Path) -> dict:
     """Write the data, run the study, return the figures of this configuration."""
     t0 = time.monotonic()
-    configs, encoder = demo_sites(workdir=workdir, sites=sites, rows=rows, size_spread=0.0,
-                                  projects={PROJECT: 1.0})
+    configs, encoder = demo_sites(workdir=workdir, sites=sites, rows=rows, size_spread=0.0, projects={PROJECT: 1.0})
     data_s = time.monotonic() - t0
     gc.collect()
     # The demo's study, with the vectorised DP-SGD engine (benchmarks/dp_overhead).
@@ -79,8 +78,13 @@ def run_one(*, sites: int, rows: int, rounds: int, workdir: Path) -> dict:
         run_simulated_training(sites=configs, spec=spec, encoder=encoder, observer=Clock())
     study_s = time.monotonic() - t1
     return {
-        "sites": sites, "rows_per_site": rows, "total_rows": sites * rows, "rounds": rounds,
-        "data_s": data_s, "study_s": study_s, "round_s": round_s,
+        "sites": sites,
+        "rows_per_site": rows,
+        "total_rows": sites * rows,
+        "rounds": rounds,
+        "data_s": data_s,
+        "study_s": study_s,
+        "round_s": round_s,
         "last_round_s": round_s[-1] if round_s else float("nan"),
         "peak_tree_rss_mib": memory.peak / 2**20,
         "peak_driver_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -25,8 +25,9 @@ def plot(*, table: pd.DataFrame, path: Path) -> None:
     guessed = table[(table["status"] != "measured") & table["estimated_s"].notna()]
     if len(guessed):
         left.plot(guessed["total_rows"], guessed["estimated_s"], "x", color="grey", label="estimate (not run)")
-        right.plot(guessed["total_rows"], guessed["estimated_peak_mib"] / 1024, "x", color="grey",
-                   label="estimate (not run)")
+        right.plot(
+            guessed["total_rows"], guessed["estimated_peak_mib"] / 1024, "x", color="grey", label="estimate (not run)"
+        )
     for ax, label in ((left, "study wall time (s)"), (right, "peak memory, process tree (GiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -38,19 +39,51 @@ def plot(*, table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(*, out: Path, table: pd.DataFrame, rounds: int, budget_s: float, per_config_s: float,
-                  ram_mib: float, command: str, load_before, load_after, seconds: float) -> Path:
+def write_results(
+    *,
+    out: Path,
+    table: pd.DataFrame,
+    rounds: int,
+    budget_s: float,
+    per_config_s: float,
+    ram_mib: float,
+    command: str,
+    load_before,
+    load_after,
+    seconds: float,
+) -> Path:
     """Write ``out`` (what ran, the table) and its plot."""
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(table=table, path=png)
     shown = table.copy()
-    for col in ("data_s", "study_s", "last_round_s", "peak_tree_rss_mib", "peak_driver_rss_mib", "data_mib",
-                "estimated_s", "estimated_peak_mib"):
+    for col in (
+        "data_s",
+        "study_s",
+        "last_round_s",
+        "peak_tree_rss_mib",
+        "peak_driver_rss_mib",
+        "data_mib",
+        "estimated_s",
+        "estimated_peak_mib",
+    ):
         if col not in shown:
             shown[col] = float("nan")
-    shown = shown[["sites", "rows_per_site", "total_rows", "status", "data_s", "study_s", "last_round_s",
-                   "peak_tree_rss_mib", "peak_driver_rss_mib", "estimated_s", "estimated_peak_mib"]]
+    shown = shown[
+        [
+            "sites",
+            "rows_per_site",
+            "total_rows",
+            "status",
+            "data_s",
+            "study_s",
+            "last_round_s",
+            "peak_tree_rss_mib",
+            "peak_driver_rss_mib",
+            "estimated_s",
+            "estimated_peak_mib",
+        ]
+    ]
     lines = [
         "# Growth: sites x rows per site, time and peak memory",
         "",

@@ -29,10 +29,21 @@ from tqdm.auto import tqdm
 from benchmarks.scale.report import write_results
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
-FULL = {"sites": (4, 16, 64), "rows": (10_000, 100_000, 1_000_000), "rounds": 2, "budget_s": 1200.0,
-        "per_config_s": 480.0}
-QUICK = {"sites": (2,), "rows": (200, 1_000_000), "rounds": 1, "budget_s": 120.0, "per_config_s": 120.0,
-         "max_total_rows": 10_000}
+FULL = {
+    "sites": (4, 16, 64),
+    "rows": (10_000, 100_000, 1_000_000),
+    "rounds": 2,
+    "budget_s": 1200.0,
+    "per_config_s": 480.0,
+}
+QUICK = {
+    "sites": (2,),
+    "rows": (200, 1_000_000),
+    "rounds": 1,
+    "budget_s": 120.0,
+    "per_config_s": 120.0,
+    "max_total_rows": 10_000,
+}
 MEMORY_SHARE = 0.6  # of the RAM available at start: above it a configuration is not tried
 
 
@@ -58,11 +69,24 @@ def estimate(*, measured: list[dict], sites: int, rows: int) -> Estimate:
 
 def run_config(*, sites: int, rows: int, rounds: int, timeout: float) -> dict:
     """One configuration in a child process (its own memory); its JSON line, or why not."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                         os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
-        command = [sys.executable, "-m", "benchmarks.scale.one", "--sites", str(sites), "--rows", str(rows),
-                   "--rounds", str(rounds), "--workdir", tmp]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.scale.one",
+            "--sites",
+            str(sites),
+            "--rows",
+            str(rows),
+            "--rounds",
+            str(rounds),
+            "--workdir",
+            tmp,
+        ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
@@ -72,9 +96,18 @@ def run_config(*, sites: int, rows: int, rounds: int, timeout: float) -> dict:
     return {"status": "measured", **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
-def run(*, out: Path, sites: tuple[int, ...], rows: tuple[int, ...], rounds: int, budget_s: float,
-        per_config_s: float, max_total_rows: int | None = None, command: str = "",
-        show_progress: bool = True) -> pd.DataFrame:
+def run(
+    *,
+    out: Path,
+    sites: tuple[int, ...],
+    rows: tuple[int, ...],
+    rounds: int,
+    budget_s: float,
+    per_config_s: float,
+    max_total_rows: int | None = None,
+    command: str = "",
+    show_progress: bool = True,
+) -> pd.DataFrame:
     """Measure what fits, estimate the rest, write ``out``; return the table."""
     load_before = os.getloadavg()
     ram_mib = psutil.virtual_memory().available / 2**20
@@ -84,27 +117,47 @@ def run(*, out: Path, sites: tuple[int, ...], rows: tuple[int, ...], rounds: int
     for s, r in tqdm(configs, desc="scale", disable=not show_progress):
         guess = estimate(measured=measured, sites=s, rows=r)
         left = budget_s - (time.monotonic() - started)
-        base = {"sites": s, "rows_per_site": r, "total_rows": s * r,
-                "estimated_s": guess.seconds, "estimated_peak_mib": guess.memory_mib}
+        base = {
+            "sites": s,
+            "rows_per_site": r,
+            "total_rows": s * r,
+            "estimated_s": guess.seconds,
+            "estimated_peak_mib": guess.memory_mib,
+        }
         if max_total_rows is not None and s * r > max_total_rows:
             records.append({**base, "status": f"not run: above --max-total-rows {max_total_rows}"})
             continue
         if guess.memory_mib > MEMORY_SHARE * ram_mib:
-            records.append({**base, "status": f"not run: estimated memory above {MEMORY_SHARE:.0%} of the "
-                                              f"{ram_mib / 1024:.0f} GiB available"})
+            records.append(
+                {
+                    **base,
+                    "status": f"not run: estimated memory above {MEMORY_SHARE:.0%} of the "
+                    f"{ram_mib / 1024:.0f} GiB available",
+                }
+            )
             continue
         if guess.seconds > min(left, per_config_s):
-            records.append({**base, "status": f"not run: estimated time above the {min(left, per_config_s):.0f} s "
-                                              "left for it"})
+            records.append(
+                {**base, "status": f"not run: estimated time above the {min(left, per_config_s):.0f} s left for it"}
+            )
             continue
         result = run_config(sites=s, rows=r, rounds=rounds, timeout=max(30.0, min(left, per_config_s)))
         records.append({**base, **result})
         if result["status"] == "measured":
             measured.append(result)
     table = pd.DataFrame(records)
-    write_results(out=out, table=table, rounds=rounds, budget_s=budget_s, per_config_s=per_config_s,
-                  ram_mib=ram_mib, command=command, load_before=load_before, load_after=os.getloadavg(),
-                  seconds=time.monotonic() - started)
+    write_results(
+        out=out,
+        table=table,
+        rounds=rounds,
+        budget_s=budget_s,
+        per_config_s=per_config_s,
+        ram_mib=ram_mib,
+        command=command,
+        load_before=load_before,
+        load_after=os.getloadavg(),
+        seconds=time.monotonic() - started,
+    )
     return table
 
 
@@ -119,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         sizes["budget_s"] = args.budget
     command = "python -m benchmarks.scale.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     table = run(out=args.out, command=command.strip(), **sizes)
-    cols = [c for c in ("sites", "rows_per_site", "status", "study_s", "last_round_s", "peak_tree_rss_mib") if c in table]
+    cols = [
+        c for c in ("sites", "rows_per_site", "status", "study_s", "last_round_s", "peak_tree_rss_mib") if c in table
+    ]
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table[cols].to_string(index=False))
     return 0

@@ -57,13 +57,17 @@ class ReleaseCache:
         self._cache.close()
 
     @staticmethod
-    def key(
-        *, query: Query, project: str, fingerprint: str, rules: DisclosureRules, delta: float
-    ) -> str:
+    def key(*, query: Query, project: str, fingerprint: str, rules: DisclosureRules, delta: float) -> str:
         material = json.dumps(
-            {"query": query.to_json(), "project": project, "data": fingerprint,
-             "rules": rules.to_json(), "delta": delta},
-            sort_keys=True, separators=(",", ":"),
+            {
+                "query": query.to_json(),
+                "project": project,
+                "data": fingerprint,
+                "rules": rules.to_json(),
+                "delta": delta,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
         )
         return hashlib.sha256(material.encode()).hexdigest()
 

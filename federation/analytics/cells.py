@@ -33,9 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets_synthetic import DataDictionary
-
 from federation.analytics.query import Query
+from federation.data.dictionary import DataDictionary
 
 COMPONENTS = {
     "count": 1,
@@ -85,7 +84,7 @@ def exact_cells(*, query: Query, frame, dictionary: DataDictionary) -> ExactCell
         edges = np.asarray(query.bins)
         bins = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
         counts = _count(s, len(strata), len(edges) - 1, bins)
-        cells = tuple((float(a), float(b)) for a, b in zip(edges, edges[1:]))
+        cells = tuple((float(a), float(b)) for a, b in zip(edges, edges[1:], strict=False))
         return ExactCells(strata, cells, ("bin",), {"bins": counts}, {"bins": 1.0})
     centre, half = (low + high) / 2, (high - low) / 2
     centred = x - centre
@@ -103,12 +102,12 @@ def _strata(*, query: Query, frame, dictionary: DataDictionary) -> tuple[tuple[t
     if not query.by:
         return ((),), np.zeros(len(frame), dtype=int)
     levels = [query.categories(dictionary, name) for name in query.by]
-    codes = [_codes(frame[name], level) for name, level in zip(query.by, levels)]
+    codes = [_codes(frame[name], level) for name, level in zip(query.by, levels, strict=False)]
     stacked = np.stack(codes)
     valid = (stacked >= 0).all(axis=0)
     index = np.full(len(frame), -1, dtype=int)
     if valid.any():
-        index[valid] = np.ravel_multi_index(tuple(stacked[:, valid]), tuple(len(l) for l in levels))
+        index[valid] = np.ravel_multi_index(tuple(stacked[:, valid]), tuple(len(level) for level in levels))
     return tuple(itertools.product(*levels)), index
 
 
@@ -136,9 +135,9 @@ def _histogram(query, frame, dictionary, strata, stratum, keep) -> ExactCells:
     if query.kind == "crosstab" or query.bounds is None:
         names = query.columns if query.kind == "crosstab" else (query.column,)
         levels = [query.categories(dictionary, name) for name in names]
-        codes = np.stack([_codes(frame[name], level) for name, level in zip(names, levels)])
+        codes = np.stack([_codes(frame[name], level) for name, level in zip(names, levels, strict=False)])
         keep = keep & (codes >= 0).all(axis=0)
-        shape = tuple(len(l) for l in levels)
+        shape = tuple(len(level) for level in levels)
         cell = np.ravel_multi_index(tuple(codes[:, keep]), shape) if keep.any() else np.zeros(0, dtype=int)
         cells = tuple(itertools.product(*levels))
         n = _count(stratum[keep], len(strata), int(np.prod(shape)), cell)
@@ -148,7 +147,7 @@ def _histogram(query, frame, dictionary, strata, stratum, keep) -> ExactCells:
     edges = np.asarray(query.bins)
     x = np.clip(values[keep], edges[0], edges[-1])
     cell = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
-    cells = tuple(((float(a), float(b)),) for a, b in zip(edges, edges[1:]))
+    cells = tuple(((float(a), float(b)),) for a, b in zip(edges, edges[1:], strict=False))
     n = _count(stratum[keep], len(strata), len(edges) - 1, cell)
     return ExactCells(strata, cells, (query.column,), {"n": n}, {"n": 1.0})
 
@@ -172,7 +171,9 @@ def _survival(query, frame, strata, stratum, keep) -> ExactCells:
     censored_all = _count(s[~e], len(strata), k + 1, censor_bin[~e])
     cells = tuple((float(b),) for b in edges[1:])
     return ExactCells(
-        strata, cells, ("time",),
+        strata,
+        cells,
+        ("time",),
         {"events": events, "censored": censored_all[:, :k], "followed": censored_all[:, k:]},
         {"events": 1.0, "censored": 1.0, "followed": 1.0},
     )

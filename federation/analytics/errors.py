@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from federation.errors import BadInput
 
-class QueryError(ValueError):
+
+class QueryError(BadInput, ValueError):
     """A query that breaks a rule: an unknown column, missing bounds, a bad epsilon.
 
     The message states the rule, the bad value and the fix. A site refuses such a

@@ -125,7 +125,7 @@ def _estimate(query: Query, release: Release, level: float) -> pd.DataFrame:
 
 def _base(release: Release, s: int, c: int | None, **values: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"site": release.site_id, "_stratum": s, "_cell": None}
-    row.update(dict(zip(release.by, release.strata[s])))
+    row.update(dict(zip(release.by, release.strata[s], strict=False)))
     if c is not None:
         row.update(_cell_labels(release, c))
     row.update(values)
@@ -138,7 +138,7 @@ def _cell_labels(release: Release, c: int) -> dict[str, Any]:
         last = c == len(release.cells) - 1
         name = release.cell_names[0]
         return {name: f"[{low:g}, {high:g}{']' if last else ')'}", "low": low, "high": high}
-    return dict(zip(release.cell_names, release.cells[c]))
+    return dict(zip(release.cell_names, release.cells[c], strict=False))
 
 
 def _interval(estimate: float, se: float, z: float, level: float, laplace_scale: float | None = None):
@@ -187,8 +187,21 @@ def _moments(query: Query, r: Release, z: float, level: float) -> list[dict[str,
         if suppressed:
             est = se = float("nan")
         low, high = _within(query, *_interval(est, se, z, level, laplace))
-        rows.append(_base(r, s, None, estimate=est, se=se, ci_low=low, ci_high=high,
-                          n=n, suppressed=suppressed, note=_suppression_note(r, s, suppressed), _cell=s))
+        rows.append(
+            _base(
+                r,
+                s,
+                None,
+                estimate=est,
+                se=se,
+                ci_low=low,
+                ci_high=high,
+                n=n,
+                suppressed=suppressed,
+                note=_suppression_note(r, s, suppressed),
+                _cell=s,
+            )
+        )
     return rows
 
 
@@ -239,11 +252,23 @@ def _histogram(query: Query, r: Release, z: float, level: float) -> list[dict[st
             if complete and total > 0:
                 share = min(max(est / total, 0.0), 1.0)
                 share_se = sd * math.sqrt((1 - share) ** 2 + share**2 * (n_cells - 1)) / total
-            rows.append(_base(
-                r, s, c, estimate=est, se=float("nan") if suppressed else sd, ci_low=low, ci_high=high,
-                n=est, suppressed=suppressed, proportion=share, proportion_se=share_se,
-                note=_suppression_note(r, s, suppressed), _cell=s * n_cells + c,
-            ))
+            rows.append(
+                _base(
+                    r,
+                    s,
+                    c,
+                    estimate=est,
+                    se=float("nan") if suppressed else sd,
+                    ci_low=low,
+                    ci_high=high,
+                    n=est,
+                    suppressed=suppressed,
+                    proportion=share,
+                    proportion_se=share_se,
+                    note=_suppression_note(r, s, suppressed),
+                    _cell=s * n_cells + c,
+                )
+            )
     return rows
 
 
@@ -255,15 +280,30 @@ def _quantiles(query: Query, r: Release, z: float, level: float) -> list[dict[st
         n = float(r.stats["n"][s, 0])
         below = r.stats["below"][s]
         for p in query.probabilities:
-            est, low, high = quantile_with_interval(
-                edges=edges, below=below, n=n, p=p, bin_var=bin_var, z=z
-            )
+            est, low, high = quantile_with_interval(edges=edges, below=below, n=n, p=p, bin_var=bin_var, z=z)
             suppressed = bool(r.stratum_suppressed[s]) or np.isnan(est)
-            note = _suppression_note(r, s, True) if r.stratum_suppressed[s] else (
-                "suppressed: the quantile lies in a tail with fewer records than the minimum"
-                if suppressed else "")
-            rows.append(_base(r, s, None, probability=p, estimate=est, se=float("nan"), ci_low=low,
-                              ci_high=high, n=n, suppressed=suppressed, note=note))
+            note = (
+                _suppression_note(r, s, True)
+                if r.stratum_suppressed[s]
+                else (
+                    "suppressed: the quantile lies in a tail with fewer records than the minimum" if suppressed else ""
+                )
+            )
+            rows.append(
+                _base(
+                    r,
+                    s,
+                    None,
+                    probability=p,
+                    estimate=est,
+                    se=float("nan"),
+                    ci_low=low,
+                    ci_high=high,
+                    n=n,
+                    suppressed=suppressed,
+                    note=note,
+                )
+            )
     return rows
 
 
@@ -311,23 +351,39 @@ def _survival(query: Query, r: Release, z: float, level: float) -> list[dict[str
     n_bins = len(r.cells)
     for s in range(len(r.strata)):
         curve = km_curve(
-            events=r.stats["events"][s], censored=r.stats["censored"][s],
-            at_risk=r.stats["at_risk"][s], unit_var=unit_var,
+            events=r.stats["events"][s],
+            censored=r.stats["censored"][s],
+            at_risk=r.stats["at_risk"][s],
+            unit_var=unit_var,
         )
         for k in range(n_bins):
             suppressed = bool(r.suppressed[s, k])
-            est, se, se_sampling = (float("nan"),) * 3 if suppressed else (
-                curve["survival"][k], curve["se"][k], curve["se_sampling"][k])
+            est, se, se_sampling = (
+                (float("nan"),) * 3 if suppressed else (curve["survival"][k], curve["se"][k], curve["se_sampling"][k])
+            )
             low, high = _interval(est, se, z, level)
             total = math.hypot(se, se_sampling) if not suppressed else float("nan")
             low_t, high_t = _interval(est, total, z, level)
-            rows.append(_base(
-                r, s, k, estimate=est, se=se, ci_low=max(low, 0.0), ci_high=min(high, 1.0),
-                n=r.stats["at_risk"][s, k], suppressed=suppressed, at_risk=r.stats["at_risk"][s, k],
-                events=r.stats["events"][s, k], se_sampling=se_sampling,
-                ci_low_total=max(low_t, 0.0), ci_high_total=min(high_t, 1.0),
-                note=_suppression_note(r, s, suppressed), _cell=s * n_bins + k,
-            ))
+            rows.append(
+                _base(
+                    r,
+                    s,
+                    k,
+                    estimate=est,
+                    se=se,
+                    ci_low=max(low, 0.0),
+                    ci_high=min(high, 1.0),
+                    n=r.stats["at_risk"][s, k],
+                    suppressed=suppressed,
+                    at_risk=r.stats["at_risk"][s, k],
+                    events=r.stats["events"][s, k],
+                    se_sampling=se_sampling,
+                    ci_low_total=max(low_t, 0.0),
+                    ci_high_total=min(high_t, 1.0),
+                    note=_suppression_note(r, s, suppressed),
+                    _cell=s * n_bins + k,
+                )
+            )
     return rows
 
 
@@ -371,6 +427,12 @@ def km_curve(
 
 
 _ESTIMATORS = {
-    "count": _moments, "sum": _moments, "mean": _moments, "variance": _moments,
-    "histogram": _histogram, "crosstab": _histogram, "quantiles": _quantiles, "survival": _survival,
+    "count": _moments,
+    "sum": _moments,
+    "mean": _moments,
+    "variance": _moments,
+    "histogram": _histogram,
+    "crosstab": _histogram,
+    "quantiles": _quantiles,
+    "survival": _survival,
 }

@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from datasets_synthetic import DataDictionary
-
 from federation.analytics.errors import QueryError
+from federation.data.dictionary import DataDictionary
 
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
 
@@ -80,8 +79,14 @@ class Filter:
             return present & (hit if self.op == "==" else ~hit)
         values = series.to_numpy(dtype=float, na_value=np.nan)
         with np.errstate(invalid="ignore"):
-            hit = {"==": values == self.value, "!=": values != self.value, "<": values < self.value,
-                   "<=": values <= self.value, ">": values > self.value, ">=": values >= self.value}[self.op]
+            hit = {
+                "==": values == self.value,
+                "!=": values != self.value,
+                "<": values < self.value,
+                "<=": values <= self.value,
+                ">": values > self.value,
+                ">=": values >= self.value,
+            }[self.op]
         return present & hit
 
 
@@ -97,9 +102,7 @@ def _plain(value: Any) -> Any:
         return int(value) if float(value).is_integer() else float(value)
     if isinstance(value, str):
         return value
-    raise QueryError(
-        f"A filter compares with a number or a category name; got {value!r} ({type(value).__name__})."
-    )
+    raise QueryError(f"A filter compares with a number or a category name; got {value!r} ({type(value).__name__}).")
 
 
 def _show(value: Any) -> str:
@@ -142,7 +145,7 @@ def check_filters(filters: Sequence[Filter], *, dictionary: DataDictionary) -> N
     """Refuse unknown columns, values of the wrong type, and filters that select nobody."""
     by_column: dict[str, list[Filter]] = {}
     for f in filters:
-        spec = _column(dictionary, f.column, "filter")
+        spec = column_spec(dictionary, f.column, "filter")
         values = f.value if isinstance(f.value, tuple) else (f.value,)
         if spec.kind == "categorical":
             if f.op not in ("==", "!=", "in", "not in"):
@@ -164,7 +167,8 @@ def check_filters(filters: Sequence[Filter], *, dictionary: DataDictionary) -> N
             _check_interval(spec, column_filters)
 
 
-def _column(dictionary: DataDictionary, name: str, what: str):
+def column_spec(dictionary: DataDictionary, name: str, what: str):
+    """The dictionary's spec of column ``name``, or a QueryError naming ``what`` asked for it."""
     try:
         return dictionary.column(name)
     except KeyError:
@@ -200,7 +204,7 @@ def _check_interval(spec, filters: Sequence[Filter]) -> None:
     excluded: set[float] = set()
     points: set[float] | None = None
     for f in filters:
-        if f.op in ("in", "==") :
+        if f.op in ("in", "=="):
             values = {float(v) for v in (f.value if isinstance(f.value, tuple) else (f.value,))}
             points = values if points is None else points & values
         elif f.op == "not in" or f.op == "!=":
@@ -212,8 +216,10 @@ def _check_interval(spec, filters: Sequence[Filter]) -> None:
             low, low_open = float(f.value), f.op == ">"
     if points is not None:
         inside = {
-            p for p in points - excluded
-            if (low < p or (low == p and not low_open)) and (p < high or (p == high and not high_open))
+            p
+            for p in points - excluded
+            if (low < p or (low == p and not low_open))
+            and (p < high or (p == high and not high_open))
             and (spec.kind != "integer" or p.is_integer())
         }
         empty = not inside

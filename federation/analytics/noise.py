@@ -32,12 +32,11 @@ from functools import lru_cache
 import dp_accounting as dpa
 import numpy as np
 
+from federation.analytics.cells import COMPONENTS
+from federation.analytics.query import Query
 from privacy_budgets.accounting import calibrate_noise
 from privacy_budgets.accounting import epsilon as composed_epsilon
 from privacy_budgets.mechanisms import gaussian_event, laplace_event
-
-from federation.analytics.cells import COMPONENTS
-from federation.analytics.query import Query
 
 # Bisection stops when the bracket is this tight relative to the multiplier: far
 # below the noise's own effect on any answer.
@@ -77,7 +76,10 @@ def _calibrated_gaussian(target: float, delta: float, k: int) -> float:
         return composed_epsilon(events=[gaussian_event(noise_multiplier=m, count=k)], delta=delta)
 
     multiplier, _ = calibrate_noise(
-        cost=cost, target_epsilon=target, minimum=MIN_GAUSSIAN_MULTIPLIER, maximum=MAX_GAUSSIAN_MULTIPLIER,
+        cost=cost,
+        target_epsilon=target,
+        minimum=MIN_GAUSSIAN_MULTIPLIER,
+        maximum=MAX_GAUSSIAN_MULTIPLIER,
         rtol=CALIBRATION_RTOL,
     )
     return multiplier

@@ -39,10 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from datasets_synthetic import DataDictionary
-
 from federation.analytics.errors import QueryError
-from federation.analytics.filters import Filter, _column, check_filters, parse_where
+from federation.analytics.filters import Filter, check_filters, column_spec, parse_where
+from federation.data.dictionary import DataDictionary
 
 FORMAT = "workbench-analytics-query/1"
 KINDS = ("count", "sum", "mean", "variance", "histogram", "crosstab", "quantiles", "survival")
@@ -88,9 +87,7 @@ class Query:
         if self.kind not in KINDS:
             raise QueryError(f"A query's kind is one of {', '.join(KINDS)}; got {self.kind!r}.")
         if self.mechanism not in MECHANISMS:
-            raise QueryError(
-                f"The noise mechanism is 'gaussian' or 'laplace'; got {self.mechanism!r}."
-            )
+            raise QueryError(f"The noise mechanism is 'gaussian' or 'laplace'; got {self.mechanism!r}.")
         self._check_privacy()
         object.__setattr__(self, "columns", tuple(self.columns))
         object.__setattr__(self, "where", parse_where(self.where) if self.where else ())
@@ -106,8 +103,7 @@ class Query:
         object.__setattr__(self, "bins", _edges(self))
         object.__setattr__(self, "probabilities", _probabilities(self))
         if self.min_cell_size is not None and (
-            isinstance(self.min_cell_size, bool) or not isinstance(self.min_cell_size, int)
-            or self.min_cell_size < 1
+            isinstance(self.min_cell_size, bool) or not isinstance(self.min_cell_size, int) or self.min_cell_size < 1
         ):
             raise QueryError(
                 f"min_cell_size is a whole number that may raise a site's minimum; got {self.min_cell_size!r}."
@@ -126,8 +122,11 @@ class Query:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise QueryError(
                 f"{name} must be a finite number above 0; got {value!r}. "
-                + ("Privacy loss cannot be negative or zero: e.g. epsilon=0.5."
-                   if name == "epsilon" else "Noise of zero or below gives no privacy.")
+                + (
+                    "Privacy loss cannot be negative or zero: e.g. epsilon=0.5."
+                    if name == "epsilon"
+                    else "Noise of zero or below gives no privacy."
+                )
             )
         object.__setattr__(self, name, float(value))
 
@@ -229,15 +228,15 @@ class Query:
                     "A survival query needs a time and an event column: pass column= and event=, or "
                     "give the data dictionary columns with roles 'time' and 'event'."
                 )
-            time = _column(dictionary, query.column, "survival time")
+            time = column_spec(dictionary, query.column, "survival time")
             if time.kind not in ("numeric", "integer"):
                 raise QueryError(f"A survival time column is numeric; '{time.name}' is {time.kind}.")
-            event = _column(dictionary, query.event, "survival event")
+            event = column_spec(dictionary, query.event, "survival event")
             if event.kind != "binary":
                 raise QueryError(f"A survival event column is binary (1 = event); '{event.name}' is {event.kind}.")
         query._check_value_column(dictionary)
         for name in query.by:
-            spec = _column(dictionary, name, "by")
+            spec = column_spec(dictionary, name, "by")
             if spec.kind not in ("categorical", "binary"):
                 raise QueryError(
                     f"by stratifies by a categorical or binary column; '{name}' is {spec.kind}. "
@@ -257,7 +256,7 @@ class Query:
             if len(self.columns) != 2:
                 raise QueryError(f"A crosstab needs columns=(first, second); got {self.columns!r}.")
             for name in self.columns:
-                spec = _column(dictionary, name, "crosstab")
+                spec = column_spec(dictionary, name, "crosstab")
                 if spec.kind not in ("categorical", "binary"):
                     raise QueryError(
                         f"A crosstab counts categories; '{name}' is {spec.kind}. Use a histogram with bins."
@@ -265,7 +264,7 @@ class Query:
             return
         if self.column is None:
             raise QueryError(f"A {self.kind} needs column=; e.g. column='age'.")
-        spec = _column(dictionary, self.column, self.kind)
+        spec = column_spec(dictionary, self.column, self.kind)
         categorical = spec.kind in ("categorical", "binary")
         if self.kind == "histogram" and categorical:
             if self.bounds is not None:
@@ -293,8 +292,10 @@ class Query:
 def _missing_bounds(query: Query, spec) -> str:
     hint = ""
     if spec.minimum is not None:
-        hint = (f" The data dictionary gives {spec.name} the public range {spec.allowed_values}: "
-                f"pass bounds=({_num(spec.minimum)}, {_num(spec.maximum)}) or a narrower public range.")
+        hint = (
+            f" The data dictionary gives {spec.name} the public range {spec.allowed_values}: "
+            f"pass bounds=({_num(spec.minimum)}, {_num(spec.maximum)}) or a narrower public range."
+        )
     return (
         f"A {query.kind} of '{spec.name}' needs bounds=(low, high): values are clipped to them and "
         f"the noise is scaled to them, so they must be public, never read from the data.{hint}"
@@ -332,7 +333,7 @@ def _edges(query: Query) -> tuple[float, ...]:
         edges = tuple(float(e) for e in bins)
     except (TypeError, ValueError):
         raise QueryError(f"bins is a number of bins or a list of edges; got {bins!r}.") from None
-    if len(edges) < 2 or len(edges) > MAX_BINS + 1 or any(b <= a for a, b in zip(edges, edges[1:])):
+    if len(edges) < 2 or len(edges) > MAX_BINS + 1 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
         raise QueryError(f"bin edges increase strictly, at most {MAX_BINS} bins; got {bins!r}.")
     if edges[0] != low or edges[-1] != high:
         raise QueryError(

@@ -174,8 +174,13 @@ def make_release(
 
 
 def _family(kind: str) -> str:
-    return {"sum": "moments", "mean": "moments", "variance": "moments", "count": "moments",
-            "crosstab": "histogram"}.get(kind, kind)
+    return {
+        "sum": "moments",
+        "mean": "moments",
+        "variance": "moments",
+        "count": "moments",
+        "crosstab": "histogram",
+    }.get(kind, kind)
 
 
 def _primary_cells(query: Query, exact: ExactCells) -> tuple[tuple, ...]:
@@ -206,8 +211,12 @@ def _survival(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 _DERIVE = {"moments": _moments, "histogram": _moments, "quantiles": _quantile_counts, "survival": _survival}
 # Statistics suppressed cell by cell (the others go with their stratum).
-_PER_CELL = {"moments": {"n", "sum", "sumsq"}, "histogram": {"n"}, "quantiles": {"below"},
-             "survival": {"events", "censored", "at_risk"}}
+_PER_CELL = {
+    "moments": {"n", "sum", "sumsq"},
+    "histogram": {"n"},
+    "quantiles": {"below"},
+    "survival": {"events", "censored", "at_risk"},
+}
 
 
 # --- what is too small: (strata to suppress, cells to suppress) -------------------------
@@ -235,5 +244,9 @@ def _small_survival(stats, m):
     return small[:, 0], np.logical_or.accumulate(small, axis=1)
 
 
-_SMALL = {"moments": _small_moments, "histogram": _small_histogram, "quantiles": _small_quantiles,
-          "survival": _small_survival}
+_SMALL = {
+    "moments": _small_moments,
+    "histogram": _small_histogram,
+    "quantiles": _small_quantiles,
+    "survival": _small_survival,
+}

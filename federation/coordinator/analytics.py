@@ -21,10 +21,10 @@ from flwr.serverapp import Grid
 
 from federation.analytics.estimates import answer_frame
 from federation.analytics.release import Release
-from federation.analytics.site_answers import QueryRequest
 from federation.coordinator.events import SiteReply
-from federation.node.analytics_task import ANSWER_KEY, COST_KEY, COST_KIND, RELEASE_KEY
-from federation.node.range_task import QUERY_KIND_KEY
+from federation.protocol.query_request import QueryRequest
+from federation.protocol.replies import ANSWER_KEY, COST_KEY, RELEASE_KEY
+from federation.protocol.task_kinds import COST_KIND, QUERY_KIND_KEY
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,10 @@ class SiteQueryReply:
         """Plain JSON, for a deployed coordinator's run folder (the workbench reads it back)."""
         from dataclasses import asdict
 
-        return {"reply": {**asdict(self.reply), "receipts": list(self.reply.receipts)},
-                "release": self.release.to_json() if self.release is not None else None}
+        return {
+            "reply": {**asdict(self.reply), "receipts": list(self.reply.receipts)},
+            "release": self.release.to_json() if self.release is not None else None,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SiteQueryReply:
@@ -66,8 +68,12 @@ def query_messages(*, request: QueryRequest, node_ids: Sequence[int], kind: str 
     if kind is not None:
         config[QUERY_KIND_KEY] = kind
     return [
-        Message(content=RecordDict({"config": ConfigRecord(config)}), message_type=MessageType.QUERY,
-                dst_node_id=node, group_id=request.query.query_id)
+        Message(
+            content=RecordDict({"config": ConfigRecord(config)}),
+            message_type=MessageType.QUERY,
+            dst_node_id=node,
+            group_id=request.query.query_id,
+        )
         for node in node_ids
     ]
 
@@ -99,9 +105,7 @@ def ask_sites(
     return answers
 
 
-def ask_costs(
-    *, grid: Grid, requests: Sequence[QueryRequest], node_ids: Sequence[int], timeout: float
-) -> pd.DataFrame:
+def ask_costs(*, grid: Grid, requests: Sequence[QueryRequest], node_ids: Sequence[int], timeout: float) -> pd.DataFrame:
     """What each request would cost at each site, without running any (one row each)."""
     rows: list[dict[str, Any]] = []
     for request in requests:
@@ -111,8 +115,14 @@ def ask_costs(
             if reply.status == "ok":
                 rows.append(json.loads(str(msg.content[COST_KEY][COST_KEY])))
             else:
-                rows.append({"site": reply.site_id, "query_id": request.query.query_id,
-                             "fits": False, "binding": f"{reply.status}: {reply.reason}"})
+                rows.append(
+                    {
+                        "site": reply.site_id,
+                        "query_id": request.query.query_id,
+                        "fits": False,
+                        "binding": f"{reply.status}: {reply.reason}",
+                    }
+                )
     return pd.DataFrame(rows)
 
 

@@ -14,9 +14,9 @@ import pandas as pd
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from federation.analytics.site_answers import QueryRequest
 from federation.coordinator.analytics import SiteQueryReply, ask_costs, ask_sites
 from federation.coordinator.study_loop import wait_for_sites
+from federation.protocol.query_request import QueryRequest
 
 
 @dataclass
@@ -47,8 +47,9 @@ def build_analytics_server_app(
             if costs:
                 box.costs = ask_costs(grid=grid, requests=requests, node_ids=nodes, timeout=timeout)
             if answers:
-                box.answers = ask_sites(grid=grid, requests=requests, node_ids=nodes, timeout=timeout,
-                                        on_answer=on_answer)
+                box.answers = ask_sites(
+                    grid=grid, requests=requests, node_ids=nodes, timeout=timeout, on_answer=on_answer
+                )
         except BaseException as err:  # re-raised in the caller's thread
             box.errors.append(err)
             raise

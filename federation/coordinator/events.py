@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 from flwr.app import Message
 
-from federation.node.replies import REFUSAL_KEY
+from federation.errors import InternalFault
+from federation.protocol.replies import REFUSAL_KEY
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class SiteReply:
         node = msg.metadata.src_node_id
         fallback = node_names.get(node, f"node {node}")
         if msg.has_error():
-            return cls(site_id=fallback, status="failed", kind="error", reason=msg.error.reason)
+            return cls(site_id=fallback, status="failed", kind=InternalFault.kind, reason=msg.error.reason)
         content = msg.content
         if REFUSAL_KEY in content:
             r = content[REFUSAL_KEY]

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from datasets_synthetic import DataDictionary, UnrangedSchema
-
+from federation.analytics.ranges import range_noise, union_ranges
 from federation.coordinator.events import SiteReply
-from federation.node.range_task import QUERY_KIND_KEY, RANGES
-from federation.ranges import range_noise, union_ranges
-from federation.spec import TrainingSpec
+from federation.data.dictionary import DataDictionary
+from federation.data.unranged import UnrangedSchema
+from federation.errors import Refused
+from federation.protocol.spec import TrainingSpec
+from federation.protocol.task_kinds import QUERY_KIND_KEY, RANGES
 
 
 @dataclass(frozen=True)
@@ -34,17 +35,15 @@ class RangeFinding:
         return [c.name for c in self.schema.columns if c.kind == "numeric" and c.name != self.target]
 
 
-class RangeFindingFailed(RuntimeError):
-    pass
+class RangeFindingFailed(Refused, RuntimeError):
+    """The sites refused or failed the range query, or gave no range for a column."""
 
 
 def find_ranges(
     *, grid: Grid, spec: TrainingSpec, finding: RangeFinding, node_ids: list[int], timeout: float
 ) -> tuple[DataDictionary, list[SiteReply]]:
     columns = finding.numeric_features()
-    noise_std = range_noise(
-        epsilon=spec.target_epsilon * finding.share, delta=spec.delta, n_columns=len(columns)
-    )
+    noise_std = range_noise(epsilon=spec.target_epsilon * finding.share, delta=spec.delta, n_columns=len(columns))
     config = {**spec.to_config(), QUERY_KIND_KEY: RANGES, "columns": json.dumps(columns), "noise-std": noise_std}
     messages = [
         Message(content=RecordDict({"config": ConfigRecord(config)}), message_type=MessageType.QUERY, dst_node_id=node)

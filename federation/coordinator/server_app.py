@@ -11,9 +11,9 @@ from flwr.serverapp import Grid, ServerApp
 from federation.coordinator.events import StudyObserver
 from federation.coordinator.range_phase import RangeFinding
 from federation.coordinator.study_loop import StudyOutcome, run_training
-from federation.features import FeatureEncoder
-from federation.models import build_model
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
+from federation.training.features import FeatureEncoder
+from federation.training.models import build_model
 
 
 def initial_arrays(*, spec: TrainingSpec, encoder: FeatureEncoder) -> ArrayRecord:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
 
-from federation.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec
 
 
 def build_strategy(*, spec: TrainingSpec, n_sites: int) -> FedAvg:

@@ -17,13 +17,12 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
-from datasets_synthetic import DataDictionary
-
 from federation.coordinator.events import NullObserver, RoundReport, SiteReply, StudyObserver
 from federation.coordinator.range_phase import RangeFinding, find_ranges
 from federation.coordinator.strategies import build_strategy
-from federation.features import FeatureEncoder
-from federation.spec import TrainingSpec
+from federation.data.dictionary import DataDictionary
+from federation.protocol.spec import TrainingSpec
+from federation.training.features import FeatureEncoder
 
 
 @dataclass
@@ -92,10 +91,10 @@ def run_training(
         messages = strategy.configure_train(server_round, arrays, ConfigRecord(config), grid)
         replies = list(grid.send_and_receive(messages=messages, timeout=timeout))
         train = [SiteReply.from_message(m, node_names=node_names) for m in replies]
-        for msg, reply in zip(replies, train):
+        for msg, reply in zip(replies, train, strict=False):
             node_names.setdefault(msg.metadata.src_node_id, reply.site_id)
             outcome.receipts.extend(reply.receipts)
-        trained = [m for m, r in zip(replies, train) if r.status == "ok"]
+        trained = [m for m, r in zip(replies, train, strict=False) if r.status == "ok"]
         if trained:
             new_arrays, _ = strategy.aggregate_train(server_round, trained)
             if new_arrays is not None:
@@ -116,8 +115,8 @@ def run_training(
             # Stop rather than go on without a site: the study's sites were approved
             # together, and a site out of budget should not silently drop out.
             outcome.stopped_reason = " ".join(
-                f"Site {r.site_id} {'refused' if r.status == 'refused' else 'failed'} round "
-                f"{server_round}: {r.reason}" for r in problems
+                f"Site {r.site_id} {'refused' if r.status == 'refused' else 'failed'} round {server_round}: {r.reason}"
+                for r in problems
             )
             observer.study_stopped(outcome.stopped_reason)
             break

@@ -6,7 +6,7 @@ import pytest
 from _analytics_helpers import DELTA, PROJECT
 
 from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY, generate_hospitals
-from federation.node.site import SiteConfig
+from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger
 
 
@@ -33,14 +33,24 @@ def make_site(tmp_path):
         frame.to_parquet(path, index=False)
         dictionary_path = data / "data_dictionary.json"
         SYNTHETIC_HOSPITALS_DICTIONARY.save(dictionary_path)
-        site = SiteConfig(site_id=site_id, data_path=path, state_dir=tmp_path / "state" / site_id,
-                          dictionary_path=dictionary_path, **rules)
+        site = SiteConfig(
+            site_id=site_id,
+            data_path=path,
+            state_dir=tmp_path / "state" / site_id,
+            dictionary_path=dictionary_path,
+            **rules,
+        )
         site.state_dir.mkdir(parents=True, exist_ok=True)
         with Ledger.open(site.ledger_path, site_id=site_id) as ledger:
             ledger.set_cap(dataset=site.dataset, epsilon=cap, delta=DELTA, actor="site IT", reason="test cap")
             if allocation:
-                ledger.allocate(dataset=site.dataset, project=PROJECT, epsilon=allocation,
-                                actor="ethics board", reason="test allocation")
+                ledger.allocate(
+                    dataset=site.dataset,
+                    project=PROJECT,
+                    epsilon=allocation,
+                    actor="ethics board",
+                    reason="test allocation",
+                )
         return site
 
     return make

@@ -38,8 +38,7 @@ QUERIES = {
     "histogram of binned values": Query(kind="histogram", column="age", bounds=(18, 95), bins=7, epsilon=0.5),
     "crosstab": Query(kind="crosstab", columns=("sex", "smoker"), epsilon=0.3),
     "survival": Query(kind="survival", bounds=(0, 1825), bins=10, epsilon=0.3),
-    "survival by admission type": Query(kind="survival", bounds=(0, 1825), bins=6, by=("admission_type",),
-                                        epsilon=1.0),
+    "survival by admission type": Query(kind="survival", bounds=(0, 1825), bins=6, by=("admission_type",), epsilon=1.0),
 }
 
 
@@ -71,8 +70,9 @@ def test_noise_intervals_cover_the_exact_answer_at_the_stated_level(name, hospit
 def test_quantile_intervals_cover_the_sample_quantile_at_least_at_the_level(hospitals):
     """The interval's ends are grid edges, so it is conservative by up to one bin."""
     frame = _frame(hospitals)
-    query = Query(kind="quantiles", column="cholesterol", bounds=(100, 400), probabilities=(0.1, 0.5, 0.9),
-                  epsilon=0.3).check(dictionary=DICTIONARY)
+    query = Query(
+        kind="quantiles", column="cholesterol", bounds=(100, 400), probabilities=(0.1, 0.5, 0.9), epsilon=0.3
+    ).check(dictionary=DICTIONARY)
     values = np.clip(frame["cholesterol"].to_numpy(float), 100, 400)
     truth = np.array([np.quantile(values, p, method="inverted_cdf") for p in query.probabilities])
     multiplier = noise_multiplier(query=query, delta=1e-5)
@@ -90,17 +90,22 @@ def test_quantile_intervals_cover_the_sample_quantile_at_least_at_the_level(hosp
 
 def test_pooled_intervals_cover_the_pooled_exact_answer(hospitals):
     frames = hospitals.sites
-    for query in (Query(kind="mean", column="age", bounds=(18, 95), epsilon=0.2),
-                  Query(kind="survival", bounds=(0, 1825), bins=5, epsilon=0.3)):
+    for query in (
+        Query(kind="mean", column="age", bounds=(18, 95), epsilon=0.2),
+        Query(kind="survival", bounds=(0, 1825), bins=5, epsilon=0.3),
+    ):
         checked = query.check(dictionary=DICTIONARY)
-        exact = [released(query, f, noise_multiplier=0.0, rng=np.random.default_rng(0), site_id=s)
-                 for s, f in frames.items()]
+        exact = [
+            released(query, f, noise_multiplier=0.0, rng=np.random.default_rng(0), site_id=s) for s, f in frames.items()
+        ]
         truth = answer_frame(query=checked, releases=exact).query("site == 'pooled'")["estimate"].to_numpy()
         multiplier = noise_multiplier(query=checked, delta=1e-5)
-        streams = [repeated_releases(query, f, noise_multiplier=multiplier, seed=9 + i, repeats=REPEATS, site_id=s)
-                   for i, (s, f) in enumerate(frames.items())]
+        streams = [
+            repeated_releases(query, f, noise_multiplier=multiplier, seed=9 + i, repeats=REPEATS, site_id=s)
+            for i, (s, f) in enumerate(frames.items())
+        ]
         hits = []
-        for releases in zip(*streams):
+        for releases in zip(*streams, strict=False):
             pooled = answer_frame(query=checked, releases=list(releases)).query("site == 'pooled'")
             hits.append((pooled["ci_low"].to_numpy() <= truth) & (truth <= pooled["ci_high"].to_numpy()))
         assert LOW <= np.mean(hits) <= HIGH, (query.kind, np.mean(hits))
@@ -114,12 +119,15 @@ def test_survival_total_intervals_cover_the_generators_true_survival():
     hits = []
     for seed in range(150):
         federation = generate_hospitals(sites=1, rows=1500, seed=1000 + seed)
-        (site_id, frame), = federation.sites.items()
+        ((site_id, frame),) = federation.sites.items()
         checked = query.check(dictionary=federation.dictionary)
-        answer = estimate(query=checked, release=released(
-            query, frame, noise_multiplier=noise_multiplier(query=checked, delta=1e-5), rng=rng, site_id=site_id))
-        truth = np.array([federation.truth.survival_probability(frame, site_id, days=t).mean()
-                          for t in answer["time"]])
+        answer = estimate(
+            query=checked,
+            release=released(
+                query, frame, noise_multiplier=noise_multiplier(query=checked, delta=1e-5), rng=rng, site_id=site_id
+            ),
+        )
+        truth = np.array([federation.truth.survival_probability(frame, site_id, days=t).mean() for t in answer["time"]])
         hits.append((answer["ci_low_total"] <= truth) & (truth <= answer["ci_high_total"]))
     hits = np.array(hits, dtype=float)
     # Slightly conservative: the truth is averaged over each sample's own patients, while
@@ -135,7 +143,7 @@ def test_exact_answers_agree_with_pandas(hospitals):
     frame = _frame(hospitals)
     counts = exact_answer(Query(kind="count", by=("admission_type",), epsilon=1.0), frame)
     expected = frame["admission_type"].astype(str).value_counts()
-    assert dict(zip(counts["admission_type"], counts["estimate"])) == expected.to_dict()
+    assert dict(zip(counts["admission_type"], counts["estimate"], strict=False)) == expected.to_dict()
 
     means = exact_answer(Query(kind="mean", column="age", bounds=(18, 95), by=("sex",), epsilon=1.0), frame)
     assert means["estimate"].to_numpy() == pytest.approx(frame.groupby("sex")["age"].mean().to_numpy())
@@ -151,7 +159,10 @@ def test_exact_answers_agree_with_pandas(hospitals):
 
     table = exact_answer(Query(kind="crosstab", columns=("sex", "smoker"), epsilon=1.0), frame)
     expected = pd.crosstab(frame["sex"], frame["smoker"]).stack()
-    assert dict(zip(zip(table["sex"], table["smoker"]), table["estimate"])) == expected.to_dict()
+    assert (
+        dict(zip(zip(table["sex"], table["smoker"], strict=False), table["estimate"], strict=False))
+        == expected.to_dict()
+    )
 
 
 def test_exact_survival_is_the_life_table_computed_independently(hospitals):
@@ -160,7 +171,7 @@ def test_exact_survival_is_the_life_table_computed_independently(hospitals):
     answer = exact_answer(Query(kind="survival", bounds=(0, 1825), bins=10, epsilon=1.0), frame)
     time, event = frame["followup_days"].to_numpy(float), frame["event_observed"].to_numpy() == 1
     survival, expected = 1.0, []
-    for start, end in zip(edges, edges[1:]):
+    for start, end in zip(edges, edges[1:], strict=False):
         # at risk at the start: not yet left (an event at `start` or earlier has left; a
         # censoring at `start` has not, as in Kaplan-Meier)
         at_risk = ((time > start) | ((time == start) & ~event & (start > 0))).sum() if start > 0 else len(time)

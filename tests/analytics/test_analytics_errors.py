@@ -11,8 +11,10 @@ from _analytics_helpers import PROJECT, received
 from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY
 from federation.analytics.errors import QueryError
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRefused, QueryRequest, answer_query
-from federation.node.tasks import serve
+from federation.errors import Refused
+from federation.protocol.query_request import QueryRequest
+from federation.site.query_answers import answer_query
+from federation.site.tasks import serve
 from privacy_budgets import Ledger
 from workbench.analytics import QueryBuilder
 
@@ -20,8 +22,11 @@ query = QueryBuilder(dictionary=SYNTHETIC_HOSPITALS_DICTIONARY)
 
 
 def test_an_unknown_column_names_the_known_ones():
-    with pytest.raises(QueryError, match=r"Unknown column 'agee' in the mean: the data dictionary "
-                                         r"'synthetic_hospitals' has age, sex, .*Check the spelling"):
+    with pytest.raises(
+        QueryError,
+        match=r"Unknown column 'agee' in the mean: the data dictionary "
+        r"'synthetic_hospitals' has age, sex, .*Check the spelling",
+    ):
         query.mean(column="agee", bounds=(18, 95), epsilon=0.1)
     with pytest.raises(QueryError, match="Unknown column 'ward' in the by"):
         query.count(by="ward", epsilon=0.1)
@@ -30,9 +35,12 @@ def test_an_unknown_column_names_the_known_ones():
 
 
 def test_a_mean_without_bounds_says_why_and_suggests_the_public_range():
-    with pytest.raises(QueryError, match=r"A mean of 'age' needs bounds=\(low, high\): values are clipped to "
-                                         r"them .* never read from the data\. The data dictionary gives age the "
-                                         r"public range \[18, 95\]: pass bounds=\(18, 95\)"):
+    with pytest.raises(
+        QueryError,
+        match=r"A mean of 'age' needs bounds=\(low, high\): values are clipped to "
+        r"them .* never read from the data\. The data dictionary gives age the "
+        r"public range \[18, 95\]: pass bounds=\(18, 95\)",
+    ):
         query.mean(column="age", epsilon=0.1)
     for make in (query.sum, query.variance, query.quantiles):
         with pytest.raises(QueryError, match="needs bounds"):
@@ -43,8 +51,11 @@ def test_a_mean_without_bounds_says_why_and_suggests_the_public_range():
 
 @pytest.mark.parametrize("bad", [-0.5, 0, float("nan"), float("inf")])
 def test_a_negative_or_zero_epsilon_is_refused(bad):
-    with pytest.raises(QueryError, match=r"epsilon must be a finite number above 0; got .*Privacy loss cannot "
-                                         r"be negative or zero: e\.g\. epsilon=0\.5"):
+    with pytest.raises(
+        QueryError,
+        match=r"epsilon must be a finite number above 0; got .*Privacy loss cannot "
+        r"be negative or zero: e\.g\. epsilon=0\.5",
+    ):
         query.count(epsilon=bad)
 
 
@@ -57,15 +68,20 @@ def test_privacy_is_stated_exactly_once():
         query.count(noise_multiplier=-1)
 
 
-@pytest.mark.parametrize("where, message", [
-    ({"age": (">", 200)}, r"The filter age > 200 selects nobody: the data dictionary says age lies in \[18, 95\]"),
-    ({"admission_type": "walk-in"},
-     r"The filter admission_type == 'walk-in' selects nobody: 'walk-in' is not a value of admission_type, "
-     r"whose values are \{elective, emergency, transfer\}"),
-    ([("age", ">", 70), ("age", "<", 60)], r"The filters age > 70 and age < 60 select nobody"),
-    ({"heart_rate": ("==", 72.5)}, r"heart_rate == 72.5 selects nobody: .*\[40, 180\] \(whole numbers\)"),
-    ([("sex", "==", 1), ("sex", "!=", 1)], r"no value of sex \(\{0, 1\}\) satisfies them all"),
-])
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ({"age": (">", 200)}, r"The filter age > 200 selects nobody: the data dictionary says age lies in \[18, 95\]"),
+        (
+            {"admission_type": "walk-in"},
+            r"The filter admission_type == 'walk-in' selects nobody: 'walk-in' is not a value of admission_type, "
+            r"whose values are \{elective, emergency, transfer\}",
+        ),
+        ([("age", ">", 70), ("age", "<", 60)], r"The filters age > 70 and age < 60 select nobody"),
+        ({"heart_rate": ("==", 72.5)}, r"heart_rate == 72.5 selects nobody: .*\[40, 180\] \(whole numbers\)"),
+        ([("sex", "==", 1), ("sex", "!=", 1)], r"no value of sex \(\{0, 1\}\) satisfies them all"),
+    ],
+)
 def test_a_filter_that_selects_nobody_is_refused_before_any_site_reads_data(where, message):
     with pytest.raises(QueryError, match=message):
         query.count(where=where, epsilon=0.1)
@@ -99,7 +115,7 @@ def test_a_filter_that_happens_to_select_few_at_a_site_is_answered_with_suppress
 def test_a_site_refuses_a_bad_query_before_reading_data_or_spending(hospitals, make_site):
     site = make_site(hospitals.sites["hospital_01"])
     unchecked = Query(kind="mean", column="agee", bounds=(18, 95), epsilon=0.1)  # never checked here
-    with pytest.raises(QueryRefused, match="Unknown column 'agee'") as refused:
+    with pytest.raises(Refused, match="Unknown column 'agee'") as refused:
         answer_query(request=QueryRequest(query=unchecked, project=PROJECT), site=site)
     assert refused.value.kind == "policy"
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
@@ -123,10 +139,13 @@ def test_the_site_answers_a_query_message_through_serve(hospitals, make_site):
     assert json.loads(cost.content["cost"]["cost"])["replay"] is True
 
 
-@pytest.mark.parametrize("config, reason", [
-    ({"query-kind": "count", "project": PROJECT}, "malformed query: A query request carries query"),
-    ({"query-kind": "count", "query": "{not json", "project": PROJECT}, "malformed query: A query travels as JSON"),
-])
+@pytest.mark.parametrize(
+    "config, reason",
+    [
+        ({"query-kind": "count", "project": PROJECT}, "malformed query: A query request carries query"),
+        ({"query-kind": "count", "query": "{not json", "project": PROJECT}, "malformed query: A query travels as JSON"),
+    ],
+)
 def test_a_malformed_query_message_is_refused(hospitals, make_site, config, reason):
     site = make_site(hospitals.sites["hospital_01"])
     reply = serve(kind="query:count", msg=received(config), site=site)
@@ -140,5 +159,4 @@ def test_a_message_routed_as_one_kind_cannot_carry_another(hospitals, make_site)
     request = QueryRequest(query=Query(kind="survival", bounds=(0, 1825), epsilon=0.2), project=PROJECT)
     config = {**request.to_config(), "query-kind": "count"}
     reply = serve(kind="query:count", msg=received(config), site=site)
-    assert reply.content["refusal"]["reason"] == (
-        "the message was routed as query:count but carries a survival query.")
+    assert reply.content["refusal"]["reason"] == ("the message was routed as query:count but carries a survival query.")

@@ -13,7 +13,9 @@ from dp_accounting.rdp.rdp_privacy_accountant import RdpAccountant
 
 from federation.analytics.cache import ReleaseCache
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRefused, QueryRequest, answer_query
+from federation.errors import Refused
+from federation.protocol.query_request import QueryRequest
+from federation.site.query_answers import answer_query
 from privacy_budgets import Ledger
 from privacy_budgets.mechanisms import event_from_json
 
@@ -77,8 +79,7 @@ def test_each_charge_names_the_query_and_the_mechanism_that_ran(hospitals, make_
         commit = [e for e in ledger.entries() if e.kind == "commit"][-1]
     assert commit.query_id == query.query_id and commit.run_id == "r1" and commit.actor == "analyst"
     assert commit.purpose.startswith("analytics: mean of age (clipped to [18, 95]) where sex == 1")
-    assert event_from_json(commit.mechanism) == dpa.SelfComposedDpEvent(
-        dpa.GaussianDpEvent(answer.noise_multiplier), 2)
+    assert event_from_json(commit.mechanism) == dpa.SelfComposedDpEvent(dpa.GaussianDpEvent(answer.noise_multiplier), 2)
     assert answer.receipts[0]["entry_hash"] == commit.entry_hash
 
 
@@ -88,8 +89,10 @@ def test_noise_scales_with_the_sensitivity_each_statistic_has(hospitals, make_si
     answer = answer_query(request=QueryRequest(query=query, project=PROJECT), site=site)
     half = (95 - 18) / 2
     assert answer.release.noise_std == pytest.approx({"n": 3.0, "sum": 3.0 * half, "sumsq": 3.0 * half**2})
-    laplace = answer_query(request=QueryRequest(query=Query(kind="count", noise_multiplier=3.0, mechanism="laplace"),
-                                                project=PROJECT), site=site)
+    laplace = answer_query(
+        request=QueryRequest(query=Query(kind="count", noise_multiplier=3.0, mechanism="laplace"), project=PROJECT),
+        site=site,
+    )
     assert laplace.release.noise_std == pytest.approx({"n": 3.0 * math.sqrt(2)})
 
 
@@ -99,7 +102,7 @@ def test_a_query_beyond_the_allocation_is_refused_and_releases_nothing(hospitals
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         before = ledger.spent(dataset=site.dataset, project=PROJECT), len(ledger.entries())
     request = QueryRequest(query=Query(kind="mean", column="age", bounds=(18, 95), epsilon=0.4), project=PROJECT)
-    with pytest.raises(QueryRefused, match="would exceed the project allocation") as refused:
+    with pytest.raises(Refused, match="would exceed the project allocation") as refused:
         answer_query(request=request, site=site)
     assert refused.value.kind == "budget"
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
@@ -110,6 +113,6 @@ def test_a_query_beyond_the_allocation_is_refused_and_releases_nothing(hospitals
 
 def test_a_project_without_an_allocation_is_refused(hospitals, make_site):
     site = make_site(hospitals.sites["hospital_01"], allocation=0)
-    with pytest.raises(QueryRefused, match="has no allocation") as refused:
+    with pytest.raises(Refused, match="has no allocation") as refused:
         answer_query(request=QueryRequest(query=Query(kind="count", epsilon=0.1), project=PROJECT), site=site)
     assert refused.value.kind == "budget"

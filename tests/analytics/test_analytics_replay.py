@@ -7,7 +7,8 @@ import pytest
 from _analytics_helpers import PROJECT
 
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRequest, answer_query, query_cost
+from federation.protocol.query_request import QueryRequest
+from federation.site.query_answers import answer_query, query_cost
 from privacy_budgets import Ledger
 
 MEAN = Query(kind="mean", column="age", bounds=(18, 95), by=("sex",), epsilon=0.4)
@@ -64,9 +65,11 @@ def test_another_project_is_not_handed_this_projects_answer(hospitals, make_site
 def test_a_different_question_is_not_a_replay(hospitals, make_site):
     site = make_site(hospitals.sites["hospital_01"])
     answer_query(request=QueryRequest(query=MEAN, project=PROJECT), site=site)
-    for changed in (Query(kind="mean", column="age", bounds=(18, 95), by=("sex",), epsilon=0.5),
-                    Query(kind="mean", column="age", bounds=(20, 95), by=("sex",), epsilon=0.4),
-                    Query(kind="mean", column="age", bounds=(18, 95), epsilon=0.4)):
+    for changed in (
+        Query(kind="mean", column="age", bounds=(18, 95), by=("sex",), epsilon=0.5),
+        Query(kind="mean", column="age", bounds=(20, 95), by=("sex",), epsilon=0.4),
+        Query(kind="mean", column="age", bounds=(18, 95), epsilon=0.4),
+    ):
         assert not answer_query(request=QueryRequest(query=changed, project=PROJECT), site=site).replay
     # a label, or asking to show the per-site rows, is for display only: the same question
     labelled = MEAN.with_label("mean age by sex")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from federation.analytics.site_answers import QueryRequest
-from federation.analytics_simulation import run_simulated_queries
+from federation.engines.analytics_simulation import run_simulated_queries
+from federation.protocol.query_request import QueryRequest
 from privacy_budgets import Ledger, epsilon
 from privacy_budgets.mechanisms import event_from_json
 from workbench import Workbench
@@ -34,8 +34,10 @@ def test_several_queries_priced_and_answered_in_one_simulation_run(tmp_path):
     planned_here = wb.query_cost(queries, project=PROJECT)  # each site's ledger read directly
     requests = [QueryRequest(query=q, project=PROJECT, run_id="r1") for q in queries]
     box = run_simulated_queries(sites=wb.site_configs(), requests=requests, costs=True)
-    count, mean, survival, refused = (QueryResult.from_replies(request=r, replies=replies, level=0.95)
-                                      for r, replies in zip(requests, box.answers))
+    count, mean, survival, refused = (
+        QueryResult.from_replies(request=r, replies=replies, level=0.95)
+        for r, replies in zip(requests, box.answers, strict=False)
+    )
 
     # priced over Flower (query:cost) exactly as each site's ledger says, before any spend
     columns = ["site", "query_id", "epsilon", "fits", "replay"]
@@ -48,8 +50,11 @@ def test_several_queries_priced_and_answered_in_one_simulation_run(tmp_path):
     assert count.pooled["estimate"][0] == pytest.approx(count.by_site["estimate"].sum())
     assert count.pooled["se"][0] == pytest.approx((count.by_site["se"] ** 2).sum() ** 0.5)
     assert set(mean.frame["admission_type"]) == {"elective", "emergency", "transfer"}
-    assert dict(zip(mean.sites["site"], mean.sites["min_cell_size"])) == {
-        "hospital_01": 5, "hospital_02": 8, "hospital_03": 5}
+    assert dict(zip(mean.sites["site"], mean.sites["min_cell_size"], strict=False)) == {
+        "hospital_01": 5,
+        "hospital_02": 8,
+        "hospital_03": 5,
+    }
     assert survival.pooled["time"].tolist() == pytest.approx([1825 * k / 8 for k in range(1, 9)])
     assert survival.plot().get_lines()
 

@@ -13,8 +13,11 @@ from _analytics_helpers import PROJECT, released
 from federation.analytics.disclosure import DisclosureRuleError, DisclosureRules, rules_for
 from federation.analytics.estimates import answer_frame, estimate
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRefused, QueryRequest, answer_query
-from federation.node.site import SiteConfig
+from federation.errors import Refused
+from federation.protocol.query_request import QueryRequest
+from federation.site.config import disclosure_rules
+from federation.site.query_answers import answer_query
+from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger
 from privacy_budgets.statements import statement
 from workbench import Workbench
@@ -77,8 +80,7 @@ def test_a_true_count_floor_suppresses_what_noise_lifted_and_the_ledger_declares
     query = Query(kind="count", by=("admission_type",), noise_multiplier=30.0)
     rules = DisclosureRules(min_cell_size=5, true_count_floor=3)
     rng = np.random.default_rng(4)
-    assert all(released(query, frame, noise_multiplier=30.0, rng=rng, rules=rules).suppressed[2, 0]
-               for _ in range(50))
+    assert all(released(query, frame, noise_multiplier=30.0, rng=rng, rules=rules).suppressed[2, 0] for _ in range(50))
 
     site = make_site(frame, true_count_floor=3)
     answer = answer_query(request=QueryRequest(query=query, project=PROJECT), site=site)
@@ -97,10 +99,20 @@ def test_a_true_count_floor_suppresses_what_noise_lifted_and_the_ledger_declares
 def test_quantiles_in_a_thin_tail_are_suppressed(hospitals):
     """Edges with fewer than 5 records below (or above) them are not released, so a
     quantile that falls there is not answered; one inside a released bin is."""
-    query = Query(kind="quantiles", column="cholesterol", bounds=(0, 1000), bins=100, probabilities=(0.001, 0.5),
-                  noise_multiplier=NEARLY_EXACT)
-    answer = estimate(query=query.check(dictionary=hospitals.dictionary), release=released(
-        query, hospitals.sites["hospital_01"], noise_multiplier=NEARLY_EXACT, rng=np.random.default_rng(5)))
+    query = Query(
+        kind="quantiles",
+        column="cholesterol",
+        bounds=(0, 1000),
+        bins=100,
+        probabilities=(0.001, 0.5),
+        noise_multiplier=NEARLY_EXACT,
+    )
+    answer = estimate(
+        query=query.check(dictionary=hospitals.dictionary),
+        release=released(
+            query, hospitals.sites["hospital_01"], noise_multiplier=NEARLY_EXACT, rng=np.random.default_rng(5)
+        ),
+    )
     tail, median = answer.iloc[0], answer.iloc[1]
     assert tail["suppressed"] and np.isnan(tail["estimate"]) and "tail" in tail["note"]
     assert not median["suppressed"]
@@ -109,8 +121,13 @@ def test_quantiles_in_a_thin_tail_are_suppressed(hospitals):
 def test_a_survival_curve_stops_where_the_risk_set_gets_small(hospitals):
     frame = hospitals.sites["hospital_01"].iloc[:40]
     query = Query(kind="survival", bounds=(0, 1825), bins=20, noise_multiplier=NEARLY_EXACT)
-    release = released(query, frame, noise_multiplier=NEARLY_EXACT, rng=np.random.default_rng(6),
-                       rules=DisclosureRules(min_cell_size=30))
+    release = released(
+        query,
+        frame,
+        noise_multiplier=NEARLY_EXACT,
+        rng=np.random.default_rng(6),
+        rules=DisclosureRules(min_cell_size=30),
+    )
     mask = release.suppressed[0]
     assert mask.any() and not mask[0]
     first = int(np.argmax(mask))
@@ -120,10 +137,20 @@ def test_a_survival_curve_stops_where_the_risk_set_gets_small(hospitals):
 
 def test_a_pooled_cell_is_suppressed_when_a_site_suppressed_its_part(hospitals):
     query = Query(kind="count", by=("admission_type",), noise_multiplier=NEARLY_EXACT)
-    small = released(query, _with_transfers(hospitals.sites["hospital_01"], 1), noise_multiplier=NEARLY_EXACT,
-                     rng=np.random.default_rng(7), site_id="hospital_01")
-    large = released(query, hospitals.sites["hospital_02"], noise_multiplier=NEARLY_EXACT,
-                     rng=np.random.default_rng(8), site_id="hospital_02")
+    small = released(
+        query,
+        _with_transfers(hospitals.sites["hospital_01"], 1),
+        noise_multiplier=NEARLY_EXACT,
+        rng=np.random.default_rng(7),
+        site_id="hospital_01",
+    )
+    large = released(
+        query,
+        hospitals.sites["hospital_02"],
+        noise_multiplier=NEARLY_EXACT,
+        rng=np.random.default_rng(8),
+        site_id="hospital_02",
+    )
     frame = answer_frame(query=query.check(dictionary=hospitals.dictionary), releases=[small, large])
     pooled = frame[(frame["site"] == "pooled") & (frame["admission_type"] == "transfer")].iloc[0]
     assert pooled["suppressed"] and np.isnan(pooled["estimate"])
@@ -135,17 +162,28 @@ def test_a_pooled_cell_is_suppressed_when_a_site_suppressed_its_part(hospitals):
 # --- where the rules come from ----------------------------------------------------------
 
 
-def test_the_minimum_is_the_sites_and_a_query_may_only_raise_it():
-    assert rules_for(site_min=None, site_floor=None, query_min=None).min_cell_size == 5
-    assert rules_for(site_min=10, site_floor=None, query_min=3).min_cell_size == 10
+def test_the_minimum_is_the_sites_and_a_query_may_only_raise_it(tmp_path):
+    def site(**rules):
+        return SiteConfig(
+            site_id="s", data_path=tmp_path / "s.csv", state_dir=tmp_path, dictionary_path=tmp_path, **rules
+        )
+
+    assert disclosure_rules(site=site()).min_cell_size == 5  # the policy's default
+    assert disclosure_rules(site=site(min_cell_size=10), query_min=3).min_cell_size == 10
+    assert disclosure_rules(site=site(min_cell_size=10), query_min=25).min_cell_size == 25
     assert rules_for(site_min=10, site_floor=None, query_min=25).min_cell_size == 25
     with pytest.raises(DisclosureRuleError, match=r"at least 3; got 2\. Set min-cell-size to 3 or more"):
-        rules_for(site_min=2, site_floor=None, query_min=50)
+        disclosure_rules(site=site(min_cell_size=2), query_min=50)
 
 
 def test_a_site_reads_its_rules_from_its_node_config(tmp_path):
-    config = {"site-id": "h1", "data-path": str(tmp_path / "h1.csv"), "state-dir": str(tmp_path / "state"),
-              "min-cell-size": "10", "true-count-floor": 3}
+    config = {
+        "site-id": "h1",
+        "data-path": str(tmp_path / "h1.csv"),
+        "state-dir": str(tmp_path / "state"),
+        "min-cell-size": "10",
+        "true-count-floor": 3,
+    }
     site = SiteConfig.from_node_config(config)
     assert (site.min_cell_size, site.true_count_floor) == (10, 3)
     assert SiteConfig.from_json(site.to_json()) == site
@@ -157,7 +195,7 @@ def test_a_site_reads_its_rules_from_its_node_config(tmp_path):
 
 def test_a_site_configured_below_three_refuses_every_query(hospitals, make_site):
     site = make_site(hospitals.sites["hospital_01"], min_cell_size=2)
-    with pytest.raises(QueryRefused, match="misconfigured: A site's minimum cell size is a whole number of at least 3"):
+    with pytest.raises(Refused, match="misconfigured: A site's minimum cell size is a whole number of at least 3"):
         answer_query(request=QueryRequest(query=Query(kind="count", epsilon=0.1), project=PROJECT), site=site)
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         assert ledger.spent(dataset=site.dataset) == 0.0

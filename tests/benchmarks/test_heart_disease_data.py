@@ -6,11 +6,18 @@ import numpy as np
 import pytest
 
 from benchmarks.heart_disease.data import (
-    DEFAULT_FOLDER, SPLIT_COLUMN, HeartDataMissing, encoder, load_centres, majority_baseline,
-    validation_folds, write_site_folder,
+    DEFAULT_FOLDER,
+    SPLIT_COLUMN,
+    HeartDataMissing,
+    encoder,
+    load_centres,
+    majority_baseline,
+    validation_folds,
+    write_site_folder,
 )
-from datasets_synthetic import DataDictionary, load_site
-from federation.features import prepare_site_arrays
+from federation.data.dictionary import DataDictionary
+from federation.data.loader import load_site
+from federation.training.features import prepare_site_arrays
 
 needs_data = pytest.mark.skipif(
     not (DEFAULT_FOLDER / "processed.cleveland.data").is_file(),
@@ -57,8 +64,9 @@ def test_site_files_carry_the_split_the_site_trains_on(centres, tmp_path):
     dictionary = DataDictionary.load(folder / "data_dictionary.json")
     assert SPLIT_COLUMN not in dictionary.feature_columns
     frame = load_site(path=folder / "va.csv", dictionary=dictionary)
-    arrays = prepare_site_arrays(frame=frame, encoder=encoder(), test_fraction=0.25, seed=0, site_id="va",
-                                 split_column=SPLIT_COLUMN)
+    arrays = prepare_site_arrays(
+        frame=frame, encoder=encoder(), test_fraction=0.25, seed=0, site_id="va", split_column=SPLIT_COLUMN
+    )
     np.testing.assert_array_equal(arrays.y_test, centres["va"].y_test)
     np.testing.assert_allclose(arrays.x_train, centres["va"].x_train)
 
@@ -67,10 +75,10 @@ def test_site_files_carry_the_split_the_site_trains_on(centres, tmp_path):
 def test_validation_folds_never_touch_test_rows(centres):
     for fold in validation_folds(centres=centres, folds=2):
         for name, c in fold.items():
-            train_rows = {tuple(r) + (y,) for r, y in zip(centres[name].x_train, centres[name].y_train)}
+            train_rows = {tuple(r) + (y,) for r, y in zip(centres[name].x_train, centres[name].y_train, strict=False)}
             assert len(c.y_train) + len(c.y_test) == len(centres[name].y_train)
             # every validation row is one of the centre's training rows
-            assert all(tuple(r) + (y,) in train_rows for r, y in zip(c.x_test, c.y_test))
+            assert all(tuple(r) + (y,) in train_rows for r, y in zip(c.x_test, c.y_test, strict=False))
 
 
 def test_absent_folder_is_said_clearly(tmp_path):

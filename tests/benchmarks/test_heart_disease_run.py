@@ -16,15 +16,22 @@ def test_absent_data_skips_with_a_reason(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DEFAULT_FOLDER / "processed.va.data").is_file(),
-                    reason=f"the UCI heart-disease files are not at {DEFAULT_FOLDER} on this machine")
+@pytest.mark.skipif(
+    not (DEFAULT_FOLDER / "processed.va.data").is_file(),
+    reason=f"the UCI heart-disease files are not at {DEFAULT_FOLDER} on this machine",
+)
 def test_quick_run_writes_rows_with_ledger_epsilon(tmp_path, capsys):
     out = tmp_path / "heart" / "RESULTS.md"
     assert main(["--quick", "--out", str(out)]) == 0
     text = out.read_text()
     assert out.with_suffix(".png").stat().st_size > 0
-    for row in ("majority label (no training)", "| pooled |", "| local only |", "| FedAvg |",
-                "DP-FedAvg + site intercept, eps 1"):
+    for row in (
+        "majority label (no training)",
+        "| pooled |",
+        "| local only |",
+        "| FedAvg |",
+        "DP-FedAvg + site intercept, eps 1",
+    ):
         assert row in text
     dp_line = next(line for line in text.splitlines() if line.startswith("| DP-FedAvg"))
     spent = float(dp_line.split("|")[4].split()[0])

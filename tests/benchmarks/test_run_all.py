@@ -22,8 +22,10 @@ def test_quick_ledger_only_writes_the_summary(tmp_path):
 
 
 def test_missing_heart_data_is_reported_not_failed(tmp_path):
-    assert main(["--quick", "--only", "heart_disease", "--out-dir", str(tmp_path),
-                 "--data", str(tmp_path / "absent")]) == 0
+    assert (
+        main(["--quick", "--only", "heart_disease", "--out-dir", str(tmp_path), "--data", str(tmp_path / "absent")])
+        == 0
+    )
     summary = (tmp_path / "RESULTS.md").read_text()
     assert "heart-disease benchmark skipped" in summary
     assert "Not available" in summary

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from datasets_synthetic import ColumnSpec, DataDictionary
+from federation.data.dictionary import ColumnSpec, DataDictionary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,8 +40,9 @@ def tiny_dictionary() -> DataDictionary:
             ColumnSpec(name="age", kind="numeric", minimum=18, maximum=95, unit="years"),
             ColumnSpec(name="sex", kind="binary"),
             ColumnSpec(name="sbp", kind="numeric", minimum=80, maximum=220, unit="mmHg", out_of_range="clip"),
-            ColumnSpec(name="chol", kind="numeric", minimum=100, maximum=650, missing="allowed",
-                       out_of_range="missing"),
+            ColumnSpec(
+                name="chol", kind="numeric", minimum=100, maximum=650, missing="allowed", out_of_range="missing"
+            ),
             ColumnSpec(name="ward", kind="categorical", categories=("a", "b")),
             ColumnSpec(name="cp", kind="categorical", categories=(1, 2, 3, 4), missing="allowed"),
             ColumnSpec(name="visits", kind="integer", minimum=0, maximum=10),

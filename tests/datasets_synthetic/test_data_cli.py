@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from datasets_synthetic.cli import app
+from workbench.cli import data_app as app
 
 runner = CliRunner()
 
@@ -19,7 +19,9 @@ def test_synth_writes_the_sites_and_prints_a_table(tmp_path):
     result = runner.invoke(app, ["synth", "--sites", "3", "--rows", "200", "--seed", "7", "--out", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "s").glob("*.parquet")) == [
-        "hospital_01.parquet", "hospital_02.parquet", "hospital_03.parquet",
+        "hospital_01.parquet",
+        "hospital_02.parquet",
+        "hospital_03.parquet",
     ]
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["site", "rows", "cardiac_event", "mean", "age"]
@@ -59,7 +61,9 @@ def test_check_passes_a_good_folder_and_names_the_culprit_in_a_broken_one(tmp_pa
     good = runner.invoke(app, ["check", "--data", str(folder)])
     assert good.exit_code == 0
     assert [line.split()[:2] for line in good.stdout.splitlines()] == [
-        ["ok", "hospital_01.parquet:"], ["ok", "hospital_02.parquet:"], ["ok", "hospital_03.parquet:"],
+        ["ok", "hospital_01.parquet:"],
+        ["ok", "hospital_02.parquet:"],
+        ["ok", "hospital_03.parquet:"],
     ]
     # Break one site: export it as CSV with text in 'age' at data row 17.
     frame = pd.read_parquet(folder / "hospital_02.parquet")
@@ -103,12 +107,14 @@ def test_uci_writes_a_folder_that_check_accepts(real_uci_folder, tmp_path):
 
 def test_imports_stay_light_and_independent_of_the_rest_of_the_project():
     code = (
-        "import sys, datasets_synthetic, datasets_synthetic.cli\n"
+        "import sys, datasets_synthetic, datasets_synthetic.cli, federation.data.cli\n"
         "assert 'pandas' not in sys.modules, 'pandas imported at package or CLI import'\n"
         "import datasets_synthetic as d\n"
         "for name in d.__all__: getattr(d, name)\n"
-        "heavy = {'torch', 'flwr', 'opacus', 'workbench', 'federation', 'privacy_budgets'} & set(sys.modules)\n"
+        "heavy = {'torch', 'flwr', 'opacus', 'workbench', 'privacy_budgets'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
+        "ours = {m.split('.')[1] for m in sys.modules if m.startswith('federation.')}\n"
+        "assert ours <= {'data', 'cli_support', 'errors'}, ours\n"
     )
     repo_root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=repo_root)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from datasets_synthetic import ColumnSpec, DataDictionary, DataDictionaryError
-from datasets_synthetic.dictionary import FORMAT
+from federation.data.dictionary import FORMAT, ColumnSpec, DataDictionary
+from federation.data.errors import DataDictionaryError
 
 
 def _dictionary(*columns: ColumnSpec) -> DataDictionary:
@@ -30,34 +30,59 @@ def test_defaults_fill_with_public_midpoint_and_binary_range():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "age", "kind": "numeric"},
-         r"column 'age': a numeric column needs both minimum and maximum .* never from the data"),
-        ({"name": "age", "kind": "numeric", "minimum": 95, "maximum": 18},
-         r"column 'age': minimum \(95\) must be below maximum \(18\)"),
-        ({"name": "age", "kind": "numeric", "minimum": 5, "maximum": 5},
-         r"column 'age': minimum \(5\) must be below maximum \(5\)"),
-        ({"name": "age", "kind": "numeric", "minimum": 0, "maximum": float("inf")},
-         r"column 'age': maximum must be a finite number, got inf"),
-        ({"name": "ca", "kind": "integer", "minimum": 0, "maximum": 2.5},
-         r"column 'ca': an integer column needs whole-number bounds, got maximum=2.5"),
-        ({"name": "ward", "kind": "categorical"},
-         r"column 'ward': a categorical column needs its list of categories \(got None\)"),
-        ({"name": "ward", "kind": "categorical", "categories": ("a", 1)},
-         r"column 'ward': categories must be all non-empty text or all whole numbers"),
-        ({"name": "ward", "kind": "categorical", "categories": ("a", "a")},
-         r"column 'ward': categories repeat a value"),
-        ({"name": "ward", "kind": "categorical", "categories": ("a",), "out_of_range": "clip"},
-         r"column 'ward': out_of_range='clip' has no meaning for a categorical column"),
-        ({"name": "chol", "kind": "numeric", "minimum": 100, "maximum": 650, "out_of_range": "missing"},
-         r"column 'chol': out_of_range='missing' .* set missing='allowed'"),
-        ({"name": "age", "kind": "number", "minimum": 0, "maximum": 1},
-         r"column 'age': kind 'number' is not one of numeric, integer, binary, categorical"),
-        ({"name": "sex", "kind": "binary", "categories": (1, 2)},
-         r"column 'sex': a binary column is always coded 0/1"),
-        ({"name": "t", "kind": "categorical", "role": "time", "categories": ("a",)},
-         r"column 't': a 'time' column must be numeric or integer"),
-        ({"name": "age", "kind": "numeric", "minimum": 18, "maximum": 95, "fill": 200},
-         r"column 'age': fill must be a number within \[18, 95\], got 200"),
+        (
+            {"name": "age", "kind": "numeric"},
+            r"column 'age': a numeric column needs both minimum and maximum .* never from the data",
+        ),
+        (
+            {"name": "age", "kind": "numeric", "minimum": 95, "maximum": 18},
+            r"column 'age': minimum \(95\) must be below maximum \(18\)",
+        ),
+        (
+            {"name": "age", "kind": "numeric", "minimum": 5, "maximum": 5},
+            r"column 'age': minimum \(5\) must be below maximum \(5\)",
+        ),
+        (
+            {"name": "age", "kind": "numeric", "minimum": 0, "maximum": float("inf")},
+            r"column 'age': maximum must be a finite number, got inf",
+        ),
+        (
+            {"name": "ca", "kind": "integer", "minimum": 0, "maximum": 2.5},
+            r"column 'ca': an integer column needs whole-number bounds, got maximum=2.5",
+        ),
+        (
+            {"name": "ward", "kind": "categorical"},
+            r"column 'ward': a categorical column needs its list of categories \(got None\)",
+        ),
+        (
+            {"name": "ward", "kind": "categorical", "categories": ("a", 1)},
+            r"column 'ward': categories must be all non-empty text or all whole numbers",
+        ),
+        (
+            {"name": "ward", "kind": "categorical", "categories": ("a", "a")},
+            r"column 'ward': categories repeat a value",
+        ),
+        (
+            {"name": "ward", "kind": "categorical", "categories": ("a",), "out_of_range": "clip"},
+            r"column 'ward': out_of_range='clip' has no meaning for a categorical column",
+        ),
+        (
+            {"name": "chol", "kind": "numeric", "minimum": 100, "maximum": 650, "out_of_range": "missing"},
+            r"column 'chol': out_of_range='missing' .* set missing='allowed'",
+        ),
+        (
+            {"name": "age", "kind": "number", "minimum": 0, "maximum": 1},
+            r"column 'age': kind 'number' is not one of numeric, integer, binary, categorical",
+        ),
+        ({"name": "sex", "kind": "binary", "categories": (1, 2)}, r"column 'sex': a binary column is always coded 0/1"),
+        (
+            {"name": "t", "kind": "categorical", "role": "time", "categories": ("a",)},
+            r"column 't': a 'time' column must be numeric or integer",
+        ),
+        (
+            {"name": "age", "kind": "numeric", "minimum": 18, "maximum": 95, "fill": 200},
+            r"column 'age': fill must be a number within \[18, 95\], got 200",
+        ),
         ({"name": "", "kind": "binary"}, r"column name '' is not allowed"),
     ],
 )
@@ -97,7 +122,9 @@ def test_roles_pick_features_target_time_and_event():
 
 
 def test_unknown_column_lookup_lists_the_known_columns():
-    d = _dictionary(ColumnSpec(name="age", kind="numeric", minimum=18, maximum=95), ColumnSpec(name="sex", kind="binary"))
+    d = _dictionary(
+        ColumnSpec(name="age", kind="numeric", minimum=18, maximum=95), ColumnSpec(name="sex", kind="binary")
+    )
     assert d.column("sex").kind == "binary"
     with pytest.raises(KeyError, match=r"no column 'agee' in data dictionary 'd'; known columns: age, sex"):
         d.column("agee")
@@ -117,17 +144,39 @@ def test_save_and_load_round_trip_a_pretty_versioned_file(tiny_dictionary, tmp_p
     [
         ("{not json", r"bad\.json: not valid JSON at line 1, column 2"),
         ('{"format": "other/9"}', r"bad\.json: 'format' is 'other/9', expected 'workbench-data-dictionary/1'"),
-        (json.dumps({"format": FORMAT, "name": "d", "source": "s", "columns": [
-            {"name": "age", "kind": "numeric", "minimum": 18, "maximum": 95},
-            {"name": "sex", "kind": "binary", "colour": "red"}]}),
-         r"bad\.json: columns\[1\] \('sex'\): unknown key\(s\) 'colour'"),
-        (json.dumps({"format": FORMAT, "name": "d", "source": "s", "columns": [
-            {"name": "age", "kind": "numeric", "minimum": 95, "maximum": 18}]}),
-         r"bad\.json: columns\[0\] \('age'\): column 'age': minimum \(95\) must be below maximum"),
-        (json.dumps({"format": FORMAT, "name": "d", "columns": []}),
-         r"bad\.json: top level: required key 'source' is missing"),
-        (json.dumps({"format": FORMAT, "name": "d", "source": "s", "columns": [{"kind": "binary"}]}),
-         r"bad\.json: columns\[0\]: required key 'name' is missing"),
+        (
+            json.dumps(
+                {
+                    "format": FORMAT,
+                    "name": "d",
+                    "source": "s",
+                    "columns": [
+                        {"name": "age", "kind": "numeric", "minimum": 18, "maximum": 95},
+                        {"name": "sex", "kind": "binary", "colour": "red"},
+                    ],
+                }
+            ),
+            r"bad\.json: columns\[1\] \('sex'\): unknown key\(s\) 'colour'",
+        ),
+        (
+            json.dumps(
+                {
+                    "format": FORMAT,
+                    "name": "d",
+                    "source": "s",
+                    "columns": [{"name": "age", "kind": "numeric", "minimum": 95, "maximum": 18}],
+                }
+            ),
+            r"bad\.json: columns\[0\] \('age'\): column 'age': minimum \(95\) must be below maximum",
+        ),
+        (
+            json.dumps({"format": FORMAT, "name": "d", "columns": []}),
+            r"bad\.json: top level: required key 'source' is missing",
+        ),
+        (
+            json.dumps({"format": FORMAT, "name": "d", "source": "s", "columns": [{"kind": "binary"}]}),
+            r"bad\.json: columns\[0\]: required key 'name' is missing",
+        ),
     ],
 )
 def test_loading_a_bad_file_says_what_is_wrong_and_where(tmp_path, content, message):

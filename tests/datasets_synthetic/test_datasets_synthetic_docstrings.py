@@ -9,10 +9,10 @@ import pytest
 
 MODULES = [
     "datasets_synthetic",
-    "datasets_synthetic.dictionary",
+    "federation.data.dictionary",
     "datasets_synthetic.generator",
     "datasets_synthetic.ground_truth",
-    "datasets_synthetic.unranged",
+    "federation.data.unranged",
 ]
 
 

@@ -6,14 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets_synthetic import (
-    DataDictionaryError,
-    DataValidationError,
-    infer_schema_without_ranges,
-    load_site,
-    load_sites,
-)
-from datasets_synthetic.loader import load_site_data
+from federation.data.errors import DataDictionaryError, DataValidationError
+from federation.data.loader import load_site, load_site_data, load_sites
+from federation.data.unranged import infer_schema_without_ranges
 
 
 def test_a_good_csv_loads_with_dictionary_types(tiny_dictionary, tiny_rows, make_csv, tmp_path):
@@ -80,11 +75,21 @@ def test_empty_or_unreadable_csv_files_are_rejected(tiny_dictionary, tmp_path, c
     [
         (2, "ward", "c", r"row 2, column 'ward': 'c' is not one of the categories \{a, b\}"),
         (1, "cp", "5", r"row 1, column 'cp': '5' is not an allowed value \{1, 2, 3, 4\}"),
-        (4, "age", "120", r"row 4, column 'age': '120' is outside the allowed range \[18, 95\] years\. "
-                          r"Correct the value, or change out_of_range .* 'clip' or 'missing'"),
+        (
+            4,
+            "age",
+            "120",
+            r"row 4, column 'age': '120' is outside the allowed range \[18, 95\] years\. "
+            r"Correct the value, or change out_of_range .* 'clip' or 'missing'",
+        ),
         (2, "sex", "2", r"row 2, column 'sex': '2' is not an allowed value \{0, 1\}"),
-        (3, "age", "?", r"row 3, column 'age': value is missing \('\?'\), but data dictionary says column "
-                        r"'age' may not be missing \(missing='error'\)\. .* set missing='allowed'"),
+        (
+            3,
+            "age",
+            "?",
+            r"row 3, column 'age': value is missing \('\?'\), but data dictionary says column "
+            r"'age' may not be missing \(missing='error'\)\. .* set missing='allowed'",
+        ),
         (1, "outcome", "", r"row 1, column 'outcome': value is missing"),
         (2, "visits", "2.5", r"row 2, column 'visits': '2\.5' is not a whole number"),
         (2, "sbp", "inf", r"row 2, column 'sbp': 'inf' is not a finite number"),
@@ -99,7 +104,9 @@ def test_bad_values_are_named_by_row_column_and_value(
     assert (caught.value.row, caught.value.column) == (row, column)
 
 
-def test_clip_and_missing_policies_apply_silently_but_are_counted(tiny_dictionary, tiny_rows, make_csv, edit_cell, tmp_path):
+def test_clip_and_missing_policies_apply_silently_but_are_counted(
+    tiny_dictionary, tiny_rows, make_csv, edit_cell, tmp_path
+):
     rows = edit_cell(tiny_rows, row=1, column="sbp", value="250")
     rows = edit_cell(rows, row=1, column="chol", value="0")  # 0 = not measured: becomes missing
     site = load_site_data(path=make_csv(tmp_path / "a.csv", rows=rows), dictionary=tiny_dictionary)
@@ -132,7 +139,9 @@ def test_parquet_files_are_validated_the_same_way(tiny_dictionary, tiny_rows, ma
 
 def test_a_file_that_is_not_utf8_text_is_refused(tiny_dictionary, tmp_path):
     (tmp_path / "a.csv").write_bytes("age;sexe\nâgé".encode("latin-1"))
-    with pytest.raises(DataValidationError, match=r"^a\.csv: not readable as UTF-8 text \(byte \d+\); save the file as UTF-8"):
+    with pytest.raises(
+        DataValidationError, match=r"^a\.csv: not readable as UTF-8 text \(byte \d+\); save the file as UTF-8"
+    ):
         load_site(path=tmp_path / "a.csv", dictionary=tiny_dictionary)
 
 
@@ -149,7 +158,11 @@ def test_load_sites_reads_every_site_and_skips_the_rest(tiny_dictionary, tiny_ro
         (tmp_path / ignored).write_text("not a site", encoding="utf-8")
     sites = load_sites(folder=tmp_path)
     assert list(sites) == ["site_a", "site_b"]
-    assert (sites["site_a"].site_id, sites["site_a"].path, len(sites["site_a"].frame)) == ("site_a", tmp_path / "site_a.csv", 2)
+    assert (sites["site_a"].site_id, sites["site_a"].path, len(sites["site_a"].frame)) == (
+        "site_a",
+        tmp_path / "site_a.csv",
+        2,
+    )
 
 
 def test_fingerprint_tracks_the_file_and_the_dictionary(tiny_dictionary, tiny_rows, make_csv, edit_cell, tmp_path):
@@ -168,13 +181,17 @@ def test_fingerprint_tracks_the_file_and_the_dictionary(tiny_dictionary, tiny_ro
 def test_two_files_for_one_site_are_refused(tiny_dictionary, tiny_rows, make_csv, tmp_path):
     make_csv(tmp_path / "a.csv", rows=tiny_rows)
     load_site(path=tmp_path / "a.csv", dictionary=tiny_dictionary).to_parquet(tmp_path / "a.parquet")
-    with pytest.raises(DataValidationError, match=r"two files for site 'a' \(a\.csv and a\.parquet\); keep exactly one"):
+    with pytest.raises(
+        DataValidationError, match=r"two files for site 'a' \(a\.csv and a\.parquet\); keep exactly one"
+    ):
         load_sites(folder=tmp_path, dictionary=tiny_dictionary)
 
 
 def test_a_folder_without_site_files_says_what_it_holds(tiny_dictionary, tmp_path):
     (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
-    with pytest.raises(DataValidationError, match=r"no site files \(\.csv or \.parquet\) in this folder \(it holds: notes\.txt\)"):
+    with pytest.raises(
+        DataValidationError, match=r"no site files \(\.csv or \.parquet\) in this folder \(it holds: notes\.txt\)"
+    ):
         load_sites(folder=tmp_path, dictionary=tiny_dictionary)
     with pytest.raises(DataValidationError, match=r"the site folder does not exist"):
         load_sites(folder=tmp_path / "absent", dictionary=tiny_dictionary)
@@ -192,8 +209,14 @@ def test_without_a_dictionary_the_error_says_where_ranges_must_come_from(tiny_ro
 def test_unranged_schema_gives_kinds_only_and_is_completed_from_outside(tiny_rows, make_csv, tmp_path):
     schema = infer_schema_without_ranges(path=make_csv(tmp_path / "a.csv", rows=tiny_rows))
     assert schema.kinds == {
-        "age": "numeric", "sex": "numeric", "sbp": "numeric", "chol": "numeric",
-        "ward": "categorical", "cp": "numeric", "visits": "numeric", "outcome": "numeric",
+        "age": "numeric",
+        "sex": "numeric",
+        "sbp": "numeric",
+        "chol": "numeric",
+        "ward": "categorical",
+        "cp": "numeric",
+        "visits": "numeric",
+        "outcome": "numeric",
     }
     assert not hasattr(schema, "to_json")  # it is not a DataDictionary and carries no ranges
     with pytest.raises(DataDictionaryError, match=r"no range or category list for column\(s\) 'sex', 'sbp'"):

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets_synthetic import GroundTruth, generate_hospitals, load_sites, write_hospitals
+from datasets_synthetic import GroundTruth, generate_hospitals, write_hospitals
 from datasets_synthetic.generator import site_ids
+from federation.data.loader import load_sites
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +67,13 @@ def test_columns_types_and_ranges_follow_the_dictionary(federation):
 def test_every_site_validates_after_a_parquet_round_trip(federation, tmp_path):
     out = write_hospitals(federation, out=tmp_path / "sites")
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "data_dictionary.json", "ground_truth.json",
-        "hospital_01.parquet", "hospital_02.parquet", "hospital_03.parquet", "hospital_04.parquet",
+        "README.md",
+        "data_dictionary.json",
+        "ground_truth.json",
+        "hospital_01.parquet",
+        "hospital_02.parquet",
+        "hospital_03.parquet",
+        "hospital_04.parquet",
     ]
     loaded = load_sites(folder=out)
     assert list(loaded) == list(federation.sites)

@@ -52,17 +52,17 @@ def test_logistic_fit_on_pooled_data_recovers_the_true_coefficients(federation):
     truth = federation.truth
     site_list = list(federation.sites)
     blocks, labels = [], []
-    for index, (site_id, frame) in enumerate(federation.sites.items()):
+    for index, (_site_id, frame) in enumerate(federation.sites.items()):
         site_dummies = np.zeros((len(frame), len(site_list)))
         site_dummies[:, index] = 1.0  # one intercept per site (intercept + site effect)
         blocks.append(np.hstack([truth.design(frame), site_dummies]))
         labels.append(frame["cardiac_event"].to_numpy())
     beta = fit_logistic(x=np.vstack(blocks), y=np.concatenate(labels).astype(float))
-    fitted = dict(zip(truth.coefficients, beta[: len(truth.coefficients)]))
+    fitted = dict(zip(truth.coefficients, beta[: len(truth.coefficients)], strict=False))
     for term, true_value in truth.coefficients.items():
         assert fitted[term] == pytest.approx(true_value, abs=0.15), term
-    site_intercepts = beta[len(truth.coefficients):]
-    for site_id, fitted_intercept in zip(site_list, site_intercepts):
+    site_intercepts = beta[len(truth.coefficients) :]
+    for site_id, fitted_intercept in zip(site_list, site_intercepts, strict=False):
         assert fitted_intercept == pytest.approx(truth.intercept + truth.site_effects[site_id], abs=0.2)
 
 

@@ -6,13 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets_synthetic import (
-    UCI_HEART_DISEASE_DICTIONARY,
-    DataValidationError,
-    load_sites,
-    load_uci_heart_disease,
-    write_uci_sites,
-)
+from datasets_synthetic import UCI_HEART_DISEASE_DICTIONARY, load_uci_heart_disease, write_uci_sites
+from federation.data.errors import DataValidationError
+from federation.data.loader import load_sites
 
 
 def test_dictionary_keeps_outcome_columns_out_of_the_features():
@@ -26,7 +22,10 @@ def test_dictionary_keeps_outcome_columns_out_of_the_features():
 def test_the_four_files_load_as_four_sites(real_uci_folder):
     sites = load_uci_heart_disease(folder=real_uci_folder)
     assert {name: len(site.frame) for name, site in sites.items()} == {
-        "cleveland": 303, "hungarian": 294, "switzerland": 123, "va": 200,
+        "cleveland": 303,
+        "hungarian": 294,
+        "switzerland": 123,
+        "va": 200,
     }
     for site in sites.values():
         frame = site.frame
@@ -49,7 +48,12 @@ def test_converted_folder_loads_back_identically(real_uci_folder, tmp_path):
     original = load_uci_heart_disease(folder=real_uci_folder)
     out = write_uci_sites(folder=real_uci_folder, out=tmp_path / "uci")
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "cleveland.csv", "data_dictionary.json", "hungarian.csv", "switzerland.csv", "va.csv",
+        "README.md",
+        "cleveland.csv",
+        "data_dictionary.json",
+        "hungarian.csv",
+        "switzerland.csv",
+        "va.csv",
     ]
     assert (out / "cleveland.csv").read_text().splitlines()[0] == ",".join(UCI_HEART_DISEASE_DICTIONARY.column_names)
     loaded = load_sites(folder=out)
@@ -74,7 +78,9 @@ def test_bad_lines_in_a_headerless_file_are_named_by_line(tmp_path):
     ):
         load_uci_heart_disease(folder=folder)
     _fake_uci_folder(tmp_path, va_lines=[good, good, "63,1,1,145"])
-    with pytest.raises(DataValidationError, match=r"^processed\.va\.data, row 3: the row has 4 comma-separated fields, expected 14"):
+    with pytest.raises(
+        DataValidationError, match=r"^processed\.va\.data, row 3: the row has 4 comma-separated fields, expected 14"
+    ):
         load_uci_heart_disease(folder=folder)
     _fake_uci_folder(tmp_path, va_lines=[good, "63,1,1,145,233,1,2,150,0,2.3,3,0,6,?"])
     with pytest.raises(DataValidationError, match=r"^processed\.va\.data, row 2, column 'num': value is missing"):
@@ -82,5 +88,7 @@ def test_bad_lines_in_a_headerless_file_are_named_by_line(tmp_path):
 
 
 def test_an_absent_folder_says_what_should_be_there(tmp_path):
-    with pytest.raises(DataValidationError, match=r"UCI Heart Disease folder not found; it should hold processed\.cleveland\.data"):
+    with pytest.raises(
+        DataValidationError, match=r"UCI Heart Disease folder not found; it should hold processed\.cleveland\.data"
+    ):
         load_uci_heart_disease(folder=tmp_path / "absent")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from federation.deployment.loopback import LoopbackFederation, build_loopback_federation
+from federation.engines.loopback import LoopbackFederation, build_loopback_federation
 
 
 @pytest.fixture(scope="package")

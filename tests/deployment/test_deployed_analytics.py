@@ -9,7 +9,7 @@ import pytest
 from dp_accounting import ComposedDpEvent, GaussianDpEvent, LaplaceDpEvent, SelfComposedDpEvent
 from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
 
-from federation.node.audit import audit_path, recent_entries
+from federation.site.audit import audit_path, recent_entries
 from workbench.session import Workbench
 
 pytestmark = pytest.mark.slow
@@ -52,8 +52,11 @@ def test_a_count_and_a_mean_are_answered_by_every_node_and_charged_at_each_site(
         dataset = loopback.node_config(site).dataset
         with loopback.ledger(site) as ledger:
             spent = ledger.spent(dataset=dataset, project=PROJECT)
-            events = [_plain_event(json.loads(e.mechanism)["event"]) for e in ledger.entries(dataset=dataset)
-                      if e.kind == "commit" and e.project == PROJECT]
+            events = [
+                _plain_event(json.loads(e.mechanism)["event"])
+                for e in ledger.entries(dataset=dataset)
+                if e.kind == "commit" and e.project == PROJECT
+            ]
         assert len(events) == 2  # the count and the mean; the cost question spent nothing
         # The ledger's composition equals dp_accounting's own, of the mechanisms that ran.
         accountant = PLDAccountant()

@@ -9,20 +9,25 @@ import sys
 
 import pytest
 
-from federation.deployment.certificates import certificate_hosts
-from federation.deployment.processes import engine_env, free_port, pid_alive
-from federation.deployment.supernode import node_config_argument, supernode_command
+from federation.coordinator.certificates import certificate_hosts
+from federation.processes import engine_env, free_port, pid_alive
+from federation.site.supernode import node_config_argument, supernode_command
 
 pytestmark = pytest.mark.slow
 
 
 def _workbench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=engine_env())
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=engine_env(),
+    )
 
 
 def test_coordinator_commands_init_start_register_status_stop(tmp_path):
-    from federation.node.keys import generate_node_keys
+    from federation.site.keys import generate_node_keys
 
     folder = tmp_path / "coord"
     address = f"127.0.0.1:{free_port()}"
@@ -35,7 +40,9 @@ def test_coordinator_commands_init_start_register_status_stop(tmp_path):
     again = _workbench("coordinator", "init", "--address", address, "--folder", str(folder))
     assert again.returncode == 2 and "already a coordinator folder" in again.stderr
 
-    refused = _workbench("coordinator", "register-node", str(tmp_path / "nope.pub"), "--name", "a", "--folder", str(folder))
+    refused = _workbench(
+        "coordinator", "register-node", str(tmp_path / "nope.pub"), "--name", "a", "--folder", str(folder)
+    )
     assert refused.returncode == 2 and "no public key at" in refused.stderr
 
     started = _workbench("coordinator", "start", "--folder", str(folder))
@@ -44,12 +51,14 @@ def test_coordinator_commands_init_start_register_status_stop(tmp_path):
     try:
         assert pid_alive(pid)
         generate_node_keys(private_key=tmp_path / "site_key")
-        registered = _workbench("coordinator", "register-node", str(tmp_path / "site_key.pub"), "--name", "site_a",
-                                "--folder", str(folder))
+        registered = _workbench(
+            "coordinator", "register-node", str(tmp_path / "site_key.pub"), "--name", "site_a", "--folder", str(folder)
+        )
         assert registered.returncode == 0, registered.stderr
         assert "site site_a registered" in registered.stdout
-        twice = _workbench("coordinator", "register-node", str(tmp_path / "site_key.pub"), "--name", "site_a",
-                           "--folder", str(folder))
+        twice = _workbench(
+            "coordinator", "register-node", str(tmp_path / "site_key.pub"), "--name", "site_a", "--folder", str(folder)
+        )
         assert twice.returncode == 1 and "already registered" in twice.stderr
         status = json.loads(_workbench("coordinator", "status", "--json", "--folder", str(folder)).stdout)
         assert status["running_pid"] == pid and status["registered_sites"] == ["site_a"]
@@ -61,9 +70,21 @@ def test_coordinator_commands_init_start_register_status_stop(tmp_path):
 
 def test_study_from_the_command_line_on_the_connected_sites(loopback, tmp_path):
     loopback.allocate(project="cli_study", epsilon=1.0)
-    proc = _workbench("study", "--coordinator", str(loopback.coordinator.folder), "--dictionary",
-                      str(loopback.dictionary_path), "--epsilon", "1", "--rounds", "1", "--project", "cli_study",
-                      "--out", str(tmp_path / "out"))
+    proc = _workbench(
+        "study",
+        "--coordinator",
+        str(loopback.coordinator.folder),
+        "--dictionary",
+        str(loopback.dictionary_path),
+        "--epsilon",
+        "1",
+        "--rounds",
+        "1",
+        "--project",
+        "cli_study",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "round 1/1" in proc.stdout
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -72,7 +93,8 @@ def test_study_from_the_command_line_on_the_connected_sites(loopback, tmp_path):
     for site in loopback.sites:
         with loopback.ledger(site) as ledger:
             assert summary["epsilon_per_site"][site]["project"] == pytest.approx(
-                ledger.spent(dataset=site, project="cli_study"))
+                ledger.spent(dataset=site, project="cli_study")
+            )
     receipts = [json.loads(line) for line in (tmp_path / "out" / "receipts.jsonl").read_text().splitlines()]
     assert {r["site_id"] for r in receipts} == set(loopback.sites)
 
@@ -85,12 +107,16 @@ def test_study_needs_data_or_coordinator(tmp_path):
 def test_node_passes_tls_auth_its_settings_and_trusted_entities_to_flower(loopback, tmp_path):
     from flwr.common.config import parse_config_args
 
-    from federation.node.config import load_node_config
+    from federation.site.config import load_node_config
 
     base = loopback.node_tomls["hospital_01"]
     trusted = base.parent / "trusted_entities.yaml"
-    trusted.write_text("fpk_example: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHGfN6R6g9l7y0m2kGmHdz2dDd3rJmJ0J7xN0u8Vx2yQ'\n")
-    text = base.read_text().replace('# trusted_entities = "trusted_entities.yaml"', 'trusted_entities = "trusted_entities.yaml"')
+    trusted.write_text(
+        "fpk_example: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHGfN6R6g9l7y0m2kGmHdz2dDd3rJmJ0J7xN0u8Vx2yQ'\n"
+    )
+    text = base.read_text().replace(
+        '# trusted_entities = "trusted_entities.yaml"', 'trusted_entities = "trusted_entities.yaml"'
+    )
     node_toml = base.parent / "node-trusting.toml"
     node_toml.write_text(text)
     try:

@@ -14,15 +14,15 @@ import re
 import signal
 import sqlite3
 import threading
-from contextlib import closing
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from federation.deployment.processes import pid_alive
-from federation.node.audit import audit_path, recent_entries, verify_audit
-from federation.node.pause import pause_node, resume_node
+from federation.processes import pid_alive
+from federation.site.audit import audit_path, recent_entries, verify_audit
+from federation.site.pause import pause_node, resume_node
 from privacy_budgets.reconciliation import reconcile
 from workbench.session import Workbench
 
@@ -48,8 +48,14 @@ def _audit(loopback, site: str) -> list[dict]:
 
 def test_engines_run_with_tls_and_node_authentication(loopback):
     superlink = _cmdline(loopback.coordinator.running_pid())
-    for flag in ("--enable-supernode-auth", "--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certfile",
-                 "--disable-runtime-dependency-installation", "--database"):
+    for flag in (
+        "--enable-supernode-auth",
+        "--ssl-certfile",
+        "--ssl-keyfile",
+        "--ssl-ca-certfile",
+        "--disable-runtime-dependency-installation",
+        "--database",
+    ):
         assert flag in superlink
     for site in loopback.sites:
         node = _cmdline(loopback.nodes[site].pids()["supernode"])
@@ -96,16 +102,21 @@ def test_dp_training_of_two_rounds_is_recorded_and_reconciles(loopback):
 
 
 def test_unregistered_node_is_refused(loopback, tmp_path):
-    from federation.deployment.supernode import NodeStartError, start_node
-    from federation.node.config import load_node_config, write_node_template
-    from federation.node.keys import generate_node_keys
+    from federation.site.config import load_node_config, write_node_template
+    from federation.site.keys import generate_node_keys
+    from federation.site.supernode import NodeStartError, start_node
 
     base = loopback.node_config("hospital_01")
     generate_node_keys(private_key=tmp_path / "stranger_key")
     write_node_template(
-        path=tmp_path / "node.toml", site_id="stranger", data_path=base.data_path, state_dir=tmp_path / "state",
-        dictionary_path=loopback.dictionary_path, coordinator_address=loopback.coordinator.address,
-        ca_certificate=base.ca_certificate, node_private_key=tmp_path / "stranger_key",
+        path=tmp_path / "node.toml",
+        site_id="stranger",
+        data_path=base.data_path,
+        state_dir=tmp_path / "state",
+        dictionary_path=loopback.dictionary_path,
+        coordinator_address=loopback.coordinator.address,
+        ca_certificate=base.ca_certificate,
+        node_private_key=tmp_path / "stranger_key",
         clientappio_address=f"127.0.0.1:{_free_port()}",
     )
     with pytest.raises(NodeStartError, match="refused this node: its public key .* is not registered"):
@@ -113,16 +124,21 @@ def test_unregistered_node_is_refused(loopback, tmp_path):
 
 
 def test_node_without_the_coordinators_ca_cannot_connect(loopback, tmp_path):
-    from federation.deployment.certificates import create_tls_files
-    from federation.deployment.supernode import NodeStartError, start_node
-    from federation.node.config import load_node_config, write_node_template
+    from federation.coordinator.certificates import create_tls_files
+    from federation.site.config import load_node_config, write_node_template
+    from federation.site.supernode import NodeStartError, start_node
 
     base = loopback.node_config("hospital_01")
     other_ca = create_tls_files(folder=tmp_path / "other", hosts=["127.0.0.1"]).ca_certificate
     write_node_template(
-        path=tmp_path / "node.toml", site_id="hospital_01", data_path=base.data_path, state_dir=tmp_path / "state",
-        dictionary_path=loopback.dictionary_path, coordinator_address=loopback.coordinator.address,
-        ca_certificate=other_ca, node_private_key=base.node_private_key,
+        path=tmp_path / "node.toml",
+        site_id="hospital_01",
+        data_path=base.data_path,
+        state_dir=tmp_path / "state",
+        dictionary_path=loopback.dictionary_path,
+        coordinator_address=loopback.coordinator.address,
+        ca_certificate=other_ca,
+        node_private_key=base.node_private_key,
         clientappio_address=f"127.0.0.1:{_free_port()}",
     )
     with pytest.raises(NodeStartError, match="does not verify"):
@@ -170,8 +186,9 @@ def _wait_for_reservation(ledger_path: Path, project: str, timeout: float) -> No
     while time.monotonic() < deadline:
         try:
             with closing(sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True, timeout=0.05)) as conn:
-                if conn.execute("SELECT 1 FROM entries WHERE kind='reserve' AND project=? LIMIT 1",
-                                (project,)).fetchone():
+                if conn.execute(
+                    "SELECT 1 FROM entries WHERE kind='reserve' AND project=? LIMIT 1", (project,)
+                ).fetchone():
                     return
         except sqlite3.OperationalError:
             pass
@@ -185,8 +202,11 @@ def test_node_killed_mid_round_leaves_verifiable_records_and_serves_after_restar
     loopback.allocate(project="crash", epsilon=1.0)
     wb = _connect(loopback)
     outcome: dict = {}
-    study = threading.Thread(target=lambda: outcome.setdefault(
-        "result", wb.train(target_epsilon=1.0, rounds=2, project="crash", reply_timeout=20)))
+    study = threading.Thread(
+        target=lambda: outcome.setdefault(
+            "result", wb.train(target_epsilon=1.0, rounds=2, project="crash", reply_timeout=20)
+        )
+    )
     study.start()
     _wait_for_reservation(config.site_config().ledger_path, "crash", timeout=120)
     pids = loopback.nodes[site].pids()
@@ -218,6 +238,6 @@ def test_node_killed_mid_round_leaves_verifiable_records_and_serves_after_restar
 
 
 def _free_port() -> int:
-    from federation.deployment.processes import free_port
+    from federation.processes import free_port
 
     return free_port()

@@ -7,19 +7,21 @@ import os
 
 import pytest
 
-from datasets_synthetic import DataDictionary, generate_hospitals, write_hospitals
-from federation.features import FeatureEncoder
-from federation.node.data_access import site_arrays
-from federation.node.site import SiteConfig
-from federation.spec import TrainingSpec
+from datasets_synthetic import generate_hospitals, write_hospitals
+from federation.data.dictionary import DataDictionary
+from federation.protocol.spec import TrainingSpec
+from federation.site.data_access import site_arrays
+from federation.site.site_config import SiteConfig
+from federation.training.features import FeatureEncoder
 
 
 @pytest.fixture()
 def site(tmp_path):
     data = write_hospitals(generate_hospitals(sites=1, rows=200, seed=3), out=tmp_path / "data")
     path = next(data.glob("*.parquet"))
-    return SiteConfig(site_id=path.stem, data_path=path, state_dir=tmp_path / "state",
-                      dictionary_path=data / "data_dictionary.json")
+    return SiteConfig(
+        site_id=path.stem, data_path=path, state_dir=tmp_path / "state", dictionary_path=data / "data_dictionary.json"
+    )
 
 
 def _encoder(site: SiteConfig) -> FeatureEncoder:
@@ -35,8 +37,9 @@ def test_same_file_and_study_reuses_the_arrays(site):
 def test_another_split_or_a_changed_file_is_read_again(site):
     spec = TrainingSpec(project="p", target_epsilon=1.0, rounds=2)
     first = site_arrays(site=site, spec=spec, encoder=_encoder(site))
-    other_split = site_arrays(site=site, spec=TrainingSpec(project="p", target_epsilon=1.0, rounds=2, split_seed=5),
-                              encoder=_encoder(site))
+    other_split = site_arrays(
+        site=site, spec=TrainingSpec(project="p", target_epsilon=1.0, rounds=2, split_seed=5), encoder=_encoder(site)
+    )
     assert other_split is not first
     # Rewrite the file with fewer rows: the site must train on what the file holds now.
     import pandas as pd

@@ -16,11 +16,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from federation.dp_sgd import binary_logit_loss, planned_sampling, train_round
-from federation.fast_dp_sgd import VectorizedDPSGD, expected_batch_size
-from federation.models import build_model
-from federation.per_sample_clipping import make_clipper, supports_linear
-from federation.poisson_sampling import entropy_generator, poisson_indices
+from federation.training.dp_sgd import binary_logit_loss, planned_sampling, train_round
+from federation.training.fast_dp_sgd import VectorizedDPSGD, expected_batch_size
+from federation.training.models import build_model
+from federation.training.per_sample_clipping import make_clipper, supports_linear
+from federation.training.poisson_sampling import entropy_generator, poisson_indices
 
 # Opacus's hooks fire on module outputs when the inputs need no gradient: expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
@@ -57,7 +57,9 @@ def _batch(n_features: int, rows: int = 64, seed: int = 1):
 def _opacus_clipped_sum(model, x, y, mean_loss, max_grad_norm):
     gsm = GradSampleModule(copy.deepcopy(model))
     optimizer = DPOptimizer(
-        torch.optim.SGD(gsm.parameters(), lr=0.1), noise_multiplier=0.0, max_grad_norm=max_grad_norm,
+        torch.optim.SGD(gsm.parameters(), lr=0.1),
+        noise_multiplier=0.0,
+        max_grad_norm=max_grad_norm,
         expected_batch_size=len(x),
     )
     mean_loss(gsm(x), y).backward()
@@ -107,8 +109,13 @@ def test_steps_with_zero_noise_reproduce_opacus_training(momentum):
     sampling = torch.Generator().manual_seed(4)
     replay = torch.Generator().set_state(sampling.get_state())
     mine = VectorizedDPSGD(
-        model=model, per_sample_loss=binary_logit_loss, noise_multiplier=0.0, max_grad_norm=0.3,
-        learning_rate=lr, momentum=momentum, sampling_generator=sampling,
+        model=model,
+        per_sample_loss=binary_logit_loss,
+        noise_multiplier=0.0,
+        max_grad_norm=0.3,
+        learning_rate=lr,
+        momentum=momentum,
+        sampling_generator=sampling,
     )
     mine.run_steps(x=x, y=y, sampling_rate=rate, steps=steps)
 
@@ -116,9 +123,12 @@ def test_steps_with_zero_noise_reproduce_opacus_training(momentum):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         private, optimizer, _ = PrivacyEngine(accountant="rdp").make_private(
-            module=reference, optimizer=torch.optim.SGD(reference.parameters(), lr=lr, momentum=momentum),
-            data_loader=DataLoader(TensorDataset(x, y), batch_size=batch), noise_multiplier=0.0,
-            max_grad_norm=0.3, poisson_sampling=True,
+            module=reference,
+            optimizer=torch.optim.SGD(reference.parameters(), lr=lr, momentum=momentum),
+            data_loader=DataLoader(TensorDataset(x, y), batch_size=batch),
+            noise_multiplier=0.0,
+            max_grad_norm=0.3,
+            poisson_sampling=True,
         )
     assert optimizer.expected_batch_size == expected_batch_size(n_train=n, sampling_rate=rate)
     for _ in range(steps):
@@ -137,8 +147,12 @@ def test_noise_has_std_sigma_c_over_expected_batch_per_coordinate():
     model = build_model(name="mlp", n_features=11, hidden=32)
     x, y = _batch(11, rows=40)
     noisy = VectorizedDPSGD(
-        model=model, per_sample_loss=binary_logit_loss, noise_multiplier=sigma, max_grad_norm=clip,
-        learning_rate=0.1, noise_generator=torch.Generator().manual_seed(6),
+        model=model,
+        per_sample_loss=binary_logit_loss,
+        noise_multiplier=sigma,
+        max_grad_norm=clip,
+        learning_rate=0.1,
+        noise_generator=torch.Generator().manual_seed(6),
     )
     exact = VectorizedDPSGD(
         model=model, per_sample_loss=binary_logit_loss, noise_multiplier=0.0, max_grad_norm=clip, learning_rate=0.1
@@ -202,8 +216,14 @@ def test_vectorized_round_runs_the_planned_steps_at_the_planned_rate(n, batch, e
     y = (rng.random(n) < 0.3).astype(np.float32)
     rate, steps = planned_sampling(n_train=n, batch_size=batch, local_epochs=epochs)
     kwargs = dict(
-        model=build_model(name="mlp", n_features=5, hidden=8), x=x, y=y, noise_multiplier=1.0,
-        max_grad_norm=1.0, batch_size=batch, local_epochs=epochs, learning_rate=0.1,
+        model=build_model(name="mlp", n_features=5, hidden=8),
+        x=x,
+        y=y,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        batch_size=batch,
+        local_epochs=epochs,
+        learning_rate=0.1,
     )
     mine = train_round(**kwargs, engine="vectorized")
     reference = train_round(**kwargs, engine="opacus")
@@ -220,14 +240,21 @@ def test_vectorized_round_learns_and_leaves_the_input_model_alone():
     model = build_model(name="logreg", n_features=3)
     before = copy.deepcopy(model.state_dict())
     outcome = train_round(
-        model=model, x=x, y=y, noise_multiplier=0.8, max_grad_norm=1.0, batch_size=200,
-        local_epochs=3, learning_rate=2.0, engine="vectorized",
+        model=model,
+        x=x,
+        y=y,
+        noise_multiplier=0.8,
+        max_grad_norm=1.0,
+        batch_size=200,
+        local_epochs=3,
+        learning_rate=2.0,
+        engine="vectorized",
     )
     for key, value in before.items():
         assert torch.equal(model.state_dict()[key], value)
     assert all(p.requires_grad for p in model.parameters())  # the engine froze its own copy only
     model.load_state_dict(outcome.state_dict)
-    from federation.evaluation import binary_metrics, predict_proba
+    from federation.training.evaluation import binary_metrics, predict_proba
 
     assert binary_metrics(y_true=y, proba=predict_proba(model=model, x=x))["auc"] > 0.9
 
@@ -235,6 +262,13 @@ def test_vectorized_round_learns_and_leaves_the_input_model_alone():
 def test_unknown_engine_is_refused():
     with pytest.raises(ValueError, match="engine"):
         train_round(
-            model=build_model(name="logreg", n_features=2), x=np.ones((4, 2), np.float32), y=np.ones(4, np.float32),
-            noise_multiplier=1.0, max_grad_norm=1.0, batch_size=2, local_epochs=1, learning_rate=0.1, engine="fast",
+            model=build_model(name="logreg", n_features=2),
+            x=np.ones((4, 2), np.float32),
+            y=np.ones(4, np.float32),
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            batch_size=2,
+            local_epochs=1,
+            learning_rate=0.1,
+            engine="fast",
         )

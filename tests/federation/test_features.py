@@ -2,8 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from federation.features import FeatureEncoder, FeatureSpec, split_indices
-
+from federation.training.features import FeatureEncoder, FeatureSpec, split_indices
 
 ENCODER = FeatureEncoder(
     target="y",

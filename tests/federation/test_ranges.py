@@ -1,13 +1,11 @@
 """DP range finding: coarse public-grid edges, robust to noise, honest about cost."""
 
-import math
-
 import numpy as np
 import pytest
 from dp_accounting import GaussianDpEvent
 from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
 
-from federation.ranges import GRID, noisy_range, range_event, range_noise, union_ranges
+from federation.analytics.ranges import GRID, noisy_range, range_event, range_noise, union_ranges
 
 
 def test_the_noise_costs_the_requested_epsilon_for_all_columns_together():

@@ -8,17 +8,18 @@ import pandas as pd
 import pytest
 import torch
 
-from federation.dp_sgd import train_round
-from federation.features import FeatureEncoder, FeatureSpec, prepare_site_arrays
-from federation.models import SiteOffset, build_model
-from federation.node.site import SiteConfig
-from federation.node.site_parameters import keep_site_parameters, load_offset, with_site_parameters
-from federation.spec import SpecError, TrainingSpec
+from federation.protocol.spec import SpecError, TrainingSpec
+from federation.site.site_config import SiteConfig
+from federation.site.site_parameters import keep_site_parameters, load_offset, with_site_parameters
+from federation.training.dp_sgd import train_round
+from federation.training.features import FeatureEncoder, FeatureSpec, prepare_site_arrays
+from federation.training.models import SiteOffset, build_model
 
 
 def _site(tmp_path) -> SiteConfig:
-    return SiteConfig(site_id="a", data_path=tmp_path / "a.csv", state_dir=tmp_path / "state",
-                      dictionary_path=tmp_path / "d.json")
+    return SiteConfig(
+        site_id="a", data_path=tmp_path / "a.csv", state_dir=tmp_path / "state", dictionary_path=tmp_path / "d.json"
+    )
 
 
 def _spec(**kw) -> TrainingSpec:
@@ -43,8 +44,17 @@ def test_offset_is_kept_at_the_site_and_only_shared_weights_leave(tmp_path):
     # Every row positive: DP-SGD (no noise here) pushes the site's intercept up.
     x = np.random.default_rng(0).random((64, 3), dtype=np.float32)
     y = np.ones(64, dtype=np.float32)
-    outcome = train_round(model=model, x=x, y=y, noise_multiplier=0.0, max_grad_norm=1.0, batch_size=16,
-                          local_epochs=2, learning_rate=0.5, engine="vectorized")
+    outcome = train_round(
+        model=model,
+        x=x,
+        y=y,
+        noise_multiplier=0.0,
+        max_grad_norm=1.0,
+        batch_size=16,
+        local_epochs=2,
+        learning_rate=0.5,
+        engine="vectorized",
+    )
     sent = keep_site_parameters(state=outcome.state_dict, site=site, spec=spec)
     assert set(sent) == set(shared.state_dict())  # exactly the shared model's keys
     kept = load_offset(site=site, spec=spec)
@@ -78,8 +88,7 @@ ENCODER = FeatureEncoder(target="y", features=(FeatureSpec("v", "numeric", 0.0, 
 
 def test_split_column_fixes_train_and_test():
     frame = pd.DataFrame({"v": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1], "s": ["train", "test", "train", "test"]})
-    arrays = prepare_site_arrays(frame=frame, encoder=ENCODER, test_fraction=0.5, seed=0, site_id="a",
-                                 split_column="s")
+    arrays = prepare_site_arrays(frame=frame, encoder=ENCODER, test_fraction=0.5, seed=0, site_id="a", split_column="s")
     np.testing.assert_allclose(arrays.x_train.ravel(), [0.1, 0.3])
     np.testing.assert_allclose(arrays.x_test.ravel(), [0.2, 0.4])
 

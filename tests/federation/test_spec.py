@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from federation.spec import SpecError, TrainingSpec
+from federation.protocol.spec import SpecError, TrainingSpec
 
 
 def test_spec_round_trips_through_a_flat_config():

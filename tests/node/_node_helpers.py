@@ -12,13 +12,27 @@ PROJECT = "cardio-study"
 DELTA = 1e-5
 
 
-def received(config: dict, *, message_type: str = MessageType.QUERY, arrays: ArrayRecord | None = None,
-             src_node_id: int = 1, message_id: str = "m-1") -> Message:
+def received(
+    config: dict,
+    *,
+    message_type: str = MessageType.QUERY,
+    arrays: ArrayRecord | None = None,
+    src_node_id: int = 1,
+    message_id: str = "m-1",
+) -> Message:
     """A message as a site receives it from the SuperLink (a real Flower Message, with
     the metadata the SuperLink would have set)."""
-    metadata = Metadata(run_id=42, message_id=message_id, src_node_id=src_node_id, dst_node_id=7,
-                        reply_to_message_id="", group_id="", created_at=time.time(), ttl=600.0,
-                        message_type=message_type)
+    metadata = Metadata(
+        run_id=42,
+        message_id=message_id,
+        src_node_id=src_node_id,
+        dst_node_id=7,
+        reply_to_message_id="",
+        group_id="",
+        created_at=time.time(),
+        ttl=600.0,
+        message_type=message_type,
+    )
     content = {"config": ConfigRecord(config)}
     if arrays is not None:
         content["arrays"] = arrays
@@ -52,10 +66,14 @@ def write_ca_certificate(path: Path, *, days: int = 30) -> None:
 
     key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test coordinator CA")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())

@@ -10,8 +10,8 @@ import pytest
 from _node_helpers import DELTA, PROJECT
 
 from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY, generate_hospitals
-from federation.node.config import NodeConfig, load_node_config, write_node_template
-from federation.node.keys import generate_node_keys
+from federation.site.config import NodeConfig, load_node_config, write_node_template
+from federation.site.keys import generate_node_keys
 from privacy_budgets import Ledger
 
 
@@ -43,16 +43,22 @@ def node(tmp_path, hospitals) -> Node:
     SYNTHETIC_HOSPITALS_DICTIONARY.save(data / "data_dictionary.json")
     root = tmp_path / "node"
     toml = root / "node.toml"
-    write_node_template(path=toml, site_id="hospital-a", data_path=data / "hospital_01.parquet",
-                        state_dir=root / "state", coordinator_address="127.0.0.1:9092")
+    write_node_template(
+        path=toml,
+        site_id="hospital-a",
+        data_path=data / "hospital_01.parquet",
+        state_dir=root / "state",
+        coordinator_address="127.0.0.1:9092",
+    )
     generate_node_keys(private_key=root / "keys" / "node_key", comment="hospital-a")
     made = Node(toml=toml)
     site = made.site
     site.state_dir.mkdir(parents=True)
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         ledger.set_cap(dataset=site.dataset, epsilon=10.0, delta=DELTA, actor="site IT", reason="test cap")
-        ledger.allocate(dataset=site.dataset, project=PROJECT, epsilon=3.0, actor="ethics board",
-                        reason="test allocation")
+        ledger.allocate(
+            dataset=site.dataset, project=PROJECT, epsilon=3.0, actor="ethics board", reason="test allocation"
+        )
     return made
 
 

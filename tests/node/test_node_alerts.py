@@ -12,10 +12,10 @@ import pytest
 from _node_helpers import PROJECT, received, set_key
 
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRequest
-from federation.node.audit import audit_path, recent_entries
-from federation.node.pause import pause_node
-from federation.node.tasks import serve
+from federation.protocol.query_request import QueryRequest
+from federation.site.audit import audit_path, recent_entries
+from federation.site.pause import pause_node
+from federation.site.tasks import serve
 
 
 @pytest.fixture
@@ -26,8 +26,9 @@ def webhook():
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's name)
             length = int(self.headers["Content-Length"])
-            received_bodies.append({"path": self.path, "type": self.headers["Content-Type"],
-                                    "body": json.loads(self.rfile.read(length))})
+            received_bodies.append(
+                {"path": self.path, "type": self.headers["Content-Type"], "body": json.loads(self.rfile.read(length))}
+            )
             self.send_response(204)
             self.end_headers()
 

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from federation.node.audit import GENESIS, append_audit, line_hash, recent_entries, verify_audit
+from federation.site.audit import GENESIS, append_audit, line_hash, recent_entries, verify_audit
 
 
 def _log(path: Path, n: int) -> list[dict]:
-    return [append_audit(path=path, entry={"kind": "request", "time": f"2026-11-29T10:00:0{i}.000000Z", "n": i})
-            for i in range(n)]
+    return [
+        append_audit(path=path, entry={"kind": "request", "time": f"2026-11-29T10:00:0{i}.000000Z", "n": i})
+        for i in range(n)
+    ]
 
 
 def _lines(path: Path) -> list[str]:
@@ -26,7 +28,9 @@ def test_lines_chain_from_genesis_and_verify(tmp_path):
     path = tmp_path / "audit.jsonl"
     written = _log(path, 4)
     assert [r["seq"] for r in written] == [1, 2, 3, 4]
-    assert written[0]["prev"] == GENESIS and all(b["prev"] == a["hash"] for a, b in zip(written, written[1:]))
+    assert written[0]["prev"] == GENESIS and all(
+        b["prev"] == a["hash"] for a, b in zip(written, written[1:], strict=False)
+    )
     assert all(line_hash(json.loads(line)) == json.loads(line)["hash"] for line in _lines(path))
     result = verify_audit(path)
     assert result.ok and result.lines == 4 and result.head == written[-1]["hash"] and not result.torn_tail
@@ -146,19 +150,32 @@ def test_a_line_that_is_not_a_record_is_named(tmp_path, garbage):
 def test_counting_recent_requests_stops_at_the_window_across_blocks(tmp_path):
     """The repeated-query count: only lines of the kind, inside the window, holding the text;
     over a log larger than one read block (64 KB), old lines first."""
-    from federation.node.audit import count_recent
+    from federation.site.audit import count_recent
 
     path = tmp_path / "audit.jsonl"
     for i in range(600):
         when = "2020-01-01T00:00:00.000000Z" if i < 300 else f"2026-11-29T10:{i // 60:02d}:{i % 60:02d}.000000Z"
-        append_audit(path=path, entry={"kind": "request" if i % 7 else "alert", "time": when,
-                                       "request_hash": "aa" if i % 2 else "bb", "pad": "x" * 300})
+        append_audit(
+            path=path,
+            entry={
+                "kind": "request" if i % 7 else "alert",
+                "time": when,
+                "request_hash": "aa" if i % 2 else "bb",
+                "pad": "x" * 300,
+            },
+        )
     assert path.stat().st_size > 3 * 64 * 1024
     expected = sum(1 for i in range(300, 600) if i % 2 and i % 7)
-    assert count_recent(path=path, since="2026-11-29T00:00:00.000000Z", kind="request",
-                        contains='"request_hash":"aa"') == expected
+    assert (
+        count_recent(path=path, since="2026-11-29T00:00:00.000000Z", kind="request", contains='"request_hash":"aa"')
+        == expected
+    )
     everything = sum(1 for i in range(600) if i % 2 and i % 7)
-    assert count_recent(path=path, since="2019-01-01T00:00:00.000000Z", kind="request",
-                        contains='"request_hash":"aa"') == everything
-    assert count_recent(path=path, since="2027-01-01T00:00:00.000000Z", kind="request",
-                        contains='"request_hash":"aa"') == 0
+    assert (
+        count_recent(path=path, since="2019-01-01T00:00:00.000000Z", kind="request", contains='"request_hash":"aa"')
+        == everything
+    )
+    assert (
+        count_recent(path=path, since="2027-01-01T00:00:00.000000Z", kind="request", contains='"request_hash":"aa"')
+        == 0
+    )

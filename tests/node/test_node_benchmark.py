@@ -14,6 +14,10 @@ def test_the_benchmark_writes_both_tables(tmp_path, monkeypatch):
     text = results.read_text()
     assert "| lines | file (MB) | append (ms) | append p90 (ms) | verify (s) | repeat scan (ms) |" in text
     assert "| 1,000 |" in text
-    for case in ("bare handler, served", "serve, served", "serve, refused: project without allocation",
-                 "serve, refused: paused"):
+    for case in (
+        "bare handler, served",
+        "serve, served",
+        "serve, refused: project without allocation",
+        "serve, refused: paused",
+    ):
         assert f"| {case}" in text

@@ -16,9 +16,9 @@ from _node_helpers import DELTA, PROJECT, set_key, write_ca_certificate
 from typer.testing import CliRunner
 
 from datasets_synthetic import generate_hospitals, write_hospitals
-from federation.node.audit import audit_path
-from federation.node.cli import app
-from federation.node.config import load_node_config
+from federation.site.audit import audit_path
+from federation.site.cli import app
+from federation.site.config import load_node_config
 from privacy_budgets import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,9 +26,13 @@ runner = CliRunner()
 
 
 def workbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -71,7 +75,8 @@ def hospital(request, tmp_path, coordinator):
     set_key(toml, "address", f'"{coordinator}"')
     site = load_node_config(toml).site_config()
     assert site.ledger_path.is_file() and f"--ledger {site.ledger_path}" in output, (
-        "init makes the site's (empty, signed) ledger and says how to set its cap")
+        "init makes the site's (empty, signed) ledger and says how to set its cap"
+    )
     with Ledger.open(site.ledger_path, site_id=site.site_id, create=False) as ledger:
         assert ledger.verify().ok and ledger.cap(dataset=site.dataset) is None
         ledger.set_cap(dataset=site.dataset, epsilon=5.0, delta=DELTA, actor="site IT", reason="cap")
@@ -86,11 +91,23 @@ def test_init_then_check_passes_every_check(hospital):
     lines = done.stdout.splitlines()
     assert lines[-1] == "all checks passed."
     checks = {line[5:].split(":")[0]: line[:4].strip() for line in lines[:-1]}
-    assert checks == {"config": "ok", "data": "ok", "state folder": "ok", "node key": "ok", "CA certificate": "ok",
-                      "ledger": "ok", "audit log": "ok", "pause switch": "ok", "trusted app signers": "ok",
-                      "alerts": "WARN", "coordinator": "ok"}
-    assert any(line.startswith("ok   data: hospital_01.parquet:") and "match dictionary 'synthetic_hospitals'" in line
-               for line in lines)
+    assert checks == {
+        "config": "ok",
+        "data": "ok",
+        "state folder": "ok",
+        "node key": "ok",
+        "CA certificate": "ok",
+        "ledger": "ok",
+        "audit log": "ok",
+        "pause switch": "ok",
+        "trusted app signers": "ok",
+        "alerts": "WARN",
+        "coordinator": "ok",
+    }
+    assert any(
+        line.startswith("ok   data: hospital_01.parquet:") and "match dictionary 'synthetic_hospitals'" in line
+        for line in lines
+    )
 
 
 def test_a_data_file_that_no_longer_matches_its_schema_stops_check_and_start(hospital):
@@ -103,7 +120,7 @@ def test_a_data_file_that_no_longer_matches_its_schema_stops_check_and_start(hos
     expected = "FAIL data: " + str(data) + " does not match its schema: "
     check = workbench("node", "check", "--config", str(hospital), cwd=hospital.parent)
     assert check.returncode == 1
-    line = next(l for l in check.stdout.splitlines() if l.startswith("FAIL"))
+    line = next(text for text in check.stdout.splitlines() if text.startswith("FAIL"))
     assert line.startswith(expected) and "age" in line and "240" in line and "Fix: fix the data file" in line
     start = runner.invoke(app, ["start", "--config", str(hospital)])  # same app, in process
     assert start.exit_code == 1
@@ -116,8 +133,10 @@ def test_a_malformed_node_toml_stops_check_and_start_with_the_same_line(hospital
     check = runner.invoke(app, ["check", "--config", str(hospital)])  # same app, in process
     start = workbench("node", "start", "--config", str(hospital), cwd=hospital.parent)
     assert check.exit_code == 1 and start.returncode == 1
-    expected = (f"FAIL config: {hospital}: [policy] allowed_tasks holds an unknown task kind; got 'querry:count'. "
-                "Fix: Did you mean 'query:count'?")
+    expected = (
+        f"FAIL config: {hospital}: [policy] allowed_tasks holds an unknown task kind; got 'querry:count'. "
+        "Fix: Did you mean 'query:count'?"
+    )
     assert check.output.splitlines()[0].startswith(expected)
     assert start.stderr.splitlines()[0].startswith(expected)
 
@@ -126,8 +145,18 @@ def test_a_malformed_node_toml_stops_check_and_start_with_the_same_line(hospital
 
 
 def test_init_refuses_to_replace_a_node(hospital):
-    done = runner.invoke(app, ["init", "--site-id", "x", "--data", str(hospital.parent.parent / "data" / "hospital_01.parquet"),
-                               "--out", str(hospital.parent)])
+    done = runner.invoke(
+        app,
+        [
+            "init",
+            "--site-id",
+            "x",
+            "--data",
+            str(hospital.parent.parent / "data" / "hospital_01.parquet"),
+            "--out",
+            str(hospital.parent),
+        ],
+    )
     assert done.exit_code == 2 and "already exist(s)" in done.output and "--force" in done.output
 
 
@@ -139,7 +168,9 @@ def test_init_refuses_a_missing_data_file(tmp_path):
 def test_pause_status_resume_and_audit_from_the_command_line(hospital):
     config = str(hospital)
     paused = runner.invoke(app, ["pause", "--config", config, "--reason", "data protection review", "--who", "dpo"])
-    assert paused.exit_code == 0 and "paused since" in paused.output and "by dpo: data protection review" in paused.output
+    assert (
+        paused.exit_code == 0 and "paused since" in paused.output and "by dpo: data protection review" in paused.output
+    )
     status = runner.invoke(app, ["status", "--config", config])
     assert status.exit_code == 0
     assert "PAUSED: paused since" in status.output and "hospital_01" in status.output

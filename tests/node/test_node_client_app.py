@@ -7,9 +7,9 @@ from _node_helpers import PROJECT, received, set_key
 from flwr.app import Context, RecordDict
 
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRequest
-from federation.node.audit import audit_path, recent_entries
-from federation.node.client_app import app
+from federation.protocol.query_request import QueryRequest
+from federation.site.audit import audit_path, recent_entries
+from federation.site.client_app import app
 
 
 def _context(node_config: dict) -> Context:
@@ -27,8 +27,11 @@ def test_the_deployed_client_app_applies_the_policy_named_in_the_node_config(nod
     reply = app(received(_count()), _context(entries))
     assert reply.content["refusal"]["kind"] == "policy"
     assert "does not allow query:count tasks; its policy allows train, evaluate" in reply.content["refusal"]["reason"]
-    outcomes = [e["decision"]["outcome"] for e in reversed(recent_entries(path=audit_path(node.config.state_dir)))
-                if e["kind"] == "request"]
+    outcomes = [
+        e["decision"]["outcome"]
+        for e in reversed(recent_entries(path=audit_path(node.config.state_dir)))
+        if e["kind"] == "request"
+    ]
     assert outcomes == ["served", "refused"]
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from _node_helpers import remove_key, set_key
 
-from federation.node.config import (
+from federation.protocol.task_kinds import KNOWN_TASKS
+from federation.site.config import (
     LAYOUT,
     NODE_TOML_KEY,
     NodeConfigError,
@@ -17,15 +18,19 @@ from federation.node.config import (
     load_node_config,
     write_node_template,
 )
-from federation.node.site import SiteConfig
-from federation.node.task_kinds import KNOWN_TASKS
+from federation.site.site_config import SiteConfig
 
 
 @pytest.fixture
 def toml(tmp_path) -> Path:
     path = tmp_path / "site" / "node.toml"
-    write_node_template(path=path, site_id="hospital-a", data_path=tmp_path / "site" / "data" / "a.csv",
-                        state_dir=tmp_path / "site" / "state", coordinator_address="10.0.0.5:9092")
+    write_node_template(
+        path=path,
+        site_id="hospital-a",
+        data_path=tmp_path / "site" / "data" / "a.csv",
+        state_dir=tmp_path / "site" / "state",
+        coordinator_address="10.0.0.5:9092",
+    )
     return path
 
 
@@ -46,7 +51,7 @@ def test_every_key_of_the_layout_is_explained_in_the_template(toml):
     for section, keys in LAYOUT.items():
         assert f"[{section}]" in text
         for key in keys:
-            line = next(i for i, l in enumerate(text.splitlines()) if l.lstrip("# ").startswith(f"{key} ="))
+            line = next(i for i, written in enumerate(text.splitlines()) if written.lstrip("# ").startswith(f"{key} ="))
             assert text.splitlines()[line - 1].startswith("#"), f"{key} has no comment above it"
 
 
@@ -62,8 +67,13 @@ def test_the_node_config_entries_and_the_site_config(toml):
     # the ClientApp's resolver reads these keys back into the same site
     from_entries = SiteConfig.from_node_config(entries)
     site = config.site_config()
-    assert (from_entries.site_id, from_entries.data_path, from_entries.state_dir, from_entries.min_cell_size,
-            from_entries.true_count_floor) == (site.site_id, site.data_path, site.state_dir, 8, 3)
+    assert (
+        from_entries.site_id,
+        from_entries.data_path,
+        from_entries.state_dir,
+        from_entries.min_cell_size,
+        from_entries.true_count_floor,
+    ) == (site.site_id, site.data_path, site.state_dir, 8, 3)
     assert site.max_epsilon_per_request == 0.5
 
 
@@ -72,41 +82,77 @@ def test_without_a_floor_the_entry_is_left_out(toml):
 
 
 def test_the_policy_words_are_the_tasks_the_node_serves():
-    from federation.node.tasks import HANDLERS
+    from federation.site.tasks import HANDLERS
 
     assert set(KNOWN_TASKS) == set(HANDLERS)
 
 
-@pytest.mark.parametrize("edit, key, rule, value", [
-    (lambda p: remove_key(p, "id"), "[site] id", "must be a non-empty quoted string", "(missing)"),
-    (lambda p: remove_key(p, "data"), "[site] data", "must be a non-empty quoted string", "(missing)"),
-    (lambda p: remove_key(p, "allowed_tasks"), "[policy] allowed_tasks", "must be a non-empty list", "(missing)"),
-    (lambda p: set_key(p, "min_cell_size", "2"), "[policy] min_cell_size", "at least 3", "2"),
-    (lambda p: set_key(p, "min_cell_size", '"5"'), "[policy] min_cell_size", "whole number", "'5'"),
-    (lambda p: set_key(p, "min_cell_size", "5.5"), "[policy] min_cell_size", "whole number", "5.5"),
-    (lambda p: set_key(p, "allowed_tasks", '["train", "query:everything"]'), "[policy] allowed_tasks",
-     "unknown task kind", "'query:everything'"),
-    (lambda p: set_key(p, "allowed_tasks", '"train"'), "[policy] allowed_tasks", "non-empty list", "'train'"),
-    (lambda p: set_key(p, "allowed_tasks", "[]"), "[policy] allowed_tasks", "non-empty list", "[]"),
-    (lambda p: set_key(p, "address", '"coordinator.example.org"'), "[coordinator] address", '"host:port"',
-     "'coordinator.example.org'"),
-    (lambda p: set_key(p, "address", '"host:70000"'), "[coordinator] address", "port from 1 to 65535", "'host:70000'"),
-    (lambda p: set_key(p, "clientappio_address", "9094"), "[node] clientappio_address", '"host:port"', "9094"),
-    (lambda p: set_key(p, "id", '"hospital a"'), "[site] id", "letters, digits", "'hospital a'"),
-    (lambda p: set_key(p, "data", '"data/a.xlsx"'), "[site] data", ".csv or .parquet", "a.xlsx"),
-    (lambda p: set_key(p, "max_epsilon_per_request", "-1.0"), "[policy] max_epsilon_per_request",
-     "positive number", "-1.0"),
-    (lambda p: set_key(p, "true_count_floor", "0"), "[policy] true_count_floor", "at least 1", "0"),
-    (lambda p: set_key(p, "repeated_query_limit", "0"), "[policy] repeated_query_limit", "at least 1", "0"),
-    (lambda p: set_key(p, "webhook", '"ftp://alerts.example"'), "[alerts] webhook", "http:// or https://",
-     "'ftp://alerts.example'"),
-    (lambda p: set_key(p, "min_cell_size", "5\nmin_cel_size = 2"), "[policy] min_cel_size",
-     "is not a key of this section", "Did you mean 'min_cell_size'?"),
-    (lambda p: p.write_text(p.read_text() + "\n[polcy]\nallowed_tasks = []\n"), "[polcy]", "is not a section",
-     "Did you mean 'policy'?"),
-    (lambda p: p.write_text(p.read_text().replace('id = "hospital-a"', "id = hospital-a")), "(file)",
-     "must be valid TOML", "line"),
-])
+@pytest.mark.parametrize(
+    "edit, key, rule, value",
+    [
+        (lambda p: remove_key(p, "id"), "[site] id", "must be a non-empty quoted string", "(missing)"),
+        (lambda p: remove_key(p, "data"), "[site] data", "must be a non-empty quoted string", "(missing)"),
+        (lambda p: remove_key(p, "allowed_tasks"), "[policy] allowed_tasks", "must be a non-empty list", "(missing)"),
+        (lambda p: set_key(p, "min_cell_size", "2"), "[policy] min_cell_size", "at least 3", "2"),
+        (lambda p: set_key(p, "min_cell_size", '"5"'), "[policy] min_cell_size", "whole number", "'5'"),
+        (lambda p: set_key(p, "min_cell_size", "5.5"), "[policy] min_cell_size", "whole number", "5.5"),
+        (
+            lambda p: set_key(p, "allowed_tasks", '["train", "query:everything"]'),
+            "[policy] allowed_tasks",
+            "unknown task kind",
+            "'query:everything'",
+        ),
+        (lambda p: set_key(p, "allowed_tasks", '"train"'), "[policy] allowed_tasks", "non-empty list", "'train'"),
+        (lambda p: set_key(p, "allowed_tasks", "[]"), "[policy] allowed_tasks", "non-empty list", "[]"),
+        (
+            lambda p: set_key(p, "address", '"coordinator.example.org"'),
+            "[coordinator] address",
+            '"host:port"',
+            "'coordinator.example.org'",
+        ),
+        (
+            lambda p: set_key(p, "address", '"host:70000"'),
+            "[coordinator] address",
+            "port from 1 to 65535",
+            "'host:70000'",
+        ),
+        (lambda p: set_key(p, "clientappio_address", "9094"), "[node] clientappio_address", '"host:port"', "9094"),
+        (lambda p: set_key(p, "id", '"hospital a"'), "[site] id", "letters, digits", "'hospital a'"),
+        (lambda p: set_key(p, "data", '"data/a.xlsx"'), "[site] data", ".csv or .parquet", "a.xlsx"),
+        (
+            lambda p: set_key(p, "max_epsilon_per_request", "-1.0"),
+            "[policy] max_epsilon_per_request",
+            "positive number",
+            "-1.0",
+        ),
+        (lambda p: set_key(p, "true_count_floor", "0"), "[policy] true_count_floor", "at least 1", "0"),
+        (lambda p: set_key(p, "repeated_query_limit", "0"), "[policy] repeated_query_limit", "at least 1", "0"),
+        (
+            lambda p: set_key(p, "webhook", '"ftp://alerts.example"'),
+            "[alerts] webhook",
+            "http:// or https://",
+            "'ftp://alerts.example'",
+        ),
+        (
+            lambda p: set_key(p, "min_cell_size", "5\nmin_cel_size = 2"),
+            "[policy] min_cel_size",
+            "is not a key of this section",
+            "Did you mean 'min_cell_size'?",
+        ),
+        (
+            lambda p: p.write_text(p.read_text() + "\n[polcy]\nallowed_tasks = []\n"),
+            "[polcy]",
+            "is not a section",
+            "Did you mean 'policy'?",
+        ),
+        (
+            lambda p: p.write_text(p.read_text().replace('id = "hospital-a"', "id = hospital-a")),
+            "(file)",
+            "must be valid TOML",
+            "line",
+        ),
+    ],
+)
 def test_a_malformed_node_toml_gets_one_clear_error(toml, edit, key, rule, value):
     edit(toml)
     with pytest.raises(NodeConfigError) as caught:
@@ -126,21 +172,53 @@ def test_the_template_refuses_to_replace_a_node_toml(toml):
         write_node_template(path=toml, site_id="b", data_path=Path("b.csv"), state_dir=Path("s"))
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"allowed_tasks": ("train", "query:all")}, "task kinds"),
-    ({"allowed_tasks": ()}, "task kinds"),
-    ({"allowed_tasks": ("train",), "min_cell_size": 2}, "min_cell_size is a whole number of at least 3; got 2"),
-    ({"allowed_tasks": ("train",), "repeated_query_limit": 0}, "repeated_query_limit"),
-    ({"allowed_tasks": ("train",), "max_epsilon_per_request": float("nan")}, "max_epsilon_per_request"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"allowed_tasks": ("train", "query:all")}, "unknown task kind"),
+        ({"allowed_tasks": ()}, "non-empty list of task kinds"),
+        (
+            {"allowed_tasks": ("train",), "min_cell_size": 2},
+            "min_cell_size must be a whole number of at least 3; got 2",
+        ),
+        ({"allowed_tasks": ("train",), "repeated_query_limit": 0}, "repeated_query_limit"),
+        ({"allowed_tasks": ("train",), "max_epsilon_per_request": float("nan")}, "max_epsilon_per_request"),
+    ],
+)
 def test_a_policy_built_in_code_keeps_the_same_rules(fields, message):
     with pytest.raises(ValueError, match=message):
         NodePolicy(**fields)
 
 
 def test_the_simulation_policy_allows_everything_with_the_site_rules(tmp_path):
-    site = SiteConfig(site_id="s", data_path=tmp_path / "s.csv", state_dir=tmp_path, dictionary_path=tmp_path / "d.json",
-                      min_cell_size=8, true_count_floor=3)
+    site = SiteConfig(
+        site_id="s",
+        data_path=tmp_path / "s.csv",
+        state_dir=tmp_path,
+        dictionary_path=tmp_path / "d.json",
+        min_cell_size=8,
+        true_count_floor=3,
+    )
     policy = NodePolicy.default_for(site)
     assert policy.allowed_tasks == ("train", "evaluate", "query:*")
-    assert (policy.min_cell_size, policy.true_count_floor, policy.alert_command, policy.alert_webhook) == (8, 3, None, None)
+    assert (policy.min_cell_size, policy.true_count_floor, policy.alert_command, policy.alert_webhook) == (
+        8,
+        3,
+        None,
+        None,
+    )
+
+
+def test_each_declared_key_fills_one_field_and_is_explained_in_the_template(toml):
+    from dataclasses import fields
+
+    from federation.site.node_keys import KEYS, POLICY_KEYS
+
+    config_fields = {f.name for f in fields(load_node_config(toml))}
+    policy_fields = {f.name for f in fields(NodePolicy)}
+    for key in KEYS:
+        assert key.field in (policy_fields if key in POLICY_KEYS else config_fields), key.label
+        assert key.comment and key.fix, key.label
+    names = {k.name for k in KEYS}
+    written = [line.removeprefix("# ").split(" = ")[0] for line in toml.read_text().splitlines()]
+    assert [name for name in written if name in names] == [k.name for k in KEYS]  # each once, in order

@@ -14,10 +14,10 @@ from flwr.app import MessageType
 
 from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY
 from federation.analytics.query import Query
-from federation.analytics.site_answers import QueryRequest
-from federation.node.audit import audit_path, recent_entries, verify_audit
-from federation.node.pause import pause_node, resume_node
-from federation.node.tasks import serve
+from federation.protocol.query_request import QueryRequest
+from federation.site.audit import audit_path, recent_entries, verify_audit
+from federation.site.pause import pause_node, resume_node
+from federation.site.tasks import serve
 from privacy_budgets import Ledger
 
 
@@ -41,11 +41,18 @@ def _ledger_kinds(node) -> list[str]:
 
 def _train_message(*, server_round: int = 1):
     from federation.coordinator.server_app import initial_arrays
-    from federation.features import FeatureEncoder
-    from federation.spec import TrainingSpec
+    from federation.protocol.spec import TrainingSpec
+    from federation.training.features import FeatureEncoder
 
-    spec = TrainingSpec(project=PROJECT, target_epsilon=1.0, rounds=2, model="logreg", batch_size=32,
-                        coordinator="coordinator-eu", run_id="run-7")
+    spec = TrainingSpec(
+        project=PROJECT,
+        target_epsilon=1.0,
+        rounds=2,
+        model="logreg",
+        batch_size=32,
+        coordinator="coordinator-eu",
+        run_id="run-7",
+    )
     encoder = FeatureEncoder.from_dictionary(dictionary=SYNTHETIC_HOSPITALS_DICTIONARY)
     config = {**spec.to_config(), "server-round": server_round, "feature-encoder": encoder.to_json()}
     return received(config, message_type=MessageType.TRAIN, arrays=initial_arrays(spec=spec, encoder=encoder))
@@ -82,7 +89,7 @@ def test_a_paused_node_refuses_a_query_records_it_and_serves_again_once_resumed(
 def test_a_paused_node_refuses_training_before_the_handler_runs(node):
     pause_node(state_dir=node.config.state_dir, reason="incident 4711")
     # Only a spec: had the handler run, the missing model and encoder would have failed it.
-    from federation.spec import TrainingSpec
+    from federation.protocol.spec import TrainingSpec
 
     spec = TrainingSpec(project=PROJECT, target_epsilon=1.0, rounds=2, coordinator="coordinator-eu")
     reply = _ask(node, {**spec.to_config(), "server-round": 1}, kind="train", message_type=MessageType.TRAIN)
@@ -128,7 +135,8 @@ def test_a_task_the_policy_does_not_allow_is_refused_before_any_data_is_read(nod
     assert reply.content["refusal"]["kind"] == "policy"
     assert reply.content["refusal"]["reason"] == (
         "site hospital-a does not allow query:mean tasks; its policy allows train, evaluate, query:count. "
-        "Ask the site whether the study may run it.")
+        "Ask the site whether the study may run it."
+    )
     assert _ledger_kinds(node) == before
     assert "refusal" not in _ask(node, _count()).content
     assert [e.get("alert") for e in _requests(node) if e["kind"] == "alert"] == ["refused"]
@@ -198,8 +206,15 @@ def test_a_training_on_a_spent_project_is_the_projects_budget_refusal_and_nothin
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         ledger.allocate(dataset=site.dataset, project="other-study", epsilon=2.0, actor="ethics board", reason="r")
         for project in (PROJECT, "other-study"):  # the target of 1.0 is already spent by PROJECT
-            ledger.commit(ledger.reserve(dataset=site.dataset, project=project, actor="coordinator-eu",
-                                         purpose="earlier", event=gaussian_event(noise_multiplier=3.0)))
+            ledger.commit(
+                ledger.reserve(
+                    dataset=site.dataset,
+                    project=project,
+                    actor="coordinator-eu",
+                    purpose="earlier",
+                    event=gaussian_event(noise_multiplier=3.0),
+                )
+            )
         spent = ledger.spent(dataset=site.dataset, project=PROJECT)
     before = _ledger_kinds(node)
     reply = serve(kind="train", msg=_train_message(), site=node.site, node_toml=node.toml)

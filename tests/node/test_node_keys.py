@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from federation.node.keys import NodeKeyError, generate_node_keys, load_private_key, read_public_key_line
+from federation.site.keys import NodeKeyError, generate_node_keys, load_private_key, read_public_key_line
 
 
 def test_a_new_pair_is_p384_openssh_with_a_private_file_of_mode_600(tmp_path):
@@ -46,8 +46,11 @@ def test_a_key_others_can_read_or_of_another_kind_is_refused(tmp_path):
     with pytest.raises(NodeKeyError, match=r"readable by others \(mode 644\).*chmod 600"):
         load_private_key(private_key=key)
     other = tmp_path / "ed_key"
-    other.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+    other.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+    )
     other.chmod(0o600)
     with pytest.raises(NodeKeyError, match="needs an ECDSA P-384 key"):
         load_private_key(private_key=other)

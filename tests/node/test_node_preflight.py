@@ -9,9 +9,9 @@ from _node_helpers import set_key, write_ca_certificate
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from federation.node.audit import append_audit, audit_path
-from federation.node.pause import pause_node
-from federation.node.preflight import run_preflight
+from federation.site.audit import append_audit, audit_path
+from federation.site.pause import pause_node
+from federation.site.preflight import run_preflight
 
 
 @pytest.fixture
@@ -40,11 +40,15 @@ def test_a_ready_node_passes(ready):
 
 def test_check_says_which_app_signers_the_site_trusts(ready):
     trusted = ready.toml.parent / "trusted_entities.yaml"
-    trusted.write_text(f"fpk_board: '{_ssh_public(ed25519.Ed25519PrivateKey.generate())} ethics-board'\n"
-                       f"fpk_team: '{_ssh_public(ed25519.Ed25519PrivateKey.generate())}'\n")
+    trusted.write_text(
+        f"fpk_board: '{_ssh_public(ed25519.Ed25519PrivateKey.generate())} ethics-board'\n"
+        f"fpk_team: '{_ssh_public(ed25519.Ed25519PrivateKey.generate())}'\n"
+    )
     set_key(ready.toml, "trusted_entities", '"trusted_entities.yaml"')
     check = _checks(ready)["trusted app signers"]
-    assert check.status == "ok" and check.detail == "the node runs only apps signed by: fpk_board (ethics-board), fpk_team"
+    assert (
+        check.status == "ok" and check.detail == "the node runs only apps signed by: fpk_board (ethics-board), fpk_team"
+    )
 
     trusted.write_text(f"fpk_x: '{_ssh_public(ec.generate_private_key(ec.SECP384R1()))}'\n")
     check = _checks(ready)["trusted app signers"]
@@ -67,7 +71,9 @@ def test_missing_or_expired_ca_and_loose_key_fail_with_their_fix(ready):
     assert "is not a PEM certificate" in _checks(ready)["CA certificate"].detail
     ca.unlink()
     check = _checks(ready)["CA certificate"]
-    assert check.status == "fail" and check.detail.endswith("ca.crt does not exist.") and "coordinator sent" in check.fix
+    assert (
+        check.status == "fail" and check.detail.endswith("ca.crt does not exist.") and "coordinator sent" in check.fix
+    )
     (ready.toml.parent / "keys" / "node_key").chmod(0o640)
     check = _checks(ready)["node key"]
     assert check.status == "fail" and "mode 640" in check.detail and check.fix.startswith("chmod 600")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from federation.node.audit import audit_path, recent_entries, verify_audit
-from federation.node.pause import pause_node
+from federation.site.audit import audit_path, recent_entries, verify_audit
+from federation.site.pause import pause_node
 from workbench import Workbench
 
 
@@ -20,18 +20,26 @@ def test_a_simulated_study_serves_through_the_gate_and_stops_clearly_at_a_paused
 
     result = wb.train(target_epsilon=1.0, rounds=2, model="logreg", project="gated-study")
 
-    assert result.stopped_reason.startswith(f"Site {paused.site_id} refused round 1: site {paused.site_id} is paused since")
+    assert result.stopped_reason.startswith(
+        f"Site {paused.site_id} refused round 1: site {paused.site_id} is paused since"
+    )
     assert "by site IT: ethics board review" in result.stopped_reason
 
     served = [e for e in reversed(recent_entries(path=audit_path(running.state_dir))) if e["kind"] == "request"]
     assert [(e["task"], e["decision"]["outcome"]) for e in served] == [("train", "served"), ("evaluate", "served")]
     train_receipt = next(r for r in result.receipts if r["site_id"] == running.site_id and r["kind"] == "commit")
-    assert served[0]["epsilon_charged"] == pytest.approx(train_receipt["epsilon"]) and served[0]["project"] == "gated-study"
+    assert (
+        served[0]["epsilon_charged"] == pytest.approx(train_receipt["epsilon"])
+        and served[0]["project"] == "gated-study"
+    )
 
     refused = list(reversed(recent_entries(path=audit_path(paused.state_dir))))
     assert [(e["kind"], e.get("task"), e.get("alert")) for e in refused] == [
-        ("request", "train", None), ("alert", "train", "paused"),
-        ("request", "evaluate", None), ("alert", "evaluate", "paused")]
+        ("request", "train", None),
+        ("alert", "train", "paused"),
+        ("request", "evaluate", None),
+        ("alert", "evaluate", "paused"),
+    ]
     assert all(e["decision"]["refusal_kind"] == "paused" for e in refused if e["kind"] == "request")
     with wb.ledger(paused.site_id) as ledger:
         assert ledger.spent(dataset=paused.dataset, project="gated-study") == 0.0

@@ -24,8 +24,8 @@ def ledger_path(tmp_path: Path) -> Path:
 def ledger(ledger_path: Path) -> Iterator[Ledger]:
     """A ledger with a cap of 3.0 on the dataset and an allocation of 1.0 for the project."""
     with Ledger.open(ledger_path, site_id=SITE) as opened:
-        opened.set_cap(dataset=DATASET, epsilon=3.0, delta=DELTA, actor="site-admin",
-                       reason="site policy 2026")
-        opened.allocate(dataset=DATASET, project=PROJECT, epsilon=1.0, actor="ethics-board",
-                        reason="protocol 12 approved")
+        opened.set_cap(dataset=DATASET, epsilon=3.0, delta=DELTA, actor="site-admin", reason="site policy 2026")
+        opened.allocate(
+            dataset=DATASET, project=PROJECT, epsilon=1.0, actor="ethics-board", reason="protocol 12 approved"
+        )
         yield opened

@@ -14,7 +14,10 @@ def test_benchmark_runs_quick(tmp_path):
     results = tmp_path / "RESULTS.md"
     completed = subprocess.run(
         [sys.executable, "-m", "benchmarks.ledger.bench_ledger", "--quick", "--results", str(results)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dp_accounting as dpa
 import pytest
+from conftest import DATASET, DELTA, PROJECT
 from dp_accounting.pld import pld_privacy_accountant
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,8 +21,6 @@ from privacy_budgets.accounting import (
 from privacy_budgets.errors import AccountingFault, InvalidBudget, NoNoiseFits, ProjectBudgetSpent
 from privacy_budgets.mechanisms import dpsgd_event, gaussian_event
 from privacy_budgets.planning import calibrate_for_project
-
-from conftest import DATASET, DELTA, PROJECT
 
 
 def independent_epsilon(events: list[dpa.DpEvent]) -> float:
@@ -51,12 +50,17 @@ def test_a_generous_target_gets_the_least_noise_and_says_so():
 def test_calibrated_noise_never_overshoots_and_is_the_least_that_fits(target, q, steps, prior_sigma):
     prior = [] if prior_sigma is None else [gaussian_event(noise_multiplier=prior_sigma)]
     try:
-        calibration = calibrate_dpsgd(target_epsilon=target, delta=DELTA, sampling_rate=q, steps=steps,
-                                      prior_events=prior)
+        calibration = calibrate_dpsgd(
+            target_epsilon=target, delta=DELTA, sampling_rate=q, steps=steps, prior_events=prior
+        )
     except NoNoiseFits as err:
         assert err.prior_epsilon is not None
-        assert independent_epsilon([*prior, dpsgd_event(noise_multiplier=MAX_NOISE_MULTIPLIER,
-                                                        sampling_rate=q, steps=steps)]) > target
+        assert (
+            independent_epsilon(
+                [*prior, dpsgd_event(noise_multiplier=MAX_NOISE_MULTIPLIER, sampling_rate=q, steps=steps)]
+            )
+            > target
+        )
         return
     run = dpsgd_event(noise_multiplier=calibration.noise_multiplier, sampling_rate=q, steps=steps)
     assert independent_epsilon([*prior, run]) <= target + 1e-9
@@ -68,14 +72,20 @@ def test_calibrated_noise_never_overshoots_and_is_the_least_that_fits(target, q,
 
 def test_prior_spending_with_no_room_left_is_the_projects_refusal(ledger: Ledger):
     # Spend most of the project's allocation, then ask for a study whose total leaves a sliver.
-    spend = ledger.reserve(dataset=DATASET, project=PROJECT, event=gaussian_event(noise_multiplier=4.4),
-                           actor="coordinator", purpose="an earlier study")
+    spend = ledger.reserve(
+        dataset=DATASET,
+        project=PROJECT,
+        event=gaussian_event(noise_multiplier=4.4),
+        actor="coordinator",
+        purpose="an earlier study",
+    )
     ledger.commit(spend)
     spent = ledger.spent(dataset=DATASET, project=PROJECT)
     assert 0.5 < spent < 1.0
     with pytest.raises(ProjectBudgetSpent) as caught:
-        calibrate_for_project(ledger=ledger, dataset=DATASET, project=PROJECT, target_epsilon=spent + 1e-6,
-                              sampling_rate=0.05, steps=200)
+        calibrate_for_project(
+            ledger=ledger, dataset=DATASET, project=PROJECT, target_epsilon=spent + 1e-6, sampling_rate=0.05, steps=200
+        )
     message = str(caught.value)
     assert "\n" not in message, "one paragraph"
     assert f"project '{PROJECT}' has already spent epsilon {spent:.3g} at site {ledger.site_id}" in message
@@ -87,13 +97,19 @@ def test_prior_spending_with_no_room_left_is_the_projects_refusal(ledger: Ledger
 def test_a_spent_project_is_refused_without_revealing_the_cap_or_other_projects(ledger: Ledger):
     ledger.allocate(dataset=DATASET, project="another-study", epsilon=1.5, actor="ethics-board", reason="r")
     for project, sigma in (("another-study", 3.0), (PROJECT, 5.0)):
-        spend = ledger.reserve(dataset=DATASET, project=project, event=gaussian_event(noise_multiplier=sigma),
-                               actor="coordinator", purpose="earlier")
+        spend = ledger.reserve(
+            dataset=DATASET,
+            project=project,
+            event=gaussian_event(noise_multiplier=sigma),
+            actor="coordinator",
+            purpose="earlier",
+        )
         ledger.commit(spend)
     spent = ledger.spent(dataset=DATASET, project=PROJECT)
     with pytest.raises(ProjectBudgetSpent) as caught:
-        calibrate_for_project(ledger=ledger, dataset=DATASET, project=PROJECT, target_epsilon=spent / 2,
-                              sampling_rate=0.05, steps=10)
+        calibrate_for_project(
+            ledger=ledger, dataset=DATASET, project=PROJECT, target_epsilon=spent / 2, sampling_rate=0.05, steps=10
+        )
     message = str(caught.value)
     assert "another-study" not in message
     assert "3.00" not in message and "cap" not in message  # the dataset's cap (3.0) stays at the site
@@ -101,14 +117,27 @@ def test_a_spent_project_is_refused_without_revealing_the_cap_or_other_projects(
 
 
 def test_reserved_spending_counts_where_the_site_says_so(ledger: Ledger):
-    ledger.reserve(dataset=DATASET, project=PROJECT, event=gaussian_event(noise_multiplier=4.4),
-                   actor="coordinator", purpose="a round in flight")
-    free = calibrate_for_project(ledger=ledger, dataset=DATASET, project=PROJECT, target_epsilon=0.5,
-                                 sampling_rate=0.05, steps=20)
+    ledger.reserve(
+        dataset=DATASET,
+        project=PROJECT,
+        event=gaussian_event(noise_multiplier=4.4),
+        actor="coordinator",
+        purpose="a round in flight",
+    )
+    free = calibrate_for_project(
+        ledger=ledger, dataset=DATASET, project=PROJECT, target_epsilon=0.5, sampling_rate=0.05, steps=20
+    )
     assert free.prior_epsilon == 0.0
     with pytest.raises(ProjectBudgetSpent):
-        calibrate_for_project(ledger=ledger, dataset=DATASET, project=PROJECT, target_epsilon=0.5,
-                              sampling_rate=0.05, steps=20, include_reserved=True)
+        calibrate_for_project(
+            ledger=ledger,
+            dataset=DATASET,
+            project=PROJECT,
+            target_epsilon=0.5,
+            sampling_rate=0.05,
+            steps=20,
+            include_reserved=True,
+        )
 
 
 def test_the_bracket_itself_is_checked():

@@ -21,9 +21,15 @@ def invoke(*args: str):
 
 @pytest.fixture
 def spent_ledger(ledger, ledger_path):
-    r = ledger.reserve(dataset=DATASET, project=PROJECT, actor="node", purpose="FedAvg",
-                       event=dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01, steps=80),
-                       run_id="r1", round=1)
+    r = ledger.reserve(
+        dataset=DATASET,
+        project=PROJECT,
+        actor="node",
+        purpose="FedAvg",
+        event=dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01, steps=80),
+        run_id="r1",
+        round=1,
+    )
     ledger.commit(r)
     ledger.close()
     return ledger_path
@@ -50,12 +56,38 @@ def test_history_json_carries_serialised_events(spent_ledger):
 
 
 def test_set_cap_allocate_checkpoint_verify(spent_ledger, tmp_path):
-    result = invoke("set-cap", "--ledger", spent_ledger, "--dataset", "icu", "--epsilon", "2",
-                    "--delta", "1e-6", "--actor", "site-admin", "--reason", "new table")
+    result = invoke(
+        "set-cap",
+        "--ledger",
+        spent_ledger,
+        "--dataset",
+        "icu",
+        "--epsilon",
+        "2",
+        "--delta",
+        "1e-6",
+        "--actor",
+        "site-admin",
+        "--reason",
+        "new table",
+    )
     assert result.exit_code == 0, result.output
     assert "Cap set by site-admin: dataset icu may spend at most epsilon 2.00" in result.output
-    result = invoke("allocate", "--ledger", spent_ledger, "--dataset", "icu", "--project", "sepsis",
-                    "--epsilon", "0.5", "--actor", "ethics-board", "--reason", "protocol 7")
+    result = invoke(
+        "allocate",
+        "--ledger",
+        spent_ledger,
+        "--dataset",
+        "icu",
+        "--project",
+        "sepsis",
+        "--epsilon",
+        "0.5",
+        "--actor",
+        "ethics-board",
+        "--reason",
+        "protocol 7",
+    )
     assert result.exit_code == 0, result.output
     cp = tmp_path / "cp.json"
     assert invoke("checkpoint", "--ledger", spent_ledger, "--out", cp).exit_code == 0
@@ -90,8 +122,7 @@ def test_report_and_reconcile_commands(spent_ledger, tmp_path):
     export = tmp_path / "export.json"
     assert invoke("export", "--ledger", spent_ledger, "--out", export).exit_code == 0
     with Ledger.open(spent_ledger, site_id=SITE) as ledger:
-        receipts = [ledger.receipt(e).to_dict() for e in ledger.entries()
-                    if e.kind in ("commit", "uncovered")]
+        receipts = [ledger.receipt(e).to_dict() for e in ledger.entries() if e.kind in ("commit", "uncovered")]
     (tmp_path / "receipts.json").write_text(json.dumps(receipts))
     result = invoke("reconcile", "--receipts", tmp_path / "receipts.json", "--export", export)
     assert result.exit_code == 0 and result.output.startswith("Reconciled: 1 receipts")
@@ -110,8 +141,7 @@ def test_report_and_reconcile_commands(spent_ledger, tmp_path):
     ],
 )
 def test_bad_numbers_exit_2_with_one_line(spent_ledger, args, message):
-    result = invoke("set-cap", "--ledger", spent_ledger, "--dataset", DATASET, *args,
-                    "--actor", "a", "--reason", "r")
+    result = invoke("set-cap", "--ledger", spent_ledger, "--dataset", DATASET, *args, "--actor", "a", "--reason", "r")
     assert result.exit_code == 2
     assert result.stderr.strip().startswith(message)
     assert len(result.stderr.strip().splitlines()) == 1
@@ -119,10 +149,25 @@ def test_bad_numbers_exit_2_with_one_line(spent_ledger, args, message):
 
 
 def test_missing_or_foreign_files_exit_2(tmp_path):
-    for args in (["status", "--ledger", tmp_path / "nope.ledger"],
-                 ["verify", "--ledger", tmp_path / "nope.ledger"],
-                 ["set-cap", "--ledger", tmp_path / "nope.ledger", "--dataset", "d", "--epsilon",
-                  "1", "--delta", "1e-5", "--actor", "a", "--reason", "r"]):
+    for args in (
+        ["status", "--ledger", tmp_path / "nope.ledger"],
+        ["verify", "--ledger", tmp_path / "nope.ledger"],
+        [
+            "set-cap",
+            "--ledger",
+            tmp_path / "nope.ledger",
+            "--dataset",
+            "d",
+            "--epsilon",
+            "1",
+            "--delta",
+            "1e-5",
+            "--actor",
+            "a",
+            "--reason",
+            "r",
+        ],
+    ):
         result = invoke(*args)
         assert result.exit_code == 2, result.output
         assert result.stderr.startswith("Error: No such file:"), result.stderr
@@ -130,6 +175,19 @@ def test_missing_or_foreign_files_exit_2(tmp_path):
     text.write_text("not a ledger")
     result = invoke("status", "--ledger", text)
     assert result.exit_code == 2 and "not an SQLite file" in result.stderr
-    result = invoke("set-cap", "--ledger", tmp_path, "--dataset", "d", "--epsilon", "x",
-                    "--delta", "1e-5", "--actor", "a", "--reason", "r")
+    result = invoke(
+        "set-cap",
+        "--ledger",
+        tmp_path,
+        "--dataset",
+        "d",
+        "--epsilon",
+        "x",
+        "--delta",
+        "1e-5",
+        "--actor",
+        "a",
+        "--reason",
+        "r",
+    )
     assert result.exit_code == 2 and "Traceback" not in result.output

@@ -33,8 +33,7 @@ def cost_of(n: int) -> float:
 def make_ledger(path: Path, cap: float) -> None:
     with Ledger.open(path, site_id=SITE) as ledger:
         ledger.set_cap(dataset=DATASET, epsilon=cap, delta=DELTA, actor="site", reason="test")
-        ledger.allocate(dataset=DATASET, project=PROJECT, epsilon=cap * 2, actor="board",
-                        reason="test")
+        ledger.allocate(dataset=DATASET, project=PROJECT, epsilon=cap * 2, actor="board", reason="test")
 
 
 def test_four_processes_hit_the_cap_exactly(tmp_path):
@@ -44,8 +43,7 @@ def test_four_processes_hit_the_cap_exactly(tmp_path):
     make_ledger(path, cap)
     context = multiprocessing.get_context("spawn")
     with context.Pool(4) as pool:
-        results = pool.starmap(workers.spend_until_refused,
-                               [(str(path), w, ATTEMPTS) for w in range(4)])
+        results = pool.starmap(workers.spend_until_refused, [(str(path), w, ATTEMPTS) for w in range(4)])
     committed = sum(c for c, _ in results)
     refused = sum(r for _, r in results)
     assert (committed, refused) == (N_FIT, 4 * ATTEMPTS - N_FIT)
@@ -77,8 +75,9 @@ def test_processes_creating_the_same_ledger_agree(tmp_path):
 
 def run_worker(action: str, path: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}"}
-    return subprocess.Popen([sys.executable, str(HERE / "_ledger_workers.py"), action, str(path)],
-                            env=env, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "_ledger_workers.py"), action, str(path)], env=env, stderr=subprocess.PIPE
+    )
 
 
 def test_writer_killed_inside_a_transaction(tmp_path):
@@ -90,19 +89,23 @@ def test_writer_killed_inside_a_transaction(tmp_path):
     report = Ledger.verify_file(path)
     assert report.ok, report.problem  # the half-written entry and its counts rolled back
     with Ledger.open(path, site_id=SITE, create=False) as ledger:
-        assert [e.kind for e in ledger.entries()] == [
-            "genesis", "set_cap", "allocate", "reserve", "commit", "reserve"]
+        assert [e.kind for e in ledger.entries()] == ["genesis", "set_cap", "allocate", "reserve", "commit", "reserve"]
         (orphan,) = ledger.open_reservations()
         assert orphan.purpose == "left open by the crash"
         assert ledger.spent(dataset=DATASET) == pytest.approx(cost_of(2))  # it counts as spent
-        ledger.commit(ledger.reserve(dataset=DATASET, project=PROJECT, actor="node",
-                                     purpose="third", event=gaussian_event(**workers.CHEAP)))
+        ledger.commit(
+            ledger.reserve(
+                dataset=DATASET, project=PROJECT, actor="node", purpose="third", event=gaussian_event(**workers.CHEAP)
+            )
+        )
         with pytest.raises(BudgetExceeded):  # the orphan still holds its share of the cap
-            ledger.reserve(dataset=DATASET, project=PROJECT, actor="node", purpose="fourth",
-                           event=gaussian_event(**workers.CHEAP))
+            ledger.reserve(
+                dataset=DATASET, project=PROJECT, actor="node", purpose="fourth", event=gaussian_event(**workers.CHEAP)
+            )
         ledger.abort(orphan, reason="the process that reserved it died", actor="site-admin")
-        ledger.reserve(dataset=DATASET, project=PROJECT, actor="node", purpose="fourth",
-                       event=gaussian_event(**workers.CHEAP))
+        ledger.reserve(
+            dataset=DATASET, project=PROJECT, actor="node", purpose="fourth", event=gaussian_event(**workers.CHEAP)
+        )
         assert ledger.verify(deep=True).ok
 
 
@@ -129,8 +132,8 @@ def test_writer_killed_while_looping(tmp_path):
         open_ids = {r.id for r in ledger.open_reservations()}
         assert commits | open_ids == reserves and len(open_ids) <= 1
         assert ledger.spent(dataset=DATASET) == pytest.approx(
-            epsilon(events=[gaussian_event(noise_multiplier=500.0, count=len(reserves))],
-                    delta=DELTA))
+            epsilon(events=[gaussian_event(noise_multiplier=500.0, count=len(reserves))], delta=DELTA)
+        )
 
 
 def _n_entries(path: Path) -> int:

@@ -31,8 +31,7 @@ ROUND = dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01, steps=80)  # about
 
 
 def reserve(ledger: Ledger, event=ROUND, project: str = PROJECT, **kw) -> Reservation:
-    return ledger.reserve(dataset=DATASET, project=project, event=event, actor="node",
-                          purpose="FedAvg update", **kw)
+    return ledger.reserve(dataset=DATASET, project=project, event=event, actor="node", purpose="FedAvg update", **kw)
 
 
 # --- refusals -----------------------------------------------------------------------
@@ -63,8 +62,7 @@ def test_refusal_states_numbers_limit_and_fix(ledger):
 
 
 def test_dataset_cap_binds_across_projects(ledger):
-    ledger.allocate(dataset=DATASET, project="other", epsilon=5.0, actor="ethics-board",
-                    reason="second study")
+    ledger.allocate(dataset=DATASET, project="other", epsilon=5.0, actor="ethics-board", reason="second study")
     big = gaussian_event(noise_multiplier=1.0)  # about 4.4 on its own
     with pytest.raises(BudgetExceeded, match=r"exceed the dataset cap for dataset 'hospital_01'\.\n") as caught:
         reserve(ledger, event=big, project="other")
@@ -77,8 +75,11 @@ def test_fail_closed_without_cap_or_allocation(ledger_path):
         with pytest.raises(BudgetExceeded, match=r"(?s)dataset 'hospital_01' has no cap.*fail closed.*set-cap"):
             reserve(ledger)
         ledger.set_cap(dataset=DATASET, epsilon=2.0, delta=DELTA, actor="site", reason="r")
-        with pytest.raises(BudgetExceeded, match=r"(?s)project 'quickstart' has no allocation on "
-                                                 r"dataset 'hospital_01'.*fail closed.*allocate"):
+        with pytest.raises(
+            BudgetExceeded,
+            match=r"(?s)project 'quickstart' has no allocation on "
+            r"dataset 'hospital_01'.*fail closed.*allocate",
+        ):
             reserve(ledger)
         assert [e.kind for e in ledger.entries()] == ["genesis", "set_cap"]
 
@@ -118,9 +119,12 @@ def test_commit_smaller_charges_what_ran(ledger):
 def test_commit_larger_than_reserved_is_refused_and_reservation_stays_open(ledger):
     r = reserve(ledger)
     larger = dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01, steps=100)
-    with pytest.raises(LedgerError, match=r"A commit may charge less than its reservation, never "
-                                          r"more: reservation '\w+' held epsilon 0\.5\d+, the "
-                                          r"mechanism that ran gives 0\.5\d+\. .*stays open"):
+    with pytest.raises(
+        LedgerError,
+        match=r"A commit may charge less than its reservation, never "
+        r"more: reservation '\w+' held epsilon 0\.5\d+, the "
+        r"mechanism that ran gives 0\.5\d+\. .*stays open",
+    ):
         ledger.commit(r, event=larger)
     assert [o.id for o in ledger.open_reservations()] == [r.id]
 
@@ -138,8 +142,11 @@ def test_commit_that_costs_less_alone_but_composes_higher_is_refused(tmp_path):
         alone = epsilon(events=[reserved], delta=DELTA)
         cheaper_alone = laplace_event(noise_multiplier=1.0 / (0.97 * alone))
         assert epsilon(events=[cheaper_alone], delta=DELTA) < alone
-        with pytest.raises(LedgerError, match=r"never more: reservation '\w+' held epsilon "
-                                              r"[\d.]+ composed, the mechanism that ran gives"):
+        with pytest.raises(
+            LedgerError,
+            match=r"never more: reservation '\w+' held epsilon "
+            r"[\d.]+ composed, the mechanism that ran gives",
+        ):
             ledger.commit(r, event=cheaper_alone)
         assert [o.id for o in ledger.open_reservations()] == [r.id]
 
@@ -168,17 +175,25 @@ def test_entries_carry_context_and_totals(ledger):
 
 def test_uncovered_release_is_recorded_without_epsilon(ledger):
     entry = ledger.record_uncovered(
-        dataset=DATASET, project=PROJECT, actor="node", purpose="FedAvg weights",
-        what="training row count 4012 sent to the coordinator", run_id="r42", round=3,
+        dataset=DATASET,
+        project=PROJECT,
+        actor="node",
+        purpose="FedAvg weights",
+        what="training row count 4012 sent to the coordinator",
+        run_id="r42",
+        round=3,
         details={"rows": 4012},
     )
-    assert entry.epsilon is None and entry.details == {"rows": 4012, "what": (
-        "training row count 4012 sent to the coordinator")}
+    assert entry.epsilon is None and entry.details == {
+        "rows": 4012,
+        "what": ("training row count 4012 sent to the coordinator"),
+    }
     status = ledger.status()
     assert status.loc[status["project"] == PROJECT, "uncovered_releases"].item() == 1
     with pytest.raises(LedgerError, match=r"details must be plain JSON"):
-        ledger.record_uncovered(dataset=DATASET, project=PROJECT, actor="n", purpose="p",
-                                what="w", details={"bad": object()})
+        ledger.record_uncovered(
+            dataset=DATASET, project=PROJECT, actor="n", purpose="p", what="w", details={"bad": object()}
+        )
 
 
 # --- limits over time ---------------------------------------------------------------------
@@ -186,8 +201,7 @@ def test_uncovered_release_is_recorded_without_epsilon(ledger):
 
 def test_lowering_cap_below_spent_is_recorded_as_over_cap(ledger):
     ledger.commit(reserve(ledger))
-    entry = ledger.set_cap(dataset=DATASET, epsilon=0.2, delta=DELTA, actor="site-admin",
-                           reason="policy tightened")
+    entry = ledger.set_cap(dataset=DATASET, epsilon=0.2, delta=DELTA, actor="site-admin", reason="policy tightened")
     assert entry.details["below_spent"] is True
     assert ledger.remaining(dataset=DATASET) < 0
     row = ledger.status().iloc[0]
@@ -199,8 +213,11 @@ def test_lowering_cap_below_spent_is_recorded_as_over_cap(ledger):
 def test_changing_delta_after_reservations_is_refused(ledger):
     ledger.set_cap(dataset=DATASET, epsilon=3.0, delta=1e-6, actor="site", reason="before spends")
     reserve(ledger)
-    with pytest.raises(LedgerError, match=r"delta is fixed once releases are reserved.*has delta "
-                                          r"1e-06, the new cap asks 1e-05.*Keep delta 1e-06"):
+    with pytest.raises(
+        LedgerError,
+        match=r"delta is fixed once releases are reserved.*has delta "
+        r"1e-06, the new cap asks 1e-05.*Keep delta 1e-06",
+    ):
         ledger.set_cap(dataset=DATASET, epsilon=3.0, delta=1e-5, actor="site", reason="r")
     ledger.set_cap(dataset=DATASET, epsilon=4.0, delta=1e-6, actor="site", reason="raise")
 
@@ -252,11 +269,15 @@ def test_records_round_trip_through_json(ledger):
     assert all(isinstance(v, (str, int, float, type(None))) for v in receipt.to_dict().values())
     with pytest.raises(LedgerError, match=r"needs exactly the fields.*unknown \['extra'\]"):
         SpendReceipt.from_dict({**receipt.to_dict(), "extra": 1})
-    with pytest.raises(LedgerError, match=r"A receipt proves a release \(a commit or an uncovered "
-                                          r"release\); entry seq 1 is a 'genesis' entry"):
+    with pytest.raises(
+        LedgerError,
+        match=r"A receipt proves a release \(a commit or an uncovered "
+        r"release\); entry seq 1 is a 'genesis' entry",
+    ):
         ledger.receipt(ledger.entries()[0])
-    declared = ledger.record_uncovered(dataset=DATASET, project=PROJECT, what="row count 4012",
-                                       actor="node", purpose="FedAvg weight")
+    declared = ledger.record_uncovered(
+        dataset=DATASET, project=PROJECT, what="row count 4012", actor="node", purpose="FedAvg weight"
+    )
     uncovered = ledger.receipt(declared)
     assert (uncovered.kind, uncovered.epsilon, uncovered.mechanism) == ("uncovered", None, None)
     assert uncovered.dataset_epsilon_after == entry.epsilon_after and uncovered.verifies()
@@ -283,11 +304,15 @@ def test_limits_delta_and_history_as_events_for_calibration(ledger):
     ledger.abort(open_one, reason="r")
     from privacy_budgets import calibrate_dpsgd_noise
 
-    sigma = calibrate_dpsgd_noise(target_epsilon=1.0, delta=DELTA, sampling_rate=0.02, steps=60,
-                                  prior_events=ledger.events(dataset=DATASET, project=PROJECT))
+    sigma = calibrate_dpsgd_noise(
+        target_epsilon=1.0,
+        delta=DELTA,
+        sampling_rate=0.02,
+        steps=60,
+        prior_events=ledger.events(dataset=DATASET, project=PROJECT),
+    )
     for _ in range(3):
-        ledger.commit(reserve(ledger, event=dpsgd_event(noise_multiplier=sigma, sampling_rate=0.02,
-                                                         steps=20)))
+        ledger.commit(reserve(ledger, event=dpsgd_event(noise_multiplier=sigma, sampling_rate=0.02, steps=20)))
     assert 0.99 < ledger.spent(dataset=DATASET, project=PROJECT) <= 1.0
 
 
@@ -329,8 +354,7 @@ def test_bad_mechanisms_are_refused(ledger):
     with pytest.raises(InvalidMechanism, match=r"noise_multiplier must be a finite number above 0"):
         reserve(ledger, event=gaussian_event(noise_multiplier=1.0).__class__(noise_multiplier=-1.0))
     with pytest.raises(InvalidMechanism, match=r"Unknown mechanism 'ExponentialDpEvent'"):
-        event_from_json(json.dumps({"format": "dp_accounting/0.6",
-                                    "event": {"type": "ExponentialDpEvent"}}))
+        event_from_json(json.dumps({"format": "dp_accounting/0.6", "event": {"type": "ExponentialDpEvent"}}))
     with pytest.raises(InvalidMechanism, match=r"must carry format"):
         event_from_json('{"event": {"type": "GaussianDpEvent", "noise_multiplier": 1}}')
 
@@ -351,8 +375,11 @@ def test_reopen_with_another_key_is_refused(ledger, ledger_path, tmp_path):
     ledger.close()
     with Ledger.open(tmp_path / "other.ledger", site_id=SITE):
         pass
-    with pytest.raises(LedgerError, match=r"written with the key it was created with: .* was "
-                                          r"created with ed25519:SHA256:\w+, but .*other\.ledger\.key is"):
+    with pytest.raises(
+        LedgerError,
+        match=r"written with the key it was created with: .* was "
+        r"created with ed25519:SHA256:\w+, but .*other\.ledger\.key is",
+    ):
         Ledger.open(ledger_path, site_id=SITE, key_path=tmp_path / "other.ledger.key")
     with Ledger.open(ledger_path, site_id=SITE) as again:
         assert again.spent(dataset=DATASET) == 0.0
@@ -391,8 +418,11 @@ def test_not_a_ledger_and_corrupt_files_are_refused(tmp_path, ledger, ledger_pat
     data = bytearray(ledger_path.read_bytes())
     data[100:4096] = b"\xff" * (4096 - 100)
     corrupt.write_bytes(bytes(data))
-    with pytest.raises(LedgerError, match=r"must be a privacy_budgets SQLite ledger; .*corrupt\.ledger "
-                                          r"is not \(SQLite says: .*malformed\)"):
+    with pytest.raises(
+        LedgerError,
+        match=r"must be a privacy_budgets SQLite ledger; .*corrupt\.ledger "
+        r"is not \(SQLite says: .*malformed\)",
+    ):
         Ledger.open(corrupt, site_id=SITE, key_path=ledger_path.with_name(ledger_path.name + ".key"))
     with pytest.raises(LedgerError, match=r"must be a readable SQLite ledger; .*malformed"):
         Ledger.verify_file(corrupt)
@@ -402,8 +432,11 @@ def test_a_broken_chain_is_never_extended(ledger, ledger_path):
     ledger.commit(reserve(ledger))
     with sqlite3.connect(ledger_path) as conn:
         conn.execute("UPDATE entries SET purpose = 'edited' WHERE seq = (SELECT MAX(seq) FROM entries)")
-    with pytest.raises(LedgerIntegrityError, match=r"only extends a chain that verifies; .* ends with "
-                                                   r"entry seq 5, which does not match its hash"):
+    with pytest.raises(
+        LedgerIntegrityError,
+        match=r"only extends a chain that verifies; .* ends with "
+        r"entry seq 5, which does not match its hash",
+    ):
         ledger.record_uncovered(dataset=DATASET, project=PROJECT, what="w", actor="a", purpose="p")
     ledger.close()
     with pytest.raises(LedgerIntegrityError, match=r"Nothing was written"):

@@ -18,14 +18,33 @@ ROUND = dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01, steps=80)
 def busy(ledger):
     """Two rounds of training with their uncovered releases, a query, an aborted query."""
     for round_ in (1, 2):
-        r = ledger.reserve(dataset=DATASET, project=PROJECT, event=ROUND, actor="node",
-                           purpose="FedAvg update", run_id="r42", round=round_)
+        r = ledger.reserve(
+            dataset=DATASET,
+            project=PROJECT,
+            event=ROUND,
+            actor="node",
+            purpose="FedAvg update",
+            run_id="r42",
+            round=round_,
+        )
         ledger.commit(r)
-        ledger.record_uncovered(dataset=DATASET, project=PROJECT, actor="node",
-                                purpose="FedAvg weights", run_id="r42", round=round_,
-                                what="training row count 4012 sent to the coordinator")
-    q = ledger.reserve(dataset=DATASET, project=PROJECT, event=gaussian_event(noise_multiplier=20.0),
-                       actor="analyst", purpose="patient count", query_id="q1")
+        ledger.record_uncovered(
+            dataset=DATASET,
+            project=PROJECT,
+            actor="node",
+            purpose="FedAvg weights",
+            run_id="r42",
+            round=round_,
+            what="training row count 4012 sent to the coordinator",
+        )
+    q = ledger.reserve(
+        dataset=DATASET,
+        project=PROJECT,
+        event=gaussian_event(noise_multiplier=20.0),
+        actor="analyst",
+        purpose="patient count",
+        query_id="q1",
+    )
     ledger.abort(q, reason="analyst cancelled")
     return ledger
 
@@ -45,7 +64,8 @@ def test_statements_say_what_when_and_how_much(busy):
     )
     assert by_kind["uncovered"][0].startswith(
         "Released WITHOUT a differential privacy guarantee for 'FedAvg weights' (run r42, round 1): "
-        "training row count 4012 sent to the coordinator. No DP mechanism covers this release")
+        "training row count 4012 sent to the coordinator. No DP mechanism covers this release"
+    )
     assert "aborted (analyst cancelled; query q1): nothing was released" in by_kind["abort"][0]
     assert by_kind["reserve"][2].startswith("Reserved, not yet released for 'patient count' (query q1)")
     assert "may spend at most epsilon 3.00 at delta 1e-05" in by_kind["set_cap"][0]
@@ -94,7 +114,7 @@ def test_reconcile_reports_every_kind_of_mismatch(busy, tmp_path):
     foreign = dict(receipts[0], site_id="site_z")
     unknown = dict(receipts[0], seq=3, reservation_id="feedbeef", entry_hash="ab" * 32)
     frame = reconcile(receipts=[edited, foreign, unknown, *others], ledger_export=busy.export())
-    problems = dict(zip(frame["problem"], frame["detail"]))
+    problems = dict(zip(frame["problem"], frame["detail"], strict=False))
     assert set(problems) == {"different_epsilon", "unknown_to_site", "unknown_to_coordinator"}
     assert "receipt epsilon 0.01" in problems["different_epsilon"]
     assert "signature does not verify" in problems["different_epsilon"]
@@ -116,14 +136,15 @@ def test_reconcile_reports_every_kind_of_mismatch(busy, tmp_path):
 
 
 def test_plan_dpsgd_and_calibrate(tmp_path):
-    table = plan_dpsgd(noise_multipliers=[0.8, 1.1, 2.0], rounds=[5, 10], steps_per_round=20,
-                       sampling_rate=0.01, delta=DELTA)
+    table = plan_dpsgd(
+        noise_multipliers=[0.8, 1.1, 2.0], rounds=[5, 10], steps_per_round=20, sampling_rate=0.01, delta=DELTA
+    )
     assert len(table) == 6
     row = table[(table.noise_multiplier == 1.1) & (table.rounds == 10)].iloc[0]
     assert row["steps"] == 200
-    assert row["epsilon"] == epsilon(events=[dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01,
-                                                         steps=200)], delta=DELTA)
+    assert row["epsilon"] == epsilon(
+        events=[dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01, steps=200)], delta=DELTA
+    )
     assert (table["epsilon_rdp"] >= table["epsilon"]).all()
     sigma = calibrate(target_epsilon=1.0, delta=DELTA, sampling_rate=0.01, steps=200)
-    assert epsilon(events=[dpsgd_event(noise_multiplier=sigma, sampling_rate=0.01, steps=200)],
-                   delta=DELTA) <= 1.0
+    assert epsilon(events=[dpsgd_event(noise_multiplier=sigma, sampling_rate=0.01, steps=200)], delta=DELTA) <= 1.0

@@ -35,9 +35,7 @@ operation = st.one_of(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(operation, min_size=1, max_size=14))
 def test_limits_always_hold(operations):
-    with tempfile.TemporaryDirectory() as folder, Ledger.open(
-        Path(folder) / "p.ledger", site_id="s"
-    ) as ledger:
+    with tempfile.TemporaryDirectory() as folder, Ledger.open(Path(folder) / "p.ledger", site_id="s") as ledger:
         ledger.set_cap(dataset="d", epsilon=CAP, delta=DELTA, actor="site", reason="r")
         for project, allocation in ALLOCATIONS.items():
             ledger.allocate(dataset="d", project=project, epsilon=allocation, actor="b", reason="r")
@@ -45,8 +43,7 @@ def test_limits_always_hold(operations):
         for op, arg, extra in operations:
             if op == "reserve":
                 try:
-                    held.append(ledger.reserve(dataset="d", project=arg, event=make(*extra),
-                                               actor="t", purpose="p"))
+                    held.append(ledger.reserve(dataset="d", project=arg, event=make(*extra), actor="t", purpose="p"))
                 except BudgetExceeded:
                     pass
             elif held:

@@ -38,8 +38,7 @@ def reference_pld(events: list[dpa.DpEvent], delta: float = DELTA) -> float:
 
 def spend_all(ledger: Ledger, events: list[dpa.DpEvent]) -> float:
     for i, event in enumerate(events):
-        ledger.commit(ledger.reserve(dataset="d", project="p", event=event, actor="test",
-                                     purpose=f"release {i}"))
+        ledger.commit(ledger.reserve(dataset="d", project="p", event=event, actor="test", purpose=f"release {i}"))
     return ledger.spent(dataset="d", project="p")
 
 
@@ -63,7 +62,9 @@ def test_dpsgd_matches_pld_reference_and_prv_upper_bound(roomy, sigma, q, steps,
     assert ours == pytest.approx(reference_pld(rounds), rel=0.01)
     prv = PRVAccountant(
         prvs=[PoissonSubsampledGaussianMechanism(noise_multiplier=sigma, sampling_probability=q)],
-        max_self_compositions=[steps], eps_error=0.01, delta_error=DELTA / 1000,
+        max_self_compositions=[steps],
+        eps_error=0.01,
+        delta_error=DELTA / 1000,
     )
     _, _, upper = prv.compute_epsilon(delta=DELTA, num_self_compositions=[steps])
     assert ours == pytest.approx(upper, rel=0.01)
@@ -105,11 +106,15 @@ def test_ledger_arithmetic_is_bit_identical_to_a_fresh_pld_accountant():
     # Calibration composes with a fresh PLDAccountant in canonical order; the ledger's kept
     # intermediate distributions must give exactly the same float, or the last round of a
     # calibrated run could be refused for a rounding difference.
-    counts = base_counts(composed_event([
-        dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01, steps=400),
-        gaussian_event(noise_multiplier=7.0, count=3),
-        laplace_event(noise_multiplier=30.0, count=2),
-    ]))
+    counts = base_counts(
+        composed_event(
+            [
+                dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01, steps=400),
+                gaussian_event(noise_multiplier=7.0, count=3),
+                laplace_event(noise_multiplier=30.0, count=2),
+            ]
+        )
+    )
     fresh = make_accountant("pld")
     for event in events_from_counts(counts):
         fresh.compose(event)
@@ -123,9 +128,7 @@ def test_ledger_arithmetic_is_bit_identical_to_a_fresh_pld_accountant():
 
 
 def test_splitting_steps_into_rounds_does_not_change_epsilon():
-    whole = epsilon(events=[dpsgd_event(noise_multiplier=1.0, sampling_rate=0.02, steps=300)],
-                    delta=DELTA)
-    rounds = epsilon(events=[dpsgd_event(noise_multiplier=1.0, sampling_rate=0.02, steps=100)] * 3,
-                     delta=DELTA)
+    whole = epsilon(events=[dpsgd_event(noise_multiplier=1.0, sampling_rate=0.02, steps=300)], delta=DELTA)
+    rounds = epsilon(events=[dpsgd_event(noise_multiplier=1.0, sampling_rate=0.02, steps=100)] * 3, delta=DELTA)
     assert whole == rounds
     assert math.isfinite(whole)

@@ -27,25 +27,61 @@ def pristine(tmp_path_factory) -> tuple[Path, dict, list]:
     with Ledger.open(path, site_id=SITE) as ledger:
         ledger.set_cap(dataset=DATASET, epsilon=3.0, delta=DELTA, actor="site-admin", reason="r")
         ledger.allocate(dataset=DATASET, project=PROJECT, epsilon=2.0, actor="board", reason="r")
-        r = ledger.reserve(dataset=DATASET, project=PROJECT, actor="node", purpose="FedAvg",
-                           event=dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01, steps=80),
-                           run_id="r1", round=1)
+        r = ledger.reserve(
+            dataset=DATASET,
+            project=PROJECT,
+            actor="node",
+            purpose="FedAvg",
+            event=dpsgd_event(noise_multiplier=1.1, sampling_rate=0.01, steps=80),
+            run_id="r1",
+            round=1,
+        )
         spend = ledger.commit(r)
-        ledger.record_uncovered(dataset=DATASET, project=PROJECT, actor="node", purpose="FedAvg",
-                                what="row count 4012", run_id="r1", round=1)
-        b = ledger.reserve(dataset=DATASET, project=PROJECT, actor="analyst", purpose="count",
-                           event=gaussian_event(noise_multiplier=8.0), query_id="q1")
+        ledger.record_uncovered(
+            dataset=DATASET,
+            project=PROJECT,
+            actor="node",
+            purpose="FedAvg",
+            what="row count 4012",
+            run_id="r1",
+            round=1,
+        )
+        b = ledger.reserve(
+            dataset=DATASET,
+            project=PROJECT,
+            actor="analyst",
+            purpose="count",
+            event=gaussian_event(noise_multiplier=8.0),
+            query_id="q1",
+        )
         ledger.abort(b, reason="query cancelled")
-        ledger.reserve(dataset=DATASET, project=PROJECT, actor="analyst", purpose="mean",
-                       event=gaussian_event(noise_multiplier=9.0), query_id="q2")
+        ledger.reserve(
+            dataset=DATASET,
+            project=PROJECT,
+            actor="analyst",
+            purpose="mean",
+            event=gaussian_event(noise_multiplier=9.0),
+            query_id="q2",
+        )
         for i in range(2):
-            ledger.record_uncovered(dataset=DATASET, project=PROJECT, actor="node",
-                                    purpose="evaluation", what=f"AUC on 1200 rows, run {i}")
+            ledger.record_uncovered(
+                dataset=DATASET, project=PROJECT, actor="node", purpose="evaluation", what=f"AUC on 1200 rows, run {i}"
+            )
         checkpoint = ledger.checkpoint()
         receipts = [ledger.receipt(spend).to_dict()]
         assert [e.kind for e in ledger.entries()] == [
-            "genesis", "set_cap", "allocate", "reserve", "commit", "uncovered", "reserve",
-            "abort", "reserve", "uncovered", "uncovered"]
+            "genesis",
+            "set_cap",
+            "allocate",
+            "reserve",
+            "commit",
+            "uncovered",
+            "reserve",
+            "abort",
+            "reserve",
+            "uncovered",
+            "uncovered",
+        ]
     return path, checkpoint, receipts
 
 
@@ -69,7 +105,7 @@ def one_byte_off(value):
     if isinstance(value, int):
         return value + 1000
     middle = len(value) // 2
-    return value[:middle] + chr(ord(value[middle]) ^ 1) + value[middle + 1:]
+    return value[:middle] + chr(ord(value[middle]) ^ 1) + value[middle + 1 :]
 
 
 def test_pristine_copy_verifies(copy, pristine):
@@ -98,8 +134,9 @@ def test_deleted_row(copy):
         conn.execute("DELETE FROM entries WHERE seq = 6")
     report = Ledger.verify_file(copy)
     assert (report.ok, report.first_bad_seq) == (False, 6)
-    assert report.problem == ("entry seq 6 is missing: the ledger jumps from seq 5 to 7 "
-                              "(a row was deleted or renumbered).")
+    assert report.problem == (
+        "entry seq 6 is missing: the ledger jumps from seq 5 to 7 (a row was deleted or renumbered)."
+    )
 
 
 def test_swapped_rows(copy):
@@ -117,15 +154,24 @@ def test_swapped_rows(copy):
 
 def forged_entry(conn, *, seq: int, prev_hash: str, key: Ed25519PrivateKey) -> LedgerEntry:
     entry = LedgerEntry.unsigned(
-        seq=seq, time="2026-11-29T12:00:00.000000Z", kind="uncovered", site_id=SITE,
-        dataset=DATASET, project=PROJECT, actor="intruder", purpose="looks harmless",
-        details_json=canonical({"what": "nothing to see"}), prev_hash=prev_hash,
-        epsilon_after=None, delta=DELTA,
+        seq=seq,
+        time="2026-11-29T12:00:00.000000Z",
+        kind="uncovered",
+        site_id=SITE,
+        dataset=DATASET,
+        project=PROJECT,
+        actor="intruder",
+        purpose="looks harmless",
+        details_json=canonical({"what": "nothing to see"}),
+        prev_hash=prev_hash,
+        epsilon_after=None,
+        delta=DELTA,
     )
     entry = dataclasses.replace(entry, signature=sign(key, entry.signed_message()))
-    conn.execute(f"INSERT INTO entries ({', '.join(ENTRY_FIELDS)}) VALUES "
-                 f"({', '.join('?' for _ in ENTRY_FIELDS)})",
-                 tuple(getattr(entry, f) for f in ENTRY_FIELDS))
+    conn.execute(
+        f"INSERT INTO entries ({', '.join(ENTRY_FIELDS)}) VALUES ({', '.join('?' for _ in ENTRY_FIELDS)})",
+        tuple(getattr(entry, f) for f in ENTRY_FIELDS),
+    )
     return entry
 
 
@@ -153,8 +199,7 @@ def test_entry_signed_by_another_key(copy):
     other = Ed25519PrivateKey.generate()
     with raw(copy) as conn:
         (digest,) = conn.execute("SELECT entry_hash FROM entries WHERE seq = 5").fetchone()
-        conn.execute("UPDATE entries SET signature = ? WHERE seq = 5",
-                     (sign(other, bytes.fromhex(digest)),))
+        conn.execute("UPDATE entries SET signature = ? WHERE seq = 5", (sign(other, bytes.fromhex(digest)),))
     report = Ledger.verify_file(copy)
     assert (report.ok, report.first_bad_seq) == (False, 5)
     assert "forged, or signed by another key" in report.problem
@@ -201,8 +246,9 @@ def test_signed_entry_with_an_unknown_mechanism(copy):
     rechain(copy, key, edit={RESERVE_SEQ: {"mechanism": unknown}})
     report = Ledger.verify_file(copy)
     assert (report.ok, report.first_bad_seq) == (False, RESERVE_SEQ)
-    assert report.problem.startswith(f"entry seq {RESERVE_SEQ} (reserve) cannot be replayed: "
-                                     "Unknown mechanism 'ExponentialDpEvent'")
+    assert report.problem.startswith(
+        f"entry seq {RESERVE_SEQ} (reserve) cannot be replayed: Unknown mechanism 'ExponentialDpEvent'"
+    )
 
 
 def test_ledger_resigned_with_another_key(copy, pristine):
@@ -243,12 +289,13 @@ def rechain(path: Path, key: Ed25519PrivateKey, *, edit: dict[int, dict]) -> Non
             entry = LedgerEntry(*row)
             changes = dict(edit.get(entry.seq, {}), prev_hash=prev)
             if entry.kind == "genesis":
-                details = {**entry.details, "public_key": public_hex(key),
-                           "fingerprint": fingerprint(public_hex(key))}
+                details = {**entry.details, "public_key": public_hex(key), "fingerprint": fingerprint(public_hex(key))}
                 changes["details_json"] = canonical(details)
             entry = dataclasses.replace(entry, **changes)
             entry = dataclasses.replace(entry, entry_hash=entry.compute_hash())
             entry = dataclasses.replace(entry, signature=sign(key, entry.signed_message()))
-            conn.execute(f"UPDATE entries SET {', '.join(f'{f} = ?' for f in ENTRY_FIELDS)} "
-                         "WHERE seq = ?", (*[getattr(entry, f) for f in ENTRY_FIELDS], entry.seq))
+            conn.execute(
+                f"UPDATE entries SET {', '.join(f'{f} = ?' for f in ENTRY_FIELDS)} WHERE seq = ?",
+                (*[getattr(entry, f) for f in ENTRY_FIELDS], entry.seq),
+            )
             prev = entry.entry_hash

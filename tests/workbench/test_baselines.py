@@ -6,7 +6,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from datasets_synthetic import generate_hospitals
-from federation.features import FeatureEncoder, prepare_site_arrays, split_indices
+from federation.training.features import FeatureEncoder, prepare_site_arrays, split_indices
 from workbench.baselines import baseline_metrics
 
 
@@ -18,10 +18,12 @@ def test_pooled_non_private_model_reaches_the_ground_truth_auc():
         arrays[site] = prepare_site_arrays(frame=frame, encoder=encoder, test_fraction=0.25, seed=43, site_id=site)
         _, test = split_indices(n_rows=len(frame), test_fraction=0.25, seed=43, site_id=site)
         rows = frame.iloc[test]
-        truth.append({
-            "site": site,
-            "truth_auc": roc_auc_score(rows[fed.dictionary.target], fed.truth.risk(rows, site)),
-        })
+        truth.append(
+            {
+                "site": site,
+                "truth_auc": roc_auc_score(rows[fed.dictionary.target], fed.truth.risk(rows, site)),
+            }
+        )
     table = baseline_metrics(arrays=arrays, model="mlp", hidden=32)
     assert isinstance(table, pd.DataFrame)
     assert set(table["model"]) == {"pooled (non-private)", "local only (non-private)"}

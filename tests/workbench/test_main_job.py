@@ -25,9 +25,25 @@ DELTA = 1e-5
 
 def _run_demo(cli: list[str], out: Path, project: str) -> dict:
     proc = subprocess.run(
-        [*cli, "demo", "--out", str(out), "--sites", "3", "--rows", "900", "--rounds", "3",
-         "--epsilon", "1.0", "--project", project],
-        capture_output=True, text=True, timeout=900,
+        [
+            *cli,
+            "demo",
+            "--out",
+            str(out),
+            "--sites",
+            "3",
+            "--rows",
+            "900",
+            "--rounds",
+            "3",
+            "--epsilon",
+            "1.0",
+            "--project",
+            project,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "round 3/3" in proc.stdout
@@ -49,9 +65,7 @@ def _independent_epsilon(ledger_path: Path, site: str, project: str | None) -> t
             sigma = step["event"]["noise_multiplier"]
             q = step["sampling_probability"]
             steps_total += plain["count"]
-            accountant.compose(
-                SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(sigma)), plain["count"])
-            )
+            accountant.compose(SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(sigma)), plain["count"]))
     return accountant.get_epsilon(DELTA), steps_total
 
 

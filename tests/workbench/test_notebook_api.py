@@ -46,8 +46,9 @@ def test_describe_gives_the_schema_and_noisy_counts_charged_to_each_site(wb):
 
 
 def test_describe_again_is_replayed_at_no_cost(wb):
-    before = {s.site_id: Ledger.open(s.ledger_path, site_id=s.site_id).spent(dataset=s.dataset)
-              for s in wb.site_configs()}
+    before = {
+        s.site_id: Ledger.open(s.ledger_path, site_id=s.site_id).spent(dataset=s.dataset) for s in wb.site_configs()
+    }
     again = wb.describe(project="look", epsilon=0.1)
     assert again.counts.sites["replay"].all()
     for s in wb.site_configs():
@@ -109,14 +110,19 @@ def test_budget_errors_read_as_one_paragraph_in_ipython(wb):
         from privacy_budgets.mechanisms import gaussian_event
 
         with pytest.raises(BudgetExceeded) as refused:
-            ledger.reserve(dataset=site.dataset, project="trained", event=gaussian_event(noise_multiplier=0.05),
-                           actor="test", purpose="a release far beyond the allocation")
+            ledger.reserve(
+                dataset=site.dataset,
+                project="trained",
+                event=gaussian_event(noise_multiplier=0.05),
+                actor="test",
+                purpose="a release far beyond the allocation",
+            )
     lines = refused.value._render_traceback_()
     assert len(lines) == 1 and "Remaining" in lines[0] and "Fix:" in lines[0]
 
 
 def test_a_study_every_site_refuses_is_one_paragraph_not_a_flower_traceback(wb):
-    from federation.node.pause import pause_node, resume_node
+    from federation.site.pause import pause_node, resume_node
     from workbench.errors import StudyRefused
 
     for site in wb.site_configs():

@@ -30,9 +30,16 @@ before = wb.budget().set_index(["site", "project"])["spent"].to_dict()
 
 def run_cells(tmp_path: Path, *sources: str) -> nbformat.NotebookNode:
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
-    client = NotebookClient(notebook, kernel_name="hospital-workbench", timeout=300, allow_errors=True,
-                            resources={"metadata": {"path": str(tmp_path)}})
-    client.execute(env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    client = NotebookClient(
+        notebook,
+        kernel_name="hospital-workbench",
+        timeout=300,
+        allow_errors=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute(
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    )
     return notebook
 
 

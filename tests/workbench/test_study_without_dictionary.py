@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
-import pandas as pd
 import pytest
 
 from datasets_synthetic import generate_hospitals
@@ -23,15 +20,23 @@ def test_study_finds_ranges_privately_and_charges_them_within_the_target(tmp_pat
         frame.drop(columns=["admission_type"]).to_csv(data / f"{site}.csv", index=False)
     lines: list[str] = []
     summary = run_study(
-        data=data, out=tmp_path / "out", epsilon=1.0, rounds=2, target="cardiac_event",
-        project="noranges", baselines=False, echo=lines.append,
+        data=data,
+        out=tmp_path / "out",
+        epsilon=1.0,
+        rounds=2,
+        target="cardiac_event",
+        project="noranges",
+        baselines=False,
+        echo=lines.append,
     )
     assert summary["rounds_completed"] == 2
     for site in fed.sites:
         with Ledger.open(tmp_path / "out" / "sites" / site / "ledger.sqlite", site_id=site, create=False) as ledger:
             history = ledger.history()
             commits = history[history["kind"] == "commit"]
-            gaussian = commits[commits["mechanism"].str.contains('"GaussianDpEvent"') & ~commits["mechanism"].str.contains("Poisson")]
+            gaussian = commits[
+                commits["mechanism"].str.contains('"GaussianDpEvent"') & ~commits["mechanism"].str.contains("Poisson")
+            ]
             assert len(gaussian) == 1, "one range query per site"
             assert "range finding" in gaussian.iloc[0]["purpose"]
             assert ledger.spent(dataset=site, project="noranges") <= 1.0 + 1e-9

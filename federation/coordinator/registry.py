@@ -1,0 +1,86 @@
+"""Registering a site's node key with the coordinator's SuperLink.
+
+With ``--enable-supernode-auth`` the SuperLink admits only registered public
+keys; a node with any other key is refused at connection (Flower exit code 305).
+Registration goes through Flower's own ``flwr supernode register``; the
+coordinator folder also records which site each key belongs to (``nodes.json``),
+because Flower keeps only the key and a numeric node id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+from federation.coordinator.superlink import Coordinator, CoordinatorError
+
+NAME_RULE = "letters, digits, '-', '_' or '.', e.g. 'hospital_01'"
+
+
+@dataclass(frozen=True)
+class RegisteredNode:
+    name: str
+    public_key: str
+    node_id: str
+    registered_at: str
+
+
+def check_public_key(path: Path) -> str:
+    """The key's OpenSSH text, if it is a NIST P-384 EC key (what Flower 1.42 accepts)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no public key at {path}; the site makes its key pair with `workbench node init` and sends the .pub file."
+        )
+    text = path.read_text().strip()
+    try:
+        key = load_ssh_public_key(text.encode())
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"{path} is not an OpenSSH public key ({err}); send the node's .pub file "
+            "(one line starting with 'ecdsa-sha2-nistp384')."
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+        raise ValueError(
+            f"{path} holds a {getattr(getattr(key, 'curve', None), 'name', type(key).__name__)} key; "
+            "node keys must be ECDSA P-384 (ecdsa-sha2-nistp384). Make one with `workbench node init`."
+        )
+    return text
+
+
+def registered_nodes(coordinator: Coordinator) -> dict[str, RegisteredNode]:
+    if not coordinator.nodes_path.exists():
+        return {}
+    return {name: RegisteredNode(**d) for name, d in json.loads(coordinator.nodes_path.read_text()).items()}
+
+
+def register_node(*, coordinator: Coordinator, public_key: Path, name: str) -> RegisteredNode:
+    """Admit the node with ``public_key`` as site ``name`` (the SuperLink must run)."""
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ValueError(f"--name must be {NAME_RULE}; got {name!r}.")
+    text = check_public_key(Path(public_key))
+    nodes = registered_nodes(coordinator)
+    if name in nodes:
+        same = nodes[name].public_key.split()[:2] == text.split()[:2]
+        raise CoordinatorError(
+            f"site {name!r} is already registered (node id {nodes[name].node_id})"
+            + (" with this key." if same else " with ANOTHER key; unregister it first if the site changed its key.")
+        )
+    if coordinator.running_pid() is None:
+        raise CoordinatorError(
+            f"the SuperLink of {coordinator.folder} is not running; start it with `workbench coordinator start`."
+        )
+    answer = coordinator.flwr("supernode", "register", str(Path(public_key).resolve()), "coordinator", "--name", name)
+    node = RegisteredNode(
+        name=name,
+        public_key=text,
+        node_id=str(answer.get("node-id", "")),
+        registered_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    nodes[name] = node
+    coordinator.nodes_path.write_text(json.dumps({k: asdict(v) for k, v in nodes.items()}, indent=2))
+    return node

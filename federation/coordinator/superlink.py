@@ -1,0 +1,258 @@
+"""The coordinator: a folder, and the ``flower-superlink`` that runs from it.
+
+``Coordinator.init`` makes the folder (a CA, a server certificate for the
+coordinator's address, ``coordinator.toml``); ``start`` runs ``flower-superlink``
+with TLS, ``--enable-supernode-auth`` (only registered node keys may connect),
+its state in ``state/superlink.db`` and its log in ``logs/superlink.log``, and
+``--disable-runtime-dependency-installation`` (a study's app bundle never
+installs packages at the coordinator). One port serves the sites (Fleet API) and
+the workbench (Control API).
+
+Folder layout::
+
+    coordinator.toml     address the sites dial, and the host the SuperLink binds
+    tls/                 ca.crt (give it to every site), ca.key, server.pem, server.key
+    state/superlink.db   the SuperLink's own state (runs, registered nodes)
+    logs/superlink.log
+    flwr-home/           the flwr CLI's connection to this SuperLink (FLWR_HOME)
+    nodes.json           registered sites: name -> public key, node id
+    runs/                one folder per connected study (study.json, rounds.jsonl, outcome.json)
+    superlink.pid
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from federation.coordinator.certificates import TlsFiles, certificate_hosts, create_tls_files
+from federation.errors import BadInput
+from federation.processes import (
+    BIN_DIR,
+    ProcessHandle,
+    engine_env,
+    log_tail,
+    pid_alive,
+    spawn,
+    split_address,
+    stop_process_group,
+    wait_for_port,
+)
+
+CONFIG_NAME = "coordinator.toml"
+CONNECTION = "coordinator"  # the flwr CLI's name for this SuperLink
+
+
+class CoordinatorError(BadInput, RuntimeError):
+    """A coordinator folder that is missing, incomplete or not running."""
+
+
+def _bind_host(host: str) -> str:
+    """Loopback addresses bind loopback; anything else listens on every interface."""
+    try:
+        return host if ipaddress.ip_address(host).is_loopback else "0.0.0.0"
+    except ValueError:
+        return "127.0.0.1" if host == "localhost" else "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class Coordinator:
+    """A coordinator folder (see the module docstring for its layout)."""
+
+    folder: Path
+    address: str
+    bind_host: str
+
+    # --- making and opening ---------------------------------------------------------
+
+    @classmethod
+    def init(cls, *, folder: Path, address: str, extra_hosts: list[str] | None = None) -> Coordinator:
+        """A new coordinator folder for ``address`` (HOST:PORT the sites will dial)."""
+        folder = Path(folder).resolve()
+        host, port = split_address(address)
+        if (folder / CONFIG_NAME).exists():
+            raise FileExistsError(
+                f"{folder} is already a coordinator folder ({CONFIG_NAME} exists); open it with "
+                "`workbench coordinator start --folder ...`, or choose a new folder."
+            )
+        tls = create_tls_files(folder=folder / "tls", hosts=[host, *(extra_hosts or [])])
+        coordinator = cls(folder=folder, address=f"{host}:{port}", bind_host=_bind_host(host))
+        (folder / CONFIG_NAME).write_text(
+            "# Written by `workbench coordinator init`.\n"
+            "# address: HOST:PORT the sites dial (their node.toml's coordinator address);\n"
+            "#          the server certificate in tls/ is valid for: "
+            f"{', '.join(certificate_hosts(tls.server_certificate))}\n"
+            "# bind-host: where the SuperLink listens (loopback for a loopback address).\n"
+            f'address = "{coordinator.address}"\n'
+            f'bind-host = "{coordinator.bind_host}"\n'
+        )
+        for sub in ("state", "logs", "runs"):
+            (folder / sub).mkdir(exist_ok=True)
+        coordinator.write_flwr_connection()
+        return coordinator
+
+    @classmethod
+    def open(cls, folder: Path) -> Coordinator:
+        folder = Path(folder).resolve()
+        config_path = folder / CONFIG_NAME
+        if not config_path.exists():
+            raise CoordinatorError(
+                f"{folder} is not a coordinator folder (no {CONFIG_NAME}); make one with "
+                "`workbench coordinator init --folder DIR --address HOST:PORT`."
+            )
+        data = tomllib.loads(config_path.read_text())
+        coordinator = cls(folder=folder, address=str(data["address"]), bind_host=str(data.get("bind-host", "0.0.0.0")))
+        if not coordinator.tls.exist():
+            raise CoordinatorError(
+                f"{folder / 'tls'} lacks its certificates; make a new folder with `workbench coordinator init`."
+            )
+        return coordinator
+
+    # --- where things are ------------------------------------------------------------
+
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles.in_folder(self.folder / "tls")
+
+    @property
+    def port(self) -> int:
+        return split_address(self.address)[1]
+
+    @property
+    def database(self) -> Path:
+        return self.folder / "state" / "superlink.db"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "logs" / "superlink.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.folder / "superlink.pid"
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.folder / "flwr-home"
+
+    @property
+    def nodes_path(self) -> Path:
+        return self.folder / "nodes.json"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.folder / "runs"
+
+    def write_flwr_connection(self) -> None:
+        """The flwr CLI reads SuperLink connections from FLWR_HOME/config.toml."""
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        (self.flwr_home / "config.toml").write_text(
+            "[superlink]\n"
+            f'default = "{CONNECTION}"\n\n'
+            f"[superlink.{CONNECTION}]\n"
+            f'address = "{self.address}"\n'
+            f'root-certificates = "{self.tls.ca_certificate}"\n'
+        )
+
+    # --- running ---------------------------------------------------------------------
+
+    def superlink_command(self) -> list[str]:
+        tls = self.tls
+        return [
+            str(BIN_DIR / "flower-superlink"),
+            "--ssl-ca-certfile",
+            str(tls.ca_certificate),
+            "--ssl-certfile",
+            str(tls.server_certificate),
+            "--ssl-keyfile",
+            str(tls.server_key),
+            "--enable-supernode-auth",
+            "--database",
+            str(self.database),
+            "--disable-runtime-dependency-installation",
+            "--host",
+            self.bind_host,
+            "--port",
+            str(self.port),
+        ]
+
+    def running_pid(self) -> int | None:
+        """The PID of this folder's SuperLink, if it runs."""
+        if not self.pid_path.exists():
+            return None
+        pid = int(self.pid_path.read_text().split()[0])
+        return pid if pid_alive(pid) else None
+
+    def start(self, *, timeout: float = 60.0, env: dict[str, str] | None = None) -> ProcessHandle:
+        """Start the SuperLink (detached) and wait until its port answers."""
+        if (pid := self.running_pid()) is not None:
+            raise CoordinatorError(f"the SuperLink of {self.folder} already runs (PID {pid}); stop it first.")
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        handle = spawn(command=self.superlink_command(), log_path=self.log_path, env=engine_env(env), cwd=self.folder)
+        self.pid_path.write_text(f"{handle.pid}\n")
+        host = "127.0.0.1" if self.bind_host == "0.0.0.0" else self.bind_host
+        try:
+            wait_for_port(host=host, port=self.port, process=handle, timeout=timeout, what="flower-superlink")
+        except BaseException:
+            handle.stop()
+            self.pid_path.unlink(missing_ok=True)
+            raise
+        return handle
+
+    def stop(self, *, timeout: float = 15.0) -> bool:
+        """Stop this folder's SuperLink by its PID; False if it was not running."""
+        pid = self.running_pid()
+        if pid is None:
+            self.pid_path.unlink(missing_ok=True)
+            return False
+        stop_process_group(pid, timeout=timeout)
+        self.pid_path.unlink(missing_ok=True)
+        return True
+
+    # --- the flwr CLI against this SuperLink -----------------------------------------
+
+    def flwr(self, *args: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run ``flwr ARGS --format json`` against this SuperLink; its JSON answer.
+
+        Raises CoordinatorError with Flower's own message when it reports a failure.
+        """
+        command = [str(BIN_DIR / "flwr"), *args, "--format", "json"]
+        proc = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=engine_env({"FLWR_HOME": str(self.flwr_home), **(env or {})}),
+            cwd=self.folder,
+        )
+        try:
+            answer = json.loads(proc.stdout[proc.stdout.index("{") :])
+        except ValueError:
+            raise CoordinatorError(
+                f"`flwr {' '.join(args)}` failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+                f"\nSuperLink log:\n{log_tail(self.log_path, 5)}"
+            ) from None
+        if not answer.get("success", False):
+            message = (
+                str(answer.get("error-message", answer))
+                .replace(f"Using SuperLink: {CONNECTION} ({self.address})", "")
+                .strip()
+            )
+            raise CoordinatorError(f"`flwr {args[0]} {args[1] if len(args) > 1 else ''}` failed: {message}")
+        return answer
+
+    def status(self) -> dict[str, Any]:
+        """Whether the SuperLink runs, where, and which sites are registered."""
+        nodes = json.loads(self.nodes_path.read_text()) if self.nodes_path.exists() else {}
+        return {
+            "folder": str(self.folder),
+            "address": self.address,
+            "running_pid": self.running_pid(),
+            "ca_certificate": str(self.tls.ca_certificate),
+            "registered_sites": sorted(nodes),
+            "log": str(self.log_path),
+        }

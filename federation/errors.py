@@ -1,0 +1,85 @@
+"""Three kinds of trouble, one base each: a user's bad input, a refusal, an internal fault.
+
+Every error the workbench raises on purpose sits under one of them, so a command or a
+notebook catches one base per kind, and a site's refusal reply takes its kind from the
+class, never from a free string:
+
+- ``BadInput``: what a person gave breaks a rule (a node.toml, a data dictionary, a
+  query, a study's parameters, a coordinator folder). The message states the rule,
+  the bad value and the fix.
+- ``Refused``: a clear no by policy or budget. ``kind`` is the word a site's refusal
+  reply carries ("policy", "budget", "paused"); a request the site cannot read is an
+  ``InvalidRequest``, which travels as "policy".
+- ``InternalFault``: something broke that the person did not cause (a site that could
+  not finish, an engine that would not start); travels as "error".
+
+The bases are plain ``Exception`` classes: each error keeps its builtin base as well
+(``ValueError``, ``RuntimeError``), so existing ``except ValueError`` clauses catch
+what they caught before. ``privacy_budgets`` keeps its own hierarchy under
+``PrivacyBudgetError`` (it stands alone, without this package); its classes read as
+the same kinds: ``InvalidBudget``, ``InvalidMechanism`` and ``LedgerError`` are bad
+input, ``BudgetExceeded`` and ``ProjectBudgetSpent`` refusals ("budget"), ``LedgerIntegrityError`` an internal
+fault. ``refusal_kind`` maps any error to the word of a refusal reply. This module
+imports nothing (``federation.data`` stays free of the ledger package).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BadInput(Exception):
+    """What a person gave breaks a rule; the message states the rule, the value and the fix."""
+
+
+class Refused(Exception):
+    """A clear no by policy or budget. ``kind`` is the word a refusal reply carries."""
+
+    kind: ClassVar[str] = "policy"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PolicyRefused(Refused):
+    """The site's policy does not allow this (a task kind, a misconfigured rule)."""
+
+    kind = "policy"
+
+
+class InvalidRequest(PolicyRefused):
+    """A request the site cannot read, or one that contradicts itself (sent as "policy")."""
+
+
+class BudgetRefused(Refused):
+    """A cap, an allocation or the site's per-request cap would be exceeded."""
+
+    kind = "budget"
+
+
+class PausedRefused(Refused):
+    """The site's kill switch is on: it serves no task."""
+
+    kind = "paused"
+
+
+class InternalFault(Exception):
+    """Something broke that the person did not cause; nothing was released."""
+
+    kind: ClassVar[str] = "error"
+
+
+def refusal_kind(error: BaseException) -> str:
+    """The word a site's refusal reply carries for ``error``: a refusal's own kind,
+    "budget" for the ledger's refusals (BudgetExceeded, ProjectBudgetSpent), "policy" for
+    a request that breaks a rule (bad input from the sender), "error" for everything else."""
+    from privacy_budgets.errors import BudgetRefused as LedgerRefused
+
+    if isinstance(error, Refused):
+        return error.kind
+    if isinstance(error, LedgerRefused):
+        return BudgetRefused.kind
+    if isinstance(error, BadInput):
+        return InvalidRequest.kind
+    return InternalFault.kind

@@ -1,1 +1,0 @@
-"""The site side: a Flower ClientApp that gates, trains, charges and answers."""

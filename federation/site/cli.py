@@ -1,0 +1,272 @@
+"""`workbench node ...`: set up, check, start, pause and inspect a hospital's node.
+
+The root CLI mounts ``app``. Heavy imports (pandas, the ledger, Flower) happen inside
+the commands. Our own errors become one line on stderr and a non-zero exit code,
+never a traceback: 1 when a check fails or the audit log does not verify, 2 for bad
+input (a malformed node.toml, a missing file).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from federation.cli_support import EXIT_FAILED
+from federation.cli_support import fail as _fail
+from federation.errors import BadInput, InternalFault
+from federation.site.config import NodeConfig, load_node_config
+
+app = typer.Typer(
+    name="node",
+    help="A hospital's node: init, check, start, pause/resume, status and its audit log.",
+    no_args_is_help=True,
+)
+
+EXIT_CHECK_FAILED = EXIT_FAILED
+
+ConfigOption = typer.Option(Path("node.toml"), "--config", help="The node's node.toml.")
+
+
+def _load(config: Path) -> NodeConfig:
+    try:
+        return load_node_config(config)
+    except BadInput as err:
+        raise _fail(str(err)) from None
+
+
+@app.command()
+def init(
+    site_id: str = typer.Option(..., "--site-id", help="The site's name, as the coordinator registers it."),
+    data: Path = typer.Option(..., "--data", help="The site's table (CSV or Parquet)."),
+    out: Path = typer.Option(..., "--out", help="Folder for node.toml, the node's keys and its state."),
+    dictionary: Optional[Path] = typer.Option(None, "--dictionary", help="Data dictionary (default: beside the data)."),
+    dataset: str = typer.Option(
+        "", "--dataset", help="Dataset name the ledger charges (default: the data file's stem)."
+    ),
+    coordinator: str = typer.Option(
+        "coordinator.example.org:9092",
+        "--coordinator",
+        help="The coordinator's Fleet API, host:port (editable later in node.toml).",
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing node.toml and key pair."),
+) -> None:
+    """Write a commented node.toml and the node's key pair; print the public key to register."""
+    from federation.site.config import write_node_template
+    from federation.site.keys import generate_node_keys
+
+    if not data.is_file():
+        raise _fail(
+            f"--data {data} is not a file; give the site's table (CSV or Parquet), e.g. one written by "
+            "`workbench data synth --out DIR`."
+        )
+    toml_path = out / "node.toml"
+    private_key = out / "keys" / "node_key"
+    existing = [p for p in (toml_path, private_key, Path(f"{private_key}.pub")) if p.exists()]
+    if existing and not force:
+        raise _fail(
+            f"{', '.join(map(str, existing))} already exist(s): this folder holds a node, and its key may be "
+            "the one the coordinator registered. Choose another --out, or pass --force to replace them "
+            "(then register the new public key)."
+        )
+    try:
+        write_node_template(
+            path=toml_path,
+            site_id=site_id,
+            data_path=data.resolve(),
+            state_dir=out / "state",
+            dictionary_path=None if dictionary is None else dictionary.resolve(),
+            dataset=dataset,
+            coordinator_address=coordinator,
+            ca_certificate=out / "ca.crt",
+            node_private_key=private_key,
+            overwrite=force,
+        )
+        load_node_config(toml_path)  # what was written must read back, or nothing is left behind
+        line = generate_node_keys(private_key=private_key, comment=site_id, overwrite=force)
+    except BadInput as err:
+        toml_path.unlink(missing_ok=True)
+        raise _fail(str(err)) from None
+    ledger_path, dataset_name = _create_ledger(toml_path)
+    typer.echo(f"wrote {toml_path} (every key explained) and the node's key pair in {private_key.parent}/")
+    typer.echo(f"the site's privacy ledger: {ledger_path} (its signing key beside it); set your dataset's cap with:")
+    typer.echo(
+        f"  workbench budget set-cap --ledger {ledger_path} --dataset {dataset_name} --epsilon E --delta 1e-5 "
+        "--actor NAME --reason TEXT"
+    )
+    typer.echo("the node's public key (send it to the coordinator; it is not secret):")
+    typer.echo(f"  {line}")
+    typer.echo("the coordinator registers it with:")
+    typer.echo(f"  workbench coordinator register-node {private_key}.pub --name {site_id}")
+    typer.echo(
+        f"next: put the coordinator's CA certificate at {out / 'ca.crt'}, set [coordinator] address, then "
+        f"`workbench node check --config {toml_path}`."
+    )
+
+
+def _create_ledger(toml_path: Path) -> tuple[Path, str]:
+    """The site's ledger, empty and signed, so that caps can be set before the first
+    start; an existing ledger is kept as it is (it is the site's history)."""
+    from privacy_budgets import Ledger
+
+    site = load_node_config(toml_path).site_config()
+    site.state_dir.mkdir(parents=True, exist_ok=True)
+    with Ledger.open(site.ledger_path, site_id=site.site_id):
+        pass
+    return site.ledger_path, site.dataset
+
+
+@app.command()
+def check(config: Path = ConfigOption) -> None:
+    """Preflight: config, data against its schema, keys, CA, ledger, audit log, coordinator."""
+    from federation.site.preflight import run_preflight
+
+    result = run_preflight(config_path=config)
+    for item in result.checks:
+        typer.echo(item.line())
+    failed = sum(c.status == "fail" for c in result.checks)
+    if failed:
+        typer.echo(f"{failed} check(s) failed: the node would not start.", err=True)
+        raise typer.Exit(code=EXIT_CHECK_FAILED)
+    typer.echo("all checks passed.")
+
+
+@app.command()
+def start(config: Path = ConfigOption) -> None:
+    """Check the node as `node check` does, then start flower-supernode with TLS and node auth."""
+    from federation.site.preflight import run_preflight
+
+    result = run_preflight(config_path=config, require_coordinator=False)
+    for item in result.checks:
+        if item.status != "ok":
+            typer.echo(item.line(), err=item.status == "fail")
+    if result.failed or result.config is None:
+        raise _fail(
+            f"the node was not started: fix the FAIL line(s) above, then run `workbench node check --config {config}`.",
+            code=EXIT_CHECK_FAILED,
+        )
+    try:
+        from federation.site.supernode import run_node
+    except ImportError as err:
+        raise _fail(f"this installation has no SuperNode launcher (federation.site.supernode: {err}).") from None
+    try:
+        run_node(config=result.config)
+    except InternalFault as err:  # NodeStartError: it could not start, or the coordinator refused it
+        raise _fail(str(err), code=EXIT_CHECK_FAILED) from None
+
+
+@app.command()
+def pause(
+    config: Path = ConfigOption,
+    reason: str = typer.Option(..., "--reason", help="Why; every refused coordinator is told."),
+    who: str = typer.Option("", "--who", help="Who pauses (default: user@host)."),
+) -> None:
+    """Kill switch: refuse every task from now on, with the reason (recorded in the audit log)."""
+    from federation.site.audit import append_audit, audit_path
+    from federation.site.pause import pause_node
+
+    node = _load(config)
+    try:
+        state = pause_node(state_dir=node.state_dir, reason=reason, who=who or None)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    append_audit(
+        path=audit_path(node.state_dir),
+        entry={"kind": "pause", "time": state.when, "site": node.site_id, "who": state.who, "reason": state.reason},
+    )
+    typer.echo(f"site {node.site_id} is {state.describe()}; every task is refused until `workbench node resume`.")
+
+
+@app.command()
+def resume(
+    config: Path = ConfigOption,
+    who: str = typer.Option("", "--who", help="Who resumes (default: user@host)."),
+) -> None:
+    """Lift the pause (recorded in the audit log)."""
+    from federation.site.audit import append_audit, audit_path, utc_now
+    from federation.site.pause import default_operator, resume_node
+
+    node = _load(config)
+    lifted = resume_node(state_dir=node.state_dir)
+    if lifted is None:
+        typer.echo(f"site {node.site_id} was not paused; nothing to do.")
+        return
+    append_audit(
+        path=audit_path(node.state_dir),
+        entry={
+            "kind": "resume",
+            "time": utc_now(),
+            "site": node.site_id,
+            "who": who or default_operator(),
+            "lifted": {"reason": lifted.reason, "who": lifted.who, "since": lifted.when},
+        },
+    )
+    typer.echo(f"site {node.site_id} resumed (it was {lifted.describe()}).")
+
+
+@app.command()
+def status(
+    config: Path = ConfigOption,
+    last: int = typer.Option(5, "--last", help="How many recent audit lines to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Paused or not, the site and dataset, the ledger per project, the latest requests."""
+    from federation.site.status import node_status
+    from privacy_budgets.errors import PrivacyBudgetError
+
+    node = _load(config)
+    try:
+        report = node_status(config=node, last=last)
+    except (PrivacyBudgetError, OSError) as err:
+        raise _fail(f"cannot read the node's state: {err}") from None
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        typer.echo(report.to_text())
+
+
+@app.command()
+def audit(
+    config: Path = ConfigOption,
+    verify: bool = typer.Option(False, "--verify", help="Check the hash chain (exit 1 if it is broken)."),
+    head: str = typer.Option("", "--head", help="With --verify: a head hash seen earlier that must still be there."),
+    last: int = typer.Option(20, "--last", help="How many recent lines to show (0: none)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """Show the node's audit log; with --verify, prove it was not edited."""
+    from federation.site.audit import audit_path, recent_entries, verify_audit
+    from federation.site.status import audit_frame
+
+    node = _load(config)
+    path = audit_path(node.state_dir)
+    if last > 0:
+        entries = list(reversed(recent_entries(path=path, limit=last)))
+        if as_json:
+            for entry in entries:
+                typer.echo(json.dumps(entry))
+        elif entries:
+            typer.echo(audit_frame(entries).to_string(index=False))
+        else:
+            typer.echo(f"{path}: no requests yet.")
+    if verify:
+        result = verify_audit(path, head=head or None)
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "ok": result.ok,
+                        "lines": result.lines,
+                        "first_bad_line": result.first_bad_line,
+                        "problem": result.problem,
+                        "torn_tail": result.torn_tail,
+                        "repairs": result.repairs,
+                        "head": result.head,
+                    }
+                )
+            )
+        else:
+            typer.echo(result.describe())
+        if not result.ok:
+            raise typer.Exit(code=EXIT_CHECK_FAILED)

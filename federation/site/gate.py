@@ -1,0 +1,96 @@
+"""The site's policy gate: what it checks before any handler may touch the data.
+
+In order: the node is not paused; the task kind is one the site serves and its
+policy allows; the request can be read (it names its project); the project has an
+allocation in the site's ledger (fail closed). What a request costs, and whether
+that fits the ledger and the site's per-request cap, depends on parameters the
+handler computes itself (its noise plan, its data's size): the handlers check that
+at the moment they reserve (training_task.py, range_task.py, query_answers.py with
+request_cap.py). Cell and cohort sizes are the analytics' disclosure control
+(federation/analytics/disclosure.py: noisy-count suppression, so the refusal itself
+stays inside the DP guarantee); a training cohort below the minimum is refused by the
+training handler once it knows its row count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from federation.errors import BudgetRefused, InternalFault, InvalidRequest, PausedRefused, PolicyRefused, Refused
+from federation.protocol.request_info import RequestInfo
+from federation.protocol.task_kinds import KNOWN_TASKS, policy_allows
+from federation.site.config import NodePolicy
+from federation.site.pause import read_pause
+from federation.site.site_config import SiteConfig
+from privacy_budgets import Ledger
+from privacy_budgets.errors import PrivacyBudgetError
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Allowed (no ``refusal``), or refused: the refusal's class gives its kind
+    (PausedRefused, PolicyRefused, BudgetRefused; InternalFault for a node that cannot
+    read its own policy) and its message the reason."""
+
+    refusal: Refused | InternalFault | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.refusal is None
+
+
+ALLOW = GateDecision()
+
+
+def check_request(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy) -> GateDecision:
+    """The gate's decision on one request; reads the pause switch and the ledger only."""
+    pause = read_pause(state_dir=site.state_dir)
+    if pause is not None:
+        return GateDecision(
+            PausedRefused(
+                f"site {site.site_id} is {pause.describe()}. It serves no task until its IT runs "
+                "`workbench node resume`."
+            )
+        )
+    if info.kind not in KNOWN_TASKS:
+        return GateDecision(
+            PolicyRefused(f"unknown task {info.kind!r}; this site serves {', '.join(sorted(KNOWN_TASKS))}.")
+        )
+    if not policy_allows(allowed=policy.allowed_tasks, kind=info.kind):
+        return GateDecision(
+            PolicyRefused(
+                f"site {site.site_id} does not allow {info.kind} tasks; its policy allows "
+                f"{', '.join(policy.allowed_tasks)}. Ask the site whether the study may run it."
+            )
+        )
+    if info.problem is not None:
+        return GateDecision(InvalidRequest(info.malformed_reason))
+    return _allocation(info=info, site=site)
+
+
+def _allocation(*, info: RequestInfo, site: SiteConfig) -> GateDecision:
+    project, dataset = info.project, site.dataset
+    fix = (
+        f"The site's ethics board allocates a budget with `workbench budget allocate --ledger "
+        f"{site.ledger_path} --dataset {dataset} --project {project} --epsilon E --actor NAME --reason TEXT`."
+    )
+    if not site.ledger_path.exists():
+        return GateDecision(
+            BudgetRefused(
+                f"site {site.site_id} has no privacy ledger yet, so project '{project}' has no allocation "
+                f"on dataset '{dataset}' and nothing may be released for it (fail closed). {fix}"
+            )
+        )
+    try:
+        with Ledger.open(site.ledger_path, site_id=site.site_id, create=False) as ledger:
+            allocation = ledger.allocation(dataset=dataset, project=project)
+    except (PrivacyBudgetError, OSError) as err:
+        return GateDecision(BudgetRefused(f"site {site.site_id} cannot read its ledger: {err}"))
+    if allocation is None:
+        return GateDecision(
+            BudgetRefused(
+                f"project '{project}' has no allocation on dataset '{dataset}' at site {site.site_id}, "
+                f"so nothing may be released for it (fail closed). {fix}"
+            )
+        )
+    return ALLOW

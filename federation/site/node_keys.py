@@ -1,0 +1,416 @@
+"""Every key a ``node.toml`` may hold, declared once: section, type, default, comment,
+rule and fix.
+
+The reader (``config.load_node_config``, which ``workbench node check`` and ``node
+start`` run first), the template ``workbench node init`` writes
+(``config.write_node_template``) and the checks of a policy built in code
+(``config.NodePolicy``) are all made from ``KEYS``. A new key is one ``NodeKey`` here
+and its field on ``NodeConfig`` (sections site, state, coordinator, node) or
+``NodePolicy`` (sections policy, alerts); nothing else names it.
+
+The site's disclosure rules live here too: the minimum cell size (default 5, never
+below 3) and the optional floor on true counts are policy keys; the analytics
+mechanism takes them as arguments (federation/analytics/disclosure.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from federation.errors import BadInput
+from federation.protocol.task_kinds import ALL_QUERIES, EVALUATE, POLICY_WORDS, TRAIN
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()  # the default of a key the file must set
+DEFAULT_FLEET_PORT = 9092
+DEFAULT_CLIENTAPPIO_ADDRESS = "127.0.0.1:9094"
+
+
+class Broken(BadInput, ValueError):
+    """A value breaks its key's rule: the rule, the fix, and the value to show (the
+    reader adds the file and the key: NodeConfigError)."""
+
+    def __init__(self, rule: str, fix: str, shown: Any) -> None:
+        super().__init__(rule)
+        self.rule, self.fix, self.shown = rule, fix, shown
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"Did you mean {close[0]!r}? " if close else ""
+
+
+def is_host_port(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return False
+    if host.startswith("["):
+        return host.endswith("]") and len(host) > 2
+    return ":" not in host and not any(c.isspace() for c in host)
+
+
+# --- types: each reads a TOML value (or checks a value given in code) and writes one --------
+
+
+def _text(key: NodeKey, value: Any, base: Path | None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Broken("must be a non-empty quoted string", key.fix, value)
+    return value.strip()
+
+
+def _path(key: NodeKey, value: Any, base: Path | None) -> Path:
+    if isinstance(value, Path):
+        return value
+    text = _text(key, value, base)
+    return ((base or Path.cwd()) / Path(text).expanduser()).resolve()
+
+
+def _whole(key: NodeKey, value: Any, base: Path | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < key.lowest:
+        raise Broken(f"must be a whole number of at least {key.lowest}", key.fix, value)
+    return value
+
+
+def _positive(key: NodeKey, value: Any, base: Path | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise Broken("must be a positive number", key.fix, value)
+    return float(value)
+
+
+def _address(key: NodeKey, value: Any, base: Path | None) -> str:
+    if not isinstance(value, str) or not is_host_port(value):
+        raise Broken('must be "host:port" with a port from 1 to 65535', key.fix, value)
+    return value
+
+
+def _tasks(key: NodeKey, value: Any, base: Path | None) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise Broken("must be a non-empty list of task kinds", key.fix, value)
+    for task in value:
+        if task not in POLICY_WORDS:
+            raise Broken(
+                "holds an unknown task kind", f"{did_you_mean(str(task), POLICY_WORDS)}The kinds are {_WORDS}.", task
+            )
+    return tuple(dict.fromkeys(value))
+
+
+_WORDS = ", ".join(f'"{w}"' for w in POLICY_WORDS)
+TYPES = {
+    "text": _text,
+    "path": _path,
+    "whole": _whole,
+    "positive number": _positive,
+    "address": _address,
+    "task list": _tasks,
+}
+
+
+@dataclass(frozen=True)
+class NodeKey:
+    """One key of node.toml.
+
+    ``default``: REQUIRED (the file must set it), None (optional: unset when absent;
+    the template writes it commented out with ``example``), or the value in force when
+    absent (the template writes it). ``rules``: further rules of the read value, each a
+    function that returns None or ``(rule, fix)``. ``field``: the attribute it fills on
+    NodeConfig or NodePolicy. ``template``: the value ``node init`` writes when the
+    caller gives none and the key has no default (a path against the file's folder).
+    """
+
+    section: str
+    name: str
+    type: str
+    comment: str
+    fix: str
+    field: str
+    default: Any = REQUIRED
+    lowest: int = 1
+    example: str = ""
+    template: Any = None
+    rules: tuple = ()
+
+    def __post_init__(self) -> None:
+        if self.type not in TYPES:
+            raise ValueError(f"node key {self.label}: unknown type {self.type!r}; the types are {', '.join(TYPES)}.")
+
+    @property
+    def label(self) -> str:
+        return f"[{self.section}] {self.name}"
+
+    @property
+    def optional(self) -> bool:
+        return self.default is None
+
+    def read(self, value: Any, *, base: Path | None = None) -> Any:
+        """The value in force for ``value`` (raises Broken with the rule and the fix)."""
+        read = TYPES[self.type](self, value, base)
+        for rule in self.rules:
+            broken = rule(read)
+            if broken is not None:
+                raise Broken(broken[0], broken[1], str(read))
+        return read
+
+
+def _site_name(value: str) -> tuple[str, str] | None:
+    if value.replace("-", "").replace("_", "").isalnum():
+        return None
+    return (
+        'must use only letters, digits, "-" or "_"',
+        'rename it, e.g. id = "hospital-a" (the coordinator registers it by this name).',
+    )
+
+
+def _table_file(value: Path) -> tuple[str, str] | None:
+    if value.suffix.lower() in (".csv", ".parquet"):
+        return None
+    return (
+        "must name a .csv or .parquet file",
+        "point it at the site's table; convert other formats to CSV or Parquet first.",
+    )
+
+
+def _web_url(value: str) -> tuple[str, str] | None:
+    url = urlparse(value)
+    if url.scheme in ("http", "https") and url.netloc:
+        return None
+    return (
+        "must be an http:// or https:// URL",
+        'write the full URL, e.g. webhook = "https://alerts.hospital.example/node".',
+    )
+
+
+# The disclosure rules of the site (see the module docstring).
+DEFAULT_MIN_CELL_SIZE = 5
+LOWEST_MIN_CELL_SIZE = 3
+DEFAULT_REPEATED_QUERY_LIMIT = 3
+DEFAULT_ALLOWED_TASKS: tuple[str, ...] = (TRAIN, EVALUATE, ALL_QUERIES)
+
+SECTION_COMMENTS: dict[str, str] = {
+    "alerts": "Where alerts go besides the audit log (refused requests, requests over a cap, a\n"
+    "paused node being asked, repeated identical queries). Both optional.",
+}
+
+KEYS: tuple[NodeKey, ...] = (
+    NodeKey(
+        "site",
+        "id",
+        "text",
+        field="site_id",
+        rules=(_site_name,),
+        comment='The name the coordinator knows this site by (letters, digits, "-", "_").',
+        fix='name the site with letters, digits, "-" or "_", e.g. id = "hospital-a".',
+    ),
+    NodeKey(
+        "site",
+        "data",
+        "path",
+        field="data_path",
+        rules=(_table_file,),
+        comment="The site's table (CSV or Parquet). It is only ever read; no row leaves the site.",
+        fix='give the site\'s data file (CSV or Parquet), e.g. data = "data/site.parquet".',
+    ),
+    NodeKey(
+        "site",
+        "dictionary",
+        "path",
+        field="dictionary_path",
+        default=None,
+        example='"data_dictionary.json"',
+        comment="The data dictionary (column types, ranges, target) the table is checked against.\n"
+        "Default: data_dictionary.json beside the data file.",
+        fix='give the data dictionary file, e.g. dictionary = "data/data_dictionary.json", or remove the key.',
+    ),
+    NodeKey(
+        "site",
+        "dataset",
+        "text",
+        field="dataset",
+        default=None,
+        example='"{data_stem}"',
+        comment="The dataset name the privacy ledger charges. Default: the data file's name without suffix.",
+        fix='name the dataset the ledger charges, e.g. dataset = "cardiology", or remove the key.',
+    ),
+    NodeKey(
+        "state",
+        "dir",
+        "path",
+        field="state_dir",
+        comment="Everything the node keeps: the privacy ledger (ledger.sqlite), the audit log\n"
+        "(audit.jsonl), the pause switch (PAUSED), training plans and released answers.\n"
+        "Back it up; never share it.",
+        fix='give a folder for the ledger, audit log and caches, e.g. dir = "state".',
+    ),
+    NodeKey(
+        "coordinator",
+        "address",
+        "address",
+        field="coordinator_address",
+        template=f"coordinator.example.org:{DEFAULT_FLEET_PORT}",
+        comment='The coordinator\'s SuperLink Fleet API, "host:port", as the study team gave it.',
+        fix="write the coordinator's Fleet API address as given by the study team, "
+        f'e.g. address = "coordinator.example.org:{DEFAULT_FLEET_PORT}".',
+    ),
+    NodeKey(
+        "coordinator",
+        "ca_certificate",
+        "path",
+        field="ca_certificate",
+        template=Path("ca.crt"),
+        comment="The CA certificate the coordinator sent: the node trusts a SuperLink only if its\n"
+        "TLS certificate is signed by this CA.",
+        fix='name the CA certificate the coordinator sent you, e.g. ca_certificate = "ca.crt".',
+    ),
+    NodeKey(
+        "node",
+        "private_key",
+        "path",
+        field="node_private_key",
+        template=Path("keys", "node_key"),
+        comment="The node's private key (ECDSA P-384, OpenSSH format, mode 0600), made by\n"
+        "`workbench node init`. Its public key, <private_key>.pub, is what the coordinator\n"
+        "registers; the SuperLink accepts this node only with it.",
+        fix='name the node\'s private key (made by `workbench node init`), e.g. private_key = "keys/node_key".',
+    ),
+    NodeKey(
+        "node",
+        "clientappio_address",
+        "address",
+        field="clientappio_address",
+        default=DEFAULT_CLIENTAPPIO_ADDRESS,
+        comment="Local address where the SuperNode hands tasks to the node's app (loopback only).",
+        fix=f'use a free local port, e.g. clientappio_address = "{DEFAULT_CLIENTAPPIO_ADDRESS}".',
+    ),
+    NodeKey(
+        "policy",
+        "allowed_tasks",
+        "task list",
+        field="allowed_tasks",
+        template=DEFAULT_ALLOWED_TASKS,
+        comment='The tasks this site serves: "train", "evaluate", "query:<kind>" (count, sum, mean,\n'
+        'variance, histogram, crosstab, quantiles, survival, ranges, cost) or "query:*" for\n'
+        "every analytics query. Anything else is refused and recorded in the audit log.",
+        fix=f'list what this site serves, e.g. allowed_tasks = ["train", "evaluate", "query:*"]; '
+        f"the kinds are {_WORDS}.",
+    ),
+    NodeKey(
+        "policy",
+        "min_cell_size",
+        "whole",
+        field="min_cell_size",
+        default=DEFAULT_MIN_CELL_SIZE,
+        lowest=LOWEST_MIN_CELL_SIZE,
+        comment="Smallest group (cell, stratum, filtered cohort) a released number may describe.\n"
+        f"Never below {LOWEST_MIN_CELL_SIZE}.",
+        fix=f"set min_cell_size = {DEFAULT_MIN_CELL_SIZE} (the workbench default) or any whole number "
+        f"of at least {LOWEST_MIN_CELL_SIZE}.",
+    ),
+    NodeKey(
+        "policy",
+        "true_count_floor",
+        "whole",
+        field="true_count_floor",
+        default=None,
+        example="3",
+        comment="Optional: also suppress cells whose TRUE count is below this floor (DataSHIELD uses 3).",
+        fix="set a whole number of at least 1 (DataSHIELD uses 3), or remove the key.",
+    ),
+    NodeKey(
+        "policy",
+        "max_epsilon_per_request",
+        "positive number",
+        field="max_epsilon_per_request",
+        default=None,
+        example="1.0",
+        comment="Optional: the most epsilon one request may cost at this site.",
+        fix="set the most epsilon one request may cost, e.g. max_epsilon_per_request = 1.0, or remove the key.",
+    ),
+    NodeKey(
+        "policy",
+        "repeated_query_limit",
+        "whole",
+        field="repeated_query_limit",
+        default=DEFAULT_REPEATED_QUERY_LIMIT,
+        comment="Identical requests (same task and parameters) allowed before an alert is raised.",
+        fix="set how many identical requests may come before an alert, "
+        f"e.g. repeated_query_limit = {DEFAULT_REPEATED_QUERY_LIMIT}.",
+    ),
+    NodeKey(
+        "policy",
+        "trusted_entities",
+        "path",
+        field="trusted_entities",
+        default=None,
+        example='"trusted_entities.yaml"',
+        comment="Optional: the file of app-signing keys this site trusts (Flower --trusted-entities);\n"
+        "the node then runs only app bundles signed by one of them. Only Flower's platform\n"
+        "signs bundles: with a self-hosted coordinator (`flwr run`), a node that sets this\n"
+        "refuses every study. Without it, the node's executor still runs only the\n"
+        "workbench's own ClientApp, installed at this site.",
+        fix="name the file of app-signing keys this site trusts, "
+        'e.g. trusted_entities = "trusted_entities.yaml", or remove the key.',
+    ),
+    NodeKey(
+        "alerts",
+        "command",
+        "text",
+        field="alert_command",
+        default=None,
+        example='"/usr/local/bin/page-it-team"',
+        comment="A shell command; it gets the alert as JSON on its standard input.",
+        fix="give a shell command that reads the alert as JSON on stdin, or remove the key.",
+    ),
+    NodeKey(
+        "alerts",
+        "webhook",
+        "text",
+        field="alert_webhook",
+        default=None,
+        rules=(_web_url,),
+        example='"https://alerts.hospital.example/node"',
+        comment="An http(s) URL; the alert is POSTed to it as JSON.",
+        fix='give an http(s) URL, e.g. webhook = "https://alerts.hospital.example/node", or remove the key.',
+    ),
+)
+
+_ANNOTATIONS = {
+    "text": "str",
+    "path": "Path",
+    "whole": "int",
+    "positive number": "float",
+    "address": "str",
+    "task list": "tuple[str, ...]",
+}
+
+
+def dataclass_fields(keys: tuple[NodeKey, ...], *, defaults: bool) -> list[tuple]:
+    """``dataclasses.make_dataclass`` fields for ``keys``: one per key, named by its field,
+    with its default when ``defaults`` (keys without one first, as dataclasses require)."""
+    specs = []
+    for key in sorted(keys, key=lambda k: defaults and k.default is not REQUIRED):
+        annotation = _ANNOTATIONS[key.type] + (" | None" if key.optional else "")
+        if defaults and key.default is not REQUIRED:
+            specs.append((key.field, annotation, field(default=key.default)))
+        else:
+            specs.append((key.field, annotation))
+    return specs
+
+
+POLICY_SECTIONS = ("policy", "alerts")  # keys of NodePolicy; the others are NodeConfig's
+# Every section and its keys, in file order (anything else is refused).
+LAYOUT: dict[str, tuple[str, ...]] = {}
+for _key in KEYS:
+    LAYOUT.setdefault(_key.section, ())
+    LAYOUT[_key.section] += (_key.name,)
+del _key
+POLICY_KEYS: tuple[NodeKey, ...] = tuple(k for k in KEYS if k.section in POLICY_SECTIONS)
+NODE_KEYS: tuple[NodeKey, ...] = tuple(k for k in KEYS if k.section not in POLICY_SECTIONS)

@@ -1,0 +1,357 @@
+"""``node check``: every preflight check of a node, one line each, with its fix.
+
+Each check returns a ``Check`` ("ok", "warn" or "fail"); none raises. ``node start``
+runs the same checks (reachability of the coordinator as a warning only: the
+SuperNode retries until the SuperLink is up) and starts nothing when one fails.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from federation.site.audit import audit_path, verify_audit
+from federation.site.config import NodeConfig, NodeConfigError, load_node_config
+from federation.site.keys import NodeKeyError, read_public_key_line
+from federation.site.pause import read_pause
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+CONNECT_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One preflight line: what was checked, the verdict, what was found, and the fix."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        label = {OK: "ok  ", WARN: "WARN", FAIL: "FAIL"}[self.status]
+        text = f"{label} {self.name}: {self.detail}"
+        return f"{text} Fix: {self.fix}" if self.fix and self.status != OK else text
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """All checks of one node.toml; ``config`` is None when the file itself is bad."""
+
+    checks: tuple[Check, ...]
+    config: NodeConfig | None
+
+    @property
+    def failed(self) -> bool:
+        return any(c.status == FAIL for c in self.checks)
+
+
+def run_preflight(*, config_path: Path, require_coordinator: bool = True) -> Preflight:
+    """Run every check of the node described by ``config_path``."""
+    try:
+        config = load_node_config(Path(config_path))
+    except NodeConfigError as err:
+        return Preflight(checks=(Check("config", FAIL, str(err)),), config=None)
+    checks = [Check("config", OK, f"{config.path} is valid (site {config.site_id}, dataset {config.dataset})")]
+    for check in (
+        _data,
+        _state_dir,
+        _node_key,
+        _ca_certificate,
+        _ledger,
+        _audit_log,
+        _paused,
+        _trusted_entities,
+        _alerts,
+    ):
+        checks.append(_safely(check, config))
+    reach = _safely(_coordinator, config)
+    if reach.status == FAIL and not require_coordinator:
+        reach = Check(reach.name, WARN, reach.detail + " (the node keeps retrying once started)", reach.fix)
+    checks.append(reach)
+    return Preflight(checks=tuple(checks), config=config)
+
+
+def _safely(check: Callable[[NodeConfig], Check], config: NodeConfig) -> Check:
+    name = check.__name__.lstrip("_").replace("_", " ")
+    try:
+        return check(config)
+    except Exception as err:  # a check that breaks is a failed check, never a traceback
+        return Check(
+            name,
+            FAIL,
+            f"the check itself failed: {type(err).__name__}: {err}",
+            "report this with the node.toml (without keys) to the workbench maintainers.",
+        )
+
+
+def _data(config: NodeConfig) -> Check:
+    from federation.data.dictionary import DataDictionary
+    from federation.data.errors import DataDictionaryError, DataValidationError
+    from federation.data.loader import load_site_data
+
+    dictionary_path = config.resolved_dictionary_path
+    if not config.data_path.is_file():
+        return Check(
+            "data",
+            FAIL,
+            f"{config.data_path} does not exist.",
+            "point [site] data in node.toml at the site's table (CSV or Parquet).",
+        )
+    if not dictionary_path.is_file():
+        return Check(
+            "data",
+            FAIL,
+            f"no data dictionary at {dictionary_path}: the data cannot be checked against its schema.",
+            "put the study's data_dictionary.json beside the data file, or name it in [site] dictionary.",
+        )
+    try:
+        dictionary = DataDictionary.load(dictionary_path)
+    except DataDictionaryError as err:
+        return Check(
+            "data",
+            FAIL,
+            f"the data dictionary {dictionary_path} is invalid: {' '.join(str(err).split())}",
+            "restore the study's data_dictionary.json.",
+        )
+    try:
+        site = load_site_data(path=config.data_path, dictionary=dictionary, site_id=config.site_id)
+    except (DataValidationError, DataDictionaryError) as err:
+        return Check(
+            "data",
+            FAIL,
+            f"{config.data_path} does not match its schema: {' '.join(str(err).split())}",
+            f"fix the data file, or have the study update the dictionary {dictionary_path.name}; "
+            "no task is served on data that does not validate.",
+        )
+    return Check(
+        "data",
+        OK,
+        f"{config.data_path.name}: {len(site.frame)} rows match dictionary "
+        f"'{dictionary.name}' ({len(dictionary.columns)} columns)",
+    )
+
+
+def _state_dir(config: NodeConfig) -> Check:
+    state = config.state_dir
+    probe = state if state.exists() else next((p for p in state.parents if p.exists()), None)
+    if state.exists() and not state.is_dir():
+        return Check("state folder", FAIL, f"{state} is a file.", "point [state] dir at a folder.")
+    if probe is None or not _writable(probe):
+        return Check(
+            "state folder",
+            FAIL,
+            f"{state} cannot be written by this user.",
+            f"create it and give the node's user write access (mkdir -p {state}).",
+        )
+    return Check("state folder", OK, f"{state}" + ("" if state.exists() else " (created on first use)"))
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _node_key(config: NodeConfig) -> Check:
+    try:
+        line = read_public_key_line(private_key=config.node_private_key)
+    except NodeKeyError as err:
+        message = str(err)
+        detail, _, fix = message.partition(" Fix: ")
+        return Check("node key", FAIL, detail, fix or "make a key pair with `workbench node init`.")
+    return Check(
+        "node key",
+        OK,
+        f"ECDSA P-384 pair at {config.node_private_key} (mode 600); "
+        f"the coordinator registers {config.node_public_key.name}: {line[:48]}...",
+    )
+
+
+def _ca_certificate(config: NodeConfig) -> Check:
+    from cryptography import x509
+
+    path = config.ca_certificate
+    if not path.is_file():
+        return Check(
+            "CA certificate",
+            FAIL,
+            f"{path} does not exist.",
+            "save the CA certificate the coordinator sent (ca.crt) there, or fix [coordinator] ca_certificate.",
+        )
+    try:
+        certificates = x509.load_pem_x509_certificates(path.read_bytes())
+    except ValueError as err:
+        return Check(
+            "CA certificate",
+            FAIL,
+            f"{path} is not a PEM certificate ({err}).",
+            "ask the coordinator for its CA certificate in PEM form (-----BEGIN CERTIFICATE-----).",
+        )
+    now = datetime.now(UTC)
+    cert = certificates[0]
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        return Check(
+            "CA certificate",
+            FAIL,
+            f"{path} is valid only from {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}.",
+            "ask the coordinator for its current CA certificate.",
+        )
+    return Check(
+        "CA certificate", OK, f"{cert.subject.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+    )
+
+
+def _ledger(config: NodeConfig) -> Check:
+    from privacy_budgets import Ledger
+
+    path = config.site_config().ledger_path
+    if not path.exists():
+        return Check(
+            "ledger",
+            WARN,
+            f"no ledger yet at {path}: every task is refused until a cap and an allocation exist.",
+            f"set the dataset's cap: `workbench budget set-cap --ledger {path} --dataset {config.dataset} --epsilon E --delta 1e-5 --actor NAME --reason TEXT`, "
+            "then the ethics board allocates each project (`workbench budget allocate`).",
+        )
+    report = Ledger.verify_file(path)
+    if not report.ok:
+        return Check(
+            "ledger",
+            FAIL,
+            f"{path} does not verify: {report}",
+            "restore the ledger from a backup, or ask the site's ledger export and checkpoint.",
+        )
+    with Ledger.open(path, site_id=config.site_id, create=False) as ledger:
+        cap = ledger.cap(dataset=config.dataset)
+    if cap is None:
+        return Check(
+            "ledger",
+            WARN,
+            f"{path} verifies ({report.entries_checked} entries) but dataset "
+            f"'{config.dataset}' has no cap: nothing can be released.",
+            f"`workbench budget set-cap --ledger {path} --dataset {config.dataset} --epsilon E --delta 1e-5 --actor NAME --reason TEXT`.",
+        )
+    return Check("ledger", OK, f"{report.entries_checked} entries verify; dataset '{config.dataset}' cap {cap:g}")
+
+
+def _audit_log(config: NodeConfig) -> Check:
+    path = audit_path(config.state_dir)
+    if not path.exists():
+        return Check("audit log", OK, f"{path}: no requests yet")
+    result = verify_audit(path)
+    if not result.ok:
+        return Check(
+            "audit log",
+            FAIL,
+            result.describe(),
+            "keep the file as evidence, tell the site's security officer, and start a new log only "
+            "after moving this one aside.",
+        )
+    return Check("audit log", WARN if result.torn_tail else OK, result.describe())
+
+
+def _paused(config: NodeConfig) -> Check:
+    pause = read_pause(state_dir=config.state_dir)
+    if pause is None:
+        return Check("pause switch", OK, "the node is not paused")
+    return Check(
+        "pause switch",
+        WARN,
+        f"the node is {pause.describe()}; it refuses every task.",
+        "`workbench node resume --config node.toml` when the site agrees.",
+    )
+
+
+def _trusted_entities(config: NodeConfig) -> Check:
+    path = config.policy.trusted_entities
+    if path is None:
+        # The site executor runs only the workbench's own ClientApp whatever the bundle says;
+        # Flower's signature check is the extra layer (bundles signed by Flower's platform).
+        return Check(
+            "trusted app signers",
+            OK,
+            "none set: the node's executor runs only the workbench's own ClientApp (installed here), "
+            "whatever app bundle arrives; Flower's app signatures are not checked.",
+        )
+    try:
+        signers = read_trusted_entities(path=path)
+    except ValueError as err:
+        return Check(
+            "trusted app signers",
+            FAIL,
+            str(err),
+            "fix the file (Flower's --trusted-entities format), or remove [policy] trusted_entities.",
+        )
+    return Check("trusted app signers", OK, f"the node runs only apps signed by: {', '.join(signers)}")
+
+
+def read_trusted_entities(*, path: Path) -> list[str]:
+    """The signers in a Flower --trusted-entities YAML file (``id: "ssh-ed25519 KEY [comment]"``),
+    as ``id (comment)``; raises ValueError with the fix if the file is not of that form."""
+    import yaml
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; write it, or remove [policy] trusted_entities.")
+    try:
+        entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML ({' '.join(str(err).split())}).") from None
+    if not isinstance(entries, dict) or not entries:
+        raise ValueError(f"{path} must map key ids to public keys, e.g. fpk_1: 'ssh-ed25519 AAAA... name'.")
+    signers = []
+    for key_id, key in entries.items():
+        key = str(key)
+        try:
+            loaded = load_ssh_public_key(key.strip().encode("utf-8"))
+        except (ValueError, UnicodeEncodeError) as err:
+            raise ValueError(f"{path}: the key of {key_id} is not an OpenSSH public key ({err}).") from None
+        if not isinstance(loaded, ed25519.Ed25519PublicKey):
+            raise ValueError(f"{path}: the key of {key_id} is not Ed25519, which Flower requires for app signing.")
+        comment = " ".join(key.split()[2:])
+        signers.append(f"{key_id} ({comment})" if comment else str(key_id))
+    return signers
+
+
+def _alerts(config: NodeConfig) -> Check:
+    targets = [
+        f"command {config.policy.alert_command!r}" if config.policy.alert_command else "",
+        f"webhook {config.policy.alert_webhook}" if config.policy.alert_webhook else "",
+    ]
+    targets = [t for t in targets if t]
+    if not targets:
+        return Check(
+            "alerts",
+            WARN,
+            "alerts go to the audit log only.",
+            "set [alerts] command or webhook so someone is told at once.",
+        )
+    return Check("alerts", OK, "alerts go to the audit log and " + " and ".join(targets))
+
+
+def _coordinator(config: NodeConfig) -> Check:
+    host, _, port = config.coordinator_address.rpartition(":")
+    host = host.strip("[]")
+    started = time.monotonic()
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        return Check(
+            "coordinator",
+            FAIL,
+            f"cannot open a TCP connection to {config.coordinator_address} within {CONNECT_TIMEOUT_S:g} s ({err}).",
+            "check [coordinator] address, that the coordinator's SuperLink is running, and that "
+            "the site's firewall allows outgoing connections to that port.",
+        )
+    return Check(
+        "coordinator",
+        OK,
+        f"{config.coordinator_address} accepts connections ({(time.monotonic() - started) * 1000:.0f} ms)",
+    )

@@ -1,0 +1,132 @@
+"""Where a site's data and state live, from Flower's node config or a simulation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# Keys of the node config (``flower-supernode --node-config``) that locate a site.
+SITE_ID_KEY = "site-id"
+DATA_PATH_KEY = "data-path"
+STATE_DIR_KEY = "state-dir"
+DICTIONARY_PATH_KEY = "dictionary-path"
+DATASET_KEY = "dataset"
+PARTITION_ID_KEY = "partition-id"
+# Disclosure control of analytics (see federation/analytics/disclosure.py); a site
+# policy may fill the same SiteConfig fields.
+MIN_CELL_SIZE_KEY = "min-cell-size"
+TRUE_COUNT_FLOOR_KEY = "true-count-floor"
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """One site: its data file, its data dictionary and its state folder.
+
+    Everything the site keeps (ledger, signing key, plans, cache) lives under
+    ``state_dir``; the data file is only read. ``min_cell_size`` and
+    ``true_count_floor`` are the site's disclosure rules for analytics (None: the
+    workbench defaults, a minimum cell size of 5 and no floor on true counts).
+    ``max_epsilon_per_request`` is the site's cap on one request's cost (None: no cap
+    beyond the ledger's; set from node.toml, see federation/site/request_cap.py).
+    """
+
+    site_id: str
+    data_path: Path
+    state_dir: Path
+    dictionary_path: Path
+    dataset: str = ""
+    min_cell_size: int | None = None
+    true_count_floor: int | None = None
+    max_epsilon_per_request: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_path", Path(self.data_path))
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+        object.__setattr__(self, "dictionary_path", Path(self.dictionary_path))
+        if not self.dataset:
+            object.__setattr__(self, "dataset", self.data_path.stem)
+        for name in ("min_cell_size", "true_count_floor"):
+            object.__setattr__(self, name, _whole_or_none(name, getattr(self, name)))
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.state_dir / "ledger.sqlite"
+
+    @property
+    def plans_dir(self) -> Path:
+        return self.state_dir / "plans"
+
+    @property
+    def analytics_cache_dir(self) -> Path:
+        """Released analytics answers, replayed for free (federation/analytics/cache.py)."""
+        return self.state_dir / "analytics-cache"
+
+    def to_json(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SiteConfig:
+        data = dict(data)
+        if data.get("max_epsilon_per_request") is not None:
+            data["max_epsilon_per_request"] = float(data["max_epsilon_per_request"])
+        return cls(**data)
+
+    @classmethod
+    def from_node_config(cls, node_config: dict[str, Any]) -> SiteConfig:
+        """Deployment: the node's own settings, as hospital IT wrote them."""
+        missing = [k for k in (SITE_ID_KEY, DATA_PATH_KEY, STATE_DIR_KEY) if k not in node_config]
+        if missing:
+            raise KeyError(
+                f"the node config lacks {', '.join(missing)}; start the node with "
+                "`workbench node start --config node.toml`, which passes them."
+            )
+        data_path = Path(str(node_config[DATA_PATH_KEY]))
+        dictionary = node_config.get(DICTIONARY_PATH_KEY) or data_path.parent / "data_dictionary.json"
+        return cls(
+            site_id=str(node_config[SITE_ID_KEY]),
+            data_path=data_path,
+            state_dir=Path(str(node_config[STATE_DIR_KEY])),
+            dictionary_path=Path(str(dictionary)),
+            dataset=str(node_config.get(DATASET_KEY, "")),
+            min_cell_size=node_config.get(MIN_CELL_SIZE_KEY),
+            true_count_floor=node_config.get(TRUE_COUNT_FLOOR_KEY),
+        )
+
+
+def _whole_or_none(name: str, value: Any) -> int | None:
+    """A whole number from config text or a number; the rule's own bounds are checked
+    where it is applied, so that training is not refused for an analytics setting."""
+    if value is None or value == "":
+        return None
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ValueError(
+            f"the site's {name.replace('_', '-')} must be a whole number; got {value!r}. Fix it in the node config."
+        ) from None
+    return number
+
+
+@dataclass(frozen=True)
+class SimulatedSites:
+    """Simulation: Flower numbers its virtual nodes by partition id; this maps them
+    to sites in a fixed order."""
+
+    sites: tuple[SiteConfig, ...]
+
+    def __call__(self, node_config: dict[str, Any]) -> SiteConfig:
+        return self.sites[int(node_config[PARTITION_ID_KEY])]
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps([s.to_json() for s in self.sites], indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> SimulatedSites:
+        return cls(tuple(SiteConfig.from_json(d) for d in json.loads(path.read_text())))
+
+
+def resolve_from_node_config(node_config: dict[str, Any]) -> SiteConfig:
+    """The deployment resolver (module level so Flower can load it by name)."""
+    return SiteConfig.from_node_config(node_config)
