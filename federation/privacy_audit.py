@@ -12,7 +12,7 @@ would be improbable at epsilon proves, at the stated confidence, that the mechan
 The canaries are white-box gradient canaries (the paper's Dirac canaries), planted
 without touching the engines: ``CanaryModel`` wraps the site's model with one extra
 weight per canary, and canary ``j`` is a training row whose per-sample gradient is
-exactly ``-G e_j`` (``G`` = 100 x the clipping norm) on its own weight and zero on every
+exactly ``-G e_j`` (``G`` = 1000 x the clipping norm) on its own weight and zero on every
 other parameter, at every step, whatever the weights are. Ordinary (synthetic) rows have
 zero gradient on the canary weights. So the final value of canary ``j``'s weight is the
 sum, over the steps that sampled it, of its clipped gradient (C lr / batch each), plus
@@ -65,7 +65,7 @@ is taken at each and the best reported, with a Bonferroni correction for the cho
 Not 1.0: guessing every canary, half each way, is wrong on about ``0.4 sqrt(m)`` of them
 whenever the coin flips did not include exactly half, however leaky the mechanism."""
 
-CANARY_GRADIENT_FACTOR = 100.0
+CANARY_GRADIENT_FACTOR = 1000.0
 """A canary's gradient norm, in clipping norms: far above the clip, so a correct engine
 clips it to exactly C, and an engine that does not clip lets it through whole."""
 
@@ -323,7 +323,9 @@ class AuditResult:
         return self.statement()
 
     def _repr_html_(self) -> str:
-        colour, word = ("#cf222e", "exceeds the claim") if self.exceeds_claim else ("#1a7f37", "consistent with the claim")
+        colour, word = (
+            ("#cf222e", "exceeds the claim") if self.exceeds_claim else ("#1a7f37", "consistent with the claim")
+        )
         table = self.to_frame().T.rename(columns={0: "value"}).to_html(float_format=lambda v: f"{v:.4g}")
         return (
             f'<div style="border-left:6px solid {colour};padding:4px 10px">'
@@ -384,7 +386,8 @@ def audit_dp_sgd(
     Claimed: epsilon ... Audited (vectorized engine, 200 canaries ...
     """
     started = time.perf_counter()
-    _check_number("noise_multiplier", noise_multiplier, rule="> 0", fix="the noise multiplier the site trains with, e.g. 1.0")
+    _check_number("noise_multiplier", noise_multiplier, rule="> 0",
+                  fix="the noise multiplier the site trains with, e.g. 1.0")
     _check_number("max_grad_norm", max_grad_norm, rule="> 0", fix="the clipping norm C, e.g. 1.0")
     _check_number("delta", delta, rule="in (0, 1)", fix="the site's delta, e.g. 1e-5")
     _check_number("confidence", confidence, rule="in (0, 1)", fix="e.g. 0.95")
