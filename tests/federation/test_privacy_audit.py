@@ -242,7 +242,8 @@ def test_the_result_renders_as_a_frame_html_and_words(short_noise):
 @pytest.mark.parametrize(("overrides", "match"), [
     ({"sampling_rate": 0.03}, r"sampling_rate must be 1 / k .* got 0.03\. Use 1/34"),
     ({"steps": 55}, r"steps must be a positive multiple of 10 .* got 55\. Use 50 or 60"),
-    ({"canaries": 1}, r"canaries must be a whole number of at least 2; got 1"),
+    ({"canaries": 1}, r"canaries must be a whole number from 2 to 10,000; got 1"),
+    ({"canaries": 20_000}, r"canaries must be a whole number from 2 to 10,000; got 20000"),
     ({"engine": "jax"}, r"engine must be one of opacus, vectorized; got 'jax'"),
     ({"noise_multiplier": 0.0}, r"noise_multiplier must be a finite number > 0; got 0.0"),
     ({"guesses": (3,)}, r"guesses must be even whole numbers"),
