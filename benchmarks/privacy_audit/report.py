@@ -170,6 +170,8 @@ def write_results(
     broken = [a for a in headline if a.mechanism != "correct"]
     at_claim = [ideal for claim, _, _, ideal in power if claim == settings.claim]
     ideal_at_claim = float(np.median(at_claim[0])) if at_claim else float("nan")
+    spans = {e: "{:.1f}-{:.1f}".format(min(t), max(t)) for e in ("opacus", "vectorized")
+             if (t := [r.seconds for r in correct if r.engine == e])}
     per_audit = {e: np.mean([r.seconds for r in correct if r.engine == e]) for e in ("opacus", "vectorized")}
     lines = [
         "# Privacy audit: the site's DP-SGD audited in one training run",
@@ -242,8 +244,9 @@ def write_results(
         "- **At hospital data sizes**: a site's few thousand patients do not limit the audit, which runs "
         "on synthetic rows; the number of canaries does (the table), and so does time: each step's "
         "per-sample gradients hold batch x canaries numbers, so time grows with the square of the "
-        "canaries (measured on this machine while building the audit, vectorized engine, 250 steps: "
-        "1,000 canaries 2-7 s an audit, 2,000 about 4 s, 5,000 about 70 s; Opacus alike at 5,000).",
+        f"canaries ({settings.canaries:,} canaries in this run: {spans['vectorized']} s an audit on the "
+        f"vectorized engine, {spans['opacus']} s on Opacus, on a shared 2-core machine; measured while "
+        "building the audit, 250 steps: 5,000 canaries about 70 s on either engine, 0.9 GB).",
         "",
         "## How the audit works",
         "",
@@ -274,9 +277,10 @@ def write_results(
         "",
         "## Time budget",
         "",
-        f"This run: {seconds:.0f} s in all ({len(headline) + len(power)} audits, plus the simulations), on "
-        "the machine below. `make bench` gives it about 2 minutes on 2 cores; `--quick` (200 canaries, "
-        "50 steps) takes seconds and is what the tests run.",
+        f"This run: {seconds:.0f} s in all ({len(headline) + len(power)} audits and the simulations), on "
+        "the machine below, shared with other work (see the load average). The budget in `make bench`: "
+        "about 2.5 minutes on 2 cores, Opacus taking most of it; `--quick` (200 canaries, 50 steps) "
+        "takes about 10 s and is what the tests run.",
         "",
         *machine_lines(),
     ]
