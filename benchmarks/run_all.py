@@ -90,6 +90,13 @@ BENCHMARKS = (
         ("Check-and-reserve on one dataset", "Concurrent writers (4 processes, one ledger file)"),
         "the privacy ledger's check-and-reserve latency as it grows, and spends per second",
     ),
+    Benchmark(
+        "privacy_audit",
+        "benchmarks.privacy_audit.run",
+        "--out",
+        ("Results", "What the bound can and cannot show at this size"),
+        "one-run empirical epsilon of both DP-SGD engines at a claim of 2, and of broken ones (noise off, clipping off)",
+    ),
 )
 NAMES = tuple(b.name for b in BENCHMARKS)
 
