@@ -59,6 +59,15 @@ def statement(entry: LedgerEntry) -> str:
         return text + (
             " This is below what the project already spent: it is over its allocation." if d.get("below_spent") else ""
         )
+    if kind == "approve":
+        d = entry.details
+        names = ", ".join(str(r.get("name")) for r in d.get("researchers", []))
+        return (
+            f"Approval by {entry.actor}: project {entry.project} on dataset {entry.dataset} "
+            f"({d.get('purpose')}) may be asked for by researchers {names} ({entry.purpose})."
+        )
+    if kind == "board":
+        return _board_statement(entry)
     if kind == "uncovered":
         return (
             f"Released WITHOUT a differential privacy guarantee{_context(entry)}: "
@@ -87,6 +96,21 @@ def statement(entry: LedgerEntry) -> str:
         f"dataset's total is now epsilon {fmt_epsilon(entry.epsilon_after)}. "
         f"Assumes: {assumptions(event)}."
     )
+
+
+def _board_statement(entry: LedgerEntry) -> str:
+    from privacy_budgets.board import Board
+
+    d = entry.details
+    board = Board.from_json(d)
+    rule = (
+        f"from now on caps and allocations rise, researchers are approved and the board changes only with "
+        f"the signatures of {board.quorum} distinct members"
+    )
+    if d.get("previous") is None:
+        return f"Board recorded by {entry.actor}: {board.describe()} ({entry.purpose}); {rule}."
+    before = Board.from_json(d["previous"]).describe()
+    return f"Board changed by {entry.actor}: now {board.describe()}, was {before} ({entry.purpose}); {rule}."
 
 
 def safe_statement(entry: LedgerEntry) -> str:
