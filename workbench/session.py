@@ -26,6 +26,8 @@ from federation.site.data_access import site_arrays
 from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder, SiteArrays
 from privacy_budgets import Ledger
+from privacy_budgets.proposals import allocation_action, cap_action
+from privacy_budgets.simulated_board import SimulatedBoard
 from workbench.burn_down import budget_history, plot_burn_down
 from workbench.description import Description, schema_rows, site_rows
 from workbench.errors import PlanDoesNotFit, StudyRefused, as_workbench_errors, refused_paragraph
@@ -67,8 +69,13 @@ class Workbench:
         dictionary: DataDictionary | None,
         workdir: Path,
         schema: UnrangedSchema | None = None,
+        board: SimulatedBoard | None = None,
     ) -> None:
         self._sites = sites
+        #: The simulated ethics board (real keys under ``workdir/board``, apart from the
+        #: ledgers): every site's ledger records it, and caps and allocations are its
+        #: signed decisions (2 of 3 members).
+        self.board = board
         #: The public data dictionary; None when the folder has none (ranges are
         #: then found by a DP query charged to every site, see ``train``).
         self.dictionary = dictionary
@@ -95,8 +102,10 @@ class Workbench:
 
         ``data`` is a folder of per-site files with a ``data_dictionary.json``; when
         omitted, ``sites`` synthetic hospitals of about ``rows`` patients are made
-        (deterministic for ``seed``). Every site gets a ledger under ``workdir``;
-        a site without a cap gets ``site_cap`` (set as its IT would, and recorded).
+        (deterministic for ``seed``). Every site gets a ledger under ``workdir``
+        holding a simulated ethics board (``workdir/board``: 3 members with real keys,
+        quorum 2); a site without a cap gets ``site_cap``, proposed by its IT and signed
+        by the board.
         ``min_cell_size`` and ``true_count_floor`` are the sites' disclosure rules for
         analytics (one number for all sites, or site id -> number; see
         ``federation/analytics/disclosure.py``): by default 5 and none.
@@ -136,18 +145,19 @@ class Workbench:
             for site_id, path in sorted(paths.items())
         ]
         _check_disclosure_rules(configs)
+        board = SimulatedBoard.create(workdir / "board")
         for site in configs:
             site.state_dir.mkdir(parents=True, exist_ok=True)
             with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+                board.establish(ledger)
                 if ledger.cap(dataset=site.dataset) is None:
-                    ledger.set_cap(
-                        dataset=site.dataset,
-                        epsilon=site_cap,
-                        delta=delta,
-                        actor=SIMULATED_SITE_IT,
+                    board.decide(
+                        ledger,
+                        action=cap_action(dataset=site.dataset, epsilon=site_cap, delta=delta),
                         reason="lifetime cap of a simulated hospital",
+                        proposed_by=SIMULATED_SITE_IT,
                     )
-        return cls(sites=configs, dictionary=dictionary, workdir=workdir, schema=schema)
+        return cls(sites=configs, dictionary=dictionary, workdir=workdir, schema=schema, board=board)
 
     @classmethod
     def connect(cls, *, coordinator: str | Path, **options: Any) -> ConnectedWorkbench:
@@ -236,15 +246,15 @@ class Workbench:
     # --- doing --------------------------------------------------------------------
 
     def allocate(self, *, project: str, epsilon: float, actor: str = SIMULATED_ETHICS_BOARD, reason: str = "") -> None:
-        """Grant ``project`` an allocation of ``epsilon`` at every site."""
+        """Grant ``project`` an allocation of ``epsilon`` at every site: a proposal by
+        ``actor``, signed by the simulated board's quorum, applied to each ledger."""
         for s in self._sites:
             with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
-                ledger.allocate(
-                    dataset=s.dataset,
-                    project=project,
-                    epsilon=epsilon,
-                    actor=actor,
+                self._decide(
+                    ledger,
+                    action=allocation_action(dataset=s.dataset, project=project, epsilon=epsilon),
                     reason=reason or f"allocation for study {project}",
+                    proposed_by=actor,
                 )
 
     def _grant_where_missing(self, *, project: str, epsilon: float, reason: str) -> None:
@@ -253,9 +263,25 @@ class Workbench:
         for s in self._sites:
             with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
                 if ledger.allocation(dataset=s.dataset, project=project) is None:
-                    ledger.allocate(
-                        dataset=s.dataset, project=project, epsilon=epsilon, actor=SIMULATED_ETHICS_BOARD, reason=reason
+                    self._decide(
+                        ledger,
+                        action=allocation_action(dataset=s.dataset, project=project, epsilon=epsilon),
+                        reason=reason,
+                        proposed_by=SIMULATED_ETHICS_BOARD,
                     )
+
+    def _decide(self, ledger: Ledger, *, action: dict, reason: str, proposed_by: str) -> None:
+        """The simulated board's signed decision; one-person in a ledger without a board."""
+        if self.board is not None:
+            self.board.decide(ledger, action=action, reason=reason, proposed_by=proposed_by)
+        else:
+            ledger.allocate(
+                dataset=action["dataset"],
+                project=action["project"],
+                epsilon=action["epsilon"],
+                actor=proposed_by,
+                reason=reason,
+            )
 
     def train(
         self,
