@@ -121,6 +121,22 @@ def safe_statement(entry: LedgerEntry) -> str:
         return f"(no statement: this entry cannot be read: {err})"
 
 
+def release_kind(entry: LedgerEntry) -> str:
+    """The kind of a release, for counting: DP-SGD updates, statistics by noise, other."""
+    try:
+        event = event_from_json(entry.mechanism)
+    except Exception:  # noqa: BLE001 - a damaged entry is counted apart; verify names it
+        return "unreadable mechanism"
+    if _dpsgd(event) is not None:
+        return "model update (DP-SGD)"
+    inner = event.event if isinstance(event, dpa.SelfComposedDpEvent) else event
+    if isinstance(inner, dpa.GaussianDpEvent):
+        return "statistics, Gaussian noise"
+    if isinstance(inner, dpa.LaplaceDpEvent):
+        return "statistics, Laplace noise"
+    return f"other ({type(inner).__name__})"
+
+
 def what_released(event: dpa.DpEvent) -> str:
     """The release in words, from its mechanism."""
     dpsgd = _dpsgd(event)
