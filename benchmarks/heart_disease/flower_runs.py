@@ -51,9 +51,8 @@ class FlowerStudy:
             momentum=hp.momentum,
             max_grad_norm=hp.max_grad_norm,
             strategy="fedavg",
-            split_seed=self.seed,
+            init_seed=self.seed,
             engine="vectorized",
-            split_column=SPLIT_COLUMN,
             site_offset=hp.site_offset,
         )
 
@@ -81,6 +80,8 @@ def simulated_sites(
             state_dir=state_root / name,
             dictionary_path=site_folder / "data_dictionary.json",
             dataset=name,
+            # FLamby's published split: each hospital's own choice of held-out rows.
+            policy_overrides=(("split_column", SPLIT_COLUMN),),
         )
         site.state_dir.mkdir(parents=True, exist_ok=True)
         with Ledger.open(site.ledger_path, site_id=name) as ledger:
