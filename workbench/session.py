@@ -21,7 +21,8 @@ from federation.data.dictionary import DataDictionary
 from federation.data.errors import DataDictionaryError
 from federation.data.loader import load_sites, site_files
 from federation.data.unranged import UnrangedSchema, infer_schema_without_ranges
-from federation.protocol.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec, refuse_site_owned
+from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
 from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder, SiteArrays
@@ -90,6 +91,7 @@ class Workbench:
         delta: float = 1e-5,
         min_cell_size: int | dict[str, int] | None = None,
         true_count_floor: int | dict[str, int] | None = None,
+        site_policy: dict[str, Any] | None = None,
     ) -> Workbench:
         """Hospitals simulated on this machine, on Flower's simulation engine.
 
@@ -100,6 +102,11 @@ class Workbench:
         ``min_cell_size`` and ``true_count_floor`` are the sites' disclosure rules for
         analytics (one number for all sites, or site id -> number; see
         ``federation/analytics/disclosure.py``): by default 5 and none.
+        ``site_policy`` sets other keys of every simulated site's policy, as its IT
+        would in node.toml's [training] section, by name: e.g. ``{"holdout_fraction":
+        0.3, "allowed_targets": ["cardiac_event"]}``. Each site owns its held-out split,
+        the outcomes a study may predict and its limits on a study's sizes; by default a
+        simulated site has the defaults of ``workbench node init``.
         """
         workdir = Path(workdir)
         if data is None:
@@ -132,6 +139,7 @@ class Workbench:
                 dictionary_path=dictionary_path,
                 min_cell_size=_per_site(min_cell_size, site_id),
                 true_count_floor=_per_site(true_count_floor, site_id),
+                policy_overrides=tuple((site_policy or {}).items()),
             )
             for site_id, path in sorted(paths.items())
         ]
@@ -280,6 +288,7 @@ class Workbench:
         from federation.engines.simulation import run_simulated_training
         from federation.training.models import build_model
 
+        refuse_site_owned(hyperparameters)
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
         encoder, range_finding = None, None
@@ -314,6 +323,10 @@ class Workbench:
         encoder = outcome.encoder
         model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
         model.load_state_dict(outcome.arrays.to_torch_state_dict())
+        totals = {}
+        for s in self._sites:  # a simulation holds every ledger; a coordinator never does
+            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+                totals[s.site_id] = ledger.spent(dataset=s.dataset)
         return TrainingResult(
             spec=spec,
             history=observer.history(),
@@ -322,6 +335,8 @@ class Workbench:
             stopped_reason=outcome.stopped_reason,
             encoder=encoder,
             study_dictionary=outcome.dictionary,
+            pooled=observer.pooled_history(),
+            dataset_totals=totals,
         )
 
     def plan_training(
@@ -341,8 +356,10 @@ class Workbench:
         calibrate, the project's total before and after, the ledger's total after the
         study and whether that fits its cap and the project's allocation;
         ``plan.what_if`` (and ``plan.plot()``) show epsilon against noise and rounds.
-        The arguments are those of ``train``.
+        The arguments are those of ``train``. Each site's plan splits the target between
+        DP-SGD and its noisy evaluations (its ``evaluation_share``): the columns show both.
         """
+        refuse_site_owned(hyperparameters)
         return plan_training(
             self,
             target_epsilon=target_epsilon,
@@ -421,7 +438,8 @@ class Workbench:
         if result.study_dictionary is not None:
             config = {"study-dictionary": json.dumps(result.study_dictionary.to_json())}
         return {
-            s.site_id: site_arrays(site=s, spec=result.spec, encoder=result.encoder, config=config) for s in self._sites
+            s.site_id: site_arrays(site=s, policy=site_policy(s), encoder=result.encoder, config=config)
+            for s in self._sites
         }
 
 
@@ -453,6 +471,11 @@ class BudgetReports:
             "<h4>Ethics board reports</h4><table><tr><th>site</th><th>report</th><th>ledger</th>"
             f"<th>verification</th></tr>{rows}</table>"
         )
+
+
+def site_policy(site: SiteConfig) -> NodePolicy:
+    """A simulated site's policy: the defaults of ``node init``, with its overrides."""
+    return NodePolicy.default_for(site)
 
 
 def _per_site(value: int | dict[str, int] | None, site_id: str) -> int | None:
