@@ -63,7 +63,7 @@ class ProgressObserver:
         self._bar.update(1)
         self._bar.set_postfix(auc=f"{report.weighted('auc'):.3f}")
         if self._live_plot is not None:
-            self._live_plot.update(self.history())
+            self._live_plot.update(self.history(), self.pooled_history())
         if self._on_round:
             self._on_round(report)
 

@@ -431,6 +431,22 @@ class Workbench:
 
         return cost(sites=self._sites, queries=queries, project=project)
 
+    def held_out_metrics(self, *, result: TrainingResult) -> pd.DataFrame:
+        """``result``'s model on every site's held-out rows, exactly (loss, accuracy, AUC).
+
+        Only a simulation can compute this: it holds every hospital's table. The
+        hospitals themselves send only noisy counts (``result.history`` and
+        ``result.weighted()`` are estimates from those); this shows what the model
+        really does, on the same rows as the baselines of ``local_arrays``.
+        """
+        from federation.training.evaluation import binary_metrics, predict_proba
+
+        rows = []
+        for site, arrays in self.local_arrays(result=result).items():
+            metrics = binary_metrics(y_true=arrays.y_test, proba=predict_proba(model=result.model, x=arrays.x_test))
+            rows.append({"model": "federated DP-SGD", "site": site, "num_examples": len(arrays.y_test), **metrics})
+        return pd.DataFrame(rows)
+
     def local_arrays(self, *, result: TrainingResult) -> dict[str, SiteArrays]:
         """Every site's splits as ``result``'s study encoded them, read here: only a
         simulation can do this (for baselines)."""

@@ -23,7 +23,6 @@ from typing import Any
 import pandas as pd
 
 from federation.coordinator.events import RoundReport
-from federation.training.evaluation import binary_metrics, predict_proba
 from workbench.baselines import baseline_metrics
 from workbench.session import Workbench
 
@@ -54,16 +53,6 @@ def _project_epsilon(train, evaluate) -> float:
     if evaluate is not None and evaluate.status == "ok" and "epsilon-project" in evaluate.info:
         return float(evaluate.info["epsilon-project"])
     return float(train.metrics.get("epsilon-project", float("nan")))
-
-
-def federated_metrics(*, wb: Workbench, result: Any) -> pd.DataFrame:
-    """The federated model on every site's held-out rows, computed here (a simulation
-    holds the tables; the hospitals themselves sent only noisy counts)."""
-    rows = []
-    for site, arrays in wb.local_arrays(result=result).items():
-        metrics = binary_metrics(y_true=arrays.y_test, proba=predict_proba(model=result.model, x=arrays.x_test))
-        rows.append({"model": "federated DP-SGD", "site": site, "num_examples": len(arrays.y_test), **metrics})
-    return pd.DataFrame(rows)
 
 
 def _weighted(frame: pd.DataFrame, metric: str) -> float:
@@ -121,7 +110,7 @@ def run_study(
         on_round=lambda r: echo(_round_line(r)),
         **hyperparameters,
     )
-    tables = [federated_metrics(wb=wb, result=result)[["model", "site", "num_examples", "loss", "accuracy", "auc"]]]
+    tables = [wb.held_out_metrics(result=result)[["model", "site", "num_examples", "loss", "accuracy", "auc"]]]
     if baselines:
         tables.append(
             baseline_metrics(arrays=wb.local_arrays(result=result), model=result.spec.model, hidden=result.spec.hidden)
