@@ -71,9 +71,15 @@ def test_a_paused_node_refuses_a_query_records_it_and_serves_again_once_resumed(
     request, alert = _requests(node)[-2:]
     assert request["kind"] == "request" and request["task"] == "query:count" and request["project"] == PROJECT
     decision = request["decision"]
-    assert (decision["outcome"], decision["refusal_kind"], decision["public"]) == ("refused", "paused", refusal["reason"])
+    assert (decision["outcome"], decision["refusal_kind"], decision["public"]) == (
+        "refused",
+        "paused",
+        refusal["reason"],
+    )
     assert decision["incident"] == refusal["incident"] and len(refusal["incident"]) == 12
-    assert "paused since" in decision["reason"] and "by it-officer: ethics review of project access" in decision["reason"]
+    assert (
+        "paused since" in decision["reason"] and "by it-officer: ethics review of project access" in decision["reason"]
+    )
     assert "workbench node resume" in decision["reason"]
     assert request["epsilon_charged"] == 0.0 and request["coordinator"]["src_node_id"] == 1
     assert request["message_id"] == "m-1" and json.loads(request["parameters"]["query"])["kind"] == "count"
