@@ -162,8 +162,8 @@ def calibrate_plan(
 
     ``policy`` is the site's NodePolicy: its ``evaluation_share`` and its
     ``noise_multiplier_range`` (the bracket DP-SGD's noise is searched in). Raises
-    PlanRefused (a budget refusal in the project's own numbers) when the project's
-    target leaves no room.
+    ProjectBudgetSpent (the project's own numbers) when the project's target leaves no
+    room; ``site_plan`` sends it as a budget refusal.
     """
     sampling_rate, steps_per_round = planned_sampling(
         n_train=n_train, batch_size=spec.batch_size, local_epochs=spec.local_epochs
@@ -180,15 +180,14 @@ def calibrate_plan(
             share_epsilon=policy.evaluation_share * room, delta=delta, rounds=spec.rounds, floor=lowest
         )
     except NoNoiseFits:
-        spent = ProjectBudgetSpent(
+        raise ProjectBudgetSpent(
             project=spec.project,
             site=ledger.site_id,
             spent=prior_epsilon,
             target_epsilon=spec.target_epsilon,
             allocation=ledger.allocation(dataset=dataset, project=spec.project),
             maximum=highest,
-        )
-        raise PlanRefused(str(spent), public=str(spent)) from None  # the project's own numbers only
+        ) from None
     draft = SitePlan(
         run_id=spec.run_id,
         project=spec.project,
@@ -205,21 +204,18 @@ def calibrate_plan(
         request=request_fingerprint(spec),
         **noise,
     )
-    try:
-        calibration = calibrate_for_project(
-            ledger=ledger,
-            dataset=dataset,
-            project=spec.project,
-            target_epsilon=spec.target_epsilon,
-            sampling_rate=sampling_rate,
-            steps=steps_per_round * spec.rounds,
-            include_reserved=include_reserved,
-            minimum=lowest,
-            maximum=highest,
-            planned=release_events(draft),
-        )
-    except ProjectBudgetSpent as err:
-        raise PlanRefused(str(err), public=str(err)) from None  # the project's own numbers only
+    calibration = calibrate_for_project(
+        ledger=ledger,
+        dataset=dataset,
+        project=spec.project,
+        target_epsilon=spec.target_epsilon,
+        sampling_rate=sampling_rate,
+        steps=steps_per_round * spec.rounds,
+        include_reserved=include_reserved,
+        minimum=lowest,
+        maximum=highest,
+        planned=release_events(draft),
+    )
     return replace(draft, noise_multiplier=calibration.noise_multiplier, at_minimum_noise=calibration.at_minimum)
 
 
@@ -254,7 +250,10 @@ def site_plan(
                 ),
             )
         return plan
-    plan = calibrate_plan(ledger=ledger, spec=spec, dataset=dataset, n_train=n_train, policy=policy)
+    try:
+        plan = calibrate_plan(ledger=ledger, spec=spec, dataset=dataset, n_train=n_train, policy=policy)
+    except ProjectBudgetSpent as err:
+        raise PlanRefused(str(err), public=str(err)) from None  # the project's own numbers only
     _write(path, plan)
     return plan
 
