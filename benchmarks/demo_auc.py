@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the synthetic hospitals, comma-separated")
     parser.add_argument("--epsilon", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--evaluation-share", type=float, default=None, help="every hospital's [training] evaluation_share"
+    )
     args = parser.parse_args()
 
     from workbench import settings
@@ -48,6 +51,7 @@ def main() -> None:
                 seed=seed,
                 baselines=False,
                 echo=lambda _: None,
+                site_policy=None if args.evaluation_share is None else {"evaluation_share": args.evaluation_share},
             )
         auc = summary["models"]["federated DP-SGD"]["weighted"]["auc"]
         aucs.append(auc)

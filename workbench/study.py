@@ -77,15 +77,16 @@ def run_study(
     simulate_sites: int = 4,
     simulate_rows: int = 5000,
     seed: int = 7,
+    site_policy: dict[str, Any] | None = None,
     **hyperparameters: Any,
 ) -> dict[str, Any]:
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    site_policy = None
+    site_policy = dict(site_policy or {})
     if data is not None and target and not (Path(data) / "data_dictionary.json").exists():
         # Without a dictionary nothing names the outcome: each simulated hospital's IT
         # allows the study's, as a real one would in its node.toml ([training] allowed_targets).
-        site_policy = {"allowed_targets": (target,)}
+        site_policy.setdefault("allowed_targets", (target,))
     wb = Workbench.simulate(
         data=data,
         workdir=out,
