@@ -8,7 +8,7 @@ to the state folder, so a node restarted mid-run keeps the same noise instead of
 recalibrating against a history its own earlier rounds changed.
 
 The study's ``target_epsilon`` covers everything the run releases at this site, not
-only DP-SGD. A share of the room it leaves (the site's ``evaluation_share``, 10% by
+only DP-SGD. A share of the room it leaves (the site's ``evaluation_share``, 20% by
 default) pays for the releases beside the model updates, each a Gaussian count:
 
 - one noisy number of training records, the FedAvg weight (released in round 1, kept

@@ -30,7 +30,7 @@ from federation.protocol.task_kinds import RANGES
 from federation.site.alerts import alerts_for, raise_alerts
 from federation.site.analytics_task import ANALYTICS_HANDLERS
 from federation.site.audit import append_audit, audit_path, utc_now
-from federation.site.config import NodeConfigError, NodePolicy, load_node_config
+from federation.site.config import NodeConfigError, NodePolicy, NodePolicyError, load_node_config
 from federation.site.evaluation_task import handle_evaluate
 from federation.site.gate import check_request
 from federation.site.range_task import handle_ranges
@@ -55,7 +55,7 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
 
     ``node_toml`` (the node config key ``node-toml``) is where a deployed node's policy
     lives; without it (the simulation) every task is allowed with the site's own
-    disclosure settings (``NodePolicy.default_for``).
+    disclosure settings and training policy (``NodePolicy.default_for``).
     """
     received = utc_now()
     info = describe_request(kind=kind, msg=msg)
@@ -97,7 +97,11 @@ class _Refusal:
 
 def _site_and_policy(*, site: SiteConfig, node_toml: str | Path | None) -> tuple[SiteConfig, NodePolicy, str | None]:
     if not node_toml:
-        return site, NodePolicy.default_for(site), None
+        try:
+            return site, NodePolicy.default_for(site), None
+        except NodePolicyError as err:  # a simulated site's overrides break a rule: serve nothing
+            fallback = NodePolicy.default_for(SiteConfig(**{**site.__dict__, "policy_overrides": ()}))
+            return site, fallback, f"site {site.site_id}'s policy is invalid, so it serves nothing until fixed: {err}"
     try:
         node = load_node_config(Path(str(node_toml)))
     except NodeConfigError as err:

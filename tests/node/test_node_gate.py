@@ -249,3 +249,13 @@ def test_a_training_on_a_spent_project_is_the_projects_budget_refusal_and_nothin
     assert "other-study" not in refusal["reason"] and "cap" not in refusal["reason"]
     assert not re.search(r"\b10(\.0+)?\b", refusal["reason"]), "the dataset's cap of 10 stays at the site"
     assert _ledger_kinds(node) == before
+
+
+def test_a_simulated_site_with_a_broken_policy_refuses_instead_of_crashing(node):
+    from dataclasses import replace
+
+    site = replace(node.site, policy_overrides=(("holdout_fraction", 0.9),))
+    refusal = serve(kind="query:count", msg=received(_count()), site=site).content["refusal"]
+    assert refusal["kind"] == "error" and "holdout_fraction" not in refusal["reason"]
+    line = [e for e in recent_entries(path=audit_path(site.state_dir)) if e["kind"] == "request"][0]
+    assert "policy is invalid" in line["decision"]["reason"] and "at most 0.5" in line["decision"]["reason"]
