@@ -719,8 +719,14 @@ class Ledger:
             Path(out).write_text(json.dumps(cp, indent=2) + "\n")
         return cp
 
-    def receipt(self, entry: LedgerEntry) -> SpendReceipt:
-        """The signed receipt of a commit or an uncovered release, to send with it."""
+    def receipt(self, entry: LedgerEntry, *, dataset_total: bool = True) -> SpendReceipt:
+        """The signed receipt of a commit or an uncovered release, to send with it.
+
+        ``dataset_total=False`` leaves the dataset's total (every project's spending)
+        out of the receipt, as a site does for a receipt that goes to a requester: it
+        then speaks of the release and of its own project only (reconciliation skips
+        what a receipt does not state).
+        """
         if entry.kind not in ("commit", "uncovered"):
             raise LedgerError(
                 f"A receipt proves a release (a commit or an uncovered release); entry seq "
@@ -748,7 +754,7 @@ class Ledger:
                 mechanism=entry.mechanism,
                 epsilon=entry.epsilon,
                 project_epsilon_after=entry.project_epsilon_after,
-                dataset_epsilon_after=entry.epsilon_after,
+                dataset_epsilon_after=entry.epsilon_after if dataset_total else None,
                 delta=entry.delta,
                 run_id=entry.run_id,
                 round=entry.round,

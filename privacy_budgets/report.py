@@ -170,8 +170,9 @@ def _assumptions_html() -> str:
         "Each dataset's epsilons are stated at its own delta.",
         "Reservations count as spent until committed or aborted; a commit may charge less "
         "than its reservation, never more.",
-        "Releases marked 'uncovered' (row counts, evaluation metrics) carry no DP guarantee "
-        "and are listed for the board's judgement.",
+        "Releases marked 'uncovered' (only where a site's policy opts in: a true-count floor, "
+        "exact evaluation metrics or training losses) carry no DP guarantee and are listed for "
+        "the board's judgement.",
         "DP-SGD guarantees assume per-record gradient clipping and Poisson sampling as stated.",
     ]
     return "<h2>Assumptions</h2><ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"

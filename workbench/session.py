@@ -21,7 +21,8 @@ from federation.data.dictionary import DataDictionary
 from federation.data.errors import DataDictionaryError
 from federation.data.loader import load_sites, site_files
 from federation.data.unranged import UnrangedSchema, infer_schema_without_ranges
-from federation.protocol.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec, refuse_site_owned
+from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
 from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder, SiteArrays
@@ -97,6 +98,7 @@ class Workbench:
         delta: float = 1e-5,
         min_cell_size: int | dict[str, int] | None = None,
         true_count_floor: int | dict[str, int] | None = None,
+        site_policy: dict[str, Any] | None = None,
     ) -> Workbench:
         """Hospitals simulated on this machine, on Flower's simulation engine.
 
@@ -109,6 +111,11 @@ class Workbench:
         ``min_cell_size`` and ``true_count_floor`` are the sites' disclosure rules for
         analytics (one number for all sites, or site id -> number; see
         ``federation/analytics/disclosure.py``): by default 5 and none.
+        ``site_policy`` sets other keys of every simulated site's policy, as its IT
+        would in node.toml's [training] section, by name: e.g. ``{"holdout_fraction":
+        0.3, "allowed_targets": ["cardiac_event"]}``. Each site owns its held-out split,
+        the outcomes a study may predict and its limits on a study's sizes; by default a
+        simulated site has the defaults of ``workbench node init``.
         """
         workdir = Path(workdir)
         if data is None:
@@ -141,6 +148,7 @@ class Workbench:
                 dictionary_path=dictionary_path,
                 min_cell_size=_per_site(min_cell_size, site_id),
                 true_count_floor=_per_site(true_count_floor, site_id),
+                policy_overrides=tuple((site_policy or {}).items()),
             )
             for site_id, path in sorted(paths.items())
         ]
@@ -306,6 +314,7 @@ class Workbench:
         from federation.engines.simulation import run_simulated_training
         from federation.training.models import build_model
 
+        refuse_site_owned(hyperparameters)
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
         encoder, range_finding = None, None
@@ -340,6 +349,10 @@ class Workbench:
         encoder = outcome.encoder
         model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
         model.load_state_dict(outcome.arrays.to_torch_state_dict())
+        totals = {}
+        for s in self._sites:  # a simulation holds every ledger; a coordinator never does
+            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+                totals[s.site_id] = ledger.spent(dataset=s.dataset)
         return TrainingResult(
             spec=spec,
             history=observer.history(),
@@ -348,6 +361,8 @@ class Workbench:
             stopped_reason=outcome.stopped_reason,
             encoder=encoder,
             study_dictionary=outcome.dictionary,
+            pooled=observer.pooled_history(),
+            dataset_totals=totals,
         )
 
     def plan_training(
@@ -367,8 +382,10 @@ class Workbench:
         calibrate, the project's total before and after, the ledger's total after the
         study and whether that fits its cap and the project's allocation;
         ``plan.what_if`` (and ``plan.plot()``) show epsilon against noise and rounds.
-        The arguments are those of ``train``.
+        The arguments are those of ``train``. Each site's plan splits the target between
+        DP-SGD and its noisy evaluations (its ``evaluation_share``): the columns show both.
         """
+        refuse_site_owned(hyperparameters)
         return plan_training(
             self,
             target_epsilon=target_epsilon,
@@ -440,6 +457,22 @@ class Workbench:
 
         return cost(sites=self._sites, queries=queries, project=project)
 
+    def held_out_metrics(self, *, result: TrainingResult) -> pd.DataFrame:
+        """``result``'s model on every site's held-out rows, exactly (loss, accuracy, AUC).
+
+        Only a simulation can compute this: it holds every hospital's table. The
+        hospitals themselves send only noisy counts (``result.history`` and
+        ``result.weighted()`` are estimates from those); this shows what the model
+        really does, on the same rows as the baselines of ``local_arrays``.
+        """
+        from federation.training.evaluation import binary_metrics, predict_proba
+
+        rows = []
+        for site, arrays in self.local_arrays(result=result).items():
+            metrics = binary_metrics(y_true=arrays.y_test, proba=predict_proba(model=result.model, x=arrays.x_test))
+            rows.append({"model": "federated DP-SGD", "site": site, "num_examples": len(arrays.y_test), **metrics})
+        return pd.DataFrame(rows)
+
     def local_arrays(self, *, result: TrainingResult) -> dict[str, SiteArrays]:
         """Every site's splits as ``result``'s study encoded them, read here: only a
         simulation can do this (for baselines)."""
@@ -447,7 +480,8 @@ class Workbench:
         if result.study_dictionary is not None:
             config = {"study-dictionary": json.dumps(result.study_dictionary.to_json())}
         return {
-            s.site_id: site_arrays(site=s, spec=result.spec, encoder=result.encoder, config=config) for s in self._sites
+            s.site_id: site_arrays(site=s, policy=site_policy(s), encoder=result.encoder, config=config)
+            for s in self._sites
         }
 
 
@@ -479,6 +513,11 @@ class BudgetReports:
             "<h4>Ethics board reports</h4><table><tr><th>site</th><th>report</th><th>ledger</th>"
             f"<th>verification</th></tr>{rows}</table>"
         )
+
+
+def site_policy(site: SiteConfig) -> NodePolicy:
+    """A simulated site's policy: the defaults of ``node init``, with its overrides."""
+    return NodePolicy.default_for(site)
 
 
 def _per_site(value: int | dict[str, int] | None, site_id: str) -> int | None:

@@ -60,6 +60,8 @@ def init(
     ),
 ) -> None:
     """Write a commented node.toml and the node's key pair; print the public key to register."""
+    import secrets
+
     from federation.site.config import write_node_template
     from federation.site.keys import generate_node_keys
 
@@ -89,6 +91,7 @@ def init(
             coordinator_address=coordinator,
             ca_certificate=out / "ca.crt",
             node_private_key=private_key,
+            holdout_seed=secrets.randbelow(2**31),  # the site's own: no coordinator knows its held-out rows
             overwrite=force,
         )
         load_node_config(toml_path)  # what was written must read back, or nothing is left behind

@@ -10,8 +10,9 @@ Order of work at the site, and why:
    dictionary (a bad query is refused before any data is read or budget spent);
 2. the data is read and fingerprinted; a released answer to the same question on the
    same data version is replayed for free (see ``cache``);
-3. the noise is calibrated at the site's own delta, the mechanism is reserved in the
-   site's ledger (or refused with the ledger's numbers);
+3. the noise is calibrated at the site's own delta; from here the site's one charged
+   path (``charged_path.charged_release``) runs the release: per-request cap, reserve
+   (or a refusal in the project's own numbers), then
 4. the exact statistics are computed, noised with fresh OS entropy, derived and
    suppressed; a failure here aborts the reservation (nothing was released);
 5. the spend is committed; with a true-count floor, an uncovered release is recorded
@@ -36,10 +37,10 @@ from federation.data.loader import fingerprint as data_fingerprint
 from federation.data.loader import load_site_data, read_site_bytes
 from federation.errors import BudgetRefused, InternalFault, InvalidRequest, PolicyRefused
 from federation.protocol.query_request import QueryRequest
+from federation.site.charged_path import Charge, Declared, Ran, charged_release
 from federation.site.config import disclosure_rules
-from federation.site.request_cap import check_request_cap
 from federation.site.site_config import SiteConfig
-from privacy_budgets import BudgetExceeded, Ledger, LedgerError
+from privacy_budgets import Ledger, LedgerError
 from privacy_budgets.mechanisms import describe_event
 from privacy_budgets.records import utc_now
 
@@ -78,8 +79,8 @@ def _check(request: QueryRequest, site: SiteConfig) -> _Checked:
         raise InternalFault(f"analytics need the site's data dictionary: {err}") from None
     try:
         query = request.query.check(dictionary=dictionary)
-    except QueryError as err:
-        raise InvalidRequest(str(err)) from None
+    except QueryError as err:  # about the query and the public dictionary: sent as it is
+        raise InvalidRequest(str(err), public=str(err)) from None
     return _Checked(query=query, rules=rules, dictionary=dictionary)
 
 
@@ -117,20 +118,8 @@ def answer_query(*, request: QueryRequest, site: SiteConfig) -> SiteAnswer:
                 noise_multiplier=kept.noise_multiplier,
                 uncovered=bool(rules.true_count_floor),
             )
-        try:
-            check_request_cap(ledger=ledger, site=site, project=request.project, event=event)
-            reservation = ledger.reserve(
-                dataset=site.dataset,
-                project=request.project,
-                event=event,
-                actor=request.actor,
-                purpose=f"analytics: {query.describe()} ({describe_event(event)})",
-                run_id=request.run_id,
-                query_id=query.query_id,
-            )
-        except BudgetExceeded as err:
-            raise BudgetRefused(str(err)) from None
-        try:
+
+        def run() -> Ran:
             exact = exact_cells(query=query, frame=data.frame, dictionary=checked.dictionary)
             release = make_release(
                 query=query,
@@ -140,14 +129,24 @@ def answer_query(*, request: QueryRequest, site: SiteConfig) -> SiteAnswer:
                 rng=fresh_rng(),
                 site_id=site.site_id,
             )
-            text = release.to_text()
-        except Exception as err:
-            ledger.abort(reservation, reason=f"analytics query failed before any release: {err!r}")
-            raise InternalFault(f"the site could not compute {query.describe()}: {err}") from None
-        entry = ledger.commit(reservation)
-        receipts = [ledger.receipt(entry).to_dict()]
-        if rules.true_count_floor:
-            receipts.append(ledger.receipt(_record_floor(ledger, site, request, query, rules)).to_dict())
+            declared = (_floor_declared(query, rules),) if rules.true_count_floor else ()
+            return Ran(value=(release, release.to_text()), declared=declared)
+
+        charged = charged_release(
+            ledger=ledger,
+            site=site,
+            charge=Charge(
+                project=request.project,
+                actor=request.actor,
+                event=event,
+                purpose=f"analytics: {query.describe()} ({describe_event(event)})",
+                run_id=request.run_id,
+                query_id=query.query_id,
+            ),
+            run=run,
+        )
+        release, text = charged.value
+        receipts = charged.receipts
         cache.put(
             key,
             CachedAnswer(
@@ -164,23 +163,19 @@ def answer_query(*, request: QueryRequest, site: SiteConfig) -> SiteAnswer:
             release=release,
             release_text=text,
             receipts=receipts,
-            epsilon=float(entry.epsilon),
+            epsilon=charged.epsilon,
             noise_multiplier=multiplier,
             uncovered=bool(rules.true_count_floor),
         )
 
 
-def _record_floor(ledger: Ledger, site: SiteConfig, request: QueryRequest, query: Query, rules: DisclosureRules):
-    return ledger.record_uncovered(
-        dataset=site.dataset,
-        project=request.project,
-        actor=request.actor,
+def _floor_declared(query: Query, rules: DisclosureRules) -> Declared:
+    return Declared(
         what=(
             f"which cells of {query.query_id} hold fewer than {rules.true_count_floor} records "
             "(true counts): the suppression pattern of a true-count floor"
         ),
         purpose=f"analytics disclosure control: {query.describe()}",
-        run_id=request.run_id,
         details={"query_id": query.query_id, "true_count_floor": rules.true_count_floor},
     )
 
