@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.analytics.disclosure import DisclosureRuleError, DisclosureRules, rules_for
+from federation.analytics.limits import AnalyticsLimits
 from federation.errors import BadInput
 from federation.site.node_keys import (
     DEFAULT_ALLOWED_TASKS,
@@ -99,7 +100,12 @@ class _PolicyRules:
             min_cell_size=max(smallest, LOWEST_MIN_CELL_SIZE),
             true_count_floor=site.true_count_floor,
             max_epsilon_per_request=site.max_epsilon_per_request,
+            **site.analytics_limits.to_json(),
         )
+
+    def analytics_limits(self) -> AnalyticsLimits:
+        """The [analytics] keys, as the analytics take them (federation/analytics/limits.py)."""
+        return AnalyticsLimits(**{name: getattr(self, name) for name in AnalyticsLimits.__dataclass_fields__})
 
 
 NodePolicy = make_dataclass(
@@ -140,6 +146,7 @@ class _NodeFiles:
             min_cell_size=self.policy.min_cell_size,
             true_count_floor=self.policy.true_count_floor,
             max_epsilon_per_request=self.policy.max_epsilon_per_request,
+            analytics_limits=self.policy.analytics_limits(),
         )
 
     def node_config_entries(self) -> dict[str, str]:

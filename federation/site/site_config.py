@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from federation.analytics.limits import AnalyticsLimits
 
 # Keys of the node config (``flower-supernode --node-config``) that locate a site.
 SITE_ID_KEY = "site-id"
@@ -30,6 +32,8 @@ class SiteConfig:
     workbench defaults, a minimum cell size of 5 and no floor on true counts).
     ``max_epsilon_per_request`` is the site's cap on one request's cost (None: no cap
     beyond the ledger's; set from node.toml, see federation/site/request_cap.py).
+    ``analytics_limits``: the site's limits on a query's sizes ([analytics] in node.toml;
+    federation/analytics/limits.py), the workbench defaults unless set.
     """
 
     site_id: str
@@ -40,6 +44,7 @@ class SiteConfig:
     min_cell_size: int | None = None
     true_count_floor: int | None = None
     max_epsilon_per_request: float | None = None
+    analytics_limits: AnalyticsLimits = field(default_factory=AnalyticsLimits)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_path", Path(self.data_path))
@@ -64,13 +69,17 @@ class SiteConfig:
         return self.state_dir / "analytics-cache"
 
     def to_json(self) -> dict[str, str]:
-        return {k: str(v) for k, v in asdict(self).items() if v is not None}
+        data = {k: str(v) for k, v in asdict(self).items() if v is not None and k != "analytics_limits"}
+        data["analytics_limits"] = json.dumps(self.analytics_limits.to_json())
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SiteConfig:
         data = dict(data)
         if data.get("max_epsilon_per_request") is not None:
             data["max_epsilon_per_request"] = float(data["max_epsilon_per_request"])
+        if "analytics_limits" in data:
+            data["analytics_limits"] = AnalyticsLimits.from_json(json.loads(data["analytics_limits"]))
         return cls(**data)
 
     @classmethod
