@@ -185,12 +185,22 @@ class Query:
         if unknown:
             raise QueryError(f"Unknown query field(s) {sorted(unknown)}; a query has {sorted(known)}.")
         kwargs = {k: v for k, v in data.items() if k != "format"}
-        kwargs["where"] = tuple(Filter.from_json(f) for f in kwargs.get("where", []))
-        for name in ("columns", "bins", "probabilities", "by"):
-            kwargs[name] = tuple(kwargs.get(name) or ())
-        if kwargs.get("bounds") is not None:
-            kwargs["bounds"] = tuple(kwargs["bounds"])
-        return cls(**kwargs)
+        try:
+            kwargs["where"] = tuple(Filter.from_json(f) for f in kwargs.get("where", []))
+            for name in ("columns", "bins", "probabilities", "by"):
+                value = kwargs.get(name) or ()
+                if isinstance(value, (str, dict)) or not hasattr(value, "__iter__"):
+                    raise QueryError(f"A query's {name} travels as a list; got {value!r:.80}.")
+                kwargs[name] = tuple(value)
+            if kwargs.get("bounds") is not None:
+                kwargs["bounds"] = tuple(kwargs["bounds"])
+            return cls(**kwargs)
+        except (TypeError, ValueError) as err:
+            if isinstance(err, QueryError):
+                raise
+            raise QueryError(
+                f"A query's fields have the wrong shape or type ({err}); write it with Query.to_json."
+            ) from None
 
     def canonical(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
@@ -205,8 +215,9 @@ class Query:
         """The question, without what a query says about its privacy or display: equal
         for queries that ask the same of the data whatever their epsilon, noise
         multiplier, mechanism, minimum cell size or label (kind, columns, canonical
-        filter, bounds, bins, probabilities and strata). A site counts fresh answers to
-        one question to raise its repeated-query alert."""
+        filter: its conditions in any order, each once; bounds, bins, probabilities and
+        strata). A site counts fresh answers to one question to raise its repeated-query
+        alert."""
         body = {
             "kind": self.kind,
             "column": self.column,
@@ -215,7 +226,7 @@ class Query:
             "bounds": list(self.bounds) if self.bounds else None,
             "bins": list(self.bins),
             "probabilities": list(self.probabilities),
-            "where": sorted(json.dumps(f.to_json(), sort_keys=True) for f in self.where),
+            "where": sorted({json.dumps(f.to_json(), sort_keys=True) for f in self.where}),  # order, repeats
             "by": sorted(self.by),
         }
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))

@@ -35,8 +35,10 @@ def test_a_simulated_study_serves_through_the_gate_and_stops_clearly_at_a_paused
 
     refused = list(reversed(recent_entries(path=audit_path(paused.state_dir))))
     assert [(e["kind"], e.get("task"), e.get("alert")) for e in refused] == [
+        ("received", "train", None),
         ("request", "train", None),
         ("alert", "train", "paused"),
+        ("received", "evaluate", None),
         ("request", "evaluate", None),
         ("alert", "evaluate", "paused"),
     ]
