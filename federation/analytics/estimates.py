@@ -8,7 +8,8 @@ suppressed its part: a partial sum would mislead) and their noise variances.
 Standard errors and intervals describe the DP noise, which is known exactly: the
 interval covers, at the stated level, the value the same computation WITHOUT noise
 would give on the same records (the site's exact answer). Direct counts use the
-noise's own distribution (normal, or Laplace for one site's Laplace draw); ratios and
+noise's own distribution (normal, or the exact discrete Laplace for one site's Laplace
+draw; a discrete Gaussian's parameter, used as its deviation, bounds it from above); ratios and
 curves use the delta method, so their coverage is approximate and holds when counts
 are well above the noise. Survival answers also carry Greenwood's sampling error
 (computed from the noisy counts) and intervals for both errors together.
