@@ -65,7 +65,7 @@ from privacy_budgets.mechanisms import composed_event
 # below the noise's own effect on any answer.
 CALIBRATION_RTOL = 1e-6
 # The bracket of a calibrated query. One count at the least noise already costs
-# epsilon 17 at delta 1e-5. At the most noise one count costs about epsilon 0.003, near
+# epsilon 17 at delta 1e-5. At the most noise one count costs about epsilon 0.0016, near
 # the floor of the ledger's PLD arithmetic (its discretisation is 1e-3); a discrete
 # Gaussian's PLD grows with its sigma, so more noise would only cost time.
 MIN_NOISE_MULTIPLIER = 0.3
