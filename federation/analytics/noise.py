@@ -47,16 +47,18 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
 
 import dp_accounting as dpa
+import numpy as np
 
-from federation.analytics.cells import statistics
+from federation.analytics.cells import on_grid, statistics
 from federation.analytics.errors import NoiseError, QueryError
 from federation.analytics.query import Query
-from federation.analytics.secure_noise import MECHANISMS, check_scale, noise_event
+from federation.analytics.secure_noise import MECHANISMS, add_secure_noise, check_scale, noise_event
 from privacy_budgets.accounting import calibrate_noise
 from privacy_budgets.accounting import epsilon as composed_epsilon
 from privacy_budgets.mechanisms import composed_event
@@ -181,6 +183,36 @@ def _plan_for(statistics_of: dict, mechanism: str, m: float) -> NoisePlan:
         step, sensitivity = (1.0, 1) if real is None else _grid(real, m)
         planned[name] = StatisticNoise(component=component, sensitivity=sensitivity, step=step, scale=m * sensitivity)
     return NoisePlan(mechanism=mechanism, noise_multiplier=m, statistics=MappingProxyType(planned))
+
+
+def secure_noisy_sum(
+    values: np.ndarray,
+    *,
+    low: float,
+    high: float,
+    noise_multiplier: float,
+    mechanism: str = "gaussian",
+    sampler: Callable[..., np.ndarray] = add_secure_noise,
+) -> tuple[float, dpa.DpEvent]:
+    """The sum of ``values`` (one per patient) clipped to [low, high], added on the
+    fixed-point grid above with secure noise, and the exact DpEvent of its release: for
+    callers outside a query (a study's noisy clipped loss sum,
+    ``federation/analytics/count_release.py``). Reserve the event before calling, commit
+    after. The sensitivity is max(|low|, |high|) (no centring: the count is not known
+    here), noise ``noise_multiplier`` x that, on the grid; returns (noisy sum, event).
+    """
+    low, high = float(low), float(high)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise NoiseError(f"a clipped sum needs finite bounds with low < high; got ({low!r}, {high!r}).")
+    multiplier = check_scale(name="noise_multiplier", scale=noise_multiplier)
+    real = max(abs(low), abs(high))
+    step, sensitivity = _grid(real, multiplier)
+    grid = StatisticNoise(component=0, sensitivity=sensitivity, step=step, scale=multiplier * sensitivity)
+    units = on_grid(np.clip(np.asarray(values, dtype=float), low, high), grid)
+    total = np.array([int(units.sum())], dtype=np.int64)
+    event = noise_event(mechanism=mechanism, scale=grid.scale, sensitivity=sensitivity)
+    noisy = np.asarray(sampler(total, mechanism=mechanism, scale=check_scale(name="the sum's noise", scale=grid.scale)))
+    return float(noisy[0]) * step, event
 
 
 def noise_std(*, mechanism: str, scale: float) -> float:

@@ -27,7 +27,9 @@ every scale is checked here, where the noise is drawn, as well as when the query
 validated (defence in depth).
 
 The interface a release needs, also for the evaluation counts of a study
-(``federation/analytics/count_release.py`` calls ``secure_noisy_counts``):
+(``federation/analytics/count_release.py`` calls ``secure_noisy_counts``; a clipped sum of
+real values, such as a loss, goes through ``noise.secure_noisy_sum``, which puts it on a
+fixed-point grid first):
 
 >>> noisy, event = secure_noisy_counts(np.array([120, 7, 0]), noise_multiplier=4.0)
 >>> noisy.dtype.kind, noisy.shape

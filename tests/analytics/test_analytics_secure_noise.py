@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from _analytics_helpers import PROJECT
+from _analytics_helpers import PROJECT, no_noise
 
 from federation.analytics import secure_noise
 from federation.analytics.errors import NoiseError
-from federation.analytics.noise import GRID_NOISE_STEPS, noise_std, plan_noise
+from federation.analytics.noise import GRID_NOISE_STEPS, noise_std, plan_noise, secure_noisy_sum
 from federation.analytics.query import Query
 from federation.analytics.secure_noise import add_secure_noise, noise_event, secure_noisy_counts
 from federation.protocol.query_request import QueryRequest
@@ -69,6 +69,20 @@ def test_noisy_counts_come_with_the_exact_event_of_their_release():
     assert event == DiscreteGaussianDpEvent(sigma=4.0, sensitivity=1)
     _, laplace = secure_noisy_counts(np.array([1]), noise_multiplier=4.0, mechanism="laplace")
     assert laplace == noise_event(mechanism="laplace", scale=4.0)
+
+
+def test_a_noisy_clipped_sum_comes_with_the_exact_event_of_its_release():
+    """For a study's noisy loss sum: values clipped, added on the grid, one discrete event."""
+    values = np.array([0.2, 0.7, 3.5, 1.0, -2.0])  # clipped to [0, 2]: 0.2 + 0.7 + 2 + 1 + 0
+    step = 2.0 ** math.ceil(math.log2(2.0 * 5.0 / GRID_NOISE_STEPS))  # the grid's rule: 2^-6 here
+    exact, event = secure_noisy_sum(values, low=0.0, high=2.0, noise_multiplier=5.0, sampler=no_noise)
+    assert exact == pytest.approx(3.9, abs=len(values) * step / 2)  # each value within half a step
+    assert isinstance(event, DiscreteGaussianDpEvent) and event.sigma == 5.0 * event.sensitivity
+    assert event.sensitivity == 2.0 / step  # the whole sensitivity covers the largest value
+    noisy, again = secure_noisy_sum(values, low=0.0, high=2.0, noise_multiplier=5.0)
+    assert again == event and (noisy / step).is_integer()
+    with pytest.raises(NoiseError):
+        secure_noisy_sum(values, low=0.0, high=2.0, noise_multiplier=5e-324)
 
 
 def test_opendps_own_privacy_map_agrees_with_what_the_ledger_records():
