@@ -79,9 +79,16 @@ class PausedRefused(Refused):
 
 class InternalFault(Exception):
     """Something broke that the person did not cause; nothing was released. Its text
-    stays at the site: a requester learns only the kind and an incident id."""
+    stays at the site: a requester learns only the kind, an incident id and, where
+    given, ``public``: words about the site's state that hold no value of the data
+    (its audit log cannot be written; its data does not validate)."""
 
     kind: ClassVar[str] = "error"
+
+    def __init__(self, reason: str = "", *, public: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.public = public
 
 
 # What a requester is told when a refusal carries no public text of its own.
@@ -99,7 +106,7 @@ def public_reason(error: BaseException) -> str:
     has one (a refusal built from the request, the policy and the project's own budget),
     else one sentence for its kind. Never an exception's message."""
     public = getattr(error, "public", None)
-    if isinstance(error, Refused) and public:
+    if isinstance(error, (Refused, InternalFault)) and public:
         return str(public)
     return _GENERIC[refusal_kind(error)] + "."
 

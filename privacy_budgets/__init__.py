@@ -46,6 +46,8 @@ _EXPORTS = {
     "gaussian_event": "privacy_budgets.mechanisms",
     "laplace_event": "privacy_budgets.mechanisms",
     "composed_event": "privacy_budgets.mechanisms",
+    "discrete_gaussian_event": "privacy_budgets.mechanisms",
+    "discrete_laplace_event": "privacy_budgets.mechanisms",
     "NEIGHBOURING_RELATION": "privacy_budgets.mechanisms",
     "epsilon": "privacy_budgets.accounting",
     "calibrate_dpsgd_noise": "privacy_budgets.accounting",

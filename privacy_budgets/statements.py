@@ -22,7 +22,12 @@ import dp_accounting as dpa
 
 from privacy_budgets.entries import LedgerEntry
 from privacy_budgets.errors import fmt_epsilon
-from privacy_budgets.mechanisms import describe_event, event_from_json
+from privacy_budgets.mechanisms import (
+    DiscreteGaussianDpEvent,
+    DiscreteLaplaceDpEvent,
+    describe_event,
+    event_from_json,
+)
 
 RELATION_WORDS = "add/remove-one-patient"
 
@@ -121,6 +126,10 @@ def safe_statement(entry: LedgerEntry) -> str:
         return f"(no statement: this entry cannot be read: {err})"
 
 
+# Mechanisms that release one (vector of) noisy statistic(s).
+_SINGLE_STATISTIC = (dpa.GaussianDpEvent, dpa.LaplaceDpEvent, DiscreteLaplaceDpEvent, DiscreteGaussianDpEvent)
+
+
 def release_kind(entry: LedgerEntry) -> str:
     """The kind of a release, for counting: DP-SGD updates, statistics by noise, other."""
     try:
@@ -134,6 +143,10 @@ def release_kind(entry: LedgerEntry) -> str:
         return "statistics, Gaussian noise"
     if isinstance(inner, dpa.LaplaceDpEvent):
         return "statistics, Laplace noise"
+    if isinstance(inner, DiscreteGaussianDpEvent):
+        return "statistics, discrete Gaussian noise"
+    if isinstance(inner, DiscreteLaplaceDpEvent):
+        return "statistics, discrete Laplace noise"
     return f"other ({type(inner).__name__})"
 
 
@@ -146,11 +159,9 @@ def what_released(event: dpa.DpEvent) -> str:
             f"a model update trained with DP-SGD ({steps} steps, each on a Poisson sample of "
             f"{q:.4g} of the records, noise multiplier {sigma:.4g})"
         )
-    if isinstance(event, (dpa.GaussianDpEvent, dpa.LaplaceDpEvent)):
+    if isinstance(event, _SINGLE_STATISTIC):
         return f"a statistic with {describe_event(event)}"
-    if isinstance(event, dpa.SelfComposedDpEvent) and isinstance(
-        event.event, (dpa.GaussianDpEvent, dpa.LaplaceDpEvent)
-    ):
+    if isinstance(event, dpa.SelfComposedDpEvent) and isinstance(event.event, _SINGLE_STATISTIC):
         return f"{event.count} statistics, each with {describe_event(event.event)}"
     return f"several releases together: {describe_event(event)}"
 

@@ -1,60 +1,75 @@
 """Noisy counts, and the exact mechanism that ran, for releases outside the query language.
 
-A site's evaluation of a study's model (per-class counts of predictions at a public
-threshold grid and a clipped loss sum) and its one FedAvg weight (its number of
-training records) leave the site only through ``noisy_counts``: counts in, noise
-and sensitivity in, the noisy values and the ``DpEvent`` the ledger charges out. The
-event is built here, from the noise that was actually added, so a caller cannot charge
-one mechanism and run another.
+A site's evaluation of a study's model and its one FedAvg weight (its number of
+training records) leave the site only through this module. The noise is drawn on the
+integers from a cryptographically secure source (``secure_noise``, OpenDP), and each
+release is recorded as the discrete mechanism that ran, never as a continuous one.
+The events are functions of public numbers only (the noise multiplier, the grids), so
+a site reserves exactly the event it will commit before it reads a value.
 
-Today the noise is Gaussian from fresh OS entropy on floats (the same source as the
-analytics' queries, ``noise.fresh_rng``). Issue 13's discrete secure noise replaces
-the internals here (and the event with the one that matches it); the signature stays.
+- The row count: one discrete Gaussian count, sensitivity 1 (``count_event``).
+- An evaluation: one patient falls in exactly one (class, score bin) cell of a public
+  threshold grid and adds a clipped loss in [0, 1] (in units of the clip). The cells
+  and the loss sum are two releases, each at noise multiplier sqrt(2) x m: Gaussian
+  precisions add, so together they cost about what one Gaussian of multiplier m on the
+  whole vector (L2 sensitivity sqrt(2)) would, and the ledger composes the exact
+  discrete events (``evaluation_event``).
 
->>> values, event = noisy_counts(counts=[120, 30], noise_multiplier=4.0, sensitivity=1.0)
->>> values.shape, type(event).__name__, event.noise_multiplier
-((2,), 'GaussianDpEvent', 4.0)
+>>> value, event = release_count(count=120, noise_multiplier=4.0)
+>>> isinstance(value, int), type(event).__name__, event.sigma
+(True, 'DiscreteGaussianDpEvent', 4.0)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import dp_accounting as dpa
 import numpy as np
 
-from federation.analytics.noise import fresh_rng
-from privacy_budgets.mechanisms import gaussian_event
+from federation.analytics.noise import clipped_sum_event, secure_noisy_sum
+from federation.analytics.secure_noise import check_scale, noise_event, secure_noisy_counts
+from privacy_budgets.mechanisms import composed_event
+
+# Each half of an evaluation gets sqrt(2) x the multiplier: two releases whose
+# precisions add up to the one Gaussian the site planned.
+EVALUATION_SPLIT = math.sqrt(2.0)
 
 
-def noisy_counts(
-    *,
-    counts: Sequence[float] | np.ndarray,
-    noise_multiplier: float,
-    sensitivity: float,
-    rng: np.random.Generator | None = None,
-) -> tuple[np.ndarray, dpa.DpEvent]:
-    """``counts`` with Gaussian noise of standard deviation ``noise_multiplier`` x
-    ``sensitivity`` added to each, and the event that covers them all at once.
+def count_event(*, noise_multiplier: float) -> dpa.DpEvent:
+    """The exact event of ``release_count`` at ``noise_multiplier``."""
+    return noise_event(
+        mechanism="gaussian", scale=check_scale(name="noise_multiplier", scale=noise_multiplier), sensitivity=1
+    )
 
-    ``sensitivity`` is the L2 norm of the largest change one patient can make to the
-    whole vector (adding or removing that patient). Both numbers must be positive and
-    finite (a zero or subnormal noise would be no noise: refused here, where the noise
-    is added, whatever the caller checked). ``rng`` is for tests; by default the noise
-    comes from fresh OS entropy.
-    """
-    for name, value in (("noise_multiplier", noise_multiplier), ("sensitivity", sensitivity)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a positive finite number; got {value!r}.")
-        if value < np.finfo(float).tiny * 1e6:
-            raise ValueError(f"{name} must be a positive normal number well above 0; got {value!r}.")
-    values = np.asarray(counts, dtype=float)
-    if values.ndim != 1 or not np.all(np.isfinite(values)):
-        raise ValueError("counts must be a flat list of finite numbers.")
-    std = float(noise_multiplier) * float(sensitivity)
-    if not math.isfinite(std) or std <= 0:
-        raise ValueError(f"the noise's standard deviation must be positive and finite; got {std!r}.")
-    generator = rng if rng is not None else fresh_rng()
-    noisy = values + generator.normal(0.0, std, size=values.shape)
-    return noisy, gaussian_event(noise_multiplier=float(noise_multiplier))
+
+def release_count(*, count: int, noise_multiplier: float) -> tuple[int, dpa.DpEvent]:
+    """``count`` with discrete Gaussian noise of sigma ``noise_multiplier`` (secure), and its event."""
+    noisy, event = secure_noisy_counts(np.array([int(count)], dtype=np.int64), noise_multiplier=noise_multiplier)
+    return int(noisy[0]), event
+
+
+def evaluation_event(*, noise_multiplier: float) -> dpa.DpEvent:
+    """The exact event of ``release_evaluation`` at ``noise_multiplier``."""
+    scale = check_scale(name="noise_multiplier", scale=noise_multiplier) * EVALUATION_SPLIT
+    return composed_event(
+        [
+            noise_event(mechanism="gaussian", scale=scale, sensitivity=1),
+            clipped_sum_event(low=0.0, high=1.0, noise_multiplier=scale),
+        ]
+    )
+
+
+def release_evaluation(
+    *, counts: np.ndarray, loss_units: np.ndarray, noise_multiplier: float
+) -> tuple[np.ndarray, dpa.DpEvent, float]:
+    """The noisy evaluation vector (the cells, then the loss sum in units of the clip),
+    its exact event, and the noise's standard deviation on each cell.
+
+    ``counts``: whole numbers, each patient in exactly one of them; ``loss_units``: one
+    clipped loss per patient, in [0, 1]."""
+    scale = check_scale(name="noise_multiplier", scale=noise_multiplier) * EVALUATION_SPLIT
+    cells, cells_event = secure_noisy_counts(np.asarray(counts, dtype=np.int64), noise_multiplier=scale)
+    loss, loss_event = secure_noisy_sum(np.asarray(loss_units, dtype=float), low=0.0, high=1.0, noise_multiplier=scale)
+    vector = np.concatenate([cells.astype(float), [loss]])
+    return vector, composed_event([cells_event, loss_event]), scale

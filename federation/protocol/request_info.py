@@ -17,12 +17,17 @@ from typing import Any
 
 from flwr.app import Message
 
-from federation.protocol.task_kinds import EVALUATE, QUERY_PREFIX, TRAIN
+from federation.analytics.errors import QueryError
+from federation.analytics.query import Query
+from federation.protocol.query_request import QUERY_CONFIG_KEY
+from federation.protocol.task_kinds import COST_KIND, EVALUATE, QUERY_PREFIX, RANGES, TRAIN
 
 _LONG = 1000  # characters: a longer parameter (an encoder, a dictionary) is kept as its hash
 # Keys that differ between otherwise identical requests (a fresh run id per call);
 # left out of the identity used to spot repeated queries.
 _NOT_IDENTITY = ("spec-run-id", "run-id")
+# Query tasks that release nothing from the data's values under a query of their own.
+_PRICED_OR_RANGES = (f"{QUERY_PREFIX}{COST_KIND}", f"{QUERY_PREFIX}{RANGES}")
 # What each kind of task is called in a malformed-request refusal (as its handler says it).
 _MALFORMED = {
     TRAIN: "malformed training request",
@@ -44,6 +49,7 @@ class RequestInfo:
     src_node_id: int | None
     parameters: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
+    query_question: str | None = None  # Query.question_id of an analytics query (read from the full text)
 
     @property
     def identity(self) -> str:
@@ -51,6 +57,14 @@ class RequestInfo:
         same = {k: v for k, v in self.parameters.items() if k not in _NOT_IDENTITY}
         text = json.dumps({"task": self.kind, "parameters": same}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def question(self) -> str:
+        """What the repeated-query check counts: for an analytics query, its question
+        (``Query.question_id``: epsilon, noise and label left out, the filter in canonical
+        order), so an offset of 1e-12 in epsilon is the same question; for other tasks
+        (and a query that cannot be read) the request's identity."""
+        return self.query_question or self.identity
 
     @property
     def malformed_reason(self) -> str:
@@ -107,8 +121,20 @@ def describe_request(*, kind: str, msg: Message) -> RequestInfo:
         run_id=None if run_id is None else str(run_id),
         parameters=parameters,
         problem=problem,
+        query_question=_question(kind, config),
         **meta,
     )
+
+
+def _question(kind: str, config: dict[str, Any]) -> str | None:
+    """The question of an analytics query, from its whole text (a long query is kept in
+    ``parameters`` only by its hash, so the question is read here); None otherwise."""
+    if not kind.startswith(QUERY_PREFIX) or kind in _PRICED_OR_RANGES or QUERY_CONFIG_KEY not in config:
+        return None
+    try:
+        return Query.from_json(str(config[QUERY_CONFIG_KEY])).question_id
+    except (QueryError, TypeError, ValueError, KeyError):
+        return None
 
 
 def _metadata(msg: Message) -> dict[str, Any]:

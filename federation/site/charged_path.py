@@ -112,8 +112,8 @@ def charged_release(*, ledger: Ledger, site: SiteConfig, charge: Charge, run: Ca
         raise budget_refusal(ledger=ledger, site=site, project=charge.project, error=err) from None
     try:
         ran = run()
-    except Refused as err:
-        ledger.abort(reservation, reason=f"refused before any release: {err}")
+    except (Refused, InternalFault) as err:  # already in words the site chose: pass them on
+        ledger.abort(reservation, reason=f"stopped before any release: {type(err).__name__}: {err}")
         raise
     except Exception as err:
         ledger.abort(reservation, reason=f"failed before any release: {type(err).__name__}: {err}")

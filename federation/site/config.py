@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from federation.analytics.disclosure import DisclosureRuleError, DisclosureRules, rules_for
+from federation.analytics.limits import AnalyticsLimits
 from federation.errors import BadInput
 from federation.site.node_keys import (
     DEFAULT_ALLOWED_TASKS,
@@ -116,8 +117,13 @@ class _PolicyRules:
             "max_epsilon_per_request": site.max_epsilon_per_request,
             # the held-out split is never smaller than the site's smallest cell
             "min_holdout_rows": max(DEFAULT_MIN_HOLDOUT_ROWS, smallest),
+            **site.analytics_limits.to_json(),
         }
         return cls(**{**values, **overrides})
+
+    def analytics_limits(self) -> AnalyticsLimits:
+        """The [analytics] keys, as the analytics take them (federation/analytics/limits.py)."""
+        return AnalyticsLimits(**{name: getattr(self, name) for name in AnalyticsLimits.__dataclass_fields__})
 
 
 def between_keys(policy: Any) -> tuple[str, str, Any, str] | None:
@@ -171,6 +177,7 @@ class _NodeFiles:
             min_cell_size=self.policy.min_cell_size,
             true_count_floor=self.policy.true_count_floor,
             max_epsilon_per_request=self.policy.max_epsilon_per_request,
+            analytics_limits=self.policy.analytics_limits(),
         )
 
     def node_config_entries(self) -> dict[str, str]:

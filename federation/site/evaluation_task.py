@@ -18,7 +18,7 @@ import json
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from federation.analytics.count_release import noisy_counts
+from federation.analytics.count_release import evaluation_event, release_evaluation
 from federation.errors import InvalidRequest
 from federation.protocol.replies import EVALUATION_KEY, site_record
 from federation.site.charged_path import Charge, Declared, Ran, already_charged, charged_release, uncovered_left
@@ -35,15 +35,13 @@ from federation.site.training_limits import (
     read_training_request,
 )
 from federation.training.evaluation import (
-    EVALUATION_SENSITIVITY,
     NoisyEvaluation,
     binary_metrics,
-    evaluation_cells,
+    evaluation_counts,
     predict_proba,
 )
 from federation.training.models import build_model
 from privacy_budgets import Ledger
-from privacy_budgets.mechanisms import gaussian_event
 
 
 def handle_evaluate(msg: Message, site: SiteConfig, policy: NodePolicy) -> Message:
@@ -79,12 +77,9 @@ def handle_evaluate(msg: Message, site: SiteConfig, policy: NodePolicy) -> Messa
             model.load_state_dict(state)
             model = with_site_parameters(model=model, site=site, spec=spec)  # the site's own intercept, if any
             proba = predict_proba(model=model, x=arrays.x_test)
-            cells, event = noisy_counts(
-                counts=evaluation_cells(y_true=arrays.y_test, proba=proba),
-                noise_multiplier=noise,
-                sensitivity=EVALUATION_SENSITIVITY,
-            )
-            evaluation = NoisyEvaluation.from_cells(cells=cells, noise_std=noise * EVALUATION_SENSITIVITY)
+            counts, losses = evaluation_counts(y_true=arrays.y_test, proba=proba)
+            cells, event, noise_std = release_evaluation(counts=counts, loss_units=losses, noise_multiplier=noise)
+            evaluation = NoisyEvaluation.from_cells(cells=cells, noise_std=noise_std)
             declared = ()
             metrics = None
             if exact:
@@ -105,7 +100,7 @@ def handle_evaluate(msg: Message, site: SiteConfig, policy: NodePolicy) -> Messa
             charge=Charge(
                 project=spec.project,
                 actor=spec.coordinator,
-                event=gaussian_event(noise_multiplier=noise),
+                event=evaluation_event(noise_multiplier=noise),
                 purpose=(
                     f"federated evaluation, round {server_round} of {spec.rounds}: noisy per-class counts at "
                     "a public threshold grid and a clipped loss sum"

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from federation.analytics import limits as analytics_limits
+from federation.analytics.query import MAX_BINS
 from federation.errors import BadInput
 from federation.protocol.task_kinds import ALL_QUERIES, EVALUATE, POLICY_WORDS, TRAIN
 
@@ -216,6 +218,12 @@ def _web_url(value: str) -> tuple[str, str] | None:
     )
 
 
+def _at_most(value: int, highest: int, name: str) -> tuple[str, str] | None:
+    if value <= highest:
+        return None
+    return (f"must be at most {highest}", f"set {name} to a whole number from 1 to {highest}.")
+
+
 # The disclosure rules of the site (see the module docstring).
 DEFAULT_MIN_CELL_SIZE = 5
 LOWEST_MIN_CELL_SIZE = 3
@@ -247,6 +255,8 @@ SECTION_COMMENTS: dict[str, str] = {
     "training": "What a study may ask of this site. The held-out split, the outcomes and columns a study\n"
     "may use, and the limits on every size a coordinator picks are the site's: a request outside\n"
     "them is refused before any data is read, with the rule, the value and the fix.",
+    "analytics": "Limits on what one analytics query may ask of this site. A query beyond them is\n"
+    "refused before any data is read or any privacy loss computed, with the rule and the fix.",
     "alerts": "Where alerts go besides the audit log (refused requests, requests over a cap, a\n"
     "paused node being asked, repeated identical queries). Both optional.",
 }
@@ -391,7 +401,10 @@ KEYS: tuple[NodeKey, ...] = (
         "whole",
         field="repeated_query_limit",
         default=DEFAULT_REPEATED_QUERY_LIMIT,
-        comment="Identical requests (same task and parameters) allowed before an alert is raised.",
+        comment="Fresh answers to the same question allowed within 24 h before an alert is raised. A\n"
+        "query is the same question whatever its epsilon, noise or label (same kind, columns,\n"
+        "filter, bounds, bins and strata); free replays of a kept answer do not count. Other\n"
+        "tasks: the same task with the same parameters.",
         fix="set how many identical requests may come before an alert, "
         f"e.g. repeated_query_limit = {DEFAULT_REPEATED_QUERY_LIMIT}.",
     ),
@@ -564,6 +577,56 @@ KEYS: tuple[NodeKey, ...] = (
         fix="set learning_rate_range = [0.0001, 10.0] (the default): two positive numbers, low first.",
     ),
     NodeKey(
+        "analytics",
+        "max_query_epsilon",
+        "positive number",
+        field="max_query_epsilon",
+        default=analytics_limits.DEFAULT_MAX_QUERY_EPSILON,
+        comment="The most epsilon one analytics query may ask for.",
+        fix=f"set max_query_epsilon = {analytics_limits.DEFAULT_MAX_QUERY_EPSILON:g} (the default) or another "
+        "positive number.",
+    ),
+    NodeKey(
+        "analytics",
+        "min_noise_multiplier",
+        "positive number",
+        field="min_noise_multiplier",
+        default=analytics_limits.DEFAULT_MIN_NOISE_MULTIPLIER,
+        comment="The least noise a query may state (noise per unit of sensitivity); also the least noise\n"
+        "the site calibrates a query's epsilon to.",
+        fix=f"set min_noise_multiplier = {analytics_limits.DEFAULT_MIN_NOISE_MULTIPLIER:g} (the default) or "
+        "another positive number.",
+    ),
+    NodeKey(
+        "analytics",
+        "max_bins",
+        "whole",
+        field="max_bins",
+        default=analytics_limits.DEFAULT_MAX_BINS,
+        rules=(lambda value: _at_most(value, MAX_BINS, "max_bins"),),
+        comment=f"Most bins of a histogram's, quantiles' or survival curve's grid (never above {MAX_BINS}).",
+        fix=f"set max_bins = {analytics_limits.DEFAULT_MAX_BINS} (the default) or a whole number from 1 to {MAX_BINS}.",
+    ),
+    NodeKey(
+        "analytics",
+        "max_strata",
+        "whole",
+        field="max_strata",
+        default=analytics_limits.DEFAULT_MAX_STRATA,
+        comment="Most strata (combinations of the categories of a query's by columns) one query may ask for.",
+        fix=f"set max_strata = {analytics_limits.DEFAULT_MAX_STRATA} (the default) or another whole number.",
+    ),
+    NodeKey(
+        "analytics",
+        "max_probabilities",
+        "whole",
+        field="max_probabilities",
+        default=analytics_limits.DEFAULT_MAX_PROBABILITIES,
+        comment="Most probabilities one quantiles query may ask for.",
+        fix=f"set max_probabilities = {analytics_limits.DEFAULT_MAX_PROBABILITIES} (the default) or another "
+        "whole number.",
+    ),
+    NodeKey(
         "alerts",
         "command",
         "text",
@@ -612,7 +675,7 @@ def dataclass_fields(keys: tuple[NodeKey, ...], *, defaults: bool) -> list[tuple
     return specs
 
 
-POLICY_SECTIONS = ("policy", "training", "alerts")  # keys of NodePolicy; the others are NodeConfig's
+POLICY_SECTIONS = ("policy", "training", "analytics", "alerts")  # keys of NodePolicy; the others are NodeConfig's
 # Every section and its keys, in file order (anything else is refused).
 LAYOUT: dict[str, tuple[str, ...]] = {}
 for _key in KEYS:

@@ -9,19 +9,22 @@ recalibrating against a history its own earlier rounds changed.
 
 The study's ``target_epsilon`` covers everything the run releases at this site, not
 only DP-SGD. A share of the room it leaves (the site's ``evaluation_share``, 20% by
-default) pays for the releases beside the model updates, each a Gaussian count:
+default) pays for the releases beside the model updates, each noised on the integers
+from a secure source and charged as the discrete mechanism that ran
+(``federation/analytics/count_release.py``):
 
 - one noisy number of training records, the FedAvg weight (released in round 1, kept
   in this plan and sent again for free in later rounds);
 - one noisy evaluation per round (noisy per-class counts at a public threshold grid
   and a clipped loss sum; ``federation/training/evaluation.py``).
 
-Gaussian releases compose as one Gaussian whose precision (1 / noise multiplier^2) is
-the sum of theirs, so the share is found as one Gaussian and its precision divided:
-half to the final round's evaluation (the one a study reports), a tenth to the row
-count, the rest evenly to the other rounds' evaluations. DP-SGD is then calibrated so
-that the prior spending, all these releases and the training together stay within the
-target, in the ledger's own arithmetic (PLD).
+Gaussian releases compose about as one Gaussian whose precision (1 / noise
+multiplier^2) is the sum of theirs, so the share is found as one Gaussian and its
+precision divided: half to the final round's evaluation (the one a study reports), a
+tenth to the row count, the rest evenly to the other rounds' evaluations; sigma is
+searched so that the exact discrete events of these releases cost the share. DP-SGD is
+then calibrated so that the prior spending, all these releases and the training
+together stay within the target, in the ledger's own arithmetic (PLD).
 """
 
 from __future__ import annotations
@@ -36,18 +39,19 @@ from typing import Any
 
 import dp_accounting as dpa
 
+from federation.analytics.count_release import count_event, evaluation_event
 from federation.errors import BudgetRefused, InvalidRequest
 from federation.protocol.spec import TrainingSpec
 from federation.training.dp_sgd import planned_sampling
 from privacy_budgets import Ledger, accounting
 from privacy_budgets.errors import NoNoiseFits, ProjectBudgetSpent
-from privacy_budgets.mechanisms import composed_event, dpsgd_event, gaussian_event
+from privacy_budgets.mechanisms import composed_event, dpsgd_event
 from privacy_budgets.planning import calibrate_for_project
 
 # Shares of the evaluation share's precision (see the module docstring).
 FINAL_EVALUATION_SHARE = 0.5
 WEIGHT_SHARE = 0.1
-_RELEASE_NOISE_MAX = 1e6  # a share this small is no evaluation at all
+_RELEASE_NOISE_MAX = 2000.0  # a share needing more is no evaluation at all (and a discrete PLD that large is slow)
 
 
 class PlanRefused(BudgetRefused):
@@ -107,10 +111,22 @@ class SitePlan:
 def release_events(plan: SitePlan) -> list[dpa.DpEvent]:
     if plan.weight_noise <= 0:
         return []  # a plan written before evaluations were charged
-    events = [gaussian_event(noise_multiplier=plan.weight_noise)]
-    if plan.rounds > 1:
-        events.append(gaussian_event(noise_multiplier=plan.evaluation_noise, count=plan.rounds - 1))
-    events.append(gaussian_event(noise_multiplier=plan.final_evaluation_noise))
+    return _release_events(
+        rounds=plan.rounds,
+        weight_noise=plan.weight_noise,
+        evaluation_noise=plan.evaluation_noise,
+        final_evaluation_noise=plan.final_evaluation_noise,
+    )
+
+
+def _release_events(
+    *, rounds: int, weight_noise: float, evaluation_noise: float, final_evaluation_noise: float
+) -> list[dpa.DpEvent]:
+    """The discrete events of the row count and every round's evaluation, as charged."""
+    events = [count_event(noise_multiplier=weight_noise)]
+    if rounds > 1:
+        events += [evaluation_event(noise_multiplier=evaluation_noise)] * (rounds - 1)
+    events.append(evaluation_event(noise_multiplier=final_evaluation_noise))
     return events
 
 
@@ -132,21 +148,26 @@ def _plan_path(plans_dir: Path, spec: TrainingSpec, dataset: str) -> Path:
 
 
 def _release_noise(*, share_epsilon: float, delta: float, rounds: int, floor: float) -> dict[str, float]:
-    """Noise multipliers of the row count and the evaluations so that, composed, they
-    cost ``share_epsilon`` (see the module docstring)."""
-    sigma, _ = accounting.calibrate_noise(
-        cost=lambda m: accounting.epsilon(events=[gaussian_event(noise_multiplier=m)], delta=delta),
-        target_epsilon=share_epsilon,
-        minimum=floor,
-        maximum=_RELEASE_NOISE_MAX,
-    )
+    """Noise multipliers of the row count and the evaluations so that, composed as the
+    discrete events the site will charge, they cost ``share_epsilon`` (see the module
+    docstring: the precision of one Gaussian of multiplier sigma, divided)."""
     intermediate = (1.0 - FINAL_EVALUATION_SHARE - WEIGHT_SHARE) / (rounds - 1) if rounds > 1 else 0.0
     final = FINAL_EVALUATION_SHARE if rounds > 1 else 1.0 - WEIGHT_SHARE
-    return {
-        "weight_noise": sigma / math.sqrt(WEIGHT_SHARE),
-        "evaluation_noise": sigma / math.sqrt(intermediate) if intermediate else 0.0,
-        "final_evaluation_noise": sigma / math.sqrt(final),
-    }
+
+    def noise_of(sigma: float) -> dict[str, float]:
+        return {
+            "weight_noise": sigma / math.sqrt(WEIGHT_SHARE),
+            "evaluation_noise": sigma / math.sqrt(intermediate) if intermediate else 0.0,
+            "final_evaluation_noise": sigma / math.sqrt(final),
+        }
+
+    def cost(sigma: float) -> float:
+        return accounting.epsilon(events=_release_events(rounds=rounds, **noise_of(sigma)), delta=delta)
+
+    sigma, _ = accounting.calibrate_noise(
+        cost=cost, target_epsilon=share_epsilon, minimum=floor, maximum=_RELEASE_NOISE_MAX
+    )
+    return noise_of(sigma)
 
 
 def calibrate_plan(
@@ -283,4 +304,4 @@ def training_event(*, plan: SitePlan, steps: int, sampling_rate: float, with_wei
     event = dpsgd_event(noise_multiplier=plan.noise_multiplier, sampling_rate=sampling_rate, steps=steps)
     if not with_weight:
         return event
-    return composed_event([event, gaussian_event(noise_multiplier=plan.weight_noise)])
+    return composed_event([event, count_event(noise_multiplier=plan.weight_noise)])

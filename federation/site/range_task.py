@@ -12,7 +12,6 @@ import json
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from federation.analytics.noise import fresh_rng
 from federation.analytics.ranges import noisy_range, range_event
 from federation.data.loader import parse_csv, parse_parquet, read_site_bytes
 from federation.errors import InvalidRequest
@@ -53,8 +52,7 @@ def handle_ranges(msg: Message, site: SiteConfig, policy: NodePolicy) -> Message
 
     def run() -> Ran:
         values = _numeric_columns(site, columns)
-        rng = fresh_rng()  # fresh OS entropy: predictable noise is no noise
-        return Ran(value={c: noisy_range(values=v, noise_std=noise_std, rng=rng) for c, v in values.items()})
+        return Ran(value={c: noisy_range(values=v, noise_std=noise_std) for c, v in values.items()})
 
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         charged = charged_release(

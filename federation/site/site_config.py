@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from federation.analytics.limits import AnalyticsLimits
 
 # Keys of the node config (``flower-supernode --node-config``) that locate a site.
 SITE_ID_KEY = "site-id"
@@ -33,6 +35,8 @@ class SiteConfig:
     ``policy_overrides`` sets other keys of a simulated site's policy, by NodePolicy
     field (``(("holdout_fraction", 0.3),)``): what a hospital's IT would write in
     node.toml's [training] section. A deployed node reads its node.toml instead.
+    ``analytics_limits``: the site's limits on a query's sizes ([analytics] in node.toml;
+    federation/analytics/limits.py), the workbench defaults unless set.
     """
 
     site_id: str
@@ -44,6 +48,7 @@ class SiteConfig:
     true_count_floor: int | None = None
     max_epsilon_per_request: float | None = None
     policy_overrides: tuple[tuple[str, Any], ...] = ()
+    analytics_limits: AnalyticsLimits = field(default_factory=AnalyticsLimits)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_path", Path(self.data_path))
@@ -74,9 +79,14 @@ class SiteConfig:
         return self.state_dir / "analytics-cache"
 
     def to_json(self) -> dict[str, str]:
-        data = {k: str(v) for k, v in asdict(self).items() if v is not None and k != "policy_overrides"}
+        data = {
+            k: str(v)
+            for k, v in asdict(self).items()
+            if v is not None and k not in ("policy_overrides", "analytics_limits")
+        }
         if self.policy_overrides:
             data["policy_overrides"] = json.dumps(dict(self.policy_overrides))
+        data["analytics_limits"] = json.dumps(self.analytics_limits.to_json())
         return data
 
     @classmethod
@@ -86,6 +96,8 @@ class SiteConfig:
             data["max_epsilon_per_request"] = float(data["max_epsilon_per_request"])
         if data.get("policy_overrides"):
             data["policy_overrides"] = tuple(json.loads(data["policy_overrides"]).items())
+        if "analytics_limits" in data:
+            data["analytics_limits"] = AnalyticsLimits.from_json(json.loads(data["analytics_limits"]))
         return cls(**data)
 
     @classmethod

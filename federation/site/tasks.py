@@ -2,16 +2,23 @@
 
 A task kind is "train", "evaluate" or "query:<name>" (a query message's
 ``query-kind``). Adding an analysis means registering one handler here. ``serve`` is
-the door: the policy gate decides first (gate.py), then the handler runs; whatever
-happens (served, refused, or a handler's exception, turned into an "error" refusal so
-the node never crashes on a request) one line goes to the site's audit log, and
-suspicious requests raise alerts (alerts.py).
+the door: the request is first written to the site's audit log (a "received" line),
+then the policy gate decides (gate.py), then the handler runs; whatever happens
+(served, refused, or a handler's exception, turned into an "error" refusal so the node
+never crashes on a request) a "request" line records the decision, and suspicious
+requests raise alerts (alerts.py).
 
 Handlers raise their refusals; only ``serve`` turns one into a reply. The reply says
 what kind of refusal it is, carries an incident id, and holds only the refusal's
 public words (``federation.errors.public_reason``: built from the request, the site's
 policy and the project's own budget). The whole story (exception text, values, paths)
 goes to the audit log under that incident id and never leaves the site.
+
+The audit fails closed. A request whose "received" line cannot be written is refused
+before the gate, the ledger or the data are touched: nothing computed, nothing charged.
+An answer whose "request" line cannot be written is withheld (the reply becomes an
+"error" refusal): a charge may then stand in the ledger for a release that never left
+the site, which over-counts and never hides a release.
 """
 
 from __future__ import annotations
@@ -60,6 +67,16 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
     received = utc_now()
     info = describe_request(kind=kind, msg=msg)
     site, policy, broken = _site_and_policy(site=site, node_toml=node_toml)
+    try:
+        _record_received(info=info, site=site, received=received)
+    except Exception:
+        log.exception("site %s cannot write its audit log at %s", site.site_id, audit_path(site.state_dir))
+        return _fail_closed(
+            msg,
+            site=site,
+            why=f"site {site.site_id} cannot write its audit log, so it serves nothing until its IT fixes that "
+            "(fail closed): nothing was computed or charged.",
+        )
     refused: _Refusal | None = None
     try:
         if broken:
@@ -80,9 +97,19 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
     if refused is not None:
         reply = refusal(msg, site_id=site.site_id, error=refused.error, incident=refused.incident)
     try:
-        _record(info=info, site=site, policy=policy, reply=reply, received=received, refused=refused)
-    except Exception:  # the reply still goes; the operator sees why the log lacks a line
-        log.exception("site %s could not write its audit log at %s", site.site_id, audit_path(site.state_dir))
+        alerts = _record(info=info, site=site, policy=policy, reply=reply, received=received, refused=refused)
+    except Exception:
+        log.exception("site %s could not record its answer at %s", site.site_id, audit_path(site.state_dir))
+        return _fail_closed(
+            msg,
+            site=site,
+            why=f"site {site.site_id} could not record its answer in its audit log, so the answer is withheld "
+            "(fail closed); any charge stands in its ledger, and nothing was released.",
+        )
+    try:
+        raise_alerts(alerts=alerts, policy=policy, audit_file=audit_path(site.state_dir))
+    except Exception:  # the request's own line is written: the answer may go; the operator sees this
+        log.exception("site %s could not raise its alerts", site.site_id)
     return reply
 
 
@@ -93,6 +120,31 @@ class _Refusal:
     def __init__(self, *, error: BaseException) -> None:
         self.error = error
         self.incident = new_incident()
+
+
+def _fail_closed(msg: Message, *, site: SiteConfig, why: str) -> Message:
+    """The refusal of a request the audit log could not record (the log itself is the
+    problem, so this incident lives in the node's own log, not in the audit log)."""
+    failure = _Refusal(error=InternalFault(why, public=why))
+    return refusal(msg, site_id=site.site_id, error=failure.error, incident=failure.incident)
+
+
+def _record_received(*, info: RequestInfo, site: SiteConfig, received: str) -> None:
+    """The write-ahead line: who asks for what, before anything is decided or computed."""
+    append_audit(
+        path=audit_path(site.state_dir),
+        entry={
+            "kind": "received",
+            "time": received,
+            "site": site.site_id,
+            "run_id": info.run_id,
+            "message_id": info.message_id,
+            "coordinator": info.coordinator(),
+            "task": info.kind,
+            "project": info.project,
+            "request_hash": info.identity,
+        },
+    )
 
 
 def _site_and_policy(*, site: SiteConfig, node_toml: str | Path | None) -> tuple[SiteConfig, NodePolicy, str | None]:
@@ -122,17 +174,24 @@ def _record(
     reply: Message,
     received: str,
     refused: _Refusal | None,
-) -> None:
+) -> list:
+    """Write the request's decision line; returns the alerts it raises (not yet sent)."""
     file = audit_path(site.state_dir)
     sent = reply.content[REFUSAL_KEY] if REFUSAL_KEY in reply.content else None
     refusal_kind = None if sent is None else str(sent["kind"])
     # The whole story stays here; the requester got ``public`` and the incident id.
     reason = None if refused is None else str(refused.error)
-    # Decided before this request's own line is written, so "earlier identical" is exact.
-    alerts = alerts_for(
-        info=info, site_id=site.site_id, refusal_kind=refusal_kind, reason=reason, policy=policy, audit_file=file
-    )
     epsilon, entries, replay = _charged(reply)
+    # Decided before this request's own line is written, so "earlier answers" is exact.
+    alerts = alerts_for(
+        info=info,
+        site_id=site.site_id,
+        refusal_kind=refusal_kind,
+        reason=reason,
+        policy=policy,
+        audit_file=file,
+        replay=replay,
+    )
     append_audit(
         path=file,
         entry={
@@ -147,6 +206,7 @@ def _record(
             "project": info.project,
             "parameters": info.parameters,
             "request_hash": info.identity,
+            "question": info.question,
             "decision": {
                 "outcome": "refused" if sent is not None else "served",
                 "refusal_kind": refusal_kind,
@@ -159,7 +219,7 @@ def _record(
             "replay": replay,
         },
     )
-    raise_alerts(alerts=alerts, policy=policy, audit_file=file)
+    return alerts
 
 
 def _charged(reply: Message) -> tuple[float, list[int], bool]:

@@ -16,7 +16,7 @@ import math
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from federation.analytics.count_release import noisy_counts
+from federation.analytics.count_release import release_count
 from federation.errors import InvalidRequest
 from federation.protocol.replies import site_record
 from federation.site.charged_path import Charge, Declared, Ran, already_charged, charged_release, uncovered_left
@@ -84,8 +84,8 @@ def handle_train(msg: Message, site: SiteConfig, policy: NodePolicy) -> Message:
             )
             weight = plan.fedavg_weight
             if weight_due:
-                noisy, count_event = noisy_counts(counts=[n_train], noise_multiplier=plan.weight_noise, sensitivity=1.0)
-                weight = max(1, int(round(float(noisy[0]))))
+                noisy, count_event = release_count(count=n_train, noise_multiplier=plan.weight_noise)
+                weight = max(1, noisy)
                 event = composed_event([event, count_event])
             declared = ()
             if exact_loss and math.isfinite(outcome.mean_loss):

@@ -45,21 +45,29 @@ LOSS_CLIP = 5.0  # nats: a patient's log loss counts up to this (a probability o
 EVALUATION_SENSITIVITY = float(np.sqrt(2.0))
 
 
-def evaluation_cells(
+def evaluation_counts(
     *, y_true: np.ndarray, proba: np.ndarray, thresholds: tuple[float, ...] = EVALUATION_THRESHOLDS
-) -> np.ndarray:
-    """The exact vector a site noises: negatives per score bin, positives per score bin,
-    then the clipped loss sum / LOSS_CLIP. Bin i holds scores in [t[i-1], t[i])."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a site noises: the counts (negatives per score bin, then positives per score
+    bin; each patient in exactly one) and each patient's clipped log loss in units of
+    LOSS_CLIP (in [0, 1]). Bin i holds scores in [t[i-1], t[i])."""
     y = np.asarray(y_true) >= 0.5
     p = np.asarray(proba, dtype=float)
     bins = np.searchsorted(np.asarray(thresholds), p, side="right")
     n_bins = len(thresholds) + 1
-    negatives = np.bincount(bins[~y], minlength=n_bins).astype(float)
-    positives = np.bincount(bins[y], minlength=n_bins).astype(float)
+    negatives = np.bincount(bins[~y], minlength=n_bins)
+    positives = np.bincount(bins[y], minlength=n_bins)
     q = np.clip(p, 1e-12, 1 - 1e-12)
     loss = -np.where(y, np.log(q), np.log(1 - q))
-    scaled = float(np.minimum(loss, LOSS_CLIP).sum() / LOSS_CLIP)
-    return np.concatenate([negatives, positives, [scaled]])
+    return np.concatenate([negatives, positives]).astype(np.int64), np.minimum(loss, LOSS_CLIP) / LOSS_CLIP
+
+
+def evaluation_cells(
+    *, y_true: np.ndarray, proba: np.ndarray, thresholds: tuple[float, ...] = EVALUATION_THRESHOLDS
+) -> np.ndarray:
+    """The exact vector before noise: the counts, then the clipped loss sum / LOSS_CLIP."""
+    counts, losses = evaluation_counts(y_true=y_true, proba=proba, thresholds=thresholds)
+    return np.concatenate([counts.astype(float), [float(losses.sum())]])
 
 
 @dataclass(frozen=True)

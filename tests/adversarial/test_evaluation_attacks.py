@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from _adversary import PROJECT, leaks, refusal, reply_text, set_key, study_message
 
+from federation.analytics.count_release import evaluation_event
+from federation.training.evaluation import evaluation_counts
 from privacy_budgets import accounting
 from privacy_budgets.mechanisms import event_from_json, gaussian_event
 
@@ -50,8 +52,9 @@ def test_a_site_whose_own_split_is_too_small_evaluates_nothing(site):
 
 
 def test_evaluating_the_same_round_again_is_refused_and_each_evaluation_costs_its_epsilon(site):
-    """Ten evaluations of one round: the first is charged (a Gaussian on the noisy
-    counts, at the noise the site's plan set), the other nine are refused."""
+    """Ten evaluations of one round: the first is charged (discrete Gaussians on the
+    noisy counts and the loss sum, at the noise the site's plan set), the other nine
+    are refused."""
     replies = [site.ask(study_message("evaluate", server_round=1)) for _ in range(10)]
     assert "evaluation" in replies[0].content
     for reply in replies[1:]:
@@ -61,13 +64,14 @@ def test_evaluating_the_same_round_again_is_refused_and_each_evaluation_costs_it
     assert len(commits) == 1
     event = event_from_json(commits[0].mechanism)
     noise = float(replies[0].content["site"]["noise-multiplier"])
-    assert event == gaussian_event(noise_multiplier=noise)
+    assert event == evaluation_event(noise_multiplier=noise)
     assert commits[0].epsilon == pytest.approx(accounting.epsilon(events=[event], delta=1e-5), rel=1e-6)
     # what came back is noisy counts, at the noise that was charged
     sent = json.loads(str(replies[0].content["evaluation"]["evaluation"]))
     assert sent["noise_std"] == pytest.approx(noise * np.sqrt(2))
     cells = np.array([*sent["negatives"], *sent["positives"]])
-    assert not np.allclose(cells, np.round(cells))  # not exact counts
+    empty, _ = evaluation_counts(y_true=np.zeros(0), proba=np.zeros(0))
+    assert cells.shape == empty.shape and np.allclose(cells, np.round(cells))  # noise on the integers
 
 
 def test_ten_evaluations_of_ten_rounds_cost_their_honest_epsilon_and_stay_within_the_target(site):
@@ -173,4 +177,4 @@ def test_the_notebook_api_refuses_a_chosen_split_before_anything_runs(tmp_path):
         from privacy_budgets import Ledger
 
         with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
-            assert [e.kind for e in ledger.entries()] == ["genesis", "set_cap"]
+            assert [e.kind for e in ledger.entries()] == ["genesis", "board", "set_cap"]

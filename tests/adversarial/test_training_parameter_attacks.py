@@ -15,9 +15,11 @@ import torch
 from _adversary import ENCODER, leaks, refusal, reply_text, set_key, spec, study_message
 from flwr.app import ArrayRecord
 
+from federation.analytics.count_release import count_event
+from federation.analytics.ranges import range_event
 from federation.coordinator.server_app import initial_arrays
 from privacy_budgets import accounting
-from privacy_budgets.mechanisms import composed_event, dpsgd_event, event_from_json, gaussian_event
+from privacy_budgets.mechanisms import composed_event, dpsgd_event, event_from_json
 
 
 @pytest.fixture
@@ -99,7 +101,7 @@ def test_an_honest_round_costs_the_steps_that_ran_and_once_the_noisy_row_count(s
                 sampling_rate=float(info["sampling-rate"]),
                 steps=int(info["steps"]),
             ),
-            gaussian_event(noise_multiplier=float(info["weight-noise"])),
+            count_event(noise_multiplier=float(info["weight-noise"])),
         ]
     )
     assert event_from_json(commit.mechanism) == expected
@@ -171,4 +173,4 @@ def test_a_range_query_with_tiny_noise_or_an_excluded_column_is_refused_before_r
     assert "does not allow a range of 'bmi'" in refusal(ranges(["age", "bmi"], 5.0))["reason"]
     assert len(site.ledger_entries()) == before
     assert "ranges" in ranges(["age"], 5.0).content  # within limits: served and charged
-    assert np.isclose(site.spent(), accounting.epsilon(events=[gaussian_event(noise_multiplier=5.0)], delta=1e-5))
+    assert np.isclose(site.spent(), accounting.epsilon(events=[range_event(noise_std=5.0, n_columns=1)], delta=1e-5))

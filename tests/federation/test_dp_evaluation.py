@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from federation.analytics.count_release import noisy_counts
+from federation.analytics.count_release import count_event, evaluation_event, release_count, release_evaluation
+from federation.analytics.errors import NoiseError
 from federation.training.evaluation import (
     EVALUATION_SENSITIVITY,
     EVALUATION_THRESHOLDS,
@@ -15,8 +16,10 @@ from federation.training.evaluation import (
     NoisyEvaluation,
     binary_metrics,
     evaluation_cells,
+    evaluation_counts,
 )
-from privacy_budgets.mechanisms import gaussian_event
+from privacy_budgets.accounting import epsilon
+from privacy_budgets.mechanisms import DiscreteGaussianDpEvent, gaussian_event
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +67,24 @@ def test_noisy_estimates_carry_their_spread_and_pool_over_sites(scores):
     assert again == pooled
 
 
-def test_noisy_counts_returns_the_event_of_the_noise_it_added():
-    values, event = noisy_counts(counts=np.zeros(20000), noise_multiplier=3.0, sensitivity=2.0)
-    assert event == gaussian_event(noise_multiplier=3.0)
-    assert np.std(values) == pytest.approx(6.0, rel=0.05)
+def test_releases_return_the_exact_discrete_event_of_the_noise_they_added(scores):
+    value, event = release_count(count=120, noise_multiplier=3.0)
+    assert isinstance(value, int) and event == count_event(noise_multiplier=3.0)
+    assert event == DiscreteGaussianDpEvent(sigma=3.0, sensitivity=1)
+
+    y, proba = scores
+    counts, losses = evaluation_counts(y_true=y, proba=proba)
+    assert counts.dtype == np.int64 and counts.sum() == len(y) and ((0 <= losses) & (losses <= 1)).all()
+    cells, event, noise_std = release_evaluation(counts=counts, loss_units=losses, noise_multiplier=2.0)
+    assert event == evaluation_event(noise_multiplier=2.0)  # what the site reserved is what ran
+    assert noise_std == pytest.approx(2.0 * np.sqrt(2.0))
+    assert np.all(cells[:-1] == np.rint(cells[:-1]))  # whole numbers: noise on the integers
+    # two discrete releases at sqrt(2) x the multiplier cost about one Gaussian of it
+    two = epsilon(events=[event], delta=1e-5)
+    assert two == pytest.approx(epsilon(events=[gaussian_event(noise_multiplier=2.0)], delta=1e-5), rel=0.05)
     for bad in (0.0, 5e-324, float("nan"), float("inf"), -1.0):
-        with pytest.raises(ValueError, match="noise_multiplier must be a positive"):
-            noisy_counts(counts=[1.0], noise_multiplier=bad, sensitivity=1.0)
-    with pytest.raises(ValueError, match="sensitivity must be a positive"):
-        noisy_counts(counts=[1.0], noise_multiplier=1.0, sensitivity=0.0)
+        with pytest.raises(NoiseError):
+            release_count(count=1, noise_multiplier=bad)
 
 
 @pytest.mark.parametrize("target, rounds, share", [(1.0, 5, 0.1), (0.5, 3, 0.2), (3.0, 1, 0.1)])

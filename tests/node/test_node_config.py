@@ -127,6 +127,16 @@ def test_the_policy_words_are_the_tasks_the_node_serves():
         ),
         (lambda p: set_key(p, "true_count_floor", "0"), "[policy] true_count_floor", "at least 1", "0"),
         (lambda p: set_key(p, "repeated_query_limit", "0"), "[policy] repeated_query_limit", "at least 1", "0"),
+        (lambda p: set_key(p, "max_query_epsilon", "0"), "[analytics] max_query_epsilon", "positive number", "0"),
+        (
+            lambda p: set_key(p, "min_noise_multiplier", '"0.5"'),
+            "[analytics] min_noise_multiplier",
+            "positive number",
+            "'0.5'",
+        ),
+        (lambda p: set_key(p, "max_bins", "501"), "[analytics] max_bins", "must be at most 500", "501"),
+        (lambda p: set_key(p, "max_strata", "0"), "[analytics] max_strata", "at least 1", "0"),
+        (lambda p: set_key(p, "max_probabilities", "2.5"), "[analytics] max_probabilities", "whole number", "2.5"),
         (
             lambda p: set_key(p, "webhook", '"ftp://alerts.example"'),
             "[alerts] webhook",
@@ -214,6 +224,13 @@ def test_the_template_refuses_to_replace_a_node_toml(toml):
 def test_a_policy_built_in_code_keeps_the_same_rules(fields, message):
     with pytest.raises(ValueError, match=message):
         NodePolicy(**fields)
+
+
+def test_the_analytics_limits_reach_the_handlers_through_the_site_config(toml):
+    set_key(toml, "max_bins", "40")
+    set_key(toml, "min_noise_multiplier", "2.5")
+    limits = load_node_config(toml).site_config().analytics_limits
+    assert (limits.max_bins, limits.min_noise_multiplier, limits.max_query_epsilon) == (40, 2.5, 5.0)
 
 
 def test_the_simulation_policy_allows_everything_with_the_site_rules(tmp_path):

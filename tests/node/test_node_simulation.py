@@ -35,13 +35,16 @@ def test_a_simulated_study_serves_through_the_gate_and_stops_clearly_at_a_paused
 
     refused = list(reversed(recent_entries(path=audit_path(paused.state_dir))))
     assert [(e["kind"], e.get("task"), e.get("alert")) for e in refused] == [
+        ("received", "train", None),
         ("request", "train", None),
         ("alert", "train", "paused"),
+        ("received", "evaluate", None),
         ("request", "evaluate", None),
         ("alert", "evaluate", "paused"),
     ]
     assert all(e["decision"]["refusal_kind"] == "paused" for e in refused if e["kind"] == "request")
-    assert "by site IT: ethics board review" in refused[0]["decision"]["reason"]
+    requests = [e for e in refused if e["kind"] == "request"]
+    assert "by site IT: ethics board review" in requests[0]["decision"]["reason"]
     with wb.ledger(paused.site_id) as ledger:
         assert ledger.spent(dataset=paused.dataset, project="gated-study") == 0.0
     assert verify_audit(audit_path(running.state_dir)).ok and verify_audit(audit_path(paused.state_dir)).ok
