@@ -1,4 +1,4 @@
-"""A real hospital site for the adversarial tests of the analytics and the audit (issue 13B):
+"""A real hospital site for the adversarial tests of the analytics and the audit (issue 13):
 a Parquet file with a planted patient whose values are distinctive, the data dictionary,
 node.toml, a SQLite ledger with a cap and an allocation, and the audit log that serve()
 writes. Attacks are played as the Flower messages a coordinator may send, into the site's
