@@ -49,6 +49,7 @@ from federation.site.charged_path import Charge, Declared, Ran, charged_release
 from federation.site.config import disclosure_rules
 from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger, LedgerError, NoNoiseFits
+from privacy_budgets.errors import fmt_epsilon
 from privacy_budgets.mechanisms import describe_event
 from privacy_budgets.records import utc_now
 
@@ -255,12 +256,21 @@ def query_cost(*, request: QueryRequest, site: SiteConfig) -> dict[str, Any]:
         "mechanism": describe_event(event),
         "project_total_after": spent_now if replay else estimate.project_total_after,
         "project_remaining_after": None if replay else estimate.project_remaining_after,
-        "dataset_remaining_after": None if replay else estimate.dataset_remaining_after,
         "fits": True if replay else estimate.fits and not over_request_cap,
-        "binding": ""
-        if replay
-        else (
-            f"the site's cap of {site.max_epsilon_per_request:g} per request" if over_request_cap else estimate.binding
-        ),
+        "binding": "" if replay else _binding_in_project_words(estimate, cap=cap, over_request_cap=over_request_cap),
         "min_cell_size": checked.rules.min_cell_size,
     }
+
+
+def _binding_in_project_words(estimate: Any, *, cap: float | None, over_request_cap: bool) -> str:
+    """What limits a priced query, in words that leave the site: the per-request cap or the
+    project's own allocation; never the dataset's cap nor its total (other projects' spending)."""
+    if over_request_cap:
+        return f"the site's cap of {cap:g} per request"
+    allocation = estimate.project_total_after + estimate.project_remaining_after
+    if allocation <= 0:
+        return f"project '{estimate.project}' has no allocation at this site (fail closed)"
+    own = f"project allocation {fmt_epsilon(allocation)} (remaining after {fmt_epsilon(estimate.project_remaining_after)})"
+    if estimate.fits or estimate.project_remaining_after < 0:
+        return own
+    return "the site's privacy limits on its dataset (the project's own allocation would allow it)"

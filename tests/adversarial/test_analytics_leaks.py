@@ -70,3 +70,13 @@ def test_a_price_cannot_tell_that_the_data_changed(site, monkeypatch):
     after = priced()
     assert reads == [] and after == before
     assert after["replay"] and after["epsilon"] == 0.0 and after["epsilon_if_fresh"] > 0
+
+
+def test_a_price_tells_the_projects_own_limits_never_the_datasets(site):
+    """A price states the per-request cap or the project's own allocation; the dataset's
+    cap and its total (other projects' spending) stay at the site."""
+    reply = ask(site, request(MEAN), kind="query:cost")
+    priced = json.loads(str(reply.content["cost"]["cost"]))
+    assert "dataset_remaining_after" not in priced
+    assert "project allocation" in priced["binding"] and "dataset" not in priced["binding"]
+    assert "cap" not in priced["binding"]
