@@ -47,4 +47,4 @@ def test_degenerate_queries_through_the_coordinator_are_refused_at_every_site(lo
         lines = list(reversed(recent_entries(path=audit_path(loopback.node_config(site).state_dir), limit=20)))
         mean_lines = [line for line in lines if line.get("task") == "query:mean" and line.get("project") == PROJECT]
         assert [line["kind"] for line in mean_lines] == ["received", "request", "alert"]  # written ahead, decided
-        assert mean_lines[1]["decision"]["refusal_kind"] == "policy" and mean_lines[2]["alert"] == "refused"
+        assert mean_lines[1]["decision"]["refusal_kind"] == "invalid" and mean_lines[2]["alert"] == "refused"

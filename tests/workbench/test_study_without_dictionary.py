@@ -36,7 +36,9 @@ def test_study_finds_ranges_privately_and_charges_them_within_the_target(tmp_pat
             commits = history[history["kind"] == "commit"]
             ranges = commits[commits["purpose"].str.contains("range finding")]
             assert len(ranges) == 1, "one range query per site"
-            assert '"GaussianDpEvent"' in ranges.iloc[0]["mechanism"] and "Poisson" not in ranges.iloc[0]["mechanism"]
+            # secure noise on the integers (one discrete Gaussian per column), no sampling
+            assert '"DiscreteGaussianDpEvent"' in ranges.iloc[0]["mechanism"]
+            assert "Poisson" not in ranges.iloc[0]["mechanism"]
             evaluations = commits[commits["purpose"].str.contains("federated evaluation")]
             assert len(evaluations) == 2, "one noisy evaluation per round"
             assert ledger.spent(dataset=site, project="noranges") <= 1.0 + 1e-9
