@@ -45,11 +45,11 @@ def main(grid: Grid, context: Context) -> None:
     study_path = str(context.run_config.get("study-file", ""))
     if not study_path:
         raise ValueError("the run config lacks study-file; run studies with Workbench.connect(...).train(...).")
-    from federation.flower_tuning import prompt_serverapp
+    from federation.coordinator.flwr_compat import tune_serverapp
 
     study = StudyFile.load(Path(study_path))
     if study.prompt_grid:
-        prompt_serverapp()  # reply objects pulled after 20 ms, not Flower's 1 s back-off
+        tune_serverapp()  # reply objects pulled after 20 ms, not Flower's 1 s back-off
     folder = RunFolder(study.run_folder)
     try:
         import torch
@@ -76,13 +76,13 @@ def main(grid: Grid, context: Context) -> None:
 def _answer_queries(*, grid: Grid, query_path: Path) -> None:
     """A batch of analytics queries: the sites' replies, as they sent them, to the run folder."""
     from federation.coordinator.analytics import ask_costs, ask_sites
+    from federation.coordinator.flwr_compat import tune_serverapp
     from federation.coordinator.query_file import QueryFile, answers_to_json
     from federation.coordinator.study_loop import wait_for_sites
-    from federation.flower_tuning import prompt_serverapp
 
     batch = QueryFile.load(query_path)
     if batch.prompt_grid:
-        prompt_serverapp()
+        tune_serverapp()
     folder = RunFolder(batch.run_folder)
     try:
         grid = PromptGrid(grid) if batch.prompt_grid else grid

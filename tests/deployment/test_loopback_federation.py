@@ -23,6 +23,7 @@ import pytest
 from federation.processes import pid_alive
 from federation.site.audit import audit_path, recent_entries, verify_audit
 from federation.site.pause import pause_node, resume_node
+from federation.site.supernode_process import TUNED_LINE
 from privacy_budgets.reconciliation import reconcile
 from workbench.session import Workbench
 
@@ -62,6 +63,9 @@ def test_engines_run_with_tls_and_node_authentication(loopback):
         assert node[node.index("--root-certificates") + 1] == str(loopback.node_config(site).ca_certificate)
         assert "--auth-supernode-private-key" in node and "--insecure" not in node
         assert node[node.index("--isolation") + 1] == "process"  # no ClientApp process per message
+        # Every timer patch took effect in the real SuperNode (flwr_compat.py), none fell back.
+        supernode_log = loopback.nodes[site].files.supernode_log.read_text()
+        assert TUNED_LINE in supernode_log and "left as Flower's" not in supernode_log
     # The Fleet/Control port speaks TLS only: a plain-HTTP request gets no HTTP answer.
     conn = http.client.HTTPConnection("127.0.0.1", loopback.coordinator.port, timeout=5)
     with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
