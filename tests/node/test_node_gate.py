@@ -115,9 +115,12 @@ def test_a_failing_handler_is_an_error_refusal_and_still_logged(node):
     reply = serve(kind="train", msg=_train_message(), site=node.site, node_toml=node.toml)
     refusal = reply.content["refusal"]
     assert refusal["kind"] == "error" and refusal["reason"].startswith("site hospital-a could not complete train: ")
-    assert "hospital_01.parquet" in refusal["reason"]
+    # Said as it is: the data file is missing (not "no data dictionary"), with the fix.
+    assert f"data file {node.config.data_path} is missing ([site] data in its node.toml)" in refusal["reason"]
+    assert "workbench node check" in refusal["reason"] and "dictionary" not in refusal["reason"]
     request, alert = _requests(node)[-2:]
-    assert request["decision"]["refusal_kind"] == "error" and alert["alert"] == "refused"
+    # The alert names the node's own trouble, not a refusal by policy or budget.
+    assert request["decision"]["refusal_kind"] == "error" and alert["alert"] == "fault"
 
 
 def test_a_training_cohort_below_the_site_minimum_is_refused(node):
