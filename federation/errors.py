@@ -10,8 +10,11 @@ class, never from a free string:
 - ``Refused``: a clear no by policy or budget. ``kind`` is the word a site's refusal
   reply carries ("policy", "budget", "paused"); a request the site cannot read is an
   ``InvalidRequest``, which travels as "policy".
-- ``InternalFault``: something broke that the person did not cause (a site that could
-  not finish, an engine that would not start); travels as "error".
+- ``InternalFault``: something broke that the person did not cause; travels as "error".
+  ``PartyFailed`` is the part of it where another party is at fault (a site that did
+  not answer, a node or an engine that would not start, a coordinator that stopped).
+
+Besides the three, ``Cancelled`` says a person stopped it (not trouble of any kind).
 
 The bases are plain ``Exception`` classes: each error keeps its builtin base as well
 (``ValueError``, ``RuntimeError``), so existing ``except ValueError`` clauses catch
@@ -52,6 +55,10 @@ class InvalidRequest(PolicyRefused):
     """A request the site cannot read, or one that contradicts itself (sent as "policy")."""
 
 
+class RequestExpired(PolicyRefused):
+    """A request past its own deadline: its run was cancelled or abandoned (sent as "policy")."""
+
+
 class BudgetRefused(Refused):
     """A cap, an allocation or the site's per-request cap would be exceeded."""
 
@@ -68,6 +75,18 @@ class InternalFault(Exception):
     """Something broke that the person did not cause; nothing was released."""
 
     kind: ClassVar[str] = "error"
+
+
+class PartyFailed(InternalFault):
+    """Another party did not answer or failed: a site, a node, the coordinator, an engine.
+
+    The command's exit code says so (federation/cli_support.py: 3), apart from the
+    workbench's own faults (4)."""
+
+
+class Cancelled(Exception):
+    """Not trouble: a person stopped it (Ctrl-C, ``workbench study cancel``), or it was
+    abandoned (no client followed it). Commands exit with 130 (cli_support.EXIT_CODES)."""
 
 
 def refusal_kind(error: BaseException) -> str:

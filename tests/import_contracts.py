@@ -40,11 +40,10 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         {"federation.protocol"},
         {"federation.training", "federation.analytics", "datasets_synthetic"},
         {"federation.data"},
-        # The one door to Flower's private names (its error is an InternalFault): above the
-        # ground it imports, below both rooms whose flwr_compat modules declare through it.
-        {"federation.flwr_contract"},
+        # Above the errors they map: the exit-code table (cli_support) and the one door to
+        # Flower's private names (its error is an InternalFault), below every room.
+        {"federation.cli_support", "federation.flwr_contract"},
         {
-            "federation.cli_support",
             "federation.errors",
             "federation.processes",
             "federation.app_bundle",
