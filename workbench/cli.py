@@ -69,8 +69,11 @@ def _run(run, **kwargs) -> None:
     settings.progress = False  # each round prints its own line
     try:
         summary = run(echo=typer.echo, **kwargs)
-    except KeyboardInterrupt:  # before the study's run existed: nothing to cancel
-        _fail("interrupted before the study started; nothing was sent to any site.", exit_code_for(KeyboardInterrupt()))
+    except KeyboardInterrupt:  # a simulation, or a connected study before its run existed
+        _fail(
+            "interrupted (Ctrl-C). A simulated study's ledgers (under --out) hold what it spent.",
+            exit_code_for(KeyboardInterrupt()),
+        )
     except (BadInput, Refused, InternalFault, Cancelled, PrivacyBudgetError, KeyError, FileNotFoundError) as err:
         charges = err.charges_text() if isinstance(err, WorkbenchError) else ""
         typer.echo(f"error: {' '.join(str(err).strip(chr(39) + chr(34)).split())}", err=True)
