@@ -1,0 +1,100 @@
+"""A node that dies mid-round (the hospital's machine loses power): the study names it by
+its site id while it waits and when it gives up, exits 3, and lists what each site was
+charged; `node status` then says the node crashed (from the processes, not a file that
+says "running"). Started again at once, a crashed node says on the terminal that the
+coordinator refuses it for a while and for how long, then connects."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import time
+from contextlib import closing
+
+import pytest
+
+from federation.processes import pid_alive
+from federation.site.supernode import runtime_of
+
+from ._faults_helpers import HEARTBEAT_SECONDS, Running
+
+pytestmark = pytest.mark.slow
+
+
+def _reservations(ledger_path, project: str) -> int:
+    try:
+        with closing(sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True, timeout=0.05)) as conn:
+            query = "SELECT COUNT(*) FROM entries WHERE kind='reserve' AND project=?"
+            return int(conn.execute(query, (project,)).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_a_node_killed_mid_round_is_named_by_site_with_its_charges_and_restarts(running):
+    site, other = "hospital_02", "hospital_01"
+    project = "killed_midway"
+    running.allocate(project)
+    config = running.config(site)
+    study = Running.start(*running.study_args(project=project, rounds=3, site_timeout=15, timeout=300))
+    try:
+        study.wait_for(r"^round 1/3", timeout=180)
+        deadline = time.monotonic() + 60
+        while _reservations(config.site_config().ledger_path, project) < 2:  # it began round 2
+            assert time.monotonic() < deadline, "no round-2 reservation at the site"
+            time.sleep(0.02)
+        before = runtime_of(config)
+        for pid in (before.supervisor, before.executor, before.supernode):  # power loss
+            os.kill(pid, signal.SIGKILL)
+        waiting = study.wait_for(rf"waiting (\d+) s for {site} \(round 2 train\); answered: {other}", timeout=60)
+        code, output = study.finish(timeout=120)
+    finally:
+        study.kill()
+    assert int(waiting.group(1)) >= 0
+    assert code == 3, output
+    # Our 15 s wait, or Flower's own error reply once the message's time to live (15 s) passed.
+    said = rf"STOPPED: Site {site} failed round 2: (no reply from site {site} within 15 s|site {site} did not answer round 2 train)"
+    assert re.search(said, output), output
+    assert not re.search(r"node -?\d", output.split("STOPPED:")[1].split("\n")[0])  # no Flower node id
+    summary = json.loads((running.root / "out" / project / "summary.json").read_text())
+    charges = {c["site"]: c for c in summary["charges"]}
+    assert charges[site]["rounds_charged"] == [1] and charges[site]["unconfirmed"] == ["round 2 train"]
+    assert charges[other]["rounds_charged"] == [1, 2]
+    assert charges[other]["epsilon_project"] == pytest.approx(running.spent(other, project))
+    assert (
+        f"{site}: epsilon {charges[site]['epsilon_project']:.3f} for the project (rounds charged: 1); NOT CONFIRMED"
+        in output
+    )
+    assert not any(pid_alive(p) for p in (before.supervisor, before.executor, before.supernode))
+
+    status = running.node("status", site=site)
+    assert status.returncode == 0
+    assert re.search(
+        r"node: crashed: it stopped without shutting down \(last seen alive \d\d:\d\d:\d\d\)", status.stdout
+    )
+
+
+def test_a_node_restarted_right_after_a_crash_says_how_long_the_coordinator_refuses_it(running):
+    site = "hospital_01"
+    config = running.config(site)
+    before = runtime_of(config)
+    assert before.state == "connected"
+    for pid in (before.supervisor, before.executor, before.supernode):  # power loss
+        os.kill(pid, signal.SIGKILL)
+    status = running.node("status", site=site)
+    assert re.search(r"node: crashed: it stopped without shutting down", status.stdout), status.stdout
+    assert "running" not in status.stdout.split("node:")[1].split("\n")[0]
+
+    started = time.monotonic()
+    again = running.node("start", "--detach", site=site)
+    assert again.returncode == 0, again.stdout + again.stderr
+    # The SuperLink's refusal of the restarted node (it still holds the crashed session),
+    # told on the terminal with how long it lasts: at most 2 heartbeats.
+    refused = re.search(r"the coordinator refuses this node for now: .* retrying for up to (\d+) s more", again.stderr)
+    assert refused, again.stderr
+    assert 0 < int(refused.group(1)) <= 2 * HEARTBEAT_SECONDS + 15
+    assert "connected to the coordinator" in again.stdout
+    assert time.monotonic() - started < 2 * HEARTBEAT_SECONDS + 60
+    assert runtime_of(config).state == "connected"
