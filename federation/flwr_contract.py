@@ -39,6 +39,7 @@ from federation.errors import InternalFault
 VERIFIED_VERSION = "1.42.0"  # the Flower these declarations were last checked against
 OBJECT_PULL_INITIAL_BACKOFF = 0.02  # Flower: 1 s
 OBJECT_PULL_BACKOFF_CAP = 0.5  # Flower: 10 s
+OBJECT_PULL_MAX_SECONDS = 60.0  # Flower: 7200 s (a sender that died mid-push hung the puller that long)
 PATCHED_MARK = "_workbench_patched"
 
 logger = logging.getLogger("workbench.flwr_contract")
@@ -173,11 +174,16 @@ def capped_time(cap: float) -> Callable[[Any], CappedSleep]:
     return make
 
 
-def prompted_pulls(pull_objects: Callable[..., Any]) -> Callable[..., Any]:
+def prompted_pulls(
+    pull_objects: Callable[..., Any], *, max_seconds: float = OBJECT_PULL_MAX_SECONDS
+) -> Callable[..., Any]:
     """``pull_objects`` retrying a not-yet-available object after 20 ms (doubling up to
-    0.5 s) instead of 1 s (doubling up to 10 s). Idempotent."""
+    0.5 s) instead of 1 s (doubling up to 10 s), and giving up after ``max_seconds``
+    instead of Flower's 2 hours: a sender that died half-way through pushing a message's
+    objects must not hang the process that waits for them (Flower then reports the
+    message unavailable). Idempotent."""
     if getattr(pull_objects, PATCHED_MARK, False):
-        return pull_objects
+        pull_objects = pull_objects.__wrapped__
 
     @functools.wraps(pull_objects)
     def prompt_pull_objects(*args, **kwargs):
@@ -186,6 +192,8 @@ def prompted_pulls(pull_objects: Callable[..., Any]) -> Callable[..., Any]:
             kwargs.get("initial_backoff", OBJECT_PULL_INITIAL_BACKOFF), OBJECT_PULL_INITIAL_BACKOFF
         )
         kwargs["backoff_cap"] = min(kwargs.get("backoff_cap", OBJECT_PULL_BACKOFF_CAP), OBJECT_PULL_BACKOFF_CAP)
+        given = kwargs.get("max_time")
+        kwargs["max_time"] = max_seconds if given is None else min(given, max_seconds)
         return pull_objects(*args, **kwargs)
 
     setattr(prompt_pull_objects, PATCHED_MARK, True)
@@ -195,8 +203,8 @@ def prompted_pulls(pull_objects: Callable[..., Any]) -> Callable[..., Any]:
 PULL_OBJECTS = Private(
     "flwr.supercore.inflatable.inflatable_utils",
     "pull_objects",
-    why="object pulls retried after 20 ms, not 1 s (its helpers call it by this name)",
-    params=("initial_backoff", "backoff_cap"),
+    why="object pulls retried after 20 ms, not 1 s, and bounded in time (its helpers call it by this name)",
+    params=("initial_backoff", "backoff_cap", "max_time"),
 )
 
 
@@ -205,16 +213,18 @@ def pull_objects_in(module: str) -> Private:
     return Private(
         module,
         "pull_objects",
-        why="object pulls retried after 20 ms, not 1 s",
-        params=("initial_backoff", "backoff_cap"),
+        why="object pulls retried after 20 ms, not 1 s, and bounded in time",
+        params=("initial_backoff", "backoff_cap", "max_time"),
     )
 
 
-def prompt_object_pulls(*modules: str, warnings: list[str] | None = None) -> list[str]:
-    """Prompt object pulls in flwr's inflatable_utils and in ``modules`` (which import
-    ``pull_objects`` by name); the names of the patches that took effect."""
+def prompt_object_pulls(
+    *modules: str, max_seconds: float = OBJECT_PULL_MAX_SECONDS, warnings: list[str] | None = None
+) -> list[str]:
+    """Prompt object pulls, given up after ``max_seconds``, in flwr's inflatable_utils and
+    in ``modules`` (which import ``pull_objects`` by name); the patches that took effect."""
     applied = []
     for private in (PULL_OBJECTS, *(pull_objects_in(m) for m in modules)):
-        if patch(private, prompted_pulls, warnings=warnings):
+        if patch(private, functools.partial(prompted_pulls, max_seconds=max_seconds), warnings=warnings):
             applied.append(private.where)
     return applied

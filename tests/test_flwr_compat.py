@@ -18,6 +18,7 @@ from federation.coordinator import flwr_compat as coordinator_compat
 from federation.flwr_contract import (
     OBJECT_PULL_BACKOFF_CAP,
     OBJECT_PULL_INITIAL_BACKOFF,
+    OBJECT_PULL_MAX_SECONDS,
     PULL_OBJECTS,
     FlowerContractError,
     Private,
@@ -60,8 +61,8 @@ def restore(monkeypatch):
 
 
 def _recording_pull(calls):
-    def pull_objects(object_ids, pull_object_fn, *, initial_backoff=1, backoff_cap=10, **kwargs):
-        calls.append((initial_backoff, backoff_cap))
+    def pull_objects(object_ids, pull_object_fn, *, initial_backoff=1, backoff_cap=10, max_time=7200, **kwargs):
+        calls.append((initial_backoff, backoff_cap, max_time))
         return {}
 
     return pull_objects
@@ -79,7 +80,7 @@ def test_supernode_patches_take_effect(restore):
     assert node_loop.time.time() == pytest.approx(time.time(), abs=1)  # the rest of `time` is untouched
 
     node_loop.pull_objects(["x"], lambda _: b"", initial_backoff=1, backoff_cap=10)
-    assert calls == [(OBJECT_PULL_INITIAL_BACKOFF, OBJECT_PULL_BACKOFF_CAP)]
+    assert calls == [(OBJECT_PULL_INITIAL_BACKOFF, OBJECT_PULL_BACKOFF_CAP, OBJECT_PULL_MAX_SECONDS)]
 
     assert _module(site_compat.FLEET_CONNECTION).HEARTBEAT_DEFAULT_INTERVAL == 10
     assert _module(site_compat.HEARTBEAT).HEARTBEAT_DEFAULT_INTERVAL == 10
@@ -89,12 +90,13 @@ def test_serverapp_patch_takes_effect(restore):
     http_grid = _module(coordinator_compat.HTTP_GRID)
     calls: list = []
     restore.setattr(http_grid, "pull_objects", _recording_pull(calls))
-    assert coordinator_compat.tune_serverapp() == []
-    http_grid.pull_objects(["x"], lambda _: b"", initial_backoff=1, backoff_cap=10)
-    assert calls == [(OBJECT_PULL_INITIAL_BACKOFF, OBJECT_PULL_BACKOFF_CAP)]
-    before = http_grid.pull_objects
-    coordinator_compat.tune_serverapp()  # applied twice: wrapped once
-    assert http_grid.pull_objects is before
+    assert coordinator_compat.tune_serverapp(object_pull_seconds=15) == []
+    http_grid.pull_objects(["x"], lambda _: b"", initial_backoff=1, backoff_cap=10, max_time=7200)
+    # A reply whose sender died half-way through pushing it: given up after 15 s, not 2 hours.
+    assert calls == [(OBJECT_PULL_INITIAL_BACKOFF, OBJECT_PULL_BACKOFF_CAP, 15)]
+    coordinator_compat.tune_serverapp(object_pull_seconds=15)  # applied twice: wrapped once
+    http_grid.pull_objects(["x"], lambda _: b"")
+    assert calls[-1] == (OBJECT_PULL_INITIAL_BACKOFF, OBJECT_PULL_BACKOFF_CAP, 15) and len(calls) == 2
 
 
 def test_executor_patch_takes_effect(restore):
@@ -103,7 +105,7 @@ def test_executor_patch_takes_effect(restore):
     restore.setattr(utils, "pull_objects", _recording_pull(calls))
     assert site_compat.tune_executor() == []
     utils.pull_objects(["x"], lambda _: b"")
-    assert calls == [(OBJECT_PULL_INITIAL_BACKOFF, OBJECT_PULL_BACKOFF_CAP)]
+    assert calls == [(OBJECT_PULL_INITIAL_BACKOFF, OBJECT_PULL_BACKOFF_CAP, OBJECT_PULL_MAX_SECONDS)]
 
 
 def test_log_timestamps_take_effect():
@@ -143,7 +145,7 @@ def test_a_speed_patch_on_a_changed_signature_is_left_out(restore):
     restore.setattr(http_grid, "pull_objects", pull_objects)
     warnings = coordinator_compat.tune_serverapp()
     assert http_grid.pull_objects is pull_objects
-    assert any("no longer takes initial_backoff, backoff_cap" in w for w in warnings)
+    assert any("no longer takes initial_backoff, backoff_cap, max_time" in w for w in warnings)
 
 
 def test_the_executor_refuses_to_start_on_a_changed_runtime_protocol(monkeypatch):

@@ -14,6 +14,7 @@ from federation.coordinator.events import RoundReport
 from workbench import settings
 from workbench.live_plot import LivePlot
 
+WAIT_LINE_AFTER_SECONDS = 5.0  # a wait shorter than this is not worth a line
 WAIT_LINE_EVERY_SECONDS = 15.0
 
 
@@ -48,6 +49,7 @@ class ProgressObserver:
         live_plot: LivePlot | None = None,
         on_wait: Callable[[str], None] | None = None,
         wait_every: float = WAIT_LINE_EVERY_SECONDS,
+        wait_after: float = WAIT_LINE_AFTER_SECONDS,
     ) -> None:
         self.rows: list[dict] = []
         self.stopped_reason = ""
@@ -55,6 +57,7 @@ class ProgressObserver:
         self._on_round = on_round
         self._on_wait = on_wait
         self._wait_every = wait_every
+        self._wait_after = wait_after
         self._wait_said: tuple[tuple[str, ...], float] = ((), 0.0)
         self._live_plot = live_plot
         self._bar = tqdm(total=rounds, desc="training rounds", unit="round", disable=not settings.progress)
@@ -92,7 +95,8 @@ class ProgressObserver:
 
     def waiting(self, snapshot: dict[str, Any] | None) -> None:
         """What the coordinator waits for (run_folder.waiting()): shown on the bar, and
-        told to ``on_wait`` when the sites waited for change, then every ``wait_every`` s."""
+        told to ``on_wait`` once the wait lasts ``wait_after`` s, when the sites waited
+        for change, then every ``wait_every`` s."""
         text = waiting_text(snapshot)
         if not text:
             self.waiting_text = ""
@@ -101,6 +105,9 @@ class ProgressObserver:
         self._bar.set_postfix_str(text, refresh=True)
         sites = tuple(sorted(snapshot.get("sites", {})))
         said, when = self._wait_said
+        waited = time.time() - float(snapshot.get("since", time.time()))
+        if waited < self._wait_after:  # the sites answer within seconds as a rule: say nothing yet
+            return
         if self._on_wait is not None and (sites != said or time.monotonic() - when >= self._wait_every):
             self._on_wait(text)
             self._wait_said = (sites, time.monotonic())

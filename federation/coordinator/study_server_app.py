@@ -102,7 +102,9 @@ def main(grid: Grid, context: Context) -> None:
 
     study = StudyFile.load(Path(study_path))
     if study.prompt_grid:
-        tune_serverapp()  # reply objects pulled after 20 ms, not Flower's 1 s back-off
+        # Reply objects pulled after 20 ms, not Flower's 1 s back-off, and never longer than the
+        # study waits for a site (a node killed half-way through pushing its reply).
+        tune_serverapp(object_pull_seconds=study.timeout)
     folder = RunFolder(study.run_folder)
     try:
         import torch
@@ -153,7 +155,7 @@ def _answer_queries(*, grid: Grid, query_path: Path) -> None:
 
     batch = QueryFile.load(query_path)
     if batch.prompt_grid:
-        tune_serverapp()
+        tune_serverapp(object_pull_seconds=batch.timeout)
     folder = RunFolder(batch.run_folder)
     try:
         grid = PromptGrid(grid, site_names=batch.site_names, journal=folder) if batch.prompt_grid else grid

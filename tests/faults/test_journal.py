@@ -4,6 +4,8 @@ without a reply; and, while it waits, which site is late and for how long. No pr
 
 from __future__ import annotations
 
+import time
+
 from federation.coordinator.run_folder import RunFolder, charges_from_exchanges
 from workbench.progress import ProgressObserver, waiting_text
 
@@ -71,6 +73,9 @@ def test_the_waiting_line_names_each_late_site_and_for_how_long():
 def test_the_progress_bar_and_on_wait_say_who_is_late():
     said: list[str] = []
     observer = ProgressObserver(rounds=2, on_wait=said.append, wait_every=3600)
+    fresh = {"what": "reply", "since": time.time(), "sites": {"hospital_02": "round 1 train"}, "answered": []}
+    observer.waiting(fresh)  # a wait of a moment: on the bar, no line yet
+    assert said == [] and "hospital_02" in observer.waiting_text
     snapshot = {"what": "reply", "since": 0.0, "sites": {"hospital_02": "round 1 train"}, "answered": []}
     observer.waiting(snapshot)
     observer.waiting(snapshot)  # the same sites: said once (then every wait_every seconds)
