@@ -30,13 +30,14 @@ from typing import Any
 from flwr.app import Error, Message
 from flwr.serverapp import Grid
 
+from federation.errors import Cancelled
 from federation.protocol.replies import REFUSAL_KEY, SITE_KEY
 
 NO_REPLY_CODE = 0  # flwr's ErrorCode.UNKNOWN: Flower has no code for "no reply"
 WAITING_REFRESH_SECONDS = 1.0  # how often the waiting snapshot is rewritten
 
 
-class RunCancelled(Exception):
+class RunCancelled(Cancelled):
     """The run was told to stop (a cancel, a timeout, no client following it)."""
 
     def __init__(self, reason: str) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from datasets_synthetic import generate_hospitals, write_hospitals
+from federation.coordinator.registry import register_node
+from federation.coordinator.superlink import Coordinator
 from federation.processes import free_port
 from federation.site.config import NodeConfig, load_node_config
 from federation.site.supernode import stop_node
@@ -103,10 +105,8 @@ def _build(root: Path) -> Federation:
         config = load_node_config(tomls[site])
         with Ledger.open(config.site_config().ledger_path, site_id=site) as ledger:
             ledger.set_cap(dataset=site, epsilon=20.0, delta=1e-5, actor=SITE_IT, reason="lifetime cap")
-        done = workbench(
-            "coordinator", "register-node", str(config.node_public_key), "--name", site, "--folder", str(coordinator)
-        )
-        assert done.returncode == 0, done.stderr
+        # The README's `workbench coordinator register-node`, in process (the CLI is tested elsewhere).
+        register_node(coordinator=Coordinator.open(coordinator), public_key=config.node_public_key, name=site)
     return Federation(
         root=root,
         coordinator=coordinator,
@@ -144,8 +144,11 @@ def running(federation):
 
 
 def pytest_collection_modifyitems(items):
-    """The test that stops the coordinator mid-study runs last: the others share it."""
+    """The test that stops the coordinator mid-study runs last of this package: the others
+    share it (and the package's federation is built once)."""
     last = [item for item in items if "coordinator_stopped" in item.nodeid]
     for item in last:
         items.remove(item)
-    items.extend(last)
+    ours = [i for i, item in enumerate(items) if "tests/faults/" in item.nodeid]
+    at = (max(ours) + 1) if ours else len(items)
+    items[at:at] = last

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 
@@ -54,13 +53,4 @@ def test_coordinator_stopped_mid_study_leaves_a_result_listing_what_each_site_sp
     folder = RunFolder(running.coordinator / "runs" / run_id)
     coordinator = Coordinator.open(running.coordinator)
     runs = coordinator.flwr("ls", CONNECTION, "--run-id", folder.flower_run())["runs"]
-    assert str(runs[0]["status"]).startswith("finished"), runs
-    # The nodes reconnect by themselves; the old run asks them nothing more (its messages
-    # were dropped with it): what their ledgers hold for it is what the result listed.
-    deadline = time.monotonic() + 120
-    while set(coordinator.status()["online_sites"] or []) != set(running.sites):
-        assert time.monotonic() < deadline, coordinator.status()
-        time.sleep(1)
-    for site in running.sites:
-        if not charges[site]["unconfirmed"]:
-            assert running.spent(site, project) == pytest.approx(charges[site]["epsilon_project"])
+    assert runs[0]["status"] == "finished:stopped", runs  # stopped by the restart, not left running

@@ -80,21 +80,36 @@ def test_a_coordinator_that_does_not_run_is_an_unreachable_party(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_study_stopped_by_a_paused_site_and_one_every_site_refuses_exit_1_without_a_traceback(running):
-    running.allocate("paused_site")
+def test_a_study_every_site_refuses_exits_1_without_a_traceback(running):
+    # hospital_02 paused, and the project allocated nowhere: each site refuses round 1.
     state = running.config("hospital_02").state_dir
     pause_node(state_dir=state, reason="maintenance window", who="site IT")
     try:
-        paused = workbench(*running.study_args(project="paused_site", rounds=2))
+        refused = workbench(*running.study_args(project="never_allocated"))
     finally:
         resume_node(state_dir=state)
-    assert paused.returncode == EXIT_REFUSED, paused.stdout + paused.stderr
-    assert "Site hospital_02 refused round 1" in paused.stdout + paused.stderr
-    assert "maintenance window" in paused.stdout + paused.stderr
-    assert "Traceback" not in paused.stdout + paused.stderr
-
-    refused = workbench(*running.study_args(project="never_allocated"))  # no site allocated it
-    assert refused.returncode == EXIT_REFUSED, refused.stdout + refused.stderr
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == EXIT_REFUSED, said
     assert "error: No hospital trained the model" in refused.stderr
-    assert "has no allocation on dataset" in refused.stderr
-    assert "Traceback" not in refused.stdout + refused.stderr
+    assert "Site hospital_02 refused round 1" in said and "maintenance window" in said
+    assert "has no allocation on dataset" in said
+    assert "Traceback" not in said
+
+
+@pytest.mark.parametrize(("stop_kind", "code"), [("", 0), ("refused", EXIT_REFUSED), ("failed", EXIT_UNREACHABLE)])
+def test_a_study_stopped_early_exits_with_the_kind_of_its_stop(stop_kind, code):
+    """A study that ran some rounds, then stopped: 1 when a site refused (a paused site
+    included: it exited 0 before), 3 when a site failed."""
+    import typer
+
+    from workbench.cli import _run
+
+    def study(**_):
+        return {"stop_kind": stop_kind}
+
+    if not code:
+        _run(study)
+        return
+    with pytest.raises(typer.Exit) as stopped:
+        _run(study)
+    assert stopped.value.exit_code == code
