@@ -156,6 +156,20 @@ def stop_process_group(pid: int, *, timeout: float = 15.0, reap=None) -> None:
             time.sleep(0.1)
 
 
+def stop_process(pid: int, *, timeout: float = 15.0) -> None:
+    """SIGTERM one process (not its group), then SIGKILL if it is still there."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))

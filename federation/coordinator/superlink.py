@@ -40,6 +40,7 @@ from federation.processes import (
     pid_alive,
     spawn,
     split_address,
+    stop_process,
     stop_process_group,
     wait_for_port,
 )
@@ -234,14 +235,35 @@ class Coordinator:
         return stopped
 
     def stop(self, *, timeout: float = 15.0) -> bool:
-        """Stop this folder's SuperLink by its PID; False if it was not running."""
+        """Stop this folder's SuperLink by its PID, and the ServerApps it started (Flower
+        starts them in sessions of their own: one waiting on a site would outlive it);
+        False if it was not running."""
         pid = self.running_pid()
         if pid is None:
             self.pid_path.unlink(missing_ok=True)
             return False
+        apps = self.serverapp_pids()
         stop_process_group(pid, timeout=timeout)
+        for app in apps:
+            stop_process(app, timeout=timeout)
         self.pid_path.unlink(missing_ok=True)
         return True
+
+    def serverapp_pids(self) -> list[int]:
+        """The ``flwr-serverapp`` processes that talk to this SuperLink (its port)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if any(a.endswith("flwr-serverapp") for a in argv[:2]) and "--runtime-api-address" in argv:
+                address = argv[argv.index("--runtime-api-address") + 1 : argv.index("--runtime-api-address") + 2]
+                if address and address[0].rsplit(":", 1)[-1] == str(self.port):
+                    found.append(int(entry.name))
+        return found
 
     # --- the flwr CLI against this SuperLink -----------------------------------------
 
