@@ -111,7 +111,13 @@ def _epsilon_cached(key: tuple[tuple[str, int], ...], delta: float, accountant: 
         return pld_epsilon(key, delta=delta)
     acc = make_accountant(accountant)
     for event in events_from_counts(Counter(dict(key))):
-        acc.compose(event)
+        try:
+            acc.compose(event)
+        except dpa.UnsupportedEventError:
+            raise InvalidMechanism(
+                f"The {accountant.upper()} accountant cannot compose {type(event).__name__}; the ledger's own "
+                "accountant is PLD (accountant='pld'), which composes every mechanism the ledger accepts."
+            ) from None
     return float(acc.get_epsilon(delta))
 
 

@@ -237,6 +237,343 @@ def reconcile(
         raise typer.Exit(code=EXIT_BROKEN_RECORD)
 
 
+# --- the board: keys, proposals, signatures -------------------------------------------
+
+propose_app = typer.Typer(
+    name="propose",
+    help="Write a proposal for the board to sign: a cap, an allocation, an approval, a new board.",
+    no_args_is_help=True,
+)
+app.add_typer(propose_app)
+
+ProposalPath = Annotated[Path, typer.Argument(help="The proposal file (JSON, written by `budget propose`).")]
+PassphraseFile = Annotated[
+    Path | None,
+    typer.Option("--passphrase-file", help="Read the key's passphrase from this file (automation; default: ask)."),
+]
+Reason = Annotated[str, typer.Option(help="Why (the board reads it before signing; recorded in the ledger).")]
+ProposedBy = Annotated[str, typer.Option("--proposed-by", help="Who proposes it.")]
+ExpiresDays = Annotated[
+    float, typer.Option("--expires-days", help="Days until the proposal expires unapplied (at most 90).")
+]
+Out = Annotated[Path, typer.Option("--out", help="Where to write the proposal file.")]
+
+
+@app.command()
+@_clear_errors
+def keygen(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the private key (KEY and KEY.pub).")],
+    name: Annotated[str, typer.Option(help="Your name, as the key's comment.")],
+    passphrase_file: PassphraseFile = None,
+) -> None:
+    """Make an OpenSSH Ed25519 key pair, the private half passphrase-protected (mode 0600)."""
+    from privacy_budgets.signatures import generate_key_pair
+
+    passphrase = _passphrase(passphrase_file, confirm=True)
+    public = generate_key_pair(path=out, passphrase=passphrase, comment=name)
+    typer.echo(f"Wrote {out} (passphrase-protected) and {out}.pub. Your fingerprint: {public.fingerprint}")
+    typer.echo("Send the .pub file to whoever records the board; keep the private key and its passphrase to yourself.")
+
+
+@app.command()
+@_clear_errors
+def board(ledger: LedgerPath, as_json: AsJson = False) -> None:
+    """The ledger's id, its board (members, fingerprints, quorum) and approvals."""
+    from privacy_budgets import store
+    from privacy_budgets.authority import GOVERNED_KINDS, Governance
+    from privacy_budgets.exports import read_only
+
+    with read_only(_existing(ledger)) as conn:
+        governance = Governance.replay(store.governed_entries(conn, kinds=GOVERNED_KINDS))
+    roster = governance.board
+    data = {
+        "ledger_id": governance.ledger_id,
+        "board": None
+        if roster is None
+        else {
+            "quorum": roster.quorum,
+            "since_seq": governance.board_seq,
+            "members": [{"name": m.name, "fingerprint": m.fingerprint} for m in roster.members],
+        },
+        "approvals": [
+            {"dataset": a.dataset, "project": a.project, "purpose": a.purpose, "researchers": a.researchers}
+            for a in governance.approvals.values()
+        ],
+    }
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"ledger id: {governance.ledger_id}")
+    if roster is None:
+        typer.echo(
+            "board: none (legacy mode: caps and allocations are one-person entries). Record one with "
+            "`workbench budget establish-board`."
+        )
+    else:
+        typer.echo(f"board since seq {governance.board_seq}: quorum {roster.quorum} of {len(roster.members)}")
+        for m in roster.members:
+            typer.echo(f"  {m.name}: {m.fingerprint}")
+    for a in governance.approvals.values():
+        names = ", ".join(r["name"] for r in a.researchers)
+        typer.echo(f"approved: project {a.project} on {a.dataset} ({a.purpose}) for {names}")
+
+
+@app.command("establish-board")
+@_clear_errors
+def establish_board(
+    ledger: LedgerPath,
+    roster: Annotated[Path, typer.Option("--board", help='The board roster (JSON: {"quorum": K, "members": [...]}).')],
+    actor: Annotated[str, typer.Option(help="Who records it (the ledger's creator).")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the ledger).")],
+    key: KeyPath = None,
+) -> None:
+    """Record the ledger's first board, once; from then on only a quorum changes it."""
+    from privacy_budgets.board import Board
+
+    with _writable(ledger, key) as opened:
+        entry = opened.establish_board(board=Board.load(_existing(roster)), actor=actor, reason=reason)
+    _echo_entry(entry)
+
+
+@propose_app.command("cap")
+@_clear_errors
+def propose_cap(
+    ledger: LedgerPath,
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    epsilon: Annotated[float, typer.Option(help="The new lifetime cap on epsilon.")],
+    delta: Annotated[float, typer.Option(help="The dataset's delta, in (0, 1).")],
+    reason: Reason,
+    proposed_by: ProposedBy,
+    out: Out,
+    expires_days: ExpiresDays = 14.0,
+) -> None:
+    """Propose a dataset's cap (a raise or a first cap; lowering needs no board: set-cap)."""
+    from privacy_budgets.proposals import cap_action
+
+    _write_proposal(
+        ledger, cap_action(dataset=dataset, epsilon=epsilon, delta=delta), reason, proposed_by, expires_days, out
+    )
+
+
+@propose_app.command("allocate")
+@_clear_errors
+def propose_allocate(
+    ledger: LedgerPath,
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    project: Annotated[str, typer.Option(help="Project name.")],
+    epsilon: Annotated[float, typer.Option(help="The project's allocation of epsilon.")],
+    reason: Reason,
+    proposed_by: ProposedBy,
+    out: Out,
+    expires_days: ExpiresDays = 14.0,
+) -> None:
+    """Propose a project's allocation on a dataset."""
+    from privacy_budgets.proposals import allocation_action
+
+    action = allocation_action(dataset=dataset, project=project, epsilon=epsilon)
+    _write_proposal(ledger, action, reason, proposed_by, expires_days, out)
+
+
+@propose_app.command("approve")
+@_clear_errors
+def propose_approve(
+    ledger: LedgerPath,
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    project: Annotated[str, typer.Option(help="Project name.")],
+    purpose: Annotated[str, typer.Option(help="The project's purpose, as the protocol states it.")],
+    researcher: Annotated[
+        list[str], typer.Option(help="NAME=PUBLIC_KEY_FILE, once per researcher (the full list after approval).")
+    ],
+    reason: Reason,
+    proposed_by: ProposedBy,
+    out: Out,
+    expires_days: ExpiresDays = 14.0,
+) -> None:
+    """Propose to approve a project for named researcher keys."""
+    from privacy_budgets.proposals import approval_action
+
+    action = approval_action(
+        dataset=dataset, project=project, purpose=purpose, researchers=_named_keys(researcher, "--researcher")
+    )
+    _write_proposal(ledger, action, reason, proposed_by, expires_days, out)
+
+
+@propose_app.command("board")
+@_clear_errors
+def propose_board(
+    ledger: LedgerPath,
+    member: Annotated[list[str], typer.Option(help="NAME=PUBLIC_KEY_FILE, once per member of the new board.")],
+    quorum: Annotated[int, typer.Option(help="How many distinct members must sign a decision.")],
+    reason: Reason,
+    proposed_by: ProposedBy,
+    out: Out,
+    expires_days: ExpiresDays = 14.0,
+) -> None:
+    """Propose the board after a change: members joining or leaving, a member's new key, a new quorum."""
+    from privacy_budgets.board import Board, Member
+    from privacy_budgets.proposals import board_action
+
+    members = tuple(Member(name=name, key=key) for name, key in _named_keys(member, "--member"))
+    _write_proposal(
+        ledger, board_action(board=Board(members=members, quorum=quorum)), reason, proposed_by, expires_days, out
+    )
+
+
+@app.command()
+@_clear_errors
+def sign(
+    proposal: ProposalPath,
+    key: Annotated[
+        Path,
+        typer.Option(
+            "--key", help="Your private key (or, with --ssh-keygen, a key in ssh-agent or on a hardware key)."
+        ),
+    ],
+    ssh_keygen: Annotated[
+        bool,
+        typer.Option(
+            "--ssh-keygen", help="Sign with `ssh-keygen -Y sign` (ssh-agent, hardware keys: a touch to sign)."
+        ),
+    ] = False,
+    passphrase_file: PassphraseFile = None,
+) -> None:
+    """Sign a proposal with your key, on your own machine; the signature is added to the file."""
+    from privacy_budgets.proposals import SignedProposal
+    from privacy_budgets.signatures import KeyFileError, KeySigner, SshKeygenSigner, load_private_key
+
+    loaded = SignedProposal.load(_existing(proposal))
+    typer.echo(f"You are signing: {loaded.describe()}")
+    if ssh_keygen:
+        signer = SshKeygenSigner(key_path=key)
+    else:
+        passphrase = None if passphrase_file is None else _passphrase(passphrase_file, confirm=False)
+        try:
+            private = load_private_key(path=key, passphrase=passphrase)
+        except KeyFileError as err:
+            if passphrase is not None or "passphrase-protected" not in str(err):
+                raise
+            private = load_private_key(path=key, passphrase=_passphrase(None, confirm=False))
+        signer = KeySigner(private)
+    signed = loaded.sign(signer)
+    signed.save(proposal)
+    typer.echo(
+        f"Signed; {proposal} now holds {len(signed.signatures)} signature(s). Send it on, or to whoever applies it."
+    )
+
+
+@app.command()
+@_clear_errors
+def show(
+    proposal: ProposalPath,
+    ledger: Annotated[
+        Path | None, typer.Option("--ledger", help="Count the signatures against this ledger's board.")
+    ] = None,
+    payload: Annotated[
+        bool, typer.Option("--payload", help="Print only the exact bytes signed (for ssh-keygen -Y sign/verify).")
+    ] = False,
+) -> None:
+    """A proposal in words, its signers and whether they count."""
+    from privacy_budgets import store
+    from privacy_budgets.authority import GOVERNED_KINDS, Governance, tally
+    from privacy_budgets.exports import read_only
+    from privacy_budgets.proposals import SignedProposal
+
+    loaded = SignedProposal.load(_existing(proposal))
+    if payload:
+        sys.stdout.write(loaded.message.decode())
+        return
+    typer.echo(loaded.describe())
+    board_now = None
+    if ledger is not None:
+        with read_only(_existing(ledger)) as conn:
+            board_now = Governance.replay(store.governed_entries(conn, kinds=GOVERNED_KINDS)).board
+    result = tally(loaded, board=board_now)
+    for signer in result.counted:
+        typer.echo(f"  signed by {signer.name} ({signer.fingerprint})")
+    for sentence in result.refused:
+        typer.echo(f"  {sentence}")
+    if board_now is not None:
+        typer.echo(f"{len(result.counted)} of the {board_now.quorum} signatures the board needs.")
+
+
+@app.command()
+@_clear_errors
+def apply(
+    proposal: ProposalPath,
+    ledger: LedgerPath,
+    more: Annotated[
+        list[Path] | None, typer.Option("--with", help="Another signed copy of the same proposal (repeatable).")
+    ] = None,
+    signature: Annotated[
+        list[Path] | None, typer.Option("--signature", help="A signature file from ssh-keygen -Y sign (repeatable).")
+    ] = None,
+    key: KeyPath = None,
+) -> None:
+    """Record a proposal in the ledger once a quorum of the board has signed it."""
+    from privacy_budgets.proposals import ProposalInvalid, SignedProposal
+
+    loaded = SignedProposal.load(_existing(proposal))
+    extra: list[str] = []
+    for copy in more or []:
+        other = SignedProposal.load(_existing(copy))
+        if other.id != loaded.id:
+            raise ProposalInvalid(
+                f"Copies merged with --with must hold the same proposal; {copy} holds proposal {other.id[:12]}, "
+                f"{proposal} holds {loaded.id[:12]}."
+            )
+        extra += other.signatures
+    extra += [_existing(path).read_text() for path in signature or []]
+    if extra:
+        loaded = loaded.with_signatures(extra)
+    with _writable(ledger, key) as opened:
+        entry = opened.apply(loaded)
+    _echo_entry(entry)
+
+
+def _write_proposal(ledger: Path, action: dict, reason: str, proposed_by: str, expires_days: float, out: Path) -> None:
+    from datetime import timedelta
+
+    from privacy_budgets import store
+    from privacy_budgets.exports import read_only
+    from privacy_budgets.proposals import propose
+
+    with read_only(_existing(ledger)) as conn:
+        site_id = store.read_meta(conn)["site_id"]
+        ledger_id = store.entry_at(conn, 1).entry_hash
+    made = propose(
+        site_id=site_id,
+        ledger_id=ledger_id,
+        action=action,
+        reason=reason,
+        proposed_by=proposed_by,
+        expires_in=timedelta(days=expires_days),
+    )
+    made.save(out)
+    typer.echo(f"Wrote {out}: {made.describe()}")
+    typer.echo(f"Each member signs it on their own machine: workbench budget sign {out} --key KEY")
+
+
+def _named_keys(items: list[str], option: str) -> list[tuple[str, Any]]:
+    from privacy_budgets.signatures import SshPublicKey
+
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise LedgerError(f"{option} takes NAME=PUBLIC_KEY_FILE; got {item!r}. Fix: e.g. {option} 'Dr A=a.pub'.")
+        out.append((name.strip(), SshPublicKey.load(_existing(Path(path.strip())))))
+    return out
+
+
+def _passphrase(path: Path | None, *, confirm: bool) -> str:
+    if path is not None:
+        text = _existing(path).read_text().rstrip("\n")
+        if not text:
+            raise LedgerError(f"A passphrase file must hold the passphrase; {path} is empty.")
+        return text
+    return typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
+
+
 # --- helpers ------------------------------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 
 The arithmetic is exactly that of ``dp_accounting``'s ``PLDAccountant`` composing
 ``events_from_counts(counts)`` in order: start from the identity, compose each base
-mechanism self-composed ``count`` times. Only the bookkeeping differs: each
+mechanism self-composed ``count`` times. The discrete Gaussian, which PLDAccountant
+does not know, is built the same way from dp_accounting's own
+``from_discrete_gaussian_mechanism`` and self-composed like the Laplace kinds. Only the bookkeeping differs: each
 self-composed leaf and each prefix of the composition is kept in memory, so when a
 reservation changes one mechanism's count, only that leaf and the prefixes after it
 are recomputed. Results are bit-identical to the accountant (tests pin this), so
@@ -25,7 +27,7 @@ import dp_accounting as dpa
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 from privacy_budgets.errors import InvalidMechanism
-from privacy_budgets.mechanisms import event_from_json
+from privacy_budgets.mechanisms import DiscreteGaussianDpEvent, DiscreteLaplaceDpEvent, event_from_json
 
 # One discretisation everywhere, so calibration and the ledger do the same arithmetic.
 # 1e-3 is within 0.1% of 1e-4 on DP-SGD and ten times faster (see shared/notes/stack.md).
@@ -70,6 +72,21 @@ def _base(text: str) -> pld_lib.PrivacyLossDistribution:
     if isinstance(event, dpa.LaplaceDpEvent):
         return pld_lib.from_laplace_mechanism(
             parameter=event.noise_multiplier,
+            value_discretization_interval=PLD_VALUE_DISCRETIZATION,
+        )
+    if isinstance(event, DiscreteLaplaceDpEvent):
+        # As PLDAccountant builds it (both neighbouring directions, pessimistic rounding).
+        return pld_lib.from_discrete_laplace_mechanism(
+            parameter=event.noise_parameter,
+            sensitivity=event.sensitivity,
+            value_discretization_interval=PLD_VALUE_DISCRETIZATION,
+        )
+    if isinstance(event, DiscreteGaussianDpEvent):
+        # dp_accounting has no DpEvent for it, but this PLD: add-or-remove (both
+        # directions), pessimistic rounding, noise truncated where its mass is below 1e-30.
+        return pld_lib.from_discrete_gaussian_mechanism(
+            sigma=event.sigma,
+            sensitivity=event.sensitivity,
             value_discretization_interval=PLD_VALUE_DISCRETIZATION,
         )
     if isinstance(event, dpa.PoissonSampledDpEvent):

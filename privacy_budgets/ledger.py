@@ -32,6 +32,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,6 +40,15 @@ import dp_accounting as dpa
 
 from privacy_budgets import store, validation
 from privacy_budgets.accounting import check_delta, check_epsilon, epsilon_of_counts
+from privacy_budgets.authority import (
+    GOVERNED_KINDS,
+    Approval,
+    AuthorityError,
+    Governance,
+    authority_details,
+    check_before_writing,
+)
+from privacy_budgets.board import Board
 from privacy_budgets.checkpoints import make_checkpoint
 from privacy_budgets.entries import LEDGER_FORMAT, LedgerEntry, canonical
 from privacy_budgets.errors import (
@@ -63,8 +73,9 @@ from privacy_budgets.mechanisms import (
     event_from_json,
     events_from_counts,
 )
+from privacy_budgets.proposals import DEFAULT_EXPIRY, SignedProposal, propose
 from privacy_budgets.receipts import SpendReceipt, sign_receipt
-from privacy_budgets.records import CostEstimate, Reservation, utc_now
+from privacy_budgets.records import TIME_FORMAT, CostEstimate, Reservation, utc_now
 from privacy_budgets.state import DATASET_CAP, Limit, changes_of, totals_after
 from privacy_budgets.verification import CAP_RTOL, VerificationReport, verify_entries
 
@@ -186,68 +197,235 @@ class Ledger:
         """Set the dataset's lifetime cap; all its epsilons are reported at ``delta``.
 
         A cap below what is already spent is recorded (the dataset is then over cap);
-        changing delta once releases were reserved is refused.
+        changing delta once releases were reserved is refused. Once the ledger has a
+        board, only lowering a cap (same delta) is a one-person call: anything else is a
+        proposal the board signs (``apply``).
         """
+        with self._write() as conn:
+            return self._set_cap(
+                conn,
+                dataset=dataset,
+                epsilon=epsilon,
+                delta=delta,
+                actor=validation.text("actor", actor),
+                reason=reason,
+            )
+
+    def _set_cap(self, conn, *, dataset, epsilon, delta, actor, reason, authority=None, time=None) -> LedgerEntry:
         dataset = validation.text("dataset", dataset)
         epsilon = check_epsilon(epsilon, name="cap epsilon")
         delta = check_delta(delta)
-        with self._write() as conn:
-            old = store.limits_of(conn, dataset=dataset).get(DATASET_CAP)
-            if old is not None and old.delta != delta and store.has_reserves(conn, dataset=dataset):
-                raise LedgerError(
-                    f"A dataset's delta is fixed once releases are reserved on it: dataset "
-                    f"'{dataset}' has delta {old.delta:g}, the new cap asks {delta:g}. Its "
-                    "epsilons already reported would change meaning. Keep delta "
-                    f"{old.delta:g} and change only epsilon."
-                )
-            spent = epsilon_of_counts(counts=store.multiset(conn, dataset=dataset), delta=delta)
-            details = {
-                "epsilon": epsilon,
-                "previous_epsilon": None if old is None else old.epsilon,
-                "spent_when_set": spent,
-                "below_spent": spent > epsilon,
-            }
-            return self._append(
-                conn,
-                kind="set_cap",
-                dataset=dataset,
-                actor=validation.text("actor", actor),
-                purpose=validation.text("reason", reason),
-                details=details,
-                delta=delta,
+        old = store.limits_of(conn, dataset=dataset).get(DATASET_CAP)
+        if old is not None and old.delta != delta and store.has_reserves(conn, dataset=dataset):
+            raise LedgerError(
+                f"A dataset's delta is fixed once releases are reserved on it: dataset "
+                f"'{dataset}' has delta {old.delta:g}, the new cap asks {delta:g}. Its "
+                "epsilons already reported would change meaning. Keep delta "
+                f"{old.delta:g} and change only epsilon."
             )
+        spent = epsilon_of_counts(counts=store.multiset(conn, dataset=dataset), delta=delta)
+        details = {
+            "epsilon": epsilon,
+            "previous_epsilon": None if old is None else old.epsilon,
+            "spent_when_set": spent,
+            "below_spent": spent > epsilon,
+        }
+        if authority is not None:
+            details["authority"] = authority
+        return self._append(
+            conn,
+            kind="set_cap",
+            dataset=dataset,
+            actor=actor,
+            purpose=validation.text("reason", reason),
+            details=details,
+            delta=delta,
+            time=time,
+        )
 
     def allocate(self, *, dataset: str, project: str, epsilon: float, actor: str, reason: str) -> LedgerEntry:
-        """Set a project's allocation on a dataset (the ethics board's decision)."""
-        dataset, project = validation.text("dataset", dataset), validation.project(project)
-        epsilon = check_epsilon(epsilon, name="allocation epsilon")
+        """Set a project's allocation on a dataset (the ethics board's decision).
+
+        Once the ledger has a board, only lowering an allocation is a one-person call:
+        a first allocation or a raise is a proposal the board signs (``apply``).
+        """
         with self._write() as conn:
-            limits = store.limits_of(conn, dataset=dataset)
-            if DATASET_CAP not in limits:
-                raise LedgerError(
-                    f"An allocation is read at its dataset's delta, so the dataset needs a cap "
-                    f"first: dataset '{dataset}' has none. Fix: set_cap(dataset='{dataset}', ...)."
-                )
-            old = limits.get(project)
-            spent = epsilon_of_counts(
-                counts=store.multiset(conn, dataset=dataset, project=project),
-                delta=limits[DATASET_CAP].delta,
-            )
-            details = {
-                "epsilon": epsilon,
-                "previous_epsilon": None if old is None else old.epsilon,
-                "spent_when_set": spent,
-                "below_spent": spent > epsilon,
-            }
-            return self._append(
+            return self._allocate(
                 conn,
-                kind="allocate",
                 dataset=dataset,
                 project=project,
+                epsilon=epsilon,
                 actor=validation.text("actor", actor),
-                purpose=validation.text("reason", reason),
-                details=details,
+                reason=reason,
             )
+
+    def _allocate(self, conn, *, dataset, project, epsilon, actor, reason, authority=None, time=None) -> LedgerEntry:
+        dataset, project = validation.text("dataset", dataset), validation.project(project)
+        epsilon = check_epsilon(epsilon, name="allocation epsilon")
+        limits = store.limits_of(conn, dataset=dataset)
+        if DATASET_CAP not in limits:
+            raise LedgerError(
+                f"An allocation is read at its dataset's delta, so the dataset needs a cap "
+                f"first: dataset '{dataset}' has none. Fix: set_cap(dataset='{dataset}', ...)."
+            )
+        old = limits.get(project)
+        spent = epsilon_of_counts(
+            counts=store.multiset(conn, dataset=dataset, project=project),
+            delta=limits[DATASET_CAP].delta,
+        )
+        details = {
+            "epsilon": epsilon,
+            "previous_epsilon": None if old is None else old.epsilon,
+            "spent_when_set": spent,
+            "below_spent": spent > epsilon,
+        }
+        if authority is not None:
+            details["authority"] = authority
+        return self._append(
+            conn,
+            kind="allocate",
+            dataset=dataset,
+            project=project,
+            actor=actor,
+            purpose=validation.text("reason", reason),
+            details=details,
+            time=time,
+        )
+
+    # --- the board and its decisions ---------------------------------------------------
+
+    @property
+    def ledger_id(self) -> str:
+        """The hash of the genesis entry: what a proposal names this ledger by."""
+        with self._read() as conn:
+            return store.entry_at(conn, 1).entry_hash
+
+    def board(self) -> Board | None:
+        """The board as the newest ``board`` entry left it; None in a legacy ledger."""
+        with self._read() as conn:
+            return self._governance(conn).board
+
+    def approval(self, *, dataset: str, project: str) -> Approval | None:
+        """The researchers approved for a project on a dataset (None: no approval)."""
+        with self._read() as conn:
+            return self._governance(conn).approvals.get((dataset, project))
+
+    def establish_board(self, *, board: Board, actor: str, reason: str) -> LedgerEntry:
+        """Record the ledger's first board (once; at ``node init``, or to migrate a
+        legacy ledger). From then on caps, allocations, approvals and the board itself
+        change only by proposals a quorum of members signs."""
+        with self._write() as conn:
+            governance = self._governance(conn)
+            if governance.board is not None:
+                raise AuthorityError(
+                    f"Refused: a ledger's first board is recorded once; this ledger has one since seq "
+                    f"{governance.board_seq} ({governance.board.describe()}). Nothing was written. Fix: change it "
+                    "with a set_board proposal signed by a quorum (`workbench budget propose board`)."
+                )
+            return self._set_board(
+                conn, board=board, actor=validation.text("actor", actor), reason=reason, previous=None
+            )
+
+    def _set_board(self, conn, *, board: Board, actor, reason, previous: Board | None, authority=None, time=None):
+        details: dict[str, Any] = {
+            **board.to_json(),
+            "previous": None if previous is None else previous.to_json(),
+        }
+        if authority is not None:
+            details["authority"] = authority
+        return self._append(
+            conn,
+            kind="board",
+            actor=actor,
+            purpose=validation.text("reason", reason),
+            details=details,
+            time=time,
+        )
+
+    def approve(
+        self,
+        *,
+        dataset: str,
+        project: str,
+        purpose: str,
+        researchers: list[dict[str, str]],
+        actor: str,
+        reason: str,
+    ) -> LedgerEntry:
+        """Record the researchers approved for a project, one-person: in a legacy ledger,
+        or (with a board) to withdraw researchers from an approval. Approving anyone
+        new in a ledger with a board is a proposal (``apply``)."""
+        from privacy_budgets.proposals import check_action
+
+        action = check_action(
+            {"kind": "approve", "dataset": dataset, "project": project, "purpose": purpose, "researchers": researchers}
+        )
+        with self._write() as conn:
+            return self._approve(conn, action=action, actor=validation.text("actor", actor), reason=reason)
+
+    def _approve(self, conn, *, action, actor, reason, authority=None, time=None) -> LedgerEntry:
+        details: dict[str, Any] = {"purpose": action["purpose"], "researchers": action["researchers"]}
+        if authority is not None:
+            details["authority"] = authority
+        return self._append(
+            conn,
+            kind="approve",
+            dataset=validation.text("dataset", action["dataset"]),
+            project=validation.project(action["project"]),
+            actor=actor,
+            purpose=validation.text("reason", reason),
+            details=details,
+            time=time,
+        )
+
+    def propose(
+        self,
+        *,
+        action: dict[str, Any],
+        reason: str,
+        proposed_by: str,
+        expires_in: timedelta = DEFAULT_EXPIRY,
+    ) -> SignedProposal:
+        """A proposal naming this ledger, with no signatures yet (see ``proposals``)."""
+        return propose(
+            site_id=self.site_id,
+            ledger_id=self.ledger_id,
+            action=action,
+            reason=reason,
+            proposed_by=proposed_by,
+            expires_in=expires_in,
+        )
+
+    def apply(self, proposal: SignedProposal) -> LedgerEntry:
+        """Record a signed proposal as one entry holding its signatures.
+
+        Refused (AuthorityError, nothing written) unless it names this ledger, has not
+        expired, was never applied, and carries signatures of ``quorum`` distinct
+        current members (in a ledger without a board: at least one, all valid).
+        """
+        now = datetime.now(UTC)
+        time = now.strftime(TIME_FORMAT)
+        with self._write() as conn:
+            governance = self._governance(conn)
+            action, result = check_before_writing(governance, proposal, site_id=self.site_id, now=now)
+            authority = authority_details(proposal, result)
+            reason = proposal.document["reason"]
+            common = dict(actor=result.actor(), reason=reason, authority=authority, time=time)
+            kind = action["kind"]
+            if kind == "set_cap":
+                return self._set_cap(
+                    conn, dataset=action["dataset"], epsilon=action["epsilon"], delta=action["delta"], **common
+                )
+            if kind == "allocate":
+                return self._allocate(
+                    conn, dataset=action["dataset"], project=action["project"], epsilon=action["epsilon"], **common
+                )
+            if kind == "approve":
+                return self._approve(conn, action=action, **common)
+            return self._set_board(conn, board=Board.from_json(action), previous=governance.board, **common)
+
+    def _governance(self, conn: sqlite3.Connection) -> Governance:
+        return Governance.replay(store.governed_entries(conn, kinds=GOVERNED_KINDS))
 
     # --- spending -------------------------------------------------------------------
 
@@ -558,8 +736,14 @@ class Ledger:
             Path(out).write_text(json.dumps(cp, indent=2) + "\n")
         return cp
 
-    def receipt(self, entry: LedgerEntry) -> SpendReceipt:
-        """The signed receipt of a commit or an uncovered release, to send with it."""
+    def receipt(self, entry: LedgerEntry, *, dataset_total: bool = True) -> SpendReceipt:
+        """The signed receipt of a commit or an uncovered release, to send with it.
+
+        ``dataset_total=False`` leaves the dataset's total (every project's spending)
+        out of the receipt, as a site does for a receipt that goes to a requester: it
+        then speaks of the release and of its own project only (reconciliation skips
+        what a receipt does not state).
+        """
         if entry.kind not in ("commit", "uncovered"):
             raise LedgerError(
                 f"A receipt proves a release (a commit or an uncovered release); entry seq "
@@ -587,7 +771,7 @@ class Ledger:
                 mechanism=entry.mechanism,
                 epsilon=entry.epsilon,
                 project_epsilon_after=entry.project_epsilon_after,
-                dataset_epsilon_after=entry.epsilon_after,
+                dataset_epsilon_after=entry.epsilon_after if dataset_total else None,
                 delta=entry.delta,
                 run_id=entry.run_id,
                 round=entry.round,
@@ -626,6 +810,7 @@ class Ledger:
         reservation: store.ReservationRow | None = None,
         check_limits: tuple[Limit, Limit] | None = None,
         not_above: dict[str, float | None] | None = None,
+        time: str | None = None,
         **fields: Any,
     ) -> LedgerEntry:
         """Append one entry and its derived state; compute the totals it reports.
@@ -638,12 +823,14 @@ class Ledger:
         self._check_head(head)
         draft = LedgerEntry.unsigned(
             seq=head.seq + 1,
-            time=utc_now(),
+            time=time or utc_now(),
             site_id=self.site_id,
             prev_hash=head.entry_hash,
             details_json=canonical(details or {}),
             **fields,
         )
+        if draft.kind in GOVERNED_KINDS:
+            self._check_authority(conn, draft)
         store.apply_changes(conn, changes_of(draft, reservation=reservation))
         cap = None
         if draft.dataset is not None:
@@ -662,6 +849,20 @@ class Ledger:
         entry = dataclasses.replace(entry, signature=sign(self._key, entry.signed_message()))
         store.insert_entry(conn, entry)
         return entry
+
+    def _check_authority(self, conn: sqlite3.Connection, draft: LedgerEntry) -> None:
+        """The board's rules (``authority``), as verification will apply them to this entry."""
+        before = {}
+        if draft.dataset is not None:
+            before = {(draft.dataset, p): limit for p, limit in store.limits_of(conn, dataset=draft.dataset).items()}
+        problems = self._governance(conn).problems(draft, limits=before)
+        if problems:
+            raise AuthorityError(
+                f"Refused: {'; '.join(problems)}. Nothing was written. Fix: propose it "
+                f"(`workbench budget propose ... --ledger {self.path}`, or Ledger.propose), have members sign it "
+                "(`workbench budget sign PROPOSAL --key KEY`), then apply it (`workbench budget apply`, or "
+                "Ledger.apply)."
+            )
 
     def _check_head(self, head: LedgerEntry | None) -> None:
         """Refuse to extend a chain whose newest entry does not prove itself."""

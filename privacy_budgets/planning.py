@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pandas as pd
+from dp_accounting import DpEvent
 
 from privacy_budgets.accounting import (
     MAX_NOISE_MULTIPLIER,
@@ -48,9 +49,15 @@ def calibrate_for_project(
     include_reserved: bool = False,
     minimum: float = MIN_NOISE_MULTIPLIER,
     maximum: float = MAX_NOISE_MULTIPLIER,
+    planned: Sequence[DpEvent] = (),
 ) -> NoiseCalibration:
     """Noise for a DP-SGD run of ``project`` on ``dataset``, where ``target_epsilon`` is
     the project's total on the dataset: what the project already spent there counts.
+
+    ``planned`` are the study's other releases, not yet in the ledger (its noisy
+    evaluations, say): the DP-SGD noise is calibrated so that the prior spending, the
+    planned releases and the training together stay within ``target_epsilon``.
+    ``minimum`` and ``maximum`` bracket the noise (a site's policy narrows them).
 
     Every planner and every site calibrates through here, so a project whose earlier
     spending leaves no room is refused in the same words everywhere (ProjectBudgetSpent:
@@ -64,15 +71,15 @@ def calibrate_for_project(
             delta=delta,
             sampling_rate=sampling_rate,
             steps=steps,
-            prior_events=prior,
+            prior_events=[*prior, *planned],
             minimum=minimum,
             maximum=maximum,
         )
-    except NoNoiseFits as err:
+    except NoNoiseFits:
         raise ProjectBudgetSpent(
             project=project,
             site=ledger.site_id,
-            spent=err.prior_epsilon or 0.0,
+            spent=epsilon(events=prior, delta=delta) if prior else 0.0,
             target_epsilon=target_epsilon,
             allocation=ledger.allocation(dataset=dataset, project=project),
             maximum=maximum,

@@ -22,7 +22,12 @@ import dp_accounting as dpa
 
 from privacy_budgets.entries import LedgerEntry
 from privacy_budgets.errors import fmt_epsilon
-from privacy_budgets.mechanisms import describe_event, event_from_json
+from privacy_budgets.mechanisms import (
+    DiscreteGaussianDpEvent,
+    DiscreteLaplaceDpEvent,
+    describe_event,
+    event_from_json,
+)
 
 RELATION_WORDS = "add/remove-one-patient"
 
@@ -59,6 +64,15 @@ def statement(entry: LedgerEntry) -> str:
         return text + (
             " This is below what the project already spent: it is over its allocation." if d.get("below_spent") else ""
         )
+    if kind == "approve":
+        d = entry.details
+        names = ", ".join(str(r.get("name")) for r in d.get("researchers", []))
+        return (
+            f"Approval by {entry.actor}: project {entry.project} on dataset {entry.dataset} "
+            f"({d.get('purpose')}) may be asked for by researchers {names} ({entry.purpose})."
+        )
+    if kind == "board":
+        return _board_statement(entry)
     if kind == "uncovered":
         return (
             f"Released WITHOUT a differential privacy guarantee{_context(entry)}: "
@@ -89,12 +103,51 @@ def statement(entry: LedgerEntry) -> str:
     )
 
 
+def _board_statement(entry: LedgerEntry) -> str:
+    from privacy_budgets.board import Board
+
+    d = entry.details
+    board = Board.from_json(d)
+    rule = (
+        f"from now on caps and allocations rise, researchers are approved and the board changes only with "
+        f"the signatures of {board.quorum} distinct members"
+    )
+    if d.get("previous") is None:
+        return f"Board recorded by {entry.actor}: {board.describe()} ({entry.purpose}); {rule}."
+    before = Board.from_json(d["previous"]).describe()
+    return f"Board changed by {entry.actor}: now {board.describe()}, was {before} ({entry.purpose}); {rule}."
+
+
 def safe_statement(entry: LedgerEntry) -> str:
     """``statement``, or a note when the entry is too damaged to be read (see verify)."""
     try:
         return statement(entry)
     except Exception as err:  # noqa: BLE001 - a damaged entry must not stop a listing
         return f"(no statement: this entry cannot be read: {err})"
+
+
+# Mechanisms that release one (vector of) noisy statistic(s).
+_SINGLE_STATISTIC = (dpa.GaussianDpEvent, dpa.LaplaceDpEvent, DiscreteLaplaceDpEvent, DiscreteGaussianDpEvent)
+
+
+def release_kind(entry: LedgerEntry) -> str:
+    """The kind of a release, for counting: DP-SGD updates, statistics by noise, other."""
+    try:
+        event = event_from_json(entry.mechanism)
+    except Exception:  # noqa: BLE001 - a damaged entry is counted apart; verify names it
+        return "unreadable mechanism"
+    if _dpsgd(event) is not None:
+        return "model update (DP-SGD)"
+    inner = event.event if isinstance(event, dpa.SelfComposedDpEvent) else event
+    if isinstance(inner, dpa.GaussianDpEvent):
+        return "statistics, Gaussian noise"
+    if isinstance(inner, dpa.LaplaceDpEvent):
+        return "statistics, Laplace noise"
+    if isinstance(inner, DiscreteGaussianDpEvent):
+        return "statistics, discrete Gaussian noise"
+    if isinstance(inner, DiscreteLaplaceDpEvent):
+        return "statistics, discrete Laplace noise"
+    return f"other ({type(inner).__name__})"
 
 
 def what_released(event: dpa.DpEvent) -> str:
@@ -106,11 +159,9 @@ def what_released(event: dpa.DpEvent) -> str:
             f"a model update trained with DP-SGD ({steps} steps, each on a Poisson sample of "
             f"{q:.4g} of the records, noise multiplier {sigma:.4g})"
         )
-    if isinstance(event, (dpa.GaussianDpEvent, dpa.LaplaceDpEvent)):
+    if isinstance(event, _SINGLE_STATISTIC):
         return f"a statistic with {describe_event(event)}"
-    if isinstance(event, dpa.SelfComposedDpEvent) and isinstance(
-        event.event, (dpa.GaussianDpEvent, dpa.LaplaceDpEvent)
-    ):
+    if isinstance(event, dpa.SelfComposedDpEvent) and isinstance(event.event, _SINGLE_STATISTIC):
         return f"{event.count} statistics, each with {describe_event(event.event)}"
     return f"several releases together: {describe_event(event)}"
 

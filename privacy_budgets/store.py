@@ -210,6 +210,15 @@ def iter_entries(conn: sqlite3.Connection, *, dataset: str | None = None) -> Ite
         yield LedgerEntry(*row)
 
 
+def governed_entries(conn: sqlite3.Connection, *, kinds: tuple[str, ...]) -> Iterator[LedgerEntry]:
+    """The genesis entry and every entry of ``kinds``, in seq order (a full scan: only
+    decisions, which are rare, read this)."""
+    marks = ", ".join("?" for _ in kinds)
+    sql = f"SELECT {', '.join(ENTRY_FIELDS)} FROM entries WHERE seq = 1 OR kind IN ({marks}) ORDER BY seq"
+    for row in conn.execute(sql, kinds):
+        yield LedgerEntry(*row)
+
+
 def newest_entry(conn: sqlite3.Connection) -> LedgerEntry | None:
     """The entry with the highest seq, if any."""
     row = conn.execute(f"SELECT {', '.join(ENTRY_FIELDS)} FROM entries ORDER BY seq DESC LIMIT 1").fetchone()

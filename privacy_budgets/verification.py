@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from privacy_budgets.accounting import epsilon_of_counts
+from privacy_budgets.authority import GOVERNED_KINDS, Governance
 from privacy_budgets.checkpoints import checkpoint_verifies, load_checkpoint
 from privacy_budgets.entries import ENTRY_KINDS, GENESIS_PREV, LedgerEntry
 from privacy_budgets.errors import LedgerIntegrityError, PrivacyBudgetError
@@ -126,7 +127,8 @@ class _Verifier:
         self.reserved_datasets: set[str] = set()
         self.last_of_dataset: dict[str, LedgerEntry] = {}
         self.last_of_project: dict[tuple[str, str], LedgerEntry] = {}
-        self.checks = ["seq", "hash chain", "signatures", "rules"]
+        self.governance = Governance()
+        self.checks = ["seq", "hash chain", "signatures", "rules", "board quorum"]
 
     def bad(self, seq: int | None, sentence: str) -> None:
         self.problems.append((seq, sentence))
@@ -169,6 +171,7 @@ class _Verifier:
 
     def _genesis(self, e: LedgerEntry) -> None:
         self.site_id = e.site_id
+        self.governance.ledger_id = e.entry_hash
         try:
             self.public_key = str(e.details["public_key"])
             fingerprint(self.public_key)
@@ -208,6 +211,10 @@ class _Verifier:
             for project, word in ((DATASET_CAP, "cap"), (e.project, "allocation")):
                 if (e.dataset, project) not in limits:
                     self.bad(seq, f"entry seq {seq} reserves without a {word} in place.")
+        if kind in GOVERNED_KINDS:
+            for problem in self.governance.problems(e, limits=limits):
+                self.bad(seq, f"entry seq {seq} ({kind}) breaks the board's rule: {problem}.")
+            self.governance.record(e)
         if kind == "set_cap":
             old = limits.get((e.dataset, DATASET_CAP))
             if old and old.delta != e.delta and e.dataset in self.reserved_datasets:

@@ -1,6 +1,6 @@
 """A minimal W3C WebDriver client for Debian's chromedriver (no selenium needed).
 
-Only what the browser tests use: open a page, run a script, take a screenshot.
+Only what the browser tests use: open a page, size the window, run a script, take a screenshot.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ class Session:
 
     def run(self, script: str) -> object:
         return self._call("POST", "/execute/sync", {"script": script, "args": []})
+
+    def resize(self, *, width: int, height: int) -> None:
+        """The window's outer size in CSS pixels (a laptop screen: 1366 x 768)."""
+        self._call("POST", "/window/rect", {"width": width, "height": height})
 
     def screenshot(self, out: Path) -> Path:
         out.write_bytes(base64.b64decode(self._call("GET", "/screenshot")))

@@ -62,11 +62,11 @@ def test_each_error_of_ours_has_exactly_one_kind():
     ("error", "word"),
     [
         (PolicyRefused("no"), "policy"),
-        (InvalidRequest("malformed"), "policy"),
+        (InvalidRequest("malformed"), "invalid"),
         (BudgetRefused("over"), "budget"),
         (PausedRefused("paused"), "paused"),
         (InternalFault("broke"), "error"),
-        (BadInput("bad"), "policy"),  # a request that breaks a rule is refused as the sender's
+        (BadInput("bad"), "invalid"),  # a request that breaks a rule is refused as the sender's
         (LedgerError("locked"), "error"),
         (RuntimeError("bug"), "error"),
     ],

@@ -43,7 +43,7 @@ from federation.data.dictionary import DataDictionary
 from federation.data.errors import DataDictionaryError
 from federation.errors import InternalFault
 from federation.processes import split_address
-from federation.protocol.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec, refuse_site_owned
 from federation.training.features import FeatureEncoder
 from workbench.errors import (
     NotAvailable,
@@ -208,8 +208,10 @@ class ConnectedWorkbench:
     def budget(self) -> pd.DataFrame:
         """Per site, dataset and project: the epsilon the sites' receipts report (the mirror).
 
-        ``epsilon_project`` and ``epsilon_dataset`` are the latest values the site's
-        ledger signed; the site's own ledger stays the source of truth.
+        ``epsilon_project`` is the latest value the site's ledger signed; the site's own
+        ledger stays the source of truth. ``epsilon_dataset`` (every project's spending
+        at the site) is not the requester's to know: a site's receipts leave it out, so
+        it is NaN here unless a receipt stated it.
         """
         rows = [r for r in self.receipts() if r.get("kind") == "commit"]
         columns = ["site", "dataset", "project", "epsilon_project", "epsilon_dataset", "delta", "releases"]
@@ -225,7 +227,7 @@ class ConnectedWorkbench:
                     "dataset": dataset,
                     "project": project,
                     "epsilon_project": float(last["project_epsilon_after"]),
-                    "epsilon_dataset": float(last["dataset_epsilon_after"]),
+                    "epsilon_dataset": _float_or_nan(last.get("dataset_epsilon_after")),
                     "delta": float(last["delta"]),
                     "releases": len(g),
                 }
@@ -327,6 +329,7 @@ class ConnectedWorkbench:
 
         if reply_timeout is not None:
             site_timeout = reply_timeout
+        refuse_site_owned(hyperparameters)
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
         encoder = self.encoder(target=target)
@@ -401,6 +404,7 @@ class ConnectedWorkbench:
             stopped_reason=str(outcome.get("stopped_reason", "")),
             encoder=encoder,
             charges=charges,
+            pooled=observer.pooled_history(),
         )
 
     # --- analytics ------------------------------------------------------------------
@@ -734,3 +738,7 @@ def run_connected_study(
             fh.write(json.dumps(receipt) + "\n")
     echo(f"wrote {out / 'summary.json'} and {out / 'receipts.jsonl'} ({summary['wall_seconds']:.0f} s)")
     return summary
+
+
+def _float_or_nan(value: Any) -> float:
+    return float("nan") if value is None or (isinstance(value, float) and value != value) else float(value)

@@ -31,7 +31,8 @@ class LivePlot:
         self._rounds = rounds
         self._handle: Any = None
 
-    def update(self, history: pd.DataFrame) -> None:
+    def update(self, history: pd.DataFrame, pooled: pd.DataFrame | None = None) -> None:
+        """``pooled``: per round, the sites' noisy evaluations pooled (AUC and its sd)."""
         if not self.enabled or history.empty:
             return
         import matplotlib.pyplot as plt
@@ -40,9 +41,15 @@ class LivePlot:
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
         ok = history[history["status"] == "ok"]
         for site, g in ok.groupby("site"):
-            left.plot(g["round"], g["auc"], marker="o", label=site)
             right.plot(g["round"], g["epsilon_project"], marker="o", label=site)
-        left.set(xlabel="round", ylabel="held-out AUC", xlim=(0.5, self._rounds + 0.5), title="Global model per site")
+        if pooled is not None and not pooled.empty:
+            left.errorbar(pooled["round"], pooled["auc"], yerr=pooled["auc_sd"], marker="o", capsize=3)
+        left.set(
+            xlabel="round",
+            ylabel="AUC (DP estimate ± sd)",
+            xlim=(0.5, self._rounds + 0.5),
+            title="Global model, all sites' noisy counts pooled",
+        )
         right.axhline(self._target, color="grey", ls="--", lw=1, label="target")
         right.set(
             xlabel="round", ylabel="epsilon spent", xlim=(0.5, self._rounds + 0.5), title="Privacy spent per site"

@@ -1,8 +1,11 @@
 """Planning a private training before anything is spent.
 
-For each site: the sampling rate and steps its own data give, the noise it will
-calibrate for the target, what its ledger would hold afterwards, and whether the
-training fits its cap. Beside it, a what-if table of epsilon against noise and rounds.
+For each site: the sampling rate and steps its own data give, how its policy splits
+the target between DP-SGD and its noisy evaluations (``evaluation_share``; the
+evaluations' epsilon on their own and the DP-SGD's on its own, which together compose
+to the target), the noise it will calibrate, what its ledger would hold afterwards,
+and whether the training fits its cap. Beside it, a what-if table of epsilon against
+noise and rounds (DP-SGD alone).
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from federation.protocol.spec import TrainingSpec
+from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
-from federation.training.dp_sgd import planned_sampling
-from privacy_budgets import Ledger, plan_dpsgd
-from privacy_budgets.mechanisms import dpsgd_event
-from privacy_budgets.planning import calibrate_for_project
+from federation.site.plan import calibrate_plan
+from privacy_budgets import Ledger, accounting, plan_dpsgd
+from privacy_budgets.mechanisms import composed_event
 
 if TYPE_CHECKING:
     from workbench.session import Workbench
@@ -67,7 +70,8 @@ class TrainingPlan:
         return (
             f"<h4>Training plan: {self.spec.rounds} rounds, target epsilon {self.spec.target_epsilon:g} "
             f"per site</h4><p>The plan {verdict}. Each site calibrates its own noise for all "
-            f"rounds at its own sampling rate; nothing has been spent.</p>"
+            f"rounds at its own sampling rate, after setting aside its <code>evaluation_share</code> of "
+            f"the target for its noisy evaluations and its one noisy row count; nothing has been spent.</p>"
             + self.per_site.to_html(index=False, float_format=lambda v: f"{v:.4g}")
         )
 
@@ -88,24 +92,19 @@ def plan_training(
     encoder = wb.encoder(target=target)
     for config in wb.site_configs():
         site = config.site_id
+        policy = NodePolicy.default_for(config)
         # In a simulation the rows are here to count; a real site states them in its plan.
-        n_train = len(site_arrays(site=config, spec=spec, encoder=encoder).y_train)
-        q, steps = planned_sampling(n_train=n_train, batch_size=spec.batch_size, local_epochs=spec.local_epochs)
+        n_train = len(site_arrays(site=config, policy=policy, encoder=encoder).y_train)
         with Ledger.open(config.ledger_path, site_id=site) as ledger:
             delta = ledger.dataset_delta(dataset=config.dataset)
-            # A project whose earlier spending leaves no room raises ProjectBudgetSpent
-            # here: one paragraph with its own numbers, the same words a site would send.
-            calibration = calibrate_for_project(
-                ledger=ledger,
-                dataset=config.dataset,
-                project=project,
-                target_epsilon=target_epsilon,
-                sampling_rate=q,
-                steps=steps * rounds,
+            # A project whose earlier spending leaves no room raises PlanRefused here: one
+            # paragraph with its own numbers, the same words a site would send. The plan is
+            # the site's own calibration (federation/site/plan.py), split as its policy says.
+            plan = calibrate_plan(
+                ledger=ledger, spec=spec, dataset=config.dataset, n_train=n_train, policy=policy, include_reserved=False
             )
-            sigma = calibration.noise_multiplier
-            event = dpsgd_event(noise_multiplier=sigma, sampling_rate=q, steps=steps * rounds)
-            cost = ledger.cost(dataset=config.dataset, project=project, event=event)
+            q, steps, sigma = plan.sampling_rate, plan.steps_per_round, plan.noise_multiplier
+            cost = ledger.cost(dataset=config.dataset, project=project, event=composed_event(plan.planned_events()))
             dataset_after, remaining = cost.dataset_total_after, cost.dataset_remaining_after
             allocation = ledger.allocation(dataset=config.dataset, project=project)
             fits = remaining >= -1e-9 and (allocation is None or cost.project_remaining_after >= -1e-9)
@@ -121,8 +120,11 @@ def plan_training(
                 )
             else:
                 binding = cost.binding
-            if calibration.at_minimum:
-                binding = f"{binding}; {calibration.note()}"
+            if plan.at_minimum_noise:
+                binding = (
+                    f"{binding}; the least noise the site allows (noise multiplier {sigma:g}) already keeps the "
+                    "project under its target: that noise is used, and the study spends less"
+                )
             cap = ledger.cap(dataset=config.dataset)
         rows.append(
             {
@@ -131,8 +133,14 @@ def plan_training(
                 "sampling_rate": q,
                 "steps_per_round": steps,
                 "noise_multiplier": sigma,
-                "project_spent_before": calibration.prior_epsilon,
-                "project_total_after": calibration.epsilon,
+                "evaluation_share": plan.evaluation_share,
+                "evaluation_epsilon": plan.release_epsilon(),
+                "dpsgd_epsilon": accounting.epsilon(events=[plan.dpsgd()], delta=delta),
+                "evaluation_noise": plan.evaluation_noise,
+                "final_evaluation_noise": plan.final_evaluation_noise,
+                "weight_noise": plan.weight_noise,
+                "project_spent_before": plan.prior_epsilon,
+                "project_total_after": cost.project_total_after,
                 "dataset_spent_before": ledger_spent(config),
                 "dataset_total_after": dataset_after,
                 "cap": cap if cap is not None else float("nan"),

@@ -52,6 +52,7 @@ class ProgressObserver:
         wait_after: float = WAIT_LINE_AFTER_SECONDS,
     ) -> None:
         self.rows: list[dict] = []
+        self.pooled: list[dict] = []
         self.stopped_reason = ""
         self.waiting_text = ""
         self._on_round = on_round
@@ -71,22 +72,32 @@ class ProgressObserver:
                     "round": report.round,
                     "site": t.site_id,
                     "status": t.status,
-                    "train_loss": t.metrics.get("train-loss"),
                     "loss": e.metrics.get("loss") if e else None,
                     "accuracy": e.metrics.get("accuracy") if e else None,
                     "auc": e.metrics.get("auc") if e else None,
-                    "epsilon_project": t.metrics.get("epsilon-project"),
-                    "epsilon_dataset": t.metrics.get("epsilon-dataset"),
+                    "auc_sd": e.metrics.get("auc-sd") if e else None,
+                    "epsilon_project": _latest_epsilon(t, e),
                     "noise_multiplier": t.info.get("noise-multiplier"),
                     "steps": t.metrics.get("steps"),
-                    "num_test": e.metrics.get("num-examples") if e else None,
-                    "reason": t.reason,
+                    "num_test": e.metrics.get("num-examples") if e else None,  # a noisy count
+                    "reason": t.reason or (e.reason if e else ""),
+                }
+            )
+        pooled = report.pooled()
+        if pooled:
+            self.pooled.append(
+                {
+                    "round": report.round,
+                    **{k.replace("-", "_"): v for k, v in pooled.items()},
+                    "max_epsilon": max(
+                        (_latest_epsilon(t, evaluation.get(t.site_id)) or 0.0 for t in report.train), default=0.0
+                    ),
                 }
             )
         self._bar.update(1)
         self._bar.set_postfix(auc=f"{report.weighted('auc'):.3f}")
         if self._live_plot is not None:
-            self._live_plot.update(self.history())
+            self._live_plot.update(self.history(), self.pooled_history())
         if self._on_round:
             self._on_round(report)
 
@@ -117,3 +128,18 @@ class ProgressObserver:
 
     def history(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
+
+    def pooled_history(self) -> pd.DataFrame:
+        """Per round: the metrics of every site's noisy evaluation pooled, with their sd."""
+        return pd.DataFrame(self.pooled)
+
+
+def _latest_epsilon(train, evaluate) -> float | None:
+    """The project's epsilon at the site after the round: its evaluation's, when it ran
+    (it comes after the training), else its training's."""
+    for reply in (evaluate, train):
+        if reply is not None and reply.status == "ok":
+            value = reply.info.get("epsilon-project", reply.metrics.get("epsilon-project"))
+            if value is not None:
+                return float(value)
+    return None

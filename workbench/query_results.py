@@ -112,10 +112,11 @@ class QueryResult:
         refused = self.sites[self.sites["status"] != "ok"] if not self.sites.empty else self.sites
         if len(ok):
             fresh = ok[~ok["replay"]]
-            noise = "Gaussian" if q.mechanism == "gaussian" else "Laplace"
+            noise = "discrete Gaussian" if q.mechanism == "gaussian" else "discrete Laplace"
             parts.append(
                 f"Answered by {len(ok)} of {len(self.sites)} sites; the pooled rows cover those sites. "
-                f"Each site added {noise} noise itself and charged its own ledger"
+                f"Each site added {noise} noise to whole numbers itself, from a secure source, and charged its "
+                "own ledger"
                 + (
                     f": epsilon {fresh['epsilon'].max():.3g} at most for this query (at the site's delta)"
                     if len(fresh)

@@ -18,10 +18,14 @@ from federation.training.features import FeatureEncoder
 class TrainingResult:
     """The outcome of ``Workbench.train``.
 
-    ``history`` has one row per round and site (metrics on the site's held-out rows
-    and the epsilon the site's ledger reports after that round); ``evaluation`` is
-    the last round; ``model`` is the trained torch model; ``receipts`` are the
-    sites' signed spend receipts as the coordinator mirrors them.
+    ``history`` has one row per round and site: the metrics of the site's noisy
+    evaluation on its held-out rows (estimates, with ``auc_sd``: each site adds noise
+    to its counts and charges it to the project) and the project's epsilon its ledger
+    reports after that round; ``evaluation`` is the last round; ``pooled`` has one row
+    per round with every site's noisy counts pooled (the better estimate); ``model`` is
+    the trained torch model; ``receipts`` are the sites' signed spend receipts as the
+    coordinator mirrors them. ``dataset_totals`` (site -> epsilon of every project at
+    that site) is known only where the caller holds the ledgers (a simulation).
     """
 
     spec: TrainingSpec
@@ -47,6 +51,9 @@ class TrainingResult:
         rows = [c.to_json() for c in self.charges]
         return pd.DataFrame(rows, columns=["site", "rounds_charged", "epsilon_project", "releases", "unconfirmed"])
 
+    pooled: pd.DataFrame = field(default_factory=pd.DataFrame)
+    dataset_totals: dict[str, float] | None = None
+
     @property
     def feature_names(self) -> list[str]:
         return self.encoder.feature_names if self.encoder else []
@@ -59,7 +66,10 @@ class TrainingResult:
         return self.history[self.history["round"] == last].reset_index(drop=True)
 
     def weighted(self) -> pd.DataFrame:
-        """Per round: metrics averaged over sites, weighted by held-out rows."""
+        """Per round: metrics over all sites, from their noisy counts pooled (``pooled``),
+        or, without those, averaged over sites weighted by held-out rows."""
+        if not self.pooled.empty:
+            return self.pooled.reset_index(drop=True)
         h = self.history[self.history["status"] == "ok"].copy()
         out = []
         for rnd, g in h.groupby("round"):
@@ -76,19 +86,39 @@ class TrainingResult:
         return pd.DataFrame(out)
 
     def epsilon(self) -> pd.DataFrame:
-        """Each site's epsilon for this project and for its dataset over all projects."""
+        """Each site's epsilon for this project and, where known (a simulation holds the
+        ledgers), for its dataset over all projects (else NaN: a site never tells)."""
         ev = self.evaluation
-        return ev[["site", "epsilon_project", "epsilon_dataset"]].reset_index(drop=True)
+        if ev.empty:
+            return pd.DataFrame(columns=["site", "epsilon_project", "epsilon_dataset"])
+        eps = ev[["site", "epsilon_project"]].reset_index(drop=True)
+        totals = self.dataset_totals or {}
+        eps["epsilon_dataset"] = [totals.get(site, float("nan")) for site in eps["site"]]
+        return eps
+
+    def uncovered(self) -> list[dict[str, Any]]:
+        """The receipts of releases without noise (a site's opt-in), one per release."""
+        return [r for r in self.receipts if r.get("kind") == "uncovered"]
 
     def _statement(self) -> str:
         eps = self.epsilon()
         worst = eps["epsilon_project"].max() if not eps.empty else float("nan")
+        uncovered = self.uncovered()
+        if uncovered:
+            sites = sorted({str(r.get("site_id")) for r in uncovered})
+            tail = (
+                f" {len(uncovered)} number(s) were ALSO released without noise, because the site's policy opts in "
+                f"to uncovered releases ({', '.join(sites)}): each is listed as an uncovered release in that "
+                "site's ledger, and no differential privacy guarantee covers it."
+            )
+        else:
+            tail = " No number left any hospital without noise."
         return (
             f"Each hospital's patients are protected by record-level differential privacy: "
             f"at most epsilon {worst:.3g} at delta {self.spec.delta:g} per hospital for this "
             f"study (add or remove one patient), as composed by each hospital's own ledger "
-            f"from the DP-SGD steps that ran. Row counts and evaluation metrics were released "
-            f"without noise and are listed as such in each ledger."
+            f"from everything it released: the DP-SGD steps that ran, its noisy evaluations and "
+            f"its one noisy number of training records (the FedAvg weight).{tail}"
         )
 
     def __repr__(self) -> str:

@@ -21,11 +21,14 @@ from federation.data.dictionary import DataDictionary
 from federation.data.errors import DataDictionaryError
 from federation.data.loader import load_sites, site_files
 from federation.data.unranged import UnrangedSchema, infer_schema_without_ranges
-from federation.protocol.spec import TrainingSpec
+from federation.protocol.spec import TrainingSpec, refuse_site_owned
+from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
 from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder, SiteArrays
 from privacy_budgets import Ledger
+from privacy_budgets.proposals import allocation_action, cap_action
+from privacy_budgets.simulated_board import SimulatedBoard
 from workbench.burn_down import budget_history, plot_burn_down
 from workbench.description import Description, schema_rows, site_rows
 from workbench.errors import PlanDoesNotFit, StudyRefused, as_workbench_errors, refused_paragraph
@@ -67,8 +70,13 @@ class Workbench:
         dictionary: DataDictionary | None,
         workdir: Path,
         schema: UnrangedSchema | None = None,
+        board: SimulatedBoard | None = None,
     ) -> None:
         self._sites = sites
+        #: The simulated ethics board (real keys under ``workdir/board``, apart from the
+        #: ledgers): every site's ledger records it, and caps and allocations are its
+        #: signed decisions (2 of 3 members).
+        self.board = board
         #: The public data dictionary; None when the folder has none (ranges are
         #: then found by a DP query charged to every site, see ``train``).
         self.dictionary = dictionary
@@ -90,16 +98,24 @@ class Workbench:
         delta: float = 1e-5,
         min_cell_size: int | dict[str, int] | None = None,
         true_count_floor: int | dict[str, int] | None = None,
+        site_policy: dict[str, Any] | None = None,
     ) -> Workbench:
         """Hospitals simulated on this machine, on Flower's simulation engine.
 
         ``data`` is a folder of per-site files with a ``data_dictionary.json``; when
         omitted, ``sites`` synthetic hospitals of about ``rows`` patients are made
-        (deterministic for ``seed``). Every site gets a ledger under ``workdir``;
-        a site without a cap gets ``site_cap`` (set as its IT would, and recorded).
+        (deterministic for ``seed``). Every site gets a ledger under ``workdir``
+        holding a simulated ethics board (``workdir/board``: 3 members with real keys,
+        quorum 2); a site without a cap gets ``site_cap``, proposed by its IT and signed
+        by the board.
         ``min_cell_size`` and ``true_count_floor`` are the sites' disclosure rules for
         analytics (one number for all sites, or site id -> number; see
         ``federation/analytics/disclosure.py``): by default 5 and none.
+        ``site_policy`` sets other keys of every simulated site's policy, as its IT
+        would in node.toml's [training] section, by name: e.g. ``{"holdout_fraction":
+        0.3, "allowed_targets": ["cardiac_event"]}``. Each site owns its held-out split,
+        the outcomes a study may predict and its limits on a study's sizes; by default a
+        simulated site has the defaults of ``workbench node init``.
         """
         workdir = Path(workdir)
         if data is None:
@@ -132,22 +148,24 @@ class Workbench:
                 dictionary_path=dictionary_path,
                 min_cell_size=_per_site(min_cell_size, site_id),
                 true_count_floor=_per_site(true_count_floor, site_id),
+                policy_overrides=tuple((site_policy or {}).items()),
             )
             for site_id, path in sorted(paths.items())
         ]
         _check_disclosure_rules(configs)
+        board = SimulatedBoard.create(workdir / "board")
         for site in configs:
             site.state_dir.mkdir(parents=True, exist_ok=True)
             with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+                board.establish(ledger)
                 if ledger.cap(dataset=site.dataset) is None:
-                    ledger.set_cap(
-                        dataset=site.dataset,
-                        epsilon=site_cap,
-                        delta=delta,
-                        actor=SIMULATED_SITE_IT,
+                    board.decide(
+                        ledger,
+                        action=cap_action(dataset=site.dataset, epsilon=site_cap, delta=delta),
                         reason="lifetime cap of a simulated hospital",
+                        proposed_by=SIMULATED_SITE_IT,
                     )
-        return cls(sites=configs, dictionary=dictionary, workdir=workdir, schema=schema)
+        return cls(sites=configs, dictionary=dictionary, workdir=workdir, schema=schema, board=board)
 
     @classmethod
     def connect(cls, *, coordinator: str | Path, **options: Any) -> ConnectedWorkbench:
@@ -237,15 +255,15 @@ class Workbench:
     # --- doing --------------------------------------------------------------------
 
     def allocate(self, *, project: str, epsilon: float, actor: str = SIMULATED_ETHICS_BOARD, reason: str = "") -> None:
-        """Grant ``project`` an allocation of ``epsilon`` at every site."""
+        """Grant ``project`` an allocation of ``epsilon`` at every site: a proposal by
+        ``actor``, signed by the simulated board's quorum, applied to each ledger."""
         for s in self._sites:
             with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
-                ledger.allocate(
-                    dataset=s.dataset,
-                    project=project,
-                    epsilon=epsilon,
-                    actor=actor,
+                self._decide(
+                    ledger,
+                    action=allocation_action(dataset=s.dataset, project=project, epsilon=epsilon),
                     reason=reason or f"allocation for study {project}",
+                    proposed_by=actor,
                 )
 
     def _grant_where_missing(self, *, project: str, epsilon: float, reason: str) -> None:
@@ -254,9 +272,25 @@ class Workbench:
         for s in self._sites:
             with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
                 if ledger.allocation(dataset=s.dataset, project=project) is None:
-                    ledger.allocate(
-                        dataset=s.dataset, project=project, epsilon=epsilon, actor=SIMULATED_ETHICS_BOARD, reason=reason
+                    self._decide(
+                        ledger,
+                        action=allocation_action(dataset=s.dataset, project=project, epsilon=epsilon),
+                        reason=reason,
+                        proposed_by=SIMULATED_ETHICS_BOARD,
                     )
+
+    def _decide(self, ledger: Ledger, *, action: dict, reason: str, proposed_by: str) -> None:
+        """The simulated board's signed decision; one-person in a ledger without a board."""
+        if self.board is not None:
+            self.board.decide(ledger, action=action, reason=reason, proposed_by=proposed_by)
+        else:
+            ledger.allocate(
+                dataset=action["dataset"],
+                project=action["project"],
+                epsilon=action["epsilon"],
+                actor=proposed_by,
+                reason=reason,
+            )
 
     def train(
         self,
@@ -281,6 +315,7 @@ class Workbench:
         from federation.engines.simulation import run_simulated_training
         from federation.training.models import build_model
 
+        refuse_site_owned(hyperparameters)
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
         encoder, range_finding = None, None
@@ -315,6 +350,10 @@ class Workbench:
         encoder = outcome.encoder
         model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
         model.load_state_dict(outcome.arrays.to_torch_state_dict())
+        totals = {}
+        for s in self._sites:  # a simulation holds every ledger; a coordinator never does
+            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+                totals[s.site_id] = ledger.spent(dataset=s.dataset)
         return TrainingResult(
             spec=spec,
             history=observer.history(),
@@ -323,6 +362,8 @@ class Workbench:
             stopped_reason=outcome.stopped_reason,
             encoder=encoder,
             study_dictionary=outcome.dictionary,
+            pooled=observer.pooled_history(),
+            dataset_totals=totals,
         )
 
     def plan_training(
@@ -342,8 +383,10 @@ class Workbench:
         calibrate, the project's total before and after, the ledger's total after the
         study and whether that fits its cap and the project's allocation;
         ``plan.what_if`` (and ``plan.plot()``) show epsilon against noise and rounds.
-        The arguments are those of ``train``.
+        The arguments are those of ``train``. Each site's plan splits the target between
+        DP-SGD and its noisy evaluations (its ``evaluation_share``): the columns show both.
         """
+        refuse_site_owned(hyperparameters)
         return plan_training(
             self,
             target_epsilon=target_epsilon,
@@ -415,6 +458,22 @@ class Workbench:
 
         return cost(sites=self._sites, queries=queries, project=project)
 
+    def held_out_metrics(self, *, result: TrainingResult) -> pd.DataFrame:
+        """``result``'s model on every site's held-out rows, exactly (loss, accuracy, AUC).
+
+        Only a simulation can compute this: it holds every hospital's table. The
+        hospitals themselves send only noisy counts (``result.history`` and
+        ``result.weighted()`` are estimates from those); this shows what the model
+        really does, on the same rows as the baselines of ``local_arrays``.
+        """
+        from federation.training.evaluation import binary_metrics, predict_proba
+
+        rows = []
+        for site, arrays in self.local_arrays(result=result).items():
+            metrics = binary_metrics(y_true=arrays.y_test, proba=predict_proba(model=result.model, x=arrays.x_test))
+            rows.append({"model": "federated DP-SGD", "site": site, "num_examples": len(arrays.y_test), **metrics})
+        return pd.DataFrame(rows)
+
     def local_arrays(self, *, result: TrainingResult) -> dict[str, SiteArrays]:
         """Every site's splits as ``result``'s study encoded them, read here: only a
         simulation can do this (for baselines)."""
@@ -422,7 +481,8 @@ class Workbench:
         if result.study_dictionary is not None:
             config = {"study-dictionary": json.dumps(result.study_dictionary.to_json())}
         return {
-            s.site_id: site_arrays(site=s, spec=result.spec, encoder=result.encoder, config=config) for s in self._sites
+            s.site_id: site_arrays(site=s, policy=site_policy(s), encoder=result.encoder, config=config)
+            for s in self._sites
         }
 
 
@@ -454,6 +514,11 @@ class BudgetReports:
             "<h4>Ethics board reports</h4><table><tr><th>site</th><th>report</th><th>ledger</th>"
             f"<th>verification</th></tr>{rows}</table>"
         )
+
+
+def site_policy(site: SiteConfig) -> NodePolicy:
+    """A simulated site's policy: the defaults of ``node init``, with its overrides."""
+    return NodePolicy.default_for(site)
 
 
 def _per_site(value: int | dict[str, int] | None, site_id: str) -> int | None:

@@ -3,6 +3,12 @@
 Prints each round's metrics and every hospital's epsilon as it is spent, then the
 final model beside non-private pooled and local-only baselines, and writes
 ``summary.json`` and the coordinator's mirror of spend receipts to ``out``.
+
+The hospitals send no metric: each round's AUC and accuracy are estimates from every
+hospital's noisy evaluation counts, pooled, with their standard deviation under the
+noise. The final table is computed here, from the held-out rows themselves, for the
+federated model and the baselines alike: only a simulation can do that (it holds every
+hospital's table), and it shows what the model really does.
 """
 
 from __future__ import annotations
@@ -24,14 +30,29 @@ Echo = Callable[[str], None]
 
 
 def _round_line(report: RoundReport) -> str:
+    evaluated = {r.site_id: r for r in report.evaluate}
     eps = ", ".join(
-        f"{r.site_id} {r.metrics['epsilon-project']:.3f}" if r.status == "ok" else f"{r.site_id} {r.status.upper()}"
-        for r in report.train
+        f"{t.site_id} {_project_epsilon(t, evaluated.get(t.site_id)):.3f}"
+        if t.status == "ok"
+        else f"{t.site_id} {t.status.upper()}"
+        for t in report.train
     )
-    return (
-        f"round {report.round}/{report.rounds}  AUC {report.weighted('auc'):.3f}  "
-        f"accuracy {report.weighted('accuracy'):.3f}  ({report.seconds:.1f} s)  epsilon spent: {eps}"
-    )
+    pooled = report.pooled()
+    if pooled:
+        metrics = (
+            f"AUC {pooled['auc']:.3f} ± {pooled['auc-sd']:.3f}  accuracy {pooled['accuracy']:.3f} ± "
+            f"{pooled['accuracy-sd']:.3f} (DP estimates)"
+        )
+    else:
+        metrics = "no evaluation"
+    return f"round {report.round}/{report.rounds}  {metrics}  ({report.seconds:.1f} s)  epsilon spent: {eps}"
+
+
+def _project_epsilon(train, evaluate) -> float:
+    """The project's epsilon at the site after the round (its evaluation comes last)."""
+    if evaluate is not None and evaluate.status == "ok" and "epsilon-project" in evaluate.info:
+        return float(evaluate.info["epsilon-project"])
+    return float(train.metrics.get("epsilon-project", float("nan")))
 
 
 def _weighted(frame: pd.DataFrame, metric: str) -> float:
@@ -56,10 +77,16 @@ def run_study(
     simulate_sites: int = 4,
     simulate_rows: int = 5000,
     seed: int = 7,
+    site_policy: dict[str, Any] | None = None,
     **hyperparameters: Any,
 ) -> dict[str, Any]:
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
+    site_policy = dict(site_policy or {})
+    if data is not None and target and not (Path(data) / "data_dictionary.json").exists():
+        # Without a dictionary nothing names the outcome: each simulated hospital's IT
+        # allows the study's, as a real one would in its node.toml ([training] allowed_targets).
+        site_policy.setdefault("allowed_targets", (target,))
     wb = Workbench.simulate(
         data=data,
         workdir=out,
@@ -68,6 +95,7 @@ def run_study(
         seed=seed,
         site_cap=site_cap,
         delta=delta,
+        site_policy=site_policy,
     )
     echo(f"{len(wb.sites)} hospitals: {', '.join(wb.sites['site'])}")
     echo(
@@ -83,9 +111,7 @@ def run_study(
         on_round=lambda r: echo(_round_line(r)),
         **hyperparameters,
     )
-    final = result.evaluation.rename(columns={"num_test": "num_examples"})
-    final = final.assign(model="federated DP-SGD")
-    tables = [final[["model", "site", "num_examples", "loss", "accuracy", "auc"]]]
+    tables = [wb.held_out_metrics(result=result)[["model", "site", "num_examples", "loss", "accuracy", "auc"]]]
     if baselines:
         tables.append(
             baseline_metrics(arrays=wb.local_arrays(result=result), model=result.spec.model, hidden=result.spec.hidden)
@@ -109,6 +135,8 @@ def run_study(
         "models": {},
         "wall_seconds": None,
         "privacy_statement": result._statement(),
+        "uncovered_releases": len(result.uncovered()),
+        "dp_estimate_final_round": _final_estimate(result),
     }
     for model, g in metrics.groupby("model", sort=False):
         summary["models"][model] = {
@@ -124,8 +152,14 @@ def run_study(
             "weighted": {m: _nan_none(_weighted(g, m)) for m in ("auc", "accuracy", "loss")},
         }
 
+    estimate = summary["dp_estimate_final_round"]
     echo("")
-    echo("final AUC per hospital (held-out rows):")
+    if estimate:
+        echo(
+            f"the hospitals' noisy evaluations of the final round, pooled: AUC {estimate['auc']:.3f} ± "
+            f"{estimate['auc_sd']:.3f}, accuracy {estimate['accuracy']:.3f} ± {estimate['accuracy_sd']:.3f}"
+        )
+    echo("final AUC per hospital (held-out rows, computed here: only a simulation holds them):")
     pivot = metrics.pivot_table(index="site", columns="model", values="auc", sort=False)
     echo(pivot.to_string(float_format=lambda v: f"{v:.3f}"))
     echo("weighted: " + ", ".join(f"{m} {summary['models'][m]['weighted']['auc']:.3f}" for m in summary["models"]))
@@ -150,6 +184,14 @@ def run_study(
         f"({summary['wall_seconds']:.0f} s)"
     )
     return summary
+
+
+def _final_estimate(result: Any) -> dict[str, float] | None:
+    pooled = result.weighted()
+    if pooled.empty or "auc_sd" not in pooled:
+        return None
+    last = pooled.iloc[-1]
+    return {k: _nan_none(float(last[k])) for k in ("auc", "auc_sd", "accuracy", "accuracy_sd", "loss")}
 
 
 def _nan_none(value: float) -> float | None:

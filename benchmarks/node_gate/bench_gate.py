@@ -154,8 +154,9 @@ def bench_serve(samples: int, folder: Path) -> list[dict]:
         return Message(content=RecordDict({"config": ConfigRecord(config)}), metadata=metadata)
 
     handler = ANALYTICS_HANDLERS["query:count"]
+    policy = load_node_config(toml).policy
     cases = {
-        "bare handler, served (no gate, no audit line)": lambda: handler(message(), site),
+        "bare handler, served (no gate, no audit line)": lambda: handler(message(), site, policy),
         "serve, served": lambda: serve(kind="query:count", msg=message(), site=site, node_toml=toml),
         "serve, refused: project without allocation": lambda: serve(
             kind="query:count", msg=message("other"), site=site, node_toml=toml

@@ -20,6 +20,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from federation.coordinator.study_loop import wait_for_sites
 from federation.protocol.spec import TrainingSpec
+from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
 from federation.site.site_config import SiteConfig
 from federation.training.dp_sgd import train_round
@@ -51,7 +52,7 @@ def build_bare_client_app(*, sites: Sequence[BareSite], spec: TrainingSpec, enco
     def train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
         site = sites[int(context.node_config["partition-id"])]
-        arrays = site_arrays(site=site.site, spec=spec, encoder=encoder)
+        arrays = site_arrays(site=site.site, policy=NodePolicy.default_for(site.site), encoder=encoder)
         outcome = train_round(
             model=model_from(msg),
             x=arrays.x_train,
@@ -73,7 +74,11 @@ def build_bare_client_app(*, sites: Sequence[BareSite], spec: TrainingSpec, enco
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
-        arrays = site_arrays(site=sites[int(context.node_config["partition-id"])].site, spec=spec, encoder=encoder)
+        arrays = site_arrays(
+            site=(s := sites[int(context.node_config["partition-id"])].site),
+            policy=NodePolicy.default_for(s),
+            encoder=encoder,
+        )
         metrics = binary_metrics(y_true=arrays.y_test, proba=predict_proba(model=model_from(msg), x=arrays.x_test))
         content = RecordDict({"metrics": MetricRecord({"num-examples": len(arrays.y_test), **metrics})})
         return Message(content=content, reply_to=msg)

@@ -15,6 +15,7 @@ from flwr.common import MessageType
 
 from federation.coordinator.server_app import initial_arrays
 from federation.protocol.spec import TrainingSpec
+from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
 from federation.site.evaluation_task import handle_evaluate
 from federation.site.training_task import handle_train
@@ -45,12 +46,13 @@ def layer_cost(*, site, spec: TrainingSpec, encoder, noise_multiplier: float, ro
     """Median seconds per round at one site: handlers (train + evaluate) and bare work."""
     handlers, bare = [], []
     model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
+    policy = NodePolicy.default_for(site)
     for r in range(1, rounds + 1):
         t0 = time.perf_counter()
-        handle_train(_message(spec=spec, encoder=encoder, server_round=r, kind=MessageType.TRAIN), site)
-        handle_evaluate(_message(spec=spec, encoder=encoder, server_round=r, kind=MessageType.EVALUATE), site)
+        handle_train(_message(spec=spec, encoder=encoder, server_round=r, kind=MessageType.TRAIN), site, policy)
+        handle_evaluate(_message(spec=spec, encoder=encoder, server_round=r, kind=MessageType.EVALUATE), site, policy)
         t1 = time.perf_counter()
-        arrays = site_arrays(site=site, spec=spec, encoder=encoder)
+        arrays = site_arrays(site=site, policy=policy, encoder=encoder)
         model.train()  # predict_proba left it in evaluation mode
         train_round(
             model=model,

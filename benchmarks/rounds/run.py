@@ -37,6 +37,7 @@ from benchmarks.rounds.report import write_results
 from federation.coordinator.server_app import initial_arrays
 from federation.engines.simulation import quiet_flower, run_simulated_training
 from federation.protocol.spec import TrainingSpec
+from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
 from federation.training.dp_sgd import planned_sampling, train_round
 from privacy_budgets import accounting
@@ -122,7 +123,7 @@ def bare_sites(*, sites, spec: TrainingSpec, encoder) -> list[BareSite]:
     """Each site's arrays and the noise its plan would calibrate (no prior spend)."""
     out = []
     for site in sites:
-        arrays = site_arrays(site=site, spec=spec, encoder=encoder)
+        arrays = site_arrays(site=site, policy=NodePolicy.default_for(site), encoder=encoder)
         rate, steps = planned_sampling(
             n_train=len(arrays.y_train), batch_size=spec.batch_size, local_epochs=spec.local_epochs
         )
@@ -170,7 +171,7 @@ def training_compute(*, bare: list[BareSite], spec: TrainingSpec, encoder, repea
     model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
     per_site = []
     for site in bare:
-        arrays = site_arrays(site=site.site, spec=spec, encoder=encoder)
+        arrays = site_arrays(site=site.site, policy=NodePolicy.default_for(site.site), encoder=encoder)
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()

@@ -80,6 +80,10 @@ class ReleaseCache:
         self._cache.set(_VERSION_KEY, fingerprint)
         return dropped
 
+    def data_version(self) -> str | None:
+        """The fingerprint of the data the kept answers were released from (None: none yet)."""
+        return self._cache.get(_VERSION_KEY)
+
     def get(self, key: str) -> CachedAnswer | None:
         value = self._cache.get(key)
         return None if value is None else CachedAnswer(**json.loads(value))

@@ -24,12 +24,23 @@ L1 and the L2 sensitivity are the same number, over all strata and cells togethe
 
 ``COMPONENTS`` is the number of separately noised statistics of each kind: the query's
 DpEvent composes that many mechanisms (see ``federation.analytics.noise``).
+
+Every statistic is a whole number, so that the site adds noise on the integers
+(``federation.analytics.secure_noise``). Counts are whole already. A sum of real values
+is computed on a fixed-point grid that ``noise.plan_noise`` states (``StatisticNoise``:
+a power-of-two ``step`` and an integer bound ``sensitivity``): each patient's centred
+value (x - c), or its square, is divided by the step, rounded to the nearest whole
+number (ties to even) and clipped to [-sensitivity, sensitivity] ([0, sensitivity]
+for squares), and these whole numbers are added exactly. One patient then changes the
+integer sum by at most ``sensitivity`` by construction, whatever the rounding did.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -48,20 +59,50 @@ COMPONENTS = {
 }
 
 
+# Where a statistic's noise goes: (component of the query's DpEvent, sensitivity of the
+# real value per patient, or None for a count whose sensitivity is 1).
+Statistic = tuple[int, float | None]
+
+
+def statistics(query: Query) -> dict[str, Statistic]:
+    """The statistics ``query`` noises, from public facts only (its kind and bounds)."""
+    kind = query.kind
+    if kind in ("count", "histogram", "crosstab"):
+        return {"n": (0, None)}
+    if kind == "quantiles":
+        return {"bins": (0, None)}
+    if kind == "survival":  # one component: a patient is in one cell of the three arrays together
+        return {"events": (0, None), "censored": (0, None), "followed": (0, None)}
+    low, high = query.bounds
+    half = (high - low) / 2
+    found: dict[str, Statistic] = {"n": (0, None), "sum": (1, half)}
+    if kind == "variance":
+        found["sumsq"] = (2, half * half)
+    return found
+
+
+class Grid(Protocol):
+    """What exact_cells needs of a statistic's noise plan (noise.StatisticNoise)."""
+
+    step: float
+    sensitivity: int
+
+
 @dataclass(frozen=True)
 class ExactCells:
-    """The exact statistics of one query at one site (never leaves the site)."""
+    """The exact statistics of one query at one site (never leaves the site): whole
+    numbers, sums in units of their grid's step."""
 
     strata: tuple[tuple, ...]
     cells: tuple[tuple, ...]
     cell_names: tuple[str, ...]
     stats: dict[str, np.ndarray]
-    sensitivity: dict[str, float]
     centre: float | None = None
 
 
-def exact_cells(*, query: Query, frame, dictionary: DataDictionary) -> ExactCells:
-    """The exact (noise-free) statistics of ``query`` on ``frame``."""
+def exact_cells(*, query: Query, frame, dictionary: DataDictionary, grids: Mapping[str, Grid]) -> ExactCells:
+    """The exact (noise-free) statistics of ``query`` on ``frame``; the sums on ``grids``
+    (the noise plan's statistics, ``noise.NoisePlan.statistics``)."""
     keep = np.ones(len(frame), dtype=bool)
     for f in query.where:
         keep &= f.mask(frame)
@@ -70,7 +111,7 @@ def exact_cells(*, query: Query, frame, dictionary: DataDictionary) -> ExactCell
     kind = query.kind
     if kind == "count":
         n = _count(stratum[keep], len(strata), 1, np.zeros(keep.sum(), dtype=int))
-        return ExactCells(strata, ((),), (), {"n": n}, {"n": 1.0})
+        return ExactCells(strata, ((),), (), {"n": n})
     if kind in ("histogram", "crosstab"):
         return _histogram(query, frame, dictionary, strata, stratum, keep)
     if kind == "survival":
@@ -85,16 +126,23 @@ def exact_cells(*, query: Query, frame, dictionary: DataDictionary) -> ExactCell
         bins = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
         counts = _count(s, len(strata), len(edges) - 1, bins)
         cells = tuple((float(a), float(b)) for a, b in zip(edges, edges[1:], strict=False))
-        return ExactCells(strata, cells, ("bin",), {"bins": counts}, {"bins": 1.0})
-    centre, half = (low + high) / 2, (high - low) / 2
+        return ExactCells(strata, cells, ("bin",), {"bins": counts})
+    centre = (low + high) / 2
     centred = x - centre
     zero = np.zeros(len(s), dtype=int)
-    stats = {"n": _count(s, len(strata), 1, zero), "sum": _total(s, len(strata), centred)}
-    sensitivity = {"n": 1.0, "sum": half}
+    stats = {"n": _count(s, len(strata), 1, zero), "sum": _total(s, len(strata), on_grid(centred, grids["sum"]))}
     if kind == "variance":
-        stats["sumsq"] = _total(s, len(strata), centred**2)
-        sensitivity["sumsq"] = half**2
-    return ExactCells(strata, ((),), (), stats, sensitivity, centre=centre)
+        stats["sumsq"] = _total(s, len(strata), on_grid(centred**2, grids["sumsq"], low=0))
+    return ExactCells(strata, ((),), (), stats, centre=centre)
+
+
+def on_grid(values: np.ndarray, grid: Grid, *, low: int | None = None) -> np.ndarray:
+    """``values`` in whole units of ``grid.step``: rounded to the nearest (ties to even),
+    then clipped to [-sensitivity, sensitivity] (or [low, sensitivity]), so that one
+    value moves an integer sum by at most ``grid.sensitivity``."""
+    bound = int(grid.sensitivity)
+    units = np.rint(np.asarray(values, dtype=float) / grid.step)
+    return np.clip(units, -bound if low is None else low, bound).astype(np.int64)
 
 
 def _strata(*, query: Query, frame, dictionary: DataDictionary) -> tuple[tuple[tuple, ...], np.ndarray]:
@@ -124,11 +172,14 @@ def _numeric(frame, column: str) -> np.ndarray:
 
 def _count(stratum: np.ndarray, n_strata: int, n_cells: int, cell: np.ndarray) -> np.ndarray:
     flat = np.bincount(stratum * n_cells + cell, minlength=n_strata * n_cells)
-    return flat.reshape(n_strata, n_cells).astype(float)
+    return flat.reshape(n_strata, n_cells).astype(np.int64)
 
 
-def _total(stratum: np.ndarray, n_strata: int, values: np.ndarray) -> np.ndarray:
-    return np.bincount(stratum, weights=values, minlength=n_strata).reshape(n_strata, 1).astype(float)
+def _total(stratum: np.ndarray, n_strata: int, units: np.ndarray) -> np.ndarray:
+    """Exact integer sums per stratum (added in 64-bit integers, never in floats)."""
+    totals = np.zeros(n_strata, dtype=np.int64)
+    np.add.at(totals, stratum, units.astype(np.int64))
+    return totals.reshape(n_strata, 1)
 
 
 def _histogram(query, frame, dictionary, strata, stratum, keep) -> ExactCells:
@@ -141,7 +192,7 @@ def _histogram(query, frame, dictionary, strata, stratum, keep) -> ExactCells:
         cell = np.ravel_multi_index(tuple(codes[:, keep]), shape) if keep.any() else np.zeros(0, dtype=int)
         cells = tuple(itertools.product(*levels))
         n = _count(stratum[keep], len(strata), int(np.prod(shape)), cell)
-        return ExactCells(strata, cells, tuple(names), {"n": n}, {"n": 1.0})
+        return ExactCells(strata, cells, tuple(names), {"n": n})
     values = _numeric(frame, query.column)
     keep = keep & ~np.isnan(values)
     edges = np.asarray(query.bins)
@@ -149,7 +200,7 @@ def _histogram(query, frame, dictionary, strata, stratum, keep) -> ExactCells:
     cell = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
     cells = tuple(((float(a), float(b)),) for a, b in zip(edges, edges[1:], strict=False))
     n = _count(stratum[keep], len(strata), len(edges) - 1, cell)
-    return ExactCells(strata, cells, (query.column,), {"n": n}, {"n": 1.0})
+    return ExactCells(strata, cells, (query.column,), {"n": n})
 
 
 def _survival(query, frame, strata, stratum, keep) -> ExactCells:
@@ -175,5 +226,4 @@ def _survival(query, frame, strata, stratum, keep) -> ExactCells:
         cells,
         ("time",),
         {"events": events, "censored": censored_all[:, :k], "followed": censored_all[:, k:]},
-        {"events": 1.0, "censored": 1.0, "followed": 1.0},
     )

@@ -8,7 +8,8 @@ suppressed its part: a partial sum would mislead) and their noise variances.
 Standard errors and intervals describe the DP noise, which is known exactly: the
 interval covers, at the stated level, the value the same computation WITHOUT noise
 would give on the same records (the site's exact answer). Direct counts use the
-noise's own distribution (normal, or Laplace for one site's Laplace draw); ratios and
+noise's own distribution (normal, or the exact discrete Laplace for one site's Laplace
+draw; a discrete Gaussian's parameter, used as its deviation, bounds it from above); ratios and
 curves use the delta method, so their coverage is approximate and holds when counts
 are well above the noise. Survival answers also carry Greenwood's sampling error
 (computed from the noisy counts) and intervals for both errors together.
@@ -141,18 +142,30 @@ def _cell_labels(release: Release, c: int) -> dict[str, Any]:
     return dict(zip(release.cell_names, release.cells[c], strict=False))
 
 
-def _interval(estimate: float, se: float, z: float, level: float, laplace_scale: float | None = None):
+def _interval(estimate: float, se: float, z: float, level: float, laplace_half: float | None = None):
     if np.isnan(estimate):
         return float("nan"), float("nan")
-    half = laplace_scale * math.log(1 / (1 - level)) if laplace_scale is not None else z * se
+    half = laplace_half if laplace_half is not None else z * se
     return estimate - half, estimate + half
 
 
-def _laplace_scale(release: Release, name: str) -> float | None:
-    """Scale of a single Laplace draw (exact intervals); None for Gaussian or pooled noise."""
-    if release.mechanism == "laplace" and release.single_draw:
-        return release.noise_std[name] / math.sqrt(2)
-    return None
+def _laplace_scale(release: Release, name: str, level: float) -> float | None:
+    """Half-width of the exact interval of a single Laplace draw at ``level``; None for
+    Gaussian or pooled noise (those use the normal approximation).
+
+    On the integers (a release with a grid): the discrete Laplace of scale t (in steps)
+    has P(|X| > k) = 2 exp(-(k + 1) / t) / (1 + exp(-1 / t)), so the half-width is the
+    least whole k (times the step) that brings it to 1 - level or below. A release of the
+    continuous Laplace (kept before the noise moved to the integers) has its own formula.
+    """
+    if release.mechanism != "laplace" or not release.single_draw:
+        return None
+    if name in release.noise_scale and name in release.grid:
+        t, step = release.noise_scale[name], release.grid[name]
+        alpha = 1 - level
+        k = math.ceil(t * math.log(2 / (alpha * (1 + math.exp(-1 / t))))) - 1
+        return max(k, 0) * step
+    return release.noise_std[name] / math.sqrt(2) * math.log(1 / (1 - level))
 
 
 def _suppression_note(release: Release, s: int, suppressed: bool) -> str:
@@ -176,7 +189,7 @@ def _moments(query: Query, r: Release, z: float, level: float) -> list[dict[str,
         suppressed = bool(r.suppressed[s, 0])
         laplace = None
         if query.kind == "count":
-            est, se, laplace = n, sd["n"], _laplace_scale(r, "n")
+            est, se, laplace = n, sd["n"], _laplace_scale(r, "n", level)
         elif query.kind == "sum":
             total = r.stats["sum"][s, 0]
             est, se = c * n + total, math.sqrt(c**2 * sd["n"] ** 2 + sd["sum"] ** 2)
@@ -237,7 +250,7 @@ def _variance(n: float, total: float, squares: float, sd: dict[str, float]) -> t
 def _histogram(query: Query, r: Release, z: float, level: float) -> list[dict[str, Any]]:
     rows = []
     sd = r.noise_std["n"]
-    laplace = _laplace_scale(r, "n")
+    laplace = _laplace_scale(r, "n", level)
     n_cells = len(r.cells)
     for s in range(len(r.strata)):
         counts = r.stats["n"][s]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -54,6 +55,16 @@ DEFAULT_PROBABILITIES = (0.25, 0.5, 0.75)
 MAX_BINS = 500
 # The "site" breakdown is a way to show answers, not something a site computes.
 SITE = "site"
+# Bounds narrower than this (relative to their size) are refused: below it, clipping,
+# the fixed-point grid and the noise's scale lose the precision a float holds (bounds of
+# (0, 5e-324) once scaled noise to exactly 0 and released exact counts).
+MIN_RELATIVE_WIDTH = 1e-9
+# After intersecting a sum's bounds with the column's public range (data dictionary),
+# at least this share of that range must remain.
+MIN_SHARE_OF_RANGE = 1e-6
+# Kinds whose bounds set the noise's scale (a sum of clipped values), and so are
+# intersected with the dictionary's range at the site.
+SCALED_BY_BOUNDS = ("sum", "mean", "variance")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,14 +130,22 @@ class Query:
             )
         name = given[0]
         value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        # A normal float: a subnormal one (below sys.float_info.min) rounds to 0 in the
+        # noise's arithmetic, and 0 is no noise.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < sys.float_info.min
+        ):
             raise QueryError(
                 f"{name} must be a finite number above 0; got {value!r}. "
                 + (
                     "Privacy loss cannot be negative or zero: e.g. epsilon=0.5."
                     if name == "epsilon"
-                    else "Noise of zero or below gives no privacy."
+                    else "Noise of zero or below gives no privacy: e.g. noise_multiplier=5."
                 )
+                + f" (A number below {sys.float_info.min:.3g} is too small for a float's precision and counts as 0.)"
             )
         object.__setattr__(self, name, float(value))
 
@@ -166,12 +185,22 @@ class Query:
         if unknown:
             raise QueryError(f"Unknown query field(s) {sorted(unknown)}; a query has {sorted(known)}.")
         kwargs = {k: v for k, v in data.items() if k != "format"}
-        kwargs["where"] = tuple(Filter.from_json(f) for f in kwargs.get("where", []))
-        for name in ("columns", "bins", "probabilities", "by"):
-            kwargs[name] = tuple(kwargs.get(name) or ())
-        if kwargs.get("bounds") is not None:
-            kwargs["bounds"] = tuple(kwargs["bounds"])
-        return cls(**kwargs)
+        try:
+            kwargs["where"] = tuple(Filter.from_json(f) for f in kwargs.get("where", []))
+            for name in ("columns", "bins", "probabilities", "by"):
+                value = kwargs.get(name) or ()
+                if isinstance(value, (str, dict)) or not hasattr(value, "__iter__"):
+                    raise QueryError(f"A query's {name} travels as a list; got {value!r:.80}.")
+                kwargs[name] = tuple(value)
+            if kwargs.get("bounds") is not None:
+                kwargs["bounds"] = tuple(kwargs["bounds"])
+            return cls(**kwargs)
+        except (TypeError, ValueError) as err:
+            if isinstance(err, QueryError):
+                raise
+            raise QueryError(
+                f"A query's fields have the wrong shape or type ({err}); write it with Query.to_json."
+            ) from None
 
     def canonical(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
@@ -180,6 +209,28 @@ class Query:
     def query_id(self) -> str:
         """A short name derived from the content: equal questions, equal ids."""
         return "q-" + hashlib.sha256(self.canonical().encode()).hexdigest()[:12]
+
+    @property
+    def question_id(self) -> str:
+        """The question, without what a query says about its privacy or display: equal
+        for queries that ask the same of the data whatever their epsilon, noise
+        multiplier, mechanism, minimum cell size or label (kind, columns, canonical
+        filter: its conditions in any order, each once; bounds, bins, probabilities and
+        strata). A site counts fresh answers to one question to raise its repeated-query
+        alert."""
+        body = {
+            "kind": self.kind,
+            "column": self.column,
+            "columns": list(self.columns),
+            "event": self.event,
+            "bounds": list(self.bounds) if self.bounds else None,
+            "bins": list(self.bins),
+            "probabilities": list(self.probabilities),
+            "where": sorted({json.dumps(f.to_json(), sort_keys=True) for f in self.where}),  # order, repeats
+            "by": sorted(self.by),
+        }
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return "qq-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def with_label(self, label: str) -> Query:
         return replace(self, label=label)
@@ -235,6 +286,7 @@ class Query:
             if event.kind != "binary":
                 raise QueryError(f"A survival event column is binary (1 = event); '{event.name}' is {event.kind}.")
         query._check_value_column(dictionary)
+        query = query._within_public_range(dictionary)
         for name in query.by:
             spec = column_spec(dictionary, name, "by")
             if spec.kind not in ("categorical", "binary"):
@@ -282,6 +334,29 @@ class Query:
         if self.bounds is None:
             raise QueryError(_missing_bounds(self, spec))
 
+    def _within_public_range(self, dictionary: DataDictionary) -> Query:
+        """A sum's bounds, intersected with the column's public range: values outside the
+        range do not occur (the site's loader checks its data against it), so clipping
+        to the intersection changes no value and the noise scales to what can occur.
+        Refused when the two do not overlap, or overlap on a sliver."""
+        if self.kind not in SCALED_BY_BOUNDS or self.bounds is None:
+            return self
+        spec = dictionary.column(self.column)
+        if spec.minimum is None or spec.maximum is None:
+            return self
+        low, high = max(self.bounds[0], spec.minimum), min(self.bounds[1], spec.maximum)
+        need = MIN_SHARE_OF_RANGE * (spec.maximum - spec.minimum)
+        if not high - low >= need:
+            raise QueryError(
+                f"A {self.kind}'s bounds must overlap the public range of '{self.column}' "
+                f"({spec.allowed_values}) by at least {MIN_SHARE_OF_RANGE:g} of it ({need:g}); got bounds "
+                f"({_num(self.bounds[0])}, {_num(self.bounds[1])}). Fix: choose bounds within the "
+                f"column's range, e.g. bounds=({_num(spec.minimum)}, {_num(spec.maximum)})."
+            )
+        if (low, high) == self.bounds:
+            return self
+        return replace(self, bounds=(low, high))
+
     # --- shape ------------------------------------------------------------------------
 
     def categories(self, dictionary: DataDictionary, name: str) -> tuple:
@@ -313,6 +388,13 @@ def _bounds(bounds: Any, kind: str) -> tuple[float, float]:
         raise QueryError(f"bounds is a pair (low, high) of numbers; got {bounds!r}.") from None
     if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
         raise QueryError(f"bounds must be finite with low < high; got {bounds!r} for a {kind}.")
+    need = MIN_RELATIVE_WIDTH * max(1.0, abs(low), abs(high))
+    if not high - low >= need:
+        raise QueryError(
+            f"bounds must be at least {MIN_RELATIVE_WIDTH:g} x max(1, |low|, |high|) wide ({need:g} here), so "
+            f"that clipping and noise stay exact in floating point; got {bounds!r} (width {high - low:g}) for a "
+            f"{kind}. Fix: give the column's public range, e.g. from the data dictionary."
+        )
     return low, high
 
 

@@ -15,11 +15,13 @@ order of magnitude, not a record's value.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
+from federation.analytics.secure_noise import add_secure_noise
 from privacy_budgets import accounting
-from privacy_budgets.mechanisms import gaussian_event
+from privacy_budgets.mechanisms import discrete_gaussian_event
 
 # Edges at 0, +-1e-3 ... +-5e6 in 1-2-5 steps: public, the same at every site.
 _POSITIVE = sorted(m * 10.0**k for k in range(-3, 7) for m in (1, 2, 5))
@@ -31,33 +33,40 @@ THRESHOLD_SIGMAS = 3.5
 
 
 def range_noise(*, epsilon: float, delta: float, n_columns: int) -> float:
-    """Standard deviation of each count so that all histograms together cost ``epsilon``."""
-    multiplier, _ = accounting.calibrate_noise(
-        cost=lambda m: accounting.epsilon(events=[gaussian_event(noise_multiplier=m)], delta=delta),
+    """Noise (the discrete Gaussian's sigma, in counts) of every count so that all
+    ``n_columns`` histograms together cost ``epsilon``, by the ledger's own arithmetic."""
+    root = math.sqrt(n_columns)
+    sigma, _ = accounting.calibrate_noise(
+        cost=lambda s: accounting.epsilon(events=[range_event(noise_std=s, n_columns=n_columns)], delta=delta),
         target_epsilon=epsilon,
-        minimum=accounting.MIN_NOISE_MULTIPLIER,  # a generous target gets the least noise, and costs less
-        maximum=1e6,
+        minimum=accounting.MIN_NOISE_MULTIPLIER * root,  # a generous target gets the least noise, and costs less
+        maximum=1e4 * root,
         rtol=1e-4,
     )
-    return multiplier * math.sqrt(n_columns)
+    return sigma
 
 
 def range_event(*, noise_std: float, n_columns: int):
-    """The mechanism one site's range release is: Gaussian, sensitivity sqrt(d)."""
-    return gaussian_event(noise_multiplier=noise_std / math.sqrt(n_columns))
+    """The mechanism one site's range release is: one discrete Gaussian histogram per
+    column (sigma ``noise_std``; one patient adds one to one bin of each)."""
+    return discrete_gaussian_event(sigma=noise_std, sensitivity=1, count=n_columns)
 
 
-def noisy_range(*, values: np.ndarray, noise_std: float, rng: np.random.Generator) -> tuple[float, float] | None:
+def noisy_range(
+    *, values: np.ndarray, noise_std: float, sampler: Callable[..., np.ndarray] = add_secure_noise
+) -> tuple[float, float] | None:
     """The outer edges of the run of bins, around the fullest noisy bin, whose noisy
     counts clear the threshold.
 
-    Values below or above the whole grid fall into its first or last bin. None when
-    no bin clears the threshold (too few records for this noise).
+    The counts get discrete Gaussian noise of sigma ``noise_std`` from a secure source
+    (``sampler``: tests pass their own). Values below or above the whole grid fall into
+    its first or last bin. None when no bin clears the threshold (too few records for
+    this noise).
     """
     finite = values[np.isfinite(values)]
     clipped = np.clip(finite, GRID[0], GRID[-1])
     counts, _ = np.histogram(clipped, bins=GRID)
-    noisy = counts + rng.normal(0.0, noise_std, size=counts.shape)
+    noisy = np.asarray(sampler(counts.astype(np.int64), mechanism="gaussian", scale=noise_std), dtype=float)
     above = noisy > THRESHOLD_SIGMAS * noise_std
     peak = int(np.argmax(noisy))
     if not above[peak]:

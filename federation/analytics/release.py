@@ -1,8 +1,10 @@
 """What a site releases for a query: noisy statistics, with small groups suppressed.
 
-``make_release`` adds the noise (fresh randomness each time) to the exact statistics
-of ``federation.analytics.cells``, derives what the query needs from the noisy values
-only, and suppresses small groups by the site's ``DisclosureRules``:
+``make_release`` adds the noise (fresh, from a cryptographically secure source, on the
+integers: ``federation.analytics.secure_noise``) to the exact whole-number statistics
+of ``federation.analytics.cells``, scales each back by its grid's step (1 for counts),
+derives what the query needs from the noisy values only, and suppresses small groups by
+the site's ``DisclosureRules``:
 
 - count, sum, mean, variance: a stratum whose noisy count is below the minimum is
   suppressed whole (a stratification that would expose a small group is not answered);
@@ -18,12 +20,17 @@ only, and suppresses small groups by the site's ``DisclosureRules``:
 Suppressed values are not sent: they travel as null and are marked suppressed, never
 as zero. With a true-count floor the same tests also run on the exact counts.
 Everything here is computed from the noisy values except that floor, so the release
-is post-processing of the mechanism the ledger charges (``noise.query_event``).
+is post-processing of the mechanism the ledger charges (``noise.NoisePlan.event``).
+Every noisy statistic is a whole number times its grid's step (``Release.grid``), and
+each noise scale is checked again here, where the noise is drawn: a scale that is zero,
+subnormal or not finite raises NoiseError and nothing is released.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +38,13 @@ import numpy as np
 
 from federation.analytics.cells import ExactCells
 from federation.analytics.disclosure import DisclosureRules
-from federation.analytics.noise import draw, noise_std
+from federation.analytics.errors import NoiseError
+from federation.analytics.noise import NoisePlan, noise_std
 from federation.analytics.query import Query
+from federation.analytics.secure_noise import add_secure_noise, check_scale
 
+# Adds noise to whole numbers: (values, *, mechanism, scale) -> values + noise, whole numbers.
+Sampler = Callable[..., np.ndarray]
 FORMAT = "workbench-analytics-release/1"
 
 
@@ -44,7 +55,10 @@ class Release:
     ``stats``: arrays (strata, cells), NaN where suppressed. ``noise_std``: the standard
     deviation of one noise draw of each drawn statistic (the estimators know how the
     released arrays derive from the draws). ``suppressed``: the primary grid's mask
-    (strata, cells); ``stratum_suppressed``: whole strata not answered.
+    (strata, cells); ``stratum_suppressed``: whole strata not answered. ``grid``: the
+    step of each drawn statistic's fixed-point grid (1.0 for counts; every released value
+    of it is a whole multiple of the step) and ``noise_scale``: its noise's parameter in
+    whole steps (empty for a release made before the noise moved to the integers).
     """
 
     site_id: str
@@ -65,6 +79,8 @@ class Release:
     edges: tuple[float, ...] = ()
     single_draw: bool = True  # False once pooled: a sum of several sites' noise
     parts: tuple[str, ...] = field(default=())
+    grid: dict[str, float] = field(default_factory=dict)
+    noise_scale: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +101,8 @@ class Release:
             "rules": self.rules.to_json(),
             "centre": self.centre,
             "edges": list(self.edges),
+            "grid": dict(self.grid),
+            "noise_scale": dict(self.noise_scale),
         }
 
     def to_text(self) -> str:
@@ -113,6 +131,8 @@ class Release:
             rules=DisclosureRules(**data["rules"]),
             centre=data["centre"],
             edges=tuple(data["edges"]),
+            grid={k: float(v) for k, v in data.get("grid", {}).items()},
+            noise_scale={k: float(v) for k, v in data.get("noise_scale", {}).items()},
         )
 
 
@@ -124,21 +144,38 @@ def make_release(
     *,
     query: Query,
     exact: ExactCells,
-    noise_multiplier: float,
+    plan: NoisePlan,
     rules: DisclosureRules,
-    rng: np.random.Generator,
     site_id: str,
+    sampler: Sampler = add_secure_noise,
 ) -> Release:
-    """Noise, derive, suppress: the release of ``query`` at one site (see the module doc)."""
-    scales = {name: noise_multiplier * d for name, d in exact.sensitivity.items()}
-    noisy = {
-        name: values + draw(rng=rng, mechanism=query.mechanism, scale=scales[name], shape=values.shape)
-        for name, values in exact.stats.items()
+    """Noise, derive, suppress: the release of ``query`` at one site (see the module doc).
+
+    ``plan`` is the noise the ledger was charged for (``noise.plan_noise``), ``exact``
+    the statistics computed on its grids. ``sampler`` draws the noise; a site always uses
+    the default, the secure one (tests pass a seeded one to be reproducible).
+    """
+    noisy, true = {}, {}
+    for name, values in exact.stats.items():
+        stat = plan.statistics[name]
+        scale = check_scale(name=f"the noise scale of {name}", scale=stat.scale)  # defence in depth
+        if not (stat.step >= sys.float_info.min and stat.step * scale >= sys.float_info.min):
+            raise NoiseError(f"the grid of {name} (step {stat.step!r}) is degenerate; nothing released.")
+        whole = np.asarray(values)
+        if whole.dtype.kind not in "iu":
+            raise NoiseError(f"the exact {name} is not on its grid (dtype {whole.dtype}); nothing released.")
+        drawn = np.asarray(sampler(whole, mechanism=plan.mechanism, scale=scale))
+        if drawn.shape != whole.shape or drawn.dtype.kind not in "iu":
+            raise NoiseError(f"the noisy {name} is not whole numbers of its shape; nothing released.")
+        noisy[name] = drawn.astype(float) * stat.step
+        true[name] = whole.astype(float) * stat.step
+    stds = {
+        name: noise_std(mechanism=plan.mechanism, scale=plan.statistics[name].scale) * plan.statistics[name].step
+        for name in exact.stats
     }
-    stds = {name: noise_std(mechanism=query.mechanism, scale=s) for name, s in scales.items()}
     family = _family(query.kind)
     derive, too_small = _DERIVE[family], _SMALL[family]
-    released, true = derive(noisy), derive(exact.stats)
+    released, true = derive(noisy), derive(true)
     m, floor = rules.min_cell_size, rules.true_count_floor
     stratum_out, cell_out = too_small(released, m)
     if floor:
@@ -164,12 +201,14 @@ def make_release(
         stats=stats,
         noise_std=stds,
         mechanism=query.mechanism,
-        noise_multiplier=noise_multiplier,
+        noise_multiplier=plan.noise_multiplier,
         suppressed=cell_out,
         stratum_suppressed=stratum_out,
         rules=rules,
         centre=exact.centre,
         edges=query.bins,
+        grid={name: plan.statistics[name].step for name in exact.stats},
+        noise_scale={name: plan.statistics[name].scale for name in exact.stats},
     )
 
 

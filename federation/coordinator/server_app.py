@@ -18,7 +18,7 @@ from federation.training.models import build_model
 
 def initial_arrays(*, spec: TrainingSpec, encoder: FeatureEncoder) -> ArrayRecord:
     """The starting model, made at the coordinator from public information only."""
-    torch.manual_seed(spec.split_seed)
+    torch.manual_seed(spec.init_seed)
     model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
     return ArrayRecord(model.state_dict())
 

@@ -17,13 +17,18 @@ from typing import Any
 
 from flwr.app import Message
 
-from federation.protocol.task_kinds import EVALUATE, QUERY_PREFIX, TRAIN
+from federation.analytics.errors import QueryError
+from federation.analytics.query import Query
+from federation.protocol.query_request import QUERY_CONFIG_KEY
+from federation.protocol.task_kinds import COST_KIND, EVALUATE, QUERY_PREFIX, RANGES, TRAIN
 
 RUN_DEADLINE_KEY = "run-deadline"  # epoch seconds: the run's messages are refused after it
 _LONG = 1000  # characters: a longer parameter (an encoder, a dictionary) is kept as its hash
 # Keys that differ between otherwise identical requests (a fresh run id per call);
 # left out of the identity used to spot repeated queries.
 _NOT_IDENTITY = ("spec-run-id", "run-id", RUN_DEADLINE_KEY)
+# Query tasks that release nothing from the data's values under a query of their own.
+_PRICED_OR_RANGES = (f"{QUERY_PREFIX}{COST_KIND}", f"{QUERY_PREFIX}{RANGES}")
 # What each kind of task is called in a malformed-request refusal (as its handler says it).
 _MALFORMED = {
     TRAIN: "malformed training request",
@@ -47,6 +52,7 @@ class RequestInfo:
     problem: str | None = None
     expires_at: float | None = None  # epoch seconds: the message's own TTL, or the run's deadline
     expires_why: str = ""  # which of the two
+    query_question: str | None = None  # Query.question_id of an analytics query (read from the full text)
 
     def expired(self, *, now: float, tolerance: float = 0.0) -> bool:
         """Past its deadline (beyond ``tolerance`` seconds of clock difference)."""
@@ -58,6 +64,14 @@ class RequestInfo:
         same = {k: v for k, v in self.parameters.items() if k not in _NOT_IDENTITY}
         text = json.dumps({"task": self.kind, "parameters": same}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def question(self) -> str:
+        """What the repeated-query check counts: for an analytics query, its question
+        (``Query.question_id``: epsilon, noise and label left out, the filter in canonical
+        order), so an offset of 1e-12 in epsilon is the same question; for other tasks
+        (and a query that cannot be read) the request's identity."""
+        return self.query_question or self.identity
 
     @property
     def malformed_reason(self) -> str:
@@ -115,6 +129,7 @@ def describe_request(*, kind: str, msg: Message) -> RequestInfo:
         run_id=None if run_id is None else str(run_id),
         parameters=parameters,
         problem=problem,
+        query_question=_question(kind, config),
         **meta,
     )
 
@@ -138,6 +153,17 @@ def _expiry(msg: Message, config: dict[str, Any]) -> dict[str, Any]:
         return {}
     at, why = min(found)
     return {"expires_at": at, "expires_why": why}
+
+
+def _question(kind: str, config: dict[str, Any]) -> str | None:
+    """The question of an analytics query, from its whole text (a long query is kept in
+    ``parameters`` only by its hash, so the question is read here); None otherwise."""
+    if not kind.startswith(QUERY_PREFIX) or kind in _PRICED_OR_RANGES or QUERY_CONFIG_KEY not in config:
+        return None
+    try:
+        return Query.from_json(str(config[QUERY_CONFIG_KEY])).question_id
+    except (QueryError, TypeError, ValueError, KeyError):
+        return None
 
 
 def _metadata(msg: Message) -> dict[str, Any]:

@@ -5,9 +5,13 @@ Raised for: a refused request ("refused"), a request that would exceed a budget 
 the per-request cap ("over-cap"), a paused node being asked ("paused"), a request the
 node could not serve because of its own trouble ("fault": its ledger or data cannot be
 read, a disk, a permission; refusal kind "error"), and the same
-task with the same parameters asked more than ``repeated_query_limit`` times within
+question answered afresh more than ``repeated_query_limit`` times within
 ``REPEAT_WINDOW`` ("repeated"; the audit log is the memory, so this holds across
-ClientApp processes). Delivery runs in the ClientApp process with short timeouts; a
+ClientApp processes). For an analytics query the question is its normalised identity
+(``Query.question_id``: kind, columns, canonical filter, bounds, bins and strata;
+epsilon, noise and label ignored), so nudging epsilon by 1e-12 asks the same question
+again; for other tasks, the task and its parameters. Only fresh answers count: a free
+replay of a kept answer releases nothing new, and a refusal releases nothing. Delivery runs in the ClientApp process with short timeouts; a
 failing command or webhook is itself written to the audit log and never stops the node.
 """
 
@@ -60,8 +64,10 @@ def alerts_for(
     reason: str | None,
     policy: NodePolicy,
     audit_file: Path,
+    replay: bool = False,
 ) -> list[Alert]:
-    """The alerts one request raises, given how the site decided it."""
+    """The alerts one request raises, given how the site decided it (``replay``: it was
+    answered with a kept answer, for free)."""
     found: list[tuple[str, str]] = []
     if refusal_kind == "paused":
         found.append((PAUSED, f"a paused node was asked for {info.kind}: {reason}"))
@@ -71,15 +77,16 @@ def alerts_for(
         found.append((FAULT, f"the node could not serve a {info.kind} request: {reason}"))
     elif refusal_kind is not None:
         found.append((REFUSED, f"a {info.kind} request was refused ({refusal_kind}): {reason}"))
-    repeats = _earlier_identical(info=info, audit_file=audit_file) + 1
+    fresh = refusal_kind is None and not replay
+    repeats = _earlier_fresh_answers(info=info, audit_file=audit_file) + 1 if fresh else 0
     if repeats > policy.repeated_query_limit:
         found.append(
             (
                 REPEATED,
                 (
-                    f"the same {info.kind} request (same parameters) arrived {repeats} times within "
-                    f"{REPEAT_WINDOW.total_seconds() / 3600:g} h; the site allows {policy.repeated_query_limit} "
-                    "before alerting (repeated_query_limit)"
+                    f"the same question ({info.kind}, whatever its epsilon or noise) was answered afresh {repeats} "
+                    f"times within {REPEAT_WINDOW.total_seconds() / 3600:g} h; the site allows "
+                    f"{policy.repeated_query_limit} before alerting (repeated_query_limit)"
                 ),
             )
         )
@@ -100,10 +107,22 @@ def alerts_for(
     ]
 
 
-def _earlier_identical(*, info: RequestInfo, audit_file: Path) -> int:
+def _earlier_fresh_answers(*, info: RequestInfo, audit_file: Path) -> int:
+    """Earlier requests of the same question answered afresh (served, not a replay)."""
     since = (datetime.now(UTC) - REPEAT_WINDOW).strftime(TIME_FORMAT)
-    # The hash as the log writes it (compact JSON), so only this request's lines match.
-    return count_recent(path=audit_file, since=since, kind="request", contains=f'"request_hash":"{info.identity}"')
+    # The question as the log writes it (compact JSON), so only its lines match.
+    return count_recent(
+        path=audit_file,
+        since=since,
+        kind="request",
+        contains=f'"question":"{info.question}"',
+        where=_fresh_answer,
+    )
+
+
+def _fresh_answer(record: dict[str, Any]) -> bool:
+    decision = record.get("decision") or {}
+    return decision.get("outcome") == "served" and not record.get("replay", False)
 
 
 def raise_alerts(*, alerts: list[Alert], policy: NodePolicy, audit_file: Path) -> None:

@@ -15,40 +15,35 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from federation.analytics.errors import QueryError
 from federation.analytics.query import KINDS
-from federation.errors import InternalFault, InvalidRequest, Refused
+from federation.errors import InvalidRequest
 from federation.protocol.query_request import QueryRequest
-from federation.protocol.replies import ANSWER_KEY, COST_KEY, RELEASE_KEY, refusal, site_record
+from federation.protocol.replies import ANSWER_KEY, COST_KEY, RELEASE_KEY, site_record
 from federation.protocol.task_kinds import COST_KIND
+from federation.site.config import NodePolicy
 from federation.site.query_answers import answer_query, query_cost
 from federation.site.site_config import SiteConfig
 
 
 def _request(msg: Message) -> QueryRequest:
-    if "config" not in msg.content:
-        raise QueryError("A query message carries a 'config' record; this one has none.")
-    return QueryRequest.from_config(msg.content["config"])
+    """The query request of ``msg``, or an InvalidRequest about the message (never the data)."""
+    try:
+        if "config" not in msg.content:
+            raise QueryError("A query message carries a 'config' record; this one has none.")
+        return QueryRequest.from_config(msg.content["config"])
+    except (QueryError, KeyError, ValueError) as err:
+        text = f"malformed query: {err}"
+        raise InvalidRequest(text, public=text) from None
 
 
-def handler_for(kind: str) -> Callable[[Message, SiteConfig], Message]:
-    """The handler of "query:<kind>"."""
+def handler_for(kind: str) -> Callable[[Message, SiteConfig, NodePolicy], Message]:
+    """The handler of "query:<kind>" (a refusal raises; ``tasks.serve`` replies with it)."""
 
-    def handle(msg: Message, site: SiteConfig) -> Message:
-        try:
-            request = _request(msg)
-        except (QueryError, KeyError, ValueError) as err:
-            return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed query: {err}"))
+    def handle(msg: Message, site: SiteConfig, policy: NodePolicy) -> Message:
+        request = _request(msg)
         if request.query.kind != kind:
-            return refusal(
-                msg,
-                site_id=site.site_id,
-                error=InvalidRequest(
-                    f"the message was routed as query:{kind} but carries a {request.query.kind} query."
-                ),
-            )
-        try:
-            answer = answer_query(request=request, site=site)
-        except (Refused, InternalFault) as err:
-            return refusal(msg, site_id=site.site_id, error=err)
+            text = f"the message was routed as query:{kind} but carries a {request.query.kind} query."
+            raise InvalidRequest(text, public=text)
+        answer = answer_query(request=request, site=site)
         record = site_record(
             site_id=site.site_id,
             receipts=answer.receipts,
@@ -65,15 +60,14 @@ def handler_for(kind: str) -> Callable[[Message, SiteConfig], Message]:
     return handle
 
 
-def handle_cost(msg: Message, site: SiteConfig) -> Message:
+def handle_cost(msg: Message, site: SiteConfig, policy: NodePolicy) -> Message:
     """What a query would cost at this site, without running it (reads no values)."""
+    request = _request(msg)
     try:
-        request = _request(msg)
         cost = query_cost(request=request, site=site)
     except (QueryError, KeyError, ValueError) as err:
-        return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed query: {err}"))
-    except (Refused, InternalFault) as err:
-        return refusal(msg, site_id=site.site_id, error=err)
+        text = f"malformed query: {err}"
+        raise InvalidRequest(text, public=text) from None
     content = RecordDict(
         {COST_KEY: ConfigRecord({COST_KEY: json.dumps(cost)}), "site": site_record(site_id=site.site_id)}
     )

@@ -21,7 +21,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,8 +163,11 @@ def recent_entries(*, path: Path, since: str | None = None, limit: int | None = 
     return found
 
 
-def count_recent(*, path: Path, since: str, kind: str, contains: str) -> int:
-    """How many lines of ``kind`` written at or after ``since`` hold the text ``contains``.
+def count_recent(
+    *, path: Path, since: str, kind: str, contains: str, where: Callable[[dict[str, Any]], bool] | None = None
+) -> int:
+    """How many lines of ``kind`` written at or after ``since`` hold the text ``contains``
+    (and, when ``where`` is given, whose record it accepts).
 
     The repeated-query check runs this on every request, so it stays cheap on a long
     window: a block of lines that lies wholly inside the window is searched as bytes,
@@ -173,7 +176,13 @@ def count_recent(*, path: Path, since: str, kind: str, contains: str) -> int:
     needle = contains.encode("utf-8")
 
     def matches(line: bytes) -> bool:
-        return needle in line and _field(line, "kind") == kind
+        if needle not in line:
+            return False
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return False
+        return isinstance(record, dict) and record.get("kind") == kind and (where is None or bool(where(record)))
 
     count = 0
     for block in _blocks_backwards(Path(path)):

@@ -50,11 +50,19 @@ def init(
         help="The coordinator's Fleet API, host:port (editable later in node.toml).",
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing node.toml and key pair."),
+    board: Optional[Path] = typer.Option(
+        None,
+        "--board",
+        help='The ethics board roster (JSON {"quorum": K, "members": [{"name", "key"}]}), recorded in the new '
+        "ledger: caps and allocations then need K members' signatures.",
+    ),
 ) -> None:
     """Write a commented node.toml and the node's key pair; print the public key to register.
 
     The node's Runtime port (``[node] clientappio_address``) is a free local port picked
     now, so that several nodes on one machine each get their own."""
+    import secrets
+
     from federation.processes import free_runtime_port
     from federation.site.config import write_node_template
     from federation.site.keys import generate_node_keys
@@ -64,6 +72,7 @@ def init(
             f"--data {data} is not a file; give the site's table (CSV or Parquet), e.g. one written by "
             "`workbench data synth --out DIR`."
         )
+    roster = _board_roster(board)
     toml_path = out / "node.toml"
     private_key = out / "keys" / "node_key"
     existing = [p for p in (toml_path, private_key, Path(f"{private_key}.pub")) if p.exists()]
@@ -85,6 +94,7 @@ def init(
             ca_certificate=out / "ca.crt",
             node_private_key=private_key,
             clientappio_address=f"127.0.0.1:{free_runtime_port()}",
+            holdout_seed=secrets.randbelow(2**31),  # the site's own: no coordinator knows its held-out rows
             overwrite=force,
         )
         load_node_config(toml_path)  # what was written must read back, or nothing is left behind
@@ -92,13 +102,29 @@ def init(
     except BadInput as err:
         toml_path.unlink(missing_ok=True)
         raise _fail(str(err)) from None
-    ledger_path, dataset_name = _create_ledger(toml_path)
+    ledger_path, dataset_name, recorded = _create_ledger(toml_path, roster)
     typer.echo(f"wrote {toml_path} (every key explained) and the node's key pair in {private_key.parent}/")
-    typer.echo(f"the site's privacy ledger: {ledger_path} (its signing key beside it); set your dataset's cap with:")
-    typer.echo(
-        f"  workbench budget set-cap --ledger {ledger_path} --dataset {dataset_name} --epsilon E --delta 1e-5 "
-        "--actor NAME --reason TEXT"
-    )
+    if recorded is None:
+        typer.echo(
+            f"the site's privacy ledger: {ledger_path} (its signing key beside it); set your dataset's cap with:"
+        )
+        typer.echo(
+            f"  workbench budget set-cap --ledger {ledger_path} --dataset {dataset_name} --epsilon E --delta 1e-5 "
+            "--actor NAME --reason TEXT"
+        )
+    else:
+        typer.echo(
+            f"the site's privacy ledger: {ledger_path} (its signing key beside it), with its ethics board "
+            f"{recorded}; the board sets the dataset's cap with a signed proposal:"
+        )
+        typer.echo(
+            f"  workbench budget propose cap --ledger {ledger_path} --dataset {dataset_name} --epsilon E --delta 1e-5 "
+            "--reason TEXT --proposed-by NAME --out cap.json"
+        )
+        typer.echo(
+            "  then each member: workbench budget sign cap.json --key KEY; then: "
+            f"workbench budget apply cap.json --ledger {ledger_path}"
+        )
     typer.echo("the node's public key (send it to the coordinator; it is not secret):")
     typer.echo(f"  {line}")
     typer.echo("the coordinator registers it with (--folder names the coordinator's folder):")
@@ -109,16 +135,33 @@ def init(
     )
 
 
-def _create_ledger(toml_path: Path) -> tuple[Path, str]:
+def _board_roster(path: Optional[Path]):
+    """The board roster given to `node init`, checked before anything is written."""
+    if path is None:
+        return None
+    from privacy_budgets.board import Board, BoardInvalid
+
+    try:
+        return Board.load(path)
+    except BoardInvalid as err:
+        raise _fail(f"--board {path}: {err}") from None
+
+
+def _create_ledger(toml_path: Path, roster=None) -> tuple[Path, str, str | None]:
     """The site's ledger, empty and signed, so that caps can be set before the first
-    start; an existing ledger is kept as it is (it is the site's history)."""
+    start; an existing ledger is kept as it is (it is the site's history). With a
+    roster, the ledger's first board is recorded (once: a ledger that has one keeps it)."""
     from privacy_budgets import Ledger
 
     site = load_node_config(toml_path).site_config()
     site.state_dir.mkdir(parents=True, exist_ok=True)
-    with Ledger.open(site.ledger_path, site_id=site.site_id):
-        pass
-    return site.ledger_path, site.dataset
+    recorded = None
+    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+        if roster is not None:
+            if ledger.board() is None:
+                ledger.establish_board(board=roster, actor="node init", reason="the site's ethics board")
+            recorded = ledger.board().describe()
+    return site.ledger_path, site.dataset, recorded
 
 
 @app.command()

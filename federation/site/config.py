@@ -15,13 +15,16 @@ import json
 import tomllib
 from dataclasses import make_dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from federation.analytics.disclosure import DisclosureRuleError, DisclosureRules, rules_for
+from federation.analytics.limits import AnalyticsLimits
 from federation.errors import BadInput
 from federation.site.node_keys import (
     DEFAULT_ALLOWED_TASKS,
     DEFAULT_MIN_CELL_SIZE,
+    DEFAULT_MIN_HOLDOUT_ROWS,
     KEYS,
     LAYOUT,
     LOWEST_MIN_CELL_SIZE,
@@ -86,6 +89,10 @@ class _PolicyRules:
                 raise NodePolicyError(
                     f"a policy's {key.name} {broken.rule}; got {broken.shown!r}. Fix: {broken.fix}"
                 ) from None
+        broken = between_keys(self)
+        if broken is not None:
+            name, rule, value, fix = broken
+            raise NodePolicyError(f"a policy's {name} {rule}; got {value!r}. Fix: {fix}")
 
     @classmethod
     def default_for(cls, site: SiteConfig) -> NodePolicy:
@@ -94,12 +101,42 @@ class _PolicyRules:
         # A simulated site's own rules are checked where analytics apply them
         # (disclosure_rules), so an odd value there never blocks training here.
         smallest = site.min_cell_size if site.min_cell_size is not None else DEFAULT_MIN_CELL_SIZE
-        return cls(
-            allowed_tasks=DEFAULT_ALLOWED_TASKS,
-            min_cell_size=max(smallest, LOWEST_MIN_CELL_SIZE),
-            true_count_floor=site.true_count_floor,
-            max_epsilon_per_request=site.max_epsilon_per_request,
+        smallest = max(smallest, LOWEST_MIN_CELL_SIZE)
+        overrides = dict(site.policy_overrides)
+        known = {key.field for key in POLICY_KEYS}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise NodePolicyError(
+                f"a simulated site's policy_overrides name unknown key(s) {', '.join(unknown)}. Fix: use the "
+                f"fields of node.toml's [policy] and [training] keys: {', '.join(sorted(known))}."
+            )
+        values = {
+            "allowed_tasks": DEFAULT_ALLOWED_TASKS,
+            "min_cell_size": smallest,
+            "true_count_floor": site.true_count_floor,
+            "max_epsilon_per_request": site.max_epsilon_per_request,
+            # the held-out split is never smaller than the site's smallest cell
+            "min_holdout_rows": max(DEFAULT_MIN_HOLDOUT_ROWS, smallest),
+            **site.analytics_limits.to_json(),
+        }
+        return cls(**{**values, **overrides})
+
+    def analytics_limits(self) -> AnalyticsLimits:
+        """The [analytics] keys, as the analytics take them (federation/analytics/limits.py)."""
+        return AnalyticsLimits(**{name: getattr(self, name) for name in AnalyticsLimits.__dataclass_fields__})
+
+
+def between_keys(policy: Any) -> tuple[str, str, Any, str] | None:
+    """A rule between two keys that one key's own rule cannot see: (key, rule, value, fix)."""
+    if policy.min_holdout_rows < policy.min_cell_size:
+        return (
+            "[training] min_holdout_rows",
+            f"must be at least the site's min_cell_size ({policy.min_cell_size})",
+            policy.min_holdout_rows,
+            f"raise min_holdout_rows to {policy.min_cell_size} or more (no evaluation may describe fewer "
+            "patients than the smallest cell the site releases).",
         )
+    return None
 
 
 NodePolicy = make_dataclass(
@@ -140,6 +177,7 @@ class _NodeFiles:
             min_cell_size=self.policy.min_cell_size,
             true_count_floor=self.policy.true_count_floor,
             max_epsilon_per_request=self.policy.max_epsilon_per_request,
+            analytics_limits=self.policy.analytics_limits(),
         )
 
     def node_config_entries(self) -> dict[str, str]:
@@ -245,7 +283,11 @@ class _Reader:
 
     def node_config(self) -> NodeConfig:
         values = {key.field: self.value(key) for key in KEYS}
-        policy = NodePolicy(**{key.field: values.pop(key.field) for key in POLICY_KEYS})
+        policy_values = {key.field: values.pop(key.field) for key in POLICY_KEYS}
+        broken = between_keys(SimpleNamespace(**policy_values))
+        if broken is not None:
+            raise self.fail(*broken)
+        policy = NodePolicy(**policy_values)
         return NodeConfig(path=self.path, policy=policy, **values)
 
 
@@ -326,8 +368,10 @@ def _toml(key: NodeKey, value: Any, *, base: Path) -> str:
             return json.dumps(resolved.relative_to(base).as_posix())
         except ValueError:
             return json.dumps(resolved.as_posix())
-    if key.type == "task list":
+    if key.type in ("task list", "column list"):
         return json.dumps(list(value))
+    if key.type == "range":
+        return json.dumps([float(v) for v in value])
     if key.type == "whole":
         return str(int(value))
     return json.dumps(value) if isinstance(value, str) else str(value)

@@ -3,9 +3,12 @@
 A site answers a train and an evaluate message every round from the same file. In
 a long-lived process (a simulated site's actor) the encoded arrays are kept between
 messages, keyed by everything they depend on: the data file's identity (path, size,
-modification time), the dictionary used, the study's encoder and split. A changed
-file is read and validated again. A fresh process per message (deployment) reads
-it every time, as before.
+modification time), the dictionary used, the study's encoder and the site's split. A
+changed file is read and validated again. A fresh process per message (deployment)
+reads it every time, as before.
+
+The held-out split is the site's own (node.toml [training]: holdout_fraction,
+holdout_seed, split_column): no value of a request chooses it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from federation.data.dictionary import DataDictionary
 from federation.data.loader import load_site
 from federation.errors import InternalFault
-from federation.protocol.spec import TrainingSpec
+from federation.site.config import NodePolicy
 from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder, SiteArrays, prepare_site_arrays
 
@@ -53,12 +56,18 @@ def site_dictionary(*, site: SiteConfig, config: Any = None) -> DataDictionary:
     )
 
 
+def own_dictionary(site: SiteConfig) -> DataDictionary | None:
+    """The site's own data dictionary, or None when it has none (then its policy lists
+    the outcomes a study may predict)."""
+    return DataDictionary.load(site.dictionary_path) if site.dictionary_path.exists() else None
+
+
 def _file_identity(path: Path) -> tuple:
     stat = Path(path).stat()
     return (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def _cache_key(*, site: SiteConfig, spec: TrainingSpec, encoder: FeatureEncoder, config: Any) -> tuple:
+def _cache_key(*, site: SiteConfig, policy: NodePolicy, encoder: FeatureEncoder, config: Any) -> tuple:
     if site.dictionary_path.exists():
         dictionary = _file_identity(site.dictionary_path)
     else:
@@ -68,16 +77,16 @@ def _cache_key(*, site: SiteConfig, spec: TrainingSpec, encoder: FeatureEncoder,
         _file_identity(site.data_path),
         dictionary,
         encoder.to_json(),
-        spec.test_fraction,
-        spec.split_seed,
-        spec.split_column,
+        policy.holdout_fraction,
+        policy.holdout_seed,
+        policy.split_column,
     )
 
 
-def site_arrays(*, site: SiteConfig, spec: TrainingSpec, encoder: FeatureEncoder, config: Any = None) -> SiteArrays:
-    """The site's train/test split, encoded with the study's public constants."""
+def site_arrays(*, site: SiteConfig, policy: NodePolicy, encoder: FeatureEncoder, config: Any = None) -> SiteArrays:
+    """The site's train/test split (its policy's), encoded with the study's public constants."""
     check_data_file(site)
-    key = _cache_key(site=site, spec=spec, encoder=encoder, config=config)
+    key = _cache_key(site=site, policy=policy, encoder=encoder, config=config)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -88,10 +97,10 @@ def site_arrays(*, site: SiteConfig, spec: TrainingSpec, encoder: FeatureEncoder
     arrays = prepare_site_arrays(
         frame=frame,
         encoder=encoder,
-        test_fraction=spec.test_fraction,
-        seed=spec.split_seed,
+        test_fraction=policy.holdout_fraction,
+        seed=policy.holdout_seed,
         site_id=site.site_id,
-        split_column=spec.split_column,
+        split_column=policy.split_column or "",
     )
     _CACHE[key] = arrays
     while len(_CACHE) > _CACHE_SIZE:

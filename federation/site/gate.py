@@ -63,30 +63,34 @@ def check_request(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy) ->
         return GateDecision(
             PausedRefused(
                 f"site {site.site_id} is {pause.describe()}. It serves no task until its IT runs "
-                "`workbench node resume --config node.toml`."
+                "`workbench node resume --config node.toml`.",
+                # who paused it and why are the site's business
+                public=f"site {site.site_id} is paused by its IT and serves no task until it is resumed.",
             )
         )
     if info.expired(now=time.time(), tolerance=CLOCK_TOLERANCE_SECONDS):
         when = datetime.fromtimestamp(info.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = (
+            f"site {site.site_id} serves no stale request: this {info.kind} request (run {info.run_id}) "
+            f"expired at {when}: {info.expires_why}. Nothing was run or charged. Start a new study to go on."
+        )
         return GateDecision(
             RequestExpired(
-                f"site {site.site_id} serves no stale request: this {info.kind} request (run {info.run_id}) "
-                f"expired at {when}: {info.expires_why}. Nothing was run or charged. Start a new study to go on."
+                text,
+                public=text,
             )
         )
     if info.kind not in KNOWN_TASKS:
-        return GateDecision(
-            PolicyRefused(f"unknown task {info.kind!r}; this site serves {', '.join(sorted(KNOWN_TASKS))}.")
-        )
+        text = f"unknown task {info.kind!r}; this site serves {', '.join(sorted(KNOWN_TASKS))}."
+        return GateDecision(PolicyRefused(text, public=text))
     if not policy_allows(allowed=policy.allowed_tasks, kind=info.kind):
-        return GateDecision(
-            PolicyRefused(
-                f"site {site.site_id} does not allow {info.kind} tasks; its policy allows "
-                f"{', '.join(policy.allowed_tasks)}. Ask the site whether the study may run it."
-            )
+        text = (
+            f"site {site.site_id} does not allow {info.kind} tasks; its policy allows "
+            f"{', '.join(policy.allowed_tasks)}. Ask the site whether the study may run it."
         )
+        return GateDecision(PolicyRefused(text, public=text))
     if info.problem is not None:
-        return GateDecision(InvalidRequest(info.malformed_reason))
+        return GateDecision(InvalidRequest(info.malformed_reason, public=info.malformed_reason))
     return _allocation(info=info, site=site)
 
 
@@ -96,11 +100,16 @@ def _allocation(*, info: RequestInfo, site: SiteConfig) -> GateDecision:
         f"The site's ethics board allocates a budget with `workbench budget allocate --ledger "
         f"{site.ledger_path} --dataset {dataset} --project {project} --epsilon E --actor NAME --reason TEXT`."
     )
+    public = (
+        f"project '{project}' has no allocation at site {site.site_id}, so nothing may be released for it "
+        "(fail closed). Fix: the site's ethics board allocates the project a budget there."
+    )
     if not site.ledger_path.exists():
         return GateDecision(
             BudgetRefused(
                 f"site {site.site_id} has no privacy ledger yet, so project '{project}' has no allocation "
-                f"on dataset '{dataset}' and nothing may be released for it (fail closed). {fix}"
+                f"on dataset '{dataset}' and nothing may be released for it (fail closed). {fix}",
+                public=public,
             )
         )
     try:
@@ -114,7 +123,8 @@ def _allocation(*, info: RequestInfo, site: SiteConfig) -> GateDecision:
         return GateDecision(
             BudgetRefused(
                 f"project '{project}' has no allocation on dataset '{dataset}' at site {site.site_id}, "
-                f"so nothing may be released for it (fail closed). {fix}"
+                f"so nothing may be released for it (fail closed). {fix}",
+                public=public,
             )
         )
     return ALLOW

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from federation.analytics import limits as analytics_limits
+from federation.analytics.query import MAX_BINS
 from federation.errors import BadInput
 from federation.protocol.task_kinds import ALL_QUERIES, EVALUATE, POLICY_WORDS, TRAIN
 
@@ -104,6 +106,30 @@ def _tasks(key: NodeKey, value: Any, base: Path | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def _fraction(key: NodeKey, value: Any, base: Path | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Broken("must be a number between 0 and 1", key.fix, value)
+    if not 0 < value < 1:
+        raise Broken("must be a number between 0 and 1 (both excluded)", key.fix, value)
+    return float(value)
+
+
+def _range(key: NodeKey, value: Any, base: Path | None) -> tuple[float, float]:
+    numbers = isinstance(value, (list, tuple)) and len(value) == 2
+    numbers = numbers and all(
+        not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in value
+    )
+    if not numbers or not value[0] < value[1]:
+        raise Broken("must be [low, high]: two positive numbers, low below high", key.fix, value)
+    return float(value[0]), float(value[1])
+
+
+def _columns(key: NodeKey, value: Any, base: Path | None) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise Broken("must be a list of column names (quoted strings)", key.fix, value)
+    return tuple(dict.fromkeys(v.strip() for v in value))
+
+
 _WORDS = ", ".join(f'"{w}"' for w in POLICY_WORDS)
 TYPES = {
     "text": _text,
@@ -112,6 +138,9 @@ TYPES = {
     "positive number": _positive,
     "address": _address,
     "task list": _tasks,
+    "fraction": _fraction,
+    "range": _range,
+    "column list": _columns,
 }
 
 
@@ -189,13 +218,45 @@ def _web_url(value: str) -> tuple[str, str] | None:
     )
 
 
+def _at_most(value: int, highest: int, name: str) -> tuple[str, str] | None:
+    if value <= highest:
+        return None
+    return (f"must be at most {highest}", f"set {name} to a whole number from 1 to {highest}.")
+
+
 # The disclosure rules of the site (see the module docstring).
 DEFAULT_MIN_CELL_SIZE = 5
 LOWEST_MIN_CELL_SIZE = 3
 DEFAULT_REPEATED_QUERY_LIMIT = 3
 DEFAULT_ALLOWED_TASKS: tuple[str, ...] = (TRAIN, EVALUATE, ALL_QUERIES)
 
+# The site's training policy (see the [training] keys): every size a coordinator picks
+# is checked against these before any data is read or any privacy loss is computed.
+DEFAULT_HOLDOUT_FRACTION = 0.25
+DEFAULT_HOLDOUT_SEED = 43
+DEFAULT_MIN_HOLDOUT_ROWS = 20
+DEFAULT_EVALUATION_SHARE = 0.2
+DEFAULT_NOISE_MULTIPLIER_RANGE = (0.5, 100.0)
+DEFAULT_MAX_ROUNDS = 100
+DEFAULT_MAX_LOCAL_EPOCHS = 10
+DEFAULT_BATCH_SIZE_RANGE = (16.0, 4096.0)
+DEFAULT_MAX_HIDDEN = 512
+DEFAULT_MAX_GRAD_NORM_RANGE = (0.01, 10.0)
+DEFAULT_LEARNING_RATE_RANGE = (0.0001, 10.0)
+
+
+def _at_most_half(value: float) -> tuple[str, str] | None:
+    if value <= 0.5:
+        return None
+    return ("must be at most 0.5", "keep at least half for the rest: a number in (0, 0.5].")
+
+
 SECTION_COMMENTS: dict[str, str] = {
+    "training": "What a study may ask of this site. The held-out split, the outcomes and columns a study\n"
+    "may use, and the limits on every size a coordinator picks are the site's: a request outside\n"
+    "them is refused before any data is read, with the rule, the value and the fix.",
+    "analytics": "Limits on what one analytics query may ask of this site. A query beyond them is\n"
+    "refused before any data is read or any privacy loss computed, with the rule and the fix.",
     "alerts": "Where alerts go besides the audit log (refused requests, requests over a cap, a\n"
     "paused node being asked, repeated identical queries). Both optional.",
 }
@@ -340,7 +401,10 @@ KEYS: tuple[NodeKey, ...] = (
         "whole",
         field="repeated_query_limit",
         default=DEFAULT_REPEATED_QUERY_LIMIT,
-        comment="Identical requests (same task and parameters) allowed before an alert is raised.",
+        comment="Fresh answers to the same question allowed within 24 h before an alert is raised. A\n"
+        "query is the same question whatever its epsilon, noise or label (same kind, columns,\n"
+        "filter, bounds, bins and strata); free replays of a kept answer do not count. Other\n"
+        "tasks: the same task with the same parameters.",
         fix="set how many identical requests may come before an alert, "
         f"e.g. repeated_query_limit = {DEFAULT_REPEATED_QUERY_LIMIT}.",
     ),
@@ -358,6 +422,209 @@ KEYS: tuple[NodeKey, ...] = (
         "workbench's own ClientApp, installed at this site.",
         fix="name the file of app-signing keys this site trusts, "
         'e.g. trusted_entities = "trusted_entities.yaml", or remove the key.',
+    ),
+    # --- [training]: every choice that shapes a training or evaluation release ---------
+    NodeKey(
+        "training",
+        "holdout_fraction",
+        "fraction",
+        field="holdout_fraction",
+        default=DEFAULT_HOLDOUT_FRACTION,
+        rules=(_at_most_half,),
+        comment="Share of the site's rows held out to evaluate every study's model (never trained on).\n"
+        "The site's choice, never the coordinator's.",
+        fix=f"set holdout_fraction = {DEFAULT_HOLDOUT_FRACTION} (the default) or any number in (0, 0.5].",
+    ),
+    NodeKey(
+        "training",
+        "holdout_seed",
+        "whole",
+        field="holdout_seed",
+        default=DEFAULT_HOLDOUT_SEED,
+        lowest=0,
+        comment="Seed of the held-out split. `node init` writes a fresh random one: keep it private,\n"
+        "so no coordinator can know which rows are held out.",
+        fix="set a whole number of at least 0, e.g. holdout_seed = 918273.",
+    ),
+    NodeKey(
+        "training",
+        "min_holdout_rows",
+        "whole",
+        field="min_holdout_rows",
+        default=DEFAULT_MIN_HOLDOUT_ROWS,
+        lowest=LOWEST_MIN_CELL_SIZE,
+        comment="Fewest held-out rows an evaluation may use; never below min_cell_size. A study on a\n"
+        "smaller held-out split is refused before anything is computed.",
+        fix=f"set min_holdout_rows = {DEFAULT_MIN_HOLDOUT_ROWS} (the default), at least min_cell_size.",
+    ),
+    NodeKey(
+        "training",
+        "split_column",
+        "text",
+        field="split_column",
+        default=None,
+        example='"split"',
+        comment='Optional: a column of the table holding "train" or "test" that fixes the held-out\n'
+        "split (e.g. a published benchmark's), instead of the seeded random one.",
+        fix='name a column holding "train"/"test", e.g. split_column = "split", or remove the key.',
+    ),
+    NodeKey(
+        "training",
+        "allowed_targets",
+        "column list",
+        field="allowed_targets",
+        default=None,
+        example='["cardiac_event"]',
+        comment="Optional: the outcomes a study may predict. Default: the column(s) the site's own\n"
+        'data dictionary marks with role "target" (a site without one must list them here).',
+        fix='list the outcome columns a study may predict, e.g. allowed_targets = ["cardiac_event"], '
+        "or remove the key.",
+    ),
+    NodeKey(
+        "training",
+        "excluded_columns",
+        "column list",
+        field="excluded_columns",
+        default=(),
+        comment="Columns no study may use, as a feature or as its target.",
+        fix='list column names, e.g. excluded_columns = ["hiv_status"], or [] for none.',
+    ),
+    NodeKey(
+        "training",
+        "evaluation_share",
+        "fraction",
+        field="evaluation_share",
+        default=DEFAULT_EVALUATION_SHARE,
+        rules=(_at_most_half,),
+        comment="Share of a study's epsilon at this site that pays for its noisy evaluations and its\n"
+        "one noisy row count (the FedAvg weight); DP-SGD gets the rest.",
+        fix=f"set evaluation_share = {DEFAULT_EVALUATION_SHARE} (the default) or any number in (0, 0.5].",
+    ),
+    NodeKey(
+        "training",
+        "uncovered_releases",
+        "whole",
+        field="uncovered_releases",
+        default=0,
+        lowest=0,
+        comment="Opt-in: how many exact numbers (no noise) one study run may also receive from this\n"
+        "site: each round's training loss and each evaluation's exact metrics, each recorded in the\n"
+        "ledger as an uncovered release and named in the privacy statement. 0: none (the default).",
+        fix="set uncovered_releases = 0 (no release without noise) or a small whole number.",
+    ),
+    NodeKey(
+        "training",
+        "noise_multiplier_range",
+        "range",
+        field="noise_multiplier_range",
+        default=DEFAULT_NOISE_MULTIPLIER_RANGE,
+        comment="[least, most] DP-SGD noise multiplier this site calibrates to. A study that would need\n"
+        "less noise uses the least (and spends less); one that needs more than the most is refused.",
+        fix="set noise_multiplier_range = [0.5, 100.0] (the default): two positive numbers, low first.",
+    ),
+    NodeKey(
+        "training",
+        "max_rounds",
+        "whole",
+        field="max_rounds",
+        default=DEFAULT_MAX_ROUNDS,
+        comment="Most rounds one study may plan at this site.",
+        fix=f"set max_rounds = {DEFAULT_MAX_ROUNDS} (the default) or another whole number of at least 1.",
+    ),
+    NodeKey(
+        "training",
+        "max_local_epochs",
+        "whole",
+        field="max_local_epochs",
+        default=DEFAULT_MAX_LOCAL_EPOCHS,
+        comment="Most passes over the site's training rows in one round.",
+        fix=f"set max_local_epochs = {DEFAULT_MAX_LOCAL_EPOCHS} (the default) or another whole number.",
+    ),
+    NodeKey(
+        "training",
+        "batch_size_range",
+        "range",
+        field="batch_size_range",
+        default=DEFAULT_BATCH_SIZE_RANGE,
+        comment="[smallest, largest] expected batch size of a DP-SGD step.",
+        fix="set batch_size_range = [16, 4096] (the default): two whole numbers, smallest first.",
+    ),
+    NodeKey(
+        "training",
+        "max_hidden",
+        "whole",
+        field="max_hidden",
+        default=DEFAULT_MAX_HIDDEN,
+        comment="Widest hidden layer a study's model may have (memory and time at the site).",
+        fix=f"set max_hidden = {DEFAULT_MAX_HIDDEN} (the default) or another whole number.",
+    ),
+    NodeKey(
+        "training",
+        "max_grad_norm_range",
+        "range",
+        field="max_grad_norm_range",
+        default=DEFAULT_MAX_GRAD_NORM_RANGE,
+        comment="[least, most] per-patient clipping norm of a DP-SGD step.",
+        fix="set max_grad_norm_range = [0.01, 10.0] (the default): two positive numbers, low first.",
+    ),
+    NodeKey(
+        "training",
+        "learning_rate_range",
+        "range",
+        field="learning_rate_range",
+        default=DEFAULT_LEARNING_RATE_RANGE,
+        comment="[least, most] learning rate of the site's local optimiser.",
+        fix="set learning_rate_range = [0.0001, 10.0] (the default): two positive numbers, low first.",
+    ),
+    NodeKey(
+        "analytics",
+        "max_query_epsilon",
+        "positive number",
+        field="max_query_epsilon",
+        default=analytics_limits.DEFAULT_MAX_QUERY_EPSILON,
+        comment="The most epsilon one analytics query may ask for.",
+        fix=f"set max_query_epsilon = {analytics_limits.DEFAULT_MAX_QUERY_EPSILON:g} (the default) or another "
+        "positive number.",
+    ),
+    NodeKey(
+        "analytics",
+        "min_noise_multiplier",
+        "positive number",
+        field="min_noise_multiplier",
+        default=analytics_limits.DEFAULT_MIN_NOISE_MULTIPLIER,
+        comment="The least noise a query may state (noise per unit of sensitivity); also the least noise\n"
+        "the site calibrates a query's epsilon to.",
+        fix=f"set min_noise_multiplier = {analytics_limits.DEFAULT_MIN_NOISE_MULTIPLIER:g} (the default) or "
+        "another positive number.",
+    ),
+    NodeKey(
+        "analytics",
+        "max_bins",
+        "whole",
+        field="max_bins",
+        default=analytics_limits.DEFAULT_MAX_BINS,
+        rules=(lambda value: _at_most(value, MAX_BINS, "max_bins"),),
+        comment=f"Most bins of a histogram's, quantiles' or survival curve's grid (never above {MAX_BINS}).",
+        fix=f"set max_bins = {analytics_limits.DEFAULT_MAX_BINS} (the default) or a whole number from 1 to {MAX_BINS}.",
+    ),
+    NodeKey(
+        "analytics",
+        "max_strata",
+        "whole",
+        field="max_strata",
+        default=analytics_limits.DEFAULT_MAX_STRATA,
+        comment="Most strata (combinations of the categories of a query's by columns) one query may ask for.",
+        fix=f"set max_strata = {analytics_limits.DEFAULT_MAX_STRATA} (the default) or another whole number.",
+    ),
+    NodeKey(
+        "analytics",
+        "max_probabilities",
+        "whole",
+        field="max_probabilities",
+        default=analytics_limits.DEFAULT_MAX_PROBABILITIES,
+        comment="Most probabilities one quantiles query may ask for.",
+        fix=f"set max_probabilities = {analytics_limits.DEFAULT_MAX_PROBABILITIES} (the default) or another "
+        "whole number.",
     ),
     NodeKey(
         "alerts",
@@ -389,6 +656,9 @@ _ANNOTATIONS = {
     "positive number": "float",
     "address": "str",
     "task list": "tuple[str, ...]",
+    "fraction": "float",
+    "range": "tuple[float, float]",
+    "column list": "tuple[str, ...]",
 }
 
 
@@ -405,7 +675,7 @@ def dataclass_fields(keys: tuple[NodeKey, ...], *, defaults: bool) -> list[tuple
     return specs
 
 
-POLICY_SECTIONS = ("policy", "alerts")  # keys of NodePolicy; the others are NodeConfig's
+POLICY_SECTIONS = ("policy", "training", "analytics", "alerts")  # keys of NodePolicy; the others are NodeConfig's
 # Every section and its keys, in file order (anything else is refused).
 LAYOUT: dict[str, tuple[str, ...]] = {}
 for _key in KEYS:

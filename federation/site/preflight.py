@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from federation.site.audit import audit_path, verify_audit
+from federation.site.audit import append_audit, audit_path, utc_now, verify_audit
 from federation.site.config import NodeConfig, NodeConfigError, load_node_config
 from federation.site.keys import NodeKeyError, read_public_key_line
 from federation.site.pause import read_pause
@@ -276,18 +276,39 @@ def _ledger(config: NodeConfig) -> Check:
 
 def _audit_log(config: NodeConfig) -> Check:
     path = audit_path(config.state_dir)
-    if not path.exists():
-        return Check("audit log", OK, f"{path}: no requests yet")
-    result = verify_audit(path)
-    if not result.ok:
+    fix = "make the state folder and its audit.jsonl writable by the node's user, and free disk space."
+    if path.exists() and not path.is_file():
         return Check(
             "audit log",
             FAIL,
-            result.describe(),
-            "keep the file as evidence, tell the site's security officer, and start a new log only "
-            "after moving this one aside.",
-            kind=BROKEN,
+            f"{path} is not a regular file, so it cannot be appended to; the node would refuse every request, "
+            "since it serves nothing it cannot record",
+            "move it aside; " + fix,
         )
+    if path.exists():
+        result = verify_audit(path)
+        if not result.ok:
+            return Check(
+                "audit log",
+                FAIL,
+                result.describe(),
+                "keep the file as evidence, tell the site's security officer, and start a new log only "
+                "after moving this one aside.",
+                kind=BROKEN,
+            )
+    # The node refuses every request it cannot record (fail closed), and the only proof
+    # that a log accepts appends is an append: this check writes one line to it.
+    try:
+        append_audit(path=path, entry={"kind": "check", "time": utc_now(), "note": "workbench node check"})
+    except OSError as err:
+        return Check(
+            "audit log",
+            FAIL,
+            f"{path} cannot be appended to ({type(err).__name__}: {err.strerror or err}); the node would refuse "
+            "every request, since it serves nothing it cannot record",
+            fix,
+        )
+    result = verify_audit(path)
     return Check("audit log", WARN if result.torn_tail else OK, result.describe())
 
 

@@ -1,7 +1,8 @@
 """The query handler for DP range finding (used when no data dictionary exists).
 
-The site computes the cost itself from the noise it will add and the number of
-columns, reserves it, releases only coarse grid edges, and commits.
+The site holds the request to its limits (columns it allows, noise within its noise
+range), computes the cost itself from the noise it will add and the number of
+columns, and releases only coarse grid edges through the one charged path.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from federation.analytics.ranges import noisy_range, range_event
 from federation.data.loader import parse_csv, parse_parquet, read_site_bytes
-from federation.errors import InternalFault, InvalidRequest
-from federation.protocol.replies import refusal, site_record
-from federation.protocol.spec import SpecError, TrainingSpec
-from federation.site.request_cap import RequestCapExceeded, check_request_cap
+from federation.errors import InvalidRequest
+from federation.protocol.replies import site_record
+from federation.protocol.spec import SiteOwnedParameter, SpecError, TrainingSpec
+from federation.site.charged_path import Charge, Ran, charged_release
+from federation.site.config import NodePolicy
 from federation.site.site_config import SiteConfig
-from privacy_budgets import BudgetExceeded, Ledger
+from federation.site.training_limits import check_range_request, read_columns
+from privacy_budgets import Ledger
 
 
 def _numeric_columns(site: SiteConfig, columns: list[str]) -> dict[str, np.ndarray]:
@@ -33,47 +36,42 @@ def _numeric_columns(site: SiteConfig, columns: list[str]) -> dict[str, np.ndarr
     return {c: pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float) for c in columns}
 
 
-def handle_ranges(msg: Message, site: SiteConfig) -> Message:
+def handle_ranges(msg: Message, site: SiteConfig, policy: NodePolicy) -> Message:
+    if "config" not in msg.content:
+        raise InvalidRequest(
+            "a range query carries a 'config' record.", public="a range query carries a 'config' record."
+        )
     config = msg.content["config"]
     try:
         spec = TrainingSpec.from_config(config)
-        columns = list(json.loads(str(config["columns"])))
-        noise_std = float(config["noise-std"])
-    except (SpecError, KeyError, ValueError) as err:
-        return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed range query: {err}"))
-    if not columns or noise_std <= 0:
-        return refusal(
-            msg, site_id=site.site_id, error=InvalidRequest("a range query needs columns and positive noise.")
-        )
-
+    except (SpecError, SiteOwnedParameter) as err:
+        raise InvalidRequest(f"malformed range query: {err}", public=f"malformed range query: {err}") from None
+    columns = check_range_request(columns=read_columns(config), noise_std=config.get("noise-std"), policy=policy)
+    noise_std = float(config["noise-std"])
     event = range_event(noise_std=noise_std, n_columns=len(columns))
+
+    def run() -> Ran:
+        values = _numeric_columns(site, columns)
+        return Ran(value={c: noisy_range(values=v, noise_std=noise_std) for c, v in values.items()})
+
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
-        try:
-            check_request_cap(ledger=ledger, site=site, project=spec.project, event=event)
-            reservation = ledger.reserve(
-                dataset=site.dataset,
+        charged = charged_release(
+            ledger=ledger,
+            site=site,
+            charge=Charge(
                 project=spec.project,
-                event=event,
                 actor=spec.coordinator,
+                event=event,
                 purpose=f"DP range finding of {len(columns)} columns for feature scaling",
                 run_id=spec.run_id,
                 query_id=f"{spec.run_id}-ranges",
-            )
-        except (BudgetExceeded, RequestCapExceeded) as err:
-            return refusal(msg, site_id=site.site_id, error=err)
-        try:
-            values = _numeric_columns(site, columns)
-        except Exception as err:
-            ledger.abort(reservation, reason=f"range query failed before any release: {err!r}")
-            return refusal(msg, site_id=site.site_id, error=InternalFault(str(err)))
-        rng = np.random.default_rng()  # fresh OS entropy: predictable noise is no noise
-        ranges = {c: noisy_range(values=v, noise_std=noise_std, rng=rng) for c, v in values.items()}
-        entry = ledger.commit(reservation)
-        receipt = ledger.receipt(entry).to_dict()
+            ),
+            run=run,
+        )
     content = RecordDict(
         {
-            "ranges": ConfigRecord({"ranges": json.dumps(ranges)}),
-            "site": site_record(site_id=site.site_id, receipts=[receipt]),
+            "ranges": ConfigRecord({"ranges": json.dumps(charged.value)}),
+            "site": site_record(site_id=site.site_id, receipts=charged.receipts),
         }
     )
     return Message(content=content, reply_to=msg)

@@ -31,8 +31,10 @@ def check_request_cap(*, ledger: Ledger, site: SiteConfig, project: str, event: 
         return
     epsilon = ledger.cost(dataset=site.dataset, project=project, event=event).epsilon
     if epsilon > cap * (1 + _ROUNDING):
-        raise RequestCapExceeded(
+        # Words from the request's own cost and the site's policy only: sent as they are.
+        text = (
             f"this request would cost epsilon {epsilon:.4g} at site {site.site_id}, above the site's cap "
             f"of {cap:g} per request (max_epsilon_per_request in its node.toml). Ask for less in one "
             "request: more noise, a smaller epsilon, or fewer steps per round."
         )
+        raise RequestCapExceeded(text, public=text)

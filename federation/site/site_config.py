@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from federation.analytics.limits import AnalyticsLimits
 
 # Keys of the node config (``flower-supernode --node-config``) that locate a site.
 SITE_ID_KEY = "site-id"
@@ -30,6 +32,11 @@ class SiteConfig:
     workbench defaults, a minimum cell size of 5 and no floor on true counts).
     ``max_epsilon_per_request`` is the site's cap on one request's cost (None: no cap
     beyond the ledger's; set from node.toml, see federation/site/request_cap.py).
+    ``policy_overrides`` sets other keys of a simulated site's policy, by NodePolicy
+    field (``(("holdout_fraction", 0.3),)``): what a hospital's IT would write in
+    node.toml's [training] section. A deployed node reads its node.toml instead.
+    ``analytics_limits``: the site's limits on a query's sizes ([analytics] in node.toml;
+    federation/analytics/limits.py), the workbench defaults unless set.
     """
 
     site_id: str
@@ -40,6 +47,8 @@ class SiteConfig:
     min_cell_size: int | None = None
     true_count_floor: int | None = None
     max_epsilon_per_request: float | None = None
+    policy_overrides: tuple[tuple[str, Any], ...] = ()
+    analytics_limits: AnalyticsLimits = field(default_factory=AnalyticsLimits)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_path", Path(self.data_path))
@@ -49,6 +58,12 @@ class SiteConfig:
             object.__setattr__(self, "dataset", self.data_path.stem)
         for name in ("min_cell_size", "true_count_floor"):
             object.__setattr__(self, name, _whole_or_none(name, getattr(self, name)))
+        overrides = dict(self.policy_overrides or ())
+        object.__setattr__(
+            self,
+            "policy_overrides",
+            tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in overrides.items())),
+        )
 
     @property
     def ledger_path(self) -> Path:
@@ -64,13 +79,25 @@ class SiteConfig:
         return self.state_dir / "analytics-cache"
 
     def to_json(self) -> dict[str, str]:
-        return {k: str(v) for k, v in asdict(self).items() if v is not None}
+        data = {
+            k: str(v)
+            for k, v in asdict(self).items()
+            if v is not None and k not in ("policy_overrides", "analytics_limits")
+        }
+        if self.policy_overrides:
+            data["policy_overrides"] = json.dumps(dict(self.policy_overrides))
+        data["analytics_limits"] = json.dumps(self.analytics_limits.to_json())
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SiteConfig:
         data = dict(data)
         if data.get("max_epsilon_per_request") is not None:
             data["max_epsilon_per_request"] = float(data["max_epsilon_per_request"])
+        if data.get("policy_overrides"):
+            data["policy_overrides"] = tuple(json.loads(data["policy_overrides"]).items())
+        if "analytics_limits" in data:
+            data["analytics_limits"] = AnalyticsLimits.from_json(json.loads(data["analytics_limits"]))
         return cls(**data)
 
     @classmethod

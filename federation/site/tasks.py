@@ -2,10 +2,23 @@
 
 A task kind is "train", "evaluate" or "query:<name>" (a query message's
 ``query-kind``). Adding an analysis means registering one handler here. ``serve`` is
-the door: the policy gate decides first (gate.py), then the handler runs; whatever
-happens (served, refused, or a handler's exception, turned into an "error" refusal so
-the node never crashes on a request) one line goes to the site's audit log, and
-suspicious requests raise alerts (alerts.py).
+the door: the request is first written to the site's audit log (a "received" line),
+then the policy gate decides (gate.py), then the handler runs; whatever happens
+(served, refused, or a handler's exception, turned into an "error" refusal so the node
+never crashes on a request) a "request" line records the decision, and suspicious
+requests raise alerts (alerts.py).
+
+Handlers raise their refusals; only ``serve`` turns one into a reply. The reply says
+what kind of refusal it is, carries an incident id, and holds only the refusal's
+public words (``federation.errors.public_reason``: built from the request, the site's
+policy and the project's own budget). The whole story (exception text, values, paths)
+goes to the audit log under that incident id and never leaves the site.
+
+The audit fails closed. A request whose "received" line cannot be written is refused
+before the gate, the ledger or the data are touched: nothing computed, nothing charged.
+An answer whose "request" line cannot be written is withheld (the reply becomes an
+"error" refusal): a charge may then stand in the ledger for a release that never left
+the site, which over-counts and never hides a release.
 """
 
 from __future__ import annotations
@@ -17,21 +30,22 @@ from pathlib import Path
 
 from flwr.app import Message
 
-from federation.errors import InternalFault
-from federation.protocol.replies import REFUSAL_KEY, SITE_KEY, refusal
+from federation.errors import BudgetRefused, InternalFault, Refused, public_reason
+from federation.protocol.replies import REFUSAL_KEY, SITE_KEY, new_incident, refusal
 from federation.protocol.request_info import RequestInfo, describe_request
 from federation.protocol.task_kinds import RANGES
 from federation.site.alerts import alerts_for, raise_alerts
 from federation.site.analytics_task import ANALYTICS_HANDLERS
 from federation.site.audit import append_audit, audit_path, utc_now
-from federation.site.config import NodeConfigError, NodePolicy, load_node_config
+from federation.site.config import NodeConfigError, NodePolicy, NodePolicyError, load_node_config
 from federation.site.evaluation_task import handle_evaluate
-from federation.site.gate import GateDecision, check_request
+from federation.site.gate import check_request
 from federation.site.range_task import handle_ranges
 from federation.site.site_config import SiteConfig
 from federation.site.training_task import handle_train
+from privacy_budgets.errors import BudgetRefused as LedgerRefused
 
-Handler = Callable[[Message, SiteConfig], Message]
+Handler = Callable[[Message, SiteConfig, NodePolicy], Message]
 
 HANDLERS: dict[str, Handler] = {
     "train": handle_train,
@@ -48,26 +62,98 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
 
     ``node_toml`` (the node config key ``node-toml``) is where a deployed node's policy
     lives; without it (the simulation) every task is allowed with the site's own
-    disclosure settings (``NodePolicy.default_for``).
+    disclosure settings and training policy (``NodePolicy.default_for``).
     """
     received = utc_now()
     info = describe_request(kind=kind, msg=msg)
     site, policy, broken = _site_and_policy(site=site, node_toml=node_toml)
-    decision = GateDecision(InternalFault(broken)) if broken else check_request(info=info, site=site, policy=policy)
-    if decision.allowed:
-        reply = _run(kind=kind, msg=msg, site=site)
-    else:
-        reply = refusal(msg, site_id=site.site_id, error=decision.refusal)
     try:
-        _record(info=info, site=site, policy=policy, reply=reply, received=received)
-    except Exception:  # the reply still goes; the operator sees why the log lacks a line
-        log.exception("site %s could not write its audit log at %s", site.site_id, audit_path(site.state_dir))
+        _record_received(info=info, site=site, received=received)
+    except Exception:
+        log.exception("site %s cannot write its audit log at %s", site.site_id, audit_path(site.state_dir))
+        return _fail_closed(
+            msg,
+            site=site,
+            why=f"site {site.site_id} cannot write its audit log, so it serves nothing until its IT fixes that "
+            "(fail closed): nothing was computed or charged.",
+        )
+    refused: _Refusal | None = None
+    try:
+        if broken:
+            raise InternalFault(broken)
+        decision = check_request(info=info, site=site, policy=policy)
+        if not decision.allowed:
+            raise decision.refusal
+        reply = HANDLERS[kind](msg, site, policy)
+    except (Refused, InternalFault) as err:
+        refused = _Refusal(error=err)
+    except LedgerRefused as err:  # the ledger's own refusal, outside the charged path
+        refused = _Refusal(error=BudgetRefused(str(err)))
+    except Exception as err:
+        log.exception("site %s: the %s handler failed", site.site_id, kind)
+        refused = _Refusal(
+            error=InternalFault(f"site {site.site_id} could not complete {kind}: {type(err).__name__}: {err}")
+        )
+    if refused is not None:
+        reply = refusal(msg, site_id=site.site_id, error=refused.error, incident=refused.incident)
+    try:
+        alerts = _record(info=info, site=site, policy=policy, reply=reply, received=received, refused=refused)
+    except Exception:
+        log.exception("site %s could not record its answer at %s", site.site_id, audit_path(site.state_dir))
+        return _fail_closed(
+            msg,
+            site=site,
+            why=f"site {site.site_id} could not record its answer in its audit log, so the answer is withheld "
+            "(fail closed); any charge stands in its ledger, and nothing was released.",
+        )
+    try:
+        raise_alerts(alerts=alerts, policy=policy, audit_file=audit_path(site.state_dir))
+    except Exception:  # the request's own line is written: the answer may go; the operator sees this
+        log.exception("site %s could not raise its alerts", site.site_id)
     return reply
+
+
+class _Refusal:
+    """A refusal on its way out: the error (its whole story, for the audit log) and
+    the incident id the requester is given instead."""
+
+    def __init__(self, *, error: BaseException) -> None:
+        self.error = error
+        self.incident = new_incident()
+
+
+def _fail_closed(msg: Message, *, site: SiteConfig, why: str) -> Message:
+    """The refusal of a request the audit log could not record (the log itself is the
+    problem, so this incident lives in the node's own log, not in the audit log)."""
+    failure = _Refusal(error=InternalFault(why, public=why))
+    return refusal(msg, site_id=site.site_id, error=failure.error, incident=failure.incident)
+
+
+def _record_received(*, info: RequestInfo, site: SiteConfig, received: str) -> None:
+    """The write-ahead line: who asks for what, before anything is decided or computed."""
+    append_audit(
+        path=audit_path(site.state_dir),
+        entry={
+            "kind": "received",
+            "time": received,
+            "site": site.site_id,
+            "run_id": info.run_id,
+            "message_id": info.message_id,
+            "coordinator": info.coordinator(),
+            "task": info.kind,
+            "project": info.project,
+            "request_hash": info.identity,
+        },
+    )
 
 
 def _site_and_policy(*, site: SiteConfig, node_toml: str | Path | None) -> tuple[SiteConfig, NodePolicy, str | None]:
     if not node_toml:
-        return site, NodePolicy.default_for(site), None
+        try:
+            return site, NodePolicy.default_for(site), None
+        except NodePolicyError as err:  # a simulated site's overrides break a rule: serve nothing
+            fallback = NodePolicy.default_for(SiteConfig(**{**site.__dict__, "policy_overrides": ()}))
+            return site, fallback, f"site {site.site_id}'s policy is invalid, so it serves nothing until fixed: {err}"
     try:
         node = load_node_config(Path(str(node_toml)))
     except NodeConfigError as err:
@@ -80,28 +166,32 @@ def _site_and_policy(*, site: SiteConfig, node_toml: str | Path | None) -> tuple
     return node.site_config(), node.policy, None
 
 
-def _run(*, kind: str, msg: Message, site: SiteConfig) -> Message:
-    try:
-        return HANDLERS[kind](msg, site)
-    except Exception as err:
-        log.exception("site %s: the %s handler failed", site.site_id, kind)
-        return refusal(
-            msg,
-            site_id=site.site_id,
-            error=InternalFault(f"site {site.site_id} could not complete {kind}: {type(err).__name__}: {err}"),
-        )
-
-
-def _record(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy, reply: Message, received: str) -> None:
+def _record(
+    *,
+    info: RequestInfo,
+    site: SiteConfig,
+    policy: NodePolicy,
+    reply: Message,
+    received: str,
+    refused: _Refusal | None,
+) -> list:
+    """Write the request's decision line; returns the alerts it raises (not yet sent)."""
     file = audit_path(site.state_dir)
-    refused = reply.content[REFUSAL_KEY] if REFUSAL_KEY in reply.content else None
-    refusal_kind = None if refused is None else str(refused["kind"])
-    reason = None if refused is None else str(refused["reason"])
-    # Decided before this request's own line is written, so "earlier identical" is exact.
-    alerts = alerts_for(
-        info=info, site_id=site.site_id, refusal_kind=refusal_kind, reason=reason, policy=policy, audit_file=file
-    )
+    sent = reply.content[REFUSAL_KEY] if REFUSAL_KEY in reply.content else None
+    refusal_kind = None if sent is None else str(sent["kind"])
+    # The whole story stays here; the requester got ``public`` and the incident id.
+    reason = None if refused is None else str(refused.error)
     epsilon, entries, replay = _charged(reply)
+    # Decided before this request's own line is written, so "earlier answers" is exact.
+    alerts = alerts_for(
+        info=info,
+        site_id=site.site_id,
+        refusal_kind=refusal_kind,
+        reason=reason,
+        policy=policy,
+        audit_file=file,
+        replay=replay,
+    )
     append_audit(
         path=file,
         entry={
@@ -116,17 +206,20 @@ def _record(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy, reply: M
             "project": info.project,
             "parameters": info.parameters,
             "request_hash": info.identity,
+            "question": info.question,
             "decision": {
-                "outcome": "refused" if refused is not None else "served",
+                "outcome": "refused" if sent is not None else "served",
                 "refusal_kind": refusal_kind,
                 "reason": reason,
+                "incident": None if refused is None else refused.incident,
+                "public": None if refused is None else public_reason(refused.error),
             },
             "epsilon_charged": epsilon,
             "ledger_entries": entries,
             "replay": replay,
         },
     )
-    raise_alerts(alerts=alerts, policy=policy, audit_file=file)
+    return alerts
 
 
 def _charged(reply: Message) -> tuple[float, list[int], bool]:

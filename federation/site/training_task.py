@@ -1,7 +1,12 @@
-"""The train handler: policy gate, reserve, DP-SGD, commit, reply.
+"""The train handler: limits, the site's own split and plan, then one charged release.
 
-Nothing touches the data before the site has decided the task is allowed, and no
-update leaves before its cost is committed in the site's own ledger.
+Nothing touches the data before the request is held to the site's limits (its sizes,
+its outcome and features, the model's shapes), and no update leaves before its cost
+is committed in the site's own ledger through the one charged path. Beside the
+update, the site sends only numbers that are noisy or free: its FedAvg weight is one
+noisy count of its training rows, charged once in round 1 and sent again from its
+plan afterwards; the training loss is not sent (unless the site's policy opts in to
+uncovered releases); the project's own epsilon so far, from its ledger.
 """
 
 from __future__ import annotations
@@ -11,78 +16,55 @@ import math
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from federation.errors import InternalFault, InvalidRequest, PolicyRefused
-from federation.protocol.replies import refusal, site_record
-from federation.protocol.spec import SpecError, TrainingSpec
-from federation.site.data_access import site_arrays
-from federation.site.node_keys import DEFAULT_MIN_CELL_SIZE
-from federation.site.plan import PlanRefused, site_plan
-from federation.site.request_cap import RequestCapExceeded, check_request_cap
+from federation.analytics.count_release import release_count
+from federation.errors import InvalidRequest
+from federation.protocol.replies import site_record
+from federation.site.charged_path import Charge, Declared, Ran, already_charged, charged_release, uncovered_left
+from federation.site.config import NodePolicy
+from federation.site.data_access import own_dictionary, site_arrays
+from federation.site.plan import keep_fedavg_weight, site_plan, training_event
 from federation.site.site_config import SiteConfig
 from federation.site.site_parameters import keep_site_parameters, with_site_parameters
+from federation.site.training_limits import (
+    check_columns,
+    check_model,
+    check_sizes,
+    check_split,
+    read_training_request,
+)
 from federation.training.dp_sgd import train_round
-from federation.training.features import FeatureEncoder
 from federation.training.models import build_model
-from privacy_budgets import BudgetExceeded, Ledger
-from privacy_budgets.mechanisms import dpsgd_event
+from privacy_budgets import Ledger
+from privacy_budgets.mechanisms import composed_event, dpsgd_event
 
 
-def handle_train(msg: Message, site: SiteConfig) -> Message:
-    config = msg.content["config"]
-    server_round = int(config["server-round"])
-    try:
-        spec = TrainingSpec.from_config(config)
-        encoder = FeatureEncoder.from_json(str(config["feature-encoder"]))
-    except (SpecError, KeyError, ValueError) as err:
-        return refusal(msg, site_id=site.site_id, error=InvalidRequest(f"malformed training request: {err}"))
-
-    if server_round > spec.rounds:
-        return refusal(
-            msg,
-            site_id=site.site_id,
-            error=PolicyRefused(
-                f"round {server_round} is beyond the {spec.rounds} rounds this site planned its noise for."
-            ),
-        )
+def handle_train(msg: Message, site: SiteConfig, policy: NodePolicy) -> Message:
+    request = read_training_request(msg=msg, what="training")
+    spec, encoder, server_round = request.spec, request.encoder, request.server_round
+    check_sizes(spec=spec, policy=policy)
+    check_columns(encoder=encoder, policy=policy, own=own_dictionary(site))
+    state = check_model(msg=msg, spec=spec, encoder=encoder)
 
     torch.set_num_threads(1)  # one CPU per simulated site; more only oversubscribes
-    arrays = site_arrays(site=site, spec=spec, encoder=encoder, config=config)
+    arrays = site_arrays(site=site, policy=policy, encoder=encoder, config=request.config)
+    check_split(arrays=arrays, policy=policy)
     n_train = len(arrays.y_train)
-    smallest = site.min_cell_size if site.min_cell_size is not None else DEFAULT_MIN_CELL_SIZE
-    if n_train < smallest:
-        # The row count leaves the site anyway (the FedAvg weight): refusing on it adds nothing.
-        return refusal(
-            msg,
-            site_id=site.site_id,
-            error=PolicyRefused(
-                f"the training cohort at site {site.site_id} ({n_train} records) is below the site's "
-                f"minimum of {smallest} (min_cell_size)."
-            ),
-        )
+    identity = f"{spec.run_id}.train.{server_round}"
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
-        try:
-            plan = site_plan(ledger=ledger, spec=spec, dataset=site.dataset, n_train=n_train, plans_dir=site.plans_dir)
-            planned = dpsgd_event(
-                noise_multiplier=plan.noise_multiplier,
-                sampling_rate=plan.sampling_rate,
-                steps=plan.steps_per_round,
-            )
-            check_request_cap(ledger=ledger, site=site, project=spec.project, event=planned)
-            reservation = ledger.reserve(
-                dataset=site.dataset,
-                project=spec.project,
-                event=planned,
-                actor=spec.coordinator,
-                purpose=f"federated training, round {server_round} of {spec.rounds}: model update",
-                run_id=spec.run_id,
-                round=server_round,
-            )
-        except (BudgetExceeded, PlanRefused, RequestCapExceeded) as err:
-            return refusal(msg, site_id=site.site_id, error=err)
+        if already_charged(ledger=ledger, dataset=site.dataset, query_id=identity):
+            text = f"round {server_round} of run {spec.run_id} was already trained at this site; a round runs once."
+            raise InvalidRequest(text, public=f"{text} Fix: ask for the next round, or start a new run.")
+        plan = site_plan(
+            ledger=ledger, spec=spec, dataset=site.dataset, n_train=n_train, plans_dir=site.plans_dir, policy=policy
+        )
+        weight_due = plan.fedavg_weight is None
+        exact_loss = uncovered_left(
+            ledger=ledger, dataset=site.dataset, run_id=spec.run_id, allowed=policy.uncovered_releases
+        )
 
-        try:
+        def run() -> Ran:
             model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
-            model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+            model.load_state_dict(state)
             outcome = train_round(
                 model=with_site_parameters(model=model, site=site, spec=spec),
                 x=arrays.x_train,
@@ -96,58 +78,62 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
                 grad_sample_mode=spec.grad_sample_mode,
                 engine=spec.engine,
             )
-        except Exception as err:
-            ledger.abort(reservation, reason=f"training failed before any release: {err!r}")
-            return refusal(msg, site_id=site.site_id, error=InternalFault(f"local training failed: {err}"))
+            # Charge the steps that ran, at the sampling rate the loader actually used.
+            event = dpsgd_event(
+                noise_multiplier=plan.noise_multiplier, sampling_rate=outcome.sampling_rate, steps=outcome.steps
+            )
+            weight = plan.fedavg_weight
+            if weight_due:
+                noisy, count_event = release_count(count=n_train, noise_multiplier=plan.weight_noise)
+                weight = max(1, noisy)
+                event = composed_event([event, count_event])
+            declared = ()
+            if exact_loss and math.isfinite(outcome.mean_loss):
+                declared = (
+                    Declared(
+                        what=f"the exact mean training loss of round {server_round} (opt-in: uncovered_releases)",
+                        purpose=f"federated training, round {server_round} of {spec.rounds}: training loss",
+                        details={"train_loss": float(outcome.mean_loss)},
+                    ),
+                )
+            return Ran(value=(outcome, weight), event=event, declared=declared)
 
-        # Charge the steps that ran, at the sampling rate the loader actually used.
-        spent = ledger.commit(
-            reservation,
-            event=dpsgd_event(
-                noise_multiplier=plan.noise_multiplier,
-                sampling_rate=outcome.sampling_rate,
-                steps=outcome.steps,
+        charged = charged_release(
+            ledger=ledger,
+            site=site,
+            charge=Charge(
+                project=spec.project,
+                actor=spec.coordinator,
+                event=training_event(
+                    plan=plan,
+                    steps=plan.steps_per_round,
+                    sampling_rate=plan.sampling_rate,
+                    with_weight=weight_due,
+                ),
+                purpose=(
+                    f"federated training, round {server_round} of {spec.rounds}: model update"
+                    + (" and the noisy number of training records (FedAvg weight)" if weight_due else "")
+                ),
+                run_id=spec.run_id,
+                round=server_round,
+                query_id=identity,
             ),
+            run=run,
         )
-        receipts = [ledger.receipt(spent).to_dict()]
-        # The update is covered by DP-SGD; what travels beside it is not: the row count
-        # (FedAvg's weight) and the mean training loss. Declare them every round.
-        declared = ledger.record_uncovered(
-            dataset=site.dataset,
-            project=spec.project,
-            what=(
-                f"number of training records ({n_train}, the FedAvg weight) and the mean "
-                f"training loss of round {server_round} ({outcome.mean_loss:.4f}), sent with the update"
-            ),
-            actor=spec.coordinator,
-            purpose=f"federated training, round {server_round} of {spec.rounds}: aggregation weight and loss",
-            run_id=spec.run_id,
-            round=server_round,
-            details={
-                "num_examples": n_train,
-                "train_loss": outcome.mean_loss if math.isfinite(outcome.mean_loss) else None,
-            },
-        )
-        receipts.append(ledger.receipt(declared).to_dict())
-        epsilon_project = ledger.spent(dataset=site.dataset, project=spec.project)
-        epsilon_dataset = ledger.spent(dataset=site.dataset)
+        outcome, weight = charged.value
+        if weight_due:
+            plan = keep_fedavg_weight(plan=plan, weight=weight, plans_dir=site.plans_dir, spec=spec)
 
-    metrics = MetricRecord(
-        {
-            "num-examples": n_train,
-            "train-loss": outcome.mean_loss,
-            "steps": outcome.steps,
-            "epsilon-project": epsilon_project,
-            "epsilon-dataset": epsilon_dataset,
-        }
-    )
+    metrics = {"num-examples": int(weight), "steps": outcome.steps, "epsilon-project": charged.project_epsilon}
+    if len(charged.receipts) > 1:  # the opt-in exact loss went with it, recorded as uncovered
+        metrics["train-loss"] = float(outcome.mean_loss)
     content = RecordDict(
         {
             "arrays": ArrayRecord(keep_site_parameters(state=outcome.state_dict, site=site, spec=spec)),
-            "metrics": metrics,
+            "metrics": MetricRecord(metrics),
             "site": site_record(
                 site_id=site.site_id,
-                receipts=receipts,
+                receipts=charged.receipts,
                 dataset=site.dataset,
                 delta=plan.delta,
                 **{
@@ -155,6 +141,7 @@ def handle_train(msg: Message, site: SiteConfig) -> Message:
                     "sampling-rate": outcome.sampling_rate,
                     "steps": outcome.steps,
                     "empty-batches": outcome.empty_batches,
+                    "weight-noise": plan.weight_noise,
                 },
             ),
         }

@@ -117,7 +117,7 @@ def test_a_site_refuses_a_bad_query_before_reading_data_or_spending(hospitals, m
     unchecked = Query(kind="mean", column="agee", bounds=(18, 95), epsilon=0.1)  # never checked here
     with pytest.raises(Refused, match="Unknown column 'agee'") as refused:
         answer_query(request=QueryRequest(query=unchecked, project=PROJECT), site=site)
-    assert refused.value.kind == "policy"
+    assert refused.value.kind == "invalid"
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         assert [e.kind for e in ledger.entries()] == ["genesis", "set_cap", "allocate"]
 
@@ -149,7 +149,7 @@ def test_the_site_answers_a_query_message_through_serve(hospitals, make_site):
 def test_a_malformed_query_message_is_refused(hospitals, make_site, config, reason):
     site = make_site(hospitals.sites["hospital_01"])
     reply = serve(kind="query:count", msg=received(config), site=site)
-    assert reply.content["refusal"]["kind"] == "policy"
+    assert reply.content["refusal"]["kind"] == "invalid"
     assert reply.content["refusal"]["reason"].startswith(reason)
 
 

@@ -39,10 +39,13 @@ def test_changed_data_is_answered_afresh_and_charged(hospitals, make_site):
     request = QueryRequest(query=MEAN, project=PROJECT)
     first = answer_query(request=request, site=site)
     spent_once, entries_once, _ = _ledger_state(site)
+    priced_before = query_cost(request=request, site=site)
 
     frame.iloc[:-1].to_parquet(site.data_path, index=False)  # one patient left the data set
+    # A price reads no data: it cannot tell that the data changed (nor tell the asker).
     cost = query_cost(request=request, site=site)
-    assert not cost["replay"] and cost["epsilon"] == pytest.approx(0.4, rel=1e-4)
+    assert cost == priced_before
+    assert cost["replay"] and cost["epsilon"] == 0.0 and cost["epsilon_if_fresh"] == pytest.approx(0.4, rel=1e-4)
     fresh = answer_query(request=request, site=site)
     assert not fresh.replay and fresh.epsilon == pytest.approx(0.4, rel=1e-4)
     assert fresh.release_text != first.release_text
@@ -87,7 +90,7 @@ def test_the_cost_is_told_without_running_or_spending(hospitals, make_site):
     assert _ledger_state(site) == before
     assert cost["epsilon"] == pytest.approx(0.4, rel=1e-4) and cost["fits"] and not cost["replay"]
     assert cost["project_remaining_after"] == pytest.approx(0.1, abs=1e-3)
-    assert cost["mechanism"].startswith("2 x (Gaussian noise")
+    assert cost["mechanism"].startswith("discrete Gaussian noise with sigma")
 
     answer_query(request=request, site=site)
     replay = query_cost(request=request, site=site)

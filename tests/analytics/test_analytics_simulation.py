@@ -59,7 +59,13 @@ def test_several_queries_priced_and_answered_in_one_simulation_run(tmp_path):
     assert survival.plot().get_lines()
 
     assert (refused.sites["status"] == "refused").all() and refused.frame.empty
-    assert refused.sites["reason"].str.contains("would exceed the project allocation").all()
+    # the project's own numbers only (the ledger's own words, with the dataset's cap, stay at the site)
+    assert (
+        refused.sites["reason"]
+        .str.contains(f"the site's privacy limits refuse this release for project '{PROJECT}'")
+        .all()
+    )
+    assert not refused.sites["reason"].str.contains("cap").any()
 
     for site in wb.site_configs():
         receipts = [x for r in (count, mean, survival) for x in r.receipts if x["site_id"] == site.site_id]

@@ -66,13 +66,17 @@ def test_a_stratum_that_would_expose_a_small_group_is_not_answered(hospitals):
 
 
 def test_the_decision_reads_the_noisy_count_not_the_true_one(hospitals):
-    """With 4 true transfers and noise of sd 2, the noisy count clears 5 in about
-    P(N(0, 2) >= 1) = 31% of releases: the decision follows the noise, so it is inside DP."""
+    """With 4 true transfers and discrete Gaussian noise of parameter 2, the noisy count
+    clears 5 in P(X >= 1) = 40% of releases: the decision follows the noise, so it is
+    inside DP."""
     frame = _with_transfers(hospitals.sites["hospital_01"], 4)
     query = Query(kind="count", by=("admission_type",), noise_multiplier=2.0)
     rng = np.random.default_rng(3)
     shown = [not released(query, frame, noise_multiplier=2.0, rng=rng).suppressed[2, 0] for _ in range(600)]
-    assert 0.25 < np.mean(shown) < 0.37
+    weights = np.exp(-(np.arange(-40, 41) ** 2) / 8.0)
+    expected = weights[41:].sum() / weights.sum()  # P(X >= 1) of the discrete Gaussian
+    assert expected == pytest.approx(0.40, abs=0.01)
+    assert expected - 0.06 < np.mean(shown) < expected + 0.06
 
 
 def test_a_true_count_floor_suppresses_what_noise_lifted_and_the_ledger_declares_it(hospitals, make_site):

@@ -96,7 +96,7 @@ def test_dp_training_of_two_rounds_is_recorded_and_reconciles(loopback):
         assert budget.loc[site, "epsilon_project"] == pytest.approx(spent)
         audit_file = audit_path(loopback.node_config(site).state_dir)
         assert verify_audit(audit_file).ok
-        served = [e for e in _audit(loopback, site) if e.get("project") == "deployed"]
+        served = [e for e in _audit(loopback, site) if e.get("project") == "deployed" and e["kind"] == "request"]
         assert [e["task"] for e in served] == ["train", "evaluate", "train", "evaluate"]
         assert all(e["decision"]["outcome"] == "served" for e in served)
         trained = sum(e["epsilon_charged"] for e in served if e["task"] == "train")
@@ -163,7 +163,7 @@ def test_paused_node_refuses_and_the_study_stops_with_its_reason(loopback):
     with loopback.ledger("hospital_02") as ledger:
         assert ledger.spent(dataset="hospital_02", project="paused") == 0
         assert ledger.verify().ok
-    refused = [e for e in _audit(loopback, "hospital_02") if e.get("project") == "paused"]
+    refused = [e for e in _audit(loopback, "hospital_02") if e.get("project") == "paused" and e["kind"] == "request"]
     assert refused and refused[0]["decision"]["refusal_kind"] == "paused"
     assert verify_audit(audit_path(state)).ok
 

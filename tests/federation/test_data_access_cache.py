@@ -9,7 +9,7 @@ import pytest
 
 from datasets_synthetic import generate_hospitals, write_hospitals
 from federation.data.dictionary import DataDictionary
-from federation.protocol.spec import TrainingSpec
+from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
 from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder
@@ -29,23 +29,24 @@ def _encoder(site: SiteConfig) -> FeatureEncoder:
 
 
 def test_same_file_and_study_reuses_the_arrays(site):
-    spec = TrainingSpec(project="p", target_epsilon=1.0, rounds=2)
-    first = site_arrays(site=site, spec=spec, encoder=_encoder(site))
-    assert site_arrays(site=site, spec=spec, encoder=_encoder(site)) is first
+    policy = NodePolicy.default_for(site)
+    first = site_arrays(site=site, policy=policy, encoder=_encoder(site))
+    assert site_arrays(site=site, policy=policy, encoder=_encoder(site)) is first
 
 
 def test_another_split_or_a_changed_file_is_read_again(site):
-    spec = TrainingSpec(project="p", target_epsilon=1.0, rounds=2)
-    first = site_arrays(site=site, spec=spec, encoder=_encoder(site))
-    other_split = site_arrays(
-        site=site, spec=TrainingSpec(project="p", target_epsilon=1.0, rounds=2, split_seed=5), encoder=_encoder(site)
-    )
+    policy = NodePolicy.default_for(site)
+    first = site_arrays(site=site, policy=policy, encoder=_encoder(site))
+    # the site's own split: another seed in its policy is another split
+    reseeded = NodePolicy.default_for(SiteConfig(**{**site.__dict__, "policy_overrides": (("holdout_seed", 5),)}))
+    other_split = site_arrays(site=site, policy=reseeded, encoder=_encoder(site))
     assert other_split is not first
+    assert not (other_split.y_test.shape == first.y_test.shape and (other_split.x_test == first.x_test).all())
     # Rewrite the file with fewer rows: the site must train on what the file holds now.
     import pandas as pd
 
     frame = pd.read_parquet(site.data_path).iloc[:100]
     frame.to_parquet(site.data_path)
     os.utime(site.data_path, ns=(1, 1))  # a different modification time, whatever the clock
-    again = site_arrays(site=site, spec=spec, encoder=_encoder(site))
+    again = site_arrays(site=site, policy=policy, encoder=_encoder(site))
     assert len(again.y_train) + len(again.y_test) == 100

@@ -32,7 +32,7 @@ def test_site_offset_needs_the_vectorized_engine():
 
 
 def test_spec_round_trips_the_new_options():
-    spec = _spec(split_column="fold")
+    spec = _spec(init_seed=7)
     assert TrainingSpec.from_config(spec.to_config()) == spec
 
 

@@ -91,4 +91,4 @@ def test_a_served_request_raises_no_alert(node, webhook):
     set_key(node.toml, "webhook", json.dumps(url))
     assert "refusal" not in _ask(node).content
     assert bodies == []
-    assert [e["kind"] for e in recent_entries(path=audit_path(node.config.state_dir))] == ["request"]
+    assert [e["kind"] for e in recent_entries(path=audit_path(node.config.state_dir))] == ["request", "received"]

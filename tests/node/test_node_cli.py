@@ -198,3 +198,37 @@ def test_commands_on_a_malformed_node_toml_say_what_to_fix(hospital):
     set_key(hospital, "min_cell_size", "2")
     done = runner.invoke(app, ["status", "--config", str(hospital)])
     assert done.exit_code == 2 and "[policy] min_cell_size must be a whole number of at least 3; got 2" in done.output
+
+
+def test_init_records_the_ethics_board_in_the_new_ledger(tmp_path):
+    from privacy_budgets.simulated_board import SimulatedBoard
+
+    write_hospitals(generate_hospitals(sites=1, rows=200, seed=3), out=tmp_path / "data")
+    board = SimulatedBoard.create(tmp_path / "board")
+    bad = tmp_path / "bad-board.json"
+    bad.write_text('{"quorum": 5, "members": []}')
+    data = str(tmp_path / "data" / "hospital_01.parquet")
+    refused = runner.invoke(
+        app, ["init", "--site-id", "h", "--data", data, "--out", str(tmp_path / "n"), "--board", str(bad)]
+    )
+    assert refused.exit_code == 2 and "--board" in refused.output and not (tmp_path / "n" / "node.toml").exists()
+    done = runner.invoke(
+        app,
+        [
+            "init",
+            "--site-id",
+            "h",
+            "--data",
+            data,
+            "--out",
+            str(tmp_path / "n"),
+            "--board",
+            str(board.folder / "board.json"),
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert "with its ethics board 2 of 3" in done.output and "workbench budget propose cap" in done.output
+    ledger_path = load_node_config(tmp_path / "n" / "node.toml").site_config().ledger_path
+    with Ledger.open(ledger_path, site_id="h", create=False) as ledger:
+        assert ledger.board() == board.roster()
+        assert [e.kind for e in ledger.entries()] == ["genesis", "board"]

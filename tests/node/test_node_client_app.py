@@ -39,4 +39,5 @@ def test_a_node_config_without_the_site_keys_is_a_refusal_not_a_crash():
     reply = app(received(_count()), _context({"site-id": "hospital-z"}))
     refusal = reply.content["refusal"]
     assert refusal["kind"] == "error" and refusal["site-id"] == "hospital-z"
-    assert refusal["reason"].startswith("the node is misconfigured: ") and "workbench node start" in refusal["reason"]
+    assert refusal["reason"] == "the site could not complete this request; nothing was released."
+    assert len(refusal["incident"]) == 12  # the node's log holds the details under it

@@ -127,11 +127,45 @@ def test_the_policy_words_are_the_tasks_the_node_serves():
         ),
         (lambda p: set_key(p, "true_count_floor", "0"), "[policy] true_count_floor", "at least 1", "0"),
         (lambda p: set_key(p, "repeated_query_limit", "0"), "[policy] repeated_query_limit", "at least 1", "0"),
+        (lambda p: set_key(p, "max_query_epsilon", "0"), "[analytics] max_query_epsilon", "positive number", "0"),
+        (
+            lambda p: set_key(p, "min_noise_multiplier", '"0.5"'),
+            "[analytics] min_noise_multiplier",
+            "positive number",
+            "'0.5'",
+        ),
+        (lambda p: set_key(p, "max_bins", "501"), "[analytics] max_bins", "must be at most 500", "501"),
+        (lambda p: set_key(p, "max_strata", "0"), "[analytics] max_strata", "at least 1", "0"),
+        (lambda p: set_key(p, "max_probabilities", "2.5"), "[analytics] max_probabilities", "whole number", "2.5"),
         (
             lambda p: set_key(p, "webhook", '"ftp://alerts.example"'),
             "[alerts] webhook",
             "http:// or https://",
             "'ftp://alerts.example'",
+        ),
+        (lambda p: set_key(p, "holdout_fraction", "0.9"), "[training] holdout_fraction", "at most 0.5", "0.9"),
+        (lambda p: set_key(p, "holdout_fraction", "0"), "[training] holdout_fraction", "between 0 and 1", "0"),
+        (lambda p: set_key(p, "evaluation_share", "1.5"), "[training] evaluation_share", "between 0 and 1", "1.5"),
+        (
+            lambda p: set_key(p, "noise_multiplier_range", "[5.0, 1.0]"),
+            "[training] noise_multiplier_range",
+            "low below high",
+            "[5.0, 1.0]",
+        ),
+        (
+            lambda p: set_key(p, "learning_rate_range", "[0, 1]"),
+            "[training] learning_rate_range",
+            "two positive numbers",
+            "[0, 1]",
+        ),
+        (lambda p: set_key(p, "allowed_targets", "[1]"), "[training] allowed_targets", "column names", "[1]"),
+        (lambda p: set_key(p, "uncovered_releases", "-1"), "[training] uncovered_releases", "at least 0", "-1"),
+        (lambda p: set_key(p, "max_hidden", "0"), "[training] max_hidden", "at least 1", "0"),
+        (
+            lambda p: set_key(p, "min_holdout_rows", "4"),
+            "[training] min_holdout_rows",
+            "must be at least the site's min_cell_size (5)",
+            "4",
         ),
         (
             lambda p: set_key(p, "min_cell_size", "5\nmin_cel_size = 2"),
@@ -183,11 +217,20 @@ def test_the_template_refuses_to_replace_a_node_toml(toml):
         ),
         ({"allowed_tasks": ("train",), "repeated_query_limit": 0}, "repeated_query_limit"),
         ({"allowed_tasks": ("train",), "max_epsilon_per_request": float("nan")}, "max_epsilon_per_request"),
+        ({"allowed_tasks": ("train",), "batch_size_range": (64, 16)}, "batch_size_range must be \\[low, high\\]"),
+        ({"allowed_tasks": ("train",), "min_holdout_rows": 3}, "min_holdout_rows must be at least the site's"),
     ],
 )
 def test_a_policy_built_in_code_keeps_the_same_rules(fields, message):
     with pytest.raises(ValueError, match=message):
         NodePolicy(**fields)
+
+
+def test_the_analytics_limits_reach_the_handlers_through_the_site_config(toml):
+    set_key(toml, "max_bins", "40")
+    set_key(toml, "min_noise_multiplier", "2.5")
+    limits = load_node_config(toml).site_config().analytics_limits
+    assert (limits.max_bins, limits.min_noise_multiplier, limits.max_query_epsilon) == (40, 2.5, 5.0)
 
 
 def test_the_simulation_policy_allows_everything_with_the_site_rules(tmp_path):
@@ -207,6 +250,47 @@ def test_the_simulation_policy_allows_everything_with_the_site_rules(tmp_path):
         None,
         None,
     )
+
+
+def test_a_simulated_site_takes_training_keys_and_refuses_unknown_ones(tmp_path):
+    from federation.site.config import NodePolicyError
+
+    def site(**overrides):
+        return SiteConfig(
+            site_id="s",
+            data_path=tmp_path / "s.csv",
+            state_dir=tmp_path,
+            dictionary_path=tmp_path / "d.json",
+            policy_overrides=tuple(overrides.items()),
+        )
+
+    policy = NodePolicy.default_for(site(holdout_fraction=0.3, allowed_targets=["y"]))
+    assert (policy.holdout_fraction, policy.allowed_targets, policy.holdout_seed) == (0.3, ("y",), 43)
+    assert NodePolicy.default_for(site()).noise_multiplier_range == (0.5, 100.0)
+    with pytest.raises(NodePolicyError, match="unknown key\\(s\\) test_fraction"):
+        NodePolicy.default_for(site(test_fraction=0.01))
+    with pytest.raises(NodePolicyError, match="holdout_fraction must be at most 0.5"):
+        NodePolicy.default_for(site(holdout_fraction=0.99))
+    # a simulated site's settings survive the trip to the simulation's site file
+    again = SiteConfig.from_json(site(holdout_seed=5, allowed_targets=["y"]).to_json())
+    assert NodePolicy.default_for(again).holdout_seed == 5 and NodePolicy.default_for(again).allowed_targets == ("y",)
+
+
+def test_node_init_writes_a_private_random_holdout_seed(tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    data = tmp_path / "a.csv"
+    data.write_text("age\n50\n")
+    seeds = set()
+    for out in ("n1", "n2"):
+        result = CliRunner().invoke(
+            app, ["node", "init", "--site-id", "a", "--data", str(data), "--out", str(tmp_path / out)]
+        )
+        assert result.exit_code == 0, result.output
+        seeds.add(load_node_config(tmp_path / out / "node.toml").policy.holdout_seed)
+    assert len(seeds) == 2 and 43 not in seeds
 
 
 def test_each_declared_key_fills_one_field_and_is_explained_in_the_template(toml):

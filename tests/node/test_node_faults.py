@@ -55,13 +55,16 @@ def test_an_unwritable_state_folder_is_named_as_such_with_a_fault_alert(node, un
     reply = serve(kind="query:count", msg=received(_count()), site=node.site, node_toml=node.toml)
     refusal = reply.content["refusal"]
     assert refusal["kind"] == "error"
-    reason = refusal["reason"]
+    # the requester learns only that the site could not do it; the site's IT reads why
+    assert refusal["reason"] == "the site could not complete this request; nothing was released."
+    request, alert = _log(node)[-2:]
+    assert request["decision"]["refusal_kind"] == "error"
+    assert request["decision"]["incident"] == refusal["incident"]
+    reason = request["decision"]["reason"]
     assert "cannot read its ledger, so it serves nothing" in reason
     assert "cannot be written (permissions, or a read-only mount)" in reason
     assert "the ledger is not damaged and nothing was written to it" in reason
     assert "backup" not in reason and "Never replace the ledger with an older copy" in reason
-    request, alert = _log(node)[-2:]
-    assert request["decision"]["refusal_kind"] == "error"
     assert alert["alert"] == "fault"  # the node's own trouble, not a budget ("over-cap")
     with pytest.raises(LedgerUnavailable, match=r"cannot be used: the ledger or its folder cannot be written"):
         Ledger.open(node.site.ledger_path, site_id=node.site.site_id, create=False)

@@ -1,6 +1,6 @@
 """A simulated study runs through the same gate and audit log (no node.toml there: the
 default policy from each SiteConfig), and a paused site is reported to the coordinator
-by name and reason: the study stops, as it does for any site that refuses a round
+by name (its reason stays in its own audit log): the study stops, as it does for any site that refuses a round
 (federation/coordinator/study_loop.py), rather than go on without an approved site."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ def test_a_simulated_study_serves_through_the_gate_and_stops_clearly_at_a_paused
     result = wb.train(target_epsilon=1.0, rounds=2, model="logreg", project="gated-study")
 
     assert result.stopped_reason.startswith(
-        f"Site {paused.site_id} refused round 1: site {paused.site_id} is paused since"
+        f"Site {paused.site_id} refused round 1: site {paused.site_id} is paused by its IT"
     )
-    assert "by site IT: ethics board review" in result.stopped_reason
+    assert "ethics board review" not in result.stopped_reason and "(incident " in result.stopped_reason
 
     served = [e for e in reversed(recent_entries(path=audit_path(running.state_dir))) if e["kind"] == "request"]
     assert [(e["task"], e["decision"]["outcome"]) for e in served] == [("train", "served"), ("evaluate", "served")]
@@ -35,12 +35,16 @@ def test_a_simulated_study_serves_through_the_gate_and_stops_clearly_at_a_paused
 
     refused = list(reversed(recent_entries(path=audit_path(paused.state_dir))))
     assert [(e["kind"], e.get("task"), e.get("alert")) for e in refused] == [
+        ("received", "train", None),
         ("request", "train", None),
         ("alert", "train", "paused"),
+        ("received", "evaluate", None),
         ("request", "evaluate", None),
         ("alert", "evaluate", "paused"),
     ]
     assert all(e["decision"]["refusal_kind"] == "paused" for e in refused if e["kind"] == "request")
+    requests = [e for e in refused if e["kind"] == "request"]
+    assert "by site IT: ethics board review" in requests[0]["decision"]["reason"]
     with wb.ledger(paused.site_id) as ledger:
         assert ledger.spent(dataset=paused.dataset, project="gated-study") == 0.0
     assert verify_audit(audit_path(running.state_dir)).ok and verify_audit(audit_path(paused.state_dir)).ok

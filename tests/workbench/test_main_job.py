@@ -1,9 +1,10 @@
 """The main job end to end: real Flower simulation, real Opacus, real SQLite ledgers.
 
 The epsilon each hospital reports must equal an independent dp_accounting PLD
-composition of the DP-SGD steps that actually ran (read from the ledger's entries,
-composed here without the project's accounting code), and a second run on the same
-hospitals must start from what the first spent.
+composition of everything that was released (the DP-SGD steps that actually ran, the
+noisy evaluations and the one noisy row count, read from the ledger's entries and
+composed here without the project's accounting code), no number may have left without
+noise, and a second run on the same hospitals must start from what the first spent.
 """
 
 from __future__ import annotations
@@ -51,21 +52,35 @@ def _run_demo(cli: list[str], out: Path, project: str) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+def _release(plain: dict):
+    """A ledger entry's mechanism (its JSON) as dp_accounting events, built here."""
+    kind = plain["type"]
+    if kind == "ComposedDpEvent":
+        return [event for inner in plain["events"] for event in _release(inner)]
+    if kind == "GaussianDpEvent":
+        return [GaussianDpEvent(plain["noise_multiplier"])]
+    if kind == "SelfComposedDpEvent" and plain["event"]["type"] == "GaussianDpEvent":
+        return [SelfComposedDpEvent(GaussianDpEvent(plain["event"]["noise_multiplier"]), plain["count"])]
+    assert kind == "SelfComposedDpEvent", kind
+    step = plain["event"]
+    assert step["type"] == "PoissonSampledDpEvent"
+    event = PoissonSampledDpEvent(step["sampling_probability"], GaussianDpEvent(step["event"]["noise_multiplier"]))
+    return [SelfComposedDpEvent(event, plain["count"])]
+
+
 def _independent_epsilon(ledger_path: Path, site: str, project: str | None) -> tuple[float, int]:
-    """Compose every committed DP-SGD step of the ledger with dp_accounting directly."""
+    """Compose every committed release of the ledger with dp_accounting directly; also
+    the number of DP-SGD steps among them."""
     accountant = PLDAccountant(value_discretization_interval=1e-4)
     steps_total = 0
     with Ledger.open(ledger_path, site_id=site, create=False) as ledger:
         for entry in ledger.entries():
             if entry.kind != "commit" or (project and entry.project != project):
                 continue
-            plain = json.loads(entry.mechanism)["event"]
-            assert plain["type"] == "SelfComposedDpEvent"
-            step = plain["event"]
-            sigma = step["event"]["noise_multiplier"]
-            q = step["sampling_probability"]
-            steps_total += plain["count"]
-            accountant.compose(SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(sigma)), plain["count"]))
+            for event in _release(json.loads(entry.mechanism)["event"]):
+                if isinstance(event, SelfComposedDpEvent) and isinstance(event.event, PoissonSampledDpEvent):
+                    steps_total += event.count
+                accountant.compose(event)
     return accountant.get_epsilon(DELTA), steps_total
 
 
@@ -99,9 +114,11 @@ def test_demo_reports_the_epsilon_of_the_steps_that_ran_and_a_second_run_accumul
         with Ledger.open(ledger_path, site_id=site, create=False) as ledger:
             assert ledger.verify().ok
             kinds = [e.kind for e in ledger.entries()]
-            # each round reserved then committed; per round, the row count with the
-            # training loss and the evaluation metrics are declared as uncovered
-            assert kinds.count("commit") == 6 and kinds.count("reserve") == 6
-            assert kinds.count("uncovered") == 2 * (3 + 3)
+            # each round's training and evaluation reserved then committed (the row
+            # count rides with round 1's training); nothing left without noise
+            assert kinds.count("commit") == 2 * (3 + 3) and kinds.count("reserve") == 2 * (3 + 3)
+            assert kinds.count("uncovered") == 0
+    assert "No number left any hospital without noise" in first["privacy_statement"]
+    assert first["uncovered_releases"] == 0
     receipts = [json.loads(line) for line in (out / "receipts.jsonl").read_text().splitlines()]
     assert {r["site_id"] for r in receipts} == set(sites)

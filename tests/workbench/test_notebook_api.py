@@ -83,7 +83,13 @@ def test_train_returns_a_history_a_model_and_a_budget_burn_down(wb, tmp_path):
     result = wb.train(target_epsilon=0.8, rounds=2, project="trained", engine="vectorized")
     assert not result.stopped_reason
     assert set(result.history["round"]) == {1, 2}
-    assert result.evaluation["auc"].between(0, 1).all()
+    # per site and pooled: DP estimates from the sites' noisy counts, with their sd
+    assert result.evaluation["auc"].dropna().between(0, 1).all() and (result.evaluation["auc_sd"] > 0).all()
+    pooled = result.weighted()
+    assert list(pooled["round"]) == [1, 2] and pooled["auc"].between(0, 1).all() and (pooled["auc_sd"] > 0).all()
+    assert "No number left any hospital without noise" in result._statement()
+    exact = wb.held_out_metrics(result=result)
+    assert set(exact["site"]) == set(wb.sites["site"]) and exact["auc"].between(0, 1).all()
     assert (result.epsilon()["epsilon_project"] <= 0.8 + 1e-6).all()
     assert "record-level differential privacy" in result._repr_html_()
 
@@ -134,7 +140,8 @@ def test_a_study_every_site_refuses_is_one_paragraph_not_a_flower_traceback(wb):
         for site in wb.site_configs():
             resume_node(state_dir=site.state_dir)
     message = str(refused.value)
-    assert "No hospital trained" in message and "maintenance window" in message and "What to do" in message
+    assert "No hospital trained" in message and "is paused by its IT" in message and "What to do" in message
+    assert "maintenance window" not in message and "incident" in message  # the reason stays at each site
     assert refused.value._render_traceback_() == [f"StudyRefused: {message}"]
     for site in wb.site_configs():  # refused before anything touched the data: nothing charged
         with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:

@@ -34,10 +34,10 @@ def test_study_finds_ranges_privately_and_charges_them_within_the_target(tmp_pat
         with Ledger.open(tmp_path / "out" / "sites" / site / "ledger.sqlite", site_id=site, create=False) as ledger:
             history = ledger.history()
             commits = history[history["kind"] == "commit"]
-            gaussian = commits[
-                commits["mechanism"].str.contains('"GaussianDpEvent"') & ~commits["mechanism"].str.contains("Poisson")
-            ]
-            assert len(gaussian) == 1, "one range query per site"
-            assert "range finding" in gaussian.iloc[0]["purpose"]
+            ranges = commits[commits["purpose"].str.contains("range finding")]
+            assert len(ranges) == 1, "one range query per site"
+            assert '"GaussianDpEvent"' in ranges.iloc[0]["mechanism"] and "Poisson" not in ranges.iloc[0]["mechanism"]
+            evaluations = commits[commits["purpose"].str.contains("federated evaluation")]
+            assert len(evaluations) == 2, "one noisy evaluation per round"
             assert ledger.spent(dataset=site, project="noranges") <= 1.0 + 1e-9
     assert summary["epsilon_per_site"][site]["project"] == pytest.approx(1.0, abs=0.01)
