@@ -11,8 +11,11 @@ class, never from a free string:
   reply carries ("policy", "budget", "paused"); a request the site cannot read, or
   one outside the site's limits on what a request may ask, is an ``InvalidRequest``
   ("invalid").
-- ``InternalFault``: something broke that the person did not cause (a site that could
-  not finish, an engine that would not start); travels as "error".
+- ``InternalFault``: something broke that the person did not cause; travels as "error".
+  ``PartyFailed`` is the part of it where another party is at fault (a site that did
+  not answer, a node or an engine that would not start, a coordinator that stopped).
+
+Besides the three, ``Cancelled`` says a person stopped it (not trouble of any kind).
 
 A refusal has two texts. Its message (``reason``) is the whole story, for the site's
 audit log and for a person at the site. ``public`` is what may leave the site: words
@@ -65,6 +68,10 @@ class InvalidRequest(PolicyRefused):
     kind = "invalid"
 
 
+class RequestExpired(PolicyRefused):
+    """A request past its own deadline: its run was cancelled or abandoned (sent as "policy")."""
+
+
 class BudgetRefused(Refused):
     """A cap, an allocation or the site's per-request cap would be exceeded."""
 
@@ -109,6 +116,18 @@ def public_reason(error: BaseException) -> str:
     if isinstance(error, (Refused, InternalFault)) and public:
         return str(public)
     return _GENERIC[refusal_kind(error)] + "."
+
+
+class PartyFailed(InternalFault):
+    """Another party did not answer or failed: a site, a node, the coordinator, an engine.
+
+    The command's exit code says so (federation/cli_support.py: 3), apart from the
+    workbench's own faults (4)."""
+
+
+class Cancelled(Exception):
+    """Not trouble: a person stopped it (Ctrl-C, ``workbench study cancel``), or it was
+    abandoned (no client followed it). Commands exit with 130 (cli_support.EXIT_CODES)."""
 
 
 def refusal_kind(error: BaseException) -> str:

@@ -9,6 +9,7 @@ it is reported with the end of its log.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -155,10 +156,52 @@ def stop_process_group(pid: int, *, timeout: float = 15.0, reap=None) -> None:
             time.sleep(0.1)
 
 
+def stop_process(pid: int, *, timeout: float = 15.0) -> None:
+    """SIGTERM one process (not its group), then SIGKILL if it is still there."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds (uvicorn does)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_runtime_port(host: str = "127.0.0.1") -> int:
+    """A port free now, for a server that will listen there for long (a node's Runtime
+    API): picked at random below the range the system hands out to outgoing connections,
+    so that two nodes initialised on one machine get different ports and no client
+    connection takes it meanwhile."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = list(range(20000, max(low, 20001)))
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        if port_is_free(host, port):
+            return port
+    return free_port(host)
 
 
 def port_answers(host: str, port: int) -> bool:

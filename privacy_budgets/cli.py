@@ -2,8 +2,10 @@
 
 Mounted by the root ``workbench`` CLI, or run alone as ``python -m privacy_budgets``.
 Reading commands (status, history, verify, report, reconcile) need no private key and
-open the ledger read-only. Bad input prints one line on stderr and exits with code 2;
-a ledger that fails verification (or receipts that do not reconcile) exits with code 1.
+open the ledger read-only. Exit codes follow the workbench's one table (this package
+stands alone, so it repeats the values it uses; a test keeps them equal): bad input
+prints one line on stderr and exits with code 2; a refusal by a cap or an allocation
+exits 1; a ledger that fails verification (or receipts that do not reconcile) exits 4.
 
 Heavy imports (pandas, matplotlib, dp_accounting) happen inside the commands, so
 ``workbench --help`` stays fast.
@@ -39,19 +41,32 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a ta
 KeyPath = Annotated[Path | None, typer.Option("--key", help="The site's signing key (default: <ledger>.key).")]
 
 
+# The workbench's exit codes (federation/cli_support.py EXIT_CODES), as this package uses them.
+EXIT_REFUSED = 1  # refused by a cap or an allocation
+EXIT_BAD_INPUT = 2  # an argument or a file breaks a rule
+EXIT_BROKEN_RECORD = 4  # a ledger that does not verify, receipts that do not reconcile
+
+
 def _clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the package's errors and file errors into one line on stderr and exit 2."""
+    """Turn the package's errors and file errors into one line on stderr and the exit
+    code of their kind (1 refused, 2 bad input, 4 a ledger that does not verify)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from privacy_budgets.errors import PrivacyBudgetError
+        from privacy_budgets.errors import AccountingFault, BudgetRefused, LedgerIntegrityError, PrivacyBudgetError
 
         try:
             return command(*args, **kwargs)
         except (PrivacyBudgetError, OSError) as err:
             message = " ".join(str(err).split())
             typer.echo(f"Error: {message}", err=True)
-            raise typer.Exit(code=2) from None
+            if isinstance(err, BudgetRefused):
+                code = EXIT_REFUSED
+            elif isinstance(err, (LedgerIntegrityError, AccountingFault)):
+                code = EXIT_BROKEN_RECORD
+            else:
+                code = EXIT_BAD_INPUT
+            raise typer.Exit(code=code) from None
 
     return wrapper
 
@@ -110,7 +125,7 @@ def verify(
     receipts: Annotated[Path | None, typer.Option(help="The coordinator's receipts (JSON list).")] = None,
     deep: Annotated[bool, typer.Option(help="Recompute every entry's epsilons.")] = False,
 ) -> None:
-    """Check the chain, signatures, rules and totals; exit 1 when anything is wrong."""
+    """Check the chain, signatures, rules and totals; exit 4 when anything is wrong."""
     from privacy_budgets.exports import verify_path
 
     report = verify_path(
@@ -122,7 +137,7 @@ def verify(
     )
     typer.echo(str(report))
     if not report.ok:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_BROKEN_RECORD)
 
 
 @app.command("set-cap")
@@ -209,7 +224,7 @@ def reconcile(
     export: Annotated[Path, typer.Option("--export", help="The site's ledger export (JSON).")],
     as_json: AsJson = False,
 ) -> None:
-    """Check the coordinator's receipts against a site's export; exit 1 on any mismatch."""
+    """Check the coordinator's receipts against a site's export; exit 4 on any mismatch."""
     from privacy_budgets.reconciliation import reconcile as run
 
     frame = run(receipts=_json_list(receipts), ledger_export=_existing(export))
@@ -219,7 +234,7 @@ def reconcile(
         typer.echo(frame.to_string(index=False))
     typer.echo(frame.attrs["verdict"])
     if not frame.empty:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_BROKEN_RECORD)
 
 
 # --- the board: keys, proposals, signatures -------------------------------------------

@@ -27,6 +27,82 @@ class LedgerError(PrivacyBudgetError):
     """A ledger operation that breaks a rule: a wrong key, a missing file, a bad commit."""
 
 
+class LedgerUnavailable(LedgerError):
+    """The machine keeps the ledger from being read or written (permissions, a full or
+    read-only disk, an I/O error): not damage, and nothing was spent."""
+
+
+_ENVIRONMENT = (
+    # (what SQLite or the OS says, what it is, the fix): checked in order
+    (
+        "permission denied",
+        "permission denied",
+        "give the user that runs it write access to {folder} and every file in it "
+        "(the ledger, its -wal and -shm files, its key), e.g. `chown -R USER {folder}`",
+    ),
+    (
+        "readonly database",
+        "the ledger or its folder cannot be written (permissions, or a read-only mount)",
+        "give the user that runs it write access to {folder} and every file in it (the ledger, its -wal and -shm "
+        "files, its key), or mount the disk read-write",
+    ),
+    ("read-only file system", "the file system is read-only", "mount it read-write, or move the state folder"),
+    (
+        "unable to open database file",
+        "the ledger's folder cannot be opened or written (permissions, or a missing folder)",
+        "check that {folder} exists and that the user that runs it may write there",
+    ),
+    ("disk is full", "the disk is full", "free space on the disk holding {folder} (`df -h {folder}`)"),
+    ("no space left", "the disk is full", "free space on the disk holding {folder} (`df -h {folder}`)"),
+    ("quota exceeded", "the disk quota is exceeded", "free space or raise the quota of the disk holding {folder}"),
+    (
+        "disk i/o error",
+        "the disk reported an I/O error",
+        "check the disk (`dmesg`); copy the whole state folder to a healthy disk, every file of it",
+    ),
+    (
+        "input/output error",
+        "the disk reported an I/O error",
+        "check the disk (`dmesg`); copy the whole state folder to a healthy disk, every file of it",
+    ),
+)
+
+
+def environment_problem(error: BaseException, *, path) -> LedgerUnavailable | None:
+    """A LedgerUnavailable naming the cause and the fix when ``error`` (an OSError or an
+    SQLite error) comes from the machine rather than the ledger; else None."""
+    import errno
+    import sqlite3
+    from pathlib import Path
+
+    if isinstance(error, OSError) and not isinstance(error, sqlite3.Error):
+        by_errno = {
+            errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied",
+            errno.EROFS: "read-only file system",
+            errno.ENOSPC: "no space left",
+            errno.EDQUOT: "quota exceeded",
+            errno.EIO: "input/output error",
+        }
+        text = by_errno.get(error.errno or -1)
+    elif isinstance(error, sqlite3.OperationalError):
+        text = str(error).lower()
+    else:
+        return None
+    if text is None:
+        return None
+    folder = Path(path).parent
+    for needle, what, fix in _ENVIRONMENT:
+        if needle in text:
+            return LedgerUnavailable(
+                f"The ledger {path} cannot be used: {what} ({error}). This is the machine: the ledger is not "
+                f"damaged and nothing was written to it. Fix: {fix.format(folder=folder)}; then run `workbench budget "
+                f"verify --ledger {path}`. Never replace the ledger with an older copy: that would erase "
+                "recorded spending."
+            )
+    return None
+
+
 class LedgerIntegrityError(LedgerError):
     """A ledger whose entries no longer prove themselves: edited, removed or forged."""
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from privacy_budgets import store
 from privacy_budgets.entries import LEDGER_FORMAT, LedgerEntry
-from privacy_budgets.errors import LedgerError
+from privacy_budgets.errors import LedgerError, environment_problem
 from privacy_budgets.keys import fingerprint
 from privacy_budgets.receipts import SpendReceipt
 from privacy_budgets.verification import VerificationReport, verify_entries
@@ -90,9 +90,13 @@ def read_only(path: Path) -> Iterator[sqlite3.Connection]:
         finally:
             conn.close()
     except sqlite3.DatabaseError as err:
+        unavailable = environment_problem(err, path=path)
+        if unavailable is not None:
+            raise unavailable from None
         raise LedgerError(
             f"A ledger file must be a readable SQLite ledger; {path} is not ({err}). "
-            "Restore it from a backup, or verify the site's export instead."
+            "Check the path, or verify the site's export instead; never replace a ledger with an older copy "
+            "(that would erase recorded spending)."
         ) from None
 
 

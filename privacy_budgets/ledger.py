@@ -51,7 +51,13 @@ from privacy_budgets.authority import (
 from privacy_budgets.board import Board
 from privacy_budgets.checkpoints import make_checkpoint
 from privacy_budgets.entries import LEDGER_FORMAT, LedgerEntry, canonical
-from privacy_budgets.errors import BudgetExceeded, LedgerError, LedgerIntegrityError, fmt_epsilon
+from privacy_budgets.errors import (
+    BudgetExceeded,
+    LedgerError,
+    LedgerIntegrityError,
+    environment_problem,
+    fmt_epsilon,
+)
 from privacy_budgets.exports import is_sqlite
 from privacy_budgets.keys import (
     fingerprint,
@@ -109,6 +115,16 @@ class Ledger:
         path = Path(path)
         site_id = validation.text("site_id", site_id)
         key_path = Path(key_path) if key_path is not None else Path(f"{path}.key")
+        try:
+            return cls._open(path=path, site_id=site_id, key_path=key_path, create=create)
+        except (OSError, sqlite3.OperationalError) as err:
+            unavailable = environment_problem(err, path=path)
+            if unavailable is None:
+                raise
+            raise unavailable from None
+
+    @classmethod
+    def _open(cls, *, path: Path, site_id: str, key_path: Path, create: bool) -> Ledger:
         found = _probe(path)
         if found != "ledger" and not create:
             raise LedgerError(
@@ -129,7 +145,7 @@ class Ledger:
         except BaseException as err:
             if conn is not None:
                 conn.close()
-            if isinstance(err, sqlite3.DatabaseError):
+            if isinstance(err, sqlite3.DatabaseError) and environment_problem(err, path=path) is None:
                 raise _not_a_ledger(path, f"SQLite says: {err}") from None
             raise
         return ledger
@@ -150,7 +166,8 @@ class Ledger:
         except (AttributeError, KeyError, ValueError):
             raise LedgerIntegrityError(
                 f"A ledger starts with a genesis entry holding the site's public key; the one "
-                f"in {self.path} is missing or unreadable. Restore the file from a backup."
+                f"in {self.path} is missing or unreadable. Keep the file as it is (it is the evidence); "
+                "never replace it with an older copy: that would erase recorded spending."
             ) from None
         if recorded != self.public_key:
             raise LedgerError(
@@ -863,7 +880,8 @@ class Ledger:
         raise LedgerIntegrityError(
             f"A new entry only extends a chain that verifies; {self.path} {where}. Nothing was "
             f"written. Run `workbench budget verify --ledger {self.path}` to find the first bad "
-            "entry, and restore the file from a backup."
+            "entry; keep the file as it is (it is the evidence). Never replace it with an older copy: that "
+            "would erase recorded spending."
         )
 
     def _totals(self, conn, dataset, project, delta) -> dict[str, float | None]:
@@ -1032,6 +1050,8 @@ def _probe(path: Path) -> Literal["absent", "empty", "ledger"]:
         finally:
             conn.close()
     except sqlite3.DatabaseError as err:
+        if environment_problem(err, path=path) is not None:
+            raise
         raise _not_a_ledger(path, f"SQLite says: {err}") from None
     if "meta" in names:
         return "ledger"
@@ -1043,5 +1063,6 @@ def _probe(path: Path) -> Literal["absent", "empty", "ledger"]:
 def _not_a_ledger(path: Path, why: str) -> LedgerError:
     return LedgerError(
         f"A ledger file must be a privacy_budgets SQLite ledger; {path} is not ({why}). "
-        "Check the path; restore the file from a backup if it was damaged."
+        "Check the path (and [site]/[state] in node.toml). Never replace a ledger with an older copy: that "
+        "would erase recorded spending."
     )

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from privacy_budgets.entries import ENTRY_FIELDS, GENESIS_PREV, LEDGER_FORMAT, LedgerEntry
+from privacy_budgets.errors import environment_problem
 from privacy_budgets.state import Changes, Limit, ReservationRow, State
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -97,14 +98,32 @@ def _set_wal(conn: sqlite3.Connection) -> None:
 
 @contextmanager
 def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception rolls the whole entry back."""
-    conn.execute("BEGIN IMMEDIATE")
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception rolls the whole entry back.
+
+    A write the machine refuses (permissions, a full disk) is a LedgerUnavailable that
+    says so, never mistaken for damage."""
     try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as err:
+        unavailable = environment_problem(err, path=database_path(conn))
+        if unavailable is None:
+            raise
+        raise unavailable from None
+
+
+def database_path(conn: sqlite3.Connection) -> str:
+    """The file of ``conn``'s main database."""
+    try:
+        return str(conn.execute("PRAGMA database_list").fetchone()[2])
+    except sqlite3.Error:
+        return "(the ledger)"
 
 
 @contextmanager

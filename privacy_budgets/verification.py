@@ -70,8 +70,9 @@ class VerificationReport:
         """Raise LedgerIntegrityError naming the first problem; return self when ok."""
         if not self.ok:
             raise LedgerIntegrityError(
-                f"A ledger must verify before it is trusted; {self}. Restore the file from a "
-                "backup, or ask the site for its export and checkpoint."
+                f"A ledger must verify before it is trusted; {self}. Keep the file as it is (it is the "
+                "evidence) and release nothing more from it; the ethics board compares it with the site's last "
+                "checkpoint and receipts. Never replace it with an older copy: that would erase recorded spending."
             )
         return self
 

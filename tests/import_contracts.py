@@ -40,11 +40,12 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         {"federation.protocol"},
         {"federation.training", "federation.analytics", "datasets_synthetic"},
         {"federation.data"},
+        # Above the errors they map: the exit-code table (cli_support) and the one door to
+        # Flower's private names (its error is an InternalFault), below every room.
+        {"federation.cli_support", "federation.flwr_contract"},
         {
-            "federation.cli_support",
             "federation.errors",
             "federation.processes",
-            "federation.flower_tuning",
             "federation.app_bundle",
         },
         {"federation"},  # the package's own __init__

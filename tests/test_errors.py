@@ -1,5 +1,6 @@
-"""Every error of ours sits under exactly one of the three kinds, and a refusal reply's
-word comes from the class (federation/errors.py)."""
+"""Every error of ours sits under exactly one of the three kinds (or is a ``Cancelled``:
+a person stopped it, no trouble of any kind), and a refusal reply's word comes from the
+class (federation/errors.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import workbench
 from federation.errors import (
     BadInput,
     BudgetRefused,
+    Cancelled,
     InternalFault,
     InvalidRequest,
     PausedRefused,
@@ -24,7 +26,7 @@ from federation.errors import (
 )
 from privacy_budgets.errors import BudgetExceeded, LedgerError
 
-KINDS = (BadInput, Refused, InternalFault)
+KINDS = (BadInput, Refused, InternalFault, Cancelled)
 NO_KIND_YET = {
     # the notebook's display mixin: each of its subclasses has its kind
     "workbench.errors.WorkbenchError",

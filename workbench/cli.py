@@ -38,9 +38,9 @@ app.add_typer(node_app, name="node")
 app.add_typer(coordinator_app, name="coordinator")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
 
 
 def _check_study_args(epsilon: float, rounds: int, data: Optional[Path]) -> None:
@@ -57,21 +57,41 @@ def _check_study_args(epsilon: float, rounds: int, data: Optional[Path]) -> None
         )
 
 
-def _run_study(**kwargs) -> None:
-    from federation.errors import BadInput, InternalFault, Refused
+def _run(run, **kwargs) -> None:
+    """Run a study; its errors become one line (and each site's charges) and the exit
+    code of their kind; a study stopped early exits 1 (a site refused) or 3 (a site failed)."""
+    from federation.cli_support import EXIT_REFUSED, EXIT_UNREACHABLE, exit_code_for
+    from federation.errors import BadInput, Cancelled, InternalFault, Refused
     from privacy_budgets.errors import PrivacyBudgetError
     from workbench import settings
-    from workbench.study import run_study
+    from workbench.errors import WorkbenchError
 
     settings.progress = False  # each round prints its own line
     try:
-        run_study(echo=typer.echo, **kwargs)
-    except (BadInput, Refused, InternalFault, PrivacyBudgetError, KeyError) as err:  # federation/errors.py: exit 2
-        _fail(str(err).strip("'\""))
+        summary = run(echo=typer.echo, **kwargs)
+    except KeyboardInterrupt:  # a simulation, or a connected study before its run existed
+        _fail(
+            "interrupted (Ctrl-C). A simulated study's ledgers (under --out) hold what it spent.",
+            exit_code_for(KeyboardInterrupt()),
+        )
+    except (BadInput, Refused, InternalFault, Cancelled, PrivacyBudgetError, KeyError, FileNotFoundError) as err:
+        charges = err.charges_text() if isinstance(err, WorkbenchError) else ""
+        typer.echo(f"error: {' '.join(str(err).strip(chr(39) + chr(34)).split())}", err=True)
+        if charges:
+            typer.echo(charges, err=True)
+        raise typer.Exit(code=exit_code_for(err)) from None
+    kind = summary.get("stop_kind") or ""
+    if kind:
+        raise typer.Exit(code=EXIT_REFUSED if kind == "refused" else EXIT_UNREACHABLE)
 
 
-@app.command()
+study_app = typer.Typer(name="study", invoke_without_command=True)
+app.add_typer(study_app, name="study")
+
+
+@study_app.callback(invoke_without_command=True)
 def study(
+    ctx: typer.Context,
     data: Optional[Path] = typer.Option(
         None, help="Folder of per-site files (CSV or Parquet) with data_dictionary.json."
     ),
@@ -82,29 +102,59 @@ def study(
     ),
     dictionary: Optional[Path] = typer.Option(None, help="With --coordinator: the study's public data dictionary."),
     target: Optional[str] = typer.Option(None, help="Binary outcome column (default: the dictionary's target)."),
-    epsilon: float = typer.Option(
-        ...,
-        help="The project's total epsilon at each hospital: what the project already spent there counts towards it.",
+    epsilon: Optional[float] = typer.Option(
+        None,
+        help="Required. The project's total epsilon at each hospital: what the project already spent there counts "
+        "towards it.",
     ),
     rounds: int = typer.Option(5, help="Federated rounds."),
-    out: Path = typer.Option(..., help="Folder for ledgers, receipts and summary.json."),
-    project: str = typer.Option("study", help="Project name the ledgers charge."),
+    out: Optional[Path] = typer.Option(None, help="Required. Folder for ledgers, receipts and summary.json."),
+    project: str = typer.Option("study", help="Project name the ledgers charge (each site allocates it)."),
     delta: float = typer.Option(1e-5, help="Delta of each hospital's dataset."),
     site_cap: float = typer.Option(10.0, help="Lifetime epsilon cap of each simulated hospital."),
     strategy: str = typer.Option("fedavg", help="fedavg, fedadam or fedyogi."),
     model: str = typer.Option("mlp", help="mlp or logreg."),
     baselines: bool = typer.Option(True, help="Also train non-private pooled and local-only baselines."),
+    site_timeout: float = typer.Option(
+        600.0,
+        "--site-timeout",
+        help="With --coordinator: seconds to wait for a site to connect or answer before the study names it and stops.",
+    ),
+    timeout: float = typer.Option(
+        1800.0,
+        "--timeout",
+        help="With --coordinator: seconds the whole study may take; then it is cancelled (the sites refuse "
+        "its messages after it, too).",
+    ),
 ) -> None:
     """Run a private federated study on a folder of per-site files (simulation engine), or on
-    real hospital nodes with --coordinator."""
+    real hospital nodes with --coordinator; `workbench study cancel RUN` stops a connected one.
+
+    Exit codes: 0 done, 1 a site refused (policy, budget, paused), 2 bad input, 3 a site or
+    the coordinator failed or did not answer, 4 internal error, 130 interrupted or cancelled
+    (the study's Flower run is stopped first, and each site's charges are printed)."""
+    if ctx.invoked_subcommand is not None:
+        return
     if (data is None) == (coordinator is None):
         _fail(
             "give either --data (a folder of per-site files, simulated here) or --coordinator "
             "(a coordinator folder; the sites run their own nodes), not both or neither."
         )
+    if epsilon is None:
+        _fail("--epsilon is required: the project's total epsilon at each hospital, e.g. --epsilon 1.")
+    if out is None:
+        _fail("--out is required: the folder for summary.json and the receipts, e.g. --out out/study.")
     _check_study_args(epsilon, rounds, data)
     if coordinator is not None:
-        _run_connected(
+        if not 0 < site_timeout <= timeout:
+            _fail(
+                f"--site-timeout must be a positive number of seconds, at most --timeout ({timeout:g}); got "
+                f"{site_timeout:g}."
+            )
+        from workbench.connected import run_connected_study
+
+        _run(
+            run_connected_study,
             coordinator=coordinator,
             dictionary=dictionary,
             target=target,
@@ -115,9 +165,14 @@ def study(
             delta=delta,
             strategy=strategy,
             model=model,
+            site_timeout=site_timeout,
+            timeout=timeout,
         )
         return
-    _run_study(
+    from workbench.study import run_study
+
+    _run(
+        run_study,
         data=data,
         target=target,
         epsilon=epsilon,
@@ -132,16 +187,28 @@ def study(
     )
 
 
-def _run_connected(**kwargs) -> None:
-    from federation.errors import BadInput, InternalFault, Refused
-    from workbench import settings
-    from workbench.connected import run_connected_study
+@study_app.command("cancel")
+def cancel(
+    run: str = typer.Argument(..., help="The study's run id (printed as it starts), or its Flower run id."),
+    coordinator: Path = typer.Option(Path("coordinator"), "--coordinator", help="The coordinator folder."),
+    reason: str = typer.Option("cancelled by `workbench study cancel`", "--reason", help="Why (recorded)."),
+) -> None:
+    """Cancel a connected study: its ServerApp stops, then its Flower run (no site is asked
+    anything more for it); print what each site was charged for the rounds that ran."""
+    from federation.cli_support import exit_code_for
+    from federation.errors import BadInput, PartyFailed
+    from workbench.connected import cancel_study
 
-    settings.progress = False
     try:
-        run_connected_study(echo=typer.echo, **kwargs)
-    except (BadInput, Refused, InternalFault, FileNotFoundError) as err:  # federation/errors.py: exit 2
-        _fail(str(err))
+        folder, charges, said = cancel_study(coordinator=coordinator, run=run, reason=reason)
+    except (BadInput, PartyFailed) as err:
+        _fail(" ".join(str(err).split()), exit_code_for(err))
+    typer.echo(f"study run {folder.path.name}: {said}.")
+    typer.echo("what each site was charged (its signed receipts, as the coordinator mirrors them):")
+    for charge in charges or []:
+        typer.echo(f"  {charge.line()}")
+    if not charges:
+        typer.echo("  no site was sent anything.")
 
 
 @app.command()
@@ -163,7 +230,10 @@ def demo(
     _check_study_args(epsilon, rounds, None)
     if sites < 1:
         _fail(f"--sites must be at least 1; got {sites}.")
-    _run_study(
+    from workbench.study import run_study
+
+    _run(
+        run_study,
         data=None,
         epsilon=epsilon,
         rounds=rounds,

@@ -15,6 +15,15 @@ coordinator's MIRROR of receipts; each site's own ledger stays the source of tru
 When a site refuses a round (paused, out of budget, policy), the study stops at
 that round with the site's reason in ``TrainingResult.stopped_reason``: the sites
 of a study were approved together, and one should not silently drop out.
+
+A study that stops for any other reason stops its Flower run too, and says what each
+site was charged (``charges``, from the run's journal of signed receipts) and what
+could not be confirmed: Ctrl-C (``StudyCancelled``), its ``timeout`` or a site that
+does not answer within ``site_timeout`` (``SiteUnreachable``), the coordinator stopped
+mid-study (``SiteUnreachable``), ``cancel_study`` from elsewhere. While it waits, the
+progress bar (and ``on_wait``) names each site that has not answered and for how long.
+A run that no client follows any more (a killed notebook) stops on its own after
+``UNFOLLOWED_AFTER_SECONDS``.
 """
 
 from __future__ import annotations
@@ -27,16 +36,23 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from federation.coordinator.registry import registered_nodes
-from federation.coordinator.run_folder import RunFolder, StudyFile
-from federation.coordinator.superlink import CONNECTION, Coordinator, CoordinatorError
+from federation.coordinator.registry import registered_nodes, site_names
+from federation.coordinator.run_folder import RunFolder, SiteCharge, StudyFile
+from federation.coordinator.superlink import CONNECTION, Coordinator, CoordinatorError, CoordinatorUnreachable
 from federation.data.dictionary import DataDictionary
 from federation.data.errors import DataDictionaryError
 from federation.errors import InternalFault
 from federation.processes import split_address
 from federation.protocol.spec import TrainingSpec, refuse_site_owned
 from federation.training.features import FeatureEncoder
-from workbench.errors import NotAvailable, SiteUnreachable, StudyRefused, WorkbenchError, refused_paragraph
+from workbench.errors import (
+    NotAvailable,
+    SiteUnreachable,
+    StudyCancelled,
+    StudyRefused,
+    WorkbenchError,
+    refused_paragraph,
+)
 from workbench.progress import ProgressObserver
 
 if TYPE_CHECKING:
@@ -47,10 +63,77 @@ if TYPE_CHECKING:
 from workbench.results import TrainingResult
 
 APP_BUNDLE = Path(__file__).resolve().parents[1] / "federation" / "app_bundle"
+UNFOLLOWED_AFTER_SECONDS = 60.0  # a run no client follows stops on its own after this
+CANCEL_GRACE_SECONDS = 10.0  # how long a cancel waits for the ServerApp to say it stopped
 
 
 class StudyFailed(WorkbenchError, InternalFault, RuntimeError):
     """The coordinator's ServerApp failed; the message carries its error."""
+
+
+def cancel_run(
+    *, coordinator: Coordinator, folder: RunFolder, reason: str, who: str = "", grace: float = CANCEL_GRACE_SECONDS
+) -> tuple[list[SiteCharge], str]:
+    """Stop a study's run: tell its ServerApp (it stops between two pulls and writes
+    what it saw), then stop the Flower run itself (``flwr stop``: the SuperLink drops
+    every message of the run that a site has not taken yet). Returns each site's
+    charges from the run's journal, and a sentence on how the Flower run stopped."""
+    from federation.site.pause import default_operator
+
+    folder.request_cancel(reason=reason, who=who or default_operator())
+    deadline = time.monotonic() + grace
+    while folder.outcome() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    flower_run = folder.flower_run()
+    if flower_run is None:
+        said = "it had no Flower run yet"
+    else:
+        try:
+            coordinator.flwr("stop", flower_run, CONNECTION, timeout=30)
+            said = f"Flower run {flower_run} stopped"
+        except CoordinatorError as err:  # already finished: the ServerApp stopped it first
+            said = (
+                f"Flower run {flower_run} had already ended"
+                if "already finished" in str(err).lower() or "finished" in str(err).lower()
+                else f"Flower run {flower_run}: {err}"
+            )
+        except (CoordinatorUnreachable, OSError) as err:
+            said = f"the coordinator's SuperLink did not answer ({' '.join(str(err).split())[:200]})"
+    return folder.charges(sites=_study_sites(coordinator=coordinator, folder=folder)), said
+
+
+def _study_sites(*, coordinator: Coordinator, folder: RunFolder) -> list[str]:
+    try:
+        return sorted(StudyFile.load(folder.study_path).site_names.values())
+    except (OSError, ValueError, KeyError):
+        return sorted(registered_nodes(coordinator))
+
+
+def cancel_study(*, coordinator: str | Path, run: str, reason: str = "cancelled by `workbench study cancel`"):
+    """``workbench study cancel RUN``: stop a connected study (the run id, or its Flower run
+    id); returns (run folder, charges, how the Flower run stopped)."""
+    opened = _open_coordinator(coordinator)
+    folder = RunFolder(opened.runs_dir / run) if (opened.runs_dir / run).is_dir() else None
+    if folder is None:
+        for candidate in opened.runs_dir.glob("*/"):
+            if RunFolder(candidate).flower_run() == str(run):
+                folder = RunFolder(candidate)
+                break
+    if folder is None:
+        known = sorted(p.name for p in opened.runs_dir.glob("*/") if (p / "study.json").exists())
+        raise CoordinatorError(
+            f"no study run {run!r} in {opened.runs_dir}; give a run id (the study prints it as it starts) or its "
+            f"Flower run id. Runs there: {', '.join(known[-5:]) or 'none'}."
+        )
+    outcome = folder.outcome()
+    if outcome is not None:
+        return (
+            folder,
+            folder.charges(sites=_study_sites(coordinator=opened, folder=folder)),
+            (f"the run had already ended ({outcome.get('status')})"),
+        )
+    charges, said = cancel_run(coordinator=opened, folder=folder, reason=reason)
+    return folder, charges, said
 
 
 def _open_coordinator(coordinator: str | Path) -> Coordinator:
@@ -92,7 +175,8 @@ class ConnectedWorkbench:
         if registered == 0:
             raise CoordinatorError(
                 f"no site is registered with the coordinator in {self.coordinator.folder}; register each "
-                "site's key with `workbench coordinator register-node KEY.pub --name SITE`."
+                "site's key with `workbench coordinator register-node KEY.pub --name SITE --folder "
+                f"{self.coordinator.folder}`."
             )
         return registered
 
@@ -107,18 +191,18 @@ class ConnectedWorkbench:
         """Every spend receipt the coordinator holds (its mirror), oldest run first.
 
         A replayed analytics answer comes back with the receipt of its first release
-        (the proof of what it cost); the mirror keeps each signed entry once.
+        (the proof of what it cost); the mirror keeps each signed entry once. A run that
+        did not finish (cancelled, a site or the coordinator stopped) counts with the
+        receipts its journal holds: a site's spending is mirrored whatever stopped the study.
         """
         out: list[dict[str, Any]] = []
         seen: set[tuple[str, int]] = set()
         for folder in sorted(self.coordinator.runs_dir.glob("*/"), key=lambda p: p.stat().st_mtime):
-            outcome = RunFolder(folder).outcome()
-            if outcome and outcome.get("status") == "finished":
-                for receipt in outcome.get("receipts", []):
-                    key = (str(receipt.get("site_id")), int(receipt.get("seq", -1)))
-                    if key not in seen:
-                        seen.add(key)
-                        out.append(receipt)
+            for receipt in RunFolder(folder).receipts():
+                key = (str(receipt.get("site_id")), int(receipt.get("seq", -1)))
+                if key not in seen:
+                    seen.add(key)
+                    out.append(receipt)
         return out
 
     def budget(self) -> pd.DataFrame:
@@ -219,53 +303,95 @@ class ConnectedWorkbench:
         verbose: bool = False,
         on_round: Any = None,
         timeout: float = 1800.0,
-        reply_timeout: float = 600.0,
+        reply_timeout: float | None = None,
+        site_timeout: float = 600.0,
         prompt_replies: bool = True,
+        on_wait: Any = None,
+        on_start: Any = None,
+        unfollowed_after: float = UNFOLLOWED_AFTER_SECONDS,
         **hyperparameters: Any,
     ) -> TrainingResult:
         """Train across the connected sites with DP-SGD at every site.
 
         Each site's ledger must already hold an allocation for ``project`` (its
         ethics board grants it at the site); a site without one refuses, and the
-        study stops with its reason. ``timeout`` bounds the whole study;
-        ``reply_timeout`` is how long the coordinator waits for a site's reply
-        before it reports the site as failed and stops the study. ``prompt_replies=False``
-        uses Flower's own Grid, which collects replies every 3 s (for comparison).
+        study stops with its reason. ``timeout`` bounds the whole study (the sites
+        refuse its messages after it, too); ``site_timeout`` (``reply_timeout``, its
+        older name) is how long the coordinator waits for a site to connect or reply
+        before it names the site as failed and stops the study. While it waits, the
+        progress bar and ``on_wait(text)`` name each site that has not answered, and
+        for how long. Ctrl-C cancels the study: its Flower run is stopped and
+        ``StudyCancelled`` lists what each site was charged. ``on_start(run_id)`` is
+        told the run's id (for ``workbench study cancel``). ``prompt_replies=False`` uses
+        Flower's own Grid, which collects replies every 3 s (for comparison).
         """
         from federation.training.models import build_model
 
+        if reply_timeout is not None:
+            site_timeout = reply_timeout
         refuse_site_owned(hyperparameters)
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
         encoder = self.encoder(target=target)
         folder = RunFolder(self.coordinator.runs_dir / spec.run_id)
+        names = site_names(self.coordinator)
         StudyFile(
             spec=spec,
             encoder=encoder,
             n_sites=self.n_sites,
             run_folder=folder.path,
-            timeout=reply_timeout,
+            timeout=site_timeout,
             prompt_grid=prompt_replies,
+            site_names=names,
+            deadline=time.time() + timeout,
+            unfollowed_after=unfollowed_after,
         ).save(folder.study_path)
+        folder.touch_follower()
         flower_run = self._start_flower_run(key="study-file", path=folder.study_path, folder=folder)
-        observer = ProgressObserver(rounds=rounds, on_round=on_round)
+        if on_start is not None:
+            on_start(spec.run_id)
+        observer = ProgressObserver(rounds=rounds, on_round=on_round, on_wait=on_wait)
         try:
             outcome = self._follow(
                 folder=folder, flower_run=flower_run, observer=observer, timeout=timeout, verbose=verbose
             )
         finally:
             observer.close()
+        charges = folder.charges(sites=sorted(names.values()))
+        if outcome["status"] == "cancelled":
+            raise StudyCancelled(
+                f"the study (run {spec.run_id}, Flower run {flower_run}) was cancelled: {outcome.get('reason')}. "
+                "Its Flower run was stopped: no site is asked anything more for it.",
+                charges=charges,
+            )
+        if outcome["status"] == "stopped":  # stopped from outside: the SuperLink going down, or `flwr stop`
+            deadline = time.monotonic() + 15.0
+            while self.coordinator.running_pid() is not None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if self.coordinator.running_pid() is None:
+                raise self._coordinator_stopped(flower_run, charges)
+            raise SiteUnreachable(
+                f"{outcome.get('reason')} at the coordinator (Flower run {flower_run}), while the SuperLink still "
+                "runs: someone stopped the run there. What each site was charged is below.",
+                charges=charges,
+            )
+        if outcome["status"] != "finished" and self.coordinator.running_pid() is None:
+            raise self._coordinator_stopped(flower_run, charges)  # its ServerApp ended with it
         if outcome["status"] != "finished":
-            if str(outcome.get("error", "")).startswith("TimeoutError"):
+            error = str(outcome.get("error", ""))
+            if error.startswith("TimeoutError"):
                 raise SiteUnreachable(
-                    f"{str(outcome['error']).removeprefix('TimeoutError: ')} Nothing was trained. What to do: ask "
+                    f"{error.removeprefix('TimeoutError: ')} Nothing was trained. What to do: ask "
                     "each missing hospital's IT to run `workbench node status --config node.toml`, or "
-                    "connect with sites=N for the hospitals that are up."
+                    "connect with sites=N for the hospitals that are up.",
+                    charges=charges,
                 )
-            raise StudyFailed(f"the study's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}")
+            raise StudyFailed(
+                f"the study's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}", charges=charges
+            )
         stopped = str(outcome.get("stopped_reason", ""))
         if stopped and not any(s.status == "ok" for r in folder.rounds() for s in r.train):
-            raise StudyRefused(refused_paragraph(stopped_reason=stopped))
+            raise StudyRefused(refused_paragraph(stopped_reason=stopped), charges=charges)
         model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
         import torch
 
@@ -277,6 +403,7 @@ class ConnectedWorkbench:
             receipts=list(outcome["receipts"]),
             stopped_reason=str(outcome.get("stopped_reason", "")),
             encoder=encoder,
+            charges=charges,
             pooled=observer.pooled_history(),
         )
 
@@ -327,7 +454,10 @@ class ConnectedWorkbench:
         )
         sites = pd.DataFrame({"site": list(counts.sites["site"]), "dataset": ""})
         return Description(
-            schema=schema_rows(dictionary=self.dictionary), sites=site_rows(sites=sites, counts=counts), counts=counts
+            schema=schema_rows(dictionary=self.dictionary),
+            sites=site_rows(sites=sites, counts=counts),
+            counts=counts,
+            project=project,
         )
 
     def _run_queries(self, *, items: list[Query], project: str, costs: bool, timeout: float):
@@ -347,6 +477,7 @@ class ConnectedWorkbench:
             costs=costs,
             answers=not costs,
             timeout=timeout,
+            site_names=site_names(self.coordinator),
         ).save(query_path)
         flower_run = self._start_flower_run(key="query-file", path=query_path, folder=folder)
         outcome = self._await_outcome(
@@ -379,31 +510,47 @@ class ConnectedWorkbench:
         on_tick: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Poll the run folder until the ServerApp writes its outcome (``on_tick`` first, each
-        time); a ServerApp that died is reported, and past ``timeout`` the run is stopped
-        and ``late()`` raised."""
+        time), touching the run's follower mark. A ServerApp that died, or a coordinator
+        that stopped, is reported with what each site was charged; Ctrl-C and ``timeout``
+        cancel the run (the ServerApp, then the Flower run) before ``StudyCancelled`` or
+        ``late()`` is raised."""
         deadline = time.monotonic() + timeout
         next_status = time.monotonic() + 5.0
-        while True:
-            if on_tick is not None:
-                on_tick()
-            outcome = folder.outcome()
-            if outcome is not None:
-                return outcome
-            if time.monotonic() > next_status:
-                self._check_flower_run(flower_run)
-                next_status = time.monotonic() + 5.0
-            if time.monotonic() > deadline:
-                self.coordinator.flwr("stop", flower_run, CONNECTION)
-                raise late()
-            time.sleep(0.2)
+        try:
+            while True:
+                folder.touch_follower()
+                if on_tick is not None:
+                    on_tick()
+                outcome = folder.outcome()
+                if outcome is not None:
+                    return outcome
+                if time.monotonic() > next_status:
+                    self._check_flower_run(flower_run, folder=folder)
+                    next_status = time.monotonic() + 5.0
+                if time.monotonic() > deadline:
+                    charges, said = cancel_run(
+                        coordinator=self.coordinator, folder=folder, reason=f"the study's timeout ({timeout:.0f} s)"
+                    )
+                    error = late()
+                    if isinstance(error, WorkbenchError):
+                        error.charges = charges
+                    raise error
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            charges, said = cancel_run(coordinator=self.coordinator, folder=folder, reason="interrupted (Ctrl-C)")
+            raise StudyCancelled(
+                f"interrupted: the study (run {folder.path.name}) was cancelled and {said}; no site is asked "
+                "anything more for it.",
+                charges=charges,
+            ) from None
 
     def _follow(
         self, *, folder: RunFolder, flower_run: str, observer: ProgressObserver, timeout: float, verbose: bool
     ) -> dict[str, Any]:
-        """Report rounds as the ServerApp writes them; return its outcome."""
+        """Report rounds as the ServerApp writes them, and who is late; return its outcome."""
         seen = 0
 
-        def report_new_rounds() -> None:
+        def report_progress() -> None:
             nonlocal seen
             rounds = folder.rounds()
             for report in rounds[seen:]:
@@ -411,13 +558,14 @@ class ConnectedWorkbench:
                 if verbose:
                     print(f"round {report.round}/{report.rounds} ({report.seconds:.1f} s)")
             seen = len(rounds)
+            observer.waiting(folder.waiting())
 
         outcome = self._await_outcome(
             folder=folder,
             flower_run=flower_run,
             timeout=timeout,
-            on_tick=report_new_rounds,
-            late=lambda: TimeoutError(
+            on_tick=report_progress,
+            late=lambda: SiteUnreachable(
                 f"the study (Flower run {flower_run}) did not finish within {timeout:.0f} s; it was stopped."
             ),
         )
@@ -425,16 +573,39 @@ class ConnectedWorkbench:
             observer.study_stopped(outcome["stopped_reason"])
         return outcome
 
-    def _check_flower_run(self, flower_run: str) -> None:
-        """A ServerApp that died before writing its outcome (e.g. an import error)."""
-        runs = self.coordinator.flwr("ls", CONNECTION, "--run-id", flower_run).get("runs", [])
+    def _coordinator_stopped(self, flower_run: str, charges: list[SiteCharge]) -> SiteUnreachable:
+        return SiteUnreachable(
+            f"the coordinator's SuperLink ({self.coordinator.folder}) stopped while the study ran (Flower run "
+            f"{flower_run}); the study did not finish. What each site was charged is below, from the receipts "
+            "that reached the coordinator; a step marked NOT CONFIRMED may have been charged at the site (its "
+            "ledger says). What to do: `workbench coordinator start --folder "
+            f"{self.coordinator.folder}` (it stops the runs left unfinished), then start a new study.",
+            charges=charges,
+        )
+
+    def _check_flower_run(self, flower_run: str, *, folder: RunFolder | None = None) -> None:
+        """A ServerApp that died before writing its outcome (e.g. an import error), or a
+        coordinator that stopped mid-study."""
+        charges = [] if folder is None else folder.charges(sites=sorted(site_names(self.coordinator).values()))
+        if self.coordinator.running_pid() is None:
+            raise self._coordinator_stopped(flower_run, charges)
+        try:
+            runs = self.coordinator.flwr("ls", CONNECTION, "--run-id", flower_run, timeout=30).get("runs", [])
+        except CoordinatorUnreachable as err:
+            raise SiteUnreachable(
+                f"the coordinator's SuperLink did not answer about Flower run {flower_run}: {err}", charges=charges
+            ) from None
         status = str(runs[0].get("status", "")) if runs else ""
+        if status.startswith("finished:") and status != "finished:completed" and folder is not None:
+            if folder.outcome() is not None:  # written just now
+                return
         if status.startswith("finished:") and status != "finished:completed":
             details = runs[0].get("status-details", "")
             raise StudyFailed(
                 f"Flower run {flower_run} ended as {status} ({details}) without a study outcome; see "
                 f"`FLWR_HOME={self.coordinator.flwr_home} flwr log {flower_run} {CONNECTION} --show` and "
-                f"{self.coordinator.log_path}."
+                f"{self.coordinator.log_path}.",
+                charges=charges,
             )
 
 
@@ -452,7 +623,7 @@ def connect(
     """
     opened = _open_coordinator(coordinator)
     if opened.running_pid() is None:
-        raise CoordinatorError(
+        raise CoordinatorUnreachable(
             f"the SuperLink of {opened.folder} is not running; start it with "
             f"`workbench coordinator start --folder {opened.folder}`."
         )
@@ -473,11 +644,17 @@ def run_connected_study(
     project: str,
     target: str | None = None,
     delta: float = 1e-5,
+    site_timeout: float = 600.0,
+    timeout: float = 1800.0,
     echo=print,
     **hyperparameters: Any,
 ) -> dict[str, Any]:
     """``workbench study --coordinator``: one study on the connected sites; prints each
-    round, writes ``summary.json`` and the coordinator's ``receipts.jsonl`` to ``out``."""
+    round (and, while it waits, which site is late and for how long), writes
+    ``summary.json`` and the coordinator's ``receipts.jsonl`` to ``out``. Whatever stops
+    the study, ``summary.json`` and the terminal list what each site was charged; an
+    error (cancelled, a site or the coordinator failed, every site refused) is raised
+    after that, carrying the same charges."""
     import json
 
     from workbench.study import _round_line
@@ -492,38 +669,70 @@ def run_connected_study(
     echo(f"{wb.n_sites} sites through the coordinator at {wb.coordinator.address}")
     echo(
         f"private federated training: project {project!r}, epsilon {epsilon:g} per hospital at delta "
-        f"{delta:g}, {rounds} rounds (Flower Deployment Engine, DP-SGD at every site)"
+        f"{delta:g} (the project's total at each hospital), {rounds} rounds (Flower Deployment Engine, "
+        "DP-SGD at every site)"
     )
-    result = wb.train(
-        target_epsilon=epsilon,
-        rounds=rounds,
-        project=project,
-        target=target,
-        delta=delta,
-        on_round=lambda r: echo(_round_line(r)),
-        **hyperparameters,
-    )
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"project": project, "target_epsilon": epsilon, "delta": delta, "rounds_planned": rounds}
+
+    def started_run(run_id: str) -> None:
+        summary["run_id"] = run_id
+        echo(
+            f"run {run_id}: Ctrl-C cancels it; from elsewhere: `workbench study cancel {run_id} --coordinator "
+            f"{wb.coordinator.folder}`"
+        )
+
+    def write_summary() -> None:
+        summary["wall_seconds"] = round(time.monotonic() - started, 1)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+
+    try:
+        result = wb.train(
+            target_epsilon=epsilon,
+            rounds=rounds,
+            project=project,
+            target=target,
+            delta=delta,
+            on_round=lambda r: echo(_round_line(r)),
+            on_wait=echo,
+            on_start=started_run,
+            site_timeout=site_timeout,
+            timeout=timeout,
+            **hyperparameters,
+        )
+    except WorkbenchError as err:
+        summary.update(
+            {
+                "status": type(err).__name__,
+                "error": str(err),
+                "charges": [c.to_json() for c in err.charges],
+                "charges_from": "the sites' signed receipts that reached the coordinator (its mirror)",
+            }
+        )
+        write_summary()
+        raise
     echo(result._statement())
     if result.stopped_reason:
         echo(f"STOPPED: {result.stopped_reason}")
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "project": project,
-        "run_id": result.spec.run_id,
-        "target_epsilon": epsilon,
-        "delta": delta,
-        "rounds_planned": rounds,
-        "rounds_completed": int(result.history["round"].max()) if not result.history.empty else 0,
-        "stopped_reason": result.stopped_reason,
-        "epsilon_per_site": {
-            r.site: {"project": r.epsilon_project, "dataset_total": r.epsilon_dataset}
-            for r in result.epsilon().itertuples()
-        },
-        "weighted": result.weighted().to_dict(orient="records"),
-        "privacy_statement": result._statement(),
-        "wall_seconds": round(time.monotonic() - started, 1),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        echo("what each site was charged (its signed receipts, as the coordinator mirrors them):")
+        for charge in result.charges:
+            echo(f"  {charge.line()}")
+    summary.update(
+        {
+            "status": "stopped" if result.stopped_reason else "finished",
+            "rounds_completed": int(result.history["round"].max()) if not result.history.empty else 0,
+            "stopped_reason": result.stopped_reason,
+            "stop_kind": result.stop_kind,
+            "epsilon_per_site": {
+                r.site: {"project": r.epsilon_project, "dataset_total": r.epsilon_dataset}
+                for r in result.epsilon().itertuples()
+            },
+            "charges": [c.to_json() for c in result.charges],
+            "weighted": result.weighted().to_dict(orient="records"),
+            "privacy_statement": result._statement(),
+        }
+    )
+    write_summary()
     with (out / "receipts.jsonl").open("a") as fh:
         for receipt in result.receipts:
             fh.write(json.dumps(receipt) + "\n")

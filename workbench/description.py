@@ -24,11 +24,13 @@ class Description:
     schema: pd.DataFrame
     sites: pd.DataFrame
     counts: QueryResult
+    project: str = "describe"  # the project each site's ledger charged for the counts
 
     def statement(self) -> str:
         return (
             "Column kinds, units and ranges come from the public data dictionary, not from the data. "
-            "Numbers of patients are differentially private counts: " + self.counts.statement()
+            f"Numbers of patients are differentially private counts, charged to project '{self.project}' in "
+            "each hospital's ledger: " + self.counts.statement()
         )
 
     def __repr__(self) -> str:

@@ -9,26 +9,49 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from federation.errors import BadInput, BudgetRefused, InternalFault, Refused
+from federation.errors import BadInput, BudgetRefused, Cancelled, PartyFailed, Refused
 
 
 class WorkbenchError(Exception):
     """A situation the user can act on; its message says what happened and what next.
 
     Shown without a traceback in a notebook. Each subclass also sits under one of the
-    three kinds of federation/errors.py (bad input, refusal, internal fault)."""
+    three kinds of federation/errors.py (bad input, refusal, internal fault), or is a
+    ``Cancelled``. ``charges``: for a study that stopped, what each site's receipts say
+    it was charged, and what could not be confirmed (run_folder.SiteCharge)."""
+
+    def __init__(self, message: str, *, charges: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.charges = list(charges or [])
+
+    def charges_text(self) -> str:
+        if not self.charges:
+            return ""
+        lines = "\n".join(f"  {c.line()}" for c in self.charges)
+        return f"what each site was charged (its signed receipts, as the coordinator mirrors them):\n{lines}"
 
     def _render_traceback_(self) -> list[str]:
-        return [f"{type(self).__name__}: {self}"]
+        extra = self.charges_text()
+        return [f"{type(self).__name__}: {self}", *([extra] if extra else [])]
 
 
 class StudyRefused(WorkbenchError, Refused):
     """The sites refused the study before anything was trained."""
 
+    def __init__(self, message: str, *, charges: list[Any] | None = None) -> None:
+        WorkbenchError.__init__(self, message, charges=charges)
+        self.reason = message
 
-class SiteUnreachable(WorkbenchError, InternalFault):
-    """A site did not answer in time."""
+
+class SiteUnreachable(WorkbenchError, PartyFailed):
+    """A site, or the coordinator, did not answer in time or stopped."""
+
+
+class StudyCancelled(WorkbenchError, Cancelled):
+    """The study was cancelled (Ctrl-C, `workbench study cancel`, its timeout, no client
+    following it); its Flower run was stopped."""
 
 
 class PlanDoesNotFit(WorkbenchError, BudgetRefused):

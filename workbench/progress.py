@@ -1,8 +1,11 @@
-"""Round-by-round progress of a study: a tqdm bar, a history table, optional lines."""
+"""Round-by-round progress of a study: a tqdm bar, a history table, optional lines,
+and while the coordinator waits, which sites have not answered and for how long."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -10,6 +13,29 @@ from tqdm.auto import tqdm
 from federation.coordinator.events import RoundReport
 from workbench import settings
 from workbench.live_plot import LivePlot
+
+WAIT_LINE_AFTER_SECONDS = 5.0  # a wait shorter than this is not worth a line
+WAIT_LINE_EVERY_SECONDS = 15.0
+
+
+def waiting_text(snapshot: dict[str, Any] | None, *, now: float | None = None) -> str:
+    """ "waiting 42 s for hospital_02 (round 2 train); answered: hospital_01", or ""."""
+    if not snapshot or not snapshot.get("sites"):
+        return ""
+    now = time.time() if now is None else now
+    seconds = max(0.0, now - float(snapshot.get("since", now)))
+    if snapshot.get("what") == "connection":
+        who = ", ".join(sorted(snapshot["sites"]))
+        head = f"waiting {seconds:.0f} s for {who} to connect"
+    else:
+        who = ", ".join(f"{site} ({step})" for site, step in sorted(snapshot["sites"].items()))
+        head = f"waiting {seconds:.0f} s for {who}"
+    answered = snapshot.get("answered") or []
+    return head + (
+        f"; {'connected' if snapshot.get('what') == 'connection' else 'answered'}: {', '.join(answered)}"
+        if answered
+        else ""
+    )
 
 
 class ProgressObserver:
@@ -21,11 +47,19 @@ class ProgressObserver:
         rounds: int,
         on_round: Callable[[RoundReport], None] | None = None,
         live_plot: LivePlot | None = None,
+        on_wait: Callable[[str], None] | None = None,
+        wait_every: float = WAIT_LINE_EVERY_SECONDS,
+        wait_after: float = WAIT_LINE_AFTER_SECONDS,
     ) -> None:
         self.rows: list[dict] = []
         self.pooled: list[dict] = []
         self.stopped_reason = ""
+        self.waiting_text = ""
         self._on_round = on_round
+        self._on_wait = on_wait
+        self._wait_every = wait_every
+        self._wait_after = wait_after
+        self._wait_said: tuple[tuple[str, ...], float] = ((), 0.0)
         self._live_plot = live_plot
         self._bar = tqdm(total=rounds, desc="training rounds", unit="round", disable=not settings.progress)
 
@@ -69,6 +103,25 @@ class ProgressObserver:
 
     def study_stopped(self, reason: str) -> None:
         self.stopped_reason = reason
+
+    def waiting(self, snapshot: dict[str, Any] | None) -> None:
+        """What the coordinator waits for (run_folder.waiting()): shown on the bar, and
+        told to ``on_wait`` once the wait lasts ``wait_after`` s, when the sites waited
+        for change, then every ``wait_every`` s."""
+        text = waiting_text(snapshot)
+        if not text:
+            self.waiting_text = ""
+            return
+        self.waiting_text = text
+        self._bar.set_postfix_str(text, refresh=True)
+        sites = tuple(sorted(snapshot.get("sites", {})))
+        said, when = self._wait_said
+        waited = time.time() - float(snapshot.get("since", time.time()))
+        if waited < self._wait_after:  # the sites answer within seconds as a rule: say nothing yet
+            return
+        if self._on_wait is not None and (sites != said or time.monotonic() - when >= self._wait_every):
+            self._on_wait(text)
+            self._wait_said = (sites, time.monotonic())
 
     def close(self) -> None:
         self._bar.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,22 @@ class TrainingResult:
     stopped_reason: str = ""
     encoder: FeatureEncoder | None = None
     study_dictionary: DataDictionary | None = None  # when ranges came from a DP query
+    charges: list[Any] = field(default_factory=list)  # connected: run_folder.SiteCharge per site
+
+    @property
+    def stop_kind(self) -> str:
+        """Why the study stopped early: "refused" (a site said no: policy, budget, paused),
+        "failed" (a site failed or did not answer), or "" (it ran every round)."""
+        if not self.stopped_reason:
+            return ""
+        statuses = set(self.history["status"]) if not self.history.empty else set()
+        return "failed" if "failed" in statuses or "refused" not in statuses else "refused"
+
+    def charges_frame(self) -> pd.DataFrame:
+        """Per site: rounds charged, the project's epsilon, and what could not be confirmed."""
+        rows = [c.to_json() for c in self.charges]
+        return pd.DataFrame(rows, columns=["site", "rounds_charged", "epsilon_project", "releases", "unconfirmed"])
+
     pooled: pd.DataFrame = field(default_factory=pd.DataFrame)
     dataset_totals: dict[str, float] | None = None
 
@@ -56,7 +73,9 @@ class TrainingResult:
         h = self.history[self.history["status"] == "ok"].copy()
         out = []
         for rnd, g in h.groupby("round"):
-            w = g["num_test"]
+            w = g["num_test"].astype(float)
+            if not w.sum() > 0:  # a round whose evaluation did not run (a site failed its training)
+                continue
             out.append(
                 {
                     "round": rnd,
@@ -109,10 +128,19 @@ class TrainingResult:
             f"weighted AUC={last['auc']:.3f}, accuracy={last['accuracy']:.3f})" if last is not None else "no rounds)"
         )
         stop = f"\nStopped: {self.stopped_reason}" if self.stopped_reason else ""
-        return f"{head}\n{self.epsilon().to_string(index=False)}\n{self._statement()}{stop}"
+        charged = ""
+        if self.stopped_reason and self.charges:
+            charged = "\nWhat each site was charged:\n" + "\n".join(f"  {c.line()}" for c in self.charges)
+        return f"{head}\n{self.epsilon().to_string(index=False)}\n{self._statement()}{stop}{charged}"
 
     def _repr_html_(self) -> str:
         stop = f"<p style='color:#a00'><b>Stopped:</b> {self.stopped_reason}</p>" if self.stopped_reason else ""
+        if self.stopped_reason and self.charges:
+            stop += (
+                "<b>What each site was charged</b><ul>"
+                + "".join(f"<li>{html.escape(c.line())}</li>" for c in self.charges)
+                + "</ul>"
+            )
         return (
             f"<h4>Training result: project <code>{self.spec.project}</code></h4>{stop}"
             f"<p>{self._statement()}</p>"

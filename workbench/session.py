@@ -249,6 +249,7 @@ class Workbench:
             schema=schema_rows(dictionary=self.dictionary),
             sites=site_rows(sites=self.sites, counts=counts),
             counts=counts,
+            project=project,
         )
 
     # --- doing --------------------------------------------------------------------

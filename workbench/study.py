@@ -128,6 +128,7 @@ def run_study(
         "rounds_planned": rounds,
         "rounds_completed": int(result.weighted()["round"].max()) if not result.history.empty else 0,
         "stopped_reason": result.stopped_reason,
+        "stop_kind": result.stop_kind,
         "epsilon_per_site": {
             r.site: {"project": r.epsilon_project, "dataset_total": r.epsilon_dataset} for r in with_eps.itertuples()
         },

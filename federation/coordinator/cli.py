@@ -1,7 +1,8 @@
 """`workbench coordinator ...`: the coordinator's SuperLink, its certificates and its sites.
 
-The root CLI mounts ``app``. Errors are one line on stderr and exit code 2 (bad
-input, a folder that is not a coordinator's) or 1 (Flower refused or failed);
+The root CLI mounts ``app``. Errors are one line on stderr and an exit code of the
+one table (federation/cli_support.py): 2 bad input (a folder that is not a
+coordinator's, a site registered twice), 3 the SuperLink not running or failing;
 never a traceback.
 """
 
@@ -13,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from federation.cli_support import EXIT_FAILED
+from federation.cli_support import clear_errors
 from federation.cli_support import fail as _fail
 from federation.errors import BadInput
 
@@ -60,11 +61,15 @@ def init(
 @app.command()
 def start(folder: Path = FolderOption) -> None:
     """Start flower-superlink (TLS, --enable-supernode-auth, state and log in the folder); return once it answers."""
+    from federation.cli_support import EXIT_UNREACHABLE
+
     coordinator = _open(folder)
     try:
         handle = coordinator.start()
-    except (BadInput, RuntimeError, TimeoutError) as err:
-        raise _fail(str(err), code=EXIT_FAILED) from None
+    except BadInput as err:  # it already runs
+        raise _fail(err) from None
+    except (RuntimeError, TimeoutError) as err:  # flower-superlink exited or did not answer
+        raise _fail(str(err), code=EXIT_UNREACHABLE) from None
     typer.echo(f"SuperLink running on {coordinator.address} (PID {handle.pid}); log: {coordinator.log_path}")
     typer.echo(f"stop it with: workbench coordinator stop --folder {folder}")
 
@@ -80,6 +85,7 @@ def stop(folder: Path = FolderOption) -> None:
 
 
 @app.command("register-node")
+@clear_errors
 def register_node(
     public_key: Path = typer.Argument(
         ..., help="The site's node public key (node_key.pub from `workbench node init`)."
@@ -91,12 +97,8 @@ def register_node(
     from federation.coordinator.registry import register_node as register
 
     coordinator = _open(folder)
-    try:
-        node = register(coordinator=coordinator, public_key=public_key, name=name)
-    except (FileNotFoundError, ValueError) as err:  # a bad key file or name: exit 2
-        raise _fail(str(err)) from None
-    except BadInput as err:  # the coordinator's state (CoordinatorError): already registered, not running
-        raise _fail(str(err), code=EXIT_FAILED) from None
+    # A bad key file or name, a site registered twice: 2; the SuperLink not running: 3.
+    node = register(coordinator=coordinator, public_key=public_key, name=name)
     typer.echo(f"site {node.name} registered (Flower node id {node.node_id}).")
 
 
@@ -105,7 +107,7 @@ def status(
     folder: Path = FolderOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Whether the SuperLink runs, its address, and the registered sites."""
+    """Whether the SuperLink runs, its address, the registered sites and which are online now."""
     info = _open(folder).status()
     if as_json:
         typer.echo(json.dumps(info, indent=2))
@@ -115,4 +117,19 @@ def status(
     typer.echo(f"CA certificate: {info['ca_certificate']}")
     sites: Optional[list] = info["registered_sites"]
     typer.echo(f"registered sites: {', '.join(sites) if sites else 'none'}")
+    nodes = info["nodes"]
+    if nodes is None:
+        typer.echo(
+            "online sites: unknown (the SuperLink does not run)"
+            if not info["running_pid"]
+            else "online sites: unknown (the SuperLink did not answer)"
+        )
+    else:
+        for site in sites or []:
+            node = nodes.get(site, {"status": "registered"})
+            status = node["status"]
+            since = node.get("online_at") if status == "online" else node.get("offline_at")
+            when = f" since {since}" if since and since != "N/A" else ""
+            word = "never connected" if status == "registered" else f"{status}{when}"
+            typer.echo(f"  {site}: {word}")
     typer.echo(f"log: {info['log']}")

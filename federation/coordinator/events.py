@@ -28,7 +28,7 @@ class SiteReply:
     @classmethod
     def from_message(cls, msg: Message, *, node_names: dict[int, str]) -> SiteReply:
         node = msg.metadata.src_node_id
-        fallback = node_names.get(node, f"node {node}")
+        fallback = node_names.get(int(node), f"node {node}")
         if msg.has_error():
             return cls(site_id=fallback, status="failed", kind=InternalFault.kind, reason=msg.error.reason)
         content = msg.content

@@ -29,6 +29,7 @@ class QueryFile:
     answers: bool = True  # then have the sites answer
     timeout: float = 600.0
     prompt_grid: bool = True
+    site_names: dict[int, str] | None = None  # Flower node id -> site id (the registry)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +46,7 @@ class QueryFile:
                     "answers": self.answers,
                     "timeout": self.timeout,
                     "prompt_grid": self.prompt_grid,
+                    "site_names": {str(k): v for k, v in (self.site_names or {}).items()},
                 },
                 indent=2,
             )
@@ -65,6 +67,7 @@ class QueryFile:
             answers=bool(data["answers"]),
             timeout=float(data["timeout"]),
             prompt_grid=bool(data["prompt_grid"]),
+            site_names={int(k): str(v) for k, v in data.get("site_names", {}).items()},
         )
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
-from federation.coordinator.superlink import Coordinator, CoordinatorError
+from federation.coordinator.superlink import CONNECTION as CONNECTION_NAME
+from federation.coordinator.superlink import Coordinator, CoordinatorError, CoordinatorUnreachable
 
 NAME_RULE = "letters, digits, '-', '_' or '.', e.g. 'hospital_01'"
 
@@ -71,8 +72,9 @@ def register_node(*, coordinator: Coordinator, public_key: Path, name: str) -> R
             + (" with this key." if same else " with ANOTHER key; unregister it first if the site changed its key.")
         )
     if coordinator.running_pid() is None:
-        raise CoordinatorError(
-            f"the SuperLink of {coordinator.folder} is not running; start it with `workbench coordinator start`."
+        raise CoordinatorUnreachable(
+            f"the SuperLink of {coordinator.folder} is not running; start it with "
+            f"`workbench coordinator start --folder {coordinator.folder}`, then register the site."
         )
     answer = coordinator.flwr("supernode", "register", str(Path(public_key).resolve()), "coordinator", "--name", name)
     node = RegisteredNode(
@@ -84,3 +86,34 @@ def register_node(*, coordinator: Coordinator, public_key: Path, name: str) -> R
     nodes[name] = node
     coordinator.nodes_path.write_text(json.dumps({k: asdict(v) for k, v in nodes.items()}, indent=2))
     return node
+
+
+def site_names(coordinator: Coordinator) -> dict[int, str]:
+    """Flower node id -> site id, from the registry (Flower knows nodes by number only)."""
+    out = {}
+    for node in registered_nodes(coordinator).values():
+        try:
+            out[int(node.node_id)] = node.name
+        except ValueError:
+            continue
+    return out
+
+
+def node_statuses(coordinator: Coordinator) -> dict[str, dict[str, str]]:
+    """Per registered site, what the SuperLink says of its node now: status ("online",
+    "offline", "registered": never connected) and since when. Raises CoordinatorError when
+    the SuperLink does not answer."""
+    answer = coordinator.flwr("supernode", "ls", CONNECTION_NAME)
+    names = site_names(coordinator)
+    out: dict[str, dict[str, str]] = {}
+    for node in answer.get("nodes", []):
+        try:
+            name = names.get(int(node.get("node-id", "")), f"node {node.get('node-id')}")
+        except ValueError:
+            continue
+        out[name] = {
+            "status": str(node.get("status", "")),
+            "online_at": str(node.get("online-at", "")),
+            "offline_at": str(node.get("offline-at", "")),
+        }
+    return out

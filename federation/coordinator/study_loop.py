@@ -21,6 +21,7 @@ from federation.coordinator.events import NullObserver, RoundReport, SiteReply, 
 from federation.coordinator.range_phase import RangeFinding, find_ranges
 from federation.coordinator.strategies import build_strategy
 from federation.data.dictionary import DataDictionary
+from federation.protocol.request_info import RUN_DEADLINE_KEY
 from federation.protocol.spec import TrainingSpec
 from federation.training.features import FeatureEncoder
 
@@ -39,17 +40,32 @@ class StudyOutcome:
         return sum(1 for r in self.rounds if any(s.status == "ok" for s in r.train))
 
 
-def wait_for_sites(grid: Grid, n_sites: int, timeout: float) -> list[int]:
+def wait_for_sites(grid: Grid, n_sites: int, timeout: float, *, site_names: dict[int, str] | None = None) -> list[int]:
     """The node ids once ``n_sites`` sites are connected; TimeoutError naming how many
-    came, so the caller can say which step of the site's set-up to check."""
+    came and which registered sites did not (``site_names``: node id -> site id), so
+    the caller can say which site to check. A grid that can show it (PromptGrid) tells
+    the workbench, while it waits, which sites have not connected."""
+    names = dict(site_names or {})
     deadline = time.monotonic() + timeout
-    while len(nodes := list(grid.get_node_ids())) < n_sites:
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"only {len(nodes)} of {n_sites} sites connected within {timeout:.0f} s; "
-                "check that every site's node is started and registered."
-            )
-        time.sleep(0.2)
+    since = time.time()
+    snapshot = getattr(grid, "wait_snapshot", None)
+    try:
+        while len(nodes := list(grid.get_node_ids())) < n_sites:
+            connected = sorted(names.get(int(n), f"node {n}") for n in nodes)
+            missing = sorted(set(names.values()) - set(connected))
+            if time.monotonic() > deadline:
+                who = f"; not connected: {', '.join(missing)}" if missing else ""
+                raise TimeoutError(
+                    f"only {len(nodes)} of {n_sites} sites connected within {timeout:.0f} s{who}. Check that "
+                    "every site's node is started (`workbench node status --config node.toml` at the site) "
+                    "and registered."
+                )
+            if snapshot is not None:
+                snapshot(missing=missing, connected=connected, since=since)
+            time.sleep(0.2)
+    finally:
+        if snapshot is not None:
+            grid.clear_waiting()
     return nodes
 
 
@@ -63,12 +79,21 @@ def run_training(
     range_finding: RangeFinding | None = None,
     observer: StudyObserver | None = None,
     timeout: float = 600.0,
+    site_names: dict[int, str] | None = None,
+    deadline: float | None = None,
 ) -> StudyOutcome:
     """Run the study's rounds; with ``range_finding`` (and no encoder), first ask the
-    sites for DP ranges and build the encoder from them."""
+    sites for DP ranges and build the encoder from them.
+
+    ``site_names`` (Flower node id -> site id) names a site that fails before it
+    answers; ``deadline`` (epoch seconds) travels with every message as
+    ``run-deadline``: a site refuses the run's messages after it, whatever the
+    coordinator does."""
     observer = observer or NullObserver()
-    node_ids = wait_for_sites(grid, n_sites, timeout)
+    node_ids = wait_for_sites(grid, n_sites, timeout, site_names=site_names)
     config = spec.to_config()
+    if deadline is not None:
+        config[RUN_DEADLINE_KEY] = float(deadline)
     receipts: list[dict[str, Any]] = []
     dictionary = None
     if encoder is None:
@@ -82,7 +107,7 @@ def run_training(
         config["study-dictionary"] = json.dumps(dictionary.to_json())
     config["feature-encoder"] = encoder.to_json()
     strategy = build_strategy(spec=spec, n_sites=n_sites)
-    node_names: dict[int, str] = {}
+    node_names: dict[int, str] = dict(site_names or {})
     arrays = initial_arrays(encoder)
     outcome = StudyOutcome(arrays=arrays, receipts=receipts, encoder=encoder, dictionary=dictionary)
 
@@ -100,11 +125,15 @@ def run_training(
             if new_arrays is not None:
                 arrays = outcome.arrays = new_arrays
 
-        messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(config), grid)
-        eval_replies = list(grid.send_and_receive(messages=messages, timeout=timeout))
-        evaluate = [SiteReply.from_message(m, node_names=node_names) for m in eval_replies]
-        for reply in evaluate:
-            outcome.receipts.extend(reply.receipts)
+        evaluate: list[SiteReply] = []
+        if not any(r.status == "failed" for r in train):
+            # A site that failed training (dead, unreachable) would only make the study wait
+            # for it a second time: the round ends here, and the study stops below.
+            messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(config), grid)
+            eval_replies = list(grid.send_and_receive(messages=messages, timeout=timeout))
+            evaluate = [SiteReply.from_message(m, node_names=node_names) for m in eval_replies]
+            for reply in evaluate:
+                outcome.receipts.extend(reply.receipts)
 
         report = RoundReport(server_round, spec.rounds, tuple(train), tuple(evaluate), time.monotonic() - started)
         outcome.rounds.append(report)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.coordinator.certificates import TlsFiles, certificate_hosts, create_tls_files
-from federation.errors import BadInput
+from federation.errors import BadInput, PartyFailed
 from federation.processes import (
     BIN_DIR,
     ProcessHandle,
@@ -40,6 +40,7 @@ from federation.processes import (
     pid_alive,
     spawn,
     split_address,
+    stop_process,
     stop_process_group,
     wait_for_port,
 )
@@ -49,7 +50,12 @@ CONNECTION = "coordinator"  # the flwr CLI's name for this SuperLink
 
 
 class CoordinatorError(BadInput, RuntimeError):
-    """A coordinator folder that is missing, incomplete or not running."""
+    """A coordinator folder that is missing or incomplete, or a request it refuses (a site
+    registered twice)."""
+
+
+class CoordinatorUnreachable(PartyFailed, RuntimeError):
+    """The coordinator's SuperLink is not running, or did not answer."""
 
 
 def _bind_host(host: str) -> str:
@@ -78,7 +84,7 @@ class Coordinator:
         if (folder / CONFIG_NAME).exists():
             raise FileExistsError(
                 f"{folder} is already a coordinator folder ({CONFIG_NAME} exists); open it with "
-                "`workbench coordinator start --folder ...`, or choose a new folder."
+                f"`workbench coordinator start --folder {folder}`, or choose a new folder."
             )
         tls = create_tls_files(folder=folder / "tls", hosts=[host, *(extra_hosts or [])])
         coordinator = cls(folder=folder, address=f"{host}:{port}", bind_host=_bind_host(host))
@@ -192,6 +198,7 @@ class Coordinator:
         if (pid := self.running_pid()) is not None:
             raise CoordinatorError(f"the SuperLink of {self.folder} already runs (PID {pid}); stop it first.")
         self.database.parent.mkdir(parents=True, exist_ok=True)
+        restarted = self.database.exists()  # a previous SuperLink may have left runs unfinished
         handle = spawn(command=self.superlink_command(), log_path=self.log_path, env=engine_env(env), cwd=self.folder)
         self.pid_path.write_text(f"{handle.pid}\n")
         host = "127.0.0.1" if self.bind_host == "0.0.0.0" else self.bind_host
@@ -201,17 +208,62 @@ class Coordinator:
             handle.stop()
             self.pid_path.unlink(missing_ok=True)
             raise
+        if restarted:
+            self.stop_stale_runs()
         return handle
 
+    def stop_stale_runs(self) -> list[str]:
+        """Stop the runs a previous SuperLink of this folder left unfinished.
+
+        Their ServerApps ended with that SuperLink, but their messages would still be
+        handed to a site that connects: a study the coordinator stopped mid-way must not
+        go on at a site (the sites also refuse a message past its time to live). Returns
+        the Flower run ids stopped."""
+        try:
+            runs = self.flwr("ls", CONNECTION, timeout=60).get("runs", [])
+        except (CoordinatorError, CoordinatorUnreachable, subprocess.TimeoutExpired):
+            return []
+        stopped = []
+        for run in runs:
+            if str(run.get("status", "")).startswith("finished"):
+                continue
+            try:
+                self.flwr("stop", str(run["run-id"]), CONNECTION, timeout=60)
+                stopped.append(str(run["run-id"]))
+            except (CoordinatorError, CoordinatorUnreachable, KeyError, subprocess.TimeoutExpired):
+                continue
+        return stopped
+
     def stop(self, *, timeout: float = 15.0) -> bool:
-        """Stop this folder's SuperLink by its PID; False if it was not running."""
+        """Stop this folder's SuperLink by its PID, and the ServerApps it started (Flower
+        starts them in sessions of their own: one waiting on a site would outlive it);
+        False if it was not running."""
         pid = self.running_pid()
         if pid is None:
             self.pid_path.unlink(missing_ok=True)
             return False
+        apps = self.serverapp_pids()
         stop_process_group(pid, timeout=timeout)
+        for app in apps:
+            stop_process(app, timeout=timeout)
         self.pid_path.unlink(missing_ok=True)
         return True
+
+    def serverapp_pids(self) -> list[int]:
+        """The ``flwr-serverapp`` processes that talk to this SuperLink (its port)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if any(a.endswith("flwr-serverapp") for a in argv[:2]) and "--runtime-api-address" in argv:
+                address = argv[argv.index("--runtime-api-address") + 1 : argv.index("--runtime-api-address") + 2]
+                if address and address[0].rsplit(":", 1)[-1] == str(self.port):
+                    found.append(int(entry.name))
+        return found
 
     # --- the flwr CLI against this SuperLink -----------------------------------------
 
@@ -232,7 +284,7 @@ class Coordinator:
         try:
             answer = json.loads(proc.stdout[proc.stdout.index("{") :])
         except ValueError:
-            raise CoordinatorError(
+            raise CoordinatorUnreachable(
                 f"`flwr {' '.join(args)}` failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
                 f"\nSuperLink log:\n{log_tail(self.log_path, 5)}"
             ) from None
@@ -246,13 +298,27 @@ class Coordinator:
         return answer
 
     def status(self) -> dict[str, Any]:
-        """Whether the SuperLink runs, where, and which sites are registered."""
+        """Whether the SuperLink runs, where, which sites are registered, and which of
+        them are online now (as the SuperLink says: None when it does not run)."""
+        from federation.coordinator.registry import node_statuses
+
         nodes = json.loads(self.nodes_path.read_text()) if self.nodes_path.exists() else {}
+        running = self.running_pid()
+        statuses = None
+        if running is not None:
+            try:
+                statuses = node_statuses(self)
+            except (CoordinatorError, CoordinatorUnreachable, subprocess.TimeoutExpired):
+                statuses = None
         return {
             "folder": str(self.folder),
             "address": self.address,
-            "running_pid": self.running_pid(),
+            "running_pid": running,
             "ca_certificate": str(self.tls.ca_certificate),
             "registered_sites": sorted(nodes),
+            "online_sites": None
+            if statuses is None
+            else sorted(name for name, s in statuses.items() if s["status"] == "online"),
+            "nodes": statuses,
             "log": str(self.log_path),
         }

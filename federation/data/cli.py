@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from federation.cli_support import EXIT_BAD_INPUT, EXIT_FAILED, fail, table
+from federation.cli_support import EXIT_BAD_INPUT, fail, table
 
 app = typer.Typer()
 
@@ -21,7 +21,7 @@ app = typer.Typer()
 def check(
     data: Path = typer.Option(..., "--data", help="Per-site folder with data_dictionary.json."),
 ) -> None:
-    """Validate every site file of a folder against its data dictionary (exit 1 on any failure)."""
+    """Validate every site file of a folder against its data dictionary (exit 2 on any failure: the data breaks its rules)."""
     from federation.data.errors import DataDictionaryError, DataValidationError
     from federation.data.loader import dictionary_for_folder, load_site_data, site_files
 
@@ -31,7 +31,7 @@ def check(
         dictionary = dictionary_for_folder(folder=data)
         paths = site_files(folder=data)
     except (DataValidationError, DataDictionaryError, OSError) as error:
-        raise fail(error, code=EXIT_FAILED) from None
+        raise fail(error, code=EXIT_BAD_INPUT) from None
     failures = 0
     for path in paths:
         try:
@@ -45,7 +45,7 @@ def check(
             typer.echo(f"     warning: {warning}")
     if failures:
         typer.echo(f"error: {failures} of {len(paths)} site file(s) failed validation", err=True)
-        raise typer.Exit(code=EXIT_FAILED)
+        raise typer.Exit(code=EXIT_BAD_INPUT)
 
 
 @app.command()

@@ -32,6 +32,7 @@ class LoopbackFederation:
     dictionary_path: Path
     superlink: ProcessHandle | None = None
     nodes: dict[str, NodeHandle] = field(default_factory=dict)
+    heartbeat_seconds: float | None = None  # the nodes' heartbeat (None: Flower's 30 s)
 
     def node_config(self, site: str):
         from federation.site.config import load_node_config
@@ -49,8 +50,14 @@ class LoopbackFederation:
         config = self.node_config(site)
         register_node(coordinator=self.coordinator, public_key=config.node_public_key, name=site)
 
-    def start_site(self, site: str, *, poll_seconds: float | None = None) -> NodeHandle:
-        handle = start_node(config=self.node_config(site), poll_seconds=poll_seconds)
+    def start_site(
+        self, site: str, *, poll_seconds: float | None = None, heartbeat_seconds: float | None = None
+    ) -> NodeHandle:
+        handle = start_node(
+            config=self.node_config(site),
+            poll_seconds=poll_seconds,
+            heartbeat_seconds=heartbeat_seconds or self.heartbeat_seconds,
+        )
         self.nodes[site] = handle
         return handle
 

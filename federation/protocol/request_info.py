@@ -22,10 +22,11 @@ from federation.analytics.query import Query
 from federation.protocol.query_request import QUERY_CONFIG_KEY
 from federation.protocol.task_kinds import COST_KIND, EVALUATE, QUERY_PREFIX, RANGES, TRAIN
 
+RUN_DEADLINE_KEY = "run-deadline"  # epoch seconds: the run's messages are refused after it
 _LONG = 1000  # characters: a longer parameter (an encoder, a dictionary) is kept as its hash
 # Keys that differ between otherwise identical requests (a fresh run id per call);
 # left out of the identity used to spot repeated queries.
-_NOT_IDENTITY = ("spec-run-id", "run-id")
+_NOT_IDENTITY = ("spec-run-id", "run-id", RUN_DEADLINE_KEY)
 # Query tasks that release nothing from the data's values under a query of their own.
 _PRICED_OR_RANGES = (f"{QUERY_PREFIX}{COST_KIND}", f"{QUERY_PREFIX}{RANGES}")
 # What each kind of task is called in a malformed-request refusal (as its handler says it).
@@ -49,7 +50,13 @@ class RequestInfo:
     src_node_id: int | None
     parameters: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
+    expires_at: float | None = None  # epoch seconds: the message's own TTL, or the run's deadline
+    expires_why: str = ""  # which of the two
     query_question: str | None = None  # Query.question_id of an analytics query (read from the full text)
+
+    def expired(self, *, now: float, tolerance: float = 0.0) -> bool:
+        """Past its deadline (beyond ``tolerance`` seconds of clock difference)."""
+        return self.expires_at is not None and now > self.expires_at + tolerance
 
     @property
     def identity(self) -> str:
@@ -103,6 +110,7 @@ def describe_request(*, kind: str, msg: Message) -> RequestInfo:
         )
         return RequestInfo(kind=kind, project=None, claimed_coordinator=None, run_id=None, problem=problem, **meta)
     parameters = {str(k): _summary(v) for k, v in sorted(config.items())}
+    meta.update(_expiry(msg, config))
     if kind.startswith(QUERY_PREFIX) and kind != "query:ranges":
         project, coordinator, run_id = config.get("project"), config.get("actor"), config.get("run-id")
         missing = "query" if "query" not in config else "project" if project is None else None
@@ -124,6 +132,27 @@ def describe_request(*, kind: str, msg: Message) -> RequestInfo:
         query_question=_question(kind, config),
         **meta,
     )
+
+
+def _expiry(msg: Message, config: dict[str, Any]) -> dict[str, Any]:
+    """When the request stops being valid: its message's TTL (Flower's ``created_at +
+    ttl``: the coordinator stopped waiting then) or the run's deadline, the earlier."""
+    found: list[tuple[float, str]] = []
+    try:
+        created, ttl = float(msg.metadata.created_at), float(msg.metadata.ttl)
+        if math.isfinite(created + ttl) and created > 0:
+            found.append((created + ttl, f"the coordinator stopped waiting for this message after {ttl:.0f} s"))
+    except Exception:  # a message built without metadata (a test, a local call)
+        pass
+    if RUN_DEADLINE_KEY in config:
+        try:
+            found.append((float(config[RUN_DEADLINE_KEY]), "the run's deadline passed"))
+        except (TypeError, ValueError):
+            pass
+    if not found:
+        return {}
+    at, why = min(found)
+    return {"expires_at": at, "expires_why": why}
 
 
 def _question(kind: str, config: dict[str, Any]) -> str | None:

@@ -2,7 +2,9 @@
 command or webhook (``[alerts]`` in node.toml).
 
 Raised for: a refused request ("refused"), a request that would exceed a budget or
-the per-request cap ("over-cap"), a paused node being asked ("paused"), and the same
+the per-request cap ("over-cap"), a paused node being asked ("paused"), a request the
+node could not serve because of its own trouble ("fault": its ledger or data cannot be
+read, a disk, a permission; refusal kind "error"), and the same
 question answered afresh more than ``repeated_query_limit`` times within
 ``REPEAT_WINDOW`` ("repeated"; the audit log is the memory, so this holds across
 ClientApp processes). For an analytics query the question is its normalised identity
@@ -28,7 +30,7 @@ from federation.protocol.request_info import RequestInfo
 from federation.site.audit import TIME_FORMAT, append_audit, count_recent, utc_now
 from federation.site.config import NodePolicy
 
-REFUSED, OVER_CAP, PAUSED, REPEATED = "refused", "over-cap", "paused", "repeated"
+REFUSED, OVER_CAP, PAUSED, REPEATED, FAULT = "refused", "over-cap", "paused", "repeated", "fault"
 REPEAT_WINDOW = timedelta(hours=24)
 COMMAND_TIMEOUT_S = 10.0
 WEBHOOK_TIMEOUT_S = 5.0
@@ -71,6 +73,8 @@ def alerts_for(
         found.append((PAUSED, f"a paused node was asked for {info.kind}: {reason}"))
     elif refusal_kind == "budget":
         found.append((OVER_CAP, f"a {info.kind} request would exceed a budget: {reason}"))
+    elif refusal_kind == "error":
+        found.append((FAULT, f"the node could not serve a {info.kind} request: {reason}"))
     elif refusal_kind is not None:
         found.append((REFUSED, f"a {info.kind} request was refused ({refusal_kind}): {reason}"))
     fresh = refusal_kind is None and not replay

@@ -1,9 +1,9 @@
-"""`workbench node ...`: set up, check, start, pause and inspect a hospital's node.
+"""`workbench node ...`: set up, check, start, stop, pause and inspect a hospital's node.
 
 The root CLI mounts ``app``. Heavy imports (pandas, the ledger, Flower) happen inside
-the commands. Our own errors become one line on stderr and a non-zero exit code,
-never a traceback: 1 when a check fails or the audit log does not verify, 2 for bad
-input (a malformed node.toml, a missing file).
+the commands. Our own errors become one line on stderr and an exit code of the one
+table (federation/cli_support.py: 2 bad input, 3 the coordinator or the node's own
+processes failed, 4 an audit log or ledger that does not verify), never a traceback.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from typing import Optional
 
 import typer
 
-from federation.cli_support import EXIT_FAILED
+from federation.cli_support import EXIT_INTERNAL, clear_errors
 from federation.cli_support import fail as _fail
-from federation.errors import BadInput, InternalFault
+from federation.errors import BadInput
 from federation.site.config import NodeConfig, load_node_config
 
 app = typer.Typer(
     name="node",
-    help="A hospital's node: init, check, start, pause/resume, status and its audit log.",
+    help="A hospital's node: init, check, start/stop, pause/resume, status and its audit log.",
     no_args_is_help=True,
 )
-
-EXIT_CHECK_FAILED = EXIT_FAILED
 
 ConfigOption = typer.Option(Path("node.toml"), "--config", help="The node's node.toml.")
 
@@ -59,9 +57,13 @@ def init(
         "ledger: caps and allocations then need K members' signatures.",
     ),
 ) -> None:
-    """Write a commented node.toml and the node's key pair; print the public key to register."""
+    """Write a commented node.toml and the node's key pair; print the public key to register.
+
+    The node's Runtime port (``[node] clientappio_address``) is a free local port picked
+    now, so that several nodes on one machine each get their own."""
     import secrets
 
+    from federation.processes import free_runtime_port
     from federation.site.config import write_node_template
     from federation.site.keys import generate_node_keys
 
@@ -91,6 +93,7 @@ def init(
             coordinator_address=coordinator,
             ca_certificate=out / "ca.crt",
             node_private_key=private_key,
+            clientappio_address=f"127.0.0.1:{free_runtime_port()}",
             holdout_seed=secrets.randbelow(2**31),  # the site's own: no coordinator knows its held-out rows
             overwrite=force,
         )
@@ -124,8 +127,8 @@ def init(
         )
     typer.echo("the node's public key (send it to the coordinator; it is not secret):")
     typer.echo(f"  {line}")
-    typer.echo("the coordinator registers it with:")
-    typer.echo(f"  workbench coordinator register-node {private_key}.pub --name {site_id}")
+    typer.echo("the coordinator registers it with (--folder names the coordinator's folder):")
+    typer.echo(f"  workbench coordinator register-node {private_key}.pub --name {site_id} --folder coordinator")
     typer.echo(
         f"next: put the coordinator's CA certificate at {out / 'ca.crt'}, set [coordinator] address, then "
         f"`workbench node check --config {toml_path}`."
@@ -163,7 +166,10 @@ def _create_ledger(toml_path: Path, roster=None) -> tuple[Path, str, str | None]
 
 @app.command()
 def check(config: Path = ConfigOption) -> None:
-    """Preflight: config, data against its schema, keys, CA, ledger, audit log, coordinator."""
+    """Preflight: config, data against its schema, keys, CA, ledger, audit log, Runtime port, coordinator.
+
+    Exit 0 when every check passes; else 2 (a setting, file or the data breaks a rule),
+    3 (the coordinator cannot be reached) or 4 (the ledger or audit log does not verify)."""
     from federation.site.preflight import run_preflight
 
     result = run_preflight(config_path=config)
@@ -172,14 +178,28 @@ def check(config: Path = ConfigOption) -> None:
     failed = sum(c.status == "fail" for c in result.checks)
     if failed:
         typer.echo(f"{failed} check(s) failed: the node would not start.", err=True)
-        raise typer.Exit(code=EXIT_CHECK_FAILED)
+        raise typer.Exit(code=result.exit_code())
     typer.echo("all checks passed.")
 
 
 @app.command()
-def start(config: Path = ConfigOption) -> None:
-    """Check the node as `node check` does, then start flower-supernode with TLS and node auth."""
+@clear_errors
+def start(
+    config: Path = ConfigOption,
+    detach: bool = typer.Option(
+        False, "--detach", help="Run the node in the background; return once it is connected, and say so."
+    ),
+    timeout: float = typer.Option(
+        180.0, "--timeout", help="With --detach: seconds to wait for the coordinator to admit the node."
+    ),
+) -> None:
+    """Check the node as `node check` does, then start flower-supernode (TLS, node auth) and the site executor.
+
+    In the foreground until Ctrl-C (or `workbench node stop` from another terminal);
+    with --detach, in the background. A node runs once: a second start is refused with
+    the running PIDs."""
     from federation.site.preflight import run_preflight
+    from federation.site.supernode import check_can_start
 
     result = run_preflight(config_path=config, require_coordinator=False)
     for item in result.checks:
@@ -188,16 +208,43 @@ def start(config: Path = ConfigOption) -> None:
     if result.failed or result.config is None:
         raise _fail(
             f"the node was not started: fix the FAIL line(s) above, then run `workbench node check --config {config}`.",
-            code=EXIT_CHECK_FAILED,
+            code=result.exit_code(),
         )
-    try:
-        from federation.site.supernode import run_node
-    except ImportError as err:
-        raise _fail(f"this installation has no SuperNode launcher (federation.site.supernode: {err}).") from None
-    try:
-        run_node(config=result.config)
-    except InternalFault as err:  # NodeStartError: it could not start, or the coordinator refused it
-        raise _fail(str(err), code=EXIT_CHECK_FAILED) from None
+    node = result.config
+    check_can_start(node)  # NodeAlreadyRunning, RuntimePortTaken: exit 2, with the PID or a free port
+
+    def say(text: str) -> None:
+        typer.echo(f"site {node.site_id}: {text}", err=True)
+
+    if detach:
+        from federation.site.supernode import start_node
+
+        handle = start_node(config=node, timeout=timeout, report=say)
+        pids = handle.pids()
+        typer.echo(
+            f"site {node.site_id}: connected to the coordinator at {node.coordinator_address}; running in the "
+            f"background (node PID {handle.pid}, supernode PID {pids.get('supernode')}, executor PID "
+            f"{pids.get('executor')}). Logs: {handle.files.logs}. Stop it with "
+            f"`workbench node stop --config {config}`."
+        )
+        return
+    from federation.site.supernode import run_node
+
+    run_node(config=node, report=say)
+
+
+@app.command()
+@clear_errors
+def stop(config: Path = ConfigOption) -> None:
+    """Stop the node cleanly (its SuperNode tells the coordinator it leaves), and anything a crash left."""
+    from federation.site.supernode import stop_node
+
+    node = _load(config)
+    before = stop_node(config=node)
+    if before.state == "stopped":
+        typer.echo(f"site {node.site_id}'s node was not running; nothing to stop.")
+        return
+    typer.echo(f"site {node.site_id}'s node stopped (it was {before.describe()}).")
 
 
 @app.command()
@@ -219,7 +266,9 @@ def pause(
         path=audit_path(node.state_dir),
         entry={"kind": "pause", "time": state.when, "site": node.site_id, "who": state.who, "reason": state.reason},
     )
-    typer.echo(f"site {node.site_id} is {state.describe()}; every task is refused until `workbench node resume`.")
+    typer.echo(
+        f"site {node.site_id} is {state.describe()}; every task is refused until `workbench node resume --config {config}`."
+    )
 
 
 @app.command()
@@ -255,7 +304,7 @@ def status(
     last: int = typer.Option(5, "--last", help="How many recent audit lines to show."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Paused or not, the site and dataset, the ledger per project, the latest requests."""
+    """The node's processes (connected, starting, crashed, stopped), paused or not, the ledger, the latest requests."""
     from federation.site.status import node_status
     from privacy_budgets.errors import PrivacyBudgetError
 
@@ -312,4 +361,4 @@ def audit(
         else:
             typer.echo(result.describe())
         if not result.ok:
-            raise typer.Exit(code=EXIT_CHECK_FAILED)
+            raise typer.Exit(code=EXIT_INTERNAL)

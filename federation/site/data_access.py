@@ -20,6 +20,7 @@ from typing import Any
 
 from federation.data.dictionary import DataDictionary
 from federation.data.loader import load_site
+from federation.errors import InternalFault
 from federation.site.config import NodePolicy
 from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder, SiteArrays, prepare_site_arrays
@@ -28,8 +29,23 @@ _CACHE: OrderedDict[tuple, SiteArrays] = OrderedDict()
 _CACHE_SIZE = 4  # sites (or splits) a process keeps encoded at once
 
 
+class SiteDataMissing(InternalFault, FileNotFoundError):
+    """A running node's data file is gone (moved, renamed, an unmounted disk)."""
+
+
+def check_data_file(site: SiteConfig) -> None:
+    """SiteDataMissing, naming the file and the fix, when the site's table is not there."""
+    if not Path(site.data_path).is_file():
+        raise SiteDataMissing(
+            f"site {site.site_id}'s data file {site.data_path} is missing ([site] data in its node.toml): the "
+            "node runs, but serves nothing that reads the data until the file is back. Fix: restore the file "
+            "(or mount its disk), or correct [site] data; then run `workbench node check --config node.toml`."
+        )
+
+
 def site_dictionary(*, site: SiteConfig, config: Any = None) -> DataDictionary:
     """The site's own data dictionary; without one, the study's (DP-found ranges)."""
+    check_data_file(site)  # a data folder that vanished would read as a missing dictionary
     if site.dictionary_path.exists():
         return DataDictionary.load(site.dictionary_path)
     if config is not None and "study-dictionary" in config:
@@ -69,6 +85,7 @@ def _cache_key(*, site: SiteConfig, policy: NodePolicy, encoder: FeatureEncoder,
 
 def site_arrays(*, site: SiteConfig, policy: NodePolicy, encoder: FeatureEncoder, config: Any = None) -> SiteArrays:
     """The site's train/test split (its policy's), encoded with the study's public constants."""
+    check_data_file(site)
     key = _cache_key(site=site, policy=policy, encoder=encoder, config=config)
     if key in _CACHE:
         _CACHE.move_to_end(key)

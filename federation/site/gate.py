@@ -1,6 +1,9 @@
 """The site's policy gate: what it checks before any handler may touch the data.
 
-In order: the node is not paused; the task kind is one the site serves and its
+In order: the node is not paused; the request is not past its deadline (the
+message's own time to live, or its run's ``run-deadline``: a site never serves a
+message the coordinator stopped waiting for, so a cancelled or abandoned run stays
+stopped here whatever the coordinator does); the task kind is one the site serves and its
 policy allows; the request can be read (it names its project); the project has an
 allocation in the site's ledger (fail closed). What a request costs, and whether
 that fits the ledger and the site's per-request cap, depends on parameters the
@@ -14,9 +17,19 @@ training handler once it knows its row count.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from federation.errors import BudgetRefused, InternalFault, InvalidRequest, PausedRefused, PolicyRefused, Refused
+from federation.errors import (
+    BudgetRefused,
+    InternalFault,
+    InvalidRequest,
+    PausedRefused,
+    PolicyRefused,
+    Refused,
+    RequestExpired,
+)
 from federation.protocol.request_info import RequestInfo
 from federation.protocol.task_kinds import KNOWN_TASKS, policy_allows
 from federation.site.config import NodePolicy
@@ -40,6 +53,7 @@ class GateDecision:
 
 
 ALLOW = GateDecision()
+CLOCK_TOLERANCE_SECONDS = 5.0  # how far the coordinator's clock may run behind the site's
 
 
 def check_request(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy) -> GateDecision:
@@ -49,9 +63,21 @@ def check_request(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy) ->
         return GateDecision(
             PausedRefused(
                 f"site {site.site_id} is {pause.describe()}. It serves no task until its IT runs "
-                "`workbench node resume`.",
+                "`workbench node resume --config node.toml`.",
                 # who paused it and why are the site's business
                 public=f"site {site.site_id} is paused by its IT and serves no task until it is resumed.",
+            )
+        )
+    if info.expired(now=time.time(), tolerance=CLOCK_TOLERANCE_SECONDS):
+        when = datetime.fromtimestamp(info.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = (
+            f"site {site.site_id} serves no stale request: this {info.kind} request (run {info.run_id}) "
+            f"expired at {when}: {info.expires_why}. Nothing was run or charged. Start a new study to go on."
+        )
+        return GateDecision(
+            RequestExpired(
+                text,
+                public=text,
             )
         )
     if info.kind not in KNOWN_TASKS:
@@ -90,7 +116,9 @@ def _allocation(*, info: RequestInfo, site: SiteConfig) -> GateDecision:
         with Ledger.open(site.ledger_path, site_id=site.site_id, create=False) as ledger:
             allocation = ledger.allocation(dataset=dataset, project=project)
     except (PrivacyBudgetError, OSError) as err:
-        return GateDecision(BudgetRefused(f"site {site.site_id} cannot read its ledger: {err}"))
+        # The node's own trouble (its disk, its permissions, a damaged file), not a budget
+        # decision: refused as an error, so the alert and the coordinator say what it is.
+        return GateDecision(InternalFault(f"site {site.site_id} cannot read its ledger, so it serves nothing: {err}"))
     if allocation is None:
         return GateDecision(
             BudgetRefused(

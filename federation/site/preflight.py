@@ -23,14 +23,22 @@ OK, WARN, FAIL = "ok", "warn", "fail"
 CONNECT_TIMEOUT_S = 3.0
 
 
+# What a failed check means, for the command's exit code (federation/cli_support.py).
+BAD_INPUT, UNREACHABLE, BROKEN = "bad input", "unreachable", "broken record"
+
+
 @dataclass(frozen=True)
 class Check:
-    """One preflight line: what was checked, the verdict, what was found, and the fix."""
+    """One preflight line: what was checked, the verdict, what was found, and the fix.
+
+    ``kind`` says what a failure is: the node's settings, files or data break a rule
+    (bad input), the coordinator cannot be reached, or a record does not verify."""
 
     name: str
     status: str
     detail: str
     fix: str = ""
+    kind: str = BAD_INPUT
 
     def line(self) -> str:
         label = {OK: "ok  ", WARN: "WARN", FAIL: "FAIL"}[self.status]
@@ -48,6 +56,19 @@ class Preflight:
     @property
     def failed(self) -> bool:
         return any(c.status == FAIL for c in self.checks)
+
+    def exit_code(self) -> int:
+        """0 when nothing failed; else the code of the gravest failure (cli_support.EXIT_CODES)."""
+        from federation.cli_support import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, EXIT_UNREACHABLE
+
+        kinds = {c.kind for c in self.checks if c.status == FAIL}
+        if not kinds:
+            return EXIT_OK
+        if BROKEN in kinds:
+            return EXIT_INTERNAL
+        if BAD_INPUT in kinds:
+            return EXIT_BAD_INPUT
+        return EXIT_UNREACHABLE
 
 
 def run_preflight(*, config_path: Path, require_coordinator: bool = True) -> Preflight:
@@ -67,6 +88,7 @@ def run_preflight(*, config_path: Path, require_coordinator: bool = True) -> Pre
         _paused,
         _trusted_entities,
         _alerts,
+        _runtime_port,
     ):
         checks.append(_safely(check, config))
     reach = _safely(_coordinator, config)
@@ -77,9 +99,19 @@ def run_preflight(*, config_path: Path, require_coordinator: bool = True) -> Pre
 
 
 def _safely(check: Callable[[NodeConfig], Check], config: NodeConfig) -> Check:
+    from privacy_budgets.errors import LedgerIntegrityError, PrivacyBudgetError, environment_problem
+
     name = check.__name__.lstrip("_").replace("_", " ")
     try:
         return check(config)
+    except PrivacyBudgetError as err:  # the ledger's own messages say what and the fix (a disk, a permission)
+        kind = BROKEN if isinstance(err, LedgerIntegrityError) else BAD_INPUT
+        return Check(name, FAIL, " ".join(str(err).split()), kind=kind)
+    except OSError as err:
+        found = environment_problem(err, path=err.filename or config.state_dir / "(file)")
+        if found is None:
+            return Check(name, FAIL, f"{type(err).__name__}: {err}", "check the path and its permissions.")
+        return Check(name, FAIL, " ".join(str(found).split()).replace("The ledger", "The file"))
     except Exception as err:  # a check that breaks is a failed check, never a traceback
         return Check(
             name,
@@ -224,7 +256,10 @@ def _ledger(config: NodeConfig) -> Check:
             "ledger",
             FAIL,
             f"{path} does not verify: {report}",
-            "restore the ledger from a backup, or ask the site's ledger export and checkpoint.",
+            kind=BROKEN,
+            fix=f"stop the node (`workbench node stop --config {config.path}`) and keep the file as it is: it is the evidence. Ask the "
+            "ethics board to compare it with the last checkpoint and receipts; never replace it with an older "
+            "copy (that would erase recorded spending).",
         )
     with Ledger.open(path, site_id=config.site_id, create=False) as ledger:
         cap = ledger.cap(dataset=config.dataset)
@@ -259,6 +294,7 @@ def _audit_log(config: NodeConfig) -> Check:
                 result.describe(),
                 "keep the file as evidence, tell the site's security officer, and start a new log only "
                 "after moving this one aside.",
+                kind=BROKEN,
             )
     # The node refuses every request it cannot record (fail closed), and the only proof
     # that a log accepts appends is an append: this check writes one line to it.
@@ -356,6 +392,27 @@ def _alerts(config: NodeConfig) -> Check:
     return Check("alerts", OK, "alerts go to the audit log and " + " and ".join(targets))
 
 
+def _runtime_port(config: NodeConfig) -> Check:
+    from federation.processes import free_runtime_port, port_is_free, split_address
+    from federation.site.supernode import runtime_of
+
+    host, port = split_address(config.clientappio_address)
+    runtime = runtime_of(config)
+    if runtime.supernode is not None:
+        return Check(
+            "runtime port", OK, f"{config.clientappio_address} is this node's (supernode PID {runtime.supernode})"
+        )
+    if not port_is_free(host, port):
+        return Check(
+            "runtime port",
+            FAIL,
+            f"[node] clientappio_address {config.clientappio_address} is in use by another program (another node "
+            "on this machine?): this node's SuperNode could not serve its Runtime API there.",
+            f'set clientappio_address = "127.0.0.1:{free_runtime_port()}" (a free port now) in {config.path}.',
+        )
+    return Check("runtime port", OK, f"{config.clientappio_address} is free")
+
+
 def _coordinator(config: NodeConfig) -> Check:
     host, _, port = config.coordinator_address.rpartition(":")
     host = host.strip("[]")
@@ -370,6 +427,7 @@ def _coordinator(config: NodeConfig) -> Check:
             f"cannot open a TCP connection to {config.coordinator_address} within {CONNECT_TIMEOUT_S:g} s ({err}).",
             "check [coordinator] address, that the coordinator's SuperLink is running, and that "
             "the site's firewall allows outgoing connections to that port.",
+            kind=UNREACHABLE,
         )
     return Check(
         "coordinator",

@@ -9,7 +9,9 @@ replaces both with one process per site, started beside a SuperNode run with
 (``AcquireTask``, as SuperExec does), pulls each task's message and context,
 runs the site's real ClientApp in-process (torch is imported once, at start),
 and pushes the reply and the task's status back, using flwr's own functions for
-each step (flwr is pinned to 1.42.0; flower_tuning.check_flower_version refuses another).
+each step. Those functions are Flower's private Runtime protocol: they are declared
+and checked in flwr_compat.py, and the executor refuses to start when the installed
+Flower no longer matches them (``FlowerContractError``).
 
 The executor also decides WHAT may run: only the workbench's own ClientApp
 (``federation.site.client_app:app``, the policy gate and audit log are inside its
@@ -30,14 +32,13 @@ from dataclasses import dataclass
 
 TRUSTED_CLIENTAPP = "federation.site.client_app:app"
 POLL_SECONDS = 0.1
+EXIT_CONTRACT = 4  # cli_support.EXIT_INTERNAL: the installed Flower does not match flwr_compat.py
 
 logger = logging.getLogger("workbench.site_executor")
 
 
-def clientapp_component(fab_content: bytes) -> str:
-    """The ``clientapp`` a bundle names in its pyproject.toml."""
-    from flwr.common.config import get_fab_config
-
+def clientapp_component(fab_content: bytes, *, get_fab_config: Callable[[bytes], dict]) -> str:
+    """The ``clientapp`` a bundle names in its pyproject.toml (read with Flower's own reader)."""
     config = get_fab_config(fab_content)
     return str(config["tool"]["flwr"]["app"]["components"].get("clientapp", ""))
 
@@ -55,12 +56,13 @@ class SiteExecutor:
     """Serves the SuperNode's ClientApp tasks, one at a time, until stopped."""
 
     def __init__(self, *, runtime_api_address: str, poll_seconds: float = POLL_SECONDS) -> None:
-        from federation.flower_tuning import check_flower_version, prompt_object_pulls
+        from federation.site.flwr_compat import runtime_protocol, tune_executor
 
-        check_flower_version()
+        # Refuses to start (FlowerContractError) when Flower's Runtime protocol changed.
+        self.flwr = runtime_protocol()
         # A task is often acquired before the SuperNode has stored its message's
-        # objects: retry those pulls after 20 ms, not Flower's 1 s (flower_tuning.py).
-        prompt_object_pulls()
+        # objects: retry those pulls after 20 ms, not Flower's 1 s (flwr_contract.py).
+        self.tuning_warnings = tune_executor()
         self.runtime_api_address = runtime_api_address
         self.poll_seconds = poll_seconds
         self.stats = ExecutorStats()
@@ -76,35 +78,30 @@ class SiteExecutor:
         self._stop.set()
 
     def _client(self, token: str | None):
-        from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
-        from flwr.supercore.retry import make_simple_http_retry_invoker
-        from flwr.supercore.runtime import RuntimeHttpClient
-
+        rt = self.flwr
         interceptors = [
-            RuntimeVersionHttpInterceptor(component_name="SuperExec" if token is None else "flwr-clientapp")
+            rt.RuntimeVersionHttpInterceptor(component_name="SuperExec" if token is None else "flwr-clientapp")
         ]
         if token is not None:
-            interceptors.append(RuntimeTokenHttpInterceptor(token))
+            interceptors.append(rt.RuntimeTokenHttpInterceptor(token))
         # The Runtime API listens on loopback only (127.0.0.1), as Flower's own
         # SuperExec reaches it: plain HTTP inside the site's machine.
-        return RuntimeHttpClient.from_server_address(
+        return rt.RuntimeHttpClient.from_server_address(
             server_address=self.runtime_api_address,
             insecure=True,
             root_certificates=None,
             interceptors=interceptors,
-            retry_invoker=make_simple_http_retry_invoker(),
+            retry_invoker=rt.make_simple_http_retry_invoker(),
         )
 
     def serve_forever(self, *, on_ready: Callable[[], None] | None = None) -> None:
-        from flwr.proto.runtime_pb2 import AcquireTaskRequest
-        from flwr.supercore.constant import TaskType
-
+        rt = self.flwr
         client = self._client(None)
         if on_ready is not None:
             on_ready()
         try:
             while not self._stop.is_set():
-                res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[str(TaskType.CLIENT_APP)]))
+                res = client.AcquireTask(rt.AcquireTaskRequest(supported_task_types=[str(rt.TaskType.CLIENT_APP)]))
                 if res.HasField("task") and res.token:
                     self.run_task(token=res.token)
                 else:
@@ -114,21 +111,19 @@ class SiteExecutor:
 
     def run_task(self, *, token: str) -> None:
         """One task, as ``flwr-clientapp`` would run it, without a new process."""
-        from flwr.app import Message
-        from flwr.app.error import Error
-        from flwr.common.constant import ErrorCode, SubStatus
-        from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-        from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+        from flwr.app import Error, Message
 
+        rt = self.flwr
+        ErrorCode, SubStatus = rt.ErrorCode, rt.SubStatus  # noqa: N806 (Flower's names)
         client = self._client(token)
-        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+        heartbeat = rt.HeartbeatSender(rt.make_task_heartbeat_fn_http(client))
         heartbeat.start()
         context, message, reply = None, None, None
         sub_status, details = SubStatus.FAILED, "the site executor failed before the task ran"
         logger.debug("task acquired")
         try:
-            message, context, run, fab = pull_task_input(client)
-            component = clientapp_component(fab.content)
+            message, context, run, fab = rt.pull_task_input(client)
+            component = clientapp_component(fab.content, get_fab_config=rt.get_fab_config)
             if component != TRUSTED_CLIENTAPP:
                 self.stats.refused_bundles += 1
                 details = (
@@ -158,9 +153,9 @@ class SiteExecutor:
         finally:
             try:
                 if reply is not None and context is not None:
-                    push_message(client, reply, context)
+                    rt.push_message(client, reply, context)
             finally:
-                push_task_output(client=client, context=context, sub_status=sub_status, details=details)
+                rt.push_task_output(client=client, context=context, sub_status=sub_status, details=details)
                 if heartbeat.is_running:
                     heartbeat.stop()
                 client.close()
@@ -173,7 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
-    executor = SiteExecutor(runtime_api_address=args.runtime_api_address)
+    from federation.flwr_contract import FlowerContractError
+
+    try:
+        executor = SiteExecutor(runtime_api_address=args.runtime_api_address)
+    except FlowerContractError as err:
+        logger.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONTRACT
+    for warning in executor.tuning_warnings:
+        logger.warning("%s", warning)
     logger.info("site ClientApp imported in %.2f s; serving %s", executor.import_seconds, args.runtime_api_address)
 
     def ready() -> None:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from federation.site.audit import audit_path, recent_entries, verify_audit
 from federation.site.config import NodeConfig
+from federation.site.node_runtime import NodeRuntime
 from federation.site.pause import PauseState, read_pause
 
 _LEDGER_COLUMNS = ["dataset", "project", "limit_kind", "limit", "spent", "remaining"]
@@ -22,6 +23,7 @@ class NodeStatus:
     ledger: pd.DataFrame  # one row per dataset cap and per project allocation
     recent: pd.DataFrame  # the latest audit lines, newest last
     audit_summary: str
+    runtime: NodeRuntime | None = None  # the node's processes (None: not looked at)
 
     def to_text(self) -> str:
         c = self.config
@@ -29,7 +31,8 @@ class NodeStatus:
             f"site {c.site_id}, dataset {c.dataset} ({c.data_path})",
             f"state: {c.state_dir}",
             f"coordinator: {c.coordinator_address}",
-            "PAUSED: " + self.pause.describe() if self.pause else "running (not paused)",
+            f"node: {self.runtime.describe()}" if self.runtime is not None else "node: not looked at",
+            "PAUSED: " + self.pause.describe() if self.pause else "not paused (the kill switch is off)",
             f"policy: serves {', '.join(c.policy.allowed_tasks)}; min cell size {c.policy.min_cell_size}"
             + (
                 f"; at most epsilon {c.policy.max_epsilon_per_request:g} per request"
@@ -49,6 +52,15 @@ class NodeStatus:
         return {
             "site_id": self.config.site_id,
             "dataset": self.config.dataset,
+            "node": None
+            if self.runtime is None
+            else {
+                "state": self.runtime.state,
+                "detail": self.runtime.detail,
+                "supervisor_pid": self.runtime.supervisor,
+                "supernode_pid": self.runtime.supernode,
+                "executor_pid": self.runtime.executor,
+            },
             "paused": None if self.pause is None else vars(self.pause),
             "allowed_tasks": list(self.config.policy.allowed_tasks),
             "ledger": self.ledger.to_dict(orient="records"),
@@ -58,7 +70,10 @@ class NodeStatus:
 
 
 def node_status(*, config: NodeConfig, last: int = 5) -> NodeStatus:
-    """The node's state as `node status` shows it."""
+    """The node's state as `node status` shows it: its processes (running, connected,
+    crashed or stopped, from /proc), the kill switch, the ledger and the audit log."""
+    from federation.site.supernode import runtime_of
+
     path = audit_path(config.state_dir)
     recent = list(reversed(recent_entries(path=path, limit=last))) if last > 0 else []
     return NodeStatus(
@@ -67,6 +82,7 @@ def node_status(*, config: NodeConfig, last: int = 5) -> NodeStatus:
         ledger=_ledger_frame(config),
         recent=audit_frame(recent),
         audit_summary=verify_audit(path).describe() if path.exists() else f"{path}: no requests yet",
+        runtime=runtime_of(config),
     )
 
 

@@ -17,7 +17,19 @@ It restarts the executor if it dies (a reservation that a killed task left open
 stays in the site's ledger and keeps counting against the budget: a crash never
 frees budget), and stops when the SuperNode exits: a refusal at connection (unregistered key, unknown CA) is reported with
 Flower's reason and exit code. ``start_node`` runs the same in a background
-process (for tests and scripts) and returns a handle with the PIDs.
+process (``node start --detach``, tests, scripts) and returns once the node is
+connected; ``stop_node`` stops a node cleanly (``node stop``).
+
+A node runs once: ``run_node`` refuses to start while a process of the same node
+runs (naming its PID), and when its Runtime port is taken by something else. The
+supervisor keeps a runtime file (``state/node-runtime/pids.json``: PIDs, whether the
+SuperLink admitted the node, when it was last alive); ``node_runtime.py`` tells the
+node's state from the processes, that file adding only what no process shows.
+
+A node that crashed is refused by the SuperLink until Flower marks its old session
+offline: two heartbeats (2 x 30 s by default) after its last. From the runtime file
+its crash left, the new start estimates how long that lasts, says so on the
+terminal, and retries until then.
 """
 
 from __future__ import annotations
@@ -30,21 +42,26 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from federation.errors import InternalFault
+from federation.cli_support import exit_code_for
+from federation.errors import BadInput, PartyFailed
 from federation.processes import (
     ProcessHandle,
     engine_env,
+    free_runtime_port,
     log_tail,
     pid_alive,
+    port_is_free,
     spawn,
     split_address,
     stop_process_group,
 )
-from federation.site.supernode_process import POLL_ENV
+from federation.site.node_runtime import NodeRuntime, node_processes, read_record
+from federation.site.supernode_process import HEARTBEAT_ENV, POLL_ENV
 
 if TYPE_CHECKING:
     from federation.site.config import NodeConfig
@@ -57,16 +74,49 @@ CONNECTED_LINE = "SuperNode ID:"  # what flower-supernode logs once the SuperLin
 # Flower marks a node offline 2 heartbeats (2 x 30 s) after its last one, and refuses
 # to activate a node it still believes online: a node restarted after a crash must
 # wait for that before the SuperLink takes it back.
-ACTIVATION_WAIT_SECONDS = 90.0
+FLOWER_HEARTBEAT_SECONDS = 30.0
+HEARTBEAT_PATIENCE = 2  # Flower's HEARTBEAT_PATIENCE
+ACTIVATION_WAIT_SECONDS = 90.0  # the most a start waits for a refused activation
+ACTIVATION_MARGIN_SECONDS = 10.0  # beyond the estimated end of the previous session
 ACTIVATION_RETRY_SECONDS = 5.0
+ALIVE_EVERY_SECONDS = 5.0  # how often the supervisor records that the node is alive
+STOP_TIMEOUT_SECONDS = 30.0
 
 
-class NodeStartError(InternalFault, RuntimeError):
+class NodeStartError(PartyFailed, RuntimeError):
     """The node could not start or was refused by the coordinator."""
+
+
+class NodeAlreadyRunning(BadInput, RuntimeError):
+    """A second start of a node that runs (or left processes behind)."""
+
+
+class RuntimePortTaken(BadInput, RuntimeError):
+    """The node's Runtime address is in use by another program or node."""
 
 
 class _ActivationRefused(NodeStartError):
     """The SuperLink refused to activate this node's key (unregistered, or still online)."""
+
+
+def heartbeat_seconds_from(env: dict[str, str] | None = None) -> float:
+    raw = (env if env is not None else os.environ).get(HEARTBEAT_ENV, "")
+    try:
+        return float(raw) if raw else FLOWER_HEARTBEAT_SECONDS
+    except ValueError:
+        return FLOWER_HEARTBEAT_SECONDS
+
+
+def previous_session_refusal(record: dict | None, *, now: float | None = None) -> float:
+    """Seconds the SuperLink may still hold a crashed session of this node online
+    (0: none known). From the runtime file the crash left: when the node was last
+    alive, and its heartbeat interval."""
+    if not record or not record.get("connected"):
+        return 0.0
+    now = time.time() if now is None else now
+    alive_at = float(record.get("alive_at", 0.0))
+    heartbeat = float(record.get("heartbeat_seconds", FLOWER_HEARTBEAT_SECONDS))
+    return max(0.0, alive_at + HEARTBEAT_PATIENCE * heartbeat - now)
 
 
 @dataclass(frozen=True)
@@ -100,14 +150,53 @@ class NodeFiles:
         return self.runtime / "pids.json"
 
     @property
+    def previous_session(self) -> Path:
+        """The runtime file a crashed session left, kept for the next start's estimate."""
+        return self.runtime / "previous-session.json"
+
+    @property
     def executor_ready(self) -> Path:
         return self.runtime / "executor.ready"
 
+    def read_record(self) -> dict:
+        return read_record(self.pids) or {}
+
     def read_pids(self) -> dict[str, int]:
-        try:
-            return {k: int(v) for k, v in json.loads(self.pids.read_text()).items()}
-        except (OSError, ValueError):
-            return {}
+        """The PIDs and counters of the runtime file (numbers only)."""
+        return {k: int(v) for k, v in self.read_record().items() if isinstance(v, (int, bool))}
+
+
+def runtime_of(config: NodeConfig) -> NodeRuntime:
+    """The node's processes and state (node_runtime.py)."""
+    return node_processes(
+        config_path=Path(config.path).resolve(),
+        runtime_address=config.clientappio_address,
+        record_path=NodeFiles(Path(config.state_dir)).pids,
+    )
+
+
+def check_can_start(config: NodeConfig) -> None:
+    """NodeAlreadyRunning (with the PIDs) or RuntimePortTaken (with a free port) when
+    this node cannot start now."""
+    runtime = runtime_of(config)
+    if runtime.running:
+        raise NodeAlreadyRunning(
+            f"site {config.site_id}'s node already runs: {runtime.describe()}. A node runs once. Fix: use it as "
+            f"it is (`workbench node status --config {config.path}`), or stop it first with "
+            f"`workbench node stop --config {config.path}`."
+        )
+    if runtime.leftovers:
+        raise NodeAlreadyRunning(
+            f"site {config.site_id}'s node is {runtime.describe()}. Fix: `workbench node stop --config "
+            f"{config.path}` stops them, then start again."
+        )
+    host, port = split_address(config.clientappio_address)
+    if not port_is_free(host, port):
+        raise RuntimePortTaken(
+            f"[node] clientappio_address {config.clientappio_address} in {config.path} is in use by another "
+            "program (another node on this machine?): the SuperNode could not serve its Runtime API there. "
+            f'Fix: set clientappio_address = "127.0.0.1:{free_runtime_port()}" (a free port now) in {config.path}.'
+        )
 
 
 def node_config_argument(entries: dict[str, str]) -> str:
@@ -182,44 +271,92 @@ def _check_files(config: NodeConfig) -> None:
 class _Node:
     """The two processes of one running node and the supervision between them."""
 
-    def __init__(self, *, config: NodeConfig, env: dict[str, str] | None, poll_seconds: float | None) -> None:
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        env: dict[str, str] | None,
+        poll_seconds: float | None,
+        heartbeat_seconds: float | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
         self.files = NodeFiles(Path(config.state_dir))
         extra = dict(env or {})
         if poll_seconds is not None:
             extra[POLL_ENV] = str(poll_seconds)
+        if heartbeat_seconds is not None:
+            extra[HEARTBEAT_ENV] = str(heartbeat_seconds)
         self.env = engine_env(extra)
+        self.heartbeat_seconds = heartbeat_seconds_from(self.env)
         self.supernode: ProcessHandle | None = None
         self.executor: ProcessHandle | None = None
         self.executor_restarts = 0
         self.connected = False
+        self.state = "starting"
+        self.retry_until: float | None = None
+        self.started_at = time.time()
+        self.alive_written = 0.0
+        self.report = report or (lambda text: None)
+
+    def say(self, text: str, *, level: int = logging.INFO) -> None:
+        """To the node's log and to whoever started it (the terminal)."""
+        logger.log(level, "site %s: %s", self.config.site_id, text)
+        self.report(text)
 
     def write_pids(self) -> None:
         self.files.runtime.mkdir(parents=True, exist_ok=True)
-        pids = {"supervisor": os.getpid()}
+        now = time.time()
+        record = {
+            "supervisor": os.getpid(),
+            "connected": int(self.connected),
+            "executor_restarts": self.executor_restarts,
+            "state": self.state,
+            "started_at": self.started_at,
+            "alive_at": now,
+            "heartbeat_seconds": self.heartbeat_seconds,
+            "coordinator": self.config.coordinator_address,
+        }
         if self.supernode is not None:
-            pids["supernode"] = self.supernode.pid
+            record["supernode"] = self.supernode.pid
         if self.executor is not None:
-            pids["executor"] = self.executor.pid
-        pids["connected"] = int(self.connected)
-        pids["executor_restarts"] = self.executor_restarts
+            record["executor"] = self.executor.pid
+        if self.retry_until is not None:
+            record["retry_until"] = self.retry_until
         partial = self.files.pids.with_suffix(".partial")
-        partial.write_text(json.dumps(pids))
+        partial.write_text(json.dumps(record))
         partial.replace(self.files.pids)
+        self.alive_written = now
 
-    def start_supernode(self, *, timeout: float, activation_wait: float) -> None:
-        give_up = time.monotonic() + activation_wait
+    def keep_alive(self) -> None:
+        if time.time() - self.alive_written >= ALIVE_EVERY_SECONDS:
+            self.write_pids()
+
+    def start_supernode(self, *, timeout: float, activation_wait: float | None) -> None:
+        held = previous_session_refusal(read_record(self.files.previous_session))
+        if activation_wait is None:
+            # Retry only while a crashed session of this node may still be online there.
+            activation_wait = min(held + ACTIVATION_MARGIN_SECONDS, ACTIVATION_WAIT_SECONDS) if held else 0.0
+        started = time.monotonic()
+        give_up = started + activation_wait
         while True:
             try:
-                return self._start_supernode_once(timeout=timeout)
+                self._start_supernode_once(timeout=timeout)
+                self.state, self.retry_until = "starting", None
+                return
             except _ActivationRefused as refused:
                 if time.monotonic() + ACTIVATION_RETRY_SECONDS > give_up:
                     raise NodeStartError(str(refused)) from None
-                logger.warning(
-                    "site %s: the coordinator refused to activate this node; if it ran moments ago, the "
-                    "coordinator still marks it online (about 60 s after its last heartbeat). Retrying in %.0f s.",
-                    self.config.site_id,
-                    ACTIVATION_RETRY_SECONDS,
+                left = give_up - time.monotonic()
+                self.state, self.retry_until = "waiting", time.time() + left
+                self.write_pids()
+                estimate = max(held - (time.monotonic() - started), 0.0)
+                self.say(
+                    "the coordinator refuses this node for now: it still holds the session of this node that "
+                    f"ended without shutting down online, for about {estimate:.0f} s more (Flower marks a node "
+                    f"offline {HEARTBEAT_PATIENCE} heartbeats of {self.heartbeat_seconds:g} s after its last). "
+                    f"Retrying every {ACTIVATION_RETRY_SECONDS:.0f} s for up to {left:.0f} s.",
+                    level=logging.WARNING,
                 )
                 time.sleep(ACTIVATION_RETRY_SECONDS)
 
@@ -259,9 +396,11 @@ class _Node:
             activation = True
             why = (
                 f"the coordinator at {address} refused this node: its public key "
-                f"({self.config.node_private_key}.pub) is not registered (send it to the coordinator: "
-                "`workbench coordinator register-node KEY.pub --name SITE`), or a session of this node that "
-                "ended moments ago is still marked online there (wait a minute and start again)"
+                f"({self.config.node_private_key}.pub) is not registered (send it to the coordinator, who runs "
+                f"`workbench coordinator register-node {self.config.node_private_key}.pub --name "
+                f"{self.config.site_id} --folder COORDINATOR_FOLDER`), or a session of this node that ended "
+                "without shutting down moments ago is still marked online there (Flower holds it for 2 "
+                "heartbeats, about 60 s: start again after that)"
             )
         else:
             why = "flower-supernode stopped"
@@ -295,7 +434,10 @@ class _Node:
         for handle in (self.executor, self.supernode):
             if handle is not None:
                 handle.stop()
+        # A clean stop: the SuperNode told the SuperLink it leaves (Flower's DeactivateNode),
+        # so no previous session is held online and none is remembered.
         self.files.pids.unlink(missing_ok=True)
+        self.files.previous_session.unlink(missing_ok=True)
         self.files.executor_ready.unlink(missing_ok=True)
 
 
@@ -305,19 +447,28 @@ def run_node(
     stop: threading.Event | None = None,
     env: dict[str, str] | None = None,
     poll_seconds: float | None = None,
+    heartbeat_seconds: float | None = None,
     connect_timeout: float = 120.0,
-    activation_wait: float = ACTIVATION_WAIT_SECONDS,
+    activation_wait: float | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> None:
     """Run the site's node until interrupted (SIGINT, SIGTERM or ``stop``).
 
-    Raises NodeStartError when the node cannot start or the coordinator refuses
-    it (with Flower's reason), or when the SuperNode stops on its own. A refused
-    activation is retried for ``activation_wait`` seconds: after a crash the
-    coordinator takes about a minute to mark the old session offline.
+    Raises NodeAlreadyRunning or RuntimePortTaken when it cannot start here, and
+    NodeStartError when the node cannot start or the coordinator refuses it (with
+    Flower's reason), or when the SuperNode stops on its own. A refused activation is
+    retried while a session of this node that crashed may still be held online at the
+    coordinator (estimated from the runtime file the crash left; ``activation_wait``
+    seconds instead when given). ``report`` receives what the operator should see on
+    the terminal (connected, refused for how long, stopping).
     """
     _check_files(config)
+    check_can_start(config)
     files = NodeFiles(Path(config.state_dir))
     files.logs.mkdir(parents=True, exist_ok=True)
+    files.runtime.mkdir(parents=True, exist_ok=True)
+    if files.pids.exists():  # the runtime file of a session that did not stop cleanly
+        files.pids.replace(files.previous_session)
     handler = logging.FileHandler(files.node_log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
@@ -327,23 +478,25 @@ def run_node(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    node = _Node(config=config, env=env, poll_seconds=poll_seconds)
+    node = _Node(config=config, env=env, poll_seconds=poll_seconds, heartbeat_seconds=heartbeat_seconds, report=report)
     try:
-        logger.info("site %s: starting (coordinator %s)", config.site_id, config.coordinator_address)
+        node.write_pids()
+        node.say(f"starting (coordinator {config.coordinator_address})")
         # The SuperNode first: a refusal by the coordinator (unregistered key, wrong CA)
         # is known in seconds, before the executor spends seconds importing torch.
         # Messages that arrive meanwhile wait in the SuperNode for the executor.
         node.start_supernode(timeout=connect_timeout, activation_wait=activation_wait)
         node.start_executor(timeout=connect_timeout)
-        node.connected = True
+        node.connected, node.state = True, "connected"
         node.write_pids()
-        logger.info(
-            "site %s: connected; supernode PID %d, executor PID %d",
-            config.site_id,
-            node.supernode.pid,
-            node.executor.pid,
+        files.previous_session.unlink(missing_ok=True)
+        node.say(
+            f"connected to the coordinator at {config.coordinator_address}; serving (node PID {os.getpid()}, "
+            f"supernode PID {node.supernode.pid}, executor PID {node.executor.pid}). Stop it with "
+            f"`workbench node stop --config {config.path}`."
         )
         while not stop.wait(0.5):
+            node.keep_alive()
             if not node.supernode.alive():
                 code = node.supernode.returncode()
                 raise NodeStartError(
@@ -351,15 +504,14 @@ def run_node(
                 )
             if not node.executor.alive():
                 node.executor_restarts += 1
-                logger.warning(
-                    "site %s: the site executor died (code %s); restarting it (restart %d)",
-                    config.site_id,
-                    node.executor.returncode(),
-                    node.executor_restarts,
+                node.say(
+                    f"the site executor died (code {node.executor.returncode()}); restarting it "
+                    f"(restart {node.executor_restarts})",
+                    level=logging.WARNING,
                 )
                 node.start_executor(timeout=connect_timeout)
                 node.write_pids()
-        logger.info("site %s: stopping", config.site_id)
+        node.say("stopping")
     finally:
         node.stop()
         for sig, old in previous.items():
@@ -400,40 +552,68 @@ def start_node(
     config: NodeConfig,
     env: dict[str, str] | None = None,
     poll_seconds: float | None = None,
+    heartbeat_seconds: float | None = None,
     timeout: float = 180.0,
-    activation_wait: float = ACTIVATION_WAIT_SECONDS,
+    activation_wait: float | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> NodeHandle:
     """Run ``run_node`` for ``config`` in a background process; return once the node
-    is connected and its executor ready (or raise NodeStartError with the reason)."""
+    is connected and its executor ready (or raise with the reason: NodeAlreadyRunning,
+    RuntimePortTaken, NodeStartError). ``report`` is told when the coordinator refuses
+    the node for a while (a restart after a crash), and for how long."""
+    check_can_start(config)
     files = NodeFiles(Path(config.state_dir))
-    files.pids.unlink(missing_ok=True)
     extra = dict(env or {})
     if poll_seconds is not None:
         extra[POLL_ENV] = str(poll_seconds)
-    process = spawn(
-        command=[
-            sys.executable,
-            "-m",
-            "federation.site.supernode",
-            "--config",
-            str(config.path),
-            "--activation-wait",
-            str(activation_wait),
-        ],
-        log_path=files.logs / "node-process.log",
-        env=engine_env(extra),
-    )
+    if heartbeat_seconds is not None:
+        extra[HEARTBEAT_ENV] = str(heartbeat_seconds)
+    command = [sys.executable, "-m", "federation.site.supernode", "--config", str(Path(config.path).resolve())]
+    if activation_wait is not None:
+        command += ["--activation-wait", str(activation_wait)]
+    process = spawn(command=command, log_path=files.logs / "node-process.log", env=engine_env(extra))
     handle = NodeHandle(process=process, files=files)
     deadline = time.monotonic() + timeout
+    told_until = None
     while time.monotonic() < deadline:
         if not process.alive():
             raise NodeStartError(f"the node stopped: {log_tail(process.log_path, 12)}")
-        pids = handle.pids()
-        if pids.get("connected"):
-            return handle
+        record = files.read_record()
+        if record.get("supervisor") == process.pid:  # not a record a crashed session left
+            if record.get("connected"):
+                return handle
+            if record.get("state") == "waiting" and record.get("retry_until") != told_until and report is not None:
+                told_until = record.get("retry_until")
+                report(
+                    "the coordinator refuses this node for now: it still holds the session of this node that ended "
+                    "without shutting down online (Flower marks a node offline 2 heartbeats after its last); "
+                    f"retrying for up to {max(float(told_until) - time.time(), 0):.0f} s more."
+                )
         time.sleep(0.2)
     handle.stop()
     raise NodeStartError(f"the node was not ready within {timeout:.0f} s; see {files.logs}.")
+
+
+def stop_node(*, config: NodeConfig, timeout: float = STOP_TIMEOUT_SECONDS) -> NodeRuntime:
+    """Stop the node of ``config`` cleanly (SIGTERM to its supervisor, which stops the
+    SuperNode, which tells the SuperLink it leaves), then anything it left; returns
+    what ran before (state "stopped": nothing ran)."""
+    runtime = runtime_of(config)
+    if runtime.supervisor is not None:
+        stop_process_group(runtime.supervisor, timeout=timeout)
+        if pid_alive(runtime.supervisor):  # a foreground `node start` is not a group leader
+            os.kill(runtime.supervisor, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(runtime.supervisor) and time.monotonic() < deadline:
+                time.sleep(0.1)
+    for pid in runtime.leftovers:
+        if pid_alive(pid):
+            stop_process_group(pid, timeout=timeout)
+    files = NodeFiles(Path(config.state_dir))
+    if runtime.state == "crashed" and files.pids.exists():
+        # Keep what the crash left for the next start's estimate of the SuperLink's refusal.
+        files.pids.replace(files.previous_session)
+    return runtime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,16 +624,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--activation-wait",
         type=float,
-        default=ACTIVATION_WAIT_SECONDS,
-        help="Seconds to keep retrying a refused activation (after a crash).",
+        default=None,
+        help="Seconds to keep retrying a refused activation (default: while a crashed session may be held).",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         run_node(config=load_node_config(args.config), activation_wait=args.activation_wait)
-    except NodeStartError as err:
+    except (NodeStartError, NodeAlreadyRunning, RuntimePortTaken) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 3
+        return exit_code_for(err)
     return 0
 
 

@@ -72,7 +72,7 @@ def test_check_passes_a_good_folder_and_names_the_culprit_in_a_broken_one(tmp_pa
     frame.to_csv(folder / "hospital_02.csv", index=False)
     (folder / "hospital_02.parquet").unlink()
     broken = runner.invoke(app, ["check", "--data", str(folder)])
-    assert broken.exit_code == 1
+    assert broken.exit_code == 2
     assert "FAIL hospital_02.csv, row 17, column 'age': 'forty' is not a number" in broken.stderr
     assert "error: 1 of 3 site file(s) failed validation" in broken.stderr
     assert "ok   hospital_03.parquet" in broken.stdout  # the other sites are still checked
@@ -81,10 +81,10 @@ def test_check_passes_a_good_folder_and_names_the_culprit_in_a_broken_one(tmp_pa
 
 def test_check_on_a_missing_folder_or_dictionary_exits_1(tmp_path):
     missing = runner.invoke(app, ["check", "--data", str(tmp_path / "absent")])
-    assert missing.exit_code == 1 and "the folder does not exist" in missing.stderr
+    assert missing.exit_code == 2 and "the folder does not exist" in missing.stderr
     (tmp_path / "a.csv").write_text("x\n1\n")
     no_dictionary = runner.invoke(app, ["check", "--data", str(tmp_path)])
-    assert no_dictionary.exit_code == 1 and "DP range query" in no_dictionary.stderr
+    assert no_dictionary.exit_code == 2 and "DP range query" in no_dictionary.stderr
 
 
 def test_dictionary_prints_one_row_per_column(tmp_path):

@@ -59,7 +59,7 @@ def test_coordinator_commands_init_start_register_status_stop(tmp_path):
         twice = _workbench(
             "coordinator", "register-node", str(tmp_path / "site_key.pub"), "--name", "site_a", "--folder", str(folder)
         )
-        assert twice.returncode == 1 and "already registered" in twice.stderr
+        assert twice.returncode == 2 and "already registered" in twice.stderr
         status = json.loads(_workbench("coordinator", "status", "--json", "--folder", str(folder)).stdout)
         assert status["running_pid"] == pid and status["registered_sites"] == ["site_a"]
     finally:

@@ -23,6 +23,7 @@ import pytest
 from federation.processes import pid_alive
 from federation.site.audit import audit_path, recent_entries, verify_audit
 from federation.site.pause import pause_node, resume_node
+from federation.site.supernode_process import TUNED_LINE
 from privacy_budgets.reconciliation import reconcile
 from workbench.session import Workbench
 
@@ -62,6 +63,9 @@ def test_engines_run_with_tls_and_node_authentication(loopback):
         assert node[node.index("--root-certificates") + 1] == str(loopback.node_config(site).ca_certificate)
         assert "--auth-supernode-private-key" in node and "--insecure" not in node
         assert node[node.index("--isolation") + 1] == "process"  # no ClientApp process per message
+        # Every timer patch took effect in the real SuperNode (flwr_compat.py), none fell back.
+        supernode_log = loopback.nodes[site].files.supernode_log.read_text()
+        assert TUNED_LINE in supernode_log and "left as Flower's" not in supernode_log
     # The Fleet/Control port speaks TLS only: a plain-HTTP request gets no HTTP answer.
     conn = http.client.HTTPConnection("127.0.0.1", loopback.coordinator.port, timeout=5)
     with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
@@ -216,8 +220,18 @@ def test_node_killed_mid_round_leaves_verifiable_records_and_serves_after_restar
     assert not study.is_alive()
     result = outcome["result"]
     # Killed right after its round-1 reservation: its reply is lost in round 1, or (if the
-    # update got out first) the next message finds no node; either way the study says so.
-    assert re.search(r"failed round [12]: no reply from node \d+ within 20 s", result.stopped_reason)
+    # update got out first) the next message finds no node; either way the study names the
+    # site (not a Flower node id) and lists what each site was charged.
+    # (Our 20 s wait, or Flower's own error reply once the message's time to live passed.)
+    said = rf"Site {site} failed round [12]: (no reply from site {site} within 20 s|site {site} did not answer round)"
+    assert re.search(said, result.stopped_reason), result.stopped_reason
+    assert result.stop_kind == "failed"
+    charges = {c.site: c for c in result.charges}
+    assert sorted(charges) == loopback.sites
+    assert charges[site].unconfirmed  # its lost step: it may have been charged, its ledger says
+    for other in set(loopback.sites) - {site}:
+        with loopback.ledger(other) as ledger:
+            assert charges[other].epsilon_project == pytest.approx(ledger.spent(dataset=other, project="crash"))
     assert not any(pid_alive(pids[n]) for n in ("supervisor", "executor", "supernode"))
 
     with loopback.ledger(site) as ledger:

@@ -128,10 +128,14 @@ def test_a_failing_handler_is_an_error_refusal_and_still_logged(node):
     assert refusal["kind"] == "error"
     assert refusal["reason"] == "the site could not complete this request; nothing was released."
     request, alert = _requests(node)[-2:]
-    assert request["decision"]["refusal_kind"] == "error" and alert["alert"] == "refused"
-    # the story (with the site's path) stays in its audit log, under the incident id
-    assert request["decision"]["reason"].startswith("site hospital-a could not complete train: ")
-    assert "hospital_01.parquet" in request["decision"]["reason"]
+    # The alert names the node's own trouble, not a refusal by policy or budget.
+    assert request["decision"]["refusal_kind"] == "error" and alert["alert"] == "fault"
+    # the story (with the site's path) stays in its audit log, under the incident id;
+    # said as it is: the data file is missing (not "no data dictionary"), with the fix
+    story = request["decision"]["reason"]
+    assert story.startswith("site hospital-a's data file ")
+    assert f"data file {node.config.data_path} is missing ([site] data in its node.toml)" in story
+    assert "workbench node check" in story and "dictionary" not in story
     assert request["decision"]["incident"] == refusal["incident"]
 
 

@@ -97,7 +97,7 @@ def test_set_cap_allocate_checkpoint_verify(spent_ledger, tmp_path):
         fp = ledger.public_key_fingerprint
     assert invoke("verify", "--ledger", spent_ledger, "--public-key", fp).exit_code == 0
     bad = invoke("verify", "--ledger", spent_ledger, "--public-key", "ed25519:SHA256:" + "0" * 64)
-    assert bad.exit_code == 1 and bad.output.startswith("FAILED at seq 1")
+    assert bad.exit_code == 4 and bad.output.startswith("FAILED at seq 1")
 
 
 def test_verify_exits_1_on_tampering(spent_ledger):
@@ -107,7 +107,7 @@ def test_verify_exits_1_on_tampering(spent_ledger):
         conn.execute("UPDATE entries SET purpose = 'edited' WHERE seq = 5")
         conn.execute("UPDATE entries SET details_json = '{broken' WHERE seq = 2")
     result = invoke("verify", "--ledger", spent_ledger)
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     assert "FAILED at seq 2: entry seq 2 was altered" in result.output
     listing = invoke("history", "--ledger", spent_ledger, "--json")  # still listed, not a traceback
     assert listing.exit_code == 0
@@ -128,7 +128,7 @@ def test_report_and_reconcile_commands(spent_ledger, tmp_path):
     assert result.exit_code == 0 and result.output.startswith("Reconciled: 1 receipts")
     (tmp_path / "none.json").write_text("[]")
     result = invoke("reconcile", "--receipts", tmp_path / "none.json", "--export", export)
-    assert result.exit_code == 1 and "unknown_to_coordinator" in result.output
+    assert result.exit_code == 4 and "unknown_to_coordinator" in result.output
 
 
 @pytest.mark.parametrize(
