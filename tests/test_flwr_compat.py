@@ -31,6 +31,8 @@ ALL = (
     site_compat.LOG_TIMESTAMPS,
     *site_compat.RUNTIME_PROTOCOL,
     *coordinator_compat.SERVERAPP_TIMERS,
+    *coordinator_compat.SUPERLINK_APP,
+    coordinator_compat.FLEET_ROUTER,
 )
 
 
@@ -167,3 +169,17 @@ def test_the_runtime_protocol_resolves_to_flowers_own_objects():
     protocol = site_compat.runtime_protocol()
     assert protocol.push_task_output is run_clientapp.push_task_output
     assert hasattr(protocol.RuntimeHttpClient, "from_server_address")
+
+
+def test_every_fleet_call_the_gate_lets_through_is_one_of_flowers():
+    # A Flower that renamed a Fleet call would leave the sites refused at the gate.
+    assert coordinator_compat.fleet_call_problems() == []
+
+
+def test_the_coordinator_does_not_start_unlocked_on_a_changed_flower(monkeypatch):
+    cli = _module(coordinator_compat.SUPERLINK_CLI)
+    monkeypatch.delattr(cli, "_parse_superlink_lifespan_config")
+    with pytest.raises(
+        FlowerContractError, match=r"coordinator's SuperLink .*_parse_superlink_lifespan_config is gone"
+    ):
+        coordinator_compat.locked_superlink_app(flower_args=[], operator_port=1)

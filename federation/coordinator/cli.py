@@ -45,12 +45,19 @@ def init(
     extra_host: list[str] = typer.Option(
         [], "--extra-host", help="Another name or IP the certificate should cover (repeatable)."
     ),
+    control_port: Optional[int] = typer.Option(
+        None,
+        "--control-port",
+        help="Loopback port of the Control and Runtime APIs (this machine only); default: a port free now.",
+    ),
 ) -> None:
     """Make the coordinator folder: a CA, a server certificate for ADDRESS (and 127.0.0.1), coordinator.toml."""
     from federation.coordinator.superlink import Coordinator
 
     try:
-        coordinator = Coordinator.init(folder=folder, address=address, extra_hosts=list(extra_host))
+        coordinator = Coordinator.init(
+            folder=folder, address=address, extra_hosts=list(extra_host), control_port=control_port
+        )
     except (ValueError, FileExistsError) as err:
         raise _fail(str(err)) from None
     typer.echo(f"coordinator folder {coordinator.folder} for {coordinator.address}")
@@ -70,7 +77,10 @@ def start(folder: Path = FolderOption) -> None:
         raise _fail(err) from None
     except (RuntimeError, TimeoutError) as err:  # flower-superlink exited or did not answer
         raise _fail(str(err), code=EXIT_UNREACHABLE) from None
-    typer.echo(f"SuperLink running on {coordinator.address} (PID {handle.pid}); log: {coordinator.log_path}")
+    typer.echo(
+        f"SuperLink running (PID {handle.pid}): sites dial {coordinator.address} (Fleet API only); "
+        f"Control and Runtime APIs on {coordinator.operator_address} (this machine only); log: {coordinator.log_path}"
+    )
     typer.echo(f"stop it with: workbench coordinator stop --folder {folder}")
 
 
@@ -114,6 +124,7 @@ def status(
         return
     running = f"running (PID {info['running_pid']})" if info["running_pid"] else "not running"
     typer.echo(f"SuperLink {info['address']}: {running}")
+    typer.echo(f"Control and Runtime APIs (this machine only): {info['operator_address']}")
     typer.echo(f"CA certificate: {info['ca_certificate']}")
     sites: Optional[list] = info["registered_sites"]
     typer.echo(f"registered sites: {', '.join(sites) if sites else 'none'}")

@@ -5,12 +5,15 @@ coordinator's address, ``coordinator.toml``); ``start`` runs ``flower-superlink`
 with TLS, ``--enable-supernode-auth`` (only registered node keys may connect),
 its state in ``state/superlink.db`` and its log in ``logs/superlink.log``, and
 ``--disable-runtime-dependency-installation`` (a study's app bundle never
-installs packages at the coordinator). One port serves the sites (Fleet API) and
-the workbench (Control API).
+installs packages at the coordinator). It runs locked (superlink_process.py,
+api_gate.py): the address the sites dial answers only the Fleet calls of a
+registered node and a health check; the Control API (``flwr run``, node
+registration) and the Runtime API (the ServerApps) answer on
+``127.0.0.1:<control-port>``, to this machine only.
 
 Folder layout::
 
-    coordinator.toml     address the sites dial, and the host the SuperLink binds
+    coordinator.toml     address the sites dial, the host the SuperLink binds, the operator's loopback port
     tls/                 ca.crt (give it to every site), ca.key, server.pem, server.key
     state/superlink.db   the SuperLink's own state (runs, registered nodes)
     logs/superlink.log
@@ -25,6 +28,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,7 @@ from federation.processes import (
     BIN_DIR,
     ProcessHandle,
     engine_env,
+    free_runtime_port,
     log_tail,
     pid_alive,
     spawn,
@@ -47,6 +52,8 @@ from federation.processes import (
 
 CONFIG_NAME = "coordinator.toml"
 CONNECTION = "coordinator"  # the flwr CLI's name for this SuperLink
+CONTROL_PORT_KEY = "control-port"
+OPERATOR_HOST = "127.0.0.1"  # the Control and Runtime APIs answer here only
 
 
 class CoordinatorError(BadInput, RuntimeError):
@@ -66,6 +73,20 @@ def _bind_host(host: str) -> str:
         return "127.0.0.1" if host == "localhost" else "0.0.0.0"
 
 
+def _control_port(port: int | None, *, sites_port: int) -> int:
+    """The operator's loopback port: the one given, else one free now."""
+    if port is None:
+        port = free_runtime_port(OPERATOR_HOST)
+        while port == sites_port:
+            port = free_runtime_port(OPERATOR_HOST)
+    if not 0 < int(port) < 65536 or int(port) == sites_port:
+        raise CoordinatorError(
+            f"control port {port!r}: the operator's port must be a TCP port (1-65535) other than the sites' "
+            f"port {sites_port}. Fix: choose another --control-port, or leave it out (a free port is chosen)."
+        )
+    return int(port)
+
+
 @dataclass(frozen=True)
 class Coordinator:
     """A coordinator folder (see the module docstring for its layout)."""
@@ -73,29 +94,40 @@ class Coordinator:
     folder: Path
     address: str
     bind_host: str
+    control_port: int
 
     # --- making and opening ---------------------------------------------------------
 
     @classmethod
-    def init(cls, *, folder: Path, address: str, extra_hosts: list[str] | None = None) -> Coordinator:
-        """A new coordinator folder for ``address`` (HOST:PORT the sites will dial)."""
+    def init(
+        cls, *, folder: Path, address: str, extra_hosts: list[str] | None = None, control_port: int | None = None
+    ) -> Coordinator:
+        """A new coordinator folder for ``address`` (HOST:PORT the sites will dial);
+        ``control_port``: the loopback port of the Control and Runtime APIs (by
+        default a port free now, kept in coordinator.toml)."""
         folder = Path(folder).resolve()
         host, port = split_address(address)
+        control_port = _control_port(control_port, sites_port=port)
         if (folder / CONFIG_NAME).exists():
             raise FileExistsError(
                 f"{folder} is already a coordinator folder ({CONFIG_NAME} exists); open it with "
                 f"`workbench coordinator start --folder {folder}`, or choose a new folder."
             )
         tls = create_tls_files(folder=folder / "tls", hosts=[host, *(extra_hosts or [])])
-        coordinator = cls(folder=folder, address=f"{host}:{port}", bind_host=_bind_host(host))
+        coordinator = cls(
+            folder=folder, address=f"{host}:{port}", bind_host=_bind_host(host), control_port=control_port
+        )
         (folder / CONFIG_NAME).write_text(
             "# Written by `workbench coordinator init`.\n"
             "# address: HOST:PORT the sites dial (their node.toml's coordinator address);\n"
             "#          the server certificate in tls/ is valid for: "
             f"{', '.join(certificate_hosts(tls.server_certificate))}\n"
             "# bind-host: where the SuperLink listens (loopback for a loopback address).\n"
+            "# control-port: the Control and Runtime APIs (flwr run, node registration, the\n"
+            "#               ServerApps) answer on 127.0.0.1 at this port only, never to the sites.\n"
             f'address = "{coordinator.address}"\n'
             f'bind-host = "{coordinator.bind_host}"\n'
+            f"{CONTROL_PORT_KEY} = {control_port}\n"
         )
         for sub in ("state", "logs", "runs"):
             (folder / sub).mkdir(exist_ok=True)
@@ -112,7 +144,19 @@ class Coordinator:
                 "`workbench coordinator init --folder DIR --address HOST:PORT`."
             )
         data = tomllib.loads(config_path.read_text())
-        coordinator = cls(folder=folder, address=str(data["address"]), bind_host=str(data.get("bind-host", "0.0.0.0")))
+        address = str(data["address"])
+        control_port = data.get(CONTROL_PORT_KEY)
+        if control_port is None:  # a folder from before the lock: give it an operator's port once
+            control_port = _control_port(None, sites_port=split_address(address)[1])
+            with config_path.open("a") as fh:
+                fh.write(f"{CONTROL_PORT_KEY} = {control_port}\n")
+        coordinator = cls(
+            folder=folder,
+            address=address,
+            bind_host=str(data.get("bind-host", "0.0.0.0")),
+            control_port=int(control_port),
+        )
+        coordinator.write_flwr_connection()
         if not coordinator.tls.exist():
             raise CoordinatorError(
                 f"{folder / 'tls'} lacks its certificates; make a new folder with `workbench coordinator init`."
@@ -128,6 +172,11 @@ class Coordinator:
     @property
     def port(self) -> int:
         return split_address(self.address)[1]
+
+    @property
+    def operator_address(self) -> str:
+        """Where the Control and Runtime APIs answer: loopback, this machine only."""
+        return f"{OPERATOR_HOST}:{self.control_port}"
 
     @property
     def database(self) -> Path:
@@ -160,7 +209,7 @@ class Coordinator:
             "[superlink]\n"
             f'default = "{CONNECTION}"\n\n'
             f"[superlink.{CONNECTION}]\n"
-            f'address = "{self.address}"\n'
+            f'address = "{self.operator_address}"\n'
             f'root-certificates = "{self.tls.ca_certificate}"\n'
         )
 
@@ -169,7 +218,11 @@ class Coordinator:
     def superlink_command(self) -> list[str]:
         tls = self.tls
         return [
-            str(BIN_DIR / "flower-superlink"),
+            sys.executable,
+            "-m",
+            "federation.coordinator.superlink_process",
+            "--sites-address",
+            f"{self.bind_host}:{self.port}",
             "--ssl-ca-certfile",
             str(tls.ca_certificate),
             "--ssl-certfile",
@@ -181,9 +234,9 @@ class Coordinator:
             str(self.database),
             "--disable-runtime-dependency-installation",
             "--host",
-            self.bind_host,
+            OPERATOR_HOST,
             "--port",
-            str(self.port),
+            str(self.control_port),
         ]
 
     def running_pid(self) -> int | None:
@@ -204,6 +257,9 @@ class Coordinator:
         host = "127.0.0.1" if self.bind_host == "0.0.0.0" else self.bind_host
         try:
             wait_for_port(host=host, port=self.port, process=handle, timeout=timeout, what="flower-superlink")
+            wait_for_port(
+                host=OPERATOR_HOST, port=self.control_port, process=handle, timeout=timeout, what="flower-superlink"
+            )
         except BaseException:
             handle.stop()
             self.pid_path.unlink(missing_ok=True)
@@ -250,7 +306,8 @@ class Coordinator:
         return True
 
     def serverapp_pids(self) -> list[int]:
-        """The ``flwr-serverapp`` processes that talk to this SuperLink (its port)."""
+        """The ``flwr-serverapp`` processes that talk to this SuperLink (its Runtime API
+        answers on the operator's port)."""
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -261,7 +318,7 @@ class Coordinator:
                 continue
             if any(a.endswith("flwr-serverapp") for a in argv[:2]) and "--runtime-api-address" in argv:
                 address = argv[argv.index("--runtime-api-address") + 1 : argv.index("--runtime-api-address") + 2]
-                if address and address[0].rsplit(":", 1)[-1] == str(self.port):
+                if address and address[0].rsplit(":", 1)[-1] == str(self.control_port):
                     found.append(int(entry.name))
         return found
 
@@ -313,6 +370,7 @@ class Coordinator:
         return {
             "folder": str(self.folder),
             "address": self.address,
+            "operator_address": self.operator_address,
             "running_pid": running,
             "ca_certificate": str(self.tls.ca_certificate),
             "registered_sites": sorted(nodes),

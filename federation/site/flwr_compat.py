@@ -74,6 +74,12 @@ RUNTIME_PROTOCOL = (
         params=("component_name",),
     ),
     Private("flwr.supercore.interceptors", "RuntimeTokenHttpInterceptor", why="a task's token", params=("token",)),
+    Private(
+        "flwr.supercore.interceptors",
+        "SuperExecAuthHttpInterceptor",
+        why="a task request signed with the node's Runtime API secret (the SuperNode hands tasks to no one else)",
+        params=("master_secret", "protected_methods"),
+    ),
     Private("flwr.supercore.retry", "make_simple_http_retry_invoker", why="Flower's retries of Runtime calls"),
     Private(
         "flwr.proto.runtime_pb2",
@@ -174,6 +180,7 @@ class RuntimeProtocol:
     RuntimeHttpClient: Any
     RuntimeVersionHttpInterceptor: Any
     RuntimeTokenHttpInterceptor: Any
+    SuperExecAuthHttpInterceptor: Any
     make_simple_http_retry_invoker: Any
     AcquireTaskRequest: Any
     TaskType: Any

@@ -88,6 +88,7 @@ def run_preflight(*, config_path: Path, require_coordinator: bool = True) -> Pre
         _paused,
         _trusted_entities,
         _alerts,
+        _runtime_api,
         _runtime_port,
     ):
         checks.append(_safely(check, config))
@@ -390,6 +391,25 @@ def _alerts(config: NodeConfig) -> Check:
             "set [alerts] command or webhook so someone is told at once.",
         )
     return Check("alerts", OK, "alerts go to the audit log and " + " and ".join(targets))
+
+
+def _runtime_api(config: NodeConfig) -> Check:
+    """Loopback only, and a secret no other local user can read (runtime_secret.py)."""
+    from federation.site.runtime_secret import runtime_api_problem, secret_path
+
+    problem = runtime_api_problem(
+        address=config.clientappio_address, state_dir=config.state_dir, config_path=config.path
+    )
+    if problem is not None:
+        return Check("runtime API", FAIL, problem[0], problem[1])
+    secret = secret_path(config.state_dir)
+    held = "held in" if secret.exists() else "to be made at start in"
+    return Check(
+        "runtime API",
+        OK,
+        f"{config.clientappio_address} is loopback; tasks go only to requests signed with the node's secret "
+        f"({held} {secret}, mode 600)",
+    )
 
 
 def _runtime_port(config: NodeConfig) -> Check:

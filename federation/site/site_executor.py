@@ -29,9 +29,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 TRUSTED_CLIENTAPP = "federation.site.client_app:app"
 POLL_SECONDS = 0.1
+ACQUIRE_TASK = "/flwr.proto.Runtime/AcquireTask"  # the Runtime call the node's secret signs
 EXIT_CONTRACT = 4  # cli_support.EXIT_INTERNAL: the installed Flower does not match flwr_compat.py
 
 logger = logging.getLogger("workbench.site_executor")
@@ -55,7 +57,9 @@ class ExecutorStats:
 class SiteExecutor:
     """Serves the SuperNode's ClientApp tasks, one at a time, until stopped."""
 
-    def __init__(self, *, runtime_api_address: str, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(
+        self, *, runtime_api_address: str, runtime_secret: bytes | None = None, poll_seconds: float = POLL_SECONDS
+    ) -> None:
         from federation.site.flwr_compat import runtime_protocol, tune_executor
 
         # Refuses to start (FlowerContractError) when Flower's Runtime protocol changed.
@@ -64,6 +68,7 @@ class SiteExecutor:
         # objects: retry those pulls after 20 ms, not Flower's 1 s (flwr_contract.py).
         self.tuning_warnings = tune_executor()
         self.runtime_api_address = runtime_api_address
+        self.runtime_secret = runtime_secret
         self.poll_seconds = poll_seconds
         self.stats = ExecutorStats()
         self._stop = threading.Event()
@@ -84,6 +89,11 @@ class SiteExecutor:
         ]
         if token is not None:
             interceptors.append(rt.RuntimeTokenHttpInterceptor(token))
+        elif self.runtime_secret is not None:
+            # The SuperNode hands a task only to a request signed with the node's secret.
+            interceptors.append(
+                rt.SuperExecAuthHttpInterceptor(master_secret=self.runtime_secret, protected_methods=[ACQUIRE_TASK])
+            )
         # The Runtime API listens on loopback only (127.0.0.1), as Flower's own
         # SuperExec reaches it: plain HTTP inside the site's machine.
         return rt.RuntimeHttpClient.from_server_address(
@@ -165,13 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The workbench's site executor for one SuperNode.")
     parser.add_argument("--runtime-api-address", required=True, help="The SuperNode's Runtime API, 127.0.0.1:PORT.")
     parser.add_argument("--ready-file", default="", help="Written once the ClientApp is imported and polling.")
+    parser.add_argument(
+        "--runtime-secret-file", default="", help="The node's Runtime API secret (the SuperNode's own, 0600)."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
     from federation.flwr_contract import FlowerContractError
 
     try:
-        executor = SiteExecutor(runtime_api_address=args.runtime_api_address)
+        secret = Path(args.runtime_secret_file).read_bytes() if args.runtime_secret_file else None
+        executor = SiteExecutor(runtime_api_address=args.runtime_api_address, runtime_secret=secret)
     except FlowerContractError as err:
         logger.error("%s", err)
         print(f"error: {err}", file=sys.stderr)

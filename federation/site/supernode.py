@@ -8,8 +8,10 @@ state folder (``logs/supernode.log``, ``logs/executor.log``, ``logs/node.log``):
   waits) with TLS (``--root-certificates``: the coordinator's CA), node
   authentication (``--auth-supernode-private-key``), the site's settings as node
   config (data path, state folder, node.toml), ``--trusted-entities`` when the
-  site's policy names a file, and ``--isolation process``: the node itself never
-  spawns a ClientApp;
+  site's policy names a file, ``--isolation process`` (the node itself never
+  spawns a ClientApp) and ``--superexec-auth-secret-file``: its Runtime API listens
+  on loopback only and hands a task only to a request signed with the node's own
+  secret (runtime_secret.py), so no other local user can take the site's tasks;
 * the site executor (site_executor.py), one long-lived process that runs the
   site's ClientApp for every message (torch imported once).
 
@@ -61,6 +63,7 @@ from federation.processes import (
     stop_process_group,
 )
 from federation.site.node_runtime import NodeRuntime, node_processes, read_record
+from federation.site.runtime_secret import ensure_secret, secret_path
 from federation.site.supernode_process import HEARTBEAT_ENV, POLL_ENV
 
 if TYPE_CHECKING:
@@ -237,6 +240,8 @@ def supernode_command(*, config: NodeConfig) -> list[str]:
         host,
         "--port",
         str(port),
+        "--superexec-auth-secret-file",
+        str(secret_path(config.state_dir)),
     ]
     if config.policy.trusted_entities is not None:
         command += ["--trusted-entities", str(config.policy.trusted_entities)]
@@ -252,6 +257,8 @@ def executor_command(*, config: NodeConfig, ready_file: Path) -> list[str]:
         config.clientappio_address,
         "--ready-file",
         str(ready_file),
+        "--runtime-secret-file",
+        str(secret_path(config.state_dir)),
     ]
 
 
@@ -463,6 +470,8 @@ def run_node(
     the terminal (connected, refused for how long, stopping).
     """
     _check_files(config)
+    # Loopback only, and a secret only the node's user reads (RuntimeApiUnsafe otherwise).
+    ensure_secret(state_dir=config.state_dir, address=config.clientappio_address, config_path=config.path)
     check_can_start(config)
     files = NodeFiles(Path(config.state_dir))
     files.logs.mkdir(parents=True, exist_ok=True)

@@ -99,3 +99,44 @@ def test_a_ledger_that_does_not_verify_fails(ready):
         assert conn.execute("UPDATE entries SET actor = 'someone else' WHERE seq = 2").rowcount == 1
     check = _checks(ready)["ledger"]
     assert check.status == "fail" and "does not verify" in check.detail
+
+
+def test_a_runtime_api_off_loopback_fails_check_and_start_with_the_fix(ready):
+    from federation.site.runtime_secret import RuntimeApiUnsafe
+    from federation.site.supernode import run_node
+
+    check = _checks(ready)["runtime API"]
+    assert check.status == "ok" and "is loopback" in check.detail and "mode 600" in check.detail
+    set_key(ready.toml, "clientappio_address", '"0.0.0.0:9094"')
+    result = run_preflight(config_path=ready.toml)
+    check = {c.name: c for c in result.checks}["runtime API"]
+    assert check.status == "fail" and "0.0.0.0:9094 is not a loopback address" in check.detail
+    assert check.fix == f'set clientappio_address = "127.0.0.1:9094" in {ready.toml}.'
+    assert result.exit_code() == 2
+    # `node start` applies the same rule itself, before any process starts.
+    with pytest.raises(RuntimeApiUnsafe, match=r"not a loopback address.*Nothing was started\. Fix: set clientappio"):
+        run_node(config=result.config)
+    assert not (ready.config.state_dir / "runtime-api.secret").exists()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_runtime_secret_others_can_read_fails_check_with_the_fix(ready, mode):
+    from federation.site.runtime_secret import ensure_secret
+
+    config = ready.config
+    secret = ensure_secret(state_dir=config.state_dir, address=config.clientappio_address, config_path=config.path)
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 64
+    assert "held in" in _checks(ready)["runtime API"].detail
+    secret.chmod(mode)
+    check = _checks(ready)["runtime API"]
+    assert check.status == "fail" and f"(mode {mode:o})" in check.detail and "take the site's tasks" in check.detail
+    assert check.fix == f"chmod 600 {secret}"
+
+
+def test_a_runtime_secret_that_is_a_link_fails_check(ready, tmp_path):
+    elsewhere = tmp_path / "shared.secret"
+    elsewhere.write_text("x")
+    elsewhere.chmod(0o600)
+    (ready.config.state_dir / "runtime-api.secret").symlink_to(elsewhere)
+    check = _checks(ready)["runtime API"]
+    assert check.status == "fail" and "is not a regular file" in check.detail and check.fix.startswith("remove it")
