@@ -16,6 +16,7 @@ Folder layout::
     coordinator.toml     address the sites dial, the host the SuperLink binds, the operator's loopback port
     tls/                 ca.crt (give it to every site), ca.key, server.pem, server.key
     state/superlink.db   the SuperLink's own state (runs, registered nodes)
+    state/serverapp-exec.secret  signs the ServerApp executor's task requests (0600)
     logs/superlink.log
     flwr-home/           the flwr CLI's connection to this SuperLink (FLWR_HOME)
     nodes.json           registered sites: name -> public key, node id
@@ -27,6 +28,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import secrets
+import stat
 import subprocess
 import sys
 import tomllib
@@ -183,6 +187,29 @@ class Coordinator:
         return self.folder / "state" / "superlink.db"
 
     @property
+    def serverapp_secret(self) -> Path:
+        """The secret that signs ServerApp task requests (0600, made at first start)."""
+        return self.folder / "state" / "serverapp-exec.secret"
+
+    def ensure_serverapp_secret(self) -> Path:
+        """The ServerApp executor's secret, made (random, 0600) when missing;
+        CoordinatorError when others could read or replace it."""
+        path = self.serverapp_secret
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # 0600 from the start
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_hex(32).encode())
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode) or stat.S_IMODE(info.st_mode) & 0o077 or info.st_uid != os.geteuid():
+            raise CoordinatorError(
+                f"{path}: the secret of the ServerApp executor must be a regular file of this user that nobody "
+                f"else can read (mode {stat.S_IMODE(info.st_mode):o}); another local user could take a study's "
+                f"run. Nothing was started. Fix: chmod 600 {path} (or remove it: start makes a new one)."
+            )
+        return path
+
+    @property
     def log_path(self) -> Path:
         return self.folder / "logs" / "superlink.log"
 
@@ -237,6 +264,11 @@ class Coordinator:
             OPERATOR_HOST,
             "--port",
             str(self.control_port),
+            # ServerApp tasks only to Flower's executor that holds the secret (superlink_process.py).
+            "--isolation",
+            "process",
+            "--superexec-auth-secret-file",
+            str(self.serverapp_secret),
         ]
 
     def running_pid(self) -> int | None:
@@ -251,6 +283,7 @@ class Coordinator:
         if (pid := self.running_pid()) is not None:
             raise CoordinatorError(f"the SuperLink of {self.folder} already runs (PID {pid}); stop it first.")
         self.database.parent.mkdir(parents=True, exist_ok=True)
+        self.ensure_serverapp_secret()
         restarted = self.database.exists()  # a previous SuperLink may have left runs unfinished
         handle = spawn(command=self.superlink_command(), log_path=self.log_path, env=engine_env(env), cwd=self.folder)
         self.pid_path.write_text(f"{handle.pid}\n")
@@ -346,6 +379,11 @@ class Coordinator:
                 f"\nSuperLink log:\n{log_tail(self.log_path, 5)}"
             ) from None
         if not answer.get("success", False):
+            if "Connection to the SuperLink is unavailable" in str(answer.get("error-message", "")):
+                raise CoordinatorUnreachable(  # stopping, or not started: a party that did not answer
+                    f"`flwr {args[0]}`: the SuperLink at {self.operator_address} did not answer."
+                    f"\nSuperLink log:\n{log_tail(self.log_path, 5)}"
+                )
             message = (
                 str(answer.get("error-message", answer))
                 .replace(f"Using SuperLink: {CONNECTION} ({self.address})", "")

@@ -64,6 +64,32 @@ def _flwr(home: Path, *args: str, cwd: Path) -> dict:
     return json.loads(proc.stdout[proc.stdout.index("{") :])
 
 
+def _acquire(address: str, master_secret: bytes | None, *, task_type: str = "CLIENT_APP", ca: Path | None = None):
+    """One Runtime API task request, as Flower's SuperExec sends it (signed when given a
+    secret), without Flower's retries (its invoker answers a 401 by interrupting its process)."""
+    from federation.site.flwr_compat import runtime_protocol
+    from federation.site.site_executor import ACQUIRE_TASK
+
+    rt = runtime_protocol()
+    interceptors = [rt.RuntimeVersionHttpInterceptor(component_name="SuperExec")]
+    if master_secret is not None:
+        interceptors.append(
+            rt.SuperExecAuthHttpInterceptor(master_secret=master_secret, protected_methods=[ACQUIRE_TASK])
+        )
+    client = rt.RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=ca is None,
+        root_certificates=None if ca is None else ca.read_bytes(),
+        interceptors=interceptors,
+        retry_invoker=None,
+    )
+    try:
+        kind = str(getattr(rt.TaskType, task_type))
+        return client.AcquireTask(rt.AcquireTaskRequest(supported_task_types=[kind]))
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module")
 def coordinator(tmp_path_factory):
     folder = tmp_path_factory.mktemp("locked") / "coordinator"
@@ -134,6 +160,14 @@ def test_an_outsider_with_only_the_ca_can_neither_register_run_nor_take_tasks(co
     time.sleep(2)  # a ServerApp started by the refused run would have written by now
     assert not marker.exists()
 
+    # On the operator's port, a ServerApp task goes only to Flower's executor that holds the
+    # coordinator's secret (--isolation process): a local user without it is refused.
+    assert coordinator.serverapp_secret.stat().st_mode & 0o777 == 0o600
+    for stranger in (None, b"a guess at the secret"):
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            _acquire(coordinator.operator_address, stranger, task_type="SERVER_APP", ca=home / "ca.crt")
+        assert refused.value.response.status_code == 401
+
     # The witness works: the same bundle, sent by the operator on the coordinator's machine, runs.
     assert _flwr(operator, "run", str(app), CONNECTION, cwd=coordinator.folder)["success"] is True
     deadline = time.monotonic() + 90
@@ -151,38 +185,17 @@ def test_the_operator_registers_nodes_on_the_coordinators_machine(coordinator, o
 
 
 def test_a_local_user_without_the_nodes_secret_cannot_take_its_tasks(loopback):
-    from federation.site.flwr_compat import runtime_protocol
     from federation.site.runtime_secret import secret_path
-    from federation.site.site_executor import ACQUIRE_TASK
 
-    rt = runtime_protocol()
     config = loopback.node_config("hospital_01")
     secret = secret_path(config.state_dir)
     assert secret.stat().st_mode & 0o777 == 0o600
     supernode = Path(f"/proc/{loopback.nodes['hospital_01'].pids()['supernode']}/cmdline").read_bytes().split(b"\0")
     assert supernode[supernode.index(b"--superexec-auth-secret-file") + 1] == str(secret).encode()
 
-    def acquire(master_secret: bytes | None):
-        interceptors = [rt.RuntimeVersionHttpInterceptor(component_name="SuperExec")]
-        if master_secret is not None:
-            interceptors.append(
-                rt.SuperExecAuthHttpInterceptor(master_secret=master_secret, protected_methods=[ACQUIRE_TASK])
-            )
-        client = rt.RuntimeHttpClient.from_server_address(
-            server_address=config.clientappio_address,
-            insecure=True,
-            root_certificates=None,
-            interceptors=interceptors,
-            retry_invoker=None,  # Flower's own invoker answers a 401 by interrupting its process
-        )
-        try:
-            return client.AcquireTask(rt.AcquireTaskRequest(supported_task_types=[str(rt.TaskType.CLIENT_APP)]))
-        finally:
-            client.close()
-
     for stranger in (None, b"a guess at the secret"):
         with pytest.raises(httpx.HTTPStatusError) as refused:
-            acquire(stranger)
+            _acquire(config.clientappio_address, stranger)
         assert refused.value.response.status_code == 401
     # The node's own secret is what the SuperNode accepts (no study runs now: no task to take).
-    assert not acquire(secret.read_bytes()).HasField("task")
+    assert not _acquire(config.clientappio_address, secret.read_bytes()).HasField("task")
