@@ -61,6 +61,7 @@ from federation.processes import (
     stop_process_group,
 )
 from federation.site.node_runtime import NodeRuntime, node_processes, read_record
+from federation.site.proxy import with_loopback_bypass
 from federation.site.supernode_process import HEARTBEAT_ENV, POLL_ENV
 
 if TYPE_CHECKING:
@@ -287,7 +288,7 @@ class _Node:
             extra[POLL_ENV] = str(poll_seconds)
         if heartbeat_seconds is not None:
             extra[HEARTBEAT_ENV] = str(heartbeat_seconds)
-        self.env = engine_env(extra)
+        self.env = with_loopback_bypass(engine_env(extra))  # loopback never goes to a proxy
         self.heartbeat_seconds = heartbeat_seconds_from(self.env)
         self.supernode: ProcessHandle | None = None
         self.executor: ProcessHandle | None = None
