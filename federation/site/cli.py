@@ -362,3 +362,9 @@ def audit(
             typer.echo(result.describe())
         if not result.ok:
             raise typer.Exit(code=EXIT_INTERNAL)
+
+
+# Hospital IT's operations commands (service unit, health, metrics): their own module.
+from federation.site.operations_cli import add_operations_commands  # noqa: E402
+
+add_operations_commands(app)

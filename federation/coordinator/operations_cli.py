@@ -1,0 +1,55 @@
+"""Operations commands of ``workbench coordinator``: ``service`` (a systemd unit) and
+``metrics`` (the Prometheus endpoint). Mounted by ``add_operations_commands``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from federation.cli_support import clear_errors
+from federation.cli_support import fail as _fail
+from federation.errors import BadInput
+
+
+def _open(folder: Path):
+    from federation.coordinator.superlink import Coordinator
+
+    try:
+        return Coordinator.open(folder)
+    except BadInput as err:
+        raise _fail(str(err)) from None
+
+
+@clear_errors
+def service(
+    folder: Path = typer.Option(Path("coordinator"), "--folder", help="The coordinator folder (made by `init`)."),
+    out: Path = typer.Option(Path("systemd"), "--out", help="Folder for the unit and the sysusers.d file."),
+    user: str = typer.Option("workbench-coordinator", "--user", help="The dedicated system user."),
+) -> None:
+    """Write a locked-down systemd unit for the coordinator's SuperLink; say how to install it."""
+    from federation.service_units import coordinator_unit, systemd_verdict
+
+    coordinator = _open(folder)
+    files = coordinator_unit(folder=coordinator.folder, tls_dir=coordinator.tls.ca_certificate.parent, user=user)
+    unit, users = files.write(out)
+    typer.echo(f"wrote {unit} and {users}")
+    verdict = systemd_verdict(unit)
+    if verdict is not None:
+        verified, said, score = verdict
+        typer.echo(
+            f"systemd-analyze: verify {'passes' if verified else 'says: ' + said}; "
+            f"exposure {score} (0 is the most locked down, 10 the least)"
+        )
+    typer.echo("install it (as root):")
+    for line in (
+        f"cp {users} /etc/sysusers.d/ && systemd-sysusers",
+        f"chown -R {user}:{user} {coordinator.folder} && chmod 700 {coordinator.tls.ca_certificate.parent}",
+        f"cp {unit} /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now {files.unit_name}",
+    ):
+        typer.echo(f"  {line}")
+
+
+def add_operations_commands(app: typer.Typer) -> None:
+    """Mount these commands on ``workbench coordinator``."""
+    app.command("service")(service)
