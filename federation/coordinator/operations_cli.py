@@ -50,6 +50,38 @@ def service(
         typer.echo(f"  {line}")
 
 
+@clear_errors
+def metrics(
+    folder: Path = typer.Option(Path("coordinator"), "--folder", help="The coordinator folder (made by `init`)."),
+    address: str = typer.Option(
+        "127.0.0.1:9465", "--address", help="Where to serve /metrics (loopback: only this machine can scrape it)."
+    ),
+) -> None:
+    """Serve the coordinator's Prometheus metrics (SuperLink up, connected nodes, runs, rounds) until Ctrl-C."""
+    import signal
+    import threading
+
+    from federation.coordinator.metrics import CoordinatorCollector
+    from federation.monitoring import serve_collector
+
+    coordinator = _open(folder)
+    try:
+        server = serve_collector(
+            collector=CoordinatorCollector(coordinator=coordinator), address=address, what="coordinator"
+        )
+    except ValueError as err:
+        raise _fail(f"--address {address}: {err}") from None
+    if server is None:
+        raise _fail(f"--address {address} is in use by another program; choose a free port.")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    typer.echo(f"coordinator metrics at http://{address}/metrics (Ctrl-C stops)")
+    stop.wait()
+    server.stop()
+
+
 def add_operations_commands(app: typer.Typer) -> None:
     """Mount these commands on ``workbench coordinator``."""
     app.command("service")(service)
+    app.command("metrics")(metrics)

@@ -60,6 +60,7 @@ from federation.processes import (
     split_address,
     stop_process_group,
 )
+from federation.site.metrics import serve_node_metrics
 from federation.site.node_runtime import NodeRuntime, node_processes, read_record
 from federation.site.proxy import with_loopback_bypass
 from federation.site.supernode_process import HEARTBEAT_ENV, POLL_ENV
@@ -480,6 +481,7 @@ def run_node(
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     node = _Node(config=config, env=env, poll_seconds=poll_seconds, heartbeat_seconds=heartbeat_seconds, report=report)
+    metrics = serve_node_metrics(config=config)  # [monitoring] metrics (None: "off", or the port taken)
     try:
         node.write_pids()
         node.say(f"starting (coordinator {config.coordinator_address})")
@@ -515,6 +517,8 @@ def run_node(
         node.say("stopping")
     finally:
         node.stop()
+        if metrics is not None:
+            metrics.stop()
         for sig, old in previous.items():
             signal.signal(sig, old)
         logger.removeHandler(handler)

@@ -96,10 +96,13 @@ def test_a_node_behind_a_connect_proxy_joins_through_it_with_tls_end_to_end(tmp_
     the proxy; the proxy never sees the node's loopback Runtime traffic; the tunnel carries
     TLS that the proxy cannot terminate (another CA fails)."""
     import httpx
+    from test_node_metrics import scrape, value
 
     from datasets_synthetic import generate_hospitals, write_hospitals
+    from federation.coordinator.metrics import CoordinatorCollector
     from federation.coordinator.registry import register_node
     from federation.coordinator.superlink import Coordinator
+    from federation.monitoring import serve_collector
     from federation.processes import free_port
     from federation.site.config import load_node_config, write_node_template
     from federation.site.keys import generate_node_keys
@@ -126,6 +129,8 @@ def test_a_node_behind_a_connect_proxy_joins_through_it_with_tls_end_to_end(tmp_
         node_private_key=site / "keys" / "node_key",
         clientappio_address=f"127.0.0.1:{free_port()}",
     )
+    metrics = f"127.0.0.1:{free_port()}"
+    set_key(site / "node.toml", "metrics", f'"{metrics}"')
     config = load_node_config(site / "node.toml")
     proxy = ConnectProxy(hosts={HIDDEN: "127.0.0.1"}).start()
     handle = None
@@ -139,6 +144,22 @@ def test_a_node_behind_a_connect_proxy_joins_through_it_with_tls_end_to_end(tmp_
         assert proxy.targets and set(proxy.targets) == {f"{HIDDEN}:{port}"}, proxy.targets
         assert proxy.requests == []  # the Runtime API (http://127.0.0.1:...) never reached the proxy
         assert not any(t.startswith(("127.", "localhost", "[::1]")) for t in proxy.targets)
+
+        # The running node's and coordinator's endpoints say the same (on loopback, not proxied).
+        node_samples = scrape(metrics)
+        assert value(node_samples, "workbench_node_connected", site="hospital-p") == 1
+        assert value(node_samples, "workbench_node_process_up", process="executor") == 1
+        address = f"127.0.0.1:{free_port()}"
+        collector = CoordinatorCollector(coordinator=coordinator, background=False)  # asks the SuperLink at scrape
+        server = serve_collector(collector=collector, address=address, what="c")
+        try:
+            samples = scrape(address)
+        finally:
+            server.stop()
+        assert value(samples, "workbench_coordinator_superlink_up") == 1
+        assert value(samples, "workbench_coordinator_connected_nodes") == 1
+        assert value(samples, "workbench_coordinator_node_online", site="hospital-p") == 1
+        assert proxy.requests == []
 
         # TLS inside the tunnel is the SuperLink's: the coordinator's CA verifies it for the
         # hidden name, another CA does not (the proxy cannot stand in for the coordinator).
