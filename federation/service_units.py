@@ -181,9 +181,9 @@ def coordinator_unit(
     user: str = COORDINATOR_USER,
     workbench: Path | None = None,
 ) -> UnitFiles:
-    """The coordinator's unit: ``workbench coordinator start`` starts the SuperLink in
-    the background and writes its PID file (systemd follows it: ``Type=forking``);
-    ``workbench coordinator stop`` stops it and the ServerApps it started."""
+    """The coordinator's unit: ``workbench coordinator run`` starts the SuperLink and
+    stays in the foreground; on SIGTERM it stops the SuperLink and the ServerApps it
+    started."""
     workbench = workbench or BIN_DIR / "workbench"
     folder = Path(folder)
     environment = {
@@ -202,13 +202,12 @@ def coordinator_unit(
         "Wants=network-online.target",
         "",
         "[Service]",
-        "Type=forking",
-        f"PIDFile={_quote(folder / 'superlink.pid')}",
+        "Type=simple",
         f"User={user}",
         f"Group={user}",
-        f"ExecStart={_quote(workbench)} coordinator start --folder {_quote(folder)}",
-        f"ExecStop={_quote(workbench)} coordinator stop --folder {_quote(folder)}",
-        "TimeoutStartSec=90",
+        f"ExecStart={_quote(workbench)} coordinator run --folder {_quote(folder)}",
+        # SIGTERM to `coordinator run` only: it stops the SuperLink and its ServerApps.
+        "KillMode=mixed",
         "TimeoutStopSec=60",
         "Restart=on-failure",
         "RestartSec=10",

@@ -81,7 +81,55 @@ def metrics(
     server.stop()
 
 
+@clear_errors
+def run(
+    folder: Path = typer.Option(Path("coordinator"), "--folder", help="The coordinator folder (made by `init`)."),
+) -> None:
+    """Start the SuperLink and stay in the foreground until SIGTERM or Ctrl-C, then stop it (for systemd, containers)."""
+    import signal
+    import threading
+
+    from federation.cli_support import EXIT_UNREACHABLE
+    from federation.processes import pid_alive
+
+    coordinator = _open(folder)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        handle = coordinator.start()
+    except BadInput as err:  # it already runs
+        raise _fail(str(err)) from None
+    except (RuntimeError, TimeoutError) as err:
+        raise _fail(str(err), code=EXIT_UNREACHABLE) from None
+    typer.echo(f"SuperLink running on {coordinator.address} (PID {handle.pid}); log: {coordinator.log_path}")
+    while not stop.wait(1.0):
+        if not pid_alive(handle.pid):
+            coordinator.stop()
+            raise _fail(f"the SuperLink (PID {handle.pid}) exited; see {coordinator.log_path}.", code=EXIT_UNREACHABLE)
+    coordinator.stop()
+    typer.echo("SuperLink stopped.")
+
+
+def health(
+    folder: Path = typer.Option(Path("coordinator"), "--folder", help="The coordinator folder (made by `init`)."),
+) -> None:
+    """Exit 0 while the folder's SuperLink runs and answers on its port; else 3."""
+    from federation.cli_support import EXIT_UNREACHABLE
+    from federation.processes import port_answers
+
+    coordinator = _open(folder)
+    pid = coordinator.running_pid()
+    host = "127.0.0.1" if coordinator.bind_host == "0.0.0.0" else coordinator.bind_host
+    if pid is None or not port_answers(host, coordinator.port):
+        typer.echo(f"coordinator UNHEALTHY: the SuperLink {'does not run' if pid is None else 'does not answer'}")
+        raise typer.Exit(code=EXIT_UNREACHABLE)
+    typer.echo(f"coordinator healthy: SuperLink PID {pid} answers on {host}:{coordinator.port}")
+
+
 def add_operations_commands(app: typer.Typer) -> None:
     """Mount these commands on ``workbench coordinator``."""
     app.command("service")(service)
     app.command("metrics")(metrics)
+    app.command("run")(run)
+    app.command("health")(health)

@@ -71,6 +71,41 @@ def service(
         typer.echo(f"  {line}")
 
 
+def health(
+    config: Path = typer.Option(Path("node.toml"), "--config", help="The node's node.toml."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Exit 0 only while the SuperNode and the site executor run and the coordinator admitted the node; else 3.
+
+    For a container's HEALTHCHECK, a monitor or a script; `node status` says more."""
+    import json
+
+    from federation.cli_support import EXIT_UNREACHABLE
+    from federation.site.supernode import runtime_of
+
+    node = _load(config)
+    runtime = runtime_of(node)
+    healthy = runtime.state == "connected"
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "healthy": healthy,
+                    "state": runtime.state,
+                    "detail": runtime.detail,
+                    "supernode_pid": runtime.supernode,
+                    "executor_pid": runtime.executor,
+                }
+            )
+        )
+    else:
+        word = "healthy" if healthy else "UNHEALTHY"
+        typer.echo(f"site {node.site_id}: {word}: {runtime.describe()}")
+    if not healthy:
+        raise typer.Exit(code=EXIT_UNREACHABLE)
+
+
 def add_operations_commands(app: typer.Typer) -> None:
     """Mount these commands on ``workbench node``."""
     app.command("service")(service)
+    app.command("health")(health)

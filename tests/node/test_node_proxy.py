@@ -97,6 +97,7 @@ def test_a_node_behind_a_connect_proxy_joins_through_it_with_tls_end_to_end(tmp_
     TLS that the proxy cannot terminate (another CA fails)."""
     import httpx
     from test_node_metrics import scrape, value
+    from typer.testing import CliRunner
 
     from datasets_synthetic import generate_hospitals, write_hospitals
     from federation.coordinator.metrics import CoordinatorCollector
@@ -107,6 +108,7 @@ def test_a_node_behind_a_connect_proxy_joins_through_it_with_tls_end_to_end(tmp_
     from federation.site.config import load_node_config, write_node_template
     from federation.site.keys import generate_node_keys
     from federation.site.supernode import start_node
+    from workbench.cli import app as workbench_app
 
     data = tmp_path / "data"
     write_hospitals(generate_hospitals(sites=1, rows=200, seed=5), out=data)
@@ -145,6 +147,8 @@ def test_a_node_behind_a_connect_proxy_joins_through_it_with_tls_end_to_end(tmp_
         assert proxy.requests == []  # the Runtime API (http://127.0.0.1:...) never reached the proxy
         assert not any(t.startswith(("127.", "localhost", "[::1]")) for t in proxy.targets)
 
+        healthy = CliRunner().invoke(workbench_app, ["node", "health", "--config", str(site / "node.toml")])
+        assert healthy.exit_code == 0 and "site hospital-p: healthy: connected" in healthy.output, healthy.output
         # The running node's and coordinator's endpoints say the same (on loopback, not proxied).
         node_samples = scrape(metrics)
         assert value(node_samples, "workbench_node_connected", site="hospital-p") == 1

@@ -69,17 +69,17 @@ def test_the_node_unit_runs_as_its_own_user_and_writes_only_its_state(node, tmp_
     assert "systemctl enable --now workbench-node-hospital-a.service" in done.output
 
 
-def test_the_coordinator_unit_follows_the_superlink_and_writes_only_its_folder(tmp_path):
+def test_the_coordinator_unit_runs_the_superlink_in_the_foreground_and_writes_only_its_folder(tmp_path):
     coordinator = Coordinator.init(folder=tmp_path / "coordinator", address=f"127.0.0.1:{free_port()}")
     out = tmp_path / "units"
     done = runner.invoke(coordinator_app, ["service", "--folder", str(coordinator.folder), "--out", str(out)])
     assert done.exit_code == 0, done.output
     settings = _settings((out / "workbench-coordinator.service").read_text())
     _check_hardening(settings)
-    assert settings["Type"] == ["forking"] and settings["PIDFile"] == [str(coordinator.pid_path)]
+    assert settings["Type"] == ["simple"] and settings["KillMode"] == ["mixed"]
     assert settings["ReadWritePaths"] == [str(coordinator.folder)]
     assert settings["ReadOnlyPaths"] == [str(coordinator.folder / "tls")]
-    assert settings["ExecStop"][0].endswith(f"coordinator stop --folder {coordinator.folder}")
+    assert settings["ExecStart"][0].endswith(f"/workbench coordinator run --folder {coordinator.folder}")
 
 
 @pytest.mark.skipif(
