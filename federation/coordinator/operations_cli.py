@@ -127,8 +127,25 @@ def health(
     typer.echo(f"coordinator healthy: SuperLink PID {pid} answers on {host}:{coordinator.port}")
 
 
+@clear_errors
+def unregister_node(
+    name: str = typer.Argument(..., help="The site's name, as registered."),
+    folder: Path = typer.Option(Path("coordinator"), "--folder", help="The coordinator folder (made by `init`)."),
+) -> None:
+    """Remove a site (it leaves, or it changed its key): its node is refused from now on; the others run on."""
+    from federation.coordinator.registry import unregister_node as unregister
+
+    coordinator = _open(folder)
+    node = unregister(coordinator=coordinator, name=name)
+    typer.echo(
+        f"site {node.name} unregistered (Flower node id {node.node_id}); its node is refused from now on. "
+        f"A new key: `workbench coordinator register-node NEW_KEY.pub --name {node.name} --folder {folder}`."
+    )
+
+
 def add_operations_commands(app: typer.Typer) -> None:
     """Mount these commands on ``workbench coordinator``."""
+    app.command("unregister-node")(unregister_node)
     app.command("service")(service)
     app.command("metrics")(metrics)
     app.command("run")(run)
