@@ -10,7 +10,7 @@ KERNEL := hospital-workbench
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: venv demo lint test test-fast lab bench clean
+.PHONY: venv demo lint test test-fast lab bench wheelhouse clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,16 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
+
+# Every pinned wheel, the project's own included, in one folder, for a machine without a
+# package index: pip install --no-index --find-links wheelhouse hospital-dp-workbench
+# (federation/site/OPERATIONS.md). torch is the CPU build the constraints pin; from
+# pypi.org add PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu to get it.
+WHEELHOUSE ?= wheelhouse
+wheelhouse: $(STAMP)
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) -c requirements/constraints.txt .
+	@echo "$(WHEELHOUSE)/: $$(ls $(WHEELHOUSE) | wc -l) wheels; install offline with: pip install --no-index --find-links $(WHEELHOUSE) hospital-dp-workbench"
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

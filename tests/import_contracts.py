@@ -42,7 +42,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         {"federation.data"},
         # Above the errors they map: the exit-code table (cli_support) and the one door to
         # Flower's private names (its error is an InternalFault), below every room.
-        {"federation.cli_support", "federation.flwr_contract"},
+        {"federation.cli_support", "federation.flwr_contract", "federation.monitoring", "federation.service_units"},
         {
             "federation.errors",
             "federation.processes",

@@ -144,3 +144,9 @@ def status(
             word = "never connected" if status == "registered" else f"{status}{when}"
             typer.echo(f"  {site}: {word}")
     typer.echo(f"log: {info['log']}")
+
+
+# Operations commands (service unit, metrics): their own module.
+from federation.coordinator.operations_cli import add_operations_commands  # noqa: E402
+
+add_operations_commands(app)

@@ -117,3 +117,23 @@ def node_statuses(coordinator: Coordinator) -> dict[str, dict[str, str]]:
             "offline_at": str(node.get("offline-at", "")),
         }
     return out
+
+
+def unregister_node(*, coordinator: Coordinator, name: str) -> RegisteredNode:
+    """Remove site ``name``: the SuperLink forgets its node key (a node with that key is
+    refused from now on) and the registry forgets the site. For a site that leaves, and
+    for a site's new key (unregister, then register the new public key)."""
+    nodes = registered_nodes(coordinator)
+    if name not in nodes:
+        raise CoordinatorError(
+            f"site {name!r} is not registered; the registered sites are {', '.join(sorted(nodes)) or 'none'}."
+        )
+    if coordinator.running_pid() is None:
+        raise CoordinatorUnreachable(
+            f"the SuperLink of {coordinator.folder} is not running; start it with "
+            f"`workbench coordinator start --folder {coordinator.folder}`, then unregister the site."
+        )
+    node = nodes.pop(name)
+    coordinator.flwr("supernode", "unregister", node.node_id, "coordinator")
+    coordinator.nodes_path.write_text(json.dumps({k: asdict(v) for k, v in nodes.items()}, indent=2))
+    return node

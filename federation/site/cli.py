@@ -59,8 +59,9 @@ def init(
 ) -> None:
     """Write a commented node.toml and the node's key pair; print the public key to register.
 
-    The node's Runtime port (``[node] clientappio_address``) is a free local port picked
-    now, so that several nodes on one machine each get their own."""
+    The node's Runtime port (``[node] clientappio_address``) and its metrics port
+    (``[monitoring] metrics``) are free local ports picked now, so that several nodes on
+    one machine each get their own."""
     import secrets
 
     from federation.processes import free_runtime_port
@@ -94,6 +95,7 @@ def init(
             ca_certificate=out / "ca.crt",
             node_private_key=private_key,
             clientappio_address=f"127.0.0.1:{free_runtime_port()}",
+            metrics_address=f"127.0.0.1:{free_runtime_port()}",  # [monitoring] metrics: loopback, its own port
             holdout_seed=secrets.randbelow(2**31),  # the site's own: no coordinator knows its held-out rows
             overwrite=force,
         )
@@ -362,3 +364,9 @@ def audit(
             typer.echo(result.describe())
         if not result.ok:
             raise typer.Exit(code=EXIT_INTERNAL)
+
+
+# Hospital IT's operations commands (service unit, health, metrics): their own module.
+from federation.site.operations_cli import add_operations_commands  # noqa: E402
+
+add_operations_commands(app)

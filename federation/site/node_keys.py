@@ -36,6 +36,7 @@ class _Required:
 REQUIRED: Any = _Required()  # the default of a key the file must set
 DEFAULT_FLEET_PORT = 9092
 DEFAULT_CLIENTAPPIO_ADDRESS = "127.0.0.1:9094"
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"  # one fixed port, for hospital IT's scrape configuration
 
 
 class Broken(BadInput, ValueError):
@@ -95,6 +96,14 @@ def _address(key: NodeKey, value: Any, base: Path | None) -> str:
     return value
 
 
+def _address_or_off(key: NodeKey, value: Any, base: Path | None) -> str:
+    if value == "off":
+        return value
+    if not isinstance(value, str) or not is_host_port(value):
+        raise Broken('must be "host:port" (a port from 1 to 65535) or "off"', key.fix, value)
+    return value
+
+
 def _tasks(key: NodeKey, value: Any, base: Path | None) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not value:
         raise Broken("must be a non-empty list of task kinds", key.fix, value)
@@ -137,6 +146,7 @@ TYPES = {
     "whole": _whole,
     "positive number": _positive,
     "address": _address,
+    "address or off": _address_or_off,
     "task list": _tasks,
     "fraction": _fraction,
     "range": _range,
@@ -350,6 +360,18 @@ KEYS: tuple[NodeKey, ...] = (
         default=DEFAULT_CLIENTAPPIO_ADDRESS,
         comment="Local address where the SuperNode hands tasks to the node's app (loopback only).",
         fix=f'use a free local port, e.g. clientappio_address = "{DEFAULT_CLIENTAPPIO_ADDRESS}".',
+    ),
+    NodeKey(
+        "monitoring",
+        "metrics",
+        "address or off",
+        field="metrics_address",
+        default=DEFAULT_METRICS_ADDRESS,
+        comment="Where the node serves its Prometheus metrics (requests served and refused, epsilon spent\n"
+        'and remaining per project, ledger entries, last verifications, executor up): "host:port",\n'
+        'loopback by default (only this machine can scrape it), or "off". Counts and budgets only: no\n'
+        "data, no parameters, no reasons of refusals.",
+        fix=f'write "host:port", e.g. metrics = "{DEFAULT_METRICS_ADDRESS}", or metrics = "off".',
     ),
     NodeKey(
         "policy",
@@ -655,6 +677,7 @@ _ANNOTATIONS = {
     "whole": "int",
     "positive number": "float",
     "address": "str",
+    "address or off": "str",
     "task list": "tuple[str, ...]",
     "fraction": "float",
     "range": "tuple[float, float]",

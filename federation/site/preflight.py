@@ -92,6 +92,10 @@ def run_preflight(*, config_path: Path, require_coordinator: bool = True) -> Pre
         _runtime_port,
     ):
         checks.append(_safely(check, config))
+    proxy = _safely(_proxy, config)
+    if proxy.status == FAIL and not require_coordinator:  # node start sets NO_PROXY for its own processes
+        proxy = Check(proxy.name, WARN, proxy.detail + " (node start bypasses the proxy for its own loopback traffic)")
+    checks.append(proxy)
     reach = _safely(_coordinator, config)
     if reach.status == FAIL and not require_coordinator:
         reach = Check(reach.name, WARN, reach.detail + " (the node keeps retrying once started)", reach.fix)
@@ -433,18 +437,43 @@ def _runtime_port(config: NodeConfig) -> Check:
     return Check("runtime port", OK, f"{config.clientappio_address} is free")
 
 
+def _proxy(config: NodeConfig) -> Check:
+    from federation.site.proxy import proxies_set, proxy_problem
+
+    problem = proxy_problem()
+    if problem is not None:
+        detail, _, fix = problem.partition(" Fix: ")
+        return Check("proxy", FAIL, detail, fix)
+    proxies = proxies_set()
+    if not proxies:
+        return Check("proxy", OK, "no HTTP(S) proxy set: the node dials the coordinator directly")
+    return Check(
+        "proxy",
+        OK,
+        f"Fleet traffic to {config.coordinator_address} goes through {', '.join(sorted(set(proxies.values())))}; "
+        "NO_PROXY covers loopback",
+    )
+
+
 def _coordinator(config: NodeConfig) -> Check:
     host, _, port = config.coordinator_address.rpartition(":")
     host = host.strip("[]")
+    from federation.site.proxy import open_tunnel, proxy_for
+
     started = time.monotonic()
+    proxy = proxy_for(host)  # behind the hospital's proxy, the coordinator is reached as the node reaches it
+    via = f" through the proxy {proxy}" if proxy else ""
     try:
-        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
-            pass
+        if proxy:
+            open_tunnel(proxy=proxy, host=host, port=int(port), timeout=CONNECT_TIMEOUT_S).close()
+        else:
+            with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+                pass
     except OSError as err:
         return Check(
             "coordinator",
             FAIL,
-            f"cannot open a TCP connection to {config.coordinator_address} within {CONNECT_TIMEOUT_S:g} s ({err}).",
+            f"cannot open a TCP connection to {config.coordinator_address}{via} within {CONNECT_TIMEOUT_S:g} s ({err}).",
             "check [coordinator] address, that the coordinator's SuperLink is running, and that "
             "the site's firewall allows outgoing connections to that port.",
             kind=UNREACHABLE,
@@ -452,5 +481,5 @@ def _coordinator(config: NodeConfig) -> Check:
     return Check(
         "coordinator",
         OK,
-        f"{config.coordinator_address} accepts connections ({(time.monotonic() - started) * 1000:.0f} ms)",
+        f"{config.coordinator_address} accepts connections{via} ({(time.monotonic() - started) * 1000:.0f} ms)",
     )

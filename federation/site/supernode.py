@@ -62,7 +62,9 @@ from federation.processes import (
     split_address,
     stop_process_group,
 )
+from federation.site.metrics import serve_node_metrics
 from federation.site.node_runtime import NodeRuntime, node_processes, read_record
+from federation.site.proxy import with_loopback_bypass
 from federation.site.runtime_secret import ensure_secret, secret_path
 from federation.site.supernode_process import HEARTBEAT_ENV, POLL_ENV
 
@@ -294,7 +296,7 @@ class _Node:
             extra[POLL_ENV] = str(poll_seconds)
         if heartbeat_seconds is not None:
             extra[HEARTBEAT_ENV] = str(heartbeat_seconds)
-        self.env = engine_env(extra)
+        self.env = with_loopback_bypass(engine_env(extra))  # loopback never goes to a proxy
         self.heartbeat_seconds = heartbeat_seconds_from(self.env)
         self.supernode: ProcessHandle | None = None
         self.executor: ProcessHandle | None = None
@@ -488,6 +490,7 @@ def run_node(
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     node = _Node(config=config, env=env, poll_seconds=poll_seconds, heartbeat_seconds=heartbeat_seconds, report=report)
+    metrics = serve_node_metrics(config=config)  # [monitoring] metrics (None: "off", or the port taken)
     try:
         node.write_pids()
         node.say(f"starting (coordinator {config.coordinator_address})")
@@ -523,6 +526,8 @@ def run_node(
         node.say("stopping")
     finally:
         node.stop()
+        if metrics is not None:
+            metrics.stop()
         for sig, old in previous.items():
             signal.signal(sig, old)
         logger.removeHandler(handler)

@@ -106,6 +106,7 @@ def test_init_then_check_passes_every_check(hospital):
         "trusted app signers": "ok",
         "alerts": "WARN",
         "runtime port": "ok",
+        "proxy": "ok",
         "coordinator": "ok",
     }
     assert any(
