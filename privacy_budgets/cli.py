@@ -38,7 +38,12 @@ app = typer.Typer(
 
 LedgerPath = Annotated[Path, typer.Option("--ledger", help="The site's ledger file (SQLite).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-KeyPath = Annotated[Path | None, typer.Option("--key", help="The site's signing key (default: <ledger>.key).")]
+KeyPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--key", help="The site's signing key (default: ledger.key in the site's key folder, else <ledger>.key)."
+    ),
+]
 
 
 # The workbench's exit codes (federation/cli_support.py EXIT_CODES), as this package uses them.

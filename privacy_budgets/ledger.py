@@ -60,6 +60,7 @@ from privacy_budgets.errors import (
 )
 from privacy_budgets.exports import is_sqlite
 from privacy_budgets.keys import (
+    default_key_path,
     fingerprint,
     load_or_create_key,
     public_hex,
@@ -110,11 +111,12 @@ class Ledger:
     ) -> Ledger:
         """Open the site's ledger at ``path``, creating it (and its key) when allowed.
 
-        The signing key lives at ``key_path`` (default: ``<path>.key``, mode 0600).
+        The signing key lives at ``key_path`` (mode 0600). Default: the key a site keeps in
+        its key folder, when there is one (``default_key_path``), else ``<path>.key``.
         """
         path = Path(path)
         site_id = validation.text("site_id", site_id)
-        key_path = Path(key_path) if key_path is not None else Path(f"{path}.key")
+        key_path = Path(key_path) if key_path is not None else default_key_path(path)
         try:
             return cls._open(path=path, site_id=site_id, key_path=key_path, create=create)
         except (OSError, sqlite3.OperationalError) as err:
@@ -132,6 +134,8 @@ class Ledger:
                 "Check the path, or pass create=True to start a new ledger."
             )
         key = load_or_create_key(key_path=key_path, create=found != "ledger")
+        if found == "absent":
+            _create_owner_only(path)
         conn = None
         try:
             conn = store.connect(path)
@@ -1035,6 +1039,17 @@ def _missing_limit(kind, dataset, project, event, cap) -> BudgetExceeded:
         set_by=None,
         set_on=None,
     )
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create the ledger file mode 0600 before SQLite opens it: SQLite makes its -wal and
+    -shm files with the database's mode, so no local user but the owner reads any of them."""
+    import os
+
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # an empty file left, or another process creating it now
 
 
 def _probe(path: Path) -> Literal["absent", "empty", "ledger"]:

@@ -312,6 +312,18 @@ KEYS: tuple[NodeKey, ...] = (
         fix='give a folder for the ledger, audit log and caches, e.g. dir = "state".',
     ),
     NodeKey(
+        "state",
+        "checkpoint",
+        "path",
+        field="board_checkpoint",
+        default=None,
+        example='"/media/board/checkpoint.json"',
+        comment="The ethics board's last checkpoint of the ledger (`workbench budget checkpoint --out`),\n"
+        "kept outside the state folder. The node refuses to serve a ledger that is behind it.",
+        fix='name the checkpoint JSON the board keeps, e.g. checkpoint = "/media/board/checkpoint.json", '
+        "or remove the key.",
+    ),
+    NodeKey(
         "coordinator",
         "address",
         "address",
@@ -341,6 +353,19 @@ KEYS: tuple[NodeKey, ...] = (
         "`workbench node init`. Its public key, <private_key>.pub, is what the coordinator\n"
         "registers; the SuperLink accepts this node only with it.",
         fix='name the node\'s private key (made by `workbench node init`), e.g. private_key = "keys/node_key".',
+    ),
+    NodeKey(
+        "node",
+        "key_dir",
+        "path",
+        field="key_dir",
+        default=None,
+        template=Path("keys"),
+        example='"keys"',
+        comment="The key folder (mode 0700, outside the state folder): the privacy ledger's signing key\n"
+        "(ledger.key) lives here, never beside the ledger, so whoever can write the state folder\n"
+        "cannot sign a history of their own. Default: the folder of private_key.",
+        fix='name a folder outside [state] dir, e.g. key_dir = "keys", or remove the key.',
     ),
     NodeKey(
         "node",

@@ -60,6 +60,7 @@ from federation.processes import (
     split_address,
     stop_process_group,
 )
+from federation.site.ledger_keys import OWNER_ONLY_UMASK, private_folder
 from federation.site.node_runtime import NodeRuntime, node_processes, read_record
 from federation.site.supernode_process import HEARTBEAT_ENV, POLL_ENV
 
@@ -464,7 +465,11 @@ def run_node(
     """
     _check_files(config)
     check_can_start(config)
+    # Everything the node and its processes write is owner-only (ledger_keys.py).
+    os.umask(OWNER_ONLY_UMASK)
     files = NodeFiles(Path(config.state_dir))
+    private_folder(Path(config.state_dir))
+    _anchor_at_start(config)
     files.logs.mkdir(parents=True, exist_ok=True)
     files.runtime.mkdir(parents=True, exist_ok=True)
     if files.pids.exists():  # the runtime file of a session that did not stop cleanly
@@ -518,6 +523,22 @@ def run_node(
             signal.signal(sig, old)
         logger.removeHandler(handler)
         handler.close()
+
+
+def _anchor_at_start(config: NodeConfig) -> None:
+    """Move a legacy ledger key into the key folder, refuse a ledger behind any head this
+    node recorded (anchors.LedgerBehind: which head, where, what to do), then sign the
+    audit log's head (audit_heads.py)."""
+    from federation.site.anchors import check_not_behind
+    from federation.site.audit_heads import sign_audit_head
+    from federation.site.ledger_keys import move_legacy_key
+
+    site = config.site_config()
+    moved = move_legacy_key(site)
+    if moved is not None:
+        logger.info("moved the ledger key from %s into the key folder %s", moved, site.ledger_key_path.parent)
+    check_not_behind(site, board_checkpoint=config.board_checkpoint)
+    sign_audit_head(site)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from federation.protocol.task_kinds import RANGES
 from federation.site.alerts import alerts_for, raise_alerts
 from federation.site.analytics_task import ANALYTICS_HANDLERS
 from federation.site.audit import append_audit, audit_path, utc_now
+from federation.site.audit_heads import sealer
 from federation.site.config import NodeConfigError, NodePolicy, NodePolicyError, load_node_config
 from federation.site.evaluation_task import handle_evaluate
 from federation.site.gate import check_request
@@ -194,6 +195,7 @@ def _record(
     )
     append_audit(
         path=file,
+        seal=sealer(site),  # a signed head at least every HEAD_EVERY lines (audit_heads.py)
         entry={
             "kind": "request",
             "time": utc_now(),  # when decided and answered
