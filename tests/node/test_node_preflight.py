@@ -99,4 +99,3 @@ def test_a_ledger_that_does_not_verify_fails(ready):
         assert conn.execute("UPDATE entries SET actor = 'someone else' WHERE seq = 2").rowcount == 1
     check = _checks(ready)["ledger"]
     assert check.status == "fail" and "does not verify" in check.detail
-
