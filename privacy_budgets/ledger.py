@@ -756,6 +756,7 @@ class Ledger:
             )
         with self._read() as conn:
             stored = store.entry_at(conn, entry.seq)
+            head_seq, head_hash = store.head(conn)
         if stored != entry:
             raise LedgerError(
                 f"A receipt is signed only for an entry of this ledger; entry seq {entry.seq} "
@@ -782,6 +783,10 @@ class Ledger:
                 query_id=entry.query_id,
                 time=entry.time,
                 public_key=self.public_key,
+                # The whole ledger's head: its seq says how many entries the site's ledger holds (all
+                # projects together, as the receipt's own seq already does), nothing of what they are.
+                head_seq=head_seq,
+                head_hash=head_hash,
             ),
         )
 

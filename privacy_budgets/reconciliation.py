@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from privacy_budgets.exports import export_entries, load_export
+from privacy_budgets.head_chain import head_problems
 from privacy_budgets.receipts import SpendReceipt, as_receipt
 from privacy_budgets.verification import verify_entries
 
@@ -66,7 +67,8 @@ def reconcile(
     spend the site's ledger has no trace of), ``missing_entry`` (beyond the ledger's
     head: entries removed), ``different_hash``, ``different_epsilon``,
     ``bad_signature``, ``duplicate_receipt``, ``unknown_to_coordinator`` (a commit or
-    uncovered release without a receipt). Empty means reconciled; ``frame.attrs["verdict"]`` says
+    uncovered release without a receipt), and from the receipts alone ``head_fork`` and
+    ``head_backwards`` (the ledger heads they carry fork or go back: ``head_chain.py``). Empty means reconciled; ``frame.attrs["verdict"]`` says
     so in one line.
     """
     export = load_export(ledger_export)
@@ -81,6 +83,11 @@ def reconcile(
     known_reservations = {e.reservation_id for e in entries if e.reservation_id}
     seen: Counter[tuple[str, int]] = Counter()
     n_receipts = 0
+    receipts = list(receipts)
+    for problem in head_problems(receipts):  # the mirror's own chain of heads (head_chain.py)
+        rows.append(
+            {**_row(problem["problem"], None, problem["seq"], detail=problem["detail"]), "project": problem["project"]}
+        )
     for item in receipts:
         n_receipts += 1
         r = as_receipt(item)

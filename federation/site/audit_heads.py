@@ -15,23 +15,18 @@ and copies outside the site catch that (THREAT_MODEL.md, rules A1-A6).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from federation.site.audit import Seal, append_audit, audit_path, utc_now
 from federation.site.site_config import SiteConfig
+from privacy_budgets.head_chain import AUDIT_HEAD_KIND, audit_head_message
 from privacy_budgets.keys import load_key, public_hex, sign, verify_signature
 
-HEAD_KIND = "audit_head"
-HEAD_FIELDS = ("kind", "time", "site", "signed_seq", "signed_hash", "ledger_seq", "ledger_hash", "public_key")
-
-
-def head_message(record: dict[str, Any]) -> bytes:
-    """What a head line's signature covers: its fields but the signature and the chain's own."""
-    body = {name: record.get(name) for name in HEAD_FIELDS}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+HEAD_KIND = AUDIT_HEAD_KIND
+AUDIT_HEAD_KEY = "audit-head"  # the reply's site record carries the newest head under this key
+head_message = audit_head_message  # shared with the coordinator's mirror (privacy_budgets/head_chain.py)
 
 
 def head_problem(record: dict[str, Any], *, seq_before: int, hash_before: str, keys: set[str] | None) -> str | None:
