@@ -424,6 +424,67 @@ def propose_board(
     )
 
 
+@propose_app.command("rotate-key")
+@_clear_errors
+def propose_rotate_key(
+    ledger: LedgerPath,
+    new_key: Annotated[
+        Path, typer.Option("--new-key", help="The new signing key (made here, mode 0600, when absent).")
+    ],
+    reason: Reason,
+    proposed_by: ProposedBy,
+    out: Out,
+    expires_days: ExpiresDays = 14.0,
+) -> None:
+    """Propose to sign the ledger with a new key from now on (the old key signs the handover)."""
+    from privacy_budgets.keys import load_or_create_key, public_hex
+    from privacy_budgets.proposals import rotation_action
+
+    public = public_hex(load_or_create_key(key_path=new_key, create=True))
+    _write_proposal(ledger, rotation_action(new_public_key=public), reason, proposed_by, expires_days, out)
+
+
+@app.command("rotate-key")
+@_clear_errors
+def rotate_key(
+    ledger: LedgerPath,
+    key: KeyPath = None,
+    new_key: Annotated[
+        Path | None,
+        typer.Option("--new-key", help="The new key (default: <key>.new, made when absent)."),
+    ] = None,
+    proposal: Annotated[
+        Path | None, typer.Option("--proposal", help="The rotate-key proposal a quorum signed (a ledger with a board).")
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="Who rotates (a ledger without a board).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (a ledger without a board).")] = None,
+) -> None:
+    """Rotate the ledger's signing key; the new key takes the old one's place, which is kept as retired.
+
+    After it, re-register the site's ledger key with the coordinator: its mirror links the
+    two through the rotation entry carried by the next receipts' heads."""
+    import os
+
+    from privacy_budgets.keys import default_key_path
+    from privacy_budgets.proposals import SignedProposal
+
+    old_path = key or default_key_path(_existing(ledger))
+    new_path = new_key or Path(f"{old_path}.new")
+    loaded = None if proposal is None else SignedProposal.load(_existing(proposal))
+    with _writable(ledger, old_path) as opened:
+        entry = opened.rotate_key(new_key_path=new_path, proposal=loaded, actor=actor, reason=reason)
+        fingerprint = opened.public_key_fingerprint
+    retired = Path(f"{old_path}.retired-seq{entry.seq}")
+    os.replace(old_path, retired)
+    os.replace(new_path, old_path)
+    _echo_entry(entry)
+    typer.echo(
+        f"The ledger is signed with {fingerprint} from seq {entry.seq + 1} on; the key is now {old_path} "
+        f"(the old one is kept as {retired}: it proves nothing new, so move it offline). Send the coordinator the "
+        "new fingerprint to register."
+    )
+
+
 @app.command()
 @_clear_errors
 def sign(

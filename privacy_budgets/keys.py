@@ -136,6 +136,12 @@ def matches(*, expected: str, public_key_hex: str) -> bool:
     return expected.lower() == public_key_hex
 
 
+def rotation_message(*, ledger_id: str, old_public_key: str, new_public_key: str) -> bytes:
+    """What the new key signs when it takes over a ledger (proof that its holder has it;
+    bound to one ledger, so the proof cannot be copied into a forged one)."""
+    return f"privacy_budgets.rotate_key/1\n{ledger_id}\n{old_public_key}\n{new_public_key}".encode()
+
+
 def sign(key: Ed25519PrivateKey, message: bytes) -> str:
     """Hex of the Ed25519 signature over ``message``."""
     return key.sign(message).hex()

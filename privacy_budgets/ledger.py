@@ -64,6 +64,7 @@ from privacy_budgets.keys import (
     fingerprint,
     load_or_create_key,
     public_hex,
+    rotation_message,
     sign,
     verify_signature,
 )
@@ -165,7 +166,8 @@ class Ledger:
             )
         genesis = store.entry_at(self._conn, 1)
         try:
-            recorded = str(genesis.details["public_key"])
+            str(genesis.details["public_key"])
+            recorded = store.public_keys(self._conn)[-1]  # the genesis key, or the last rotated in
             shown = fingerprint(recorded)
         except (AttributeError, KeyError, ValueError):
             raise LedgerIntegrityError(
@@ -174,8 +176,14 @@ class Ledger:
                 "never replace it with an older copy: that would erase recorded spending."
             ) from None
         if recorded != self.public_key:
+            if self.public_key in store.public_keys(self._conn):
+                raise LedgerError(
+                    f"A ledger is written with its current key: the key at {key_path} "
+                    f"({self.public_key_fingerprint}) was rotated out of {self.path}, which is now signed by "
+                    f"{shown}. Pass key_path= to the current key (the site's key folder holds it as ledger.key)."
+                )
             raise LedgerError(
-                f"A ledger is written with the key it was created with: {self.path} was "
+                f"A ledger is written with the key it was created with (or rotated to): {self.path} was "
                 f"created with {shown}, but {key_path} is {self.public_key_fingerprint}. "
                 "Pass key_path= to the site's original key."
             )
@@ -426,7 +434,74 @@ class Ledger:
                 )
             if kind == "approve":
                 return self._approve(conn, action=action, **common)
+            if kind == "rotate_key":
+                raise AuthorityError(
+                    "Refused: a key rotation is applied with the new key at hand, which apply() does not have. "
+                    "Nothing was written. Fix: `workbench budget rotate-key --proposal PROPOSAL --ledger PATH` "
+                    "(or Ledger.rotate_key(new_key_path=..., proposal=...))."
+                )
             return self._set_board(conn, board=Board.from_json(action), previous=governance.board, **common)
+
+    def rotate_key(
+        self,
+        *,
+        new_key_path: Path | str,
+        proposal: SignedProposal | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> LedgerEntry:
+        """Sign the ledger with a new key from now on (made at ``new_key_path``, 0600, when absent).
+
+        One ``rotate_key`` entry, signed by the old key (the last it signs), names the new
+        key, and holds the new key's signature over (ledger, old key, new key): the old
+        key signs the new one, and the new key's holder shows they have it. With a board
+        it needs ``proposal`` (action ``rotate_key`` naming the new key) signed by a quorum;
+        in a ledger without a board, ``actor`` and ``reason`` suffice. The coordinator
+        learns the new key from the next receipts and audit heads, which the rotation
+        entry links to the old key.
+        """
+        new_key = load_or_create_key(key_path=Path(new_key_path), create=True)
+        new_public = public_hex(new_key)
+        now = datetime.now(UTC)
+        with self._write() as conn:
+            authority = None
+            if proposal is not None:
+                action, result = check_before_writing(self._governance(conn), proposal, site_id=self.site_id, now=now)
+                if action["kind"] != "rotate_key" or action["new_public_key"] != new_public:
+                    raise AuthorityError(
+                        f"Refused: this proposal does not rotate to the key at {new_key_path} "
+                        f"({fingerprint(new_public)}); it proposes: {proposal.describe()}. Nothing was written."
+                    )
+                authority = authority_details(proposal, result)
+                actor, reason = result.actor(), proposal.document["reason"]
+            if actor is None or reason is None:
+                raise LedgerError("A key rotation without a proposal names its actor= and reason=.")
+            if new_public == self.public_key:
+                raise LedgerError(f"A key rotation names a new key; {new_key_path} is the current key.")
+            ledger_id = store.entry_at(conn, 1).entry_hash
+            details: dict[str, Any] = {
+                "old_public_key": self.public_key,
+                "new_public_key": new_public,
+                "new_fingerprint": fingerprint(new_public),
+                "possession": sign(
+                    new_key,
+                    rotation_message(ledger_id=ledger_id, old_public_key=self.public_key, new_public_key=new_public),
+                ),
+            }
+            if authority is not None:
+                details["authority"] = authority
+            entry = self._append(
+                conn,
+                kind="rotate_key",
+                actor=validation.text("actor", actor),
+                purpose=validation.text("reason", reason),
+                details=details,
+                time=now.strftime(TIME_FORMAT),
+            )
+        self._key = new_key
+        self.public_key = new_public
+        self.public_key_fingerprint = fingerprint(new_public)
+        return entry
 
     def _governance(self, conn: sqlite3.Connection) -> Governance:
         return Governance.replay(store.governed_entries(conn, kinds=GOVERNED_KINDS))
@@ -875,10 +950,13 @@ class Ledger:
 
     def _check_head(self, head: LedgerEntry | None) -> None:
         """Refuse to extend a chain whose newest entry does not prove itself."""
+        signer = self.public_key
+        if head is not None and head.kind == "rotate_key":  # the last entry the old key signs
+            signer = str(head.details.get("old_public_key", ""))
         if (
             head is not None
             and head.compute_hash() == head.entry_hash
-            and verify_signature(public_key=self.public_key, signature=head.signature, message=_signed(head))
+            and verify_signature(public_key=signer, signature=head.signature, message=_signed(head))
         ):
             return
         where = (

@@ -79,6 +79,7 @@ def reconcile(
     if not report.ok:
         rows.append(_row("export_fails_verification", None, report.first_bad_seq, detail=report.problem))
     by_seq = {e.seq: e for e in entries}
+    public_key = _keys(entries) or public_key  # a receipt signed before a key rotation verifies under its key
     head = max(by_seq, default=0)
     known_reservations = {e.reservation_id for e in entries if e.reservation_id}
     seen: Counter[tuple[str, int]] = Counter()
@@ -127,7 +128,7 @@ def _judge(r, entry, site_id, head, public_key, known_reservations):
         return "different_hash", (
             f"entry seq {r.seq} has hash {entry.entry_hash[:12]}..., the receipt {r.entry_hash[:12]}..."
         )
-    signed = r.verifies(public_key)
+    signed = any(r.verifies(k) for k in public_key) if isinstance(public_key, list) else r.verifies(public_key)
     for theirs, ours in _COMPARED:
         if theirs == "dataset_epsilon_after" and r.dataset_epsilon_after is None:
             continue  # a receipt sent to a requester does not state the dataset's total
@@ -139,6 +140,19 @@ def _judge(r, entry, site_id, head, public_key, known_reservations):
     if not signed:
         return "bad_signature", "the receipt is not signed by the site's key"
     return None, None
+
+
+def _keys(entries) -> list[str]:
+    keys = []
+    for e in entries:
+        try:
+            if e.kind == "genesis":
+                keys.append(str(e.details["public_key"]))
+            elif e.kind == "rotate_key":
+                keys.append(str(e.details["new_public_key"]))
+        except (ValueError, KeyError):
+            continue
+    return keys
 
 
 def _row(problem, receipt, seq, *, entry=None, detail=None) -> dict[str, Any]:
