@@ -214,8 +214,46 @@ def export(
 def report(
     ledger: LedgerPath,
     out: Annotated[Path, typer.Option(help="Where to write the HTML report.")],
+    art30: Annotated[
+        bool,
+        typer.Option(
+            "--art30",
+            help="Write the record of processing activities (GDPR art. 30) instead: HTML, and JSON beside it.",
+        ),
+    ] = False,
+    node_toml: Annotated[
+        Path | None,
+        typer.Option(
+            "--node-toml",
+            help="With --art30: the node.toml whose [processing] keys state what records cannot (controller, DPO, "
+            "categories, retention) and whose state folder holds the audit log.",
+        ),
+    ] = None,
+    audit: Annotated[
+        Path | None, typer.Option("--audit", help="With --art30: the audit log (default: the node.toml's).")
+    ] = None,
 ) -> None:
     """Write one self-contained HTML report (plots, status, statements, verification)."""
+    if art30:
+        from privacy_budgets.art30 import audit_path_of, processing_record, stated_by_site, write_record
+        from privacy_budgets.report import _load
+
+        entries, _, verdict = _load(_existing(ledger))
+        if audit is None and node_toml is not None:
+            audit = audit_path_of(_existing(node_toml))
+        record = processing_record(
+            entries,
+            verified=str(verdict),
+            stated=stated_by_site(None if node_toml is None else _existing(node_toml)),
+            audit_log=audit,
+        )
+        html_path, json_path = write_record(record, out=out)
+        typer.echo(f"Record of processing written to {html_path} and {json_path}.")
+        if record["missing"]:
+            typer.echo(
+                f"Not stated (set them in node.toml's [processing] section): {', '.join(record['missing'])}.", err=True
+            )
+        return
     from privacy_budgets.report import build_report
 
     path = build_report(_existing(ledger), out=out)

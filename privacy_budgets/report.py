@@ -346,6 +346,8 @@ def _decision_words(entry: LedgerEntry) -> str:
             )
         if entry.kind == "approve":
             return describe_action({"kind": "approve", "dataset": entry.dataset, "project": entry.project, **d})
+        if entry.kind == "rotate_key":
+            return describe_action({"kind": "rotate_key", "new_public_key": d["new_public_key"]})
         if entry.kind == "board":
             return (
                 ("record" if d.get("previous") is None else "change")

@@ -252,6 +252,9 @@ def _at_most_half(value: float) -> tuple[str, str] | None:
 
 
 SECTION_COMMENTS: dict[str, str] = {
+    "processing": "What the site's records cannot know, for its record of processing (GDPR art. 30;\n"
+    "`workbench budget report --art30 --node-toml node.toml`). All optional: a key left out is\n"
+    "listed as not stated.",
     "training": "What a study may ask of this site. The held-out split, the outcomes and columns a study\n"
     "may use, and the limits on every size a coordinator picks are the site's: a request outside\n"
     "them is refused before any data is read, with the rule, the value and the fix.",
@@ -375,6 +378,56 @@ KEYS: tuple[NodeKey, ...] = (
         default=DEFAULT_CLIENTAPPIO_ADDRESS,
         comment="Local address where the SuperNode hands tasks to the node's app (loopback only).",
         fix=f'use a free local port, e.g. clientappio_address = "{DEFAULT_CLIENTAPPIO_ADDRESS}".',
+    ),
+    NodeKey(
+        "processing",
+        "controller",
+        "text",
+        field="processing_controller",
+        default=None,
+        example='"Hospital A, Data Protection, dataprotection@hospital-a.example"',
+        comment="The controller: the hospital's name and contact, as its record of processing names it.",
+        fix='write it as a quoted string, e.g. controller = "Hospital A, Data Protection, dataprotection@hospital-a.example", or remove the key.',
+    ),
+    NodeKey(
+        "processing",
+        "dpo",
+        "text",
+        field="processing_dpo",
+        default=None,
+        example='"dpo@hospital-a.example"',
+        comment="The data protection officer's contact.",
+        fix='write it as a quoted string, e.g. dpo = "dpo@hospital-a.example", or remove the key.',
+    ),
+    NodeKey(
+        "processing",
+        "data_subjects",
+        "text",
+        field="processing_data_subjects",
+        default=None,
+        example='"adult patients of the cardiology department, 2015-2024"',
+        comment="The categories of data subjects whose rows the site holds.",
+        fix='write it as a quoted string, e.g. data_subjects = "adult patients of the cardiology department, 2015-2024", or remove the key.',
+    ),
+    NodeKey(
+        "processing",
+        "data_categories",
+        "text",
+        field="processing_data_categories",
+        default=None,
+        example='"health data: diagnoses, laboratory values, age, sex"',
+        comment="The categories of personal data in the site's table.",
+        fix='write it as a quoted string, e.g. data_categories = "health data: diagnoses, laboratory values, age, sex", or remove the key.',
+    ),
+    NodeKey(
+        "processing",
+        "retention",
+        "text",
+        field="processing_retention",
+        default=None,
+        example='"the table is deleted 10 years after the study ends"',
+        comment="The time limits for erasure of the data.",
+        fix='write it as a quoted string, e.g. retention = "the table is deleted 10 years after the study ends", or remove the key.',
     ),
     NodeKey(
         "policy",
