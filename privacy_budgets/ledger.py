@@ -800,6 +800,17 @@ class Ledger:
 
         return verify_path(Path(path), public_key=public_key, checkpoint=checkpoint, receipts=receipts, deep=deep)
 
+    def head(self) -> tuple[int, str]:
+        """(seq, entry_hash) of the newest entry."""
+        with self._read() as conn:
+            return store.head(conn)
+
+    def hash_at(self, seq: int) -> str | None:
+        """The entry_hash at ``seq`` (None: no entry there)."""
+        with self._read() as conn:
+            entry = store.entry_at(conn, seq)
+        return None if entry is None else entry.entry_hash
+
     def checkpoint(self, *, out: Path | str | None = None) -> dict[str, Any]:
         """A signed statement of the current head; written as JSON when ``out`` is given."""
         with self._read() as conn:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def record_last_head(site: SiteConfig, *, seq: int, head_hash: str, time: str) -
     current = key_folder_anchor(site)
     if current is not None and current.seq >= seq:
         return
-    tmp = folder / f".{LAST_HEAD_FILE}.{os.getpid()}.tmp"
+    tmp = folder / f".{LAST_HEAD_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # threads of one process too
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump({"site": site.site_id, "seq": seq, "head_hash": head_hash, "time": time}, handle)
@@ -164,7 +165,7 @@ def check_not_behind(site: SiteConfig, *, board_checkpoint: Path | None = None) 
     if not site.ledger_path.exists():
         anchors = local_anchors_without_ledger(site)
         if anchors:
-            raise LedgerBehind(_behind_message(site, (0, "none"), anchors[0], missing=True))
+            raise LedgerBehind(behind_message(site, (0, "none"), anchors[0], missing=True))
         return (0, ""), []
     anchors = local_anchors(site, board_checkpoint=board_checkpoint)
     with _read_only(site.ledger_path) as conn:
@@ -172,11 +173,11 @@ def check_not_behind(site: SiteConfig, *, board_checkpoint: Path | None = None) 
         head = (0, "") if row is None else (int(row[0]), str(row[1]))
         for anchor in sorted(anchors, key=lambda a: -a.seq):
             if anchor.seq > head[0]:
-                raise LedgerBehind(_behind_message(site, head, anchor))
+                raise LedgerBehind(behind_message(site, head, anchor))
             if anchor.head_hash:
                 at = conn.execute("SELECT entry_hash FROM entries WHERE seq = ?", (anchor.seq,)).fetchone()
                 if at is None or at[0] != anchor.head_hash:
-                    raise LedgerBehind(_behind_message(site, head, anchor, forked=True))
+                    raise LedgerBehind(behind_message(site, head, anchor, forked=True))
     return head, anchors
 
 
@@ -191,7 +192,7 @@ def local_anchors_without_ledger(site: SiteConfig) -> list[Anchor]:
     return [a for a in sorted(anchors, key=lambda a: -a.seq) if a.seq > 1]
 
 
-def _behind_message(
+def behind_message(
     site: SiteConfig, head: tuple[int, str], anchor: Anchor, *, forked: bool = False, missing: bool = False
 ) -> str:
     if missing:

@@ -268,3 +268,33 @@ def test_a_head_signed_with_a_key_not_the_ledgers_is_refused(tmp_path, node):
     append_audit(path=path, entry=None, seal=seal)
     result = verify_audit(path, public_keys=ledger_keys_of(node.config))
     assert not result.ok and "not the ledger's" in result.problem and result.first_bad_line == 1
+
+
+def test_a_rollback_while_the_node_runs_is_refused_at_the_next_release(tmp_path, node):
+    """Every charged release keeps the head in the key folder; the next release compares."""
+    from federation.errors import InternalFault
+    from federation.site.charged_path import Charge, Ran, charged_release
+
+    def release(site):
+        with open_site_ledger(site) as ledger:
+            return charged_release(
+                ledger=ledger,
+                site=site,
+                charge=Charge(
+                    project=PROJECT, actor="analyst", event=gaussian_event(noise_multiplier=8.0), purpose="q"
+                ),
+                run=lambda: Ran(value="answer"),
+            )
+
+    site = node.site
+    release(site)
+    spent_then = _spent(node)
+    _copy_state(node, tmp_path / "copy")
+    charged = release(site)
+    assert json.loads((site.ledger_key_path.parent / "last_head.json").read_text())["seq"] == charged.entry.seq
+    _put_back(node, tmp_path / "copy", "ledger.sqlite")
+    with pytest.raises(InternalFault) as refused:
+        release(site)
+    assert "Refused to serve" in str(refused.value) and "key folder" in str(refused.value)
+    assert "releases nothing" in refused.value.public and str(site.state_dir) not in refused.value.public
+    assert _spent(node) == spent_then  # nothing more was charged on the rolled-back ledger
