@@ -60,6 +60,7 @@ from federation.processes import (
     split_address,
     stop_process_group,
 )
+from federation.site.anchors import LedgerBehind
 from federation.site.ledger_keys import OWNER_ONLY_UMASK, private_folder
 from federation.site.node_runtime import NodeRuntime, node_processes, read_record
 from federation.site.supernode_process import HEARTBEAT_ENV, POLL_ENV
@@ -655,6 +656,11 @@ def main(argv: list[str] | None = None) -> int:
     except (NodeStartError, NodeAlreadyRunning, RuntimePortTaken) as err:
         print(f"error: {err}", file=sys.stderr)
         return exit_code_for(err)
+    except LedgerBehind as err:  # a rolled-back ledger: refused before anything starts (anchors.py)
+        print(f"error: {err}", file=sys.stderr)
+        from federation.cli_support import EXIT_INTERNAL
+
+        return EXIT_INTERNAL
     return 0
 
 

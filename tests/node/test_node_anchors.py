@@ -298,3 +298,27 @@ def test_a_rollback_while_the_node_runs_is_refused_at_the_next_release(tmp_path,
     assert "Refused to serve" in str(refused.value) and "key folder" in str(refused.value)
     assert "releases nothing" in refused.value.public and str(site.state_dir) not in refused.value.public
     assert _spent(node) == spent_then  # nothing more was charged on the rolled-back ledger
+
+
+def test_the_node_process_refuses_to_start_on_a_rolled_back_ledger(tmp_path, node):
+    """`node start` (its supervisor process) stops before Flower starts, with exit code 4."""
+    import subprocess
+    import sys
+
+    from _node_helpers import write_ca_certificate
+
+    write_ca_certificate(node.toml.parent / "ca.crt")
+    _spend(node)
+    sign_audit_head(node.site)
+    _copy_state(node, tmp_path / "copy")
+    _spend(node)
+    sign_audit_head(node.site)
+    _put_back(node, tmp_path / "copy", "ledger.sqlite")
+    done = subprocess.run(
+        [sys.executable, "-m", "federation.site.supernode", "--config", str(node.toml)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 4, done.stderr
+    assert "Refused to serve" in done.stderr and "ends at seq 5" in done.stderr
