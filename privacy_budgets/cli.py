@@ -236,9 +236,9 @@ def report(
     """Write one self-contained HTML report (plots, status, statements, verification)."""
     if art30:
         from privacy_budgets.art30 import audit_path_of, processing_record, stated_by_site, write_record
-        from privacy_budgets.report import _load
+        from privacy_budgets.report import load_for_report
 
-        entries, _, verdict = _load(_existing(ledger))
+        entries, _, verdict = load_for_report(_existing(ledger))
         if audit is None and node_toml is not None:
             audit = audit_path_of(_existing(node_toml))
         record = processing_record(

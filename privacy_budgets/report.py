@@ -122,6 +122,11 @@ def _day(time: str) -> str:
     return time.replace("T", " ")[:16]
 
 
+def load_for_report(source) -> tuple[list[LedgerEntry], pd.DataFrame, VerificationReport]:
+    """Entries, status and verdict of a Ledger, a ledger file or an export."""
+    return _load(source)
+
+
 def _load(source) -> tuple[list[LedgerEntry], pd.DataFrame, VerificationReport]:
     from privacy_budgets.ledger import Ledger
 

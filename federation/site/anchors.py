@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from federation.errors import InternalFault
 from federation.site.audit import recent_entries
 from federation.site.site_config import SiteConfig
 from privacy_budgets.errors import LedgerIntegrityError
@@ -38,8 +39,12 @@ LAST_HEAD_FILE = "last_head.json"
 _AUDIT_LOOKBACK = 5_000  # lines read back from the end (several signed heads' worth)
 
 
-class LedgerBehind(LedgerIntegrityError):
-    """The ledger is behind a head this node recorded elsewhere: rolled back or rewritten."""
+class LedgerBehind(LedgerIntegrityError, InternalFault):
+    """The ledger is behind a head this node recorded elsewhere: rolled back or rewritten.
+    A broken record (exit 4), and to a requester an internal fault whose words stay here."""
+
+    def __init__(self, reason: str) -> None:
+        InternalFault.__init__(self, reason)
 
 
 @dataclass(frozen=True)
