@@ -183,9 +183,9 @@ class Ledger:
                     f"{shown}. Pass key_path= to the current key (the site's key folder holds it as ledger.key)."
                 )
             raise LedgerError(
-                f"A ledger is written with the key it was created with (or rotated to): {self.path} was "
+                f"A ledger is written with the key it was created with: {self.path} was "
                 f"created with {shown}, but {key_path} is {self.public_key_fingerprint}. "
-                "Pass key_path= to the site's original key."
+                "Pass key_path= to the site's original key (after a key rotation: its current key)."
             )
         self._check_head(store.newest_entry(self._conn))
 
