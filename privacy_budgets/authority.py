@@ -49,8 +49,14 @@ from privacy_budgets.signatures import (
     verify,
 )
 
-GOVERNED_KINDS = ("set_cap", "allocate", "approve", "board")
-ACTION_OF_KIND = {"set_cap": "set_cap", "allocate": "allocate", "approve": "approve", "board": "set_board"}
+GOVERNED_KINDS = ("set_cap", "allocate", "approve", "board", "rotate_key")
+ACTION_OF_KIND = {
+    "set_cap": "set_cap",
+    "allocate": "allocate",
+    "approve": "approve",
+    "board": "set_board",
+    "rotate_key": "rotate_key",
+}
 
 
 class AuthorityError(LedgerError):
@@ -214,6 +220,8 @@ class Governance:
                     f"{fmt_epsilon(new)} needs {need}"
                 ]
             return []
+        if entry.kind == "rotate_key":
+            return [f"rotating the ledger's signing key needs {need}"]
         if entry.kind == "approve":
             old = self.approvals.get((entry.dataset, entry.project))
             keys = {r.get("key") for r in details.get("researchers", [])}
@@ -352,6 +360,8 @@ def _mismatch(entry: LedgerEntry, details: dict, action: dict[str, Any]) -> str 
         details.get("members") != action["members"] or details.get("quorum") != action["quorum"]
     ):
         return "another board than the proposal's"
+    if action["kind"] == "rotate_key" and details.get("new_public_key") != action["new_public_key"]:
+        return "another new key than the proposal's"
     return None
 
 

@@ -38,7 +38,12 @@ app = typer.Typer(
 
 LedgerPath = Annotated[Path, typer.Option("--ledger", help="The site's ledger file (SQLite).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-KeyPath = Annotated[Path | None, typer.Option("--key", help="The site's signing key (default: <ledger>.key).")]
+KeyPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--key", help="The site's signing key (default: ledger.key in the site's key folder, else <ledger>.key)."
+    ),
+]
 
 
 # The workbench's exit codes (federation/cli_support.py EXIT_CODES), as this package uses them.
@@ -209,8 +214,46 @@ def export(
 def report(
     ledger: LedgerPath,
     out: Annotated[Path, typer.Option(help="Where to write the HTML report.")],
+    art30: Annotated[
+        bool,
+        typer.Option(
+            "--art30",
+            help="Write the record of processing activities (GDPR art. 30) instead: HTML, and JSON beside it.",
+        ),
+    ] = False,
+    node_toml: Annotated[
+        Path | None,
+        typer.Option(
+            "--node-toml",
+            help="With --art30: the node.toml whose [processing] keys state what records cannot (controller, DPO, "
+            "categories, retention) and whose state folder holds the audit log.",
+        ),
+    ] = None,
+    audit: Annotated[
+        Path | None, typer.Option("--audit", help="With --art30: the audit log (default: the node.toml's).")
+    ] = None,
 ) -> None:
     """Write one self-contained HTML report (plots, status, statements, verification)."""
+    if art30:
+        from privacy_budgets.art30 import audit_path_of, processing_record, stated_by_site, write_record
+        from privacy_budgets.report import load_for_report
+
+        entries, _, verdict = load_for_report(_existing(ledger))
+        if audit is None and node_toml is not None:
+            audit = audit_path_of(_existing(node_toml))
+        record = processing_record(
+            entries,
+            verified=str(verdict),
+            stated=stated_by_site(None if node_toml is None else _existing(node_toml)),
+            audit_log=audit,
+        )
+        html_path, json_path = write_record(record, out=out)
+        typer.echo(f"Record of processing written to {html_path} and {json_path}.")
+        if record["missing"]:
+            typer.echo(
+                f"Not stated (set them in node.toml's [processing] section): {', '.join(record['missing'])}.", err=True
+            )
+        return
     from privacy_budgets.report import build_report
 
     path = build_report(_existing(ledger), out=out)
@@ -416,6 +459,67 @@ def propose_board(
     members = tuple(Member(name=name, key=key) for name, key in _named_keys(member, "--member"))
     _write_proposal(
         ledger, board_action(board=Board(members=members, quorum=quorum)), reason, proposed_by, expires_days, out
+    )
+
+
+@propose_app.command("rotate-key")
+@_clear_errors
+def propose_rotate_key(
+    ledger: LedgerPath,
+    new_key: Annotated[
+        Path, typer.Option("--new-key", help="The new signing key (made here, mode 0600, when absent).")
+    ],
+    reason: Reason,
+    proposed_by: ProposedBy,
+    out: Out,
+    expires_days: ExpiresDays = 14.0,
+) -> None:
+    """Propose to sign the ledger with a new key from now on (the old key signs the handover)."""
+    from privacy_budgets.keys import load_or_create_key, public_hex
+    from privacy_budgets.proposals import rotation_action
+
+    public = public_hex(load_or_create_key(key_path=new_key, create=True))
+    _write_proposal(ledger, rotation_action(new_public_key=public), reason, proposed_by, expires_days, out)
+
+
+@app.command("rotate-key")
+@_clear_errors
+def rotate_key(
+    ledger: LedgerPath,
+    key: KeyPath = None,
+    new_key: Annotated[
+        Path | None,
+        typer.Option("--new-key", help="The new key (default: <key>.new, made when absent)."),
+    ] = None,
+    proposal: Annotated[
+        Path | None, typer.Option("--proposal", help="The rotate-key proposal a quorum signed (a ledger with a board).")
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="Who rotates (a ledger without a board).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (a ledger without a board).")] = None,
+) -> None:
+    """Rotate the ledger's signing key; the new key takes the old one's place, which is kept as retired.
+
+    After it, re-register the site's ledger key with the coordinator: its mirror links the
+    two through the rotation entry carried by the next receipts' heads."""
+    import os
+
+    from privacy_budgets.keys import default_key_path
+    from privacy_budgets.proposals import SignedProposal
+
+    old_path = key or default_key_path(_existing(ledger))
+    new_path = new_key or Path(f"{old_path}.new")
+    loaded = None if proposal is None else SignedProposal.load(_existing(proposal))
+    with _writable(ledger, old_path) as opened:
+        entry = opened.rotate_key(new_key_path=new_path, proposal=loaded, actor=actor, reason=reason)
+        fingerprint = opened.public_key_fingerprint
+    retired = Path(f"{old_path}.retired-seq{entry.seq}")
+    os.replace(old_path, retired)
+    os.replace(new_path, old_path)
+    _echo_entry(entry)
+    typer.echo(
+        f"The ledger is signed with {fingerprint} from seq {entry.seq + 1} on; the key is now {old_path} "
+        f"(the old one is kept as {retired}: it proves nothing new, so move it offline). Send the coordinator the "
+        "new fingerprint to register."
     )
 
 

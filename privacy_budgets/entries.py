@@ -25,7 +25,18 @@ import dp_accounting as dpa
 from privacy_budgets.errors import LedgerError
 from privacy_budgets.mechanisms import event_from_json
 
-ENTRY_KINDS = ("genesis", "set_cap", "allocate", "reserve", "commit", "abort", "uncovered", "approve", "board")
+ENTRY_KINDS = (
+    "genesis",
+    "set_cap",
+    "allocate",
+    "reserve",
+    "commit",
+    "abort",
+    "uncovered",
+    "approve",
+    "board",
+    "rotate_key",
+)
 GENESIS_PREV = "0" * 64
 LEDGER_FORMAT = "privacy_budgets.ledger/1"
 

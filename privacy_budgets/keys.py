@@ -1,4 +1,7 @@
-"""A site's Ed25519 signing key: created once beside the ledger, readable only by its owner.
+"""A site's Ed25519 signing key: created once in its key folder, readable only by its owner.
+
+A site keeps it in a key folder apart from the ledger (``federation/site/ledger_keys.py``);
+``Ledger.open`` without ``key_path`` still uses ``<ledger>.key`` for a bare ledger file.
 
 Public keys travel as hex of the 32 raw bytes; people compare fingerprints,
 ``ed25519:SHA256:<hex>``, like SSH's.
@@ -32,6 +35,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from privacy_budgets.errors import LedgerError
 
 
+def default_key_path(ledger_path: Path) -> Path:
+    """Where the key of the ledger at ``ledger_path`` is, when nobody says: the site's
+    key folder beside its state folder (``<state>.keys/ledger.key``, as a simulated site
+    keeps it, or ``keys/ledger.key`` beside the node.toml of ``workbench node init``),
+    else ``<ledger>.key`` (a bare ledger file, or one made before key folders)."""
+    ledger_path = Path(ledger_path)
+    state = ledger_path.parent
+    candidates = [state.with_name(f"{state.name}.keys") / "ledger.key"]
+    if (state.parent / "node.toml").exists():
+        candidates.append(state.parent / "keys" / "ledger.key")
+    return next((c for c in candidates if c.exists()), Path(f"{ledger_path}.key"))
+
+
 def load_or_create_key(*, key_path: Path, create: bool) -> Ed25519PrivateKey:
     """Read the PEM key at ``key_path``; make one (mode 0600) when allowed and absent."""
     if key_path.exists():
@@ -41,6 +57,9 @@ def load_or_create_key(*, key_path: Path, create: bool) -> Ed25519PrivateKey:
             f"The ledger's signing key must exist to write to it; none at {key_path}. "
             "Pass key_path= to the site's key, or verify read-only with Ledger.verify_file."
         )
+    if not key_path.parent.exists():  # a key folder: only its owner may enter it
+        key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(key_path.parent, 0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         encoding=serialization.Encoding.PEM,
@@ -115,6 +134,12 @@ def matches(*, expected: str, public_key_hex: str) -> bool:
         raw = loaded.public_bytes(encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw)
         return raw.hex() == public_key_hex
     return expected.lower() == public_key_hex
+
+
+def rotation_message(*, ledger_id: str, old_public_key: str, new_public_key: str) -> bytes:
+    """What the new key signs when it takes over a ledger (proof that its holder has it;
+    bound to one ledger, so the proof cannot be copied into a forged one)."""
+    return f"privacy_budgets.rotate_key/1\n{ledger_id}\n{old_public_key}\n{new_public_key}".encode()
 
 
 def sign(key: Ed25519PrivateKey, message: bytes) -> str:

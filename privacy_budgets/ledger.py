@@ -60,9 +60,11 @@ from privacy_budgets.errors import (
 )
 from privacy_budgets.exports import is_sqlite
 from privacy_budgets.keys import (
+    default_key_path,
     fingerprint,
     load_or_create_key,
     public_hex,
+    rotation_message,
     sign,
     verify_signature,
 )
@@ -110,11 +112,12 @@ class Ledger:
     ) -> Ledger:
         """Open the site's ledger at ``path``, creating it (and its key) when allowed.
 
-        The signing key lives at ``key_path`` (default: ``<path>.key``, mode 0600).
+        The signing key lives at ``key_path`` (mode 0600). Default: the key a site keeps in
+        its key folder, when there is one (``default_key_path``), else ``<path>.key``.
         """
         path = Path(path)
         site_id = validation.text("site_id", site_id)
-        key_path = Path(key_path) if key_path is not None else Path(f"{path}.key")
+        key_path = Path(key_path) if key_path is not None else default_key_path(path)
         try:
             return cls._open(path=path, site_id=site_id, key_path=key_path, create=create)
         except (OSError, sqlite3.OperationalError) as err:
@@ -132,6 +135,8 @@ class Ledger:
                 "Check the path, or pass create=True to start a new ledger."
             )
         key = load_or_create_key(key_path=key_path, create=found != "ledger")
+        if found == "absent":
+            _create_owner_only(path)
         conn = None
         try:
             conn = store.connect(path)
@@ -161,7 +166,8 @@ class Ledger:
             )
         genesis = store.entry_at(self._conn, 1)
         try:
-            recorded = str(genesis.details["public_key"])
+            str(genesis.details["public_key"])
+            recorded = store.public_keys(self._conn)[-1]  # the genesis key, or the last rotated in
             shown = fingerprint(recorded)
         except (AttributeError, KeyError, ValueError):
             raise LedgerIntegrityError(
@@ -170,10 +176,16 @@ class Ledger:
                 "never replace it with an older copy: that would erase recorded spending."
             ) from None
         if recorded != self.public_key:
+            if self.public_key in store.public_keys(self._conn):
+                raise LedgerError(
+                    f"A ledger is written with its current key: the key at {key_path} "
+                    f"({self.public_key_fingerprint}) was rotated out of {self.path}, which is now signed by "
+                    f"{shown}. Pass key_path= to the current key (the site's key folder holds it as ledger.key)."
+                )
             raise LedgerError(
                 f"A ledger is written with the key it was created with: {self.path} was "
                 f"created with {shown}, but {key_path} is {self.public_key_fingerprint}. "
-                "Pass key_path= to the site's original key."
+                "Pass key_path= to the site's original key (after a key rotation: its current key)."
             )
         self._check_head(store.newest_entry(self._conn))
 
@@ -422,7 +434,74 @@ class Ledger:
                 )
             if kind == "approve":
                 return self._approve(conn, action=action, **common)
+            if kind == "rotate_key":
+                raise AuthorityError(
+                    "Refused: a key rotation is applied with the new key at hand, which apply() does not have. "
+                    "Nothing was written. Fix: `workbench budget rotate-key --proposal PROPOSAL --ledger PATH` "
+                    "(or Ledger.rotate_key(new_key_path=..., proposal=...))."
+                )
             return self._set_board(conn, board=Board.from_json(action), previous=governance.board, **common)
+
+    def rotate_key(
+        self,
+        *,
+        new_key_path: Path | str,
+        proposal: SignedProposal | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> LedgerEntry:
+        """Sign the ledger with a new key from now on (made at ``new_key_path``, 0600, when absent).
+
+        One ``rotate_key`` entry, signed by the old key (the last it signs), names the new
+        key, and holds the new key's signature over (ledger, old key, new key): the old
+        key signs the new one, and the new key's holder shows they have it. With a board
+        it needs ``proposal`` (action ``rotate_key`` naming the new key) signed by a quorum;
+        in a ledger without a board, ``actor`` and ``reason`` suffice. The coordinator
+        learns the new key from the next receipts and audit heads, which the rotation
+        entry links to the old key.
+        """
+        new_key = load_or_create_key(key_path=Path(new_key_path), create=True)
+        new_public = public_hex(new_key)
+        now = datetime.now(UTC)
+        with self._write() as conn:
+            authority = None
+            if proposal is not None:
+                action, result = check_before_writing(self._governance(conn), proposal, site_id=self.site_id, now=now)
+                if action["kind"] != "rotate_key" or action["new_public_key"] != new_public:
+                    raise AuthorityError(
+                        f"Refused: this proposal does not rotate to the key at {new_key_path} "
+                        f"({fingerprint(new_public)}); it proposes: {proposal.describe()}. Nothing was written."
+                    )
+                authority = authority_details(proposal, result)
+                actor, reason = result.actor(), proposal.document["reason"]
+            if actor is None or reason is None:
+                raise LedgerError("A key rotation without a proposal names its actor= and reason=.")
+            if new_public == self.public_key:
+                raise LedgerError(f"A key rotation names a new key; {new_key_path} is the current key.")
+            ledger_id = store.entry_at(conn, 1).entry_hash
+            details: dict[str, Any] = {
+                "old_public_key": self.public_key,
+                "new_public_key": new_public,
+                "new_fingerprint": fingerprint(new_public),
+                "possession": sign(
+                    new_key,
+                    rotation_message(ledger_id=ledger_id, old_public_key=self.public_key, new_public_key=new_public),
+                ),
+            }
+            if authority is not None:
+                details["authority"] = authority
+            entry = self._append(
+                conn,
+                kind="rotate_key",
+                actor=validation.text("actor", actor),
+                purpose=validation.text("reason", reason),
+                details=details,
+                time=now.strftime(TIME_FORMAT),
+            )
+        self._key = new_key
+        self.public_key = new_public
+        self.public_key_fingerprint = fingerprint(new_public)
+        return entry
 
     def _governance(self, conn: sqlite3.Connection) -> Governance:
         return Governance.replay(store.governed_entries(conn, kinds=GOVERNED_KINDS))
@@ -721,6 +800,17 @@ class Ledger:
 
         return verify_path(Path(path), public_key=public_key, checkpoint=checkpoint, receipts=receipts, deep=deep)
 
+    def head(self) -> tuple[int, str]:
+        """(seq, entry_hash) of the newest entry."""
+        with self._read() as conn:
+            return store.head(conn)
+
+    def hash_at(self, seq: int) -> str | None:
+        """The entry_hash at ``seq`` (None: no entry there)."""
+        with self._read() as conn:
+            entry = store.entry_at(conn, seq)
+        return None if entry is None else entry.entry_hash
+
     def checkpoint(self, *, out: Path | str | None = None) -> dict[str, Any]:
         """A signed statement of the current head; written as JSON when ``out`` is given."""
         with self._read() as conn:
@@ -752,6 +842,7 @@ class Ledger:
             )
         with self._read() as conn:
             stored = store.entry_at(conn, entry.seq)
+            head_seq, head_hash = store.head(conn)
         if stored != entry:
             raise LedgerError(
                 f"A receipt is signed only for an entry of this ledger; entry seq {entry.seq} "
@@ -778,6 +869,10 @@ class Ledger:
                 query_id=entry.query_id,
                 time=entry.time,
                 public_key=self.public_key,
+                # The whole ledger's head: its seq says how many entries the site's ledger holds (all
+                # projects together, as the receipt's own seq already does), nothing of what they are.
+                head_seq=head_seq,
+                head_hash=head_hash,
             ),
         )
 
@@ -866,10 +961,13 @@ class Ledger:
 
     def _check_head(self, head: LedgerEntry | None) -> None:
         """Refuse to extend a chain whose newest entry does not prove itself."""
+        signer = self.public_key
+        if head is not None and head.kind == "rotate_key":  # the last entry the old key signs
+            signer = str(head.details.get("old_public_key", ""))
         if (
             head is not None
             and head.compute_hash() == head.entry_hash
-            and verify_signature(public_key=self.public_key, signature=head.signature, message=_signed(head))
+            and verify_signature(public_key=signer, signature=head.signature, message=_signed(head))
         ):
             return
         where = (
@@ -1035,6 +1133,17 @@ def _missing_limit(kind, dataset, project, event, cap) -> BudgetExceeded:
         set_by=None,
         set_on=None,
     )
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create the ledger file mode 0600 before SQLite opens it: SQLite makes its -wal and
+    -shm files with the database's mode, so no local user but the owner reads any of them."""
+    import os
+
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # an empty file left, or another process creating it now
 
 
 def _probe(path: Path) -> Literal["absent", "empty", "ledger"]:

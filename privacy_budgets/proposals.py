@@ -57,7 +57,7 @@ from privacy_budgets.signatures import (
 )
 
 FILE_FORMAT = "hospital-dp-workbench/proposal-file@v1"
-ACTIONS = ("set_cap", "allocate", "approve", "set_board")
+ACTIONS = ("set_cap", "allocate", "approve", "set_board", "rotate_key")
 DEFAULT_EXPIRY = timedelta(days=14)
 
 
@@ -94,6 +94,11 @@ def approval_action(
     )
 
 
+def rotation_action(*, new_public_key: str) -> dict[str, Any]:
+    """Sign the ledger with a new key from now on (hex of its 32 raw Ed25519 bytes)."""
+    return check_action({"kind": "rotate_key", "new_public_key": new_public_key})
+
+
 def board_action(*, board: Board) -> dict[str, Any]:
     """Replace the board: its members and quorum after the decision."""
     return check_action({"kind": "set_board", **board.to_json()})
@@ -109,6 +114,7 @@ def check_action(action: Any) -> dict[str, Any]:
         "allocate": {"kind", "dataset", "project", "epsilon"},
         "approve": {"kind", "dataset", "project", "purpose", "researchers"},
         "set_board": {"kind", "members", "quorum"},
+        "rotate_key": {"kind", "new_public_key"},
     }[kind]
     if set(action) != fields:
         raise ProposalInvalid(
@@ -125,6 +131,14 @@ def check_action(action: Any) -> dict[str, Any]:
         out["delta"] = _number(action["delta"], "delta", low=0.0, high=1.0)
     if kind == "approve":
         out["researchers"] = _researchers(action["researchers"])
+    if kind == "rotate_key":
+        key = action["new_public_key"]
+        if not isinstance(key, str) or len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise ProposalInvalid(
+                f"A key rotation names the new Ed25519 public key as 64 lowercase hex digits; got {str(key)[:80]!r}. "
+                "Write it with `workbench budget propose rotate-key`."
+            )
+        out["new_public_key"] = key
     if kind == "set_board":
         try:
             board = Board.from_json({"members": action["members"], "quorum": action["quorum"]})
@@ -188,6 +202,10 @@ def describe_action(action: dict[str, Any]) -> str:
         )
     if kind == "set_board":
         return f"set the board to {Board.from_json(action).describe()}"
+    if kind == "rotate_key":
+        from privacy_budgets.keys import fingerprint
+
+        return f"rotate the ledger's signing key to {fingerprint(action['new_public_key'])}"
     return f"an unknown action {kind!r}"
 
 

@@ -1,7 +1,9 @@
 """Spend receipts: what a site sends the coordinator with each release.
 
 A receipt names the ledger entry (seq and hash), the mechanism and the epsilons (for a
-committed spend) or the uncovered release, and is signed with the site's key. The coordinator keeps them; later they prove what the
+committed spend) or the uncovered release, and the ledger's head when it was signed
+(``head_seq`` and ``head_hash``; the coordinator's mirror chains them, ``head_chain.py``),
+and is signed with the site's key. The coordinator keeps them; later they prove what the
 site's ledger held, even if its newest entries were removed.
 
 >>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -56,12 +58,24 @@ class SpendReceipt(PlainRecord):
     time: str
     public_key: str
     signature: str
+    # The ledger's head (seq, hash) when the receipt was signed; None in a receipt made
+    # before heads travelled (then they are left out of the signed message).
+    head_seq: int | None = None
+    head_hash: str | None = None
 
     def signed_message(self) -> bytes:
-        """Canonical JSON of every field but the signature."""
+        """Canonical JSON of every field but the signature (and an absent ledger head)."""
         data = dataclasses.asdict(self)
         del data["signature"]
+        for name in _HEAD_FIELDS:
+            if data[name] is None:
+                del data[name]
         return canonical(data).encode()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpendReceipt:
+        """Inverse of ``to_dict``; a receipt from before ledger heads has none."""
+        return super().from_dict({**dict.fromkeys(_HEAD_FIELDS), **data})
 
     def verifies(self, public_key: str | None = None) -> bool:
         """Whether the signature holds under ``public_key`` (hex; default: the one inside)."""
@@ -70,6 +84,9 @@ class SpendReceipt(PlainRecord):
             signature=self.signature,
             message=self.signed_message(),
         )
+
+
+_HEAD_FIELDS = ("head_seq", "head_hash")
 
 
 def sign_receipt(key: Ed25519PrivateKey, fields: dict[str, Any]) -> SpendReceipt:

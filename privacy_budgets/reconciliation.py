@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from privacy_budgets.exports import export_entries, load_export
+from privacy_budgets.head_chain import head_problems
 from privacy_budgets.receipts import SpendReceipt, as_receipt
 from privacy_budgets.verification import verify_entries
 
@@ -66,7 +67,8 @@ def reconcile(
     spend the site's ledger has no trace of), ``missing_entry`` (beyond the ledger's
     head: entries removed), ``different_hash``, ``different_epsilon``,
     ``bad_signature``, ``duplicate_receipt``, ``unknown_to_coordinator`` (a commit or
-    uncovered release without a receipt). Empty means reconciled; ``frame.attrs["verdict"]`` says
+    uncovered release without a receipt), and from the receipts alone ``head_fork`` and
+    ``head_backwards`` (the ledger heads they carry fork or go back: ``head_chain.py``). Empty means reconciled; ``frame.attrs["verdict"]`` says
     so in one line.
     """
     export = load_export(ledger_export)
@@ -77,10 +79,16 @@ def reconcile(
     if not report.ok:
         rows.append(_row("export_fails_verification", None, report.first_bad_seq, detail=report.problem))
     by_seq = {e.seq: e for e in entries}
+    public_key = _keys(entries) or public_key  # a receipt signed before a key rotation verifies under its key
     head = max(by_seq, default=0)
     known_reservations = {e.reservation_id for e in entries if e.reservation_id}
     seen: Counter[tuple[str, int]] = Counter()
     n_receipts = 0
+    receipts = list(receipts)
+    for problem in head_problems(receipts):  # the mirror's own chain of heads (head_chain.py)
+        rows.append(
+            {**_row(problem["problem"], None, problem["seq"], detail=problem["detail"]), "project": problem["project"]}
+        )
     for item in receipts:
         n_receipts += 1
         r = as_receipt(item)
@@ -120,7 +128,7 @@ def _judge(r, entry, site_id, head, public_key, known_reservations):
         return "different_hash", (
             f"entry seq {r.seq} has hash {entry.entry_hash[:12]}..., the receipt {r.entry_hash[:12]}..."
         )
-    signed = r.verifies(public_key)
+    signed = any(r.verifies(k) for k in public_key) if isinstance(public_key, list) else r.verifies(public_key)
     for theirs, ours in _COMPARED:
         if theirs == "dataset_epsilon_after" and r.dataset_epsilon_after is None:
             continue  # a receipt sent to a requester does not state the dataset's total
@@ -132,6 +140,19 @@ def _judge(r, entry, site_id, head, public_key, known_reservations):
     if not signed:
         return "bad_signature", "the receipt is not signed by the site's key"
     return None, None
+
+
+def _keys(entries) -> list[str]:
+    keys = []
+    for e in entries:
+        try:
+            if e.kind == "genesis":
+                keys.append(str(e.details["public_key"]))
+            elif e.kind == "rotate_key":
+                keys.append(str(e.details["new_public_key"]))
+        except (ValueError, KeyError):
+            continue
+    return keys
 
 
 def _row(problem, receipt, seq, *, entry=None, detail=None) -> dict[str, Any]:

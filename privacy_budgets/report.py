@@ -122,6 +122,11 @@ def _day(time: str) -> str:
     return time.replace("T", " ")[:16]
 
 
+def load_for_report(source) -> tuple[list[LedgerEntry], pd.DataFrame, VerificationReport]:
+    """Entries, status and verdict of a Ledger, a ledger file or an export."""
+    return _load(source)
+
+
 def _load(source) -> tuple[list[LedgerEntry], pd.DataFrame, VerificationReport]:
     from privacy_budgets.ledger import Ledger
 
@@ -346,6 +351,8 @@ def _decision_words(entry: LedgerEntry) -> str:
             )
         if entry.kind == "approve":
             return describe_action({"kind": "approve", "dataset": entry.dataset, "project": entry.project, **d})
+        if entry.kind == "rotate_key":
+            return describe_action({"kind": "rotate_key", "new_public_key": d["new_public_key"]})
         if entry.kind == "board":
             return (
                 ("record" if d.get("previous") is None else "change")

@@ -73,6 +73,11 @@ def statement(entry: LedgerEntry) -> str:
         )
     if kind == "board":
         return _board_statement(entry)
+    if kind == "rotate_key":
+        return (
+            f"Key rotation by {entry.actor}: the ledger is signed with {entry.details.get('new_fingerprint')} from "
+            f"seq {entry.seq + 1} on; the old key signed this handover ({entry.purpose})."
+        )
     if kind == "uncovered":
         return (
             f"Released WITHOUT a differential privacy guarantee{_context(entry)}: "

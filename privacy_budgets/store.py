@@ -293,3 +293,22 @@ def read_derived(conn: sqlite3.Connection) -> State:
     for dataset, project, st, text, n in conn.execute("SELECT dataset, project, state, mechanism, count FROM counts"):
         state.counts[(dataset, project, st, text)] = n
     return state
+
+
+def public_keys(conn: sqlite3.Connection) -> list[str]:
+    """Every key the ledger was signed with, oldest first: the genesis key, then each
+    rotated-in key (hex). Read as recorded: verification checks them."""
+    import json
+
+    keys = []
+    for kind, text in conn.execute(
+        "SELECT kind, details_json FROM entries WHERE seq = 1 OR kind = 'rotate_key' ORDER BY seq"
+    ):
+        try:
+            details = json.loads(text)
+        except ValueError:
+            continue
+        key = details.get("public_key") if kind == "genesis" else details.get("new_public_key")
+        if isinstance(key, str):
+            keys.append(key)
+    return keys

@@ -1,7 +1,8 @@
 """Verification: recompute everything from the entries and trust nothing else.
 
 For each entry in seq order: contiguous seq, hash of its content, link to the previous
-hash, Ed25519 signature under the genesis key; then replay it (caps, allocations,
+hash, Ed25519 signature under the genesis key (or the key a ``rotate_key`` entry handed
+over to: the old key signs that entry, the new key signs every entry after it); then replay it (caps, allocations,
 reservations, mechanism counts) and check the ledger's rules held. At the end the
 replayed state must equal the derived tables, and the totals the newest entries report
 must equal the totals recomputed from the replay (every entry's, with ``deep=True``).
@@ -30,7 +31,7 @@ from privacy_budgets.authority import GOVERNED_KINDS, Governance
 from privacy_budgets.checkpoints import checkpoint_verifies, load_checkpoint
 from privacy_budgets.entries import ENTRY_KINDS, GENESIS_PREV, LedgerEntry
 from privacy_budgets.errors import LedgerIntegrityError, PrivacyBudgetError
-from privacy_budgets.keys import fingerprint, matches, verify_signature
+from privacy_budgets.keys import fingerprint, matches, rotation_message, verify_signature
 from privacy_budgets.mechanisms import base_counts
 from privacy_budgets.receipts import SpendReceipt, as_receipt
 from privacy_budgets.state import DATASET_CAP, State, changes_of, totals_after
@@ -123,6 +124,7 @@ class _Verifier:
         self.prev_hash = GENESIS_PREV
         self.expected_seq = 1
         self.public_key: str | None = None
+        self.keys: list[str] = []  # every key the ledger was signed with, oldest first
         self.site_id: str | None = None
         self.reserved_datasets: set[str] = set()
         self.last_of_dataset: dict[str, LedgerEntry] = {}
@@ -175,6 +177,7 @@ class _Verifier:
         try:
             self.public_key = str(e.details["public_key"])
             fingerprint(self.public_key)
+            self.keys = [self.public_key]
         except (ValueError, KeyError, TypeError):
             self.public_key = None
         if e.kind != "genesis" or e.seq != 1 or self.public_key is None:
@@ -215,6 +218,8 @@ class _Verifier:
             for problem in self.governance.problems(e, limits=limits):
                 self.bad(seq, f"entry seq {seq} ({kind}) breaks the board's rule: {problem}.")
             self.governance.record(e)
+        if kind == "rotate_key":
+            self._rotation(e)
         if kind == "set_cap":
             old = limits.get((e.dataset, DATASET_CAP))
             if old and old.delta != e.delta and e.dataset in self.reserved_datasets:
@@ -233,6 +238,30 @@ class _Verifier:
             self.last_of_project[(e.dataset, e.project)] = e
         if self.deep:
             self._numbers(e)
+
+    def _rotation(self, e: LedgerEntry) -> None:
+        """The old key signed this entry (checked above); the new key must prove it is held."""
+        details = e.details
+        old, new = details.get("old_public_key"), details.get("new_public_key")
+        if old != self.public_key:
+            self.bad(
+                e.seq, f"entry seq {e.seq} (rotate_key) hands over from a key that is not the ledger's current one."
+            )
+            return
+        message = rotation_message(
+            ledger_id=str(self.governance.ledger_id), old_public_key=old, new_public_key=str(new)
+        )
+        if not isinstance(new, str) or not verify_signature(
+            public_key=new, signature=str(details.get("possession", "")), message=message
+        ):
+            self.bad(
+                e.seq,
+                f"entry seq {e.seq} (rotate_key) names a new key that did not sign its takeover of this ledger "
+                "(a key nobody holds, or a proof copied from another ledger).",
+            )
+            return
+        self.public_key = new
+        self.keys.append(new)
 
     # --- epsilons -------------------------------------------------------------------
 
@@ -275,7 +304,7 @@ class _Verifier:
             self.bad(1, "the ledger has no entries, not even its genesis entry.")
         if public_key is not None:
             self.checks.append("expected key")
-            if self.public_key is None or not matches(expected=public_key, public_key_hex=self.public_key):
+            if self.public_key is None or not any(matches(expected=public_key, public_key_hex=k) for k in self.keys):
                 found = fingerprint(self.public_key) if self.public_key else "no key"
                 self.bad(
                     1,
@@ -341,7 +370,7 @@ class _Verifier:
 
     def _checkpoint(self, cp: dict, head_seq: int, key: str | None) -> None:
         seq = cp["seq"]
-        if key is None or not checkpoint_verifies(cp, public_key=key):
+        if key is None or not any(checkpoint_verifies(cp, public_key=k) for k in self.keys):
             self.bad(seq, f"the checkpoint for seq {seq} is not signed by this ledger's key.")
         elif seq > head_seq:
             self.bad(
@@ -356,7 +385,7 @@ class _Verifier:
     def _receipt(self, r: SpendReceipt, head_seq: int, key: str | None) -> None:
         if r.site_id != self.site_id:
             self.bad(r.seq, f"the receipt for seq {r.seq} names site {r.site_id!r}, not {self.site_id!r}.")
-        elif key is None or not r.verifies(key):
+        elif key is None or not any(r.verifies(k) for k in self.keys):
             self.bad(r.seq, f"the receipt for seq {r.seq} is not signed by this ledger's key.")
         elif r.seq > head_seq:
             self.bad(

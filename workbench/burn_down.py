@@ -11,15 +11,15 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from federation.site.ledger_keys import open_site_ledger
 from federation.site.site_config import SiteConfig
-from privacy_budgets import Ledger
 
 
 def budget_history(*, sites: Iterable[SiteConfig]) -> pd.DataFrame:
     """One row per ledger entry that moved a total or a limit, every site."""
     rows = []
     for site in sites:
-        with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+        with open_site_ledger(site) as ledger:
             for e in ledger.entries(dataset=site.dataset):
                 limit = None
                 if e.kind in ("set_cap", "allocate"):

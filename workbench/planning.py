@@ -20,8 +20,9 @@ import pandas as pd
 from federation.protocol.spec import TrainingSpec
 from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
+from federation.site.ledger_keys import open_site_ledger
 from federation.site.plan import calibrate_plan
-from privacy_budgets import Ledger, accounting, plan_dpsgd
+from privacy_budgets import accounting, plan_dpsgd
 from privacy_budgets.mechanisms import composed_event
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def plan_training(
         policy = NodePolicy.default_for(config)
         # In a simulation the rows are here to count; a real site states them in its plan.
         n_train = len(site_arrays(site=config, policy=policy, encoder=encoder).y_train)
-        with Ledger.open(config.ledger_path, site_id=site) as ledger:
+        with open_site_ledger(config) as ledger:
             delta = ledger.dataset_delta(dataset=config.dataset)
             # A project whose earlier spending leaves no room raises PlanRefused here: one
             # paragraph with its own numbers, the same words a site would send. The plan is
@@ -176,5 +177,5 @@ def _quiet_rdp():
 
 
 def ledger_spent(config) -> float:
-    with Ledger.open(config.ledger_path, site_id=config.site_id) as ledger:
+    with open_site_ledger(config) as ledger:
         return ledger.spent(dataset=config.dataset)

@@ -24,6 +24,7 @@ from federation.data.unranged import UnrangedSchema, infer_schema_without_ranges
 from federation.protocol.spec import TrainingSpec, refuse_site_owned
 from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
+from federation.site.ledger_keys import open_site_ledger
 from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder, SiteArrays
 from privacy_budgets import Ledger
@@ -156,7 +157,7 @@ class Workbench:
         board = SimulatedBoard.create(workdir / "board")
         for site in configs:
             site.state_dir.mkdir(parents=True, exist_ok=True)
-            with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+            with open_site_ledger(site) as ledger:
                 board.establish(ledger)
                 if ledger.cap(dataset=site.dataset) is None:
                     board.decide(
@@ -192,14 +193,14 @@ class Workbench:
     def ledger(self, site: str) -> Ledger:
         for s in self._sites:
             if s.site_id == site:
-                return Ledger.open(s.ledger_path, site_id=s.site_id)
+                return open_site_ledger(s)
         raise KeyError(f"no site {site!r}; sites are {', '.join(s.site_id for s in self._sites)}.")
 
     def budget(self) -> pd.DataFrame:
         """Every site's ledger status: caps, allocations, spent, remaining."""
         frames = []
         for s in self._sites:
-            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+            with open_site_ledger(s) as ledger:
                 status = ledger.status()
             status.insert(0, "site", s.site_id)
             frames.append(status)
@@ -222,7 +223,7 @@ class Workbench:
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
         for s in self._sites:
-            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+            with open_site_ledger(s) as ledger:
                 verdict = ledger.verify()
                 path = build_report(ledger, out=folder / f"{s.site_id}.html")
             rows.append({"site": s.site_id, "report": str(path), "verified": verdict.ok, "verdict": str(verdict)})
@@ -258,7 +259,7 @@ class Workbench:
         """Grant ``project`` an allocation of ``epsilon`` at every site: a proposal by
         ``actor``, signed by the simulated board's quorum, applied to each ledger."""
         for s in self._sites:
-            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+            with open_site_ledger(s) as ledger:
                 self._decide(
                     ledger,
                     action=allocation_action(dataset=s.dataset, project=project, epsilon=epsilon),
@@ -270,7 +271,7 @@ class Workbench:
         """What a simulated ethics board does: grant ``project`` ``epsilon`` at every
         site where it has no allocation yet (an existing allocation is left as it is)."""
         for s in self._sites:
-            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+            with open_site_ledger(s) as ledger:
                 if ledger.allocation(dataset=s.dataset, project=project) is None:
                     self._decide(
                         ledger,
@@ -352,7 +353,7 @@ class Workbench:
         model.load_state_dict(outcome.arrays.to_torch_state_dict())
         totals = {}
         for s in self._sites:  # a simulation holds every ledger; a coordinator never does
-            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+            with open_site_ledger(s) as ledger:
                 totals[s.site_id] = ledger.spent(dataset=s.dataset)
         return TrainingResult(
             spec=spec,

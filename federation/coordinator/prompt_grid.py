@@ -74,6 +74,12 @@ def reply_event(reply: Message, *, site: str) -> dict[str, Any]:
             receipts = json.loads(str(record.get("receipts", "[]")))
         except ValueError:
             receipts = []
+        event = {"site": site, "status": "ok", "receipts": receipts}
+        try:  # the site's newest signed audit head, for the mirror (head_mirror.py)
+            event["audit_head"] = json.loads(str(record["audit-head"])) if "audit-head" in record else None
+        except ValueError:
+            event["audit_head"] = None
+        return event
     return {"site": site, "status": "ok", "receipts": receipts}
 
 

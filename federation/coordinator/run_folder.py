@@ -206,11 +206,24 @@ class RunFolder:
         return self.path / "follower"
 
     def journal(self, event: dict[str, Any]) -> None:
-        """One exchange event, on disk before the ServerApp goes on (fsync)."""
+        """One exchange event, on disk before the ServerApp goes on (fsync). A reply's heads
+        go to the coordinator's mirror too (head_mirror.py); a head that goes backwards or
+        forks is journalled at once as a ``ledger_head_alert``."""
         with self.exchanges_path.open("a") as fh:
             fh.write(json.dumps({"time": time.time(), **event}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        if event.get("event") == "reply" and event.get("status") == "ok":
+            from federation.coordinator.head_mirror import HEADS_FILE, HeadMirror
+
+            problems = HeadMirror(self.path.parent / HEADS_FILE).observe(
+                site=str(event.get("site")),
+                receipts=list(event.get("receipts") or []),
+                audit_head=event.get("audit_head"),
+                run=self.path.name,
+            )
+            if problems:
+                self.journal({"event": "ledger_head_alert", "site": event.get("site"), "problems": problems})
 
     def exchanges(self) -> list[dict[str, Any]]:
         """The journal so far (complete lines only)."""

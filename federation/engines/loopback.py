@@ -17,6 +17,7 @@ from federation.coordinator.registry import register_node
 from federation.coordinator.superlink import Coordinator
 from federation.data.loader import load_sites
 from federation.processes import ProcessHandle, free_port
+from federation.site.ledger_keys import open_site_ledger
 from federation.site.supernode import NodeHandle, start_node
 from privacy_budgets import Ledger
 
@@ -82,7 +83,7 @@ class LoopbackFederation:
 
     def ledger(self, site: str) -> Ledger:
         config = self.node_config(site)
-        return Ledger.open(config.site_config().ledger_path, site_id=site)
+        return open_site_ledger(config.site_config())
 
     def allocate(self, *, project: str, epsilon: float) -> None:
         """What each site's ethics board does before a study: grant the project budget."""
@@ -102,7 +103,7 @@ def build_loopback_federation(
     *, root: Path, sites: int = 3, rows: int = 400, seed: int = 7, site_cap: float = 10.0, delta: float = 1e-5
 ) -> LoopbackFederation:
     """Folders, certificates, keys, node.toml files and ledgers (caps set); nothing started."""
-    from federation.site.config import write_node_template
+    from federation.site.config import load_node_config, write_node_template
     from federation.site.keys import generate_node_keys
 
     root = Path(root).resolve()
@@ -131,7 +132,7 @@ def build_loopback_federation(
         )
         tomls[site_id] = folder / "node.toml"
         (folder / "state").mkdir(exist_ok=True)
-        with Ledger.open(folder / "state" / "ledger.sqlite", site_id=site_id) as ledger:
+        with open_site_ledger(load_node_config(folder / "node.toml").site_config()) as ledger:
             ledger.set_cap(
                 dataset=site_id,
                 epsilon=site_cap,

@@ -50,18 +50,33 @@ def line_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def append_audit(*, path: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Append ``entry`` (JSON-able, without seq/prev/hash) as one chained line; returns it."""
+# A signed head line (``audit_heads.py``) follows at least every this many lines.
+HEAD_EVERY = 100
+Seal = Callable[[int, str], dict[str, Any]]  # (seq, hash) of the line before -> a signed head line
+
+
+def append_audit(*, path: Path, entry: dict[str, Any] | None, seal: Seal | None = None) -> dict[str, Any]:
+    """Append ``entry`` (JSON-able, without seq/prev/hash) as one chained line; returns it.
+
+    With ``seal`` (a writer holding the node's key), a signed head line follows it, under
+    the same lock, when its seq is a multiple of HEAD_EVERY; ``entry=None`` writes only a
+    signed head (at every start and check)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         last, torn_at = _last_line(fd)
         head = _head_of(last)
         if torn_at is not None:
             head = _repair_torn_tail(fd, torn_at=torn_at, head=head)
-        written = _write(fd, entry, head)
+        written = None
+        if entry is not None:
+            written = _write(fd, entry, head)
+            head = (written["seq"] or -1, written["hash"])
+        if seal is not None and (entry is None or head[0] % HEAD_EVERY == 0):
+            sealed = _write(fd, seal(*head), head)
+            written = written or sealed
         os.fsync(fd)
         return written
     finally:
@@ -254,11 +269,18 @@ class AuditVerification:
     torn_tail: bool
     repairs: int
     head: str
+    signed_heads: int = 0  # head lines whose signature proves the lines before them
+    last_signed_line: int = 0  # the newest such line (0: none)
 
     def describe(self) -> str:
         if not self.ok:
             return f"{self.path}: TAMPERED at line {self.first_bad_line}: {self.problem}"
         text = f"{self.path}: ok, {self.lines} lines, chain intact; head {self.head}"
+        if self.signed_heads:
+            text += (
+                f"; {self.signed_heads} signed head(s), the last at line {self.last_signed_line} "
+                f"({self.lines - self.last_signed_line} line(s) after it)"
+            )
         if self.repairs:
             text += f"; {self.repairs} torn line(s) repaired earlier, recorded in the chain"
         if self.torn_tail:
@@ -269,17 +291,24 @@ class AuditVerification:
         return text
 
 
-def verify_audit(path: Path, *, head: str | None = None) -> AuditVerification:
-    """Check every line's hash, sequence and link to the line before.
+def verify_audit(path: Path, *, head: str | None = None, public_keys: set[str] | None = None) -> AuditVerification:
+    """Check every line's hash, sequence and link to the line before, and every signed head.
 
     ``head`` is a line hash seen earlier (e.g. printed by ``node status``): the check
     fails if no line carries it, which is how cutting lines off the end shows.
+    ``public_keys`` (hex) are the keys a signed head may be signed with: the ledger's
+    (``audit_heads.py``); without them a head is checked under the key it names.
+    A head that does not prove the lines before it fails the check at the first line
+    after the last good signature, and the problem names the head.
     """
+    from federation.site.audit_heads import HEAD_KIND, head_problem
+
     path = Path(path)
     data = path.read_bytes() if path.exists() else b""
     lines = data.split(b"\n")
     torn = lines.pop() != b""  # text after the last newline: an append cut off
     prev, repairs, seen_head = GENESIS, 0, head is None
+    signed, last_signed = 0, 0
 
     def bad(number: int, problem: str) -> AuditVerification:
         return AuditVerification(
@@ -291,6 +320,8 @@ def verify_audit(path: Path, *, head: str | None = None) -> AuditVerification:
             torn_tail=torn,
             repairs=repairs,
             head=prev,
+            signed_heads=signed,
+            last_signed_line=last_signed,
         )
 
     for number, raw in enumerate(lines, start=1):
@@ -317,6 +348,16 @@ def verify_audit(path: Path, *, head: str | None = None) -> AuditVerification:
                 "it does not follow the line before it (its prev hash differs): "
                 "a line was deleted, inserted or reordered here",
             )
+        if record.get("kind") == HEAD_KIND:
+            why = head_problem(record, seq_before=number - 1, hash_before=prev, keys=public_keys)
+            if why is not None:
+                return bad(
+                    last_signed + 1,
+                    f"the signed head at line {number} does not prove the lines before it: {why}. The log is "
+                    f"proven up to line {last_signed} (the last good signature); from line {last_signed + 1} on it "
+                    "may have been rewritten",
+                )
+            signed, last_signed = signed + 1, number
         prev = claimed
         repairs += record.get("kind") == "repair"
         seen_head = seen_head or claimed == head
@@ -331,6 +372,8 @@ def verify_audit(path: Path, *, head: str | None = None) -> AuditVerification:
             torn_tail=torn,
             repairs=repairs,
             head=prev,
+            signed_heads=signed,
+            last_signed_line=last_signed,
         )
     return AuditVerification(
         path=path,
@@ -341,4 +384,6 @@ def verify_audit(path: Path, *, head: str | None = None) -> AuditVerification:
         torn_tail=torn,
         repairs=repairs,
         head=prev,
+        signed_heads=signed,
+        last_signed_line=last_signed,
     )

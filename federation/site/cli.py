@@ -17,7 +17,7 @@ import typer
 from federation.cli_support import EXIT_INTERNAL, clear_errors
 from federation.cli_support import fail as _fail
 from federation.errors import BadInput
-from federation.site.config import NodeConfig, load_node_config
+from federation.site.config import NodeConfig, NodeConfigError, load_node_config
 
 app = typer.Typer(
     name="node",
@@ -105,10 +105,11 @@ def init(
         toml_path.unlink(missing_ok=True)
         raise _fail(str(err)) from None
     ledger_path, dataset_name, recorded = _create_ledger(toml_path, roster)
+    site_keys = load_node_config(toml_path).ledger_key_dir
     typer.echo(f"wrote {toml_path} (every key explained) and the node's key pair in {private_key.parent}/")
     if recorded is None:
         typer.echo(
-            f"the site's privacy ledger: {ledger_path} (its signing key beside it); set your dataset's cap with:"
+            f"the site's privacy ledger: {ledger_path} (its signing key in the key folder {site_keys}); set your dataset's cap with:"
         )
         typer.echo(
             f"  workbench budget set-cap --ledger {ledger_path} --dataset {dataset_name} --epsilon E --delta 1e-5 "
@@ -116,7 +117,7 @@ def init(
         )
     else:
         typer.echo(
-            f"the site's privacy ledger: {ledger_path} (its signing key beside it), with its ethics board "
+            f"the site's privacy ledger: {ledger_path} (its signing key in the key folder {site_keys}), with its ethics board "
             f"{recorded}; the board sets the dataset's cap with a signed proposal:"
         )
         typer.echo(
@@ -153,12 +154,11 @@ def _create_ledger(toml_path: Path, roster=None) -> tuple[Path, str, str | None]
     """The site's ledger, empty and signed, so that caps can be set before the first
     start; an existing ledger is kept as it is (it is the site's history). With a
     roster, the ledger's first board is recorded (once: a ledger that has one keeps it)."""
-    from privacy_budgets import Ledger
+    from federation.site.ledger_keys import open_site_ledger
 
     site = load_node_config(toml_path).site_config()
-    site.state_dir.mkdir(parents=True, exist_ok=True)
     recorded = None
-    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+    with open_site_ledger(site) as ledger:
         if roster is not None:
             if ledger.board() is None:
                 ledger.establish_board(board=roster, actor="node init", reason="the site's ethics board")
@@ -200,9 +200,16 @@ def start(
     In the foreground until Ctrl-C (or `workbench node stop` from another terminal);
     with --detach, in the background. A node runs once: a second start is refused with
     the running PIDs."""
+    from federation.site.ledger_keys import move_legacy_key
     from federation.site.preflight import run_preflight
     from federation.site.supernode import check_can_start
 
+    try:
+        moved = move_legacy_key(load_node_config(config).site_config())  # ledgers made before key folders
+    except NodeConfigError:
+        moved = None  # the preflight below names what is wrong with the file
+    if moved is not None:
+        typer.echo(f"moved the ledger's signing key out of the state folder ({moved}) into the key folder.", err=True)
     result = run_preflight(config_path=config, require_coordinator=False)
     for item in result.checks:
         if item.status != "ok":
@@ -345,7 +352,10 @@ def audit(
         else:
             typer.echo(f"{path}: no requests yet.")
     if verify:
-        result = verify_audit(path, head=head or None)
+        from federation.site.preflight import ledger_keys_of
+
+        # Signed heads must be signed with a key the ledger holds (audit_heads.py).
+        result = verify_audit(path, head=head or None, public_keys=ledger_keys_of(node))
         if as_json:
             typer.echo(
                 json.dumps(
@@ -357,6 +367,8 @@ def audit(
                         "torn_tail": result.torn_tail,
                         "repairs": result.repairs,
                         "head": result.head,
+                        "signed_heads": result.signed_heads,
+                        "last_signed_line": result.last_signed_line,
                     }
                 )
             )

@@ -41,6 +41,7 @@ from federation.site.site_config import (
     DATA_PATH_KEY,
     DATASET_KEY,
     DICTIONARY_PATH_KEY,
+    KEY_DIR_KEY,
     MIN_CELL_SIZE_KEY,
     SITE_ID_KEY,
     STATE_DIR_KEY,
@@ -162,6 +163,11 @@ class _NodeFiles:
         return Path(f"{self.node_private_key}.pub")
 
     @property
+    def ledger_key_dir(self) -> Path:
+        """The key folder: ``[node] key_dir``, else the folder of the node's private key."""
+        return self.key_dir or Path(self.node_private_key).parent
+
+    @property
     def resolved_dictionary_path(self) -> Path:
         """The data dictionary: the one named, else ``data_dictionary.json`` beside the data."""
         return self.dictionary_path or self.data_path.parent / "data_dictionary.json"
@@ -178,6 +184,7 @@ class _NodeFiles:
             true_count_floor=self.policy.true_count_floor,
             max_epsilon_per_request=self.policy.max_epsilon_per_request,
             analytics_limits=self.policy.analytics_limits(),
+            key_dir=self.ledger_key_dir,
         )
 
     def node_config_entries(self) -> dict[str, str]:
@@ -191,6 +198,7 @@ class _NodeFiles:
             DATASET_KEY: self.dataset,
             MIN_CELL_SIZE_KEY: str(self.policy.min_cell_size),
             NODE_TOML_KEY: str(self.path.resolve()),
+            KEY_DIR_KEY: str(self.ledger_key_dir),
         }
         if self.policy.true_count_floor is not None:
             entries[TRUE_COUNT_FLOOR_KEY] = str(self.policy.true_count_floor)

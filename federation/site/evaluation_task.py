@@ -24,6 +24,7 @@ from federation.protocol.replies import EVALUATION_KEY, site_record
 from federation.site.charged_path import Charge, Declared, Ran, already_charged, charged_release, uncovered_left
 from federation.site.config import NodePolicy
 from federation.site.data_access import own_dictionary, site_arrays
+from federation.site.ledger_keys import open_site_ledger
 from federation.site.plan import site_plan
 from federation.site.site_config import SiteConfig
 from federation.site.site_parameters import with_site_parameters
@@ -41,7 +42,6 @@ from federation.training.evaluation import (
     predict_proba,
 )
 from federation.training.models import build_model
-from privacy_budgets import Ledger
 
 
 def handle_evaluate(msg: Message, site: SiteConfig, policy: NodePolicy) -> Message:
@@ -55,7 +55,7 @@ def handle_evaluate(msg: Message, site: SiteConfig, policy: NodePolicy) -> Messa
     arrays = site_arrays(site=site, policy=policy, encoder=encoder, config=request.config)
     check_split(arrays=arrays, policy=policy)
     identity = f"{spec.run_id}.evaluate.{server_round}"
-    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+    with open_site_ledger(site) as ledger:
         if already_charged(ledger=ledger, dataset=site.dataset, query_id=identity):
             text = f"round {server_round} of run {spec.run_id} was already evaluated at this site; a round is evaluated once."
             raise InvalidRequest(text, public=f"{text} Fix: evaluate the next round, or start a new run.")

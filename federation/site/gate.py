@@ -33,9 +33,9 @@ from federation.errors import (
 from federation.protocol.request_info import RequestInfo
 from federation.protocol.task_kinds import KNOWN_TASKS, policy_allows
 from federation.site.config import NodePolicy
+from federation.site.ledger_keys import open_site_ledger
 from federation.site.pause import read_pause
 from federation.site.site_config import SiteConfig
-from privacy_budgets import Ledger
 from privacy_budgets.errors import PrivacyBudgetError
 
 
@@ -113,7 +113,7 @@ def _allocation(*, info: RequestInfo, site: SiteConfig) -> GateDecision:
             )
         )
     try:
-        with Ledger.open(site.ledger_path, site_id=site.site_id, create=False) as ledger:
+        with open_site_ledger(site, create=False) as ledger:
             allocation = ledger.allocation(dataset=dataset, project=project)
     except (PrivacyBudgetError, OSError) as err:
         # The node's own trouble (its disk, its permissions, a damaged file), not a budget

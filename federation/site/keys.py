@@ -53,7 +53,9 @@ def generate_node_keys(*, private_key: Path, comment: str = "", overwrite: bool 
     )
     if comment:
         line = f"{line} {comment}"
-    private_key.parent.mkdir(parents=True, exist_ok=True)
+    if not private_key.parent.exists():  # the key folder: owner-only (ledger_keys.py)
+        private_key.parent.mkdir(mode=0o700, parents=True)
+        os.chmod(private_key.parent, 0o700)
     if overwrite and private_key.exists():
         private_key.unlink()
     # Created with mode 0600 from the start: never readable by others, not even briefly.

@@ -262,6 +262,9 @@ def _at_most_half(value: float) -> tuple[str, str] | None:
 
 
 SECTION_COMMENTS: dict[str, str] = {
+    "processing": "What the site's records cannot know, for its record of processing (GDPR art. 30;\n"
+    "`workbench budget report --art30 --node-toml node.toml`). All optional: a key left out is\n"
+    "listed as not stated.",
     "training": "What a study may ask of this site. The held-out split, the outcomes and columns a study\n"
     "may use, and the limits on every size a coordinator picks are the site's: a request outside\n"
     "them is refused before any data is read, with the rule, the value and the fix.",
@@ -322,6 +325,18 @@ KEYS: tuple[NodeKey, ...] = (
         fix='give a folder for the ledger, audit log and caches, e.g. dir = "state".',
     ),
     NodeKey(
+        "state",
+        "checkpoint",
+        "path",
+        field="board_checkpoint",
+        default=None,
+        example='"/media/board/checkpoint.json"',
+        comment="The ethics board's last checkpoint of the ledger (`workbench budget checkpoint --out`),\n"
+        "kept outside the state folder. The node refuses to serve a ledger that is behind it.",
+        fix='name the checkpoint JSON the board keeps, e.g. checkpoint = "/media/board/checkpoint.json", '
+        "or remove the key.",
+    ),
+    NodeKey(
         "coordinator",
         "address",
         "address",
@@ -354,6 +369,19 @@ KEYS: tuple[NodeKey, ...] = (
     ),
     NodeKey(
         "node",
+        "key_dir",
+        "path",
+        field="key_dir",
+        default=None,
+        template=Path("keys"),
+        example='"keys"',
+        comment="The key folder (mode 0700, outside the state folder): the privacy ledger's signing key\n"
+        "(ledger.key) lives here, never beside the ledger, so whoever can write the state folder\n"
+        "cannot sign a history of their own. Default: the folder of private_key.",
+        fix='name a folder outside [state] dir, e.g. key_dir = "keys", or remove the key.',
+    ),
+    NodeKey(
+        "node",
         "clientappio_address",
         "address",
         field="clientappio_address",
@@ -372,6 +400,56 @@ KEYS: tuple[NodeKey, ...] = (
         'loopback by default (only this machine can scrape it), or "off". Counts and budgets only: no\n'
         "data, no parameters, no reasons of refusals.",
         fix=f'write "host:port", e.g. metrics = "{DEFAULT_METRICS_ADDRESS}", or metrics = "off".',
+    ),
+    NodeKey(
+        "processing",
+        "controller",
+        "text",
+        field="processing_controller",
+        default=None,
+        example='"Hospital A, Data Protection, dataprotection@hospital-a.example"',
+        comment="The controller: the hospital's name and contact, as its record of processing names it.",
+        fix='write it as a quoted string, e.g. controller = "Hospital A, Data Protection, dataprotection@hospital-a.example", or remove the key.',
+    ),
+    NodeKey(
+        "processing",
+        "dpo",
+        "text",
+        field="processing_dpo",
+        default=None,
+        example='"dpo@hospital-a.example"',
+        comment="The data protection officer's contact.",
+        fix='write it as a quoted string, e.g. dpo = "dpo@hospital-a.example", or remove the key.',
+    ),
+    NodeKey(
+        "processing",
+        "data_subjects",
+        "text",
+        field="processing_data_subjects",
+        default=None,
+        example='"adult patients of the cardiology department, 2015-2024"',
+        comment="The categories of data subjects whose rows the site holds.",
+        fix='write it as a quoted string, e.g. data_subjects = "adult patients of the cardiology department, 2015-2024", or remove the key.',
+    ),
+    NodeKey(
+        "processing",
+        "data_categories",
+        "text",
+        field="processing_data_categories",
+        default=None,
+        example='"health data: diagnoses, laboratory values, age, sex"',
+        comment="The categories of personal data in the site's table.",
+        fix='write it as a quoted string, e.g. data_categories = "health data: diagnoses, laboratory values, age, sex", or remove the key.',
+    ),
+    NodeKey(
+        "processing",
+        "retention",
+        "text",
+        field="processing_retention",
+        default=None,
+        example='"the table is deleted 10 years after the study ends"',
+        comment="The time limits for erasure of the data.",
+        fix='write it as a quoted string, e.g. retention = "the table is deleted 10 years after the study ends", or remove the key.',
     ),
     NodeKey(
         "policy",

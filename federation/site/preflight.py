@@ -82,8 +82,11 @@ def run_preflight(*, config_path: Path, require_coordinator: bool = True) -> Pre
         _data,
         _state_dir,
         _node_key,
+        _key_folder,
+        _state_modes,
         _ca_certificate,
         _ledger,
+        _ledger_anchors,
         _audit_log,
         _paused,
         _trusted_entities,
@@ -209,6 +212,67 @@ def _node_key(config: NodeConfig) -> Check:
     )
 
 
+def _key_folder(config: NodeConfig) -> Check:
+    """The ledger's key lives in the key folder (0700, outside the state folder), never beside the ledger."""
+    site = config.site_config()
+    folder, key = config.ledger_key_dir, site.ledger_key_path
+    state = Path(config.state_dir).resolve()
+    if folder.resolve() == state or state in folder.resolve().parents:
+        return Check(
+            "key folder",
+            FAIL,
+            f"[node] key_dir {folder} is inside the state folder {state}: whoever writes the state folder could "
+            "then sign a history of their own.",
+            f'name a folder outside it, e.g. key_dir = "{Path(config.path).parent / "keys"}", and move ledger.key there.',
+        )
+    if site.legacy_key_path.exists():
+        return Check(
+            "key folder",
+            FAIL,
+            f"the ledger's signing key is still in the state folder ({site.legacy_key_path}), where whoever writes "
+            "the ledger could also sign a history of their own.",
+            f"`workbench node start` moves it into the key folder; or by hand: mkdir -p -m 700 {folder} && "
+            f"mv {site.legacy_key_path} {key}",
+        )
+    loose = [(p, m) for p, m in ((folder, 0o700), (key, 0o600)) if p.exists() and (p.stat().st_mode & 0o077)]
+    if loose:
+        shown = ", ".join(f"{p} is {oct(p.stat().st_mode & 0o777)}" for p, _ in loose)
+        return Check(
+            "key folder",
+            FAIL,
+            f"the key folder and the ledger key must be owner-only; {shown}: another local user may read the key.",
+            "; ".join(f"chmod {oct(m)[2:]} {p}" for p, m in loose),
+        )
+    if not key.exists():
+        return Check(
+            "key folder",
+            OK if not site.ledger_path.exists() else FAIL,
+            f"no ledger key yet in {folder} (made with the ledger)"
+            if not site.ledger_path.exists()
+            else f"the ledger {site.ledger_path} exists but its key {key} does not.",
+            "put the site's ledger.key back into the key folder (from the key backup); never make a new one for an "
+            "existing ledger.",
+        )
+    return Check("key folder", OK, f"{key} (owner-only, outside the state folder)")
+
+
+def _state_modes(config: NodeConfig) -> Check:
+    """Every file and folder in the state folder is owner-only."""
+    from federation.site.ledger_keys import loose_modes
+
+    loose = loose_modes(config.state_dir)
+    if loose:
+        shown = ", ".join(f"{p} is {oct(m)}" for p, m in loose)
+        return Check(
+            "state permissions",
+            FAIL,
+            f"the state folder and every file in it must be owner-only (no access for group or others); {shown}: "
+            "every local user may read the ledger, the audit log and released answers.",
+            f"chmod -R go-rwx {config.state_dir} (the node creates them owner-only from now on).",
+        )
+    return Check("state permissions", OK, f"{config.state_dir} and everything in it are owner-only")
+
+
 def _ca_certificate(config: NodeConfig) -> Check:
     from cryptography import x509
 
@@ -255,7 +319,18 @@ def _ledger(config: NodeConfig) -> Check:
             f"set the dataset's cap: `workbench budget set-cap --ledger {path} --dataset {config.dataset} --epsilon E --delta 1e-5 --actor NAME --reason TEXT`, "
             "then the ethics board allocates each project (`workbench budget allocate`).",
         )
-    report = Ledger.verify_file(path)
+    from privacy_budgets.keys import load_key, public_hex
+
+    key_path = config.site_config().ledger_key_path
+    if not key_path.exists():
+        return Check(
+            "ledger",
+            FAIL,
+            f"{path} cannot be checked against the site's key: there is no {key_path}.",
+            "put the site's ledger.key back into the key folder (see the key folder line).",
+        )
+    # Pinned to the key in the key folder: a history signed with any other key is not this site's.
+    report = Ledger.verify_file(path, public_key=public_hex(load_key(key_path=key_path)))
     if not report.ok:
         return Check(
             "ledger",
@@ -266,7 +341,7 @@ def _ledger(config: NodeConfig) -> Check:
             "ethics board to compare it with the last checkpoint and receipts; never replace it with an older "
             "copy (that would erase recorded spending).",
         )
-    with Ledger.open(path, site_id=config.site_id, create=False) as ledger:
+    with Ledger.open(path, site_id=config.site_id, key_path=key_path, create=False) as ledger:
         cap = ledger.cap(dataset=config.dataset)
     if cap is None:
         return Check(
@@ -277,6 +352,31 @@ def _ledger(config: NodeConfig) -> Check:
             f"`workbench budget set-cap --ledger {path} --dataset {config.dataset} --epsilon E --delta 1e-5 --actor NAME --reason TEXT`.",
         )
     return Check("ledger", OK, f"{report.entries_checked} entries verify; dataset '{config.dataset}' cap {cap:g}")
+
+
+def _ledger_anchors(config: NodeConfig) -> Check:
+    """The ledger is at or beyond every head this node recorded elsewhere (anchors.py)."""
+    from federation.site.anchors import LedgerBehind, check_not_behind
+
+    try:
+        head, anchors = check_not_behind(config.site_config(), board_checkpoint=config.board_checkpoint)
+    except LedgerBehind as err:
+        return Check(
+            "ledger anchors",
+            FAIL,
+            " ".join(str(err).split()),
+            "see above: never serve from, or restore, a ledger older than the last anchored head.",
+            kind=BROKEN,
+        )
+    if not anchors:
+        return Check("ledger anchors", OK, "no head recorded outside the ledger yet")
+    sources = sorted({a.source for a in anchors})
+    return Check(
+        "ledger anchors",
+        OK,
+        f"ledger head seq {head[0]} is at or beyond the heads recorded in the {', '.join(sources)} "
+        f"(highest seq {max(a.seq for a in anchors)})",
+    )
 
 
 def _audit_log(config: NodeConfig) -> Check:
@@ -290,8 +390,9 @@ def _audit_log(config: NodeConfig) -> Check:
             "since it serves nothing it cannot record",
             "move it aside; " + fix,
         )
+    keys = ledger_keys_of(config)
     if path.exists():
-        result = verify_audit(path)
+        result = verify_audit(path, public_keys=keys)
         if not result.ok:
             return Check(
                 "audit log",
@@ -313,8 +414,41 @@ def _audit_log(config: NodeConfig) -> Check:
             "every request, since it serves nothing it cannot record",
             fix,
         )
-    result = verify_audit(path)
+    _sign_head_if_not_behind(config)
+    result = verify_audit(path, public_keys=keys)
     return Check("audit log", WARN if result.torn_tail else OK, result.describe())
+
+
+def ledger_keys_of(config: NodeConfig) -> set[str] | None:
+    """The keys the ledger was signed with (None: no ledger to ask)."""
+    import sqlite3
+
+    from privacy_budgets import store
+
+    path = config.site_config().ledger_path
+    if not path.exists():
+        return None
+    try:
+        conn = store.connect(path, read_only=True)
+        try:
+            return set(store.public_keys(conn))
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+def _sign_head_if_not_behind(config: NodeConfig) -> None:
+    """A signed audit head at every check, but never one that would anchor a rolled-back ledger."""
+    from federation.site.anchors import LedgerBehind, check_not_behind
+    from federation.site.audit_heads import sign_audit_head
+
+    site = config.site_config()
+    try:
+        check_not_behind(site, board_checkpoint=config.board_checkpoint)
+    except (LedgerBehind, OSError, ValueError):
+        return
+    sign_audit_head(site)
 
 
 def _paused(config: NodeConfig) -> Check:

@@ -47,6 +47,7 @@ from federation.errors import BudgetRefused, InternalFault, InvalidRequest, Poli
 from federation.protocol.query_request import QueryRequest
 from federation.site.charged_path import Charge, Declared, Ran, charged_release
 from federation.site.config import disclosure_rules
+from federation.site.ledger_keys import open_site_ledger
 from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger, LedgerError, NoNoiseFits
 from privacy_budgets.errors import fmt_epsilon
@@ -136,7 +137,7 @@ def answer_query(*, request: QueryRequest, site: SiteConfig) -> SiteAnswer:
             public=f"site {site.site_id} cannot answer: its data does not validate against its data dictionary "
             "(its IT sees where in the site's audit log).",
         ) from None
-    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger, ReleaseCache(site.analytics_cache_dir) as cache:
+    with open_site_ledger(site) as ledger, ReleaseCache(site.analytics_cache_dir) as cache:
         delta = _delta(ledger, site)
         plan = _plan(checked, site, delta)
         multiplier = plan.noise_multiplier
@@ -230,7 +231,7 @@ def query_cost(*, request: QueryRequest, site: SiteConfig) -> dict[str, Any]:
     """
     checked = _check(request, site)
     query = checked.query
-    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger, ReleaseCache(site.analytics_cache_dir) as cache:
+    with open_site_ledger(site) as ledger, ReleaseCache(site.analytics_cache_dir) as cache:
         delta = _delta(ledger, site)
         plan = _plan(checked, site, delta)
         multiplier = plan.noise_multiplier

@@ -19,9 +19,9 @@ from federation.protocol.replies import site_record
 from federation.protocol.spec import SiteOwnedParameter, SpecError, TrainingSpec
 from federation.site.charged_path import Charge, Ran, charged_release
 from federation.site.config import NodePolicy
+from federation.site.ledger_keys import open_site_ledger
 from federation.site.site_config import SiteConfig
 from federation.site.training_limits import check_range_request, read_columns
-from privacy_budgets import Ledger
 
 
 def _numeric_columns(site: SiteConfig, columns: list[str]) -> dict[str, np.ndarray]:
@@ -54,7 +54,7 @@ def handle_ranges(msg: Message, site: SiteConfig, policy: NodePolicy) -> Message
         values = _numeric_columns(site, columns)
         return Ran(value={c: noisy_range(values=v, noise_std=noise_std) for c, v in values.items()})
 
-    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+    with open_site_ledger(site) as ledger:
         charged = charged_release(
             ledger=ledger,
             site=site,

@@ -20,14 +20,18 @@ PARTITION_ID_KEY = "partition-id"
 # policy may fill the same SiteConfig fields.
 MIN_CELL_SIZE_KEY = "min-cell-size"
 TRUE_COUNT_FLOOR_KEY = "true-count-floor"
+# The key folder holding the ledger's signing key (never the state folder).
+KEY_DIR_KEY = "key-dir"
+LEDGER_KEY_FILE = "ledger.key"
 
 
 @dataclass(frozen=True)
 class SiteConfig:
     """One site: its data file, its data dictionary and its state folder.
 
-    Everything the site keeps (ledger, signing key, plans, cache) lives under
-    ``state_dir``; the data file is only read. ``min_cell_size`` and
+    Everything the site keeps (ledger, plans, cache) lives under ``state_dir``; the
+    ledger's signing key lives in ``key_dir`` (default: ``<state_dir>.keys`` beside
+    it), never in the state folder; the data file is only read. ``min_cell_size`` and
     ``true_count_floor`` are the site's disclosure rules for analytics (None: the
     workbench defaults, a minimum cell size of 5 and no floor on true counts).
     ``max_epsilon_per_request`` is the site's cap on one request's cost (None: no cap
@@ -49,9 +53,12 @@ class SiteConfig:
     max_epsilon_per_request: float | None = None
     policy_overrides: tuple[tuple[str, Any], ...] = ()
     analytics_limits: AnalyticsLimits = field(default_factory=AnalyticsLimits)
+    key_dir: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_path", Path(self.data_path))
+        if self.key_dir is not None:
+            object.__setattr__(self, "key_dir", Path(self.key_dir))
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         object.__setattr__(self, "dictionary_path", Path(self.dictionary_path))
         if not self.dataset:
@@ -68,6 +75,17 @@ class SiteConfig:
     @property
     def ledger_path(self) -> Path:
         return self.state_dir / "ledger.sqlite"
+
+    @property
+    def ledger_key_path(self) -> Path:
+        """The ledger's signing key, in the key folder (see ``federation/site/ledger_keys.py``)."""
+        folder = self.key_dir if self.key_dir is not None else self.state_dir.with_name(f"{self.state_dir.name}.keys")
+        return folder / LEDGER_KEY_FILE
+
+    @property
+    def legacy_key_path(self) -> Path:
+        """Where ledgers made before key folders kept their key (beside the ledger)."""
+        return Path(f"{self.ledger_path}.key")
 
     @property
     def plans_dir(self) -> Path:
@@ -119,6 +137,7 @@ class SiteConfig:
             dataset=str(node_config.get(DATASET_KEY, "")),
             min_cell_size=node_config.get(MIN_CELL_SIZE_KEY),
             true_count_floor=node_config.get(TRUE_COUNT_FLOOR_KEY),
+            key_dir=Path(str(node_config[KEY_DIR_KEY])) if node_config.get(KEY_DIR_KEY) else None,
         )
 
 

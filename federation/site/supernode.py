@@ -62,6 +62,8 @@ from federation.processes import (
     split_address,
     stop_process_group,
 )
+from federation.site.anchors import LedgerBehind
+from federation.site.ledger_keys import OWNER_ONLY_UMASK, private_folder
 from federation.site.metrics import serve_node_metrics
 from federation.site.node_runtime import NodeRuntime, node_processes, read_record
 from federation.site.proxy import with_loopback_bypass
@@ -475,7 +477,11 @@ def run_node(
     # Loopback only, and a secret only the node's user reads (RuntimeApiUnsafe otherwise).
     ensure_secret(state_dir=config.state_dir, address=config.clientappio_address, config_path=config.path)
     check_can_start(config)
+    # Everything the node and its processes write is owner-only (ledger_keys.py).
+    os.umask(OWNER_ONLY_UMASK)
     files = NodeFiles(Path(config.state_dir))
+    private_folder(Path(config.state_dir))
+    _anchor_at_start(config)
     files.logs.mkdir(parents=True, exist_ok=True)
     files.runtime.mkdir(parents=True, exist_ok=True)
     if files.pids.exists():  # the runtime file of a session that did not stop cleanly
@@ -532,6 +538,22 @@ def run_node(
             signal.signal(sig, old)
         logger.removeHandler(handler)
         handler.close()
+
+
+def _anchor_at_start(config: NodeConfig) -> None:
+    """Move a legacy ledger key into the key folder, refuse a ledger behind any head this
+    node recorded (anchors.LedgerBehind: which head, where, what to do), then sign the
+    audit log's head (audit_heads.py)."""
+    from federation.site.anchors import check_not_behind
+    from federation.site.audit_heads import sign_audit_head
+    from federation.site.ledger_keys import move_legacy_key
+
+    site = config.site_config()
+    moved = move_legacy_key(site)
+    if moved is not None:
+        logger.info("moved the ledger key from %s into the key folder %s", moved, site.ledger_key_path.parent)
+    check_not_behind(site, board_checkpoint=config.board_checkpoint)
+    sign_audit_head(site)
 
 
 @dataclass
@@ -648,6 +670,11 @@ def main(argv: list[str] | None = None) -> int:
     except (NodeStartError, NodeAlreadyRunning, RuntimePortTaken) as err:
         print(f"error: {err}", file=sys.stderr)
         return exit_code_for(err)
+    except LedgerBehind as err:  # a rolled-back ledger: refused before anything starts (anchors.py)
+        print(f"error: {err}", file=sys.stderr)
+        from federation.cli_support import EXIT_INTERNAL
+
+        return EXIT_INTERNAL
     return 0
 
 

@@ -36,7 +36,8 @@ from federation.protocol.request_info import RequestInfo, describe_request
 from federation.protocol.task_kinds import RANGES
 from federation.site.alerts import alerts_for, raise_alerts
 from federation.site.analytics_task import ANALYTICS_HANDLERS
-from federation.site.audit import append_audit, audit_path, utc_now
+from federation.site.audit import HEAD_EVERY, append_audit, audit_path, utc_now
+from federation.site.audit_heads import AUDIT_HEAD_KEY, last_signed_head, sealer
 from federation.site.config import NodeConfigError, NodePolicy, NodePolicyError, load_node_config
 from federation.site.evaluation_task import handle_evaluate
 from federation.site.gate import check_request
@@ -110,7 +111,21 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
         raise_alerts(alerts=alerts, policy=policy, audit_file=audit_path(site.state_dir))
     except Exception:  # the request's own line is written: the answer may go; the operator sees this
         log.exception("site %s could not raise its alerts", site.site_id)
+    _attach_audit_head(reply, site=site)
     return reply
+
+
+def _attach_audit_head(reply: Message, *, site: SiteConfig) -> None:
+    """The newest signed audit head travels with the answer's receipts to the coordinator's
+    mirror (audit_heads.py): copies outside the site catch a log signed again locally."""
+    if SITE_KEY not in reply.content:
+        return
+    try:
+        head = last_signed_head(audit_path(site.state_dir), limit=2 * HEAD_EVERY)
+    except OSError:
+        return
+    if head is not None:
+        reply.content[SITE_KEY][AUDIT_HEAD_KEY] = json.dumps(head)
 
 
 class _Refusal:
@@ -194,6 +209,7 @@ def _record(
     )
     append_audit(
         path=file,
+        seal=sealer(site),  # a signed head at least every HEAD_EVERY lines (audit_heads.py)
         entry={
             "kind": "request",
             "time": utc_now(),  # when decided and answered

@@ -22,6 +22,7 @@ from federation.protocol.replies import site_record
 from federation.site.charged_path import Charge, Declared, Ran, already_charged, charged_release, uncovered_left
 from federation.site.config import NodePolicy
 from federation.site.data_access import own_dictionary, site_arrays
+from federation.site.ledger_keys import open_site_ledger
 from federation.site.plan import keep_fedavg_weight, site_plan, training_event
 from federation.site.site_config import SiteConfig
 from federation.site.site_parameters import keep_site_parameters, with_site_parameters
@@ -34,7 +35,6 @@ from federation.site.training_limits import (
 )
 from federation.training.dp_sgd import train_round
 from federation.training.models import build_model
-from privacy_budgets import Ledger
 from privacy_budgets.mechanisms import composed_event, dpsgd_event
 
 
@@ -50,7 +50,7 @@ def handle_train(msg: Message, site: SiteConfig, policy: NodePolicy) -> Message:
     check_split(arrays=arrays, policy=policy)
     n_train = len(arrays.y_train)
     identity = f"{spec.run_id}.train.{server_round}"
-    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+    with open_site_ledger(site) as ledger:
         if already_charged(ledger=ledger, dataset=site.dataset, query_id=identity):
             text = f"round {server_round} of run {spec.run_id} was already trained at this site; a round runs once."
             raise InvalidRequest(text, public=f"{text} Fix: ask for the next round, or start a new run.")

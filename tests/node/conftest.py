@@ -12,7 +12,7 @@ from _node_helpers import DELTA, PROJECT
 from datasets_synthetic import SYNTHETIC_HOSPITALS_DICTIONARY, generate_hospitals
 from federation.site.config import NodeConfig, load_node_config, write_node_template
 from federation.site.keys import generate_node_keys
-from privacy_budgets import Ledger
+from federation.site.ledger_keys import open_site_ledger
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +53,9 @@ def node(tmp_path, hospitals) -> Node:
     generate_node_keys(private_key=root / "keys" / "node_key", comment="hospital-a")
     made = Node(toml=toml)
     site = made.site
-    site.state_dir.mkdir(parents=True)
-    with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+    site.state_dir.mkdir(parents=True, mode=0o700)
+    site.state_dir.chmod(0o700)  # owner-only, as `node init` makes it (ledger_keys.py)
+    with open_site_ledger(site) as ledger:
         ledger.set_cap(dataset=site.dataset, epsilon=10.0, delta=DELTA, actor="site IT", reason="test cap")
         ledger.allocate(
             dataset=site.dataset, project=PROJECT, epsilon=3.0, actor="ethics board", reason="test allocation"

@@ -1,0 +1,233 @@
+"""Anchors: the ledger heads this node recorded outside its ledger, and the rule that
+the ledger is never behind any of them.
+
+A hash chain cannot see its own newest entries removed, nor a whole file put back from
+an older copy: both leave a shorter chain that verifies. But the node has written its
+ledger's head in other places as it went:
+
+- its **audit log**: every signed head line (``audit_heads.py``) holds the ledger's
+  head, and every request line the seqs of the entries it charged;
+- its **replay cache**: every released answer keeps the signed receipts of its release;
+- its **key folder**: ``last_head.json``, the newest head the node signed (the key
+  folder is not the state folder: whoever restores the state folder from a backup does
+  not restore it);
+- the ethics board's **last checkpoint** (``[state] checkpoint`` in node.toml).
+
+At every start and in ``node check`` the ledger's head must be at or beyond each of them,
+and hold the same entry at each anchored seq. Otherwise the node refuses to serve,
+naming the head, where it was recorded, and what to do. A ledger restored from backup
+is accepted only at or beyond the last anchored head: an older backup would erase
+recorded spending, so it is never the fix. The coordinator's mirror of receipts holds
+the same heads outside the site (``federation/coordinator/head_chain.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from federation.errors import InternalFault
+from federation.site.audit import recent_entries
+from federation.site.site_config import SiteConfig
+from privacy_budgets.errors import LedgerIntegrityError
+
+LAST_HEAD_FILE = "last_head.json"
+_AUDIT_LOOKBACK = 5_000  # lines read back from the end (several signed heads' worth)
+
+
+class LedgerBehind(LedgerIntegrityError, InternalFault):
+    """The ledger is behind a head this node recorded elsewhere: rolled back or rewritten.
+    A broken record (exit 4), and to a requester an internal fault whose words stay here."""
+
+    def __init__(self, reason: str) -> None:
+        InternalFault.__init__(self, reason)
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A ledger head recorded outside the ledger: ``seq``, its entry hash when known."""
+
+    source: str
+    where: Path
+    seq: int
+    head_hash: str | None
+    time: str | None = None
+
+    def describe(self) -> str:
+        when = f" at {self.time}" if self.time else ""
+        what = f"seq {self.seq}" + (f" ({self.head_hash[:12]}...)" if self.head_hash else "")
+        return f"the {self.source} ({self.where}) recorded ledger {what}{when}"
+
+
+# --- where the heads are --------------------------------------------------------------------
+
+
+def audit_anchors(path: Path) -> list[Anchor]:
+    """The highest ledger head a signed head line holds, and the highest entry a request
+    line names, among the log's last lines."""
+    best_head: Anchor | None = None
+    highest: Anchor | None = None
+    for record in recent_entries(path=path, limit=_AUDIT_LOOKBACK):
+        seq = record.get("ledger_seq")
+        if record.get("kind") == "audit_head" and isinstance(seq, int) and (best_head is None or seq > best_head.seq):
+            best_head = Anchor("audit log", Path(path), seq, record.get("ledger_hash"), record.get("time"))
+        seqs = [s for s in record.get("ledger_entries") or [] if isinstance(s, int)]
+        if seqs and (highest is None or max(seqs) > highest.seq):
+            highest = Anchor("audit log", Path(path), max(seqs), None, record.get("time"))
+    return [a for a in (best_head, highest) if a is not None]
+
+
+def cache_anchor(folder: Path) -> Anchor | None:
+    """The newest receipt among the released answers kept for replay."""
+    if not Path(folder).is_dir():
+        return None
+    import diskcache
+
+    best = None
+    with diskcache.Cache(str(folder)) as cache:
+        for key in cache.iterkeys():
+            value = cache.get(key)
+            if not isinstance(value, str) or not value.startswith("{"):
+                continue  # the data version marker
+            for receipt in json.loads(value).get("receipts", []):
+                if isinstance(receipt.get("seq"), int) and (best is None or receipt["seq"] > best["seq"]):
+                    best = receipt
+    if best is None:
+        return None
+    return Anchor("replay cache", Path(folder), best["seq"], best.get("entry_hash"), best.get("time"))
+
+
+def key_folder_anchor(site: SiteConfig) -> Anchor | None:
+    """The newest head the node signed, as kept in its key folder."""
+    path = site.ledger_key_path.parent / LAST_HEAD_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data.get("seq"), int):
+        return None
+    return Anchor("key folder", path, data["seq"], data.get("head_hash"), data.get("time"))
+
+
+def checkpoint_anchor(path: Path | None, *, keys: list[str]) -> Anchor | None:
+    """The board's last checkpoint; one not signed by the ledger's key is refused."""
+    if path is None:
+        return None
+    from privacy_budgets.checkpoints import checkpoint_verifies, load_checkpoint
+
+    cp = load_checkpoint(path)
+    if not any(checkpoint_verifies(cp, public_key=k) for k in keys):
+        raise LedgerBehind(
+            f"The board's checkpoint must be signed by this ledger's key; {path} is not (seq {cp['seq']}). Fix: ask "
+            "the board for the checkpoint it holds for this site ([state] checkpoint in node.toml)."
+        )
+    return Anchor("board checkpoint", Path(path), cp["seq"], cp["head_hash"], cp.get("time"))
+
+
+def record_last_head(site: SiteConfig, *, seq: int, head_hash: str, time: str) -> None:
+    """Keep the newest signed head in the key folder (never moving it back)."""
+    folder = site.ledger_key_path.parent
+    path = folder / LAST_HEAD_FILE
+    current = key_folder_anchor(site)
+    if current is not None and current.seq >= seq:
+        return
+    tmp = folder / f".{LAST_HEAD_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # threads of one process too
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"site": site.site_id, "seq": seq, "head_hash": head_hash, "time": time}, handle)
+    os.replace(tmp, path)
+
+
+# --- the rule ---------------------------------------------------------------------------------
+
+
+def local_anchors(site: SiteConfig, *, board_checkpoint: Path | None = None) -> list[Anchor]:
+    """Every head this node recorded outside its ledger (see the module docstring)."""
+    from federation.site.audit import audit_path
+
+    with _read_only(site.ledger_path) as conn:
+        from privacy_budgets import store
+
+        keys = store.public_keys(conn)
+    anchors = audit_anchors(audit_path(site.state_dir))
+    for found in (
+        cache_anchor(site.analytics_cache_dir),
+        key_folder_anchor(site),
+        checkpoint_anchor(board_checkpoint, keys=keys),
+    ):
+        if found is not None:
+            anchors.append(found)
+    return anchors
+
+
+def check_not_behind(site: SiteConfig, *, board_checkpoint: Path | None = None) -> tuple[tuple[int, str], list[Anchor]]:
+    """The ledger's head and the anchors it meets; raises LedgerBehind naming the first it
+    does not meet (the highest seq first), with what to do."""
+    if not site.ledger_path.exists():
+        anchors = local_anchors_without_ledger(site)
+        if anchors:
+            raise LedgerBehind(behind_message(site, (0, "none"), anchors[0], missing=True))
+        return (0, ""), []
+    anchors = local_anchors(site, board_checkpoint=board_checkpoint)
+    with _read_only(site.ledger_path) as conn:
+        row = conn.execute("SELECT seq, entry_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        head = (0, "") if row is None else (int(row[0]), str(row[1]))
+        for anchor in sorted(anchors, key=lambda a: -a.seq):
+            if anchor.seq > head[0]:
+                raise LedgerBehind(behind_message(site, head, anchor))
+            if anchor.head_hash:
+                at = conn.execute("SELECT entry_hash FROM entries WHERE seq = ?", (anchor.seq,)).fetchone()
+                if at is None or at[0] != anchor.head_hash:
+                    raise LedgerBehind(behind_message(site, head, anchor, forked=True))
+    return head, anchors
+
+
+def local_anchors_without_ledger(site: SiteConfig) -> list[Anchor]:
+    """Heads recorded for a ledger that is gone (the file deleted)."""
+    from federation.site.audit import audit_path
+
+    anchors = audit_anchors(audit_path(site.state_dir))
+    for found in (cache_anchor(site.analytics_cache_dir), key_folder_anchor(site)):
+        if found is not None:
+            anchors.append(found)
+    return [a for a in sorted(anchors, key=lambda a: -a.seq) if a.seq > 1]
+
+
+def behind_message(
+    site: SiteConfig, head: tuple[int, str], anchor: Anchor, *, forked: bool = False, missing: bool = False
+) -> str:
+    if missing:
+        state = f"there is no ledger at {site.ledger_path}"
+    elif forked:
+        state = (
+            f"the ledger {site.ledger_path} holds another entry at seq {anchor.seq} (its head is seq {head[0]}, "
+            f"{head[1][:12]}...): its history was rewritten"
+        )
+    else:
+        state = (
+            f"the ledger {site.ledger_path} ends at seq {head[0]} ({head[1][:12]}...): entries after it were removed, "
+            "or an older copy was put in place"
+        )
+    return (
+        f"Refused to serve: a ledger is never behind a head this node already recorded, but {anchor.describe()}, "
+        f"and {state}. Nothing is served until the ledger holds that head. What to do: stop here, keep the ledger, "
+        "the audit log and the state folder as they are (they are the evidence), and tell the ethics board and the "
+        "site's security officer. The ledger that was replaced, or a backup taken at or beyond that head "
+        f"(seq {anchor.seq}), is the only one the node accepts; an older copy would erase recorded spending."
+    )
+
+
+class _read_only:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
