@@ -17,6 +17,7 @@ import pandas as pd
 
 from federation.analytics.query import Query
 from federation.coordinator.analytics import SiteQueryReply
+from federation.protocol.authorization import Authorization
 from federation.protocol.query_request import QueryRequest
 
 
@@ -37,7 +38,13 @@ class QueryFile:
             json.dumps(
                 {
                     "requests": [
-                        {"query": r.query.canonical(), "project": r.project, "actor": r.actor, "run_id": r.run_id}
+                        {
+                            "query": r.query.canonical(),
+                            "project": r.project,
+                            "actor": r.actor,
+                            "run_id": r.run_id,
+                            "authorization": None if r.authorization is None else r.authorization.to_json(),
+                        }
                         for r in self.requests
                     ],
                     "n_sites": self.n_sites,
@@ -56,7 +63,13 @@ class QueryFile:
     def load(cls, path: Path) -> QueryFile:
         data = json.loads(Path(path).read_text())
         requests = tuple(
-            QueryRequest(query=Query.from_json(r["query"]), project=r["project"], actor=r["actor"], run_id=r["run_id"])
+            QueryRequest(
+                query=Query.from_json(r["query"]),
+                project=r["project"],
+                actor=r["actor"],
+                run_id=r["run_id"],
+                authorization=Authorization.from_json(r.get("authorization")),
+            )
             for r in data["requests"]
         )
         return cls(

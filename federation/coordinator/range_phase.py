@@ -18,6 +18,7 @@ from federation.coordinator.events import SiteReply
 from federation.data.dictionary import DataDictionary
 from federation.data.unranged import UnrangedSchema
 from federation.errors import Refused
+from federation.protocol.authorization import Authorization
 from federation.protocol.spec import TrainingSpec
 from federation.protocol.task_kinds import QUERY_KIND_KEY, RANGES
 
@@ -40,11 +41,19 @@ class RangeFindingFailed(Refused, RuntimeError):
 
 
 def find_ranges(
-    *, grid: Grid, spec: TrainingSpec, finding: RangeFinding, node_ids: list[int], timeout: float
+    *,
+    grid: Grid,
+    spec: TrainingSpec,
+    finding: RangeFinding,
+    node_ids: list[int],
+    timeout: float,
+    authorization: Authorization | None = None,
 ) -> tuple[DataDictionary, list[SiteReply]]:
     columns = finding.numeric_features()
     noise_std = range_noise(epsilon=spec.target_epsilon * finding.share, delta=spec.delta, n_columns=len(columns))
     config = {**spec.to_config(), QUERY_KIND_KEY: RANGES, "columns": json.dumps(columns), "noise-std": noise_std}
+    if authorization is not None:  # the researcher's signature on the study, relayed as is
+        config.update(authorization.to_config())
     messages = [
         Message(content=RecordDict({"config": ConfigRecord(config)}), message_type=MessageType.QUERY, dst_node_id=node)
         for node in node_ids

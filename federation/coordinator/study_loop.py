@@ -21,6 +21,7 @@ from federation.coordinator.events import NullObserver, RoundReport, SiteReply, 
 from federation.coordinator.range_phase import RangeFinding, find_ranges
 from federation.coordinator.strategies import build_strategy
 from federation.data.dictionary import DataDictionary
+from federation.protocol.authorization import Authorization
 from federation.protocol.request_info import RUN_DEADLINE_KEY
 from federation.protocol.spec import TrainingSpec
 from federation.training.features import FeatureEncoder
@@ -81,6 +82,7 @@ def run_training(
     timeout: float = 600.0,
     site_names: dict[int, str] | None = None,
     deadline: float | None = None,
+    authorization: Authorization | None = None,
 ) -> StudyOutcome:
     """Run the study's rounds; with ``range_finding`` (and no encoder), first ask the
     sites for DP ranges and build the encoder from them.
@@ -88,10 +90,13 @@ def run_training(
     ``site_names`` (Flower node id -> site id) names a site that fails before it
     answers; ``deadline`` (epoch seconds) travels with every message as
     ``run-deadline``: a site refuses the run's messages after it, whatever the
-    coordinator does."""
+    coordinator does. ``authorization`` (the researcher's signature on the study) is
+    relayed unchanged in every message: the sites check each message against it."""
     observer = observer or NullObserver()
     node_ids = wait_for_sites(grid, n_sites, timeout, site_names=site_names)
     config = spec.to_config()
+    if authorization is not None:
+        config.update(authorization.to_config())
     if deadline is not None:
         config[RUN_DEADLINE_KEY] = float(deadline)
     receipts: list[dict[str, Any]] = []
@@ -100,7 +105,12 @@ def run_training(
         if range_finding is None:
             raise ValueError("a study needs a feature encoder or a range finding to build one.")
         dictionary, replies = find_ranges(
-            grid=grid, spec=spec, finding=range_finding, node_ids=node_ids, timeout=timeout
+            grid=grid,
+            spec=spec,
+            finding=range_finding,
+            node_ids=node_ids,
+            timeout=timeout,
+            authorization=authorization,
         )
         receipts += [r for reply in replies for r in reply.receipts]
         encoder = FeatureEncoder.from_dictionary(dictionary=dictionary)

@@ -132,6 +132,7 @@ def main(grid: Grid, context: Context) -> None:
             timeout=study.timeout,
             site_names=study.site_names,
             deadline=study.deadline,
+            authorization=study.authorization,
         )
         torch.save(outcome.arrays.to_torch_state_dict(), folder.model_path)
         folder.finish(receipts=outcome.receipts, stopped_reason=outcome.stopped_reason)

@@ -127,6 +127,7 @@ def build_loopback_federation(
             ca_certificate=folder / "ca.crt",
             node_private_key=folder / "keys" / "node_key",
             clientappio_address=f"127.0.0.1:{free_port()}",
+            require_signed_requests=True,
         )
         tomls[site_id] = folder / "node.toml"
         (folder / "state").mkdir(exist_ok=True)
