@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from federation.coordinator.registry import registered_nodes, site_names
+from federation.coordinator.registry import ledger_keys, registered_nodes, site_names
 from federation.coordinator.run_folder import RunFolder, SiteCharge, StudyFile
 from federation.coordinator.superlink import CONNECTION, Coordinator, CoordinatorError, CoordinatorUnreachable
 from federation.data.dictionary import DataDictionary
@@ -368,6 +368,7 @@ class ConnectedWorkbench:
             timeout=site_timeout,
             prompt_grid=prompt_replies,
             site_names=names,
+            ledger_keys=ledger_keys(self.coordinator),
             deadline=time.time() + timeout,
             unfollowed_after=unfollowed_after,
             authorization=authorization,
@@ -502,6 +503,7 @@ class ConnectedWorkbench:
             answers=not costs,
             timeout=timeout,
             site_names=site_names(self.coordinator),
+            ledger_keys=ledger_keys(self.coordinator),
         ).save(query_path)
         flower_run = self._start_flower_run(key="query-file", path=query_path, folder=folder)
         outcome = self._await_outcome(

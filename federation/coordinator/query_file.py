@@ -31,6 +31,7 @@ class QueryFile:
     timeout: float = 600.0
     prompt_grid: bool = True
     site_names: dict[int, str] | None = None  # Flower node id -> site id (the registry)
+    ledger_keys: dict[str, str] | None = None  # site id -> its registered ledger key (hex)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +55,7 @@ class QueryFile:
                     "timeout": self.timeout,
                     "prompt_grid": self.prompt_grid,
                     "site_names": {str(k): v for k, v in (self.site_names or {}).items()},
+                    "ledger_keys": dict(self.ledger_keys or {}),
                 },
                 indent=2,
             )
@@ -81,6 +83,7 @@ class QueryFile:
             timeout=float(data["timeout"]),
             prompt_grid=bool(data["prompt_grid"]),
             site_names={int(k): str(v) for k, v in data.get("site_names", {}).items()},
+            ledger_keys={str(k): str(v) for k, v in data.get("ledger_keys", {}).items()},
         )
 
 

@@ -15,6 +15,7 @@ from flwr.serverapp import Grid
 
 from federation.analytics.ranges import range_noise, union_ranges
 from federation.coordinator.events import SiteReply
+from federation.coordinator.reply_check import SiteRegistry, checked
 from federation.data.dictionary import DataDictionary
 from federation.data.unranged import UnrangedSchema
 from federation.errors import Refused
@@ -48,6 +49,7 @@ def find_ranges(
     node_ids: list[int],
     timeout: float,
     authorization: Authorization | None = None,
+    registry: SiteRegistry | None = None,
 ) -> tuple[DataDictionary, list[SiteReply]]:
     columns = finding.numeric_features()
     noise_std = range_noise(epsilon=spec.target_epsilon * finding.share, delta=spec.delta, n_columns=len(columns))
@@ -59,7 +61,7 @@ def find_ranges(
         for node in node_ids
     ]
     replies = list(grid.send_and_receive(messages=messages, timeout=timeout))
-    parsed = [SiteReply.from_message(m, node_names={}) for m in replies]
+    parsed = [checked(m, node_names={}, registry=registry) for m in replies]
     bad = [r for r in parsed if r.status != "ok"]
     if bad:
         raise RangeFindingFailed(" ".join(f"Site {r.site_id} {r.status} the range query: {r.reason}" for r in bad))

@@ -55,7 +55,9 @@ class LoopbackFederation:
 
     def register(self, site: str) -> None:
         config = self.node_config(site)
-        register_node(coordinator=self.coordinator, public_key=config.node_public_key, name=site)
+        with self.ledger(site) as ledger:
+            ledger_key = ledger.public_key  # what the site's IT reads with `workbench budget board`
+        register_node(coordinator=self.coordinator, public_key=config.node_public_key, name=site, ledger_key=ledger_key)
 
     def start_site(
         self, site: str, *, poll_seconds: float | None = None, heartbeat_seconds: float | None = None

@@ -16,6 +16,8 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from federation.errors import PolicyRefused
+
 FILE = "signed_requests.sqlite"
 KEEP_AFTER_EXPIRY = timedelta(days=1)
 
@@ -32,15 +34,15 @@ CREATE TABLE IF NOT EXISTS uses (
 """
 
 
-class StepUsed(Exception):
-    """This step was already served under this signed request."""
+class StepUsed(PolicyRefused):
+    """This step was already served under this signed request (authorization.py words the refusal)."""
 
 
-class StepsExhausted(Exception):
+class StepsExhausted(PolicyRefused):
     """The signed request allows no more steps of this family (its rounds are used)."""
 
     def __init__(self, used: int) -> None:
-        super().__init__(used)
+        super().__init__(f"{used} step(s) used")
         self.used = used
 
 

@@ -125,7 +125,14 @@ def _build(root: Path) -> Federation:
         with Ledger.open(config.site_config().ledger_path, site_id=site) as ledger:
             ledger.set_cap(dataset=site, epsilon=20.0, delta=1e-5, actor=SITE_IT, reason="lifetime cap")
         # The README's `workbench coordinator register-node`, in process (the CLI is tested elsewhere).
-        register_node(coordinator=Coordinator.open(coordinator), public_key=config.node_public_key, name=site)
+        with Ledger.open(config.site_config().ledger_path, site_id=site) as ledger:
+            ledger_key = ledger.public_key
+        register_node(
+            coordinator=Coordinator.open(coordinator),
+            public_key=config.node_public_key,
+            name=site,
+            ledger_key=ledger_key,
+        )
     return Federation(
         root=root,
         coordinator=coordinator,
