@@ -154,10 +154,17 @@ def check_authorization(
     return researcher
 
 
+def not_approved(fingerprint: str) -> str:
+    """The public words for an unknown key, an unapproved key or an unknown project: the
+    rule, the value (the signing key, which the requester sent) and the fix."""
+    return f"{NOT_APPROVED} (signing key {fingerprint})"
+
+
 def _approved_name(*, site: SiteConfig, project: str, key_line: str, fingerprint: str) -> str:
     """The approved researcher's name, or Unauthorized in words that reveal nothing."""
+    public = not_approved(fingerprint)
     if not site.ledger_path.exists():
-        raise Unauthorized(f"{NOT_APPROVED} (no ledger at this site; key {fingerprint})", public=NOT_APPROVED)
+        raise Unauthorized(f"{NOT_APPROVED} (no ledger at this site; key {fingerprint})", public=public)
     try:
         with Ledger.open(site.ledger_path, site_id=site.site_id, create=False) as ledger:
             approval = ledger.approval(dataset=site.dataset, project=project)
@@ -166,7 +173,7 @@ def _approved_name(*, site: SiteConfig, project: str, key_line: str, fingerprint
     if approval is None:
         raise Unauthorized(
             f"{NOT_APPROVED} (project {project!r} has no approval on dataset {site.dataset!r}; key {fingerprint})",
-            public=NOT_APPROVED,
+            public=public,
         )
     for item in approval.researchers:
         if item["key"] == key_line:
@@ -174,7 +181,7 @@ def _approved_name(*, site: SiteConfig, project: str, key_line: str, fingerprint
     raise Unauthorized(
         f"{NOT_APPROVED} (key {fingerprint} is not among the {len(approval.researchers)} researcher(s) the "
         f"approval at ledger seq {approval.seq} lists for project {project!r})",
-        public=NOT_APPROVED,
+        public=public,
     )
 
 

@@ -18,7 +18,7 @@ from federation.analytics.query import Query
 from federation.protocol.authorization import Authorization, sign_queries, sign_study
 from federation.protocol.query_request import QueryRequest
 from federation.site.audit import audit_path, recent_entries, verify_audit
-from federation.site.authorization import NOT_APPROVED
+from federation.site.authorization import NOT_APPROVED, not_approved
 from federation.site.tasks import serve
 from privacy_budgets import Ledger
 from privacy_budgets.signatures import KeyFileError, KeySigner, generate_key_pair, load_private_key
@@ -32,7 +32,8 @@ def signed_node(node, tmp_path):
     PROJECT, and keys: Dr R's (approved) and an outsider's (never approved)."""
     set_key(node.toml, "require_signed_requests", "true")
     approved = generate_key_pair(path=tmp_path / "keys" / "dr_r", passphrase="correct horse", comment="Dr R")
-    generate_key_pair(path=tmp_path / "keys" / "outsider", passphrase=None, comment="outsider")
+    node.outsider_key = generate_key_pair(path=tmp_path / "keys" / "outsider", passphrase=None, comment="outsider")
+    node.dr_r_key = approved
     site = node.site
     with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
         ledger.allocate(dataset=site.dataset, project="other-study", epsilon=2.0, actor="board", reason="r")
@@ -103,15 +104,17 @@ def test_unsigned_unapproved_and_other_project_requests_are_refused_alike(signed
     # an outsider's key, for a project that exists here and for one that does not; and the
     # approved researcher for a project the board approved nobody for: the same words
     # each time, so a party that cannot sign learns nothing about projects or researchers
-    reasons = set()
+    reasons = []
     for signer, project in ((node.outsider, PROJECT), (node.outsider, "no-such-project"), (node.dr_r, "other-study")):
         (request,) = signed_requests(
             items=[Query(kind="count", epsilon=0.2)], project=project, run_id="b", signer=signer
         )
         refused = _refusal(_serve(node, request.to_config(), "query:count"))
         assert refused["kind"] == "policy"
-        reasons.add(refused["reason"])
-    assert reasons == {NOT_APPROVED}
+        reasons.append(refused["reason"])
+    outsider, dr_r = node.outsider_key.fingerprint, node.dr_r_key.fingerprint
+    assert reasons == [not_approved(outsider), not_approved(outsider), not_approved(dr_r)]
+    assert NOT_APPROVED in reasons[0] and "Fix:" in reasons[0]
     assert _spent(node) == 0.0 and _spent(node, "other-study") == 0.0
     assert all(e["researcher"] is None and e["decision"]["outcome"] == "refused" for e in _lines(node))
 
