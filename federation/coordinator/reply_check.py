@@ -58,8 +58,12 @@ class SiteRegistry:
         """Which rule ``msg`` (a site's reply) breaks, in words; None when it keeps them all."""
         if msg.has_error():
             return None  # no answer, no receipts: nothing to verify
-        reply = reply or SiteReply.from_message(msg, node_names=self.names)
         node = int(msg.metadata.src_node_id)
+        if reply is None:
+            try:
+                reply = SiteReply.from_message(msg, node_names=self.names)
+            except Exception as err:  # a reply that cannot be read is the sender's fault, not a crash here
+                return f"the reply of node {node} cannot be read ({type(err).__name__}: {err})"
         registered = self.names.get(node)
         if self.known and registered is None:
             return (

@@ -59,7 +59,7 @@ def test_an_unapproved_researcher_and_an_unsigned_batch_are_refused_at_every_sit
     with pytest.raises(StudyRefused) as refused:
         outsider.train(target_epsilon=0.5, rounds=1, project="guarded")
     assert NOT_APPROVED.split(";")[0] in str(refused.value)
-    unsigned = _connect(loopback).ask([outsider.query.count(epsilon=0.1)], project="guarded")
+    unsigned = _connect(loopback).ask(outsider.query.count(epsilon=0.1), project="guarded")
     assert (unsigned.sites["status"] == "refused").all()
     assert unsigned.sites["reason"].str.contains("carries no signature").all()
     for site in loopback.sites:
