@@ -65,7 +65,8 @@ def test_an_unapproved_researcher_and_an_unsigned_batch_are_refused_at_every_sit
     for site in loopback.sites:
         assert _spent(loopback, site, "guarded") == 0.0
         lines = _requests(loopback, site, "guarded")
-        assert [e["decision"]["outcome"] for e in lines] == ["refused", "refused"]
+        assert [e["task"] for e in lines] == ["train", "evaluate", "query:count"]
+        assert all(e["decision"]["outcome"] == "refused" for e in lines)
         assert all(e["researcher"] is None for e in lines)
 
 
