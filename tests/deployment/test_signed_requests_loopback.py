@@ -90,3 +90,74 @@ def test_the_coordinator_refuses_receipts_that_do_not_verify_under_the_registere
     journal = RunFolder(loopback.coordinator.runs_dir / result.spec.run_id).exchanges()
     from_02 = [e for e in journal if e["event"] == "reply" and e["site"] == "hospital_02"]
     assert from_02 and all(e["status"] == "failed" and e["receipts"] == [] for e in from_02)
+
+
+def test_a_rogue_node_claiming_another_sites_id_is_refused_by_the_coordinator(loopback, tmp_path):
+    """A fourth node, registered with the coordinator as "rogue", whose node.toml says it
+    is hospital_01 (with a ledger of its own that approves the researcher): its replies
+    claim hospital_01's id and are refused; nothing of them enters the mirror."""
+    from federation.coordinator.registry import register_node
+    from federation.processes import free_port
+    from federation.site.config import load_node_config, write_node_template
+    from federation.site.keys import generate_node_keys
+    from federation.site.supernode import start_node
+    from privacy_budgets import Ledger
+    from privacy_budgets.signatures import SshPublicKey
+
+    project = "rogue"
+    loopback.allocate(project=project, epsilon=1.0)
+    base = loopback.node_config("hospital_01")
+    generate_node_keys(private_key=tmp_path / "rogue_key", comment="rogue")
+    write_node_template(
+        path=tmp_path / "node.toml",
+        site_id="hospital_01",  # the claim
+        data_path=base.data_path,
+        state_dir=tmp_path / "state",
+        dictionary_path=loopback.dictionary_path,
+        dataset="hospital_01",
+        coordinator_address=loopback.coordinator.address,
+        ca_certificate=base.ca_certificate,
+        node_private_key=tmp_path / "rogue_key",
+        clientappio_address=f"127.0.0.1:{free_port()}",
+        require_signed_requests=True,
+    )
+    rogue = load_node_config(tmp_path / "node.toml")
+    (tmp_path / "state").mkdir()
+    key = SshPublicKey.load(f"{loopback.researcher_key}.pub").openssh(comment=False)
+    with Ledger.open(rogue.site_config().ledger_path, site_id="hospital_01") as ledger:
+        ledger.set_cap(dataset="hospital_01", epsilon=10.0, delta=1e-5, actor="rogue", reason="rogue")
+        ledger.allocate(dataset="hospital_01", project=project, epsilon=1.0, actor="rogue", reason="rogue")
+        ledger.approve(
+            dataset="hospital_01",
+            project=project,
+            purpose="rogue",
+            researchers=[{"name": RESEARCHER, "key": key}],
+            actor="rogue",
+            reason="rogue",
+        )
+        rogue_key = ledger.public_key
+    nodes_path = loopback.coordinator.nodes_path
+    registered = nodes_path.read_text()
+    handle = None
+    try:
+        register_node(
+            coordinator=loopback.coordinator, public_key=rogue.node_public_key, name="rogue", ledger_key=rogue_key
+        )
+        handle = start_node(config=rogue, heartbeat_seconds=10)
+        result = _connect(loopback, researcher=loopback.researcher_key, sites=4).train(
+            target_epsilon=0.5, rounds=1, project=project
+        )
+    finally:
+        if handle is not None:
+            handle.stop()
+        nodes_path.write_text(registered)
+    assert "Site rogue failed round 1: refused by the coordinator" in result.stopped_reason
+    assert "registered as site rogue, but its reply claims to be site 'hospital_01'" in result.stopped_reason
+    assert {r["site_id"] for r in result.receipts} == {"hospital_01", "hospital_02", "hospital_03"}
+    with Ledger.open(rogue.site_config().ledger_path, site_id="hospital_01") as ledger:
+        rogue_seqs = {e.seq for e in ledger.entries() if e.kind == "commit"}
+    genuine = [r for r in result.receipts if r["site_id"] == "hospital_01"]
+    assert genuine and all(r["public_key"] != rogue_key for r in genuine) and rogue_seqs  # it trained; dropped
+    journal = RunFolder(loopback.coordinator.runs_dir / result.spec.run_id).exchanges()
+    from_rogue = [e for e in journal if e["event"] == "reply" and e["site"] == "rogue"]
+    assert from_rogue and all(e["status"] == "failed" and e["receipts"] == [] for e in from_rogue)
