@@ -329,8 +329,13 @@ def board(ledger: LedgerPath, as_json: AsJson = False) -> None:
     with read_only(_existing(ledger)) as conn:
         governance = Governance.replay(store.governed_entries(conn, kinds=GOVERNED_KINDS))
     roster = governance.board
+    with read_only(ledger) as conn:
+        genesis = store.entry_at(conn, 1)
+    ledger_key = str(genesis.details.get("public_key", "")) if genesis is not None else ""
     data = {
         "ledger_id": governance.ledger_id,
+        # what the coordinator registers (`register-node --ledger-key`) to verify this site's receipts
+        "ledger_key": ledger_key,
         "board": None
         if roster is None
         else {
@@ -347,6 +352,7 @@ def board(ledger: LedgerPath, as_json: AsJson = False) -> None:
         typer.echo(json.dumps(data, indent=2))
         return
     typer.echo(f"ledger id: {governance.ledger_id}")
+    typer.echo(f"ledger key: {ledger_key} (the coordinator registers it with --ledger-key)")
     if roster is None:
         typer.echo(
             "board: none (legacy mode: caps and allocations are one-person entries). Record one with "

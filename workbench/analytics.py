@@ -29,6 +29,7 @@ from federation.errors import InternalFault, Refused, refusal_kind
 from federation.protocol.query_request import QueryRequest
 from federation.site.query_answers import query_cost
 from federation.site.site_config import SiteConfig
+from privacy_budgets.signatures import Signer
 from workbench import settings
 from workbench.query_results import QueryResult, QueryResults
 
@@ -307,14 +308,16 @@ def ask(
     project: str,
     level: float = 0.95,
     verbose: bool = False,
+    signer: Signer | None = None,
 ) -> QueryResult | QueryResults:
-    """Send every query to every site in ONE simulation run; one result per query."""
+    """Send every query to every site in ONE simulation run; one result per query.
+    ``signer`` (the researcher's key) signs the batch once; None sends it unsigned."""
     from federation.engines.analytics_simulation import run_simulated_queries
 
     items = _as_queries(queries)
     z_value(level)  # a clear error before the engine starts
     run_id = uuid.uuid4().hex[:12]
-    requests = [QueryRequest(query=q, project=project, actor="analyst (notebook)", run_id=run_id) for q in items]
+    requests = signed_requests(items=items, project=project, run_id=run_id, signer=signer)
     bar = tqdm(total=len(requests), desc="queries", unit="query", disable=not settings.progress)
     try:
         box = run_simulated_queries(
@@ -327,6 +330,22 @@ def ask(
         for r, replies in zip(requests, box.answers or [], strict=False)
     )
     return results[0] if isinstance(queries, Query) else results
+
+
+def signed_requests(
+    *, items: Sequence[Query], project: str, run_id: str, signer: Signer | None, actor: str = "analyst (notebook)"
+) -> list[QueryRequest]:
+    """One request per query, each carrying the researcher's one signature on the batch."""
+    from federation.protocol.authorization import sign_queries
+
+    authorization = (
+        None
+        if signer is None
+        else sign_queries(signer, project=project, run_id=run_id, canonical_queries=[q.canonical() for q in items])
+    )
+    return [
+        QueryRequest(query=q, project=project, actor=actor, run_id=run_id, authorization=authorization) for q in items
+    ]
 
 
 def cost(*, sites: list[SiteConfig], queries: Query | Sequence[Query], project: str) -> pd.DataFrame:

@@ -126,6 +126,15 @@ def study(
         help="With --coordinator: seconds the whole study may take; then it is cancelled (the sites refuse "
         "its messages after it, too).",
     ),
+    researcher_key: Optional[Path] = typer.Option(
+        None,
+        "--researcher-key",
+        help="With --coordinator: your private key (`workbench researcher init`); the study is signed with it, "
+        "and each site serves it only if its ethics board approved the key for --project.",
+    ),
+    passphrase_file: Optional[Path] = typer.Option(
+        None, "--passphrase-file", help="Read the researcher key's passphrase from this file (default: ask)."
+    ),
 ) -> None:
     """Run a private federated study on a folder of per-site files (simulation engine), or on
     real hospital nodes with --coordinator; `workbench study cancel RUN` stops a connected one.
@@ -167,6 +176,8 @@ def study(
             model=model,
             site_timeout=site_timeout,
             timeout=timeout,
+            researcher=researcher_key,
+            passphrase=_read_passphrase(passphrase_file),
         )
         return
     from workbench.study import run_study
@@ -184,6 +195,47 @@ def study(
         strategy=strategy,
         model=model,
         baselines=baselines,
+    )
+
+
+def _read_passphrase(path: Optional[Path]) -> Optional[str]:
+    if path is None:
+        return None
+    if not path.is_file():
+        _fail(f"--passphrase-file {path} is not a file; give the file that holds the key's passphrase.")
+    return path.read_text().rstrip("\n")
+
+
+researcher_app = typer.Typer(name="researcher", help="Your researcher key: it signs your studies and queries.")
+app.add_typer(researcher_app, name="researcher")
+
+
+@researcher_app.command("init")
+def researcher_init(
+    out: Path = typer.Option(..., "--out", help="Where to write the private key (KEY and KEY.pub)."),
+    name: str = typer.Option(..., "--name", help="Your name, as the sites' ethics boards will list you."),
+    passphrase_file: Optional[Path] = typer.Option(
+        None, "--passphrase-file", help="Read the new key's passphrase from this file (default: ask twice)."
+    ),
+    ssh_keygen: bool = typer.Option(False, "--ssh-keygen", help="Make the key with ssh-keygen instead of Python."),
+) -> None:
+    """Make your researcher key: OpenSSH Ed25519, passphrase-protected (mode 0600). Send KEY.pub
+    to each site's ethics board; they approve it for your project."""
+    from federation.cli_support import exit_code_for
+    from privacy_budgets.errors import PrivacyBudgetError
+    from workbench.researcher import init_researcher
+
+    passphrase = _read_passphrase(passphrase_file)
+    if passphrase is None:
+        passphrase = typer.prompt("Passphrase for the new key", hide_input=True, confirmation_prompt=True)
+    try:
+        public = init_researcher(out=out, name=name, passphrase=passphrase, ssh_keygen=ssh_keygen)
+    except PrivacyBudgetError as err:
+        _fail(" ".join(str(err).split()), exit_code_for(err))
+    typer.echo(f"Wrote {out} (passphrase-protected) and {out}.pub. Your fingerprint: {public.fingerprint}")
+    typer.echo(
+        f"Send {out}.pub to each site's ethics board: `workbench budget propose approve --researcher "
+        f'"{name}={out}.pub" ...`. Keep the private key and its passphrase to yourself.'
     )
 
 

@@ -31,18 +31,20 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from federation.coordinator.registry import registered_nodes, site_names
+from federation.coordinator.registry import ledger_keys, registered_nodes, site_names
 from federation.coordinator.run_folder import RunFolder, SiteCharge, StudyFile
 from federation.coordinator.superlink import CONNECTION, Coordinator, CoordinatorError, CoordinatorUnreachable
 from federation.data.dictionary import DataDictionary
 from federation.data.errors import DataDictionaryError
 from federation.errors import InternalFault
 from federation.processes import split_address
+from federation.protocol.authorization import sign_study
 from federation.protocol.spec import TrainingSpec, refuse_site_owned
 from federation.training.features import FeatureEncoder
 from workbench.errors import (
@@ -57,6 +59,7 @@ from workbench.progress import ProgressObserver
 
 if TYPE_CHECKING:
     from federation.analytics.query import Query
+    from privacy_budgets.signatures import Signer
     from workbench.analytics import QueryBuilder
     from workbench.description import Description
     from workbench.query_results import QueryResult, QueryResults
@@ -158,11 +161,20 @@ class ConnectedWorkbench:
     """The study methods of ``Workbench.simulate(...)``, against a running coordinator."""
 
     def __init__(
-        self, *, coordinator: Coordinator, dictionary: DataDictionary | None, sites: int | None = None
+        self,
+        *,
+        coordinator: Coordinator,
+        dictionary: DataDictionary | None,
+        sites: int | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.dictionary = dictionary
         self._sites = sites
+        #: The researcher's signer: every study and query batch is signed with it, and the
+        #: coordinator only relays the signature (None: unsigned; sites that require
+        #: signed requests refuse).
+        self._signer = signer
 
     # --- looking ------------------------------------------------------------------
 
@@ -335,6 +347,19 @@ class ConnectedWorkbench:
         encoder = self.encoder(target=target)
         folder = RunFolder(self.coordinator.runs_dir / spec.run_id)
         names = site_names(self.coordinator)
+        authorization = (
+            None
+            if self._signer is None
+            else sign_study(
+                self._signer,
+                project=project,
+                run_id=spec.run_id,
+                spec_config=spec.to_config(),
+                encoder_json=encoder.to_json(),
+                max_rounds=spec.rounds,
+                expires_in=_expiry(timeout),
+            )
+        )
         StudyFile(
             spec=spec,
             encoder=encoder,
@@ -343,8 +368,10 @@ class ConnectedWorkbench:
             timeout=site_timeout,
             prompt_grid=prompt_replies,
             site_names=names,
+            ledger_keys=ledger_keys(self.coordinator),
             deadline=time.time() + timeout,
             unfollowed_after=unfollowed_after,
+            authorization=authorization,
         ).save(folder.study_path)
         folder.touch_follower()
         flower_run = self._start_flower_run(key="study-file", path=folder.study_path, folder=folder)
@@ -462,12 +489,10 @@ class ConnectedWorkbench:
 
     def _run_queries(self, *, items: list[Query], project: str, costs: bool, timeout: float):
         from federation.coordinator.query_file import QueryFile, answers_from_json
-        from federation.protocol.query_request import QueryRequest
+        from workbench.analytics import signed_requests
 
         run_id = uuid.uuid4().hex[:12]
-        requests = tuple(
-            QueryRequest(query=q, project=project, actor="analyst (notebook)", run_id=run_id) for q in items
-        )
+        requests = tuple(signed_requests(items=items, project=project, run_id=run_id, signer=self._signer))
         folder = RunFolder(self.coordinator.runs_dir / f"queries-{run_id}")
         query_path = folder.path / "queries.json"
         QueryFile(
@@ -478,6 +503,7 @@ class ConnectedWorkbench:
             answers=not costs,
             timeout=timeout,
             site_names=site_names(self.coordinator),
+            ledger_keys=ledger_keys(self.coordinator),
         ).save(query_path)
         flower_run = self._start_flower_run(key="query-file", path=query_path, folder=folder)
         outcome = self._await_outcome(
@@ -614,13 +640,24 @@ def connect(
     coordinator: str | Path,
     dictionary: str | Path | DataDictionary | None = None,
     sites: int | None = None,
+    researcher: str | Path | Signer | None = None,
+    passphrase: str | None = None,
 ) -> ConnectedWorkbench:
     """A workbench on a running coordinator (its folder, from ``workbench coordinator init``).
 
     ``dictionary`` is the study's public data dictionary (its ranges encode the
     features); ``sites`` is how many sites a study waits for (default: every site
-    registered with the coordinator).
+    registered with the coordinator). ``researcher`` is the researcher's private key
+    (``workbench researcher init``; its passphrase is asked once, or ``passphrase``) or
+    a signer: every study and query batch is signed with it, and each site serves it only
+    when its ethics board approved that key for the project. Without one, requests go
+    unsigned and sites that require signed requests (new nodes do) refuse them.
     """
+    signer = None
+    if researcher is not None:
+        from workbench.researcher import researcher_signer
+
+        signer = researcher if hasattr(researcher, "sign") else researcher_signer(key=researcher, passphrase=passphrase)
     opened = _open_coordinator(coordinator)
     if opened.running_pid() is None:
         raise CoordinatorUnreachable(
@@ -631,7 +668,7 @@ def connect(
         dictionary = DataDictionary.load(Path(dictionary))
     if sites is not None and (not isinstance(sites, int) or sites < 1):
         raise ValueError(f"sites must be a whole number >= 1 (how many sites a study waits for); got {sites!r}.")
-    return ConnectedWorkbench(coordinator=opened, dictionary=dictionary, sites=sites)
+    return ConnectedWorkbench(coordinator=opened, dictionary=dictionary, sites=sites, signer=signer)
 
 
 def run_connected_study(
@@ -647,6 +684,8 @@ def run_connected_study(
     site_timeout: float = 600.0,
     timeout: float = 1800.0,
     echo=print,
+    researcher: Path | None = None,
+    passphrase: str | None = None,
     **hyperparameters: Any,
 ) -> dict[str, Any]:
     """``workbench study --coordinator``: one study on the connected sites; prints each
@@ -665,7 +704,7 @@ def run_connected_study(
             "data dictionary (the sites' data never leaves them)."
         )
     started = time.monotonic()
-    wb = connect(coordinator=coordinator, dictionary=dictionary)
+    wb = connect(coordinator=coordinator, dictionary=dictionary, researcher=researcher, passphrase=passphrase)
     echo(f"{wb.n_sites} sites through the coordinator at {wb.coordinator.address}")
     echo(
         f"private federated training: project {project!r}, epsilon {epsilon:g} per hospital at delta "
@@ -738,6 +777,12 @@ def run_connected_study(
             fh.write(json.dumps(receipt) + "\n")
     echo(f"wrote {out / 'summary.json'} and {out / 'receipts.jsonl'} ({summary['wall_seconds']:.0f} s)")
     return summary
+
+
+def _expiry(timeout: float) -> timedelta:
+    """How long a study's signature stays valid: its whole timeout and an hour, within the
+    document's limits (1 minute to 90 days)."""
+    return min(max(timedelta(seconds=timeout) + timedelta(hours=1), timedelta(minutes=1)), timedelta(days=90))
 
 
 def _float_or_nan(value: Any) -> float:

@@ -21,6 +21,7 @@ from federation.data.dictionary import DataDictionary
 from federation.data.errors import DataDictionaryError
 from federation.data.loader import load_sites, site_files
 from federation.data.unranged import UnrangedSchema, infer_schema_without_ranges
+from federation.protocol.authorization import sign_study
 from federation.protocol.spec import TrainingSpec, refuse_site_owned
 from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
@@ -28,7 +29,7 @@ from federation.site.ledger_keys import open_site_ledger
 from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder, SiteArrays
 from privacy_budgets import Ledger
-from privacy_budgets.proposals import allocation_action, cap_action
+from privacy_budgets.proposals import allocation_action, approval_action, cap_action
 from privacy_budgets.simulated_board import SimulatedBoard
 from workbench.burn_down import budget_history, plot_burn_down
 from workbench.description import Description, schema_rows, site_rows
@@ -36,6 +37,7 @@ from workbench.errors import PlanDoesNotFit, StudyRefused, as_workbench_errors, 
 from workbench.live_plot import LivePlot
 from workbench.planning import TrainingPlan, plan_training
 from workbench.progress import ProgressObserver
+from workbench.researcher import SimulatedResearcher
 from workbench.results import TrainingResult
 
 if TYPE_CHECKING:
@@ -72,8 +74,13 @@ class Workbench:
         workdir: Path,
         schema: UnrangedSchema | None = None,
         board: SimulatedBoard | None = None,
+        researcher: SimulatedResearcher | None = None,
     ) -> None:
         self._sites = sites
+        #: The simulation's researcher (a real key under ``workdir/researcher``): every
+        #: study and query batch is signed with it, and the simulated board approves it
+        #: for each project at each site before the first request (None: unsigned).
+        self.researcher = researcher
         #: The simulated ethics board (real keys under ``workdir/board``, apart from the
         #: ledgers): every site's ledger records it, and caps and allocations are its
         #: signed decisions (2 of 3 members).
@@ -108,7 +115,11 @@ class Workbench:
         (deterministic for ``seed``). Every site gets a ledger under ``workdir``
         holding a simulated ethics board (``workdir/board``: 3 members with real keys,
         quorum 2); a site without a cap gets ``site_cap``, proposed by its IT and signed
-        by the board.
+        by the board. A simulated researcher (``workdir/researcher``, a real Ed25519 key)
+        signs every study and query batch; the board approves it for each project at
+        each site, and the sites serve only signed requests (as a node made by
+        ``workbench node init`` does; ``site_policy={"require_signed_requests": False}``
+        turns that off).
         ``min_cell_size`` and ``true_count_floor`` are the sites' disclosure rules for
         analytics (one number for all sites, or site id -> number; see
         ``federation/analytics/disclosure.py``): by default 5 and none.
@@ -149,7 +160,7 @@ class Workbench:
                 dictionary_path=dictionary_path,
                 min_cell_size=_per_site(min_cell_size, site_id),
                 true_count_floor=_per_site(true_count_floor, site_id),
-                policy_overrides=tuple((site_policy or {}).items()),
+                policy_overrides=tuple({"require_signed_requests": True, **(site_policy or {})}.items()),
             )
             for site_id, path in sorted(paths.items())
         ]
@@ -166,7 +177,10 @@ class Workbench:
                         reason="lifetime cap of a simulated hospital",
                         proposed_by=SIMULATED_SITE_IT,
                     )
-        return cls(sites=configs, dictionary=dictionary, workdir=workdir, schema=schema, board=board)
+        researcher = SimulatedResearcher.create(workdir / "researcher")
+        return cls(
+            sites=configs, dictionary=dictionary, workdir=workdir, schema=schema, board=board, researcher=researcher
+        )
 
     @classmethod
     def connect(cls, *, coordinator: str | Path, **options: Any) -> ConnectedWorkbench:
@@ -266,6 +280,61 @@ class Workbench:
                     reason=reason or f"allocation for study {project}",
                     proposed_by=actor,
                 )
+        self._approve_where_missing(project=project)
+
+    def approvals(self) -> pd.DataFrame:
+        """Every site's approvals: which researchers (name, key fingerprint) its ethics
+        board approved for which project, and at which ledger entry."""
+        from privacy_budgets import store
+        from privacy_budgets.authority import GOVERNED_KINDS, Governance
+        from privacy_budgets.exports import read_only
+        from privacy_budgets.signatures import SshPublicKey
+
+        rows = []
+        for s in self._sites:
+            with read_only(s.ledger_path) as conn:
+                governance = Governance.replay(store.governed_entries(conn, kinds=GOVERNED_KINDS))
+            for (_dataset, project), approval in sorted(governance.approvals.items()):
+                for item in approval.researchers:
+                    rows.append(
+                        {
+                            "site": s.site_id,
+                            "project": project,
+                            "researcher": item["name"],
+                            "key": SshPublicKey.from_openssh(item["key"]).fingerprint,
+                            "approved_at_seq": approval.seq,
+                        }
+                    )
+        return pd.DataFrame(rows, columns=["site", "project", "researcher", "key", "approved_at_seq"])
+
+    def _approve_where_missing(self, *, project: str) -> None:
+        """What the simulated ethics board does before a signed request: approve the
+        simulated researcher's key for ``project`` at every site that has not (a
+        quorum-signed ``approve`` entry beside the allocation)."""
+        if self.researcher is None or self.board is None:
+            return
+        key = self.researcher.public_key
+        for s in self._sites:
+            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
+                approval = ledger.approval(dataset=s.dataset, project=project)
+                listed = [] if approval is None else list(approval.researchers)
+                if key.openssh(comment=False) in {r["key"] for r in listed}:
+                    continue
+                self.board.decide(
+                    ledger,
+                    action=approval_action(
+                        dataset=s.dataset,
+                        project=project,
+                        purpose=f"study {project}",
+                        researchers=[*((r["name"], r["key"]) for r in listed), (self.researcher.name, key)],
+                    ),
+                    reason=f"approve {self.researcher.name} for project {project}",
+                    proposed_by=SIMULATED_ETHICS_BOARD,
+                )
+
+    def _signer(self):
+        """The researcher's signer, once its approval for the project is in place."""
+        return None if self.researcher is None else self.researcher.signer()
 
     def _grant_where_missing(self, *, project: str, epsilon: float, reason: str) -> None:
         """What a simulated ethics board does: grant ``project`` ``epsilon`` at every
@@ -279,6 +348,7 @@ class Workbench:
                         reason=reason,
                         proposed_by=SIMULATED_ETHICS_BOARD,
                     )
+        self._approve_where_missing(project=project)
 
     def _decide(self, ledger: Ledger, *, action: dict, reason: str, proposed_by: str) -> None:
         """The simulated board's signed decision; one-person in a ledger without a board."""
@@ -331,6 +401,19 @@ class Workbench:
         if encoder is not None:
             self._refuse_unless_plan_fits(spec=spec, target=target, hyperparameters=hyperparameters)
         self._grant_where_missing(project=project, epsilon=target_epsilon, reason=f"allocation for study {project}")
+        signer = self._signer()
+        authorization = (
+            None
+            if signer is None
+            else sign_study(
+                signer,
+                project=project,
+                run_id=spec.run_id,
+                spec_config=spec.to_config(),
+                encoder_json=None if encoder is None else encoder.to_json(),
+                max_rounds=spec.rounds,
+            )
+        )
         observer = ProgressObserver(
             rounds=rounds, on_round=on_round, live_plot=LivePlot(target_epsilon=target_epsilon, rounds=rounds)
         )
@@ -343,6 +426,7 @@ class Workbench:
                     range_finding=range_finding,
                     observer=observer,
                     verbose=verbose,
+                    authorization=authorization,
                 )
         finally:
             observer.close()
@@ -451,7 +535,10 @@ class Workbench:
         """
         from workbench.analytics import ask
 
-        return ask(sites=self._sites, queries=queries, project=project, level=level, verbose=verbose)
+        self._approve_where_missing(project=project)
+        return ask(
+            sites=self._sites, queries=queries, project=project, level=level, verbose=verbose, signer=self._signer()
+        )
 
     def query_cost(self, queries: Query | list[Query], *, project: str) -> pd.DataFrame:
         """What each query would cost at each site, without running it (0 for a replay)."""

@@ -88,7 +88,7 @@ def connected_study(fed: LoopbackFederation, *, project: str, rounds: int, promp
     from workbench.connected import connect
 
     fed.allocate(project=project, epsilon=epsilon)
-    wb = connect(coordinator=fed.coordinator.folder, dictionary=fed.dictionary_path)
+    wb = connect(coordinator=fed.coordinator.folder, dictionary=fed.dictionary_path, researcher=fed.researcher_key)
     result = wb.train(target_epsilon=epsilon, rounds=rounds, project=project, prompt_replies=prompt_replies)
     if result.stopped_reason:
         raise RuntimeError(f"the benchmark study stopped: {result.stopped_reason}")

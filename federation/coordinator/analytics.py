@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from federation.analytics.estimates import answer_frame
 from federation.analytics.release import Release
 from federation.coordinator.events import SiteReply
+from federation.coordinator.reply_check import SiteRegistry, checked
 from federation.protocol.query_request import QueryRequest
 from federation.protocol.replies import ANSWER_KEY, COST_KEY, RELEASE_KEY
 from federation.protocol.task_kinds import COST_KIND, QUERY_KIND_KEY
@@ -78,8 +79,8 @@ def query_messages(*, request: QueryRequest, node_ids: Sequence[int], kind: str 
     ]
 
 
-def parse_reply(msg: Message, *, node_names: dict[int, str]) -> SiteQueryReply:
-    reply = SiteReply.from_message(msg, node_names=node_names)
+def parse_reply(msg: Message, *, node_names: dict[int, str], registry: SiteRegistry | None = None) -> SiteQueryReply:
+    reply = checked(msg, node_names=node_names, registry=registry)
     release = None
     if reply.status == "ok" and ANSWER_KEY in msg.content:
         release = Release.from_json(str(msg.content[ANSWER_KEY][RELEASE_KEY]))
@@ -93,25 +94,34 @@ def ask_sites(
     node_ids: Sequence[int],
     timeout: float,
     on_answer: Callable[[QueryRequest, list[SiteQueryReply]], None] | None = None,
+    registry: SiteRegistry | None = None,
 ) -> list[list[SiteQueryReply]]:
-    """Every request to every site, in order; replies sorted by site id."""
+    """Every request to every site, in order; replies sorted by site id (each checked
+    against ``registry``: its claimed site and its receipts, reply_check.py)."""
     answers = []
     for request in requests:
         replies = grid.send_and_receive(messages=query_messages(request=request, node_ids=node_ids), timeout=timeout)
-        parsed = sorted((parse_reply(m, node_names={}) for m in replies), key=lambda r: r.site_id)
+        parsed = sorted((parse_reply(m, node_names={}, registry=registry) for m in replies), key=lambda r: r.site_id)
         answers.append(parsed)
         if on_answer is not None:
             on_answer(request, parsed)
     return answers
 
 
-def ask_costs(*, grid: Grid, requests: Sequence[QueryRequest], node_ids: Sequence[int], timeout: float) -> pd.DataFrame:
+def ask_costs(
+    *,
+    grid: Grid,
+    requests: Sequence[QueryRequest],
+    node_ids: Sequence[int],
+    timeout: float,
+    registry: SiteRegistry | None = None,
+) -> pd.DataFrame:
     """What each request would cost at each site, without running any (one row each)."""
     rows: list[dict[str, Any]] = []
     for request in requests:
         messages = query_messages(request=request, node_ids=node_ids, kind=COST_KIND)
         for msg in grid.send_and_receive(messages=messages, timeout=timeout):
-            reply = SiteReply.from_message(msg, node_names={})
+            reply = checked(msg, node_names={}, registry=registry)
             if reply.status == "ok":
                 rows.append(json.loads(str(msg.content[COST_KEY][COST_KEY])))
             else:

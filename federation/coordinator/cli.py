@@ -101,6 +101,12 @@ def register_node(
         ..., help="The site's node public key (node_key.pub from `workbench node init`)."
     ),
     name: str = typer.Option(..., "--name", help="The site's name (its node.toml's site id)."),
+    ledger_key: str = typer.Option(
+        "",
+        "--ledger-key",
+        help="The site's ledger public key (hex, from `workbench budget board --ledger` at the site): the "
+        "coordinator accepts only receipts that verify under it.",
+    ),
     folder: Path = FolderOption,
 ) -> None:
     """Admit a site's node key (the SuperLink must run); other keys are refused."""
@@ -108,8 +114,13 @@ def register_node(
 
     coordinator = _open(folder)
     # A bad key file or name, a site registered twice: 2; the SuperLink not running: 3.
-    node = register(coordinator=coordinator, public_key=public_key, name=name)
+    node = register(coordinator=coordinator, public_key=public_key, name=name, ledger_key=ledger_key)
     typer.echo(f"site {node.name} registered (Flower node id {node.node_id}).")
+    if not node.ledger_key:
+        typer.echo(
+            "warning: no --ledger-key: the coordinator checks this site's receipts only against the key each "
+            "receipt carries. Register again with the site's ledger key to verify them against it."
+        )
 
 
 @app.command()

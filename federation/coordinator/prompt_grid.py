@@ -30,6 +30,7 @@ from typing import Any
 from flwr.app import Error, Message
 from flwr.serverapp import Grid
 
+from federation.coordinator.reply_check import REFUSED, REFUSED_CODE, SiteRegistry
 from federation.errors import Cancelled
 from federation.protocol.replies import REFUSAL_KEY, SITE_KEY
 
@@ -92,12 +93,15 @@ class PromptGrid:
         site_names: dict[int, str] | None = None,
         journal: Any = None,
         should_stop: Callable[[], str | None] | None = None,
+        registry: SiteRegistry | None = None,
     ) -> None:
         self._grid = grid
         self.poll_seconds = poll_seconds
         self.site_names = dict(site_names or {})
         self.journal = journal  # a RunFolder, or None
         self.should_stop = should_stop or (lambda: None)
+        # Checks each reply's claimed site and receipts before they enter the journal (reply_check.py).
+        self.registry = registry
 
     def __getattr__(self, name: str):
         return getattr(self._grid, name)
@@ -161,6 +165,11 @@ class PromptGrid:
                                 ),
                             ),
                             reply_to=sent[original],
+                        )
+                    elif self.registry is not None and (problem := self.registry.problem(reply)) is not None:
+                        # A rogue node's reply, or forged receipts: dropped before the mirror sees them.
+                        reply = Message(
+                            Error(code=REFUSED_CODE, reason=f"{REFUSED}: {problem}"), reply_to=sent[original]
                         )
                     self._journal(
                         {"event": "reply", "step": label, "task": task, "round": server_round}

@@ -17,6 +17,7 @@ import pandas as pd
 
 from federation.analytics.query import Query
 from federation.coordinator.analytics import SiteQueryReply
+from federation.protocol.authorization import Authorization
 from federation.protocol.query_request import QueryRequest
 
 
@@ -30,6 +31,7 @@ class QueryFile:
     timeout: float = 600.0
     prompt_grid: bool = True
     site_names: dict[int, str] | None = None  # Flower node id -> site id (the registry)
+    ledger_keys: dict[str, str] | None = None  # site id -> its registered ledger key (hex)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +39,13 @@ class QueryFile:
             json.dumps(
                 {
                     "requests": [
-                        {"query": r.query.canonical(), "project": r.project, "actor": r.actor, "run_id": r.run_id}
+                        {
+                            "query": r.query.canonical(),
+                            "project": r.project,
+                            "actor": r.actor,
+                            "run_id": r.run_id,
+                            "authorization": None if r.authorization is None else r.authorization.to_json(),
+                        }
                         for r in self.requests
                     ],
                     "n_sites": self.n_sites,
@@ -47,6 +55,7 @@ class QueryFile:
                     "timeout": self.timeout,
                     "prompt_grid": self.prompt_grid,
                     "site_names": {str(k): v for k, v in (self.site_names or {}).items()},
+                    "ledger_keys": dict(self.ledger_keys or {}),
                 },
                 indent=2,
             )
@@ -56,7 +65,13 @@ class QueryFile:
     def load(cls, path: Path) -> QueryFile:
         data = json.loads(Path(path).read_text())
         requests = tuple(
-            QueryRequest(query=Query.from_json(r["query"]), project=r["project"], actor=r["actor"], run_id=r["run_id"])
+            QueryRequest(
+                query=Query.from_json(r["query"]),
+                project=r["project"],
+                actor=r["actor"],
+                run_id=r["run_id"],
+                authorization=Authorization.from_json(r.get("authorization")),
+            )
             for r in data["requests"]
         )
         return cls(
@@ -68,6 +83,7 @@ class QueryFile:
             timeout=float(data["timeout"]),
             prompt_grid=bool(data["prompt_grid"]),
             site_names={int(k): str(v) for k, v in data.get("site_names", {}).items()},
+            ledger_keys={str(k): str(v) for k, v in data.get("ledger_keys", {}).items()},
         )
 
 

@@ -15,9 +15,11 @@ from flwr.serverapp import Grid
 
 from federation.analytics.ranges import range_noise, union_ranges
 from federation.coordinator.events import SiteReply
+from federation.coordinator.reply_check import SiteRegistry, checked
 from federation.data.dictionary import DataDictionary
 from federation.data.unranged import UnrangedSchema
 from federation.errors import Refused
+from federation.protocol.authorization import Authorization
 from federation.protocol.spec import TrainingSpec
 from federation.protocol.task_kinds import QUERY_KIND_KEY, RANGES
 
@@ -40,17 +42,26 @@ class RangeFindingFailed(Refused, RuntimeError):
 
 
 def find_ranges(
-    *, grid: Grid, spec: TrainingSpec, finding: RangeFinding, node_ids: list[int], timeout: float
+    *,
+    grid: Grid,
+    spec: TrainingSpec,
+    finding: RangeFinding,
+    node_ids: list[int],
+    timeout: float,
+    authorization: Authorization | None = None,
+    registry: SiteRegistry | None = None,
 ) -> tuple[DataDictionary, list[SiteReply]]:
     columns = finding.numeric_features()
     noise_std = range_noise(epsilon=spec.target_epsilon * finding.share, delta=spec.delta, n_columns=len(columns))
     config = {**spec.to_config(), QUERY_KIND_KEY: RANGES, "columns": json.dumps(columns), "noise-std": noise_std}
+    if authorization is not None:  # the researcher's signature on the study, relayed as is
+        config.update(authorization.to_config())
     messages = [
         Message(content=RecordDict({"config": ConfigRecord(config)}), message_type=MessageType.QUERY, dst_node_id=node)
         for node in node_ids
     ]
     replies = list(grid.send_and_receive(messages=messages, timeout=timeout))
-    parsed = [SiteReply.from_message(m, node_names={}) for m in replies]
+    parsed = [checked(m, node_names={}, registry=registry) for m in replies]
     bad = [r for r in parsed if r.status != "ok"]
     if bad:
         raise RangeFindingFailed(" ".join(f"Site {r.site_id} {r.status} the range query: {r.reason}" for r in bad))

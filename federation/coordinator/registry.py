@@ -29,6 +29,9 @@ class RegisteredNode:
     public_key: str
     node_id: str
     registered_at: str
+    # The site's ledger public key (hex): every receipt of the site must verify under it
+    # (reply_check.py). Empty for a site registered before receipts were checked.
+    ledger_key: str = ""
 
 
 def check_public_key(path: Path) -> str:
@@ -59,10 +62,17 @@ def registered_nodes(coordinator: Coordinator) -> dict[str, RegisteredNode]:
     return {name: RegisteredNode(**d) for name, d in json.loads(coordinator.nodes_path.read_text()).items()}
 
 
-def register_node(*, coordinator: Coordinator, public_key: Path, name: str) -> RegisteredNode:
-    """Admit the node with ``public_key`` as site ``name`` (the SuperLink must run)."""
+def register_node(*, coordinator: Coordinator, public_key: Path, name: str, ledger_key: str = "") -> RegisteredNode:
+    """Admit the node with ``public_key`` as site ``name`` (the SuperLink must run);
+    ``ledger_key`` (hex) is the site's ledger public key its receipts must verify under."""
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ValueError(f"--name must be {NAME_RULE}; got {name!r}.")
+    ledger_key = ledger_key.strip().lower()
+    if ledger_key and (len(ledger_key) != 64 or any(c not in "0123456789abcdef" for c in ledger_key)):
+        raise ValueError(
+            f"--ledger-key must be the site's ledger public key, 64 hex characters (the site's IT reads it with "
+            f"`workbench budget board --ledger LEDGER`); got {ledger_key[:70]!r}."
+        )
     text = check_public_key(Path(public_key))
     nodes = registered_nodes(coordinator)
     if name in nodes:
@@ -82,6 +92,7 @@ def register_node(*, coordinator: Coordinator, public_key: Path, name: str) -> R
         public_key=text,
         node_id=str(answer.get("node-id", "")),
         registered_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        ledger_key=ledger_key,
     )
     nodes[name] = node
     coordinator.nodes_path.write_text(json.dumps({k: asdict(v) for k, v in nodes.items()}, indent=2))
@@ -97,6 +108,11 @@ def site_names(coordinator: Coordinator) -> dict[int, str]:
         except ValueError:
             continue
     return out
+
+
+def ledger_keys(coordinator: Coordinator) -> dict[str, str]:
+    """Site id -> its registered ledger public key (hex; "" when registered without one)."""
+    return {name: node.ledger_key for name, node in registered_nodes(coordinator).items()}
 
 
 def node_statuses(coordinator: Coordinator) -> dict[str, dict[str, str]]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.coordinator.events import RoundReport, SiteReply
+from federation.protocol.authorization import Authorization
 from federation.protocol.spec import TrainingSpec
 from federation.training.features import FeatureEncoder
 
@@ -41,6 +42,8 @@ class StudyFile:
     site_names: dict[int, str] = field(default_factory=dict)  # Flower node id -> site id (the registry)
     deadline: float | None = None  # epoch seconds: the sites refuse the run's messages after it
     unfollowed_after: float = 60.0  # seconds without a follower before the run stops on its own
+    authorization: Authorization | None = None  # the researcher's signature on the study, relayed as is
+    ledger_keys: dict[str, str] = field(default_factory=dict)  # site id -> its registered ledger key (hex)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +59,8 @@ class StudyFile:
                     "site_names": {str(k): v for k, v in self.site_names.items()},
                     "deadline": self.deadline,
                     "unfollowed_after": self.unfollowed_after,
+                    "authorization": None if self.authorization is None else self.authorization.to_json(),
+                    "ledger_keys": self.ledger_keys,
                 },
                 indent=2,
             )
@@ -75,6 +80,8 @@ class StudyFile:
             site_names={int(k): str(v) for k, v in data.get("site_names", {}).items()},
             deadline=None if deadline is None else float(deadline),
             unfollowed_after=float(data.get("unfollowed_after", 60.0)),
+            authorization=Authorization.from_json(data.get("authorization")),
+            ledger_keys={str(k): str(v) for k, v in data.get("ledger_keys", {}).items()},
         )
 
 

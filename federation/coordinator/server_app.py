@@ -11,6 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 from federation.coordinator.events import StudyObserver
 from federation.coordinator.range_phase import RangeFinding
 from federation.coordinator.study_loop import StudyOutcome, run_training
+from federation.protocol.authorization import Authorization
 from federation.protocol.spec import TrainingSpec
 from federation.training.features import FeatureEncoder
 from federation.training.models import build_model
@@ -39,6 +40,7 @@ def build_server_app(
     range_finding: RangeFinding | None = None,
     observer: StudyObserver | None = None,
     box: OutcomeBox | None = None,
+    authorization: Authorization | None = None,
 ) -> ServerApp:
     app = ServerApp()
 
@@ -53,6 +55,7 @@ def build_server_app(
                 n_sites=n_sites,
                 range_finding=range_finding,
                 observer=observer,
+                authorization=authorization,
             )
         except BaseException as err:  # re-raised in the caller's thread
             if box is not None:

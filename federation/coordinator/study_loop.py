@@ -19,8 +19,10 @@ from flwr.serverapp import Grid
 
 from federation.coordinator.events import NullObserver, RoundReport, SiteReply, StudyObserver
 from federation.coordinator.range_phase import RangeFinding, find_ranges
+from federation.coordinator.reply_check import SiteRegistry, checked
 from federation.coordinator.strategies import build_strategy
 from federation.data.dictionary import DataDictionary
+from federation.protocol.authorization import Authorization
 from federation.protocol.request_info import RUN_DEADLINE_KEY
 from federation.protocol.spec import TrainingSpec
 from federation.training.features import FeatureEncoder
@@ -81,6 +83,8 @@ def run_training(
     timeout: float = 600.0,
     site_names: dict[int, str] | None = None,
     deadline: float | None = None,
+    authorization: Authorization | None = None,
+    registry: SiteRegistry | None = None,
 ) -> StudyOutcome:
     """Run the study's rounds; with ``range_finding`` (and no encoder), first ask the
     sites for DP ranges and build the encoder from them.
@@ -88,10 +92,15 @@ def run_training(
     ``site_names`` (Flower node id -> site id) names a site that fails before it
     answers; ``deadline`` (epoch seconds) travels with every message as
     ``run-deadline``: a site refuses the run's messages after it, whatever the
-    coordinator does."""
+    coordinator does. ``authorization`` (the researcher's signature on the study) is
+    relayed unchanged in every message: the sites check each message against it.
+    ``registry`` (the coordinator's nodes.json) is checked against every reply: its
+    claimed site and its receipts (reply_check.py); a reply that fails counts as failed."""
     observer = observer or NullObserver()
     node_ids = wait_for_sites(grid, n_sites, timeout, site_names=site_names)
     config = spec.to_config()
+    if authorization is not None:
+        config.update(authorization.to_config())
     if deadline is not None:
         config[RUN_DEADLINE_KEY] = float(deadline)
     receipts: list[dict[str, Any]] = []
@@ -100,7 +109,13 @@ def run_training(
         if range_finding is None:
             raise ValueError("a study needs a feature encoder or a range finding to build one.")
         dictionary, replies = find_ranges(
-            grid=grid, spec=spec, finding=range_finding, node_ids=node_ids, timeout=timeout
+            grid=grid,
+            spec=spec,
+            finding=range_finding,
+            node_ids=node_ids,
+            timeout=timeout,
+            authorization=authorization,
+            registry=registry,
         )
         receipts += [r for reply in replies for r in reply.receipts]
         encoder = FeatureEncoder.from_dictionary(dictionary=dictionary)
@@ -115,9 +130,10 @@ def run_training(
         started = time.monotonic()
         messages = strategy.configure_train(server_round, arrays, ConfigRecord(config), grid)
         replies = list(grid.send_and_receive(messages=messages, timeout=timeout))
-        train = [SiteReply.from_message(m, node_names=node_names) for m in replies]
+        train = [checked(m, node_names=node_names, registry=registry) for m in replies]
         for msg, reply in zip(replies, train, strict=False):
-            node_names.setdefault(msg.metadata.src_node_id, reply.site_id)
+            if reply.status != "failed":  # a name is learnt only from a reply that passed the checks
+                node_names.setdefault(msg.metadata.src_node_id, reply.site_id)
             outcome.receipts.extend(reply.receipts)
         trained = [m for m, r in zip(replies, train, strict=False) if r.status == "ok"]
         if trained:
@@ -131,7 +147,7 @@ def run_training(
             # for it a second time: the round ends here, and the study stops below.
             messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(config), grid)
             eval_replies = list(grid.send_and_receive(messages=messages, timeout=timeout))
-            evaluate = [SiteReply.from_message(m, node_names=node_names) for m in eval_replies]
+            evaluate = [checked(m, node_names=node_names, registry=registry) for m in eval_replies]
             for reply in evaluate:
                 outcome.receipts.extend(reply.receipts)
 

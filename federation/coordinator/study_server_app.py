@@ -27,6 +27,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation.coordinator.prompt_grid import PromptGrid, RunCancelled
+from federation.coordinator.reply_check import SiteRegistry
 from federation.coordinator.run_folder import RunFolder, StudyFile
 
 app = ServerApp()
@@ -106,6 +107,7 @@ def main(grid: Grid, context: Context) -> None:
         # study waits for a site (a node killed half-way through pushing its reply).
         tune_serverapp(object_pull_seconds=study.timeout)
     folder = RunFolder(study.run_folder)
+    registry = SiteRegistry(names=study.site_names, ledger_keys=study.ledger_keys)
     try:
         import torch
 
@@ -117,6 +119,7 @@ def main(grid: Grid, context: Context) -> None:
                 grid,
                 site_names=study.site_names,
                 journal=folder,
+                registry=registry,
                 should_stop=stop_check(folder, unfollowed_after=study.unfollowed_after),
             )
             if study.prompt_grid
@@ -132,6 +135,8 @@ def main(grid: Grid, context: Context) -> None:
             timeout=study.timeout,
             site_names=study.site_names,
             deadline=study.deadline,
+            authorization=study.authorization,
+            registry=registry,
         )
         torch.save(outcome.arrays.to_torch_state_dict(), folder.model_path)
         folder.finish(receipts=outcome.receipts, stopped_reason=outcome.stopped_reason)
@@ -157,16 +162,21 @@ def _answer_queries(*, grid: Grid, query_path: Path) -> None:
     if batch.prompt_grid:
         tune_serverapp(object_pull_seconds=batch.timeout)
     folder = RunFolder(batch.run_folder)
+    registry = SiteRegistry(names=batch.site_names or {}, ledger_keys=batch.ledger_keys or {})
     try:
-        grid = PromptGrid(grid, site_names=batch.site_names, journal=folder) if batch.prompt_grid else grid
+        grid = (
+            PromptGrid(grid, site_names=batch.site_names, journal=folder, registry=registry)
+            if batch.prompt_grid
+            else grid
+        )
         nodes = wait_for_sites(grid, batch.n_sites, batch.timeout, site_names=batch.site_names)
         costs = (
-            ask_costs(grid=grid, requests=batch.requests, node_ids=nodes, timeout=batch.timeout)
+            ask_costs(grid=grid, requests=batch.requests, node_ids=nodes, timeout=batch.timeout, registry=registry)
             if batch.costs
             else None
         )
         answers = (
-            ask_sites(grid=grid, requests=batch.requests, node_ids=nodes, timeout=batch.timeout)
+            ask_sites(grid=grid, requests=batch.requests, node_ids=nodes, timeout=batch.timeout, registry=registry)
             if batch.answers
             else None
         )

@@ -23,6 +23,7 @@ from privacy_budgets import Ledger
 
 SITE_IT = "site IT (loopback)"
 ETHICS_BOARD = "ethics board (loopback)"
+RESEARCHER = "Researcher (loopback)"
 
 
 @dataclass
@@ -34,6 +35,12 @@ class LoopbackFederation:
     superlink: ProcessHandle | None = None
     nodes: dict[str, NodeHandle] = field(default_factory=dict)
     heartbeat_seconds: float | None = None  # the nodes' heartbeat (None: Flower's 30 s)
+
+    @property
+    def researcher_key(self) -> Path:
+        """The loopback researcher's private key (unencrypted, mode 0600): its requests are
+        signed with it, and ``allocate`` has each site approve it for the project."""
+        return self.root / "researcher" / "id_ed25519"
 
     def node_config(self, site: str):
         from federation.site.config import load_node_config
@@ -49,7 +56,9 @@ class LoopbackFederation:
 
     def register(self, site: str) -> None:
         config = self.node_config(site)
-        register_node(coordinator=self.coordinator, public_key=config.node_public_key, name=site)
+        with self.ledger(site) as ledger:
+            ledger_key = ledger.public_key  # what the site's IT reads with `workbench budget board`
+        register_node(coordinator=self.coordinator, public_key=config.node_public_key, name=site, ledger_key=ledger_key)
 
     def start_site(
         self, site: str, *, poll_seconds: float | None = None, heartbeat_seconds: float | None = None
@@ -85,8 +94,12 @@ class LoopbackFederation:
         config = self.node_config(site)
         return open_site_ledger(config.site_config())
 
-    def allocate(self, *, project: str, epsilon: float) -> None:
-        """What each site's ethics board does before a study: grant the project budget."""
+    def allocate(self, *, project: str, epsilon: float, approve: bool = True) -> None:
+        """What each site's ethics board does before a study: grant the project budget,
+        and (``approve``) approve the loopback researcher's key for it."""
+        from privacy_budgets.signatures import SshPublicKey
+
+        key = SshPublicKey.load(f"{self.researcher_key}.pub").openssh(comment=False)
         for site in self.sites:
             config = self.node_config(site)
             with self.ledger(site) as ledger:
@@ -97,6 +110,15 @@ class LoopbackFederation:
                     actor=ETHICS_BOARD,
                     reason=f"allocation for study {project}",
                 )
+                if approve:
+                    ledger.approve(
+                        dataset=config.dataset,
+                        project=project,
+                        purpose=f"study {project}",
+                        researchers=[{"name": RESEARCHER, "key": key}],
+                        actor=ETHICS_BOARD,
+                        reason=f"approve {RESEARCHER} for study {project}",
+                    )
 
 
 def build_loopback_federation(
@@ -111,6 +133,9 @@ def build_loopback_federation(
     write_hospitals(generate_hospitals(sites=sites, rows=rows, seed=seed), out=data)
     dictionary_path = data / "data_dictionary.json"
     coordinator = Coordinator.init(folder=root / "coordinator", address=f"127.0.0.1:{free_port()}")
+    from privacy_budgets.signatures import generate_key_pair
+
+    generate_key_pair(path=root / "researcher" / "id_ed25519", passphrase=None, comment=RESEARCHER)
     tomls: dict[str, Path] = {}
     for site_id, loaded in sorted(load_sites(folder=data).items()):
         folder = root / "sites" / site_id
@@ -129,6 +154,7 @@ def build_loopback_federation(
             node_private_key=folder / "keys" / "node_key",
             clientappio_address=f"127.0.0.1:{free_port()}",
             metrics_address=f"127.0.0.1:{free_port()}",
+            require_signed_requests=True,
         )
         tomls[site_id] = folder / "node.toml"
         (folder / "state").mkdir(exist_ok=True)

@@ -20,6 +20,7 @@ from federation.coordinator.events import StudyObserver
 from federation.coordinator.range_phase import RangeFinding
 from federation.coordinator.server_app import OutcomeBox, build_server_app
 from federation.coordinator.study_loop import StudyOutcome
+from federation.protocol.authorization import Authorization
 from federation.protocol.spec import TrainingSpec
 from federation.site.client_app import build_client_app
 from federation.site.site_config import SimulatedSites, SiteConfig
@@ -84,11 +85,18 @@ def run_simulated_training(
     observer: StudyObserver | None = None,
     cpus: int | None = None,
     verbose: bool = False,
+    authorization: Authorization | None = None,
 ) -> StudyOutcome:
     """One private federated training across ``sites`` on the simulation engine."""
     box = OutcomeBox()
     server_app = build_server_app(
-        spec=spec, encoder=encoder, n_sites=len(sites), range_finding=range_finding, observer=observer, box=box
+        spec=spec,
+        encoder=encoder,
+        n_sites=len(sites),
+        range_finding=range_finding,
+        observer=observer,
+        box=box,
+        authorization=authorization,
     )
     run_on_simulation(server_app=server_app, sites=sites, cpus=cpus, verbose=verbose)
     if box.errors:

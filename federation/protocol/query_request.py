@@ -11,6 +11,7 @@ from typing import Any
 
 from federation.analytics.errors import QueryError
 from federation.analytics.query import Query
+from federation.protocol.authorization import Authorization
 from federation.protocol.task_kinds import QUERY_KIND_KEY
 
 QUERY_CONFIG_KEY = "query"
@@ -27,6 +28,9 @@ class QueryRequest:
     project: str
     actor: str = "coordinator"
     run_id: str | None = None
+    # The researcher's signature on the batch this query belongs to (authorization.py);
+    # None: unsigned, served only where the site's policy allows that.
+    authorization: Authorization | None = None
 
     def to_config(self) -> dict[str, Any]:
         """Flat ConfigRecord values; ``query-kind`` routes the message to its handler."""
@@ -38,6 +42,8 @@ class QueryRequest:
         }
         if self.run_id:
             config[RUN_ID_KEY] = self.run_id
+        if self.authorization is not None:
+            config.update(self.authorization.to_config())
         return config
 
     @classmethod
@@ -51,4 +57,5 @@ class QueryRequest:
             project=str(values[PROJECT_KEY]),
             actor=str(values.get(ACTOR_KEY, "coordinator")),
             run_id=str(values[RUN_ID_KEY]) if values.get(RUN_ID_KEY) else None,
+            authorization=Authorization.from_config(values),
         )

@@ -97,6 +97,7 @@ def init(
             clientappio_address=f"127.0.0.1:{free_runtime_port()}",
             metrics_address=f"127.0.0.1:{free_runtime_port()}",  # [monitoring] metrics: loopback, its own port
             holdout_seed=secrets.randbelow(2**31),  # the site's own: no coordinator knows its held-out rows
+            require_signed_requests=True,  # a new node serves only researchers its board approved
             overwrite=force,
         )
         load_node_config(toml_path)  # what was written must read back, or nothing is left behind

@@ -382,6 +382,8 @@ def _toml(key: NodeKey, value: Any, *, base: Path) -> str:
         return json.dumps([float(v) for v in value])
     if key.type == "whole":
         return str(int(value))
+    if key.type == "flag":
+        return "true" if value else "false"
     return json.dumps(value) if isinstance(value, str) else str(value)
 
 

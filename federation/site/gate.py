@@ -4,8 +4,10 @@ In order: the node is not paused; the request is not past its deadline (the
 message's own time to live, or its run's ``run-deadline``: a site never serves a
 message the coordinator stopped waiting for, so a cancelled or abandoned run stays
 stopped here whatever the coordinator does); the task kind is one the site serves and its
-policy allows; the request can be read (it names its project); the project has an
-allocation in the site's ledger (fail closed). What a request costs, and whether
+policy allows; the request can be read (it names its project); who asks: a
+researcher's signature, their approval in the ledger, the request's expiry and that it
+is not replayed (authorization.py; required by ``[policy] require_signed_requests``);
+the project has an allocation in the site's ledger (fail closed). What a request costs, and whether
 that fits the ledger and the site's per-request cap, depends on parameters the
 handler computes itself (its noise plan, its data's size): the handlers check that
 at the moment they reserve (training_task.py, range_task.py, query_answers.py with
@@ -20,6 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from federation.errors import (
     BudgetRefused,
@@ -32,6 +35,7 @@ from federation.errors import (
 )
 from federation.protocol.request_info import RequestInfo
 from federation.protocol.task_kinds import KNOWN_TASKS, policy_allows
+from federation.site.authorization import Researcher, check_authorization
 from federation.site.config import NodePolicy
 from federation.site.ledger_keys import open_site_ledger
 from federation.site.pause import read_pause
@@ -46,6 +50,7 @@ class GateDecision:
     read its own policy) and its message the reason."""
 
     refusal: Refused | InternalFault | None = None
+    researcher: Researcher | None = None  # who signed the request (None: unsigned or not yet known)
 
     @property
     def allowed(self) -> bool:
@@ -56,8 +61,12 @@ ALLOW = GateDecision()
 CLOCK_TOLERANCE_SECONDS = 5.0  # how far the coordinator's clock may run behind the site's
 
 
-def check_request(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy) -> GateDecision:
-    """The gate's decision on one request; reads the pause switch and the ledger only."""
+def check_request(
+    *, info: RequestInfo, site: SiteConfig, policy: NodePolicy, config: dict[str, Any] | None = None
+) -> GateDecision:
+    """The gate's decision on one request; reads the pause switch, the ledger and the
+    replay memory of signed requests only. ``config`` is the message's config record
+    (its signed request, if any)."""
     pause = read_pause(state_dir=site.state_dir)
     if pause is not None:
         return GateDecision(
@@ -91,7 +100,18 @@ def check_request(*, info: RequestInfo, site: SiteConfig, policy: NodePolicy) ->
         return GateDecision(PolicyRefused(text, public=text))
     if info.problem is not None:
         return GateDecision(InvalidRequest(info.malformed_reason, public=info.malformed_reason))
-    return _allocation(info=info, site=site)
+    try:
+        researcher = check_authorization(
+            kind=info.kind,
+            config=dict(config or {}),
+            project=info.project,
+            site=site,
+            required=policy.require_signed_requests,
+        )
+    except (Refused, InternalFault) as err:
+        return GateDecision(err)
+    decision = _allocation(info=info, site=site)
+    return GateDecision(decision.refusal, researcher=researcher)
 
 
 def _allocation(*, info: RequestInfo, site: SiteConfig) -> GateDecision:

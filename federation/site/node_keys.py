@@ -139,6 +139,12 @@ def _columns(key: NodeKey, value: Any, base: Path | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip() for v in value))
 
 
+def _flag(key: NodeKey, value: Any, base: Path | None) -> bool:
+    if not isinstance(value, bool):
+        raise Broken("must be true or false (unquoted)", key.fix, value)
+    return value
+
+
 _WORDS = ", ".join(f'"{w}"' for w in POLICY_WORDS)
 TYPES = {
     "text": _text,
@@ -151,6 +157,7 @@ TYPES = {
     "fraction": _fraction,
     "range": _range,
     "column list": _columns,
+    "flag": _flag,
 }
 
 
@@ -510,6 +517,19 @@ KEYS: tuple[NodeKey, ...] = (
     ),
     NodeKey(
         "policy",
+        "require_signed_requests",
+        "flag",
+        field="require_signed_requests",
+        default=False,
+        comment="Serve only requests a researcher signed (`workbench researcher init`) with a key this\n"
+        "site's ethics board approved for the project (`workbench budget propose approve`): the\n"
+        "site checks the signature, the approval, the expiry and that the request is not replayed\n"
+        "before any work. `node init` writes true; a node.toml without the key (made before\n"
+        "signed requests) reads false and serves unsigned requests (federation/THREAT_MODEL.md).",
+        fix="write require_signed_requests = true (or false to serve unsigned requests).",
+    ),
+    NodeKey(
+        "policy",
         "trusted_entities",
         "path",
         field="trusted_entities",
@@ -760,6 +780,7 @@ _ANNOTATIONS = {
     "fraction": "float",
     "range": "tuple[float, float]",
     "column list": "tuple[str, ...]",
+    "flag": "bool",
 }
 
 

@@ -38,6 +38,7 @@ from federation.site.alerts import alerts_for, raise_alerts
 from federation.site.analytics_task import ANALYTICS_HANDLERS
 from federation.site.audit import HEAD_EVERY, append_audit, audit_path, utc_now
 from federation.site.audit_heads import AUDIT_HEAD_KEY, last_signed_head, sealer
+from federation.site.authorization import Researcher
 from federation.site.config import NodeConfigError, NodePolicy, NodePolicyError, load_node_config
 from federation.site.evaluation_task import handle_evaluate
 from federation.site.gate import check_request
@@ -79,10 +80,12 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
             "(fail closed): nothing was computed or charged.",
         )
     refused: _Refusal | None = None
+    researcher = None
     try:
         if broken:
             raise InternalFault(broken)
-        decision = check_request(info=info, site=site, policy=policy)
+        decision = check_request(info=info, site=site, policy=policy, config=_config(msg))
+        researcher = decision.researcher
         if not decision.allowed:
             raise decision.refusal
         reply = HANDLERS[kind](msg, site, policy)
@@ -98,7 +101,9 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
     if refused is not None:
         reply = refusal(msg, site_id=site.site_id, error=refused.error, incident=refused.incident)
     try:
-        alerts = _record(info=info, site=site, policy=policy, reply=reply, received=received, refused=refused)
+        alerts = _record(
+            info=info, site=site, policy=policy, reply=reply, received=received, refused=refused, researcher=researcher
+        )
     except Exception:
         log.exception("site %s could not record its answer at %s", site.site_id, audit_path(site.state_dir))
         return _fail_closed(
@@ -126,6 +131,15 @@ def _attach_audit_head(reply: Message, *, site: SiteConfig) -> None:
         return
     if head is not None:
         reply.content[SITE_KEY][AUDIT_HEAD_KEY] = json.dumps(head)
+
+
+def _config(msg: Message) -> dict | None:
+    """The message's config record as a dict (None when it cannot be read: the gate's
+    malformed-request check says why)."""
+    try:
+        return dict(msg.content["config"]) if "config" in msg.content else None
+    except Exception:
+        return None
 
 
 class _Refusal:
@@ -189,6 +203,7 @@ def _record(
     reply: Message,
     received: str,
     refused: _Refusal | None,
+    researcher: Researcher | None = None,
 ) -> list:
     """Write the request's decision line; returns the alerts it raises (not yet sent)."""
     file = audit_path(site.state_dir)
@@ -220,6 +235,8 @@ def _record(
             "coordinator": info.coordinator(),
             "task": info.kind,
             "project": info.project,
+            # who signed it (name and key the site's board approved); None: unsigned, or refused before
+            "researcher": None if researcher is None else researcher.to_json(),
             "parameters": info.parameters,
             "request_hash": info.identity,
             "question": info.question,

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 
 from federation.engines.analytics_simulation import run_simulated_queries
-from federation.protocol.query_request import QueryRequest
 from privacy_budgets import Ledger, epsilon
 from privacy_budgets.mechanisms import event_from_json
 from workbench import Workbench
+from workbench.analytics import signed_requests
 from workbench.query_results import QueryResult
 
 PROJECT = "explore"
@@ -32,7 +32,8 @@ def test_several_queries_priced_and_answered_in_one_simulation_run(tmp_path):
         wb.query.count(where={"smoker": 1}, epsilon=5.0, label="too expensive"),
     ]
     planned_here = wb.query_cost(queries, project=PROJECT)  # each site's ledger read directly
-    requests = [QueryRequest(query=q, project=PROJECT, run_id="r1") for q in queries]
+    # signed once by the simulation's researcher, whom the simulated board approved (allocate)
+    requests = signed_requests(items=queries, project=PROJECT, run_id="r1", signer=wb.researcher.signer())
     box = run_simulated_queries(sites=wb.site_configs(), requests=requests, costs=True)
     count, mean, survival, refused = (
         QueryResult.from_replies(request=r, replies=replies, level=0.95)

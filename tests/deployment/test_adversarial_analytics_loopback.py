@@ -23,7 +23,9 @@ PROJECT = "curious-deployed"
 
 def test_degenerate_queries_through_the_coordinator_are_refused_at_every_site(loopback):
     loopback.allocate(project=PROJECT, epsilon=1.0)
-    wb = Workbench.connect(coordinator=loopback.coordinator.folder, dictionary=loopback.dictionary_path)
+    wb = Workbench.connect(
+        coordinator=loopback.coordinator.folder, dictionary=loopback.dictionary_path, researcher=loopback.researcher_key
+    )
     # The notebook's builder checks a query against the dictionary and refuses the sliver;
     # a coordinator that skips it sends the bare query, which the sites must refuse themselves.
     with pytest.raises(QueryError, match="must overlap the public range of 'bmi'"):

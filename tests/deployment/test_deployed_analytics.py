@@ -43,7 +43,9 @@ def _plain_plds(plain: dict) -> list:
 @pytest.fixture(scope="module")
 def connected(loopback):
     loopback.allocate(project=PROJECT, epsilon=1.0)
-    return Workbench.connect(coordinator=loopback.coordinator.folder, dictionary=loopback.dictionary_path)
+    return Workbench.connect(
+        coordinator=loopback.coordinator.folder, dictionary=loopback.dictionary_path, researcher=loopback.researcher_key
+    )
 
 
 def test_a_count_and_a_mean_are_answered_by_every_node_and_charged_at_each_site(loopback, connected):

@@ -84,6 +84,8 @@ def test_study_from_the_command_line_on_the_connected_sites(loopback, tmp_path):
         "cli_study",
         "--out",
         str(tmp_path / "out"),
+        "--researcher-key",
+        str(loopback.researcher_key),
     )
     assert proc.returncode == 0, proc.stderr
     assert "round 1/1" in proc.stdout

@@ -35,7 +35,9 @@ def _cmdline(pid: int) -> list[str]:
 
 
 def _connect(loopback):
-    return Workbench.connect(coordinator=loopback.coordinator.folder, dictionary=loopback.dictionary_path)
+    return Workbench.connect(
+        coordinator=loopback.coordinator.folder, dictionary=loopback.dictionary_path, researcher=loopback.researcher_key
+    )
 
 
 def _site_receipts(receipts: list[dict], site: str) -> list[dict]:

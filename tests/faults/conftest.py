@@ -29,6 +29,7 @@ from ._faults_helpers import workbench
 SITES = ("hospital_01", "hospital_02")
 SITE_IT = "site IT (faults)"
 BOARD = "ethics board (faults)"
+RESEARCHER = "Researcher (faults)"
 
 
 @dataclass
@@ -53,10 +54,23 @@ class Federation:
         with self.ledger(site) as ledger:
             return ledger.spent(dataset=site, project=project)
 
+    @property
+    def researcher_key(self) -> Path:
+        """The researcher's key (unencrypted): `node init` makes nodes that serve only signed requests."""
+        return self.root / "researcher" / "id_ed25519"
+
     def allocate(self, project: str, epsilon: float = 1.0) -> None:
+        """The board's allocation, and its approval of the researcher's key for the project."""
+        from privacy_budgets.signatures import SshPublicKey
+
+        key = SshPublicKey.load(f"{self.researcher_key}.pub").openssh(comment=False)
         for site in SITES:
             with self.ledger(site) as ledger:
                 ledger.allocate(dataset=site, project=project, epsilon=epsilon, actor=BOARD, reason=project)
+                researchers = [{"name": RESEARCHER, "key": key}]
+                ledger.approve(
+                    dataset=site, project=project, purpose=project, researchers=researchers, actor=BOARD, reason=project
+                )
 
     def node(self, *args: str, site: str, timeout: float = 300):
         return workbench("node", *args, "--config", str(self.tomls[site]), timeout=timeout)
@@ -80,10 +94,15 @@ class Federation:
             str(site_timeout),
             "--timeout",
             str(timeout),
+            "--researcher-key",
+            str(self.researcher_key),
         ]
 
 
 def _build(root: Path) -> Federation:
+    from privacy_budgets.signatures import generate_key_pair
+
+    generate_key_pair(path=root / "researcher" / "id_ed25519", passphrase=None, comment=RESEARCHER)
     data = root / "data"
     write_hospitals(generate_hospitals(sites=len(SITES), rows=300, seed=11), out=data)
     coordinator = root / "coordinator"
@@ -106,7 +125,14 @@ def _build(root: Path) -> Federation:
         with Ledger.open(config.site_config().ledger_path, site_id=site) as ledger:
             ledger.set_cap(dataset=site, epsilon=20.0, delta=1e-5, actor=SITE_IT, reason="lifetime cap")
         # The README's `workbench coordinator register-node`, in process (the CLI is tested elsewhere).
-        register_node(coordinator=Coordinator.open(coordinator), public_key=config.node_public_key, name=site)
+        with Ledger.open(config.site_config().ledger_path, site_id=site) as ledger:
+            ledger_key = ledger.public_key
+        register_node(
+            coordinator=Coordinator.open(coordinator),
+            public_key=config.node_public_key,
+            name=site,
+            ledger_key=ledger_key,
+        )
     return Federation(
         root=root,
         coordinator=coordinator,

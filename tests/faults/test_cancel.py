@@ -61,9 +61,9 @@ def test_a_study_interrupted_while_a_node_is_down_never_spends_after_the_interru
     restarted = running.node("start", "--detach", site="hospital_02")
     assert restarted.returncode == 0, restarted.stderr
     running.allocate("after_interrupt")
-    after = connect(coordinator=running.coordinator, dictionary=running.dictionary).train(
-        target_epsilon=1.0, rounds=1, project="after_interrupt", site_timeout=60
-    )
+    after = connect(
+        coordinator=running.coordinator, dictionary=running.dictionary, researcher=running.researcher_key
+    ).train(target_epsilon=1.0, rounds=1, project="after_interrupt", site_timeout=60)
     assert after.stopped_reason == ""
     for site in running.sites:
         assert _requests(running, site, project) == []
@@ -104,7 +104,7 @@ def test_study_cancel_stops_a_running_study_and_both_commands_print_the_charges(
 def test_a_run_that_no_client_follows_stops_on_its_own(running):
     project = "unfollowed"
     running.allocate(project)
-    wb = connect(coordinator=running.coordinator, dictionary=running.dictionary)
+    wb = connect(coordinator=running.coordinator, dictionary=running.dictionary, researcher=running.researcher_key)
     spec = TrainingSpec(project=project, target_epsilon=1.0, rounds=1)
     folder = RunFolder(wb.coordinator.runs_dir / spec.run_id)
     StudyFile(

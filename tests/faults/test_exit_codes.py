@@ -81,7 +81,7 @@ def test_a_coordinator_that_does_not_run_is_an_unreachable_party(tmp_path):
 
 @pytest.mark.slow
 def test_a_study_every_site_refuses_exits_1_without_a_traceback(running):
-    # hospital_02 paused, and the project allocated nowhere: each site refuses round 1.
+    # hospital_02 paused, and the project allocated (and approved) nowhere: each site refuses round 1.
     state = running.config("hospital_02").state_dir
     pause_node(state_dir=state, reason="maintenance window", who="site IT")
     try:
@@ -92,7 +92,7 @@ def test_a_study_every_site_refuses_exits_1_without_a_traceback(running):
     assert refused.returncode == EXIT_REFUSED, said
     assert "error: No hospital trained the model" in refused.stderr
     assert "Site hospital_02 refused round 1" in said and "maintenance window" in said
-    assert "has no allocation on dataset" in said
+    assert "approved for the project" in said  # the same words for an unknown project and an unknown key
     assert "Traceback" not in said
 
 
