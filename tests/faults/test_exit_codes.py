@@ -91,7 +91,9 @@ def test_a_study_every_site_refuses_exits_1_without_a_traceback(running):
     said = refused.stdout + refused.stderr
     assert refused.returncode == EXIT_REFUSED, said
     assert "error: No hospital trained the model" in refused.stderr
-    assert "Site hospital_02 refused round 1" in said and "maintenance window" in said
+    # the paused site says so; who paused it and why stay at the site
+    assert "Site hospital_02 refused round 1" in said and "is paused by its IT" in said
+    assert "maintenance window" not in said
     assert "approved for the project" in said  # the same words for an unknown project and an unknown key
     assert "Traceback" not in said
 

@@ -109,6 +109,7 @@ def test_init_then_check_passes_every_check(hospital):
         "trusted app signers": "ok",
         "alerts": "WARN",
         "runtime port": "ok",
+        "runtime API": "ok",
         "proxy": "ok",
         "coordinator": "ok",
     }
