@@ -341,9 +341,13 @@ def plan_from_facts(
     project: str,
     final_share: float | None,
     delta: float,
+    final_facts: list[SiteFacts] | None = None,
 ) -> TuningPlan:
     """``plan_tuning`` for sites described by their facts (a benchmark that runs its own
-    sites builds them itself); ``hps`` as ``normalise_candidates`` returns them."""
+    sites builds them itself); ``hps`` as ``normalise_candidates`` returns them.
+    ``final_facts`` (same sites, same order) when the final training sees other rows
+    than the candidates (a site that holds out validation rows while tuning)."""
+    final_of = {f.site: f for f in (final_facts or facts)}
     planner = _Planner(facts=facts, project=project, candidates=hps, delta=delta)
     prior_epsilon = {f.site: accounting.epsilon(events=f.prior, delta=f.delta) if f.prior else 0.0 for f in facts}
     reason = _precheck(facts=facts, project=project, target_epsilon=target_epsilon, prior_epsilon=prior_epsilon)
@@ -358,7 +362,8 @@ def plan_from_facts(
     if final_target is not None and not reason:
         try:
             finals = {
-                f.site: _final_plans(facts=f, project=project, hps=hps, target=final_target, delta=delta) for f in facts
+                f.site: _final_plans(facts=final_of[f.site], project=project, hps=hps, target=final_target, delta=delta)
+                for f in facts
             }
         except PrivacyBudgetError as err:
             reason = f"the final training cannot be planned at its target {final_target:.3g}: {err}"
