@@ -200,7 +200,8 @@ def write_results(
     png = out.with_suffix(".png")
     plot(rows=rows, path=png)
     chosen = [
-        f"- {r.name}: {r.choice.hp.label()} (validation accuracy {r.choice.val_accuracy:.3f}, "
+        f"- {r.name}: {r.choice.hp.label()} ({'synthetic ' if r.family == 'synth-' else ''}validation accuracy "
+        f"{r.choice.val_accuracy:.3f}, "
         f"AUC {r.choice.val_auc:.3f}, {r.choice.tried} candidates)"
         for r in rows
         if r.choice
@@ -230,8 +231,9 @@ def write_results(
         "- DP rows: the workbench's real path: Flower's simulation engine, each site's ClientApp with its "
         "ledger (reserve, DP-SGD with the vectorised engine, commit the steps that ran), FedAvg. The noise is "
         "calibrated by each site for its own sampling rate and all planned rounds; `epsilon spent` is read "
-        "back from the four ledgers after the run (delta 1e-5), the largest of the four. All DP studies run "
-        "in one simulation (one engine start), each under its own project.",
+        "back from the four ledgers after the run (delta 1e-5), the largest of the four. Every study runs "
+        "under its own project; the charged search's candidates run in one simulation (one engine start), "
+        "every final training in a second.",
         "- Non-private rows (pooled, local only, FedAvg) run in this process with plain SGD on the same "
         "model, data and encoding: no ledger is involved.",
         "",
