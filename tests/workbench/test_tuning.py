@@ -169,3 +169,19 @@ def test_a_search_charges_every_candidate_and_stays_within_its_target(tmp_path):
         shown = result.spent.set_index("site").loc[site, "search_epsilon"]
         assert shown == pytest.approx(independent, rel=2e-3)
         assert independent <= 2.0 * (1 + 2e-3)
+
+
+def test_the_split_search_ends_on_a_value_that_fits_within_its_tolerance():
+    from workbench.tuning_plan import CALIBRATION_RTOL, largest_fitting
+
+    calls = []
+
+    def cost(x: float) -> float:  # three runs composed, roughly: rises with x
+        calls.append(x)
+        return 3 * x**0.7 + (float("inf") if x < 0.01 else 0.0)
+
+    x = largest_fitting(cost=cost, target=2.0, low=0.05, high=2.0)
+    assert cost(x) <= 2.0 and cost(x) > 2.0 * (1 - CALIBRATION_RTOL)
+    assert len(calls) < 15  # regula falsi, not a dozen bisections per digit
+    assert largest_fitting(cost=cost, target=2.0, low=0.005, high=2.0) is None  # even the bottom cannot be planned
+    assert largest_fitting(cost=lambda x: x, target=2.0, low=0.1, high=1.5) == 1.5  # the top already fits
