@@ -440,6 +440,11 @@ def largest_fitting(*, cost, target: float, low: float, high: float) -> float | 
     if at_high <= target:
         return high
     at_low = cost(low)
+    while at_low == math.inf and low * 1.5 < high:
+        # The bottom of the bracket cannot be planned (a site's evaluation noise would leave
+        # its range at so small a share): climb to the first share that can.
+        low *= 1.5
+        at_low = cost(low)
     if not at_low <= target:
         return None
     x_lo, x_hi = math.log(low), math.log(high)

@@ -183,5 +183,9 @@ def test_the_split_search_ends_on_a_value_that_fits_within_its_tolerance():
     x = largest_fitting(cost=cost, target=2.0, low=0.05, high=2.0)
     assert cost(x) <= 2.0 and cost(x) > 2.0 * (1 - CALIBRATION_RTOL)
     assert len(calls) < 15  # regula falsi, not a dozen bisections per digit
-    assert largest_fitting(cost=cost, target=2.0, low=0.005, high=2.0) is None  # even the bottom cannot be planned
+    # A bottom no site can plan (too small a share): the search climbs to one it can.
+    climbed = largest_fitting(cost=cost, target=2.0, low=0.001, high=2.0)
+    assert climbed == pytest.approx(x, rel=2 * CALIBRATION_RTOL) and cost(climbed) <= 2.0
+    assert largest_fitting(cost=lambda x: float("inf"), target=2.0, low=0.01, high=2.0) is None
+    assert largest_fitting(cost=lambda x: 5.0, target=2.0, low=0.01, high=2.0) is None  # even the bottom costs more
     assert largest_fitting(cost=lambda x: x, target=2.0, low=0.1, high=1.5) == 1.5  # the top already fits
