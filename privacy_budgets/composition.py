@@ -4,7 +4,9 @@ The arithmetic is exactly that of ``dp_accounting``'s ``PLDAccountant`` composin
 ``events_from_counts(counts)`` in order: start from the identity, compose each base
 mechanism self-composed ``count`` times. The discrete Gaussian, which PLDAccountant
 does not know, is built the same way from dp_accounting's own
-``from_discrete_gaussian_mechanism`` and self-composed like the Laplace kinds. Only the bookkeeping differs: each
+``from_discrete_gaussian_mechanism`` and self-composed like the Laplace kinds; so is a
+release proven as one (epsilon, delta) pair (``PrivacyParametersDpEvent``), from
+dp_accounting's ``from_privacy_parameters``. Only the bookkeeping differs: each
 self-composed leaf and each prefix of the composition is kept in memory, so when a
 reservation changes one mechanism's count, only that leaf and the prefixes after it
 are recomputed. Results are bit-identical to the accountant (tests pin this), so
@@ -24,10 +26,16 @@ import math
 from functools import lru_cache
 
 import dp_accounting as dpa
+from dp_accounting.pld import common as pld_common
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 from privacy_budgets.errors import InvalidMechanism
-from privacy_budgets.mechanisms import DiscreteGaussianDpEvent, DiscreteLaplaceDpEvent, event_from_json
+from privacy_budgets.mechanisms import (
+    DiscreteGaussianDpEvent,
+    DiscreteLaplaceDpEvent,
+    PrivacyParametersDpEvent,
+    event_from_json,
+)
 
 # One discretisation everywhere, so calibration and the ledger do the same arithmetic.
 # 1e-3 is within 0.1% of 1e-4 on DP-SGD and ten times faster (see shared/notes/stack.md).
@@ -87,6 +95,15 @@ def _base(text: str) -> pld_lib.PrivacyLossDistribution:
         return pld_lib.from_discrete_gaussian_mechanism(
             sigma=event.sigma,
             sensitivity=event.sensitivity,
+            value_discretization_interval=PLD_VALUE_DISCRETIZATION,
+        )
+    if isinstance(event, PrivacyParametersDpEvent):
+        # The pessimistic PLD of any (epsilon, delta)-DP mechanism: loss +epsilon or
+        # -epsilon, and infinity with probability delta (symmetric, so it serves both
+        # directions of add-or-remove). Its delta adds to the history's infinite mass:
+        # it is taken out of the dataset's delta when the ledger reads epsilon there.
+        return pld_lib.from_privacy_parameters(
+            pld_common.DifferentialPrivacyParameters(epsilon=event.epsilon, delta=event.delta),
             value_discretization_interval=PLD_VALUE_DISCRETIZATION,
         )
     if isinstance(event, dpa.PoissonSampledDpEvent):

@@ -13,6 +13,12 @@ that mechanism, never as its continuous cousin, whose accounting would under-cha
   has the PLD of the discrete Gaussian but no DpEvent for it): noise with probability
   proportional to exp(-x^2 / (2 s^2)) on the integers.
 
+A release whose guarantee is proven as one (epsilon, delta) pair rather than built from
+noise the ledger can describe (private selection of the best of a random number of
+runs, Papernot & Steinke 2022: dp_accounting bounds it in RDP only) is recorded as
+``PrivacyParametersDpEvent(epsilon=e, delta=d)`` (this module's), composed as the
+pessimistic PLD of any (e, d)-DP mechanism (``privacy_budgets.selection``).
+
 Stability, as dp_accounting's own rules for its events: an event type is never removed
 or renamed and a field is never removed; new fields are optional. Adding a type keeps
 every ledger written before it readable and verifiable, bit for bit.
@@ -132,6 +138,33 @@ def discrete_laplace_event(*, scale: float, sensitivity: int = 1, count: int = 1
     return event if count == 1 else dpa.SelfComposedDpEvent(event=event, count=int(count))
 
 
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class PrivacyParametersDpEvent(dpa.DpEvent):
+    """A release proven (``epsilon``, ``delta``)-differentially private as a whole, whose
+    mechanism the ledger cannot compose from its parts (private selection: the best of
+    a random number of private runs, bounded in RDP by dp_accounting's
+    ``RepeatAndSelectDpEvent`` and converted to one pair; ``privacy_budgets.selection``).
+
+    The ledger composes it as the pessimistic privacy-loss distribution of every
+    (epsilon, delta)-DP mechanism (dp_accounting's ``from_privacy_parameters``: loss
+    +epsilon or -epsilon, and infinity with probability ``delta``). Its ``delta`` is
+    therefore taken out of the dataset's: composed with the rest at the dataset's delta
+    D, the other releases keep D - ``delta`` (about); a ``delta`` above D makes the
+    history's epsilon infinite, which every cap refuses, and one equal to D leaves
+    nothing for any later release (each is then refused).
+    """
+
+    epsilon: float
+    delta: float
+
+
+def privacy_parameters_event(*, epsilon: float, delta: float) -> dpa.DpEvent:
+    """A release proven (``epsilon``, ``delta``)-DP (see ``PrivacyParametersDpEvent``)."""
+    _check_epsilon_of_pair(epsilon)
+    _check_delta_of_pair(delta)
+    return PrivacyParametersDpEvent(epsilon=float(epsilon), delta=float(delta))
+
+
 def composed_event(events: list[dpa.DpEvent]) -> dpa.DpEvent:
     """Several releases made together, charged as one entry."""
     return dpa.ComposedDpEvent(events=list(events))
@@ -146,6 +179,7 @@ _LEAF_FIELDS: dict[type, tuple[str, ...]] = {
 }
 _LEAF_FIELDS[DiscreteLaplaceDpEvent] = ("noise_parameter", "sensitivity")
 _LEAF_FIELDS[DiscreteGaussianDpEvent] = ("sigma", "sensitivity")
+_LEAF_FIELDS[PrivacyParametersDpEvent] = ("epsilon", "delta")
 _SUPPORTED = ", ".join(
     sorted([c.__name__ for c in _LEAF_FIELDS] + ["PoissonSampledDpEvent", "SelfComposedDpEvent", "ComposedDpEvent"])
 )
@@ -216,6 +250,8 @@ def _from_plain(plain: Any) -> dpa.DpEvent:
             )
         if name == "DiscreteGaussianDpEvent":
             return DiscreteGaussianDpEvent(sigma=float(plain["sigma"]), sensitivity=_as_count(plain["sensitivity"]))
+        if name == "PrivacyParametersDpEvent":
+            return PrivacyParametersDpEvent(epsilon=float(plain["epsilon"]), delta=float(plain["delta"]))
         if name == "PoissonSampledDpEvent":
             return dpa.PoissonSampledDpEvent(
                 sampling_probability=float(plain["sampling_probability"]),
@@ -259,6 +295,9 @@ def validate_event(event: dpa.DpEvent) -> None:
     elif isinstance(event, DiscreteGaussianDpEvent):
         check_noise_scale("discrete Gaussian sigma", event.sigma)
         _check_sensitivity("discrete Gaussian sensitivity", event.sensitivity)
+    elif isinstance(event, PrivacyParametersDpEvent):
+        _check_epsilon_of_pair(event.epsilon)
+        _check_delta_of_pair(event.delta)
     elif isinstance(event, dpa.NoOpDpEvent):
         pass
     elif isinstance(event, dpa.PoissonSampledDpEvent):
@@ -302,6 +341,24 @@ def check_noise_scale(name: str, value: Any) -> float:
             "positive noise scale."
         )
     return value
+
+
+def _check_epsilon_of_pair(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidMechanism(
+            f"a proven (epsilon, delta) pair needs a finite epsilon >= 0; got {value!r}. Fix: state the "
+            "epsilon its proof gives (privacy_budgets.selection computes it for a private selection)."
+        )
+
+
+def _check_delta_of_pair(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidMechanism(f"a proven (epsilon, delta) pair needs a number as delta; got {value!r}.")
+    if not 0 <= value < 1:
+        raise InvalidMechanism(
+            f"a proven (epsilon, delta) pair needs delta in [0, 1); got {value!r}. Fix: a small share of "
+            "the dataset's delta, e.g. a tenth of it."
+        )
 
 
 def _check_sensitivity(name: str, value: Any) -> None:
@@ -380,6 +437,8 @@ def describe_event(event: dpa.DpEvent) -> str:
         )
     if isinstance(event, DiscreteGaussianDpEvent):
         return f"discrete Gaussian noise with sigma {event.sigma:.6g} on integers of sensitivity {event.sensitivity}"
+    if isinstance(event, PrivacyParametersDpEvent):
+        return f"a release proven ({event.epsilon:.6g}, {event.delta:.3g})-differentially private as a whole"
     if isinstance(event, dpa.SelfComposedDpEvent):
         inner = event.event
         if isinstance(inner, dpa.PoissonSampledDpEvent) and isinstance(inner.event, dpa.GaussianDpEvent):

@@ -25,6 +25,7 @@ from privacy_budgets.errors import fmt_epsilon
 from privacy_budgets.mechanisms import (
     DiscreteGaussianDpEvent,
     DiscreteLaplaceDpEvent,
+    PrivacyParametersDpEvent,
     describe_event,
     event_from_json,
 )
@@ -152,6 +153,8 @@ def release_kind(entry: LedgerEntry) -> str:
         return "statistics, discrete Gaussian noise"
     if isinstance(inner, DiscreteLaplaceDpEvent):
         return "statistics, discrete Laplace noise"
+    if isinstance(inner, PrivacyParametersDpEvent):
+        return "a private selection (proven epsilon, delta)"
     return f"other ({type(inner).__name__})"
 
 
@@ -164,6 +167,11 @@ def what_released(event: dpa.DpEvent) -> str:
             f"a model update trained with DP-SGD ({steps} steps, each on a Poisson sample of "
             f"{q:.4g} of the records, noise multiplier {sigma:.4g})"
         )
+    if isinstance(event, PrivacyParametersDpEvent):
+        return (
+            f"the outcome of a private selection among runs kept at the site, {describe_event(event)} "
+            "(proven in Renyi DP, Papernot & Steinke 2022, and converted to this pair)"
+        )
     if isinstance(event, _SINGLE_STATISTIC):
         return f"a statistic with {describe_event(event)}"
     if isinstance(event, dpa.SelfComposedDpEvent) and isinstance(event.event, _SINGLE_STATISTIC):
@@ -175,6 +183,11 @@ def assumptions(event: dpa.DpEvent) -> str:
     """What the guarantee assumes about the data and the code that ran."""
     if _dpsgd(event) is not None:
         return "one row per patient, gradients clipped per record, sampling as stated"
+    if isinstance(event, PrivacyParametersDpEvent):
+        return (
+            "one row per patient, the number of runs drawn from the stated distribution and every run "
+            "within the stated Renyi bound"
+        )
     return "one row per patient, each patient's contribution bounded by the sensitivity the noise is scaled to"
 
 

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from workbench.analytics import QueryBuilder
     from workbench.connected import ConnectedWorkbench
     from workbench.query_results import QueryResult, QueryResults
+    from workbench.tuning import TuningResult
+    from workbench.tuning_plan import TuningPlan
 
 SIMULATED_SITE_IT = "site IT (simulated)"
 SIMULATED_ETHICS_BOARD = "ethics board (simulated)"
@@ -480,6 +482,72 @@ class Workbench:
             target=target,
             noise_multipliers=noise_multipliers,
             **hyperparameters,
+        )
+
+    def plan_tuning(
+        self,
+        *,
+        candidates: list[dict[str, Any]],
+        target_epsilon: float,
+        rounds: int,
+        project: str,
+        final_share: float | None = None,
+        target: str | None = None,
+        **common: Any,
+    ) -> TuningPlan:
+        """Each site's cost of a whole hyperparameter search, without spending anything.
+
+        ``target_epsilon`` is the search's total per site: every candidate run (its
+        DP-SGD rounds and the site's noisy evaluations, each under its own ledger project
+        ``<project>-tuneNN``), the project's earlier spending and, with ``final_share``,
+        the training of the chosen configuration again. The plan shows the per-candidate
+        epsilon, each site's composed total beside the naive sum, and whether it fits.
+        ``common`` hyperparameters apply to every candidate (a candidate's own win).
+        """
+        from workbench.tuning_plan import plan_tuning
+
+        return plan_tuning(
+            self,
+            candidates=candidates,
+            target_epsilon=target_epsilon,
+            rounds=rounds,
+            project=project,
+            final_share=final_share,
+            target=target,
+            **common,
+        )
+
+    def tune(
+        self,
+        *,
+        candidates: list[dict[str, Any]],
+        target_epsilon: float,
+        rounds: int,
+        project: str,
+        final_share: float | None = None,
+        score: str = "accuracy",
+        target: str | None = None,
+        verbose: bool = False,
+        **common: Any,
+    ) -> TuningResult:
+        """Run a charged hyperparameter search: every candidate is a study charged through
+        the sites' normal paths, the best is chosen from the sites' noisy evaluations
+        (free post-processing), and with ``final_share`` it is trained again under
+        ``project``. Refused before anything runs when the plan (``plan_tuning``) does not
+        fit; the result reports what the ledgers hold afterwards."""
+        from workbench.tuning import tune
+
+        return tune(
+            self,
+            candidates=candidates,
+            target_epsilon=target_epsilon,
+            rounds=rounds,
+            project=project,
+            final_share=final_share,
+            score=score,
+            target=target,
+            verbose=verbose,
+            **common,
         )
 
     def _refuse_unless_plan_fits(

@@ -32,20 +32,31 @@ from federation.training.evaluation import binary_metrics, predict_proba
 from federation.training.models import build_model
 from privacy_budgets import Ledger
 
+ENGINE_ATTEMPTS = 3  # fresh engine starts when Ray's own startup times out before any study runs
 SITE_CAP = 500.0  # each hospital's lifetime cap, set once: every study's spend fits under it
 
 
 @dataclass(frozen=True)
 class FlowerStudy:
-    epsilon: float
+    epsilon: float  # the row's total epsilon per hospital
     seed: int
     hp: Hyper
+    # A study inside a charged search: its own ledger project and target (a candidate's
+    # share, or the final training's), the row it belongs to named by ``family``.
+    family: str = ""
+    project: str = ""
+    target: float | None = None
+
+    @property
+    def budget(self) -> float:
+        """What the study's own project is granted (its own target)."""
+        return self.epsilon if self.target is None else self.target
 
     def spec(self) -> TrainingSpec:
         hp = self.hp
         return TrainingSpec(
-            project=f"heart-e{str(self.epsilon).replace('.', 'p')}-s{self.seed}",
-            target_epsilon=self.epsilon,
+            project=self.project or f"heart-{self.family}e{str(self.epsilon).replace('.', 'p')}-s{self.seed}",
+            target_epsilon=self.budget,
             delta=DELTA,
             rounds=hp.rounds,
             model=hp.model,
@@ -70,6 +81,7 @@ class FlowerResult:
     rounds_completed: int
     stopped_reason: str
     seconds: float
+    noisy_accuracy: float = float("nan")  # the sites' pooled noisy evaluation, last round
 
 
 def simulated_sites(
@@ -103,7 +115,7 @@ def simulated_sites(
                 ledger.allocate(
                     dataset=name,
                     project=study.spec().project,
-                    epsilon=study.epsilon,
+                    epsilon=study.budget,
                     actor="benchmark-board",
                     reason="heart-disease benchmark study",
                 )
@@ -128,8 +140,24 @@ def _held_out_metrics(
     return out
 
 
+def _anything_charged(*, sites: list[SiteConfig], studies: list[FlowerStudy]) -> bool:
+    """Whether any study's project holds a ledger entry (reserved or committed) anywhere."""
+    for site in sites:
+        with Ledger.open(site.ledger_path, site_id=site.site_id) as ledger:
+            for study in studies:
+                if ledger.events(dataset=site.dataset, project=study.spec().project, include_reserved=True):
+                    return True
+    return False
+
+
 def run_flower_studies(
-    *, site_folder: Path, state_root: Path, names: list[str], studies: list[FlowerStudy], show_progress: bool = True
+    *,
+    site_folder: Path,
+    state_root: Path,
+    names: list[str],
+    studies: list[FlowerStudy],
+    show_progress: bool = True,
+    desc: str = "heart-disease DP studies (Flower)",
 ) -> tuple[list[FlowerResult], float]:
     """Run ``studies`` one after another in ONE simulation; return results and the
     seconds spent before the first study could start (engine start)."""
@@ -145,7 +173,7 @@ def run_flower_studies(
     def main(grid: Grid, context: Context) -> None:
         first_round.append(time.monotonic())
         try:
-            for study in tqdm(studies, desc="heart-disease DP studies (Flower)", disable=not show_progress):
+            for study in tqdm(studies, desc=desc, disable=not show_progress):
                 spec = study.spec()
                 t0 = time.monotonic()
                 outcome = run_training(
@@ -160,7 +188,17 @@ def run_flower_studies(
             errors.append(err)
             raise
 
-    run_on_simulation(server_app=app, sites=sites)
+    for attempt in range(1, ENGINE_ATTEMPTS + 1):
+        try:
+            run_on_simulation(server_app=app, sites=sites)
+            break
+        except RuntimeError:
+            # Ray gives its raylet a fixed 30 s to register; on a loaded machine it can miss
+            # that before anything ran. Only then is a fresh start safe (nothing was charged).
+            if outcomes or attempt == ENGINE_ATTEMPTS or _anything_charged(sites=sites, studies=studies):
+                raise
+            first_round.clear()
+            print(f"engine start failed before any study ran (attempt {attempt}); starting it again", flush=True)
     if errors:
         raise errors[0]
     results = []
@@ -185,6 +223,7 @@ def run_flower_studies(
                 rounds_completed=outcome.completed_rounds,
                 stopped_reason=outcome.stopped_reason,
                 seconds=seconds,
+                noisy_accuracy=float(last.pooled().get("accuracy", float("nan"))),
             )
         )
     engine_start = (first_round[0] - started) if first_round else float("nan")

@@ -26,15 +26,41 @@ from benchmarks.heart_disease.data import (
     majority_baseline,
     write_site_folder,
 )
-from benchmarks.heart_disease.flower_runs import FlowerStudy, run_flower_studies
+from benchmarks.heart_disease.flower_runs import SITE_CAP, FlowerStudy, run_flower_studies, simulated_sites
 from benchmarks.heart_disease.report import Row, write_results
 from benchmarks.heart_disease.search import DP_GRID, NONPRIVATE_GRID, QUICK_GRID, choose, grid
 from benchmarks.heart_disease.training import per_centre_metrics, train_federated, train_local, train_pooled
+from benchmarks.heart_disease.tuning_rows import (
+    CHARGED_CANDIDATES,
+    QUICK_CANDIDATES,
+    composed_spend,
+    facts_of,
+    plan_search,
+    synthetic_centres,
+    write_tuning_folder,
+)
 
 DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0)
-FULL = {"seeds": 5, "folds": 3, "epsilons": EPSILONS, "nonprivate": NONPRIVATE_GRID, "dp": DP_GRID}
-QUICK = {"seeds": 1, "folds": 1, "epsilons": (1.0,), "nonprivate": QUICK_GRID, "dp": QUICK_GRID}
+FULL = {
+    "seeds": 5,
+    "folds": 3,
+    "epsilons": EPSILONS,
+    "nonprivate": NONPRIVATE_GRID,
+    "dp": DP_GRID,
+    "charged": CHARGED_CANDIDATES,
+}
+QUICK = {
+    "seeds": 1,
+    "folds": 1,
+    "epsilons": (1.0,),
+    "nonprivate": QUICK_GRID,
+    "dp": QUICK_GRID,
+    "charged": QUICK_CANDIDATES,
+}
+UNCHARGED = "DP-FedAvg + site intercept, eps {eps:g}, tuning not charged"
+SYNTHETIC = "DP, tuned on synthetic hospitals (free), eps {eps:g}"
+CHARGED = "DP, tuned with every candidate charged, eps {eps:g}"
 
 
 def _in_process_row(*, name, method, trainer, choice, centres, seeds, **train_args) -> Row:
@@ -54,6 +80,7 @@ def run(
     epsilons: tuple[float, ...],
     nonprivate: dict,
     dp: dict,
+    charged: tuple = CHARGED_CANDIDATES,
     command: str = "",
     show_progress: bool = True,
 ) -> pd.DataFrame:
@@ -83,37 +110,117 @@ def run(
 
     dp_candidates = [replace(hp, site_offset=True) for hp in grid(**dp)]
     studies = []
-    choices = {}
+    choices, synthetic_choices = {}, {}
+    synthetic = synthetic_centres(seed=0)
+    synthetic_search = dict(centres=synthetic, folds=folds, show_progress=show_progress)
     for epsilon in tqdm(epsilons, desc="heart-disease DP search", disable=not show_progress):
+        # (c) the search on the hospitals' own training rows, not charged (as before)
         choices[epsilon] = choose(
             trainer=train_federated, candidates=dp_candidates, label=f"DP eps {epsilon}", epsilon=epsilon, **search
         )
+        # (a) the same search on synthetic hospitals drawn from the public dictionary: free
+        synthetic_choices[epsilon] = choose(
+            trainer=train_federated,
+            candidates=dp_candidates,
+            label=f"synthetic, DP eps {epsilon}",
+            epsilon=epsilon,
+            **synthetic_search,
+        )
         studies += [FlowerStudy(epsilon=epsilon, seed=s, hp=choices[epsilon].hp) for s in range(seeds)]
+        studies += [
+            FlowerStudy(epsilon=epsilon, seed=s, hp=synthetic_choices[epsilon].hp, family="synth-")
+            for s in range(seeds)
+        ]
     with tempfile.TemporaryDirectory(prefix="heart-bench-") as tmp:
         folder = write_site_folder(centres=centres, out=Path(tmp) / "sites")
-        results, _ = run_flower_studies(
-            site_folder=folder,
-            state_root=Path(tmp) / "state",
-            names=list(centres),
-            studies=studies,
-            show_progress=show_progress,
-        )
-    for epsilon in epsilons:
-        mine = [r for r in results if r.study.epsilon == epsilon]
-        incomplete = [r for r in mine if r.rounds_completed != r.study.hp.rounds]
-        if incomplete:
-            raise RuntimeError(f"DP study at epsilon {epsilon} stopped early: {incomplete[0].stopped_reason}")
-        rows.append(
-            Row.from_runs(
-                name=f"DP-FedAvg + site intercept, eps {epsilon:g}",
-                method="Flower simulation, site ledgers",
-                path="Flower",
-                runs=[r.per_centre for r in mine],
-                choice=choices[epsilon],
-                target_epsilon=epsilon,
-                spent=[max(r.epsilon_spent.values()) for r in mine],
+        tuning_folder = write_tuning_folder(centres=centres, out=Path(tmp) / "tuning-sites")
+        state = Path(tmp) / "state"
+        names = list(centres)
+        # (b) every candidate charged: plan the split, run the candidates on the hospitals'
+        # tuning view (validation rows held out), choose by the noisy scores, train again.
+        tuning_sites = simulated_sites(site_folder=tuning_folder, state_root=state, names=names, studies=[])
+        final_sites = simulated_sites(site_folder=folder, state_root=state, names=names, studies=[])
+        tuning_facts = facts_of(sites=tuning_sites, cap=SITE_CAP)
+        final_facts = facts_of(sites=final_sites, cap=SITE_CAP)
+        plans = {
+            e: plan_search(tuning_facts=tuning_facts, final_facts=final_facts, candidates=charged, epsilon=e)
+            for e in tqdm(epsilons, desc="heart-disease charged search plans", disable=not show_progress)
+        }
+        candidate_studies = [
+            FlowerStudy(
+                epsilon=e,
+                seed=s,
+                hp=hp,
+                family="tuned-",
+                project=f"{plans[e].project}-s{s}-tune{i:02d}",
+                target=plans[e].candidate_epsilon,
             )
+            for e in epsilons
+            for s in range(seeds)
+            for i, hp in enumerate(charged, start=1)
+        ]
+        tried, _ = run_flower_studies(
+            site_folder=tuning_folder,
+            state_root=state,
+            names=names,
+            studies=candidate_studies,
+            show_progress=show_progress,
+            desc="heart-disease charged candidates (Flower)",
         )
+        best = {}
+        for e in epsilons:
+            for s in range(seeds):
+                mine = [r for r in tried if r.study.epsilon == e and r.study.seed == s]
+                best[e, s] = max(mine, key=lambda r: r.noisy_accuracy).study.hp
+                studies.append(
+                    FlowerStudy(
+                        epsilon=e,
+                        seed=s,
+                        hp=best[e, s],
+                        family="tuned-",
+                        project=f"{plans[e].project}-s{s}",
+                        target=plans[e].final_target,
+                    )
+                )
+        results, _ = run_flower_studies(
+            site_folder=folder, state_root=state, names=names, studies=studies, show_progress=show_progress
+        )
+        search_spend = {
+            (e, s): composed_spend(
+                sites=final_sites,
+                projects=[f"{plans[e].project}-s{s}"]
+                + [f"{plans[e].project}-s{s}-tune{i:02d}" for i in range(1, len(charged) + 1)],
+            )
+            for e in epsilons
+            for s in range(seeds)
+        }
+    for epsilon in epsilons:
+        for family, label, choice in (
+            ("", UNCHARGED, choices[epsilon]),
+            ("synth-", SYNTHETIC, synthetic_choices[epsilon]),
+            ("tuned-", CHARGED, None),
+        ):
+            mine = [r for r in results if r.study.epsilon == epsilon and r.study.family == family]
+            incomplete = [r for r in mine if r.rounds_completed != r.study.hp.rounds]
+            if incomplete:
+                raise RuntimeError(f"DP study at epsilon {epsilon} stopped early: {incomplete[0].stopped_reason}")
+            if family == "tuned-":
+                spent = [max(search_spend[epsilon, r.study.seed].values()) for r in mine]
+            else:
+                spent = [max(r.epsilon_spent.values()) for r in mine]
+            rows.append(
+                Row.from_runs(
+                    name=label.format(eps=epsilon),
+                    method="Flower simulation, site ledgers",
+                    path="Flower",
+                    runs=[r.per_centre for r in mine],
+                    choice=choice,
+                    target_epsilon=epsilon,
+                    spent=spent,
+                    family=family or "uncharged",
+                    chosen=[r.study.hp.label() for r in mine] if family == "tuned-" else [],
+                )
+            )
     table = pd.DataFrame([r.as_dict() for r in rows])
     write_results(
         out=out,
@@ -126,6 +233,8 @@ def run(
         dp_grid=dp,
         command=command,
         seconds=time.monotonic() - started,
+        charged=charged,
+        plans=plans,
     )
     return table
 
@@ -139,8 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where RESULTS.md goes (the plot beside it)")
     parser.add_argument("--quick", action="store_true", help="one seed, one epsilon, a one-point grid (for tests)")
+    parser.add_argument("--epsilons", type=str, default="", help="comma-separated totals to run (default: all)")
+    parser.add_argument("--seeds", type=int, default=0, help="seeds per row (default: 5, --quick 1)")
     args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.epsilons:
+        sizes["epsilons"] = tuple(float(e) for e in args.epsilons.split(","))
+    if args.seeds:
+        sizes["seeds"] = args.seeds
     command = "python -m benchmarks.heart_disease.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     try:
         table = run(data=args.data, out=args.out, command=command.strip(), **sizes)
