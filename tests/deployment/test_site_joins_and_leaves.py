@@ -35,7 +35,9 @@ def test_a_third_site_joins_between_two_batches_and_a_leaving_site_is_unregister
             fed.register(site)
             fed.start_site(site)
         fed.allocate(project=PROJECT, epsilon=2.0)  # each site's board (the third's ledger too, before it joins)
-        wb = Workbench.connect(coordinator=fed.coordinator.folder, dictionary=fed.dictionary_path)
+        wb = Workbench.connect(
+            coordinator=fed.coordinator.folder, dictionary=fed.dictionary_path, researcher=fed.researcher_key
+        )
         assert _answered(wb) == {first, second}
         running = {site: fed.nodes[site].pids()["supervisor"] for site in (first, second)}
 
