@@ -607,7 +607,11 @@ def start_node(
     command = [sys.executable, "-m", "federation.site.supernode", "--config", str(Path(config.path).resolve())]
     if activation_wait is not None:
         command += ["--activation-wait", str(activation_wait)]
-    process = spawn(command=command, log_path=files.logs / "node-process.log", env=engine_env(extra))
+    # Created here, before the supervisor sets its umask: owner-only like the rest of state.
+    private_folder(files.logs)
+    log_path = files.logs / "node-process.log"
+    log_path.touch(mode=0o600, exist_ok=True)
+    process = spawn(command=command, log_path=log_path, env=engine_env(extra))
     handle = NodeHandle(process=process, files=files)
     deadline = time.monotonic() + timeout
     told_until = None
