@@ -60,11 +60,18 @@ def test_node_check_fails_on_a_taken_runtime_port_with_the_fix(running, tmp_path
             'dir = "state"', f'dir = "{running.tomls["hospital_01"].parent / "state2"}"'
         )
     )
-    # Relative paths of the copy are read against its own folder: point them back.
-    for name in ("keys", "ca.crt"):
-        (tmp_path / name).symlink_to(running.tomls["hospital_01"].parent / name)
+    # Relative paths of the copy are read against its own folder: point them back. The
+    # copy gets its own key folder (the node key, not hospital_01's ledger key and heads:
+    # its fresh state2 would rightly fail the anchor check against them).
+    original = running.tomls["hospital_01"].parent
+    (tmp_path / "ca.crt").symlink_to(original / "ca.crt")
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    keys.chmod(0o700)
+    for name in ("node_key", "node_key.pub"):
+        (keys / name).symlink_to(original / "keys" / name)
     check = workbench("node", "check", "--config", str(copy))
     line = next(x for x in check.stdout.splitlines() if x.startswith("FAIL runtime port"))
     assert f"[node] clientappio_address {taken} is in use by another program" in line
     assert re.search(r'Fix: set clientappio_address = "127\.0\.0\.1:\d+" \(a free port now\)', line)
-    assert check.returncode == 2
+    assert check.returncode == 2, check.stdout
