@@ -14,9 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 from privacy_budgets import Ledger
+from tests.independent_pld import pld_of
 
 pytestmark = pytest.mark.slow
 
@@ -52,36 +52,6 @@ def _run_demo(cli: list[str], out: Path, project: str) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def _pld(plain: dict) -> pld_lib.PrivacyLossDistribution:
-    """A ledger entry's mechanism (its JSON) as one privacy loss distribution, built here
-    from dp_accounting's PLD library (add-or-remove neighbours, as PLDAccountant does)."""
-    kind = plain["type"]
-    if kind == "ComposedDpEvent":
-        parts = [_pld(inner) for inner in plain["events"]]
-        whole = parts[0]
-        for part in parts[1:]:
-            whole = whole.compose(part)
-        return whole
-    if kind == "SelfComposedDpEvent":
-        return _pld(plain["event"]).self_compose(plain["count"])
-    if kind == "GaussianDpEvent":
-        return pld_lib.from_gaussian_mechanism(
-            standard_deviation=plain["noise_multiplier"], value_discretization_interval=INTERVAL
-        )
-    if kind == "DiscreteGaussianDpEvent":
-        # no DpEvent in dp_accounting, but its PLD library has the mechanism
-        return pld_lib.from_discrete_gaussian_mechanism(
-            sigma=plain["sigma"], sensitivity=plain["sensitivity"], value_discretization_interval=INTERVAL
-        )
-    assert kind == "PoissonSampledDpEvent", kind
-    assert plain["event"]["type"] == "GaussianDpEvent"
-    return pld_lib.from_gaussian_mechanism(
-        standard_deviation=plain["event"]["noise_multiplier"],
-        sampling_prob=plain["sampling_probability"],
-        value_discretization_interval=INTERVAL,
-    )
-
-
 def _steps(plain: dict) -> int:
     """The DP-SGD steps (Poisson-sampled Gaussian steps) in a mechanism."""
     kind = plain["type"]
@@ -103,7 +73,7 @@ def _independent_epsilon(ledger_path: Path, site: str, project: str | None) -> t
                 continue
             plain = json.loads(entry.mechanism)["event"]
             steps_total += _steps(plain)
-            piece = _pld(plain)
+            piece = pld_of(plain, interval=INTERVAL)
             whole = piece if whole is None else whole.compose(piece)
     assert whole is not None, "no release committed"
     return whole.get_epsilon_for_delta(DELTA), steps_total

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 from federation.protocol.spec import TrainingSpec
 from privacy_budgets.composition import PLD_VALUE_DISCRETIZATION as INTERVAL
 from privacy_budgets.mechanisms import event_to_json
+from tests.independent_pld import epsilon_of
 from workbench.errors import PlanDoesNotFit
 from workbench.session import Workbench
 from workbench.tuning_plan import (
@@ -26,39 +26,8 @@ from workbench.tuning_plan import (
 DELTA = 1e-5
 
 
-def _pld(plain: dict) -> pld_lib.PrivacyLossDistribution:
-    """A mechanism's JSON as one PLD, built from dp_accounting's library (add-or-remove)."""
-    kind = plain["type"]
-    if kind == "ComposedDpEvent":
-        parts = [_pld(inner) for inner in plain["events"]]
-        whole = parts[0]
-        for part in parts[1:]:
-            whole = whole.compose(part)
-        return whole
-    if kind == "SelfComposedDpEvent":
-        return _pld(plain["event"]).self_compose(plain["count"])
-    if kind == "GaussianDpEvent":
-        return pld_lib.from_gaussian_mechanism(
-            standard_deviation=plain["noise_multiplier"], value_discretization_interval=INTERVAL
-        )
-    if kind == "DiscreteGaussianDpEvent":
-        return pld_lib.from_discrete_gaussian_mechanism(
-            sigma=plain["sigma"], sensitivity=plain["sensitivity"], value_discretization_interval=INTERVAL
-        )
-    assert kind == "PoissonSampledDpEvent" and plain["event"]["type"] == "GaussianDpEvent", kind
-    return pld_lib.from_gaussian_mechanism(
-        standard_deviation=plain["event"]["noise_multiplier"],
-        sampling_prob=plain["sampling_probability"],
-        value_discretization_interval=INTERVAL,
-    )
-
-
 def _compose(plains: list[dict]) -> float:
-    whole = None
-    for plain in plains:
-        piece = _pld(plain)
-        whole = piece if whole is None else whole.compose(piece)
-    return whole.get_epsilon_for_delta(DELTA)
+    return epsilon_of(plains, delta=DELTA, interval=INTERVAL)
 
 
 @pytest.fixture(scope="module")
