@@ -32,6 +32,10 @@ def workbench(*args: str, timeout: float = 300, cwd: Path | None = None) -> subp
     )
 
 
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class Running:
     """A command running in the background; its stdout and stderr lines as they come."""
@@ -48,6 +52,9 @@ class Running:
             stderr=subprocess.STDOUT,
             text=True,
             env=env(),
+            # As a terminal starts it: a run launched from a background job inherits SIGINT
+            # ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
+            preexec_fn=_sigint_as_in_a_terminal,
         )
         running = cls(process=process)
         threading.Thread(target=running._read, daemon=True).start()
