@@ -105,7 +105,7 @@ def register_node(
         "",
         "--ledger-key",
         help="The site's ledger public key (hex, from `workbench budget board --ledger` at the site): the "
-        "coordinator accepts only receipts that verify under it.",
+        "coordinator accepts only receipts that verify under it. After the site rotates it: accept-ledger-key.",
     ),
     folder: Path = FolderOption,
 ) -> None:
@@ -121,6 +121,36 @@ def register_node(
             "warning: no --ledger-key: the coordinator checks this site's receipts only against the key each "
             "receipt carries. Register again with the site's ledger key to verify them against it."
         )
+
+
+@app.command("accept-ledger-key")
+@clear_errors
+def accept_ledger_key(
+    handover: Path = typer.Argument(
+        ..., help="The site's handover file (`workbench budget handover --ledger LEDGER --out FILE` at the site)."
+    ),
+    name: str = typer.Option(..., "--name", help="The site's name, as registered."),
+    folder: Path = FolderOption,
+) -> None:
+    """Accept a site's new ledger key after it rotated, only if the handover chains from the registered key.
+
+    The registered key must have signed the rotation, the new key its takeover, and the
+    board's quorum the proposal; otherwise nothing changes (exit 2) and the line says why.
+    The SuperLink need not run."""
+    from federation.coordinator.key_rotation import accept_ledger_key as accept
+    from privacy_budgets.keys import fingerprint
+
+    coordinator = _open(folder)
+    node, accepted = accept(coordinator=coordinator, name=name, handover=handover)
+    for step in accepted.steps:
+        typer.echo(
+            f"site {name}: ledger entry seq {step.seq} ({step.time}) hands over from {fingerprint(step.old_key)} to "
+            f"{fingerprint(step.new_key)}, approved by {', '.join(step.signers)}."
+        )
+    typer.echo(
+        f"site {name}'s receipts now verify under {fingerprint(node.ledger_key)}; receipts signed by an older key are "
+        "refused from now on."
+    )
 
 
 @app.command()
