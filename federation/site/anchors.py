@@ -122,23 +122,36 @@ def cache_anchor(folder: Path) -> Anchor | None:
     if memo is not None and memo[0] == stat:
         return memo[1]
     found = _read_cache_anchor(Path(folder))
-    if _cache_stat(folder) == stat:  # unchanged while read: keep it
+    after = _cache_stat(folder)
+    if after != stat:  # written while read (or SQLite made its -wal file): read once more
+        found = _read_cache_anchor(Path(folder))
+        stat, after = after, _cache_stat(folder)
+    if after == stat:  # unchanged while read: keep it
         _CACHE_MEMO[key] = (stat, found)
     return found
 
 
 def _read_cache_anchor(folder: Path) -> Anchor | None:
-    import diskcache
+    """Read-only, straight from the cache's SQLite file: diskcache's own open writes to
+    it (which would defeat the memo above, and a check should change nothing)."""
+    from diskcache.core import MODE_RAW, MODE_TEXT
 
+    database = Path(folder) / "cache.db"
+    if not database.exists():
+        return None
     best = None
-    with diskcache.Cache(str(folder)) as cache:
-        for key in cache.iterkeys():
-            value = cache.get(key)
-            if not isinstance(value, str) or not value.startswith("{"):
-                continue  # the data version marker
-            for receipt in json.loads(value).get("receipts", []):
-                if isinstance(receipt.get("seq"), int) and (best is None or receipt["seq"] > best["seq"]):
-                    best = receipt
+    with _read_only(database) as conn:
+        rows = conn.execute("SELECT mode, filename, value FROM Cache").fetchall()
+    for mode, filename, value in rows:
+        if mode == MODE_TEXT and filename:
+            value = (Path(folder) / filename).read_text(encoding="UTF-8")
+        elif mode != MODE_RAW:
+            continue
+        if not isinstance(value, str) or not value.startswith("{"):
+            continue  # the data version marker
+        for receipt in json.loads(value).get("receipts", []):
+            if isinstance(receipt.get("seq"), int) and (best is None or receipt["seq"] > best["seq"]):
+                best = receipt
     if best is None:
         return None
     return Anchor("replay cache", Path(folder), best["seq"], best.get("entry_hash"), best.get("time"))

@@ -417,3 +417,40 @@ def test_every_task_kind_is_refused_on_a_rolled_back_ledger_before_its_handler(t
     _put_back(node, tmp_path / "copy", "ledger.sqlite")
     reason = _refused_as_behind(node, _ask(node, _count_request(0.2), kind=kind))
     assert "ends at seq 5" in reason
+
+
+def test_the_replay_caches_anchor_follows_every_answer_and_a_cache_put_back(tmp_path, node):
+    """Read straight from the cache's file (never written by the check); kept between
+    requests only while the cache's files are unchanged."""
+    from federation.site.anchors import cache_anchor
+
+    folder = node.site.analytics_cache_dir
+    first = _ask(node, _count_request(0.2))
+    seq = json.loads(first.content["site"]["receipts"])[-1]["seq"]
+    assert cache_anchor(folder).seq == seq
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+    assert cache_anchor(folder).seq == seq  # again: from the memo, the files untouched
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
+    _copy_state(node, tmp_path / "copy")
+    second = _ask(node, _count_request(0.3), message_id="m-2")
+    newer = json.loads(second.content["site"]["receipts"])[-1]["seq"]
+    assert newer > seq and cache_anchor(folder).seq == newer
+    _put_back(node, tmp_path / "copy", "analytics-cache")
+    assert cache_anchor(folder).seq == seq
+
+
+def test_the_replay_caches_anchor_reads_large_answers_kept_in_files(tmp_path):
+    """diskcache keeps a text over 32 KiB in a file of its own: its receipts count too."""
+    import diskcache
+
+    from federation.site.anchors import cache_anchor
+
+    small = json.dumps({"release": "x", "receipts": [{"seq": 4, "entry_hash": "a" * 64}]})
+    large = json.dumps({"release": "y" * 40_000, "receipts": [{"seq": 9, "entry_hash": "b" * 64}]})
+    with diskcache.Cache(str(tmp_path / "cache")) as cache:
+        cache.set("small", small)
+        cache.set("large", large)
+        cache.set("version", "data-version-marker")
+    assert list((tmp_path / "cache").rglob("*.val"))  # the large one did go to a file
+    found = cache_anchor(tmp_path / "cache")
+    assert (found.seq, found.head_hash) == (9, "b" * 64)
