@@ -184,6 +184,16 @@ def status(
             when = f" since {since}" if since and since != "N/A" else ""
             word = "never connected" if status == "registered" else f"{status}{when}"
             typer.echo(f"  {site}: {word}")
+    if info["ledger_keys"]:
+        from privacy_budgets.keys import fingerprint
+
+        typer.echo("ledger keys (each site's receipts must verify under its own):")
+    for site, ledger in info["ledger_keys"].items():
+        if not ledger["key"]:
+            typer.echo(f"  {site}: none registered (receipts checked only against the key each carries)")
+            continue
+        rotated = f", after {ledger['rotations']} accepted rotation(s)" if ledger["rotations"] else ""
+        typer.echo(f"  {site}: {fingerprint(ledger['key'])}{rotated}")
     typer.echo(f"log: {info['log']}")
 
 

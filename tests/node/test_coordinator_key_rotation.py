@@ -105,6 +105,12 @@ def test_a_rotated_key_is_accepted_only_through_its_handover_and_the_old_key_is_
     # Receipts under the old key are refused from now on (a copy of it proves nothing new).
     old = checked(before, node_names={}, registry=_registry(coordinator))
     assert old.status == "failed" and "a key other than the site's registered ledger key" in old.reason
+    shown = runner.invoke(coordinator_app, ["status", "--folder", str(coordinator.folder)])
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "ledger keys (each site's receipts must verify under its own):\n  hospital-a: ed25519:SHA256:" in shown.output
+    )
+    assert "after 1 accepted rotation(s)" in shown.output
     again = _accept(coordinator, handover)
     assert again.exit_code == 2 and "no new key to accept" in again.output
 
