@@ -133,7 +133,7 @@ def create_app(state: ServiceState) -> FastAPI:
         body = ServiceError(
             status=500,
             code="internal",
-            rule="the service could not complete this request; nothing was started",
+            rule="the service could not complete this request",
             value=f"incident {incident}",
             fix="try again; if it persists, give the incident id to the coordinator's operator",
         ).body()
@@ -199,7 +199,7 @@ def create_app(state: ServiceState) -> FastAPI:
         session = session_of(request)
         body = await _json(request)
         try:
-            spec_config, encoder_json, authorization = checked_study(body, fingerprint=session.fingerprint)
+            spec, spec_config, encoder_json, authorization = checked_study(body, fingerprint=session.fingerprint)
         except ServiceError as err:
             record(session.fingerprint, "study_refused", code=err.code, value=err.value)
             raise
@@ -215,7 +215,7 @@ def create_app(state: ServiceState) -> FastAPI:
                 value=repr(n_sites),
                 fix="leave it out (every registered site) or give a number in that range",
             )
-        record(session.fingerprint, "start_study", study=spec_config["run_id"], project=spec_config["project"])
+        record(session.fingerprint, "start_study", study=spec.run_id, project=spec.project)
         try:
             started = await asyncio.to_thread(
                 state.studies.start,
@@ -233,7 +233,7 @@ def create_app(state: ServiceState) -> FastAPI:
                 status=409,
                 code="run-id-used",
                 rule="each study has a run id of its own",
-                value=f"run id {spec_config['run_id']} was used before",
+                value=f"run id {spec.run_id} was used before",
                 fix="make a new study (a new TrainingSpec has a new run id) and sign it",
             ) from None
         return {"study": started.study, "events": f"/studies/{started.study}/events"}

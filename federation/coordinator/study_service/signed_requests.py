@@ -65,8 +65,8 @@ def check_signed_by(authorization: Authorization, *, fingerprint: str) -> None:
         )
 
 
-def checked_study(data: Any, *, fingerprint: str) -> tuple[dict[str, Any], str, Authorization]:
-    """(spec config, encoder JSON, authorization) of a study body, each as the researcher signed it."""
+def checked_study(data: Any, *, fingerprint: str) -> tuple[TrainingSpec, dict[str, Any], str, Authorization]:
+    """(spec, its config, encoder JSON, authorization) of a study body, each as the researcher signed it."""
     if not isinstance(data, dict):
         raise _bad("a study is a JSON object {spec, encoder, authorization}", type(data).__name__)
     spec_config, encoder_json = data.get("spec"), data.get("encoder")
@@ -96,7 +96,7 @@ def checked_study(data: Any, *, fingerprint: str) -> tuple[dict[str, Any], str, 
     ]
     if mismatches:
         raise _bad("a study is sent exactly as it was signed", f"differs in {', '.join(mismatches)}")
-    return spec_config, encoder_json, authorization
+    return spec, spec_config, encoder_json, authorization
 
 
 def checked_queries(data: Any, *, fingerprint: str) -> list[QueryRequest]:

@@ -161,7 +161,10 @@ class Studies:
         site_timeout: float,
         timeout: float,
     ) -> StudyRecord:
-        run_id, project = str(spec_config["run_id"]), str(spec_config["project"])
+        from federation.protocol.spec import TrainingSpec
+
+        spec = TrainingSpec.from_config(spec_config)
+        run_id, project = spec.run_id, spec.project
         folder_path = self.coordinator.runs_dir / run_id
         self._claim(run_folder=folder_path, owner=owner, key=key, project=project, kind="study")
         record = StudyRecord(study=run_id, owner=owner, project=project, folder=RunFolder(folder_path))
@@ -177,7 +180,7 @@ class Studies:
             timeout=timeout,
             unfollowed_after=self.unfollowed_after,
         )
-        record.add("started", study=run_id, project=project, rounds=int(spec_config.get("rounds", 0)))
+        record.add("started", study=run_id, project=project, rounds=spec.rounds)
         threading.Thread(target=self._follow, args=(record, timeout), name=f"study-{run_id}", daemon=True).start()
         return record
 
@@ -190,8 +193,9 @@ class Studies:
             record.add("round", report=dataclasses.asdict(report))
 
         def on_wait(state: dict[str, Any] | None) -> None:
-            if state != last_wait[0]:
-                last_wait[0] = state
+            what = None if state is None else {k: v for k, v in state.items() if k != "time"}
+            if what != last_wait[0]:  # a change of who is waited for, not the clock
+                last_wait[0] = what
                 record.add("waiting", waiting=state)
 
         try:
