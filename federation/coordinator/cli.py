@@ -92,17 +92,19 @@ def start(folder: Path = FolderOption) -> None:
         f"SuperLink running (PID {handle.pid}): sites dial {coordinator.address} (Fleet API only); "
         f"Control and Runtime APIs on {coordinator.operator_address} (this machine only); log: {coordinator.log_path}"
     )
-    from federation.coordinator.study_service.process import service_url, start_service
+    from federation.coordinator.study_service.process import running_pid, service_url, start_service
 
-    try:
-        service = start_service(coordinator)
-    except (BadInput, RuntimeError, TimeoutError) as err:  # it would not start: nothing is left half-running
-        coordinator.stop()
-        raise _fail(
-            f"the study service did not start, so the SuperLink was stopped again: {err}", code=EXIT_UNREACHABLE
-        ) from None
+    service_pid = running_pid(coordinator)  # still up after the SuperLink alone went down: kept
+    if service_pid is None:
+        try:
+            service_pid = start_service(coordinator).pid
+        except (BadInput, RuntimeError, TimeoutError) as err:  # it would not start: nothing is left half-running
+            coordinator.stop()
+            raise _fail(
+                f"the study service did not start, so the SuperLink was stopped again: {err}", code=EXIT_UNREACHABLE
+            ) from None
     typer.echo(
-        f"study service running (PID {service.pid}): researchers connect to {service_url(coordinator)} "
+        f"study service running (PID {service_pid}): researchers connect to {service_url(coordinator)} "
         f"(HTTPS, the same ca.crt as the sites)"
     )
     typer.echo(f"stop both with: workbench coordinator stop --folder {folder}")

@@ -224,6 +224,8 @@ def test_another_researcher_and_a_client_without_a_login_get_nothing(setup, remo
         assert set(answer.json()["error"]) == {"code", "rule", "value", "fix"}
     forged = httpx.get(setup.url + f"/studies/{study}/model", verify=context, headers={"Authorization": "Bearer x"})
     assert forged.status_code == 401
+    huge = httpx.post(setup.url + "/studies", verify=context, content=b"{" + b" " * (2 << 20) + b"}")
+    assert huge.status_code == 413 and huge.json()["error"]["rule"] == "a request body is at most 1048576 bytes"
 
 
 def test_a_request_signed_by_another_key_than_the_login_is_refused_and_nothing_starts(setup, tmp_path):
