@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
         audit=AuditLog.open(path=files.audit_log, key=key, head_every=args.head_every),  # type: ignore[arg-type]
         max_body=args.max_body,
     )
+    resumed = state.studies.resume_following()
+    if resumed:
+        logging.getLogger("study_service").info("following again the studies %s", ", ".join(resumed))
     host = coordinator.bind_host
     uvicorn.run(
         create_app(state),

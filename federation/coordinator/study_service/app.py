@@ -23,6 +23,7 @@ from federation.coordinator import study_runs
 from federation.coordinator.registry import registered_nodes
 from federation.coordinator.run_folder import StudyFile
 from federation.coordinator.superlink import Coordinator
+from federation.errors import BadInput
 
 from .audit_log import AuditLog
 from .errors import ServiceError, not_found
@@ -77,8 +78,8 @@ class BodyLimit:
             await _too_large(self.limit, f"more than {self.limit}")(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(BadInput):
+    """A body that grew past the limit while it streamed."""
 
 
 def _too_large(limit: int, value: str) -> JSONResponse:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from federation.errors import BadInput
 
-class ServiceError(Exception):
+
+class ServiceError(BadInput):
     """A refusal with its HTTP status; ``code`` is a stable word a client can act on
-    (``login-required``, ``session-expired``, ``not-yours``...)."""
+    (``login-required``, ``session-expired``, ``not-found``...). Of the bad-input kind: what
+    the client sent breaks a rule of the service (the body of the 500 answer is built with
+    it too, but is never raised)."""
 
     def __init__(self, *, status: int, code: str, rule: str, value: Any, fix: str) -> None:
         super().__init__(f"{rule}: {value}")

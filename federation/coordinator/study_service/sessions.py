@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from federation.errors import PolicyRefused
 from privacy_budgets.signatures import LOGIN_NAMESPACE, SignatureInvalid, canonical_bytes, verify
 
 SERVICE = "study-service"
@@ -29,7 +30,7 @@ def login_message(nonce: str) -> bytes:
     return canonical_bytes({"kind": "login", "nonce": nonce, "service": SERVICE})
 
 
-class LoginRefused(Exception):
+class LoginRefused(PolicyRefused):
     """A login that does not prove the key: an unknown or used nonce, a bad signature."""
 
     def __init__(self, *, rule: str, value: str, fix: str) -> None:

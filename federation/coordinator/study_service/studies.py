@@ -6,8 +6,8 @@ researcher who closes the laptop mid-study finds it finished when they come back
 Each study keeps an event list (``seq`` from 1: ``started``, ``round``, ``waiting``,
 then one ``end``) in memory and in the run folder (``service-events.jsonl``), and an
 ``owner.json`` naming the key that signed it; both are read back after a restart of
-the service (a study that was running then is no longer followed, and its ServerApp
-stops on its own after ``unfollowed_after``).
+the service, which follows again every study of its that has not ended
+(``resume_following``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from federation.coordinator import study_runs
 from federation.coordinator.registry import registered_nodes
-from federation.coordinator.run_folder import RunFolder
+from federation.coordinator.run_folder import RunFolder, StudyFile
 from federation.coordinator.superlink import Coordinator
 from federation.protocol.authorization import Authorization
 from federation.protocol.query_request import QueryRequest
@@ -111,12 +111,45 @@ class Studies:
         except (OSError, ValueError):
             return None
         events_path = path / EVENTS_FILE
-        events = [json.loads(line) for line in events_path.read_text().splitlines()] if events_path.exists() else []
+        events = []
+        for line in events_path.read_text().splitlines() if events_path.exists() else []:
+            try:
+                events.append(json.loads(line))
+            except ValueError:  # a line cut off when the service stopped
+                break
         record = StudyRecord(
             study=study, owner=owner["fingerprint"], project=owner["project"], folder=RunFolder(path), events=events
         )
         with self._lock:
             return self._records.setdefault(study, record)
+
+    def resume_following(self) -> list[str]:
+        """At the service's start: follow again every study it started that has not ended
+        (its run may still go on: a restart must not leave it unfollowed). Returns their ids."""
+        resumed = []
+        for path in sorted(self.coordinator.runs_dir.glob(f"*/{OWNER_FILE}")):
+            record = self._load(path.parent.name)
+            folder = path.parent
+            if record is None or record.ended or not (folder / "study.json").exists():
+                continue
+            flower_run = record.folder.flower_run()
+            if flower_run is None:
+                record.add(END, status="failed", message="the study never started its Flower run", model=False)
+                continue
+            study = StudyFile.load(record.folder.study_path)
+            record.run = study_runs.StartedRun(
+                coordinator=self.coordinator,
+                folder=record.folder,
+                flower_run=flower_run,
+                run_id=record.study,
+                sites=tuple(sorted(study.site_names.values())),
+            )
+            left = (study.deadline or time.time() + 600.0) - time.time()
+            threading.Thread(
+                target=self._follow, args=(record, max(left, 1.0)), name=f"study-{record.study}", daemon=True
+            ).start()
+            resumed.append(record.study)
+        return resumed
 
     def projects_of(self, owner: str) -> set[str]:
         """The projects ``owner`` sent a study or a query batch for (from the run folders)."""
@@ -189,8 +222,11 @@ class Studies:
         assert run is not None
         last_wait: list[Any] = [None]
 
+        told = {e["report"]["round"] for e in record.events if e["kind"] == "round"}  # before a restart
+
         def on_round(report: Any) -> None:
-            record.add("round", report=dataclasses.asdict(report))
+            if report.round not in told:
+                record.add("round", report=dataclasses.asdict(report))
 
         def on_wait(state: dict[str, Any] | None) -> None:
             what = None if state is None else {k: v for k, v in state.items() if k != "time"}
