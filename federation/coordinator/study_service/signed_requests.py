@@ -8,6 +8,7 @@ names the right person.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,11 +36,21 @@ from privacy_budgets.signatures import (
 
 from .errors import ServiceError
 
+RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # it names a folder at the coordinator
 SIGN_FIX = "sign the request with the key you logged in with (workbench.service_client signs it for you)"
 
 
 def _bad(rule: str, value: Any, fix: str = SIGN_FIX, *, status: int = 422, code: str = "invalid-request"):
     return ServiceError(status=status, code=code, rule=rule, value=value, fix=fix)
+
+
+def check_run_id(run_id: str) -> None:
+    if not RUN_ID.match(run_id):
+        raise _bad(
+            "a run id is 1 to 64 letters, digits, '-' or '_' (it names the run's folder)",
+            repr(run_id[:80]),
+            "make the request again with the workbench (it makes run ids of this form)",
+        )
 
 
 def authorization_of(data: Any) -> Authorization:
@@ -79,6 +90,7 @@ def checked_study(data: Any, *, fingerprint: str) -> tuple[TrainingSpec, dict[st
         raise _bad(
             "a study's spec and encoder follow the workbench's format", " ".join(str(err).split())[:300]
         ) from None
+    check_run_id(spec.run_id)
     authorization = authorization_of(data.get("authorization"))
     check_signed_by(authorization, fingerprint=fingerprint)
     document, task = authorization.document, authorization.document.get("task") or {}
@@ -114,6 +126,7 @@ def checked_queries(data: Any, *, fingerprint: str) -> list[QueryRequest]:
         raise _bad(
             "a batch charges one project under one run id", f"projects {sorted(projects)}, runs {sorted(run_ids)}"
         )
+    check_run_id(next(iter(run_ids)))
     authorization = authorization_of(items[0].get("authorization"))
     if any(authorization_of(item.get("authorization")) != authorization for item in items):
         raise _bad("every query of a batch carries the batch's one signature", "they differ")
