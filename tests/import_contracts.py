@@ -53,9 +53,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
     )
 )
 
-# The workbench's own circle (session <-> connected, study, analytics) is rewritten by
-# the remote-notebooks issue; its private names stay until then.
-PRIVATE_ALLOWED = frozenset({"workbench.analytics:_as_queries", "workbench.study:_round_line"})
+# Private names another module may still import (none: rename it public or move it).
+PRIVATE_ALLOWED: frozenset[str] = frozenset()
 
 FLOWER = ("flwr",)
 FORBIDDEN_EXTERNAL: dict[str, tuple[str, ...]] = {

@@ -160,10 +160,10 @@ def study(
                 f"--site-timeout must be a positive number of seconds, at most --timeout ({timeout:g}); got "
                 f"{site_timeout:g}."
             )
-        from workbench.connected import run_connected_study
+        from workbench.study import run_study
 
         _run(
-            run_connected_study,
+            run_study,
             coordinator=coordinator,
             dictionary=dictionary,
             target=target,
