@@ -30,20 +30,22 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from federation.coordinator.registry import ledger_keys, registered_nodes, site_names
-from federation.coordinator.run_folder import RunFolder, SiteCharge, StudyFile
-from federation.coordinator.superlink import CONNECTION, Coordinator, CoordinatorError, CoordinatorUnreachable
+from federation.coordinator import study_runs
+from federation.coordinator.events import RoundReport
+from federation.coordinator.registry import registered_nodes
+from federation.coordinator.run_folder import RunFolder
+from federation.coordinator.superlink import Coordinator, CoordinatorError, CoordinatorUnreachable
 from federation.data.dictionary import DataDictionary
 from federation.data.errors import DataDictionaryError
 from federation.errors import InternalFault
-from federation.processes import split_address
 from federation.protocol.authorization import sign_study
 from federation.protocol.spec import TrainingSpec, refuse_site_owned
 from federation.training.features import FeatureEncoder
@@ -65,96 +67,33 @@ if TYPE_CHECKING:
     from workbench.query_results import QueryResult, QueryResults
 from workbench.results import TrainingResult
 
-APP_BUNDLE = Path(__file__).resolve().parents[1] / "federation" / "app_bundle"
-UNFOLLOWED_AFTER_SECONDS = 60.0  # a run no client follows stops on its own after this
-CANCEL_GRACE_SECONDS = 10.0  # how long a cancel waits for the ServerApp to say it stopped
+UNFOLLOWED_AFTER_SECONDS = study_runs.UNFOLLOWED_AFTER_SECONDS  # a run no client follows stops on its own after this
+CANCEL_GRACE_SECONDS = study_runs.CANCEL_GRACE_SECONDS  # how long a cancel waits for the ServerApp to say it stopped
+APP_BUNDLE = study_runs.APP_BUNDLE
+# The machinery lives at the coordinator (federation/coordinator/study_runs.py), where the
+# study service uses it too; these names stay for `workbench study cancel` and its callers.
+cancel_run = study_runs.cancel_run
+cancel_study = study_runs.cancel_study
+_open_coordinator = study_runs.open_coordinator
 
 
 class StudyFailed(WorkbenchError, InternalFault, RuntimeError):
     """The coordinator's ServerApp failed; the message carries its error."""
 
 
-def cancel_run(
-    *, coordinator: Coordinator, folder: RunFolder, reason: str, who: str = "", grace: float = CANCEL_GRACE_SECONDS
-) -> tuple[list[SiteCharge], str]:
-    """Stop a study's run: tell its ServerApp (it stops between two pulls and writes
-    what it saw), then stop the Flower run itself (``flwr stop``: the SuperLink drops
-    every message of the run that a site has not taken yet). Returns each site's
-    charges from the run's journal, and a sentence on how the Flower run stopped."""
-    from federation.site.pause import default_operator
-
-    folder.request_cancel(reason=reason, who=who or default_operator())
-    deadline = time.monotonic() + grace
-    while folder.outcome() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    flower_run = folder.flower_run()
-    if flower_run is None:
-        said = "it had no Flower run yet"
-    else:
-        try:
-            coordinator.flwr("stop", flower_run, CONNECTION, timeout=30)
-            said = f"Flower run {flower_run} stopped"
-        except CoordinatorError as err:  # already finished: the ServerApp stopped it first
-            said = (
-                f"Flower run {flower_run} had already ended"
-                if "already finished" in str(err).lower() or "finished" in str(err).lower()
-                else f"Flower run {flower_run}: {err}"
-            )
-        except (CoordinatorUnreachable, OSError) as err:
-            said = f"the coordinator's SuperLink did not answer ({' '.join(str(err).split())[:200]})"
-    return folder.charges(sites=_study_sites(coordinator=coordinator, folder=folder)), said
-
-
-def _study_sites(*, coordinator: Coordinator, folder: RunFolder) -> list[str]:
+@contextmanager
+def _as_workbench_errors() -> Iterator[None]:
+    """The coordinator's run errors, as the notebook user's (same message, same charges)."""
     try:
-        return sorted(StudyFile.load(folder.study_path).site_names.values())
-    except (OSError, ValueError, KeyError):
-        return sorted(registered_nodes(coordinator))
-
-
-def cancel_study(*, coordinator: str | Path, run: str, reason: str = "cancelled by `workbench study cancel`"):
-    """``workbench study cancel RUN``: stop a connected study (the run id, or its Flower run
-    id); returns (run folder, charges, how the Flower run stopped)."""
-    opened = _open_coordinator(coordinator)
-    folder = RunFolder(opened.runs_dir / run) if (opened.runs_dir / run).is_dir() else None
-    if folder is None:
-        for candidate in opened.runs_dir.glob("*/"):
-            if RunFolder(candidate).flower_run() == str(run):
-                folder = RunFolder(candidate)
-                break
-    if folder is None:
-        known = sorted(p.name for p in opened.runs_dir.glob("*/") if (p / "study.json").exists())
-        raise CoordinatorError(
-            f"no study run {run!r} in {opened.runs_dir}; give a run id (the study prints it as it starts) or its "
-            f"Flower run id. Runs there: {', '.join(known[-5:]) or 'none'}."
-        )
-    outcome = folder.outcome()
-    if outcome is not None:
-        return (
-            folder,
-            folder.charges(sites=_study_sites(coordinator=opened, folder=folder)),
-            (f"the run had already ended ({outcome.get('status')})"),
-        )
-    charges, said = cancel_run(coordinator=opened, folder=folder, reason=reason)
-    return folder, charges, said
-
-
-def _open_coordinator(coordinator: str | Path) -> Coordinator:
-    path = Path(coordinator)
-    if path.is_dir():
-        return Coordinator.open(path)
-    try:
-        split_address(str(coordinator))
-    except ValueError:
-        raise CoordinatorError(
-            f"coordinator must be a coordinator folder (made by `workbench coordinator init`); "
-            f"{str(coordinator)!r} is not a folder."
-        ) from None
-    raise CoordinatorError(
-        f"{coordinator} is an address; connected studies run on the coordinator's machine and need its "
-        "folder (they share the run folder with the SuperLink's ServerApp). Pass the folder given to "
-        "`workbench coordinator init --folder`."
-    )
+        yield
+    except study_runs.RunCancelled as err:
+        raise StudyCancelled(str(err), charges=err.charges) from None
+    except study_runs.RunRefused as err:
+        raise StudyRefused(refused_paragraph(stopped_reason=err.stopped_reason), charges=err.charges) from None
+    except study_runs.RunUnreachable as err:
+        raise SiteUnreachable(str(err), charges=err.charges) from None
+    except study_runs.RunFailed as err:
+        raise StudyFailed(str(err), charges=err.charges) from None
 
 
 class ConnectedWorkbench:
@@ -345,8 +284,6 @@ class ConnectedWorkbench:
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
         encoder = self.encoder(target=target)
-        folder = RunFolder(self.coordinator.runs_dir / spec.run_id)
-        names = site_names(self.coordinator)
         authorization = (
             None
             if self._signer is None
@@ -360,77 +297,49 @@ class ConnectedWorkbench:
                 expires_in=_expiry(timeout),
             )
         )
-        StudyFile(
-            spec=spec,
-            encoder=encoder,
-            n_sites=self.n_sites,
-            run_folder=folder.path,
-            timeout=site_timeout,
-            prompt_grid=prompt_replies,
-            site_names=names,
-            ledger_keys=ledger_keys(self.coordinator),
-            deadline=time.time() + timeout,
-            unfollowed_after=unfollowed_after,
+        run = study_runs.start_study(
+            coordinator=self.coordinator,
+            spec_config=spec.to_config(),
+            encoder_json=encoder.to_json(),
             authorization=authorization,
-        ).save(folder.study_path)
-        folder.touch_follower()
-        flower_run = self._start_flower_run(key="study-file", path=folder.study_path, folder=folder)
+            n_sites=self.n_sites,
+            site_timeout=site_timeout,
+            timeout=timeout,
+            prompt_grid=prompt_replies,
+            unfollowed_after=unfollowed_after,
+        )
         if on_start is not None:
             on_start(spec.run_id)
         observer = ProgressObserver(rounds=rounds, on_round=on_round, on_wait=on_wait)
+
+        def round_finished(report: RoundReport) -> None:
+            observer.round_finished(report)
+            if verbose:
+                print(f"round {report.round}/{report.rounds} ({report.seconds:.1f} s)")
+
         try:
-            outcome = self._follow(
-                folder=folder, flower_run=flower_run, observer=observer, timeout=timeout, verbose=verbose
-            )
+            with _as_workbench_errors():
+                outcome = study_runs.follow_study(
+                    run=run, timeout=timeout, on_round=round_finished, on_wait=observer.waiting
+                )
+                if outcome.get("stopped_reason"):
+                    observer.study_stopped(outcome["stopped_reason"])
         finally:
             observer.close()
-        charges = folder.charges(sites=sorted(names.values()))
-        if outcome["status"] == "cancelled":
-            raise StudyCancelled(
-                f"the study (run {spec.run_id}, Flower run {flower_run}) was cancelled: {outcome.get('reason')}. "
-                "Its Flower run was stopped: no site is asked anything more for it.",
-                charges=charges,
-            )
-        if outcome["status"] == "stopped":  # stopped from outside: the SuperLink going down, or `flwr stop`
-            deadline = time.monotonic() + 15.0
-            while self.coordinator.running_pid() is not None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if self.coordinator.running_pid() is None:
-                raise self._coordinator_stopped(flower_run, charges)
-            raise SiteUnreachable(
-                f"{outcome.get('reason')} at the coordinator (Flower run {flower_run}), while the SuperLink still "
-                "runs: someone stopped the run there. What each site was charged is below.",
-                charges=charges,
-            )
-        if outcome["status"] != "finished" and self.coordinator.running_pid() is None:
-            raise self._coordinator_stopped(flower_run, charges)  # its ServerApp ended with it
-        if outcome["status"] != "finished":
-            error = str(outcome.get("error", ""))
-            if error.startswith("TimeoutError"):
-                raise SiteUnreachable(
-                    f"{error.removeprefix('TimeoutError: ')} Nothing was trained. What to do: ask "
-                    "each missing hospital's IT to run `workbench node status --config node.toml`, or "
-                    "connect with sites=N for the hospitals that are up.",
-                    charges=charges,
-                )
-            raise StudyFailed(
-                f"the study's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}", charges=charges
-            )
-        stopped = str(outcome.get("stopped_reason", ""))
-        if stopped and not any(s.status == "ok" for r in folder.rounds() for s in r.train):
-            raise StudyRefused(refused_paragraph(stopped_reason=stopped), charges=charges)
+        with _as_workbench_errors():
+            finished = study_runs.study_outcome(run=run, outcome=outcome)
         model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
         import torch
 
-        model.load_state_dict(torch.load(folder.model_path, weights_only=True))
+        model.load_state_dict(torch.load(run.folder.model_path, weights_only=True))
         return TrainingResult(
             spec=spec,
             history=observer.history(),
             model=model,
-            receipts=list(outcome["receipts"]),
-            stopped_reason=str(outcome.get("stopped_reason", "")),
+            receipts=finished.receipts,
+            stopped_reason=finished.stopped_reason,
             encoder=encoder,
-            charges=charges,
+            charges=finished.charges,
             pooled=observer.pooled_history(),
         )
 
@@ -488,151 +397,16 @@ class ConnectedWorkbench:
         )
 
     def _run_queries(self, *, items: list[Query], project: str, costs: bool, timeout: float):
-        from federation.coordinator.query_file import QueryFile, answers_from_json
         from workbench.analytics import signed_requests
 
         run_id = uuid.uuid4().hex[:12]
         requests = tuple(signed_requests(items=items, project=project, run_id=run_id, signer=self._signer))
-        folder = RunFolder(self.coordinator.runs_dir / f"queries-{run_id}")
-        query_path = folder.path / "queries.json"
-        QueryFile(
-            requests=requests,
-            n_sites=self.n_sites,
-            run_folder=folder.path,
-            costs=costs,
-            answers=not costs,
-            timeout=timeout,
-            site_names=site_names(self.coordinator),
-            ledger_keys=ledger_keys(self.coordinator),
-        ).save(query_path)
-        flower_run = self._start_flower_run(key="query-file", path=query_path, folder=folder)
-        outcome = self._await_outcome(
-            folder=folder,
-            flower_run=flower_run,
-            timeout=timeout,
-            late=lambda: SiteUnreachable(
-                f"the sites did not answer within {timeout:.0f} s (Flower run {flower_run}, "
-                "now stopped). What to do: check each site's `workbench node status`."
-            ),
-        )
-        if outcome["status"] != "finished":
-            raise StudyFailed(f"the coordinator's ServerApp failed (Flower run {flower_run}): {outcome.get('error')}")
-        answers, costs = answers_from_json(outcome)
-        return requests, answers, costs
-
-    def _start_flower_run(self, *, key: str, path: Path, folder: RunFolder) -> str:
-        answer = self.coordinator.flwr("run", str(APP_BUNDLE), CONNECTION, "--run-config", f"{key}='{path}'")
-        flower_run = str(answer["run-id"])
-        folder.flower_run_path.write_text(flower_run + "\n")
-        return flower_run
-
-    def _await_outcome(
-        self,
-        *,
-        folder: RunFolder,
-        flower_run: str,
-        timeout: float,
-        late: Callable[[], Exception],
-        on_tick: Callable[[], None] | None = None,
-    ) -> dict[str, Any]:
-        """Poll the run folder until the ServerApp writes its outcome (``on_tick`` first, each
-        time), touching the run's follower mark. A ServerApp that died, or a coordinator
-        that stopped, is reported with what each site was charged; Ctrl-C and ``timeout``
-        cancel the run (the ServerApp, then the Flower run) before ``StudyCancelled`` or
-        ``late()`` is raised."""
-        deadline = time.monotonic() + timeout
-        next_status = time.monotonic() + 5.0
-        try:
-            while True:
-                folder.touch_follower()
-                if on_tick is not None:
-                    on_tick()
-                outcome = folder.outcome()
-                if outcome is not None:
-                    return outcome
-                if time.monotonic() > next_status:
-                    self._check_flower_run(flower_run, folder=folder)
-                    next_status = time.monotonic() + 5.0
-                if time.monotonic() > deadline:
-                    charges, said = cancel_run(
-                        coordinator=self.coordinator, folder=folder, reason=f"the study's timeout ({timeout:.0f} s)"
-                    )
-                    error = late()
-                    if isinstance(error, WorkbenchError):
-                        error.charges = charges
-                    raise error
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            charges, said = cancel_run(coordinator=self.coordinator, folder=folder, reason="interrupted (Ctrl-C)")
-            raise StudyCancelled(
-                f"interrupted: the study (run {folder.path.name}) was cancelled and {said}; no site is asked "
-                "anything more for it.",
-                charges=charges,
-            ) from None
-
-    def _follow(
-        self, *, folder: RunFolder, flower_run: str, observer: ProgressObserver, timeout: float, verbose: bool
-    ) -> dict[str, Any]:
-        """Report rounds as the ServerApp writes them, and who is late; return its outcome."""
-        seen = 0
-
-        def report_progress() -> None:
-            nonlocal seen
-            rounds = folder.rounds()
-            for report in rounds[seen:]:
-                observer.round_finished(report)
-                if verbose:
-                    print(f"round {report.round}/{report.rounds} ({report.seconds:.1f} s)")
-            seen = len(rounds)
-            observer.waiting(folder.waiting())
-
-        outcome = self._await_outcome(
-            folder=folder,
-            flower_run=flower_run,
-            timeout=timeout,
-            on_tick=report_progress,
-            late=lambda: SiteUnreachable(
-                f"the study (Flower run {flower_run}) did not finish within {timeout:.0f} s; it was stopped."
-            ),
-        )
-        if outcome.get("stopped_reason"):
-            observer.study_stopped(outcome["stopped_reason"])
-        return outcome
-
-    def _coordinator_stopped(self, flower_run: str, charges: list[SiteCharge]) -> SiteUnreachable:
-        return SiteUnreachable(
-            f"the coordinator's SuperLink ({self.coordinator.folder}) stopped while the study ran (Flower run "
-            f"{flower_run}); the study did not finish. What each site was charged is below, from the receipts "
-            "that reached the coordinator; a step marked NOT CONFIRMED may have been charged at the site (its "
-            "ledger says). What to do: `workbench coordinator start --folder "
-            f"{self.coordinator.folder}` (it stops the runs left unfinished), then start a new study.",
-            charges=charges,
-        )
-
-    def _check_flower_run(self, flower_run: str, *, folder: RunFolder | None = None) -> None:
-        """A ServerApp that died before writing its outcome (e.g. an import error), or a
-        coordinator that stopped mid-study."""
-        charges = [] if folder is None else folder.charges(sites=sorted(site_names(self.coordinator).values()))
-        if self.coordinator.running_pid() is None:
-            raise self._coordinator_stopped(flower_run, charges)
-        try:
-            runs = self.coordinator.flwr("ls", CONNECTION, "--run-id", flower_run, timeout=30).get("runs", [])
-        except CoordinatorUnreachable as err:
-            raise SiteUnreachable(
-                f"the coordinator's SuperLink did not answer about Flower run {flower_run}: {err}", charges=charges
-            ) from None
-        status = str(runs[0].get("status", "")) if runs else ""
-        if status.startswith("finished:") and status != "finished:completed" and folder is not None:
-            if folder.outcome() is not None:  # written just now
-                return
-        if status.startswith("finished:") and status != "finished:completed":
-            details = runs[0].get("status-details", "")
-            raise StudyFailed(
-                f"Flower run {flower_run} ended as {status} ({details}) without a study outcome; see "
-                f"`FLWR_HOME={self.coordinator.flwr_home} flwr log {flower_run} {CONNECTION} --show` and "
-                f"{self.coordinator.log_path}.",
-                charges=charges,
+        with _as_workbench_errors():
+            run = study_runs.start_queries(
+                coordinator=self.coordinator, requests=requests, n_sites=self.n_sites, costs=costs, timeout=timeout
             )
+            answers, costs = study_runs.await_queries(run=run, timeout=timeout)
+        return requests, answers, costs
 
 
 def connect(

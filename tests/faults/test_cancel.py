@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from federation.coordinator.run_folder import RunFolder, StudyFile
+from federation.coordinator.run_folder import RunFolder
+from federation.coordinator.study_runs import start_study
 from federation.coordinator.superlink import CONNECTION, Coordinator
 from federation.protocol.spec import TrainingSpec
 from federation.site.audit import audit_path, recent_entries
@@ -106,17 +107,17 @@ def test_a_run_that_no_client_follows_stops_on_its_own(running):
     running.allocate(project)
     wb = connect(coordinator=running.coordinator, dictionary=running.dictionary, researcher=running.researcher_key)
     spec = TrainingSpec(project=project, target_epsilon=1.0, rounds=1)
-    folder = RunFolder(wb.coordinator.runs_dir / spec.run_id)
-    StudyFile(
-        spec=spec,
-        encoder=wb.encoder(),
-        n_sites=3,  # a third site that never comes: the run waits, and nobody follows it
-        run_folder=folder.path,
-        timeout=60,
-        unfollowed_after=3.0,  # instead of 60 s: shortened by configuration
-    ).save(folder.study_path)
     started = time.monotonic()
-    wb._start_flower_run(key="study-file", path=folder.study_path, folder=folder)  # and nobody follows
+    run = start_study(  # and nobody follows it
+        coordinator=wb.coordinator,
+        spec_config=spec.to_config(),
+        encoder_json=wb.encoder().to_json(),
+        authorization=None,
+        n_sites=3,  # a third site that never comes: the run waits, and nobody follows it
+        site_timeout=60,
+        unfollowed_after=3.0,  # instead of 60 s: shortened by configuration
+    )
+    folder = run.folder
     deadline = started + 90
     while folder.outcome() is None:
         assert time.monotonic() < deadline, "the unfollowed run did not stop on its own"
