@@ -23,13 +23,15 @@ from federation.coordinator.run_folder import RunFolder
 from federation.engines.loopback import LoopbackFederation, build_loopback_federation
 from federation.training.evaluation import predict_proba
 from workbench.backends.base import ABSENT, PLAN_TRAINING, Backend
+from workbench.backends.coordinator_folder import CoordinatorFolderBackend
 from workbench.errors import NotAvailable
 from workbench.session import Workbench
 
 pytestmark = pytest.mark.slow
 
 PROJECT = "contract"
-EPSILON = 1.0
+EPSILON = 1.0  # the study's target: its total at each site
+ALLOCATION = 2.0  # what each site's ethics board grants the project: the study, then queries
 ROWS = 300
 
 
@@ -52,7 +54,7 @@ def loopback(tmp_path_factory):
     try:
         fed.start()
         # What each site's ethics board does before the study: allocate, approve the researcher.
-        fed.allocate(project=PROJECT, epsilon=EPSILON)
+        fed.allocate(project=PROJECT, epsilon=ALLOCATION)
         yield fed
     finally:
         fed.stop()
@@ -70,6 +72,7 @@ def _loopback_spent(fed: LoopbackFederation):
 def arm(request, tmp_path_factory) -> Arm:
     if request.param == "simulation":
         wb = Workbench.simulate(workdir=tmp_path_factory.mktemp("contract-sim"), sites=2, rows=ROWS, seed=3)
+        wb.allocate(project=PROJECT, epsilon=ALLOCATION)  # the simulated board, as the sites' boards do
 
         datasets = dict(zip(wb.sites["site"], wb.sites["dataset"], strict=True))
 
@@ -114,7 +117,7 @@ def test_two_rounds_train_and_the_model_comes_back_as_a_torch_module(arm, traine
 
 
 def test_the_coordinators_copy_of_the_model_is_the_one_that_came_back(arm, trained):
-    if "plan_training" in arm.wb.capabilities:
+    if not isinstance(arm.wb.backend, CoordinatorFolderBackend):
         pytest.skip("a simulation's model never leaves this process: there is no coordinator's copy to compare")
     folder = RunFolder(arm.wb.backend.coordinator.runs_dir / trained.spec.run_id)
     saved = torch.load(folder.model_path, weights_only=True)
@@ -145,6 +148,11 @@ def test_describe_and_budget_report_each_site(arm, trained):
     budget = arm.wb.budget()
     mine = budget[budget["project"] == PROJECT]
     assert sorted(mine["site"]) == arm.sites
+    # The signed receipts this workbench sees (a simulation's ledgers; the coordinator's mirror)
+    # hold the study's and the queries' releases at every site.
+    receipts = [r for r in arm.wb.receipts() if r["project"] == PROJECT and r["kind"] == "commit"]
+    assert {r["site_id"] for r in receipts} == set(arm.sites)
+    assert {r["run_id"] for r in receipts} >= {trained.spec.run_id}
 
 
 def test_planning_is_offered_where_the_sites_rows_are_and_refused_once_elsewhere(arm):
