@@ -18,6 +18,8 @@ The contracts, checked by ``tests/test_import_contracts.py``:
   on its own so that the message names the circle).
 - no private name (``_x``) imported from another module of ours (``PRIVATE_ALLOWED``
   lists the ones left to a later change).
+- the workbench's own modules import each other without a circle (``module_graph``): the
+  front door (``session``) stands on its back ends, planning and results, never under them.
 """
 
 from __future__ import annotations
@@ -53,9 +55,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
     )
 )
 
-# The workbench's own circle (session <-> connected, study, analytics) is rewritten by
-# the remote-notebooks issue; its private names stay until then.
-PRIVATE_ALLOWED = frozenset({"workbench.analytics:_as_queries", "workbench.study:_round_line"})
+# Private names another module may still import (none: rename it public or move it).
+PRIVATE_ALLOWED: frozenset[str] = frozenset()
 
 FLOWER = ("flwr",)
 FORBIDDEN_EXTERNAL: dict[str, tuple[str, ...]] = {
@@ -191,10 +192,24 @@ def graph(imports: list[Import]) -> dict[str, set[str]]:
     return edges
 
 
+def module_graph(imports: list[Import], *, package: str) -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports (inside one component)."""
+    edges: dict[str, set[str]] = {}
+    for imp in imports:
+        if imp.importer.split(".")[0] == package:
+            edges.setdefault(imp.importer, set())
+            if imp.imported.split(".")[0] == package and imp.imported != imp.importer:
+                edges[imp.importer].add(imp.imported)
+    return edges
+
+
 def cycles(imports: list[Import]) -> list[list[str]]:
-    """The groups of components that import each other in a circle (Tarjan's strongly
-    connected components of more than one member), each sorted by name."""
-    edges = graph(imports)
+    """The groups of components that import each other in a circle, each sorted by name."""
+    return circles(graph(imports))
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components of more than one member, each sorted by name."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []

@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.import_contracts import LAYERS, PRODUCT, component, cycles, layer_of, read_imports, violations
+from tests.import_contracts import (
+    LAYERS,
+    PRODUCT,
+    circles,
+    component,
+    cycles,
+    layer_of,
+    module_graph,
+    read_imports,
+    violations,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +41,29 @@ def test_every_component_of_the_product_stands_in_a_layer():
     } <= components
     assert [c for c in sorted(components) if layer_of(c) is None] == []
     assert not cycles(read_imports(ROOT))
+
+
+def test_the_workbench_modules_import_each_other_without_a_circle():
+    """The front door stands on its back ends, planning and results; none of them imports it
+    back (not even for a type), so each can be read and tested on its own."""
+    edges = module_graph(read_imports(ROOT), package="workbench")
+    assert {"workbench.session", "workbench.backends.base", "workbench.planning"} <= set(edges)
+    assert circles(edges) == []
+    below = [m for m, targets in edges.items() if "workbench.session" in targets]
+    assert sorted(below) == ["workbench", "workbench.study"], below  # the package's lazy export, the CLI's job
+
+
+def test_a_circle_between_two_workbench_modules_is_found(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "workbench/__init__.py": "",
+            "workbench/front.py": "from workbench.planning import plan\n",
+            "workbench/planning.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from workbench.front import Front\n",
+        },
+    )
+    edges = module_graph(read_imports(root, packages=("workbench",)), package="workbench")
+    assert circles(edges) == [["workbench.front", "workbench.planning"]]
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:

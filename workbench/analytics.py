@@ -6,22 +6,19 @@
 >>> wb.query_cost([q1, q2], project="explore")                                      # doctest: +SKIP
 >>> count, age = wb.ask([q1, q2], project="explore")                                # doctest: +SKIP
 
-Every ``wb.ask`` starts Flower's simulation engine once (about 25 s on two cores), so
-ask the questions of a notebook together; asking again costs nothing in privacy for
+Every ``wb.ask`` starts one run (in a simulation, Flower's simulation engine: about
+25 s on two cores), so ask the questions of a notebook together; asking again costs nothing in privacy for
 answers already released (they are replayed), but it does cost the engine's start.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from federation.analytics.errors import QueryError
-from federation.analytics.estimates import z_value
 from federation.analytics.filters import parse_where
 from federation.analytics.query import Query
 from federation.data.dictionary import DataDictionary
@@ -30,8 +27,6 @@ from federation.protocol.query_request import QueryRequest
 from federation.site.query_answers import query_cost
 from federation.site.site_config import SiteConfig
 from privacy_budgets.signatures import Signer
-from workbench import settings
-from workbench.query_results import QueryResult, QueryResults
 
 Where = Mapping[str, Any] | Sequence[Sequence[Any]] | None
 By = str | Sequence[str] | None
@@ -294,42 +289,11 @@ def _bins(bins: int | Sequence[float] | None) -> Any:
     return bins if isinstance(bins, int) else tuple(bins)
 
 
-def _as_queries(queries: Query | Sequence[Query]) -> list[Query]:
+def as_queries(queries: Query | Sequence[Query]) -> list[Query]:
     items = [queries] if isinstance(queries, Query) else list(queries)
     if not items or not all(isinstance(q, Query) for q in items):
         raise QueryError(f"ask() takes a query or a list of queries built with wb.query.<kind>(...); got {queries!r}.")
     return items
-
-
-def ask(
-    *,
-    sites: list[SiteConfig],
-    queries: Query | Sequence[Query],
-    project: str,
-    level: float = 0.95,
-    verbose: bool = False,
-    signer: Signer | None = None,
-) -> QueryResult | QueryResults:
-    """Send every query to every site in ONE simulation run; one result per query.
-    ``signer`` (the researcher's key) signs the batch once; None sends it unsigned."""
-    from federation.engines.analytics_simulation import run_simulated_queries
-
-    items = _as_queries(queries)
-    z_value(level)  # a clear error before the engine starts
-    run_id = uuid.uuid4().hex[:12]
-    requests = signed_requests(items=items, project=project, run_id=run_id, signer=signer)
-    bar = tqdm(total=len(requests), desc="queries", unit="query", disable=not settings.progress)
-    try:
-        box = run_simulated_queries(
-            sites=sites, requests=requests, verbose=verbose, on_answer=lambda request, replies: bar.update(1)
-        )
-    finally:
-        bar.close()
-    results = QueryResults(
-        QueryResult.from_replies(request=r, replies=replies, level=level)
-        for r, replies in zip(requests, box.answers or [], strict=False)
-    )
-    return results[0] if isinstance(queries, Query) else results
 
 
 def signed_requests(
@@ -358,7 +322,7 @@ def cost(*, sites: list[SiteConfig], queries: Query | Sequence[Query], project: 
     so no engine is started.
     """
     rows = []
-    for query in _as_queries(queries):
+    for query in as_queries(queries):
         request = QueryRequest(query=query, project=project)
         for site in sites:
             try:

@@ -160,10 +160,10 @@ def study(
                 f"--site-timeout must be a positive number of seconds, at most --timeout ({timeout:g}); got "
                 f"{site_timeout:g}."
             )
-        from workbench.connected import run_connected_study
+        from workbench.study import run_study
 
         _run(
-            run_connected_study,
+            run_study,
             coordinator=coordinator,
             dictionary=dictionary,
             target=target,
@@ -248,8 +248,8 @@ def cancel(
     """Cancel a connected study: its ServerApp stops, then its Flower run (no site is asked
     anything more for it); print what each site was charged for the rounds that ran."""
     from federation.cli_support import exit_code_for
+    from federation.coordinator.study_runs import cancel_study
     from federation.errors import BadInput, PartyFailed
-    from workbench.connected import cancel_study
 
     try:
         folder, charges, said = cancel_study(coordinator=coordinator, run=run, reason=reason)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from federation.errors import BadInput, BudgetRefused, Cancelled, PartyFailed, Refused
+from federation.errors import BadInput, BudgetRefused, Cancelled, InternalFault, PartyFailed, Refused
 
 
 class WorkbenchError(Exception):
@@ -52,6 +52,10 @@ class SiteUnreachable(WorkbenchError, PartyFailed):
 class StudyCancelled(WorkbenchError, Cancelled):
     """The study was cancelled (Ctrl-C, `workbench study cancel`, its timeout, no client
     following it); its Flower run was stopped."""
+
+
+class StudyFailed(WorkbenchError, InternalFault, RuntimeError):
+    """The coordinator's ServerApp failed; the message carries its error."""
 
 
 class PlanDoesNotFit(WorkbenchError, BudgetRefused):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -22,11 +22,10 @@ from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
 from federation.site.ledger_keys import open_site_ledger
 from federation.site.plan import calibrate_plan
+from federation.site.site_config import SiteConfig
+from federation.training.features import FeatureEncoder
 from privacy_budgets import accounting, plan_dpsgd
 from privacy_budgets.mechanisms import composed_event
-
-if TYPE_CHECKING:
-    from workbench.session import Workbench
 
 
 @dataclass
@@ -78,20 +77,21 @@ class TrainingPlan:
 
 
 def plan_training(
-    wb: Workbench,
     *,
+    sites: list[SiteConfig],
+    encoder: FeatureEncoder,
     target_epsilon: float,
     rounds: int,
     project: str = "plan",
-    target: str | None = None,
     noise_multipliers: tuple[float, ...] = (0.8, 1.0, 1.5, 2.0, 3.0),
     **hyperparameters: Any,
 ) -> TrainingPlan:
+    """Each of ``sites`` plans ``encoder``'s study with its own rows, policy and ledger
+    (what ``Workbench.plan_training`` shows where the sites are on this machine)."""
     spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
     rows = []
     smallest: dict[str, Any] | None = None
-    encoder = wb.encoder(target=target)
-    for config in wb.site_configs():
+    for config in sites:
         site = config.site_id
         policy = NodePolicy.default_for(config)
         # In a simulation the rows are here to count; a real site states them in its plan.

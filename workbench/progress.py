@@ -38,6 +38,34 @@ def waiting_text(snapshot: dict[str, Any] | None, *, now: float | None = None) -
     )
 
 
+def round_line(report: RoundReport) -> str:
+    """One line per round, as the ``workbench study`` command prints it: the pooled DP
+    estimates and each site's project epsilon (or its status when it did not train)."""
+    evaluated = {r.site_id: r for r in report.evaluate}
+    eps = ", ".join(
+        f"{t.site_id} {_project_epsilon(t, evaluated.get(t.site_id)):.3f}"
+        if t.status == "ok"
+        else f"{t.site_id} {t.status.upper()}"
+        for t in report.train
+    )
+    pooled = report.pooled()
+    if pooled:
+        metrics = (
+            f"AUC {pooled['auc']:.3f} ± {pooled['auc-sd']:.3f}  accuracy {pooled['accuracy']:.3f} ± "
+            f"{pooled['accuracy-sd']:.3f} (DP estimates)"
+        )
+    else:
+        metrics = "no evaluation"
+    return f"round {report.round}/{report.rounds}  {metrics}  ({report.seconds:.1f} s)  epsilon spent: {eps}"
+
+
+def _project_epsilon(train, evaluate) -> float:
+    """The project's epsilon at the site after the round (its evaluation comes last)."""
+    if evaluate is not None and evaluate.status == "ok" and "epsilon-project" in evaluate.info:
+        return float(evaluate.info["epsilon-project"])
+    return float(train.metrics.get("epsilon-project", float("nan")))
+
+
 class ProgressObserver:
     """Collects every site's numbers per round and shows progress as it goes."""
 

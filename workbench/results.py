@@ -100,7 +100,9 @@ class TrainingResult:
         """The receipts of releases without noise (a site's opt-in), one per release."""
         return [r for r in self.receipts if r.get("kind") == "uncovered"]
 
-    def _statement(self) -> str:
+    def statement(self) -> str:
+        """The privacy guarantee in words: the worst site's epsilon for this study, and
+        any number released without noise (a site's opt-in)."""
         eps = self.epsilon()
         worst = eps["epsilon_project"].max() if not eps.empty else float("nan")
         uncovered = self.uncovered()
@@ -131,7 +133,7 @@ class TrainingResult:
         charged = ""
         if self.stopped_reason and self.charges:
             charged = "\nWhat each site was charged:\n" + "\n".join(f"  {c.line()}" for c in self.charges)
-        return f"{head}\n{self.epsilon().to_string(index=False)}\n{self._statement()}{stop}{charged}"
+        return f"{head}\n{self.epsilon().to_string(index=False)}\n{self.statement()}{stop}{charged}"
 
     def _repr_html_(self) -> str:
         stop = f"<p style='color:#a00'><b>Stopped:</b> {self.stopped_reason}</p>" if self.stopped_reason else ""
@@ -143,7 +145,7 @@ class TrainingResult:
             )
         return (
             f"<h4>Training result: project <code>{self.spec.project}</code></h4>{stop}"
-            f"<p>{self._statement()}</p>"
+            f"<p>{self.statement()}</p>"
             f"<b>Per round (weighted over sites)</b>{self.weighted().to_html(index=False, float_format='%.4f')}"
             f"<b>Final round, per site</b>{self.evaluation.to_html(index=False, float_format='%.4f')}"
         )

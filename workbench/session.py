@@ -1,8 +1,15 @@
-"""The notebook front door: one object per federation of hospitals.
+"""The notebook front door: one ``Workbench`` over the place its studies run.
 
 >>> wb = Workbench.simulate(sites=3, rows=400, workdir=tmp)      # doctest: +SKIP
 >>> result = wb.train(target_epsilon=1.0, rounds=3)               # doctest: +SKIP
 >>> wb.budget()                                                   # doctest: +SKIP
+>>> result.model                                                  # doctest: +SKIP
+
+``Workbench.simulate(...)`` runs hospitals simulated on this machine;
+``Workbench.connect(coordinator=FOLDER, ...)`` real hospital nodes behind a running
+coordinator. The methods below are written once, on the primitives of a back end
+(``workbench.backends.base.Backend``). What a back end cannot do is absent from
+``wb.capabilities``; asking for it says once why, and where it is done instead.
 """
 
 from __future__ import annotations
@@ -10,17 +17,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from datasets_synthetic import generate_hospitals, write_hospitals
 from federation.coordinator.range_phase import RangeFinding
 from federation.data.dictionary import DataDictionary
 from federation.data.errors import DataDictionaryError
-from federation.data.loader import load_sites, site_files
-from federation.data.unranged import UnrangedSchema, infer_schema_without_ranges
 from federation.protocol.authorization import sign_study
 from federation.protocol.spec import TrainingSpec, refuse_site_owned
 from federation.site.config import NodePolicy
@@ -29,27 +34,27 @@ from federation.site.ledger_keys import open_site_ledger
 from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder, SiteArrays
 from privacy_budgets import Ledger
-from privacy_budgets.proposals import allocation_action, approval_action, cap_action
-from privacy_budgets.simulated_board import SimulatedBoard
-from workbench.burn_down import budget_history, plot_burn_down
+from privacy_budgets.proposals import allocation_action
+from workbench.backends.base import NEEDS, Backend, HoldsSites, RunOptions, absent_message
+from workbench.backends.simulation import SIMULATED_ETHICS_BOARD, SimulationBackend
+from workbench.burn_down import plot_burn_down
 from workbench.description import Description, schema_rows, site_rows
-from workbench.errors import PlanDoesNotFit, StudyRefused, as_workbench_errors, refused_paragraph
+from workbench.errors import NotAvailable, PlanDoesNotFit, StudyRefused, refused_paragraph
 from workbench.live_plot import LivePlot
 from workbench.planning import TrainingPlan, plan_training
 from workbench.progress import ProgressObserver
-from workbench.researcher import SimulatedResearcher
+from workbench.reports import BudgetReports, build_reports
 from workbench.results import TrainingResult
 
 if TYPE_CHECKING:
     from federation.analytics.query import Query
+    from privacy_budgets.signatures import Signer
     from workbench.analytics import QueryBuilder
-    from workbench.connected import ConnectedWorkbench
     from workbench.query_results import QueryResult, QueryResults
     from workbench.tuning import TuningResult
     from workbench.tuning_plan import TuningPlan
 
-SIMULATED_SITE_IT = "site IT (simulated)"
-SIMULATED_ETHICS_BOARD = "ethics board (simulated)"
+__all__ = ["BudgetReports", "Workbench", "site_policy", "with_target"]
 
 
 def with_target(dictionary: DataDictionary, target: str) -> DataDictionary:
@@ -66,32 +71,10 @@ def with_target(dictionary: DataDictionary, target: str) -> DataDictionary:
 
 
 class Workbench:
-    """Hospitals, their ledgers, and the studies run across them."""
+    """Hospitals, their budgets, and the studies run across them, wherever they run."""
 
-    def __init__(
-        self,
-        *,
-        sites: list[SiteConfig],
-        dictionary: DataDictionary | None,
-        workdir: Path,
-        schema: UnrangedSchema | None = None,
-        board: SimulatedBoard | None = None,
-        researcher: SimulatedResearcher | None = None,
-    ) -> None:
-        self._sites = sites
-        #: The simulation's researcher (a real key under ``workdir/researcher``): every
-        #: study and query batch is signed with it, and the simulated board approves it
-        #: for each project at each site before the first request (None: unsigned).
-        self.researcher = researcher
-        #: The simulated ethics board (real keys under ``workdir/board``, apart from the
-        #: ledgers): every site's ledger records it, and caps and allocations are its
-        #: signed decisions (2 of 3 members).
-        self.board = board
-        #: The public data dictionary; None when the folder has none (ranges are
-        #: then found by a DP query charged to every site, see ``train``).
-        self.dictionary = dictionary
-        self.schema = schema
-        self.workdir = workdir
+    def __init__(self, *, backend: Backend) -> None:
+        self._backend = backend
 
     # --- construction -------------------------------------------------------------
 
@@ -131,239 +114,200 @@ class Workbench:
         the outcomes a study may predict and its limits on a study's sizes; by default a
         simulated site has the defaults of ``workbench node init``.
         """
-        workdir = Path(workdir)
-        if data is None:
-            data = workdir / "data"
-            if not (data / "data_dictionary.json").exists():
-                write_hospitals(generate_hospitals(sites=sites, rows=rows, seed=seed), out=data)
-        data = Path(data)
-        dictionary_path = data / "data_dictionary.json"
-        schema = None
-        if dictionary_path.exists():
-            loaded = load_sites(folder=data)  # validates every file before anything runs
-            dictionary = DataDictionary.load(dictionary_path)
-            paths = {site_id: s.path for site_id, s in loaded.items()}
-        else:
-            paths = {p.stem: p for p in site_files(folder=data)}
-            schema = infer_schema_without_ranges(path=next(iter(paths.values())))
-            dictionary = None
-            text = [c.name for c in schema.columns if c.kind == "categorical"]
-            if text:
-                raise DataDictionaryError(
-                    f"{data} has no data_dictionary.json, and column(s) {', '.join(text)} hold text: "
-                    "their categories must come from a data dictionary (DP range finding covers "
-                    "numeric columns only). Write one with `workbench data dictionary` as a start."
-                )
-        configs = [
-            SiteConfig(
-                site_id=site_id,
-                data_path=path,
-                state_dir=workdir / "sites" / site_id,
-                dictionary_path=dictionary_path,
-                min_cell_size=_per_site(min_cell_size, site_id),
-                true_count_floor=_per_site(true_count_floor, site_id),
-                policy_overrides=tuple({"require_signed_requests": True, **(site_policy or {})}.items()),
-            )
-            for site_id, path in sorted(paths.items())
-        ]
-        _check_disclosure_rules(configs)
-        board = SimulatedBoard.create(workdir / "board")
-        for site in configs:
-            site.state_dir.mkdir(parents=True, exist_ok=True)
-            with open_site_ledger(site) as ledger:
-                board.establish(ledger)
-                if ledger.cap(dataset=site.dataset) is None:
-                    board.decide(
-                        ledger,
-                        action=cap_action(dataset=site.dataset, epsilon=site_cap, delta=delta),
-                        reason="lifetime cap of a simulated hospital",
-                        proposed_by=SIMULATED_SITE_IT,
-                    )
-        researcher = SimulatedResearcher.create(workdir / "researcher")
         return cls(
-            sites=configs, dictionary=dictionary, workdir=workdir, schema=schema, board=board, researcher=researcher
+            backend=SimulationBackend.create(
+                data=data,
+                sites=sites,
+                rows=rows,
+                seed=seed,
+                workdir=workdir,
+                site_cap=site_cap,
+                delta=delta,
+                min_cell_size=min_cell_size,
+                true_count_floor=true_count_floor,
+                site_policy=site_policy,
+            )
         )
 
     @classmethod
-    def connect(cls, *, coordinator: str | Path, **options: Any) -> ConnectedWorkbench:
-        """Hospitals running real nodes, through a running coordinator (its folder).
-        Same study methods as ``simulate``; see ``workbench.connected.connect``."""
-        from workbench.connected import connect
+    def connect(
+        cls,
+        *,
+        coordinator: str | Path | None = None,
+        url: str | None = None,
+        identity: str | Path | Signer | None = None,
+        dictionary: str | Path | DataDictionary | None = None,
+        sites: int | None = None,
+        researcher: str | Path | Signer | None = None,
+        passphrase: str | None = None,
+    ) -> Workbench:
+        """Hospitals running real nodes, through a running coordinator.
 
-        return connect(coordinator=coordinator, **options)
+        ``coordinator`` is the coordinator's folder (``workbench coordinator init``), on
+        this machine: the coordinator's operator works there. ``url`` (with ``identity``,
+        the researcher's key) is a coordinator's study service, reached from the
+        researcher's own machine. ``dictionary`` is the study's public data dictionary
+        (its ranges encode the features); ``sites`` how many sites a study waits for
+        (default: every registered site); ``researcher`` (or ``identity``) the
+        researcher's private key (``workbench researcher init``; its passphrase is asked
+        once, or ``passphrase``) or a signer: every study and query batch is signed with
+        it, and each site serves it only when its ethics board approved that key for the
+        project. Same study methods as ``simulate``; see ``wb.capabilities``.
+        """
+        if (coordinator is None) == (url is None):
+            raise ValueError(
+                "Workbench.connect needs exactly one of coordinator=FOLDER (on the coordinator's machine) or "
+                f"url='https://coordinator:PORT' (a study service); got coordinator={coordinator!r}, url={url!r}."
+            )
+        if identity is not None and researcher is not None:
+            raise ValueError("give the researcher's key once: identity=KEY (researcher= is its older name).")
+        key = identity if identity is not None else researcher
+        if url is not None:
+            return cls(backend=remote_backend(url=url, identity=key, dictionary=dictionary, passphrase=passphrase))
+        from workbench.backends.coordinator_folder import CoordinatorFolderBackend
+
+        return cls(
+            backend=CoordinatorFolderBackend.open(
+                coordinator=coordinator, dictionary=dictionary, sites=sites, researcher=key, passphrase=passphrase
+            )
+        )
+
+    # --- where studies run --------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """The back end this workbench runs its studies on."""
+        return self._backend
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this back end offers (names from ``workbench.backends.base``)."""
+        return self._backend.capabilities
+
+    def _holder(self, method: str) -> HoldsSites:
+        """The back end, when it holds what ``method`` needs; else the one clear refusal."""
+        capability = NEEDS[method]
+        if capability not in self._backend.capabilities or not isinstance(self._backend, HoldsSites):
+            raise NotAvailable(absent_message(method=method, capability=capability, backend=self._backend.name))
+        return self._backend
+
+    def __repr__(self) -> str:
+        return f"Workbench({self._backend.name}; offers {', '.join(sorted(self.capabilities))})"
 
     # --- looking ------------------------------------------------------------------
 
     @property
+    def dictionary(self) -> DataDictionary | None:
+        """The public data dictionary; None when there is none (ranges are then found by
+        a DP query charged to every site, see ``train``)."""
+        return self._backend.dictionary
+
+    @property
     def sites(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            [
-                {"site": s.site_id, "dataset": s.dataset, "data": str(s.data_path), "ledger": str(s.ledger_path)}
-                for s in self._sites
-            ]
-        )
+        return self._backend.sites()
+
+    @property
+    def researcher(self) -> Any:
+        """A simulation's researcher (a real key under ``workdir/researcher``); None elsewhere."""
+        return getattr(self._backend, "researcher", None)
+
+    @property
+    def board(self) -> Any:
+        """A simulation's ethics board (real keys under ``workdir/board``); None elsewhere:
+        a real board decides at its hospital."""
+        return getattr(self._backend, "board", None)
+
+    @property
+    def workdir(self) -> Path | None:
+        """A simulation's folder (data, ledgers, reports); None elsewhere."""
+        return getattr(self._backend, "workdir", None)
 
     def site_configs(self) -> list[SiteConfig]:
-        return list(self._sites)
+        return self._holder("site_configs").site_configs()
 
     def ledger(self, site: str) -> Ledger:
-        for s in self._sites:
+        for s in self._holder("ledger").site_configs():
             if s.site_id == site:
                 return open_site_ledger(s)
-        raise KeyError(f"no site {site!r}; sites are {', '.join(s.site_id for s in self._sites)}.")
+        raise KeyError(f"no site {site!r}; sites are {', '.join(self.sites['site'])}.")
+
+    def receipts(self) -> list[dict[str, Any]]:
+        """Every signed spend receipt this workbench sees (a simulation: every ledger's;
+        a coordinator: its mirror of the receipts the sites sent)."""
+        return self._backend.receipts()
 
     def budget(self) -> pd.DataFrame:
-        """Every site's ledger status: caps, allocations, spent, remaining."""
-        frames = []
-        for s in self._sites:
-            with open_site_ledger(s) as ledger:
-                status = ledger.status()
-            status.insert(0, "site", s.site_id)
-            frames.append(status)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        """Epsilon spent per site and project: a simulation reads its ledgers (caps,
+        allocations, spent, remaining); a coordinator shows its MIRROR of the sites'
+        signed receipts (each site's own ledger stays the source of truth)."""
+        return self._backend.budget()
 
     def budget_history(self) -> pd.DataFrame:
         """Every ledger entry that moved a total or a limit, all sites, in order."""
-        return budget_history(sites=self._sites)
+        return self._backend.budget_history()
 
     def plot_budget(self, *, axes: Any = None):
-        """Burn-down per site: epsilon spent over ledger entries, per project, and the cap."""
+        """Burn-down per site: epsilon spent over ledger entries, per project (and the cap
+        where this workbench holds the ledgers)."""
         return plot_burn_down(self.budget_history(), axes=axes)
 
     def report(self, *, out: str | Path | None = None) -> BudgetReports:
         """The ethics board's HTML report of every site's ledger (one self-contained file
         per site, with burn-down plots, every entry in words and the verification)."""
-        from privacy_budgets.report import build_report
-
-        folder = Path(out) if out is not None else self.workdir / "reports"
-        folder.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for s in self._sites:
-            with open_site_ledger(s) as ledger:
-                verdict = ledger.verify()
-                path = build_report(ledger, out=folder / f"{s.site_id}.html")
-            rows.append({"site": s.site_id, "report": str(path), "verified": verdict.ok, "verdict": str(verdict)})
-        return BudgetReports(frame=pd.DataFrame(rows))
+        holder = self._holder("report")
+        folder = Path(out) if out is not None else Path(self.workdir or ".") / "reports"
+        return build_reports(sites=holder.site_configs(), out=folder)
 
     def describe(self, *, project: str = "describe", epsilon: float = 0.05, level: float = 0.95) -> Description:
         """The schema (public) and each site's number of patients as a DP count.
 
         Each site adds noise to its own count and charges ``epsilon`` to ``project``
-        in its ledger (a simulated ethics board grants the project ``epsilon`` where it
-        has no allocation yet). Asked again on the same data, the sites replay the same
-        answer at no cost.
+        in its ledger (whose ethics board must have allocated it; a simulated board
+        grants the project ``epsilon`` where it has no allocation yet). Asked again on the
+        same data, the sites replay the same answer at no cost.
         """
         if self.dictionary is None:
             raise DataDictionaryError(
-                "describe() needs a data dictionary (column kinds and public ranges); this folder "
-                "has none. Write data_dictionary.json beside the site files."
+                "describe() needs a data dictionary (column kinds and public ranges); there is none here. "
+                "Write data_dictionary.json beside the site files, or pass dictionary=... to Workbench.connect."
             )
-        self._grant_where_missing(project=project, epsilon=epsilon, reason="describing the hospitals")
+        self._backend.prepare_project(project=project, epsilon=epsilon, reason="describing the hospitals")
         counts = self.ask(
             self.query.count(by="site", epsilon=epsilon, label="patients per site"), project=project, level=level
         )
+        known = self.sites
+        if "dataset" not in known:  # a coordinator knows its sites' names, not their datasets
+            known = pd.DataFrame({"site": list(counts.sites["site"]), "dataset": ""})
         return Description(
             schema=schema_rows(dictionary=self.dictionary),
-            sites=site_rows(sites=self.sites, counts=counts),
+            sites=site_rows(sites=known, counts=counts),
             counts=counts,
             project=project,
         )
 
-    # --- doing --------------------------------------------------------------------
+    # --- the ethics board (where the ledgers are here) ------------------------------
 
     def allocate(self, *, project: str, epsilon: float, actor: str = SIMULATED_ETHICS_BOARD, reason: str = "") -> None:
         """Grant ``project`` an allocation of ``epsilon`` at every site: a proposal by
         ``actor``, signed by the simulated board's quorum, applied to each ledger."""
-        for s in self._sites:
-            with open_site_ledger(s) as ledger:
-                self._decide(
-                    ledger,
-                    action=allocation_action(dataset=s.dataset, project=project, epsilon=epsilon),
-                    reason=reason or f"allocation for study {project}",
-                    proposed_by=actor,
-                )
-        self._approve_where_missing(project=project)
+        holder = self._holder("allocate")
+        for s in holder.site_configs():
+            holder.decide(
+                site=s,
+                action=allocation_action(dataset=s.dataset, project=project, epsilon=epsilon),
+                reason=reason or f"allocation for study {project}",
+                proposed_by=actor,
+            )
+        self._backend.prepare_project(project=project, epsilon=None, reason="")
 
     def approvals(self) -> pd.DataFrame:
         """Every site's approvals: which researchers (name, key fingerprint) its ethics
         board approved for which project, and at which ledger entry."""
-        from privacy_budgets import store
-        from privacy_budgets.authority import GOVERNED_KINDS, Governance
-        from privacy_budgets.exports import read_only
-        from privacy_budgets.signatures import SshPublicKey
+        from workbench.reports import approvals_frame
 
-        rows = []
-        for s in self._sites:
-            with read_only(s.ledger_path) as conn:
-                governance = Governance.replay(store.governed_entries(conn, kinds=GOVERNED_KINDS))
-            for (_dataset, project), approval in sorted(governance.approvals.items()):
-                for item in approval.researchers:
-                    rows.append(
-                        {
-                            "site": s.site_id,
-                            "project": project,
-                            "researcher": item["name"],
-                            "key": SshPublicKey.from_openssh(item["key"]).fingerprint,
-                            "approved_at_seq": approval.seq,
-                        }
-                    )
-        return pd.DataFrame(rows, columns=["site", "project", "researcher", "key", "approved_at_seq"])
+        return approvals_frame(sites=self._holder("approvals").site_configs())
 
-    def _approve_where_missing(self, *, project: str) -> None:
-        """What the simulated ethics board does before a signed request: approve the
-        simulated researcher's key for ``project`` at every site that has not (a
-        quorum-signed ``approve`` entry beside the allocation)."""
-        if self.researcher is None or self.board is None:
-            return
-        key = self.researcher.public_key
-        for s in self._sites:
-            with Ledger.open(s.ledger_path, site_id=s.site_id) as ledger:
-                approval = ledger.approval(dataset=s.dataset, project=project)
-                listed = [] if approval is None else list(approval.researchers)
-                if key.openssh(comment=False) in {r["key"] for r in listed}:
-                    continue
-                self.board.decide(
-                    ledger,
-                    action=approval_action(
-                        dataset=s.dataset,
-                        project=project,
-                        purpose=f"study {project}",
-                        researchers=[*((r["name"], r["key"]) for r in listed), (self.researcher.name, key)],
-                    ),
-                    reason=f"approve {self.researcher.name} for project {project}",
-                    proposed_by=SIMULATED_ETHICS_BOARD,
-                )
-
-    def _signer(self):
-        """The researcher's signer, once its approval for the project is in place."""
-        return None if self.researcher is None else self.researcher.signer()
-
-    def _grant_where_missing(self, *, project: str, epsilon: float, reason: str) -> None:
-        """What a simulated ethics board does: grant ``project`` ``epsilon`` at every
-        site where it has no allocation yet (an existing allocation is left as it is)."""
-        for s in self._sites:
-            with open_site_ledger(s) as ledger:
-                if ledger.allocation(dataset=s.dataset, project=project) is None:
-                    self._decide(
-                        ledger,
-                        action=allocation_action(dataset=s.dataset, project=project, epsilon=epsilon),
-                        reason=reason,
-                        proposed_by=SIMULATED_ETHICS_BOARD,
-                    )
-        self._approve_where_missing(project=project)
-
-    def _decide(self, ledger: Ledger, *, action: dict, reason: str, proposed_by: str) -> None:
-        """The simulated board's signed decision; one-person in a ledger without a board."""
-        if self.board is not None:
-            self.board.decide(ledger, action=action, reason=reason, proposed_by=proposed_by)
-        else:
-            ledger.allocate(
-                dataset=action["dataset"],
-                project=action["project"],
-                epsilon=action["epsilon"],
-                actor=proposed_by,
-                reason=reason,
-            )
+    # --- training -----------------------------------------------------------------
 
     def train(
         self,
@@ -373,37 +317,50 @@ class Workbench:
         project: str | None = None,
         target: str | None = None,
         verbose: bool = False,
-        on_round: Any = None,
+        on_round: Callable[[Any], None] | None = None,
+        on_wait: Callable[[str], None] | None = None,
+        on_start: Callable[[str], None] | None = None,
+        timeout: float = RunOptions.timeout,
+        site_timeout: float = RunOptions.site_timeout,
+        prompt_replies: bool = RunOptions.prompt_replies,
+        unfollowed_after: float = RunOptions.unfollowed_after,
         **hyperparameters: Any,
     ) -> TrainingResult:
-        """Train a model across the sites with DP-SGD at every site.
+        """Train a model across the sites with DP-SGD at every site; ``result.model`` is
+        the trained ``torch.nn.Module``.
 
         ``target_epsilon`` is the project's total at each site, and what the project
         already spent there counts towards it: a second training of the same project
         gets only what is left (a project with nothing left is refused with its own
-        numbers). A project without an allocation is granted exactly ``target_epsilon``
-        at each site (as a simulated ethics board would); the sites' ledgers refuse
-        anything beyond their caps.
-        """
-        from federation.engines.simulation import run_simulated_training
-        from federation.training.models import build_model
+        numbers). Each site's ledger must hold an allocation for ``project`` (a simulated
+        ethics board grants exactly ``target_epsilon`` where there is none; a real one
+        decides at its hospital); the sites' ledgers refuse anything beyond their caps.
+        Where this workbench can plan (``plan_training``), a study that does not fit is
+        refused before anything runs.
 
+        Against real sites: ``timeout`` bounds the whole study; ``site_timeout`` is how
+        long the coordinator waits for a site to connect or reply before it names the
+        site as failed and stops the study; ``on_wait(text)`` is told which site is late;
+        ``on_start(run_id)`` the run's id (for ``workbench study cancel``); Ctrl-C cancels
+        the study and ``StudyCancelled`` lists what each site was charged. A simulation
+        runs here and waits on nobody. See ``workbench.backends.base.RunOptions``.
+        """
         refuse_site_owned(hyperparameters)
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
-        encoder, range_finding = None, None
-        if self.dictionary is not None:
-            encoder = self.encoder(target=target)
-        elif target is None:
-            raise DataDictionaryError(
-                "without a data dictionary the outcome column must be named: pass target='COLUMN'."
-            )
-        else:
-            range_finding = RangeFinding(schema=self.schema, target=target)
-        if encoder is not None:
+        encoder, range_finding = self._study_encoding(target=target)
+        if encoder is not None and "plan_training" in self.capabilities:
             self._refuse_unless_plan_fits(spec=spec, target=target, hyperparameters=hyperparameters)
-        self._grant_where_missing(project=project, epsilon=target_epsilon, reason=f"allocation for study {project}")
-        signer = self._signer()
+        self._backend.prepare_project(project=project, epsilon=target_epsilon, reason=f"allocation for study {project}")
+        options = RunOptions(
+            timeout=timeout,
+            site_timeout=site_timeout,
+            on_wait=on_wait,
+            on_start=on_start,
+            prompt_replies=prompt_replies,
+            unfollowed_after=unfollowed_after,
+        )
+        signer = self._backend.signer
         authorization = (
             None
             if signer is None
@@ -414,44 +371,61 @@ class Workbench:
                 spec_config=spec.to_config(),
                 encoder_json=None if encoder is None else encoder.to_json(),
                 max_rounds=spec.rounds,
+                expires_in=options.expiry,
             )
         )
         observer = ProgressObserver(
-            rounds=rounds, on_round=on_round, live_plot=LivePlot(target_epsilon=target_epsilon, rounds=rounds)
+            rounds=rounds,
+            on_round=on_round,
+            on_wait=on_wait,
+            live_plot=LivePlot(target_epsilon=target_epsilon, rounds=rounds),
         )
         try:
-            with as_workbench_errors():
-                outcome = run_simulated_training(
-                    sites=self._sites,
-                    spec=spec,
-                    encoder=encoder,
-                    range_finding=range_finding,
-                    observer=observer,
-                    verbose=verbose,
-                    authorization=authorization,
-                )
+            run = self._backend.run_training(
+                spec=spec,
+                encoder=encoder,
+                range_finding=range_finding,
+                authorization=authorization,
+                observer=observer,
+                options=options,
+                verbose=verbose,
+            )
         finally:
             observer.close()
-        if outcome.completed_rounds == 0 and outcome.stopped_reason:
-            raise StudyRefused(refused_paragraph(stopped_reason=outcome.stopped_reason))
-        encoder = outcome.encoder
-        model = build_model(name=spec.model, n_features=encoder.n_features, hidden=spec.hidden)
-        model.load_state_dict(outcome.arrays.to_torch_state_dict())
-        totals = {}
-        for s in self._sites:  # a simulation holds every ledger; a coordinator never does
-            with open_site_ledger(s) as ledger:
-                totals[s.site_id] = ledger.spent(dataset=s.dataset)
+        if run.completed_rounds == 0 and run.stopped_reason:
+            raise StudyRefused(refused_paragraph(stopped_reason=run.stopped_reason), charges=run.charges)
+        from federation.training.models import build_model
+
+        model = build_model(name=spec.model, n_features=run.encoder.n_features, hidden=spec.hidden)
+        model.load_state_dict(run.state_dict)
         return TrainingResult(
             spec=spec,
             history=observer.history(),
             model=model,
-            receipts=outcome.receipts,
-            stopped_reason=outcome.stopped_reason,
-            encoder=encoder,
-            study_dictionary=outcome.dictionary,
+            receipts=run.receipts,
+            stopped_reason=run.stopped_reason,
+            encoder=run.encoder,
+            study_dictionary=run.study_dictionary,
+            charges=run.charges,
             pooled=observer.pooled_history(),
-            dataset_totals=totals,
+            dataset_totals=run.dataset_totals,
         )
+
+    def _study_encoding(self, *, target: str | None) -> tuple[FeatureEncoder | None, RangeFinding | None]:
+        """The dictionary's public encoder, or (without a dictionary) DP range finding."""
+        if self.dictionary is not None:
+            return self.encoder(target=target), None
+        schema = getattr(self._backend, "schema", None)
+        if schema is None:
+            raise DataDictionaryError(
+                "a study encodes features from the public data dictionary; pass dictionary='data_dictionary.json' "
+                "to Workbench.connect."
+            )
+        if target is None:
+            raise DataDictionaryError(
+                "without a data dictionary the outcome column must be named: pass target='COLUMN'."
+            )
+        return None, RangeFinding(schema=schema, target=target)
 
     def plan_training(
         self,
@@ -473,13 +447,14 @@ class Workbench:
         The arguments are those of ``train``. Each site's plan splits the target between
         DP-SGD and its noisy evaluations (its ``evaluation_share``): the columns show both.
         """
+        holder = self._holder("plan_training")
         refuse_site_owned(hyperparameters)
         return plan_training(
-            self,
+            sites=holder.site_configs(),
+            encoder=self.encoder(target=target),
             target_epsilon=target_epsilon,
             rounds=rounds,
             project=project,
-            target=target,
             noise_multipliers=noise_multipliers,
             **hyperparameters,
         )
@@ -507,13 +482,13 @@ class Workbench:
         from workbench.tuning_plan import plan_tuning
 
         return plan_tuning(
-            self,
+            sites=self._holder("plan_tuning").site_configs(),
+            encoder=self.encoder(target=target),
             candidates=candidates,
             target_epsilon=target_epsilon,
             rounds=rounds,
             project=project,
             final_share=final_share,
-            target=target,
             **common,
         )
 
@@ -538,7 +513,10 @@ class Workbench:
         from workbench.tuning import tune
 
         return tune(
-            self,
+            train=self.train,
+            prepare=self._backend.prepare_project,
+            sites=self._holder("tune").site_configs(),
+            encoder=self.encoder(target=target),
             candidates=candidates,
             target_epsilon=target_epsilon,
             rounds=rounds,
@@ -577,7 +555,10 @@ class Workbench:
     def encoder(self, *, target: str | None = None) -> FeatureEncoder:
         """How the study encodes features: the dictionary's public ranges only."""
         if self.dictionary is None:
-            raise DataDictionaryError("no data dictionary: the encoder is built from DP ranges during train().")
+            raise DataDictionaryError(
+                "no data dictionary: the encoder is built from DP ranges during train() (a simulation without "
+                "one), or pass dictionary='data_dictionary.json' to Workbench.connect."
+            )
         dictionary = with_target(self.dictionary, target) if target else self.dictionary
         return FeatureEncoder.from_dictionary(dictionary=dictionary)
 
@@ -592,27 +573,49 @@ class Workbench:
         return QueryBuilder(dictionary=self.dictionary)
 
     def ask(
-        self, queries: Query | list[Query], *, project: str, level: float = 0.95, verbose: bool = False
+        self,
+        queries: Query | list[Query],
+        *,
+        project: str,
+        level: float = 0.95,
+        verbose: bool = False,
+        timeout: float = 600.0,
     ) -> QueryResult | QueryResults:
         """Answer queries at every site, with DP noise and suppression, charged to ``project``.
 
-        All queries go in ONE simulation run: the engine's start (about 25 s) is paid once,
-        so pass a list. A question already answered on the same data is replayed by each
-        site at no cost. The project needs an allocation at each site (``allocate``);
-        a site without one refuses. Returns one result for a query, a list for a list.
+        All queries go in ONE run (a simulation pays the engine's start, about 25 s, once;
+        real sites are asked in one Flower run), so pass a list. A question already
+        answered on the same data is replayed by each site at no cost. The project needs
+        an allocation at each site (``allocate`` in a simulation); a site without one
+        refuses. Noise, suppression and the charge are each site's own, behind its policy
+        gate and in its audit log. Returns one result for a query, a list for a list.
+        ``timeout`` bounds how long real sites have to answer.
         """
-        from workbench.analytics import ask
+        from federation.analytics.estimates import z_value
+        from workbench.analytics import as_queries, signed_requests
+        from workbench.query_results import QueryResult, QueryResults
 
-        self._approve_where_missing(project=project)
-        return ask(
-            sites=self._sites, queries=queries, project=project, level=level, verbose=verbose, signer=self._signer()
+        items = as_queries(queries)
+        z_value(level)  # a clear error before anything is sent
+        self._backend.prepare_project(project=project, epsilon=None, reason="")
+        requests = signed_requests(
+            items=items, project=project, run_id=uuid.uuid4().hex[:12], signer=self._backend.signer
         )
+        answers = self._backend.run_queries(requests=requests, verbose=verbose, timeout=timeout)
+        results = QueryResults(
+            QueryResult.from_replies(request=request, replies=replies, level=level)
+            for request, replies in zip(requests, answers, strict=False)
+        )
+        return results[0] if not isinstance(queries, (list, tuple)) else results
 
-    def query_cost(self, queries: Query | list[Query], *, project: str) -> pd.DataFrame:
-        """What each query would cost at each site, without running it (0 for a replay)."""
-        from workbench.analytics import cost
+    def query_cost(self, queries: Query | list[Query], *, project: str, timeout: float = 600.0) -> pd.DataFrame:
+        """What each query would cost at each site, as each site computes it, without running
+        it or spending (0 for a replay)."""
+        from workbench.analytics import as_queries
 
-        return cost(sites=self._sites, queries=queries, project=project)
+        return self._backend.query_costs(queries=as_queries(queries), project=project, timeout=timeout)
+
+    # --- the hospitals' rows (a simulation holds them) -----------------------------
 
     def held_out_metrics(self, *, result: TrainingResult) -> pd.DataFrame:
         """``result``'s model on every site's held-out rows, exactly (loss, accuracy, AUC).
@@ -624,6 +627,7 @@ class Workbench:
         """
         from federation.training.evaluation import binary_metrics, predict_proba
 
+        self._holder("held_out_metrics")
         rows = []
         for site, arrays in self.local_arrays(result=result).items():
             metrics = binary_metrics(y_true=arrays.y_test, proba=predict_proba(model=result.model, x=arrays.x_test))
@@ -638,38 +642,8 @@ class Workbench:
             config = {"study-dictionary": json.dumps(result.study_dictionary.to_json())}
         return {
             s.site_id: site_arrays(site=s, policy=site_policy(s), encoder=result.encoder, config=config)
-            for s in self._sites
+            for s in self._holder("local_arrays").site_configs()
         }
-
-
-class BudgetReports:
-    """Where each site's HTML report was written, and whether its ledger verified."""
-
-    def __init__(self, *, frame: pd.DataFrame) -> None:
-        self.frame = frame
-
-    @property
-    def paths(self) -> list[Path]:
-        return [Path(p) for p in self.frame["report"]]
-
-    def __repr__(self) -> str:
-        return f"BudgetReports\n{self.frame.to_string(index=False)}"
-
-    def _repr_html_(self) -> str:
-        import html
-
-        failed = "<b style='color:#cf222e'>FAILED</b>"
-        rows = "".join(
-            f"<tr><td>{html.escape(r['site'])}</td><td><a href='{html.escape(Path(r['report']).resolve().as_uri())}' "
-            f"target='_blank'>{html.escape(Path(r['report']).name)}</a></td>"
-            f"<td>{'verified' if r['verified'] else failed}</td>"
-            f"<td>{html.escape(str(r['verdict']))}</td></tr>"
-            for _, r in self.frame.iterrows()
-        )
-        return (
-            "<h4>Ethics board reports</h4><table><tr><th>site</th><th>report</th><th>ledger</th>"
-            f"<th>verification</th></tr>{rows}</table>"
-        )
 
 
 def site_policy(site: SiteConfig) -> NodePolicy:
@@ -677,13 +651,13 @@ def site_policy(site: SiteConfig) -> NodePolicy:
     return NodePolicy.default_for(site)
 
 
-def _per_site(value: int | dict[str, int] | None, site_id: str) -> int | None:
-    return value.get(site_id) if isinstance(value, dict) else value
-
-
-def _check_disclosure_rules(configs: list[SiteConfig]) -> None:
-    """Refuse a rule below the workbench's limits now, not at the first query."""
-    from federation.site.config import disclosure_rules
-
-    for site in configs:
-        disclosure_rules(site=site)
+def remote_backend(
+    *, url: str, identity: str | Path | Signer | None, dictionary: Any, passphrase: str | None
+) -> Backend:
+    """The seam for a coordinator's study service at ``url`` (issue 15, part 1): its client,
+    ``workbench/service_client.py``, gives a ``Backend`` here. Until it lands, say so."""
+    raise NotAvailable(
+        f"connecting to a study service by URL ({url}) needs the study service's client "
+        "(workbench/service_client.py), which this version does not have yet. What to do: on the coordinator's "
+        "machine, Workbench.connect(coordinator='FOLDER', dictionary=..., researcher=KEY)."
+    )

@@ -18,19 +18,19 @@ reports.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from federation.site.site_config import SiteConfig
+from federation.training.features import FeatureEncoder
 from privacy_budgets import Ledger, accounting
 from workbench.errors import PlanDoesNotFit
 from workbench.results import TrainingResult
 from workbench.tuning_plan import TuningError, TuningPlan, candidate_project, plan_tuning
-
-if TYPE_CHECKING:
-    from workbench.session import Workbench
 
 # The pooled noisy metric a search ranks by, and whether larger is better.
 SCORES = {"accuracy": True, "auc": True, "loss": False}
@@ -65,8 +65,11 @@ class TuningResult:
 
 
 def tune(
-    wb: Workbench,
     *,
+    train: Callable[..., TrainingResult],
+    prepare: Callable[..., None],
+    sites: list[SiteConfig],
+    encoder: FeatureEncoder,
     candidates: list[dict[str, Any]],
     target_epsilon: float,
     rounds: int,
@@ -80,19 +83,23 @@ def tune(
 ) -> TuningResult:
     """Try every candidate as a charged study and keep the best; see the module docstring.
 
+    ``train`` is ``Workbench.train``; ``prepare(project=, epsilon=, reason=)`` the back
+    end's ethics board granting the search's allocation; ``sites`` and ``encoder`` what
+    the plan is made from (every site's rows, policy and ledger).
+
     ``target_epsilon`` is the whole search's total per site (the project's earlier
     spending there, every candidate, and the final training with ``final_share``).
     """
     if score not in SCORES:
         raise TuningError(f"score must be one of {', '.join(SCORES)}; got {score!r}. Fix: e.g. score='accuracy'.")
     plan = plan_tuning(
-        wb,
+        sites=sites,
+        encoder=encoder,
         candidates=candidates,
         target_epsilon=target_epsilon,
         rounds=rounds,
         project=project,
         final_share=final_share,
-        target=target,
         delta=delta,
         **common,
     )
@@ -105,13 +112,13 @@ def tune(
             "wb.plan_tuning(...) for each site's numbers."
         )
     # The project's allocation pays for the whole search (a simulated board grants it).
-    wb._grant_where_missing(project=project, epsilon=target_epsilon, reason=f"allocation for search {project}")
+    prepare(project=project, epsilon=target_epsilon, reason=f"allocation for search {project}")
     runs: list[TrainingResult] = []
     rows = []
     bar = tqdm(plan.candidates, desc=f"search {project}", unit="candidate")
     for index, hp in enumerate(bar, start=1):
         hp = dict(hp)
-        run = wb.train(
+        run = train(
             target_epsilon=plan.candidate_epsilon,
             project=candidate_project(project, index),
             target=target,
@@ -137,7 +144,7 @@ def tune(
     result = runs[best_index - 1]
     if final_share is not None:
         final = dict(best)
-        result = wb.train(
+        result = train(
             target_epsilon=plan.final_target, project=project, target=target, verbose=verbose, delta=delta, **final
         )
     return TuningResult(
@@ -147,7 +154,7 @@ def tune(
         best_index=best_index,
         result=result,
         runs=runs,
-        spent=search_spent(wb, plan=plan),
+        spent=search_spent(sites=sites, plan=plan),
         score=score,
     )
 
@@ -164,12 +171,12 @@ def _rounds_run(run: TrainingResult) -> int:
     return int(run.history["round"].max()) if not run.history.empty and "round" in run.history else 0
 
 
-def search_spent(wb: Workbench, *, plan: TuningPlan) -> pd.DataFrame:
+def search_spent(*, sites: list[SiteConfig], plan: TuningPlan) -> pd.DataFrame:
     """Per site, read back from its ledger: the search's events (every candidate project
     and the project, committed) composed, beside the target and the dataset's total."""
     names = {plan.project, *plan.candidate_projects}
     rows = []
-    for config in wb.site_configs():
+    for config in sites:
         with Ledger.open(config.ledger_path, site_id=config.site_id) as ledger:
             events = []
             for name in sorted(names):

@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dp_accounting as dpa
 import pandas as pd
@@ -44,11 +44,10 @@ from federation.protocol.spec import TrainingSpec, refuse_site_owned
 from federation.site.config import NodePolicy
 from federation.site.data_access import site_arrays
 from federation.site.plan import SitePlan, calibrate_plan
+from federation.site.site_config import SiteConfig
+from federation.training.features import FeatureEncoder
 from privacy_budgets import Ledger, accounting
 from privacy_budgets.errors import PrivacyBudgetError
-
-if TYPE_CHECKING:
-    from workbench.session import Workbench
 
 # The fields a candidate may set: the study's hyperparameters (not its project, target,
 # run id or delta: the search sets those).
@@ -207,11 +206,10 @@ class TuningPlan:
         )
 
 
-def site_facts(wb: Workbench, *, project: str, n_candidates: int, target: str | None) -> list[SiteFacts]:
+def site_facts(*, sites: list[SiteConfig], encoder: FeatureEncoder, project: str, n_candidates: int) -> list[SiteFacts]:
     """Each site's rows (counted here: a simulation holds them), policy and ledger facts."""
-    encoder = wb.encoder(target=target)
     out = []
-    for config in wb.site_configs():
+    for config in sites:
         policy = NodePolicy.default_for(config)
         n_train = len(site_arrays(site=config, policy=policy, encoder=encoder).y_train)
         with Ledger.open(config.ledger_path, site_id=config.site_id) as ledger:
@@ -304,14 +302,14 @@ class _Planner:
 
 
 def plan_tuning(
-    wb: Workbench,
     *,
+    sites: list[SiteConfig],
+    encoder: FeatureEncoder,
     candidates: list[dict[str, Any]],
     target_epsilon: float,
     rounds: int,
     project: str,
     final_share: float | None = None,
-    target: str | None = None,
     delta: float = 1e-5,
     **common: Any,
 ) -> TuningPlan:
@@ -327,7 +325,7 @@ def plan_tuning(
         )
     TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, delta=delta)  # names a bad value
     hps = normalise_candidates(candidates=candidates, rounds=rounds, common=common, delta=delta)
-    facts = site_facts(wb, project=project, n_candidates=len(hps), target=target)
+    facts = site_facts(sites=sites, encoder=encoder, project=project, n_candidates=len(hps))
     return plan_from_facts(
         facts=facts, hps=hps, target_epsilon=target_epsilon, project=project, final_share=final_share, delta=delta
     )

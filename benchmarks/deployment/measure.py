@@ -85,10 +85,12 @@ def split_rounds(tasks: dict[str, list[tuple[str, float]]], rounds: int) -> tupl
 
 
 def connected_study(fed: LoopbackFederation, *, project: str, rounds: int, prompt_replies: bool, epsilon: float):
-    from workbench.connected import connect
+    from workbench.session import Workbench
 
     fed.allocate(project=project, epsilon=epsilon)
-    wb = connect(coordinator=fed.coordinator.folder, dictionary=fed.dictionary_path, researcher=fed.researcher_key)
+    wb = Workbench.connect(
+        coordinator=fed.coordinator.folder, dictionary=fed.dictionary_path, researcher=fed.researcher_key
+    )
     result = wb.train(target_epsilon=epsilon, rounds=rounds, project=project, prompt_replies=prompt_replies)
     if result.stopped_reason:
         raise RuntimeError(f"the benchmark study stopped: {result.stopped_reason}")

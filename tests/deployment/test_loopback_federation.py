@@ -210,7 +210,7 @@ def test_node_killed_mid_round_leaves_verifiable_records_and_serves_after_restar
     outcome: dict = {}
     study = threading.Thread(
         target=lambda: outcome.setdefault(
-            "result", wb.train(target_epsilon=1.0, rounds=2, project="crash", reply_timeout=20)
+            "result", wb.train(target_epsilon=1.0, rounds=2, project="crash", site_timeout=20)
         )
     )
     study.start()

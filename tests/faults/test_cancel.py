@@ -11,11 +11,11 @@ import time
 import pytest
 
 from federation.coordinator.run_folder import RunFolder
-from federation.coordinator.study_runs import start_study
+from federation.coordinator.study_runs import open_coordinator, start_study
 from federation.coordinator.superlink import CONNECTION, Coordinator
 from federation.protocol.spec import TrainingSpec
 from federation.site.audit import audit_path, recent_entries
-from workbench.connected import connect
+from workbench.session import Workbench
 
 from ._faults_helpers import Running, workbench
 
@@ -62,7 +62,7 @@ def test_a_study_interrupted_while_a_node_is_down_never_spends_after_the_interru
     restarted = running.node("start", "--detach", site="hospital_02")
     assert restarted.returncode == 0, restarted.stderr
     running.allocate("after_interrupt")
-    after = connect(
+    after = Workbench.connect(
         coordinator=running.coordinator, dictionary=running.dictionary, researcher=running.researcher_key
     ).train(target_epsilon=1.0, rounds=1, project="after_interrupt", site_timeout=60)
     assert after.stopped_reason == ""
@@ -105,11 +105,13 @@ def test_study_cancel_stops_a_running_study_and_both_commands_print_the_charges(
 def test_a_run_that_no_client_follows_stops_on_its_own(running):
     project = "unfollowed"
     running.allocate(project)
-    wb = connect(coordinator=running.coordinator, dictionary=running.dictionary, researcher=running.researcher_key)
+    wb = Workbench.connect(
+        coordinator=running.coordinator, dictionary=running.dictionary, researcher=running.researcher_key
+    )
     spec = TrainingSpec(project=project, target_epsilon=1.0, rounds=1)
     started = time.monotonic()
     run = start_study(  # and nobody follows it
-        coordinator=wb.coordinator,
+        coordinator=open_coordinator(running.coordinator),
         spec_config=spec.to_config(),
         encoder_json=wb.encoder().to_json(),
         authorization=None,

@@ -87,7 +87,7 @@ def test_train_returns_a_history_a_model_and_a_budget_burn_down(wb, tmp_path):
     assert result.evaluation["auc"].dropna().between(0, 1).all() and (result.evaluation["auc_sd"] > 0).all()
     pooled = result.weighted()
     assert list(pooled["round"]) == [1, 2] and pooled["auc"].between(0, 1).all() and (pooled["auc_sd"] > 0).all()
-    assert "No number left any hospital without noise" in result._statement()
+    assert "No number left any hospital without noise" in result.statement()
     exact = wb.held_out_metrics(result=result)
     assert set(exact["site"]) == set(wb.sites["site"]) and exact["auc"].between(0, 1).all()
     assert (result.epsilon()["epsilon_project"] <= 0.8 + 1e-6).all()

@@ -40,7 +40,9 @@ def test_every_cost_of_a_planned_search_is_recomputed_with_dp_accounting(wb):
     plan = wb.plan_tuning(candidates=candidates, target_epsilon=2.0, rounds=2, project="plan-a", final_share=0.5)
     assert plan.fits, plan.reason
     hps = normalise_candidates(candidates=candidates, rounds=2, common={}, delta=DELTA)
-    facts = {f.site: f for f in site_facts(wb, project="plan-a", n_candidates=4, target=None)}
+    facts = {
+        f.site: f for f in site_facts(sites=wb.site_configs(), encoder=wb.encoder(), project="plan-a", n_candidates=4)
+    }
     assert set(plan.per_site["site"]) == set(facts) and len(facts) == 2
     totals = []
     for _, row in plan.per_site.iterrows():

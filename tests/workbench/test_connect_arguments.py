@@ -1,0 +1,74 @@
+"""Workbench.connect's arguments, and what a back end lacks, said once: no engine starts.
+
+A coordinator folder made by ``Coordinator.init`` (nothing running) is enough to see the
+refusals: connect refuses a stopped SuperLink, and a Workbench on the coordinator-folder
+back end refuses the calls that need every site's rows or ledger with the one sentence of
+``workbench.backends.base.ABSENT``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from federation.coordinator.superlink import Coordinator, CoordinatorUnreachable
+from federation.processes import free_port
+from workbench.backends.base import ABSENT, LEDGERS, NEEDS, PLAN_TRAINING, SITE_DATA, TUNING, Backend
+from workbench.backends.coordinator_folder import CoordinatorFolderBackend
+from workbench.errors import NotAvailable
+from workbench.session import Workbench
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return Coordinator.init(folder=tmp_path_factory.mktemp("coordinator"), address=f"127.0.0.1:{free_port()}")
+
+
+def test_connect_takes_exactly_one_place(folder):
+    with pytest.raises(ValueError, match="exactly one of coordinator=FOLDER"):
+        Workbench.connect()
+    with pytest.raises(ValueError, match="exactly one of coordinator=FOLDER"):
+        Workbench.connect(coordinator=folder.folder, url="https://127.0.0.1:9")
+    with pytest.raises(TypeError):
+        Workbench.connect(folder.folder)  # keyword-only
+
+
+def test_a_stopped_coordinator_is_refused_with_the_command_that_starts_it(folder):
+    with pytest.raises(CoordinatorUnreachable, match="workbench coordinator start --folder"):
+        Workbench.connect(coordinator=folder.folder)
+
+
+def test_a_study_service_url_says_its_client_is_not_here_yet():
+    with pytest.raises(NotAvailable, match="workbench/service_client.py"):
+        Workbench.connect(url="https://127.0.0.1:9", identity="key")
+
+
+def test_what_needs_the_sites_rows_or_ledgers_is_absent_and_refused_once(folder):
+    wb = Workbench(backend=CoordinatorFolderBackend(coordinator=folder, dictionary=None))
+    assert isinstance(wb.backend, Backend)
+    missing = {PLAN_TRAINING, LEDGERS, SITE_DATA, TUNING}
+    assert not missing & wb.capabilities
+    calls = {
+        "plan_training": lambda: wb.plan_training(target_epsilon=1.0, rounds=2),
+        "report": wb.report,
+        "ledger": lambda: wb.ledger("hospital_01"),
+        "approvals": wb.approvals,
+        "allocate": lambda: wb.allocate(project="p", epsilon=1.0),
+        "site_configs": wb.site_configs,
+        "plan_tuning": lambda: wb.plan_tuning(candidates=[{}], target_epsilon=1.0, rounds=2, project="p"),
+        "tune": lambda: wb.tune(candidates=[{}], target_epsilon=1.0, rounds=2, project="p"),
+    }
+    assert set(calls) | {"held_out_metrics", "local_arrays"} == set(NEEDS)
+    for method, call in calls.items():
+        with pytest.raises(NotAvailable) as refused:
+            call()
+        said = str(refused.value)
+        assert said.startswith(f"wb.{method}() is not available on the coordinator at {folder.address}"), said
+        assert ABSENT[NEEDS[method]] in said
+    assert not hasattr(wb.backend, "plan_training") and not hasattr(wb.backend, "site_configs")
+
+
+def test_a_study_that_nobody_follows_stops_after_the_coordinators_own_default():
+    from federation.coordinator.study_runs import UNFOLLOWED_AFTER_SECONDS
+    from workbench.backends.base import RunOptions
+
+    assert RunOptions().unfollowed_after == UNFOLLOWED_AFTER_SECONDS

@@ -1,0 +1,6 @@
+"""Where a ``Workbench``'s studies run: one back end per place (see ``base.Backend``).
+
+``simulation``: hospitals simulated on this machine (their ledgers and tables are here).
+``coordinator_folder``: real hospital nodes behind a coordinator whose folder is on this
+machine. A remote coordinator at a URL plugs in through the same protocol.
+"""
