@@ -29,6 +29,7 @@ from benchmarks.heart_disease.data import (
 from benchmarks.heart_disease.flower_runs import SITE_CAP, FlowerStudy, run_flower_studies, simulated_sites
 from benchmarks.heart_disease.report import Row, write_results
 from benchmarks.heart_disease.search import DP_GRID, NONPRIVATE_GRID, QUICK_GRID, choose, grid
+from benchmarks.heart_disease.store import save_run
 from benchmarks.heart_disease.training import per_centre_metrics, train_federated, train_local, train_pooled
 from benchmarks.heart_disease.tuning_rows import (
     CHARGED_CANDIDATES,
@@ -61,6 +62,8 @@ QUICK = {
 UNCHARGED = "DP-FedAvg + site intercept, eps {eps:g}, tuning not charged"
 SYNTHETIC = "DP, tuned on synthetic hospitals (free), eps {eps:g}"
 CHARGED = "DP, tuned with every candidate charged, eps {eps:g}"
+# nonprivate: pooled, local, FedAvg rows; uncharged (c), synthetic (a), charged (b): the DP families
+FAMILIES = ("nonprivate", "uncharged", "synthetic", "charged")
 
 
 def _in_process_row(*, name, method, trainer, choice, centres, seeds, **train_args) -> Row:
@@ -83,8 +86,18 @@ def run(
     charged: tuple = CHARGED_CANDIDATES,
     command: str = "",
     show_progress: bool = True,
+    families: tuple[str, ...] = FAMILIES,
+    store: Path | None = None,
 ) -> pd.DataFrame:
-    """Run the benchmark, write ``out`` (and a plot beside it); return the table."""
+    """Run the benchmark, write ``out`` (and a plot beside it); return the table.
+
+    ``families``: which row families run (``FAMILIES``); ``store``: a folder where the
+    run's rows are also kept as JSON (``benchmarks.heart_disease.store``), so partial
+    runs merge into one report (``benchmarks.heart_disease.merge``).
+    """
+    unknown = set(families) - set(FAMILIES)
+    if unknown or not families:
+        raise ValueError(f"families must be a non-empty subset of {FAMILIES}, got {families!r}")
     started = time.monotonic()
     centres = load_centres(folder=data)
     baseline = majority_baseline(centres=centres)
@@ -98,6 +111,8 @@ def run(
         ("FedAvg", "federated, shared model only (FLamby's setting)", train_federated, plain, {}),
         ("FedAvg + site intercept", "federated, each site keeps its own intercept", train_federated, with_offset, {}),
     ]
+    if "nonprivate" not in families:
+        steps = []
     for name, method, trainer, candidates, args in tqdm(
         steps, desc="heart-disease non-private", disable=not show_progress
     ):
@@ -114,23 +129,26 @@ def run(
     synthetic = synthetic_centres(seed=0)
     synthetic_search = dict(centres=synthetic, folds=folds, show_progress=show_progress)
     for epsilon in tqdm(epsilons, desc="heart-disease DP search", disable=not show_progress):
-        # (c) the search on the hospitals' own training rows, not charged (as before)
-        choices[epsilon] = choose(
-            trainer=train_federated, candidates=dp_candidates, label=f"DP eps {epsilon}", epsilon=epsilon, **search
-        )
-        # (a) the same search on synthetic hospitals drawn from the public dictionary: free
-        synthetic_choices[epsilon] = choose(
-            trainer=train_federated,
-            candidates=dp_candidates,
-            label=f"synthetic, DP eps {epsilon}",
-            epsilon=epsilon,
-            **synthetic_search,
-        )
-        studies += [FlowerStudy(epsilon=epsilon, seed=s, hp=choices[epsilon].hp) for s in range(seeds)]
-        studies += [
-            FlowerStudy(epsilon=epsilon, seed=s, hp=synthetic_choices[epsilon].hp, family="synth-")
-            for s in range(seeds)
-        ]
+        if "uncharged" in families:
+            # (c) the search on the hospitals' own training rows, not charged (as before)
+            choices[epsilon] = choose(
+                trainer=train_federated, candidates=dp_candidates, label=f"DP eps {epsilon}", epsilon=epsilon, **search
+            )
+            studies += [FlowerStudy(epsilon=epsilon, seed=s, hp=choices[epsilon].hp) for s in range(seeds)]
+        if "synthetic" in families:
+            # (a) the same search on synthetic hospitals drawn from the public dictionary: free
+            synthetic_choices[epsilon] = choose(
+                trainer=train_federated,
+                candidates=dp_candidates,
+                label=f"synthetic, DP eps {epsilon}",
+                epsilon=epsilon,
+                **synthetic_search,
+            )
+            studies += [
+                FlowerStudy(epsilon=epsilon, seed=s, hp=synthetic_choices[epsilon].hp, family="synth-")
+                for s in range(seeds)
+            ]
+    charged_epsilons = epsilons if "charged" in families else ()
     with tempfile.TemporaryDirectory(prefix="heart-bench-") as tmp:
         folder = write_site_folder(centres=centres, out=Path(tmp) / "sites")
         tuning_folder = write_tuning_folder(centres=centres, out=Path(tmp) / "tuning-sites")
@@ -144,7 +162,7 @@ def run(
         final_facts = facts_of(sites=final_sites, cap=SITE_CAP)
         plans = {
             e: plan_search(tuning_facts=tuning_facts, final_facts=final_facts, candidates=charged, epsilon=e)
-            for e in tqdm(epsilons, desc="heart-disease charged search plans", disable=not show_progress)
+            for e in tqdm(charged_epsilons, desc="heart-disease charged search plans", disable=not show_progress)
         }
         candidate_studies = [
             FlowerStudy(
@@ -155,20 +173,22 @@ def run(
                 project=f"{plans[e].project}-s{s}-tune{i:02d}",
                 target=plans[e].candidate_epsilon,
             )
-            for e in epsilons
+            for e in charged_epsilons
             for s in range(seeds)
             for i, hp in enumerate(charged, start=1)
         ]
-        tried, _ = run_flower_studies(
-            site_folder=tuning_folder,
-            state_root=state,
-            names=names,
-            studies=candidate_studies,
-            show_progress=show_progress,
-            desc="heart-disease charged candidates (Flower)",
-        )
+        tried = []
+        if candidate_studies:
+            tried, _ = run_flower_studies(
+                site_folder=tuning_folder,
+                state_root=state,
+                names=names,
+                studies=candidate_studies,
+                show_progress=show_progress,
+                desc="heart-disease charged candidates (Flower)",
+            )
         best = {}
-        for e in epsilons:
+        for e in charged_epsilons:
             for s in range(seeds):
                 mine = [r for r in tried if r.study.epsilon == e and r.study.seed == s]
                 best[e, s] = max(mine, key=lambda r: r.noisy_accuracy).study.hp
@@ -191,15 +211,17 @@ def run(
                 projects=[f"{plans[e].project}-s{s}"]
                 + [f"{plans[e].project}-s{s}-tune{i:02d}" for i in range(1, len(charged) + 1)],
             )
-            for e in epsilons
+            for e in charged_epsilons
             for s in range(seeds)
         }
     for epsilon in epsilons:
         for family, label, choice in (
-            ("", UNCHARGED, choices[epsilon]),
-            ("synth-", SYNTHETIC, synthetic_choices[epsilon]),
+            ("", UNCHARGED, choices.get(epsilon)),
+            ("synth-", SYNTHETIC, synthetic_choices.get(epsilon)),
             ("tuned-", CHARGED, None),
         ):
+            if {"": "uncharged", "synth-": "synthetic", "tuned-": "charged"}[family] not in families:
+                continue
             mine = [r for r in results if r.study.epsilon == epsilon and r.study.family == family]
             incomplete = [r for r in mine if r.rounds_completed != r.study.hp.rounds]
             if incomplete:
@@ -222,6 +244,11 @@ def run(
                 )
             )
     table = pd.DataFrame([r.as_dict() for r in rows])
+    if store is not None:
+        saved = save_run(
+            store=store, rows=rows, command=command, seconds=time.monotonic() - started, plans=plans, families=families
+        )
+        print(f"rows stored in {saved}", file=sys.stderr)
     write_results(
         out=out,
         table=table,
@@ -250,6 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one seed, one epsilon, a one-point grid (for tests)")
     parser.add_argument("--epsilons", type=str, default="", help="comma-separated totals to run (default: all)")
     parser.add_argument("--seeds", type=int, default=0, help="seeds per row (default: 5, --quick 1)")
+    parser.add_argument(
+        "--families",
+        type=str,
+        default=",".join(FAMILIES),
+        help=f"comma-separated row families to run, of {','.join(FAMILIES)} (default: all)",
+    )
+    parser.add_argument(
+        "--store", type=Path, default=None, help="also keep this run's rows as JSON in this folder (for merge)"
+    )
     args = parser.parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
     if args.epsilons:
@@ -258,7 +294,14 @@ def main(argv: list[str] | None = None) -> int:
         sizes["seeds"] = args.seeds
     command = "python -m benchmarks.heart_disease.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     try:
-        table = run(data=args.data, out=args.out, command=command.strip(), **sizes)
+        table = run(
+            data=args.data,
+            out=args.out,
+            command=command.strip(),
+            families=tuple(f.strip() for f in args.families.split(",") if f.strip()),
+            store=args.store,
+            **sizes,
+        )
     except HeartDataMissing as err:
         print(f"heart-disease benchmark skipped: {err}", file=sys.stderr)
         return 2
