@@ -3,15 +3,25 @@ timed test): one seed, one epsilon, DP rows through Flower with the sites' ledge
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from benchmarks.heart_disease.data import DEFAULT_FOLDER
+from benchmarks.heart_disease.merge import BEGIN, write
 from benchmarks.heart_disease.run import main
 
 
 def test_absent_data_skips_with_a_reason(tmp_path, capsys):
     assert main(["--quick", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "R.md")]) == 2
     assert "heart-disease benchmark skipped" in capsys.readouterr().err
+    assert not (tmp_path / "R.md").exists()
+
+
+def test_unknown_families_are_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="families must be a non-empty subset"):
+        main(["--quick", "--families", "synthetic,bogus", "--out", str(tmp_path / "R.md")])
     assert not (tmp_path / "R.md").exists()
 
 
@@ -22,7 +32,8 @@ def test_absent_data_skips_with_a_reason(tmp_path, capsys):
 )
 def test_quick_run_writes_rows_with_ledger_epsilon(tmp_path, capsys):
     out = tmp_path / "heart" / "RESULTS.md"
-    assert main(["--quick", "--out", str(out)]) == 0
+    store = tmp_path / "store"
+    assert main(["--quick", "--out", str(out), "--store", str(store)]) == 0
     text = out.read_text()
     assert out.with_suffix(".png").stat().st_size > 0
     for row in (
@@ -45,3 +56,13 @@ def test_quick_run_writes_rows_with_ledger_epsilon(tmp_path, capsys):
     assert "validation splits of the training rows" in text
     assert "**Headline (honest): at total epsilon 1" in text
     assert "FENDA-FL" in text and "638efb6" in text
+    # The stored run merges into the report's all-epsilons section, once however often merged.
+    (stored,) = store.glob("run-*.json")
+    rows = {r["name"]: r for r in json.loads(stored.read_text())["rows"]}
+    charged = rows["DP, tuned with every candidate charged, eps 1"]
+    write(store=store, results=out)
+    write(store=store, results=out)
+    merged = out.read_text()
+    assert merged.count(BEGIN) == 1
+    line = next(x for x in merged.split(BEGIN)[1].splitlines() if x.startswith("| every candidate charged | 1 |"))
+    assert f"{np.mean(charged['accuracy']):.3f}" in line and f"{max(charged['spent']):.3f}" in line
