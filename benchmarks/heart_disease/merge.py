@@ -160,7 +160,7 @@ def section(runs: list[dict], *, png: str) -> str:
             BEGIN,
             "## All five epsilons: every stored run",
             "",
-            "Every DP row of every stored run (`benchmarks/heart_disease/runs/`), by family and total epsilon per "
+            "Every DP row of every stored run (`benchmarks/heart_disease/stored_runs/`), by family and total epsilon per "
             "hospital. Same protocol, data, split and candidates as above; each run chose its own DP "
             "hyperparameters (the searches draw their noise from OS entropy), so rows of different runs differ by "
             "that too. Intervals are 95% t-intervals over seeds where the run stored its per-seed figures.",

@@ -18,7 +18,7 @@ import numpy as np
 from benchmarks.heart_disease.report import Row
 from benchmarks.machine import machine_lines
 
-DEFAULT_STORE = Path(__file__).parent / "runs"
+DEFAULT_STORE = Path(__file__).parent / "stored_runs"
 
 
 def row_record(row: Row) -> dict:
