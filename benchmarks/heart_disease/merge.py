@@ -56,6 +56,8 @@ def dp_rows(runs: list[dict]) -> list[dict]:
             if row.get("family") not in FAMILY_NAMES or row.get("target_epsilon") is None:
                 continue
             out.append({**row, **_summary(row), "run": run})
+        for eps, why in run.get("refused", {}).items():
+            out.append({"family": "tuned-", "target_epsilon": float(eps), "refused": why, "run": run})
     order = list(FAMILY_NAMES)
     return sorted(out, key=lambda r: (order.index(r["family"]), r["target_epsilon"], r["run"]["finished_utc"]))
 
@@ -78,6 +80,11 @@ def table(rows: list[dict]) -> str:
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
+        if "refused" in r:
+            blank = ["-"] * (len(head) - 4)
+            cells = [FAMILY_NAMES[r["family"]], f"{r['target_epsilon']:g}", "**not run: plan refused**", *blank]
+            lines.append("| " + " | ".join([*cells, r["run"]["label"]]) + " |")
+            continue
         acc = f"{r['mean']:.3f} ± {r['sd']:.3f}"
         if r["low"] is not None:
             acc += f" [{r['low']:.3f}, {r['high']:.3f}]"
@@ -107,7 +114,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for family, colour in zip(FAMILY_NAMES, ("#1f77b4", "#d62728", "#999999"), strict=True):
         mine = {}
         for r in rows:  # the newest run per epsilon
-            if r["family"] == family:
+            if r["family"] == family and "refused" not in r:
                 mine[r["target_epsilon"]] = r
         if not mine:
             continue
@@ -150,10 +157,15 @@ def section(runs: list[dict], *, png: str) -> str:
                 f"{plan['candidate_epsilon']:.3g} per hospital, the final training at {plan['final_target']:.3g}; "
                 f"planned total {plan['planned_total']:.3f} (adding the runs' epsilons would say {plan['naive_sum']:.3g})"
             )
+    refusals = [
+        f"- every candidate charged, total {r['target_epsilon']:g} ({r['run']['label']}): {r['refused']}"
+        for r in rows
+        if "refused" in r
+    ]
     chosen = [
         f"- {FAMILY_NAMES[r['family']]}, eps {r['target_epsilon']:g} ({r['run']['label']}): " + " | ".join(r["chosen"])
         for r in rows
-        if r.get("chosen")
+        if r.get("chosen") and "refused" not in r
     ]
     return "\n".join(
         [
@@ -176,6 +188,7 @@ def section(runs: list[dict], *, png: str) -> str:
             "The charged search's split:",
             "",
             *plans,
+            *refusals,
             "",
             "Chosen configurations:",
             "",

@@ -194,6 +194,7 @@ def write_results(
     seconds: float,
     charged: tuple = (),
     plans: dict | None = None,
+    refused: dict | None = None,
 ) -> Path:
     """Write ``out`` (protocol, search, table) and its plot; return the plot's path."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +256,7 @@ def write_results(
         "",
         *chosen,
         "",
-        *tuning_section(rows=rows, charged=charged, plans=plans or {}),
+        *tuning_section(rows=rows, charged=charged, plans=plans or {}, refused=refused or {}),
         "## Results",
         "",
         markdown_table(rows),
@@ -304,7 +305,7 @@ def headline(rows: list[Row]) -> list[str]:
     ]
 
 
-def tuning_section(*, rows: list[Row], charged: tuple, plans: dict) -> list[str]:
+def tuning_section(*, rows: list[Row], charged: tuple, plans: dict, refused: dict | None = None) -> list[str]:
     """What the two honest row families did, with the charged split per epsilon."""
     out = [
         "## How the DP rows were tuned: three families",
@@ -333,6 +334,8 @@ def tuning_section(*, rows: list[Row], charged: tuple, plans: dict) -> list[str]
             f"training at {plan.final_target:.3g}; planned total {plan.per_site['total_after'].max():.3f} "
             f"(adding the runs' epsilons would say {plan.per_site['naive_sum'].max():.3g})"
         )
+    for epsilon, why in sorted((refused or {}).items()):
+        out.append(f"- total {epsilon:g}: **not run**, the plan was refused before anything ran: {why}")
     for r in rows:
         if r.family == "tuned-" and r.chosen:
             out.append(f"- {r.name}: chosen per seed: " + " | ".join(r.chosen))

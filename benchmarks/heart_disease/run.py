@@ -34,6 +34,7 @@ from benchmarks.heart_disease.training import per_centre_metrics, train_federate
 from benchmarks.heart_disease.tuning_rows import (
     CHARGED_CANDIDATES,
     QUICK_CANDIDATES,
+    ChargedSearchDoesNotFit,
     composed_spend,
     facts_of,
     plan_search,
@@ -149,6 +150,7 @@ def run(
                 for s in range(seeds)
             ]
     charged_epsilons = epsilons if "charged" in families else ()
+    refused: dict[float, str] = {}  # the charged search's epsilons whose plan does not fit
     with tempfile.TemporaryDirectory(prefix="heart-bench-") as tmp:
         folder = write_site_folder(centres=centres, out=Path(tmp) / "sites")
         tuning_folder = write_tuning_folder(centres=centres, out=Path(tmp) / "tuning-sites")
@@ -160,10 +162,15 @@ def run(
         final_sites = simulated_sites(site_folder=folder, state_root=state, names=names, studies=[])
         tuning_facts = facts_of(sites=tuning_sites, cap=SITE_CAP)
         final_facts = facts_of(sites=final_sites, cap=SITE_CAP)
-        plans = {
-            e: plan_search(tuning_facts=tuning_facts, final_facts=final_facts, candidates=charged, epsilon=e)
-            for e in tqdm(charged_epsilons, desc="heart-disease charged search plans", disable=not show_progress)
-        }
+        plans = {}
+        for e in tqdm(charged_epsilons, desc="heart-disease charged search plans", disable=not show_progress):
+            try:
+                plans[e] = plan_search(
+                    tuning_facts=tuning_facts, final_facts=final_facts, candidates=charged, epsilon=e
+                )
+            except ChargedSearchDoesNotFit as err:  # refused before anything runs: reported, not run
+                refused[e] = str(err)
+        charged_epsilons = tuple(e for e in charged_epsilons if e in plans)
         candidate_studies = [
             FlowerStudy(
                 epsilon=e,
@@ -202,9 +209,11 @@ def run(
                         target=plans[e].final_target,
                     )
                 )
-        results, _ = run_flower_studies(
-            site_folder=folder, state_root=state, names=names, studies=studies, show_progress=show_progress
-        )
+        results = []
+        if studies:
+            results, _ = run_flower_studies(
+                site_folder=folder, state_root=state, names=names, studies=studies, show_progress=show_progress
+            )
         search_spend = {
             (e, s): composed_spend(
                 sites=final_sites,
@@ -221,6 +230,8 @@ def run(
             ("tuned-", CHARGED, None),
         ):
             if {"": "uncharged", "synth-": "synthetic", "tuned-": "charged"}[family] not in families:
+                continue
+            if family == "tuned-" and epsilon in refused:
                 continue
             mine = [r for r in results if r.study.epsilon == epsilon and r.study.family == family]
             incomplete = [r for r in mine if r.rounds_completed != r.study.hp.rounds]
@@ -246,7 +257,13 @@ def run(
     table = pd.DataFrame([r.as_dict() for r in rows])
     if store is not None:
         saved = save_run(
-            store=store, rows=rows, command=command, seconds=time.monotonic() - started, plans=plans, families=families
+            store=store,
+            rows=rows,
+            command=command,
+            seconds=time.monotonic() - started,
+            plans=plans,
+            families=families,
+            refused=refused,
         )
         print(f"rows stored in {saved}", file=sys.stderr)
     write_results(
@@ -262,6 +279,7 @@ def run(
         seconds=time.monotonic() - started,
         charged=charged,
         plans=plans,
+        refused=refused,
     )
     return table
 

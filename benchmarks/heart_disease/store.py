@@ -51,7 +51,16 @@ def plan_record(plan) -> dict:
     }
 
 
-def save_run(*, store: Path, rows: list[Row], command: str, seconds: float, plans: dict, families: tuple) -> Path:
+def save_run(
+    *,
+    store: Path,
+    rows: list[Row],
+    command: str,
+    seconds: float,
+    plans: dict,
+    families: tuple,
+    refused: dict[float, str] | None = None,
+) -> Path:
     """Write this run's record into ``store``; return its path."""
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
@@ -63,6 +72,8 @@ def save_run(*, store: Path, rows: list[Row], command: str, seconds: float, plan
         "families": list(families),
         "machine": machine_lines(),
         "plans": {f"{e:g}": plan_record(p) for e, p in sorted(plans.items())},
+        # the charged search's totals whose plan did not fit: refused before anything ran
+        "refused": {f"{e:g}": why for e, why in sorted((refused or {}).items())},
         "rows": [row_record(r) for r in rows],
     }
     path = store / f"run-{now.strftime('%Y%m%dT%H%M%S')}.json"

@@ -67,6 +67,10 @@ QUICK_CANDIDATES = (
 FINAL_SHARE = 0.5
 
 
+class ChargedSearchDoesNotFit(RuntimeError):
+    """(b)'s plan at some total epsilon cannot fit: refused before anything runs."""
+
+
 def synthetic_centres(*, seed: int = 0) -> dict[str, Centre]:
     """(a)'s hospitals: the public dictionary, FLamby's sizes, the public prior."""
     frames = hospitals_from_dictionary(
@@ -156,7 +160,9 @@ def plan_search(
         delta=DELTA,
     )
     if not plan.fits:
-        raise RuntimeError(f"the charged search at epsilon {epsilon:g} does not fit: {plan.reason or plan.per_site}")
+        raise ChargedSearchDoesNotFit(
+            f"the charged search at epsilon {epsilon:g} does not fit: {plan.reason or plan.per_site}"
+        )
     return plan
 
 

@@ -25,6 +25,24 @@ def test_unknown_families_are_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "R.md").exists()
 
 
+@pytest.mark.skipif(
+    not (DEFAULT_FOLDER / "processed.va.data").is_file(),
+    reason=f"the UCI heart-disease files are not at {DEFAULT_FOLDER} on this machine",
+)
+def test_a_charged_search_that_cannot_fit_is_reported_and_stored_not_run(tmp_path):
+    out, store = tmp_path / "R.md", tmp_path / "store"
+    assert (
+        main(["--quick", "--epsilons", "0.05", "--families", "charged", "--out", str(out), "--store", str(store)]) == 0
+    )
+    assert "total 0.05: **not run**, the plan was refused before anything ran" in out.read_text()
+    (stored,) = store.glob("run-*.json")
+    record = json.loads(stored.read_text())
+    assert "does not fit" in record["refused"]["0.05"]
+    assert [r["family"] for r in record["rows"]] == ["baseline"]  # nothing ran, nothing charged
+    write(store=store, results=out)
+    assert "| every candidate charged | 0.05 | **not run: plan refused** |" in out.read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not (DEFAULT_FOLDER / "processed.va.data").is_file(),
