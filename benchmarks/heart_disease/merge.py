@@ -26,6 +26,7 @@ END = "<!-- all-epsilons: end -->"
 FAMILY_NAMES = {
     "synth-": "tuned on synthetic hospitals (free)",
     "tuned-": "every candidate charged",
+    "tuned2-": "two-stage: synthetic shortlist of 2, charged",
     "uncharged": "tuning NOT charged",
 }
 CENTRES = ("cleveland", "hungarian", "switzerland", "va")
@@ -58,6 +59,8 @@ def dp_rows(runs: list[dict]) -> list[dict]:
             out.append({**row, **_summary(row), "run": run})
         for eps, why in run.get("refused", {}).items():
             out.append({"family": "tuned-", "target_epsilon": float(eps), "refused": why, "run": run})
+        for eps, why in run.get("two_stage", {}).get("refused", {}).items():
+            out.append({"family": "tuned2-", "target_epsilon": float(eps), "refused": why, "run": run})
     order = list(FAMILY_NAMES)
     return sorted(out, key=lambda r: (order.index(r["family"]), r["target_epsilon"], r["run"]["finished_utc"]))
 
@@ -111,7 +114,7 @@ def plot(rows: list[dict], path: Path) -> None:
     from matplotlib import pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=90)
-    for family, colour in zip(FAMILY_NAMES, ("#1f77b4", "#d62728", "#999999"), strict=True):
+    for family, colour in zip(FAMILY_NAMES, ("#1f77b4", "#d62728", "#9467bd", "#999999"), strict=True):
         mine = {}
         for r in rows:  # the newest run per epsilon
             if r["family"] == family and "refused" not in r:
@@ -158,10 +161,19 @@ def section(runs: list[dict], *, png: str) -> str:
                 f"planned total {plan['planned_total']:.3f} (adding the runs' epsilons would say {plan['naive_sum']:.3g})"
             )
     refusals = [
-        f"- every candidate charged, total {r['target_epsilon']:g} ({r['run']['label']}): {r['refused']}"
+        f"- {FAMILY_NAMES[r['family']]}, total {r['target_epsilon']:g} ({r['run']['label']}): {r['refused']}"
         for r in rows
         if "refused" in r
     ]
+    for run in runs:
+        two = run.get("two_stage", {})
+        for eps, plan in sorted(two.get("plans", {}).items(), key=lambda kv: float(kv[0])):
+            plans.append(
+                f"- two-stage, total {eps} ({run['label']}): shortlist "
+                + " | ".join(two.get("shortlist", {}).get(eps, []))
+                + f"; each at epsilon {plan['candidate_epsilon']:.3g}, the final training at {plan['final_target']:.3g}; "
+                f"planned total {plan['planned_total']:.3f} (adding would say {plan['naive_sum']:.3g})"
+            )
     chosen = [
         f"- {FAMILY_NAMES[r['family']]}, eps {r['target_epsilon']:g} ({r['run']['label']}): " + " | ".join(r["chosen"])
         for r in rows

@@ -28,7 +28,7 @@ from benchmarks.heart_disease.data import (
 )
 from benchmarks.heart_disease.flower_runs import SITE_CAP, FlowerStudy, run_flower_studies, simulated_sites
 from benchmarks.heart_disease.report import Row, write_results
-from benchmarks.heart_disease.search import DP_GRID, NONPRIVATE_GRID, QUICK_GRID, choose, grid
+from benchmarks.heart_disease.search import DP_GRID, NONPRIVATE_GRID, QUICK_GRID, choose, grid, rank
 from benchmarks.heart_disease.store import save_run
 from benchmarks.heart_disease.training import per_centre_metrics, train_federated, train_local, train_pooled
 from benchmarks.heart_disease.tuning_rows import (
@@ -63,8 +63,11 @@ QUICK = {
 UNCHARGED = "DP-FedAvg + site intercept, eps {eps:g}, tuning not charged"
 SYNTHETIC = "DP, tuned on synthetic hospitals (free), eps {eps:g}"
 CHARGED = "DP, tuned with every candidate charged, eps {eps:g}"
+TWO_STAGE = "DP, two-stage: synthetic search keeps 2, both charged, eps {eps:g}"
+TWO_STAGE_KEEP = 2  # candidates the free synthetic search passes on to the charged one
 # nonprivate: pooled, local, FedAvg rows; uncharged (c), synthetic (a), charged (b): the DP families
-FAMILIES = ("nonprivate", "uncharged", "synthetic", "charged")
+FAMILIES = ("nonprivate", "uncharged", "synthetic", "charged", "two-stage")
+FAMILY_OF = {"": "uncharged", "synth-": "synthetic", "tuned-": "charged", "tuned2-": "two-stage"}
 
 
 def _in_process_row(*, name, method, trainer, choice, centres, seeds, **train_args) -> Row:
@@ -126,7 +129,7 @@ def run(
 
     dp_candidates = [replace(hp, site_offset=True) for hp in grid(**dp)]
     studies = []
-    choices, synthetic_choices = {}, {}
+    choices, synthetic_choices, shortlist = {}, {}, {}
     synthetic = synthetic_centres(seed=0)
     synthetic_search = dict(centres=synthetic, folds=folds, show_progress=show_progress)
     for epsilon in tqdm(epsilons, desc="heart-disease DP search", disable=not show_progress):
@@ -136,53 +139,69 @@ def run(
                 trainer=train_federated, candidates=dp_candidates, label=f"DP eps {epsilon}", epsilon=epsilon, **search
             )
             studies += [FlowerStudy(epsilon=epsilon, seed=s, hp=choices[epsilon].hp) for s in range(seeds)]
-        if "synthetic" in families:
+        if "synthetic" in families or "two-stage" in families:
             # (a) the same search on synthetic hospitals drawn from the public dictionary: free
-            synthetic_choices[epsilon] = choose(
+            ranked = rank(
                 trainer=train_federated,
                 candidates=dp_candidates,
                 label=f"synthetic, DP eps {epsilon}",
                 epsilon=epsilon,
                 **synthetic_search,
             )
+            synthetic_choices[epsilon] = ranked[0]
+            # (d) its best few, passed on to a charged search (two-stage; never test rows)
+            shortlist[epsilon] = tuple(c.hp for c in ranked[:TWO_STAGE_KEEP])
+        if "synthetic" in families:
             studies += [
                 FlowerStudy(epsilon=epsilon, seed=s, hp=synthetic_choices[epsilon].hp, family="synth-")
                 for s in range(seeds)
             ]
-    charged_epsilons = epsilons if "charged" in families else ()
+    # The charged searches: (b) the fixed candidates, (d) the synthetic search's shortlist.
+    searches = {}
+    if "charged" in families:
+        searches["tuned-"] = {e: tuple(charged) for e in epsilons}
+    if "two-stage" in families:
+        searches["tuned2-"] = dict(shortlist)
     refused: dict[float, str] = {}  # the charged search's epsilons whose plan does not fit
+    refused_two: dict[float, str] = {}
     with tempfile.TemporaryDirectory(prefix="heart-bench-") as tmp:
         folder = write_site_folder(centres=centres, out=Path(tmp) / "sites")
         tuning_folder = write_tuning_folder(centres=centres, out=Path(tmp) / "tuning-sites")
         state = Path(tmp) / "state"
         names = list(centres)
-        # (b) every candidate charged: plan the split, run the candidates on the hospitals'
+        # Every candidate charged: plan the split, run the candidates on the hospitals'
         # tuning view (validation rows held out), choose by the noisy scores, train again.
         tuning_sites = simulated_sites(site_folder=tuning_folder, state_root=state, names=names, studies=[])
         final_sites = simulated_sites(site_folder=folder, state_root=state, names=names, studies=[])
         tuning_facts = facts_of(sites=tuning_sites, cap=SITE_CAP)
         final_facts = facts_of(sites=final_sites, cap=SITE_CAP)
-        plans = {}
-        for e in tqdm(charged_epsilons, desc="heart-disease charged search plans", disable=not show_progress):
-            try:
-                plans[e] = plan_search(
-                    tuning_facts=tuning_facts, final_facts=final_facts, candidates=charged, epsilon=e
-                )
-            except ChargedSearchDoesNotFit as err:  # refused before anything runs: reported, not run
-                refused[e] = str(err)
-        charged_epsilons = tuple(e for e in charged_epsilons if e in plans)
+        all_plans: dict[tuple[str, float], object] = {}
+        for fam, by_eps in searches.items():
+            for e in tqdm(by_eps, desc=f"heart-disease {fam} search plans", disable=not show_progress):
+                try:
+                    all_plans[fam, e] = plan_search(
+                        tuning_facts=tuning_facts,
+                        final_facts=final_facts,
+                        candidates=by_eps[e],
+                        epsilon=e,
+                        project=None if fam == "tuned-" else f"heart-two-e{str(e).replace('.', 'p')}",
+                    )
+                except ChargedSearchDoesNotFit as err:  # refused before anything runs: reported, not run
+                    (refused if fam == "tuned-" else refused_two)[e] = str(err)
+        plans = {e: p for (fam, e), p in all_plans.items() if fam == "tuned-"}
+        two_stage_plans = {e: p for (fam, e), p in all_plans.items() if fam == "tuned2-"}
         candidate_studies = [
             FlowerStudy(
                 epsilon=e,
                 seed=s,
                 hp=hp,
-                family="tuned-",
-                project=f"{plans[e].project}-s{s}-tune{i:02d}",
-                target=plans[e].candidate_epsilon,
+                family=fam,
+                project=f"{all_plans[fam, e].project}-s{s}-tune{i:02d}",
+                target=all_plans[fam, e].candidate_epsilon,
             )
-            for e in charged_epsilons
+            for (fam, e) in all_plans
             for s in range(seeds)
-            for i, hp in enumerate(charged, start=1)
+            for i, hp in enumerate(searches[fam][e], start=1)
         ]
         tried = []
         if candidate_studies:
@@ -194,19 +213,17 @@ def run(
                 show_progress=show_progress,
                 desc="heart-disease charged candidates (Flower)",
             )
-        best = {}
-        for e in charged_epsilons:
+        for fam, e in all_plans:
             for s in range(seeds):
-                mine = [r for r in tried if r.study.epsilon == e and r.study.seed == s]
-                best[e, s] = max(mine, key=lambda r: r.noisy_accuracy).study.hp
+                mine = [r for r in tried if r.study.family == fam and r.study.epsilon == e and r.study.seed == s]
                 studies.append(
                     FlowerStudy(
                         epsilon=e,
                         seed=s,
-                        hp=best[e, s],
-                        family="tuned-",
-                        project=f"{plans[e].project}-s{s}",
-                        target=plans[e].final_target,
+                        hp=max(mine, key=lambda r: r.noisy_accuracy).study.hp,
+                        family=fam,
+                        project=f"{all_plans[fam, e].project}-s{s}",
+                        target=all_plans[fam, e].final_target,
                     )
                 )
         results = []
@@ -215,12 +232,12 @@ def run(
                 site_folder=folder, state_root=state, names=names, studies=studies, show_progress=show_progress
             )
         search_spend = {
-            (e, s): composed_spend(
+            (fam, e, s): composed_spend(
                 sites=final_sites,
-                projects=[f"{plans[e].project}-s{s}"]
-                + [f"{plans[e].project}-s{s}-tune{i:02d}" for i in range(1, len(charged) + 1)],
+                projects=[f"{all_plans[fam, e].project}-s{s}"]
+                + [f"{all_plans[fam, e].project}-s{s}-tune{i:02d}" for i in range(1, len(searches[fam][e]) + 1)],
             )
-            for e in charged_epsilons
+            for (fam, e) in all_plans
             for s in range(seeds)
         }
     for epsilon in epsilons:
@@ -228,17 +245,18 @@ def run(
             ("", UNCHARGED, choices.get(epsilon)),
             ("synth-", SYNTHETIC, synthetic_choices.get(epsilon)),
             ("tuned-", CHARGED, None),
+            ("tuned2-", TWO_STAGE, None),
         ):
-            if {"": "uncharged", "synth-": "synthetic", "tuned-": "charged"}[family] not in families:
+            if FAMILY_OF[family] not in families:
                 continue
-            if family == "tuned-" and epsilon in refused:
+            if family in ("tuned-", "tuned2-") and (family, epsilon) not in all_plans:
                 continue
             mine = [r for r in results if r.study.epsilon == epsilon and r.study.family == family]
             incomplete = [r for r in mine if r.rounds_completed != r.study.hp.rounds]
             if incomplete:
                 raise RuntimeError(f"DP study at epsilon {epsilon} stopped early: {incomplete[0].stopped_reason}")
-            if family == "tuned-":
-                spent = [max(search_spend[epsilon, r.study.seed].values()) for r in mine]
+            if family in ("tuned-", "tuned2-"):
+                spent = [max(search_spend[family, epsilon, r.study.seed].values()) for r in mine]
             else:
                 spent = [max(r.epsilon_spent.values()) for r in mine]
             rows.append(
@@ -251,7 +269,7 @@ def run(
                     target_epsilon=epsilon,
                     spent=spent,
                     family=family or "uncharged",
-                    chosen=[r.study.hp.label() for r in mine] if family == "tuned-" else [],
+                    chosen=[r.study.hp.label() for r in mine] if family in ("tuned-", "tuned2-") else [],
                 )
             )
     table = pd.DataFrame([r.as_dict() for r in rows])
@@ -264,6 +282,9 @@ def run(
             plans=plans,
             families=families,
             refused=refused,
+            two_stage_plans=two_stage_plans,
+            refused_two_stage=refused_two,
+            shortlist={e: [hp.label() for hp in shortlist[e]] for e in searches.get("tuned2-", {})},
         )
         print(f"rows stored in {saved}", file=sys.stderr)
     write_results(
@@ -280,6 +301,11 @@ def run(
         charged=charged,
         plans=plans,
         refused=refused,
+        two_stage={
+            "plans": two_stage_plans,
+            "refused": refused_two,
+            "shortlist": {e: shortlist[e] for e in searches.get("tuned2-", {})},
+        },
     )
     return table
 

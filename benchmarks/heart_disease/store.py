@@ -60,6 +60,9 @@ def save_run(
     plans: dict,
     families: tuple,
     refused: dict[float, str] | None = None,
+    two_stage_plans: dict | None = None,
+    refused_two_stage: dict[float, str] | None = None,
+    shortlist: dict[float, list[str]] | None = None,
 ) -> Path:
     """Write this run's record into ``store``; return its path."""
     store = Path(store)
@@ -74,6 +77,12 @@ def save_run(
         "plans": {f"{e:g}": plan_record(p) for e, p in sorted(plans.items())},
         # the charged search's totals whose plan did not fit: refused before anything ran
         "refused": {f"{e:g}": why for e, why in sorted((refused or {}).items())},
+        # the two-stage search (d): the synthetic search's shortlist, then every one of it charged
+        "two_stage": {
+            "plans": {f"{e:g}": plan_record(p) for e, p in sorted((two_stage_plans or {}).items())},
+            "refused": {f"{e:g}": why for e, why in sorted((refused_two_stage or {}).items())},
+            "shortlist": {f"{e:g}": hps for e, hps in sorted((shortlist or {}).items())},
+        },
         "rows": [row_record(r) for r in rows],
     }
     path = store / f"run-{now.strftime('%Y%m%dT%H%M%S')}.json"

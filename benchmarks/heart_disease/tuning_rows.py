@@ -144,7 +144,12 @@ def _spec_fields(hp: Hyper) -> dict:
 
 
 def plan_search(
-    *, tuning_facts: list[SiteFacts], final_facts: list[SiteFacts], candidates: tuple[Hyper, ...], epsilon: float
+    *,
+    tuning_facts: list[SiteFacts],
+    final_facts: list[SiteFacts],
+    candidates: tuple[Hyper, ...],
+    epsilon: float,
+    project: str | None = None,
 ) -> TuningPlan:
     """(b)'s split of ``epsilon`` per hospital, the same arithmetic as ``wb.plan_tuning``."""
     hps = normalise_candidates(
@@ -155,7 +160,7 @@ def plan_search(
         final_facts=final_facts,
         hps=hps,
         target_epsilon=epsilon,
-        project=f"heart-tuned-e{str(epsilon).replace('.', 'p')}",
+        project=project or f"heart-tuned-e{str(epsilon).replace('.', 'p')}",
         final_share=FINAL_SHARE,
         delta=DELTA,
     )

@@ -62,9 +62,10 @@ def test_quick_run_writes_rows_with_ledger_epsilon(tmp_path, capsys):
         "DP-FedAvg + site intercept, eps 1, tuning not charged",
         "DP, tuned on synthetic hospitals (free), eps 1",
         "DP, tuned with every candidate charged, eps 1",
+        "DP, two-stage: synthetic search keeps 2, both charged, eps 1",
     ):
         assert row in text
-    for prefix in ("| DP-FedAvg", "| DP, tuned on synthetic", "| DP, tuned with every candidate"):
+    for prefix in ("| DP-FedAvg", "| DP, tuned on synthetic", "| DP, tuned with every candidate", "| DP, two-stage"):
         dp_line = next(line for line in text.splitlines() if line.startswith(prefix))
         spent = float(dp_line.split("|")[4].split()[0])
         # The ledgers charge what ran: within the target, and the plan uses nearly all of it
