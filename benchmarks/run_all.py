@@ -43,7 +43,7 @@ BENCHMARKS = (
         "heart_disease",
         "benchmarks.heart_disease.run",
         "--out",
-        ("Results",),
+        ("Results", "All five epsilons: every stored run"),
         "Fed-Heart-Disease, FLamby's protocol: pooled, local, federated, DP at epsilon 0.5-8 per hospital",
         100,
     ),
