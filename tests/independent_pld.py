@@ -4,6 +4,7 @@ neighbours, as dp_accounting's PLDAccountant does), never through ``privacy_budg
 
 from __future__ import annotations
 
+from dp_accounting.pld import common as pld_common
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 INTERVAL = 1e-4  # the value discretisation the ledger uses too
@@ -11,8 +12,8 @@ INTERVAL = 1e-4  # the value discretisation the ledger uses too
 
 def pld_of(plain: dict, *, interval: float = INTERVAL) -> pld_lib.PrivacyLossDistribution:
     """The PLD of one mechanism's JSON: composed, self-composed, Gaussian, discrete
-    Gaussian (no DpEvent in dp_accounting, but its PLD library has the mechanism) and
-    Poisson-sampled Gaussian (a DP-SGD step)."""
+    Gaussian (no DpEvent in dp_accounting, but its PLD library has the mechanism),
+    Poisson-sampled Gaussian (a DP-SGD step) and a proven (epsilon, delta) pair."""
     kind = plain["type"]
     if kind == "ComposedDpEvent":
         parts = [pld_of(inner, interval=interval) for inner in plain["events"]]
@@ -29,6 +30,11 @@ def pld_of(plain: dict, *, interval: float = INTERVAL) -> pld_lib.PrivacyLossDis
     if kind == "DiscreteGaussianDpEvent":
         return pld_lib.from_discrete_gaussian_mechanism(
             sigma=plain["sigma"], sensitivity=plain["sensitivity"], value_discretization_interval=interval
+        )
+    if kind == "PrivacyParametersDpEvent":  # a proven (epsilon, delta) pair: the pessimistic PLD of any such mechanism
+        return pld_lib.from_privacy_parameters(
+            pld_common.DifferentialPrivacyParameters(epsilon=plain["epsilon"], delta=plain["delta"]),
+            value_discretization_interval=interval,
         )
     assert kind == "PoissonSampledDpEvent" and plain["event"]["type"] == "GaussianDpEvent", kind
     return pld_lib.from_gaussian_mechanism(

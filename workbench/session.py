@@ -528,6 +528,36 @@ class Workbench:
             **common,
         )
 
+    def tune_locally(
+        self,
+        *,
+        candidates: list[dict[str, Any]],
+        target_epsilon: float,
+        rounds: int,
+        project: str,
+        mean: float = 4.0,
+        shape: str = "geometric",
+        target: str | None = None,
+        **common: Any,
+    ) -> pd.DataFrame:
+        """Each site tunes on its own rows and releases only its best configuration (private
+        selection, Papernot & Steinke 2022): charged once per site as the proven (epsilon,
+        delta) pair, its delta a tenth of the dataset's. ``target_epsilon`` is that epsilon;
+        ``mean`` and ``shape`` give the random number of runs. One row per site."""
+        from workbench.local_tuning import tune_locally_at_sites
+
+        return tune_locally_at_sites(
+            self,
+            candidates=candidates,
+            target_epsilon=target_epsilon,
+            rounds=rounds,
+            project=project,
+            mean=mean,
+            shape=shape,
+            target=target,
+            **common,
+        )
+
     def _refuse_unless_plan_fits(
         self, *, spec: TrainingSpec, target: str | None, hyperparameters: dict[str, Any]
     ) -> None:

@@ -45,7 +45,9 @@ class Row:
     choice: Choice | None = None
     target_epsilon: float | None = None
     spent: list[float] = field(default_factory=list)
-    family: str = ""  # DP rows: "uncharged", "synth-" (tuned on synthetic data) or "tuned-" (charged search)
+    # DP rows: "uncharged", "synth-" (tuned on synthetic data), "tuned-" (charged search) or
+    # "tuned2-" (two-stage: the synthetic search's shortlist, charged)
+    family: str = ""
     chosen: list[str] = field(default_factory=list)  # the charged search's choice, per seed
 
     @classmethod
@@ -108,7 +110,7 @@ def _fmt(x, digits=3) -> str:
 
 
 def _flamby(row: Row) -> str:
-    if row.family in ("synth-", "tuned-"):
+    if row.family in ("synth-", "tuned-", "tuned2-"):
         return f"{FLAMBY_DP}; FENDA-FL {FENDA_FL} non-private"
     if row.target_epsilon is not None:
         return FLAMBY_DP
@@ -138,7 +140,7 @@ def markdown_table(rows: list[Row]) -> str:
         eps = "-" if d["epsilon_spent"] is None else f"{d['epsilon_spent']:.3f} (target {r.target_epsilon:g})"
         if r.family == "uncharged":
             eps += ", tuning NOT charged"
-        elif r.family == "tuned-":
+        elif r.family in ("tuned-", "tuned2-"):
             eps += ", search + final, composed"
         cells = [
             r.name,
@@ -194,6 +196,8 @@ def write_results(
     seconds: float,
     charged: tuple = (),
     plans: dict | None = None,
+    refused: dict | None = None,
+    two_stage: dict | None = None,
 ) -> Path:
     """Write ``out`` (protocol, search, table) and its plot; return the plot's path."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +259,8 @@ def write_results(
         "",
         *chosen,
         "",
-        *tuning_section(rows=rows, charged=charged, plans=plans or {}),
+        *tuning_section(rows=rows, charged=charged, plans=plans or {}, refused=refused or {}),
+        *two_stage_section(rows=rows, two_stage=two_stage or {}),
         "## Results",
         "",
         markdown_table(rows),
@@ -282,7 +287,7 @@ def write_results(
 
 def headline(rows: list[Row]) -> list[str]:
     """The honest figure first: the best row at total epsilon 1 whose tuning is paid or free."""
-    honest = [r for r in rows if r.family in ("synth-", "tuned-") and r.target_epsilon == 1.0]
+    honest = [r for r in rows if r.family in ("synth-", "tuned-", "tuned2-") and r.target_epsilon == 1.0]
     if not honest:
         return ["No honest row at total epsilon 1 ran in this configuration (see below for what ran).", ""]
     best = max(honest, key=lambda r: np.mean(r.accuracy))
@@ -304,7 +309,7 @@ def headline(rows: list[Row]) -> list[str]:
     ]
 
 
-def tuning_section(*, rows: list[Row], charged: tuple, plans: dict) -> list[str]:
+def tuning_section(*, rows: list[Row], charged: tuple, plans: dict, refused: dict | None = None) -> list[str]:
     """What the two honest row families did, with the charged split per epsilon."""
     out = [
         "## How the DP rows were tuned: three families",
@@ -333,8 +338,44 @@ def tuning_section(*, rows: list[Row], charged: tuple, plans: dict) -> list[str]
             f"training at {plan.final_target:.3g}; planned total {plan.per_site['total_after'].max():.3f} "
             f"(adding the runs' epsilons would say {plan.per_site['naive_sum'].max():.3g})"
         )
+    for epsilon, why in sorted((refused or {}).items()):
+        out.append(f"- total {epsilon:g}: **not run**, the plan was refused before anything ran: {why}")
     for r in rows:
         if r.family == "tuned-" and r.chosen:
+            out.append(f"- {r.name}: chosen per seed: " + " | ".join(r.chosen))
+    out.append("")
+    return out
+
+
+def two_stage_section(*, rows: list[Row], two_stage: dict) -> list[str]:
+    """(d): the free synthetic search keeps its best two, and only those are charged."""
+    shortlist = two_stage.get("shortlist", {})
+    if not shortlist:
+        return []
+    out = [
+        "## Two-stage search: the synthetic search shortlists, the charged search chooses",
+        "",
+        "The free search on synthetic hospitals ranks the DP grid at the row's epsilon; its best two go to a "
+        "charged search exactly like (b) (every candidate a Flower study charged to the hospital's ledger on its "
+        "training rows with a validation third held out, best by the noisy pooled validation accuracy, trained "
+        "again at half the total). The shortlist is chosen without reading any hospital's row, and never by "
+        "test accuracy; the epsilon shown composes both candidates and the final training, read from the ledgers.",
+        "",
+    ]
+    for epsilon, hps in sorted(shortlist.items()):
+        out.append(f"- total {epsilon:g}: shortlist " + " | ".join(hp.label() for hp in hps))
+        plan = two_stage.get("plans", {}).get(epsilon)
+        if plan is not None:
+            out.append(
+                f"  - each candidate at epsilon {plan.candidate_epsilon:.3g} per hospital, the final training at "
+                f"{plan.final_target:.3g}; planned total {plan.per_site['total_after'].max():.3f} (adding would say "
+                f"{plan.per_site['naive_sum'].max():.3g})"
+            )
+        why = two_stage.get("refused", {}).get(epsilon)
+        if why:
+            out.append(f"  - **not run**, the plan was refused before anything ran: {why}")
+    for r in rows:
+        if r.family == "tuned2-" and r.chosen:
             out.append(f"- {r.name}: chosen per seed: " + " | ".join(r.chosen))
     out.append("")
     return out

@@ -41,7 +41,7 @@ class Choice:
     tried: int
 
 
-def choose(
+def rank(
     *,
     centres: dict[str, Centre],
     trainer: Trainer,
@@ -50,8 +50,9 @@ def choose(
     label: str,
     show_progress: bool = True,
     **train_args,
-) -> Choice:
-    """The candidate with the best mean validation accuracy over ``folds`` inner splits."""
+) -> list[Choice]:
+    """Every candidate by mean validation accuracy over ``folds`` inner splits (AUC
+    breaks ties), best first."""
     splits = validation_folds(centres=centres, folds=folds)
     scored = []
     for hp in tqdm(candidates, desc=f"search: {label}", leave=False, disable=not show_progress):
@@ -61,5 +62,10 @@ def choose(
             accs.append(mean_accuracy(metrics))
             aucs.append(mean_auc(metrics))
         scored.append((float(np.mean(accs)), float(np.nanmean(aucs)), hp))
-    best = max(scored, key=lambda t: (t[0], t[1]))
-    return Choice(hp=best[2], val_accuracy=best[0], val_auc=best[1], tried=len(candidates))
+    ordered = sorted(scored, key=lambda t: (t[0], t[1]), reverse=True)
+    return [Choice(hp=hp, val_accuracy=acc, val_auc=auc, tried=len(candidates)) for acc, auc, hp in ordered]
+
+
+def choose(**search) -> Choice:
+    """The candidate with the best mean validation accuracy over ``folds`` inner splits."""
+    return rank(**search)[0]

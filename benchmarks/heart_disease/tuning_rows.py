@@ -67,6 +67,10 @@ QUICK_CANDIDATES = (
 FINAL_SHARE = 0.5
 
 
+class ChargedSearchDoesNotFit(RuntimeError):
+    """(b)'s plan at some total epsilon cannot fit: refused before anything runs."""
+
+
 def synthetic_centres(*, seed: int = 0) -> dict[str, Centre]:
     """(a)'s hospitals: the public dictionary, FLamby's sizes, the public prior."""
     frames = hospitals_from_dictionary(
@@ -140,7 +144,12 @@ def _spec_fields(hp: Hyper) -> dict:
 
 
 def plan_search(
-    *, tuning_facts: list[SiteFacts], final_facts: list[SiteFacts], candidates: tuple[Hyper, ...], epsilon: float
+    *,
+    tuning_facts: list[SiteFacts],
+    final_facts: list[SiteFacts],
+    candidates: tuple[Hyper, ...],
+    epsilon: float,
+    project: str | None = None,
 ) -> TuningPlan:
     """(b)'s split of ``epsilon`` per hospital, the same arithmetic as ``wb.plan_tuning``."""
     hps = normalise_candidates(
@@ -151,12 +160,14 @@ def plan_search(
         final_facts=final_facts,
         hps=hps,
         target_epsilon=epsilon,
-        project=f"heart-tuned-e{str(epsilon).replace('.', 'p')}",
+        project=project or f"heart-tuned-e{str(epsilon).replace('.', 'p')}",
         final_share=FINAL_SHARE,
         delta=DELTA,
     )
     if not plan.fits:
-        raise RuntimeError(f"the charged search at epsilon {epsilon:g} does not fit: {plan.reason or plan.per_site}")
+        raise ChargedSearchDoesNotFit(
+            f"the charged search at epsilon {epsilon:g} does not fit: {plan.reason or plan.per_site}"
+        )
     return plan
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.run_all import main, section
+from benchmarks.run_all import BENCHMARKS, main, section, total_budget_min
 
 
 def test_section_takes_one_heading_body():
@@ -16,6 +16,14 @@ def test_quick_ledger_only_writes_the_summary(tmp_path):
     assert main(["--quick", "--only", "ledger", "--out-dir", str(tmp_path)]) == 0
     summary = (tmp_path / "RESULTS.md").read_text()
     assert "| ledger |" in summary and "| ok |" in summary
+    # The stated budget: the sum of every benchmark's, and the ledger's own in its row.
+    assert (
+        f"Stated time budget of the full run (`make bench`) on 2 shared cores: {total_budget_min():g} minutes"
+        in summary
+    )
+    assert total_budget_min() == sum(b.budget_min for b in BENCHMARKS) > 0
+    ledger = next(b for b in BENCHMARKS if b.name == "ledger")
+    assert f"| {ledger.budget_min:g} | [ledger/RESULTS.md]" in summary
     assert "### Check-and-reserve on one dataset" in summary
     assert "- cores:" in summary and "- flwr:" in summary and "load average" in summary
     assert (tmp_path / "ledger" / "RESULTS.md").exists()

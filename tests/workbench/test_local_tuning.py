@@ -1,0 +1,80 @@
+"""Local tuning by private selection: each site's one charge is the (epsilon, delta) pair
+that dp_accounting's RDP bound proves for the whole selection, recomputed here from the
+site's stated noise without the project's code; a selection the allocation cannot pay
+for is refused before any site spends."""
+
+from __future__ import annotations
+
+import json
+
+import dp_accounting as dpa
+import pytest
+from dp_accounting.dp_event import RepeatAndSelectDpEvent
+from dp_accounting.rdp import rdp_privacy_accountant
+
+from federation.site.local_tuning import DELTA_SHARE
+from tests.independent_pld import epsilon_of
+from workbench.errors import PlanDoesNotFit
+from workbench.session import Workbench
+
+CANDIDATES = [{"learning_rate": 0.1}, {"learning_rate": 0.5, "batch_size": 64}]
+MEAN = 2.0
+
+
+@pytest.fixture(scope="module")
+def wb(tmp_path_factory):
+    return Workbench.simulate(workdir=tmp_path_factory.mktemp("local-tuning"), sites=2, rows=240, seed=7)
+
+
+def _selection_epsilon(*, noise: float, q: float, steps: int, score_sigma: float, delta: float) -> float:
+    """One run (DP-SGD, then a discrete Gaussian count of sensitivity 1: rho = 1 / (2 sigma^2),
+    Canonne, Kamath & Steinke 2020) repeated a geometric number of times, best released."""
+    run = dpa.ComposedDpEvent(
+        [
+            dpa.SelfComposedDpEvent(dpa.PoissonSampledDpEvent(q, dpa.GaussianDpEvent(noise)), steps),
+            dpa.ZCDpEvent(rho=1.0 / (2.0 * score_sigma**2)),
+        ]
+    )
+    accountant = rdp_privacy_accountant.RdpAccountant()
+    accountant.compose(RepeatAndSelectDpEvent(event=run, mean=MEAN, shape=1.0))
+    return accountant.get_epsilon(delta)
+
+
+def test_each_site_charges_the_proven_pair_of_its_whole_selection_once(wb):
+    result = wb.tune_locally(
+        candidates=CANDIDATES, target_epsilon=1.0, rounds=1, project="lt", model="logreg", mean=MEAN
+    )
+    assert len(result) == 2
+    for _, row in result.iterrows():
+        assert row["best"] == CANDIDATES[row["best_index"] - 1]  # only a candidate comes back
+        with wb.ledger(row["site"]) as ledger:
+            dataset_delta = ledger.dataset_delta(dataset=row["site"])
+            commits = [e for e in ledger.entries(dataset=row["site"]) if e.kind == "commit" and e.project == "lt"]
+            spent = ledger.spent(dataset=row["site"], project="lt")
+        assert len(commits) == 1  # K runs, one charge
+        plain = json.loads(commits[0].mechanism)["event"]
+        assert plain["type"] == "PrivacyParametersDpEvent"
+        assert plain["delta"] == pytest.approx(DELTA_SHARE * dataset_delta)
+        assert plain["delta"] < dataset_delta
+        # Every candidate's selection is within the charged pair; the reference run is it.
+        per_candidate = [
+            _selection_epsilon(noise=n, q=q, steps=s, score_sigma=g, delta=plain["delta"])
+            for n, q, s, g in zip(
+                row["noise_multipliers"], row["sampling_rates"], row["steps"], row["score_sigmas"], strict=True
+            )
+        ]
+        assert max(per_candidate) == pytest.approx(plain["epsilon"], rel=1e-3)
+        assert all(e <= plain["epsilon"] * (1 + 1e-3) for e in per_candidate)
+        assert plain["epsilon"] <= 1.0 * (1 + 1e-4)
+        # The ledger's PLD of that pair at the dataset's delta (its delta taken out of it).
+        assert spent == pytest.approx(epsilon_of([plain], delta=dataset_delta), rel=2e-3)
+        assert spent <= plain["epsilon"] + 2e-4
+
+
+def test_a_selection_the_allocation_cannot_pay_for_is_refused_before_any_site_spends(wb):
+    wb.allocate(project="small-lt", epsilon=0.5)
+    before = wb.budget()
+    with pytest.raises(PlanDoesNotFit, match="allocation of 0.5") as caught:
+        wb.tune_locally(candidates=CANDIDATES, target_epsilon=1.0, rounds=1, project="small-lt", model="logreg")
+    assert "Nothing was trained or charged" in str(caught.value)
+    assert wb.budget().equals(before)
