@@ -330,8 +330,8 @@ def board(ledger: LedgerPath, as_json: AsJson = False) -> None:
         governance = Governance.replay(store.governed_entries(conn, kinds=GOVERNED_KINDS))
     roster = governance.board
     with read_only(ledger) as conn:
-        genesis = store.entry_at(conn, 1)
-    ledger_key = str(genesis.details.get("public_key", "")) if genesis is not None else ""
+        keys = store.public_keys(conn)
+    ledger_key = keys[-1] if keys else ""  # the key that signs now: the genesis key, or the last rotated in
     data = {
         "ledger_id": governance.ledger_id,
         # what the coordinator registers (`register-node --ledger-key`) to verify this site's receipts
@@ -524,8 +524,36 @@ def rotate_key(
     _echo_entry(entry)
     typer.echo(
         f"The ledger is signed with {fingerprint} from seq {entry.seq + 1} on; the key is now {old_path} "
-        f"(the old one is kept as {retired}: it proves nothing new, so move it offline). Send the coordinator the "
-        "new fingerprint to register."
+        f"(the old one is kept as {retired}: it proves nothing new, so move it offline). The coordinator refuses "
+        "receipts under the new key until it accepts the handover: write it with `workbench budget handover "
+        f"--ledger {ledger} --out handover.json` and send that file to the coordinator's operator."
+    )
+
+
+@app.command()
+@_clear_errors
+def handover(
+    ledger: LedgerPath,
+    out: Annotated[Path, typer.Option(help="Where to write the handover (JSON: public keys and signatures only).")],
+) -> None:
+    """Write the ledger's key rotations for the coordinator (`workbench coordinator accept-ledger-key`).
+
+    Each rotation: the entry the old key signed, the new key's proof of holding it, the
+    board's quorum-signed proposal, and the board in force then. Nothing in it is secret."""
+    from privacy_budgets.exports import read_entries
+    from privacy_budgets.handover import key_handover
+
+    data = key_handover(read_entries(_existing(ledger)))
+    if not data["rotations"]:
+        raise LedgerError(
+            f"The ledger {ledger} was never rotated: it is signed by its first key, which the coordinator registers "
+            "with `workbench coordinator register-node --ledger-key` (read it with `workbench budget board`)."
+        )
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    typer.echo(
+        f"Handover of {len(data['rotations'])} rotation(s) written to {out}; the ledger key is now "
+        f"{data['current_public_key']}. The coordinator's operator runs `workbench coordinator accept-ledger-key "
+        f"--name {data['site_id']} {out}`."
     )
 
 

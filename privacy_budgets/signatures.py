@@ -66,7 +66,8 @@ from privacy_budgets.errors import PrivacyBudgetError
 NAMESPACE_PREFIX = "hospital-dp-workbench/"
 PROPOSAL_NAMESPACE = "hospital-dp-workbench/proposal@v1"
 REQUEST_NAMESPACE = "hospital-dp-workbench/request@v1"
-NAMESPACES = (PROPOSAL_NAMESPACE, REQUEST_NAMESPACE)
+LOGIN_NAMESPACE = "hospital-dp-workbench/login@v1"  # a researcher's login to the study service
+NAMESPACES = (PROPOSAL_NAMESPACE, REQUEST_NAMESPACE, LOGIN_NAMESPACE)
 
 ED25519 = "ssh-ed25519"
 SK_ED25519 = "sk-ssh-ed25519@openssh.com"

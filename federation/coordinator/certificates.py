@@ -144,3 +144,32 @@ def certificate_hosts(path: Path) -> list[str]:
     cert = x509.load_pem_x509_certificate(path.read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return [str(v) for v in sans.get_values_for_type(x509.IPAddress)] + list(sans.get_values_for_type(x509.DNSName))
+
+
+def issue_server_certificate(
+    *, ca: TlsFiles, hosts: list[str], certificate: Path, key: Path, days: int = 825, name: str = "study service"
+) -> None:
+    """A further server certificate signed by the coordinator's CA (``ca``), for ``hosts``
+    (loopback included), written to ``certificate`` and ``key`` (0600): a second TLS
+    service at the coordinator (the study service) gets a key of its own, and everyone
+    who trusts ``ca.crt`` trusts it."""
+    ca_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(ca.ca_certificate.read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} {hosts[0] if hosts else ''}")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .add_extension(subject_alternative_names(hosts), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+    _write_private(key, _key_pem(server_key))
+    certificate.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))

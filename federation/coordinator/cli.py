@@ -50,6 +50,11 @@ def init(
         "--control-port",
         help="Loopback port of the Control and Runtime APIs (this machine only); default: a port free now.",
     ),
+    service_port: Optional[int] = typer.Option(
+        None,
+        "--service-port",
+        help="Port of the study service (HTTPS, for researchers on their own machines); default: a port free now.",
+    ),
 ) -> None:
     """Make the coordinator folder: a CA, a server certificate for ADDRESS (and 127.0.0.1), coordinator.toml."""
     from federation.coordinator.superlink import Coordinator
@@ -58,7 +63,13 @@ def init(
         coordinator = Coordinator.init(
             folder=folder, address=address, extra_hosts=list(extra_host), control_port=control_port
         )
-    except (ValueError, FileExistsError) as err:
+        from federation.coordinator.study_service.process import service_port as kept_port
+        from federation.coordinator.study_service.process import set_service_port
+
+        if service_port is not None:
+            set_service_port(coordinator, service_port)
+        kept_port(coordinator)
+    except (ValueError, FileExistsError, BadInput) as err:
         raise _fail(str(err)) from None
     typer.echo(f"coordinator folder {coordinator.folder} for {coordinator.address}")
     typer.echo(f"give every site this CA certificate: {coordinator.tls.ca_certificate}")
@@ -81,13 +92,31 @@ def start(folder: Path = FolderOption) -> None:
         f"SuperLink running (PID {handle.pid}): sites dial {coordinator.address} (Fleet API only); "
         f"Control and Runtime APIs on {coordinator.operator_address} (this machine only); log: {coordinator.log_path}"
     )
-    typer.echo(f"stop it with: workbench coordinator stop --folder {folder}")
+    from federation.coordinator.study_service.process import running_pid, service_url, start_service
+
+    service_pid = running_pid(coordinator)  # still up after the SuperLink alone went down: kept
+    if service_pid is None:
+        try:
+            service_pid = start_service(coordinator).pid
+        except (BadInput, RuntimeError, TimeoutError) as err:  # it would not start: nothing is left half-running
+            coordinator.stop()
+            raise _fail(
+                f"the study service did not start, so the SuperLink was stopped again: {err}", code=EXIT_UNREACHABLE
+            ) from None
+    typer.echo(
+        f"study service running (PID {service_pid}): researchers connect to {service_url(coordinator)} "
+        f"(HTTPS, the same ca.crt as the sites)"
+    )
+    typer.echo(f"stop both with: workbench coordinator stop --folder {folder}")
 
 
 @app.command()
 def stop(folder: Path = FolderOption) -> None:
-    """Stop the folder's SuperLink by its PID."""
+    """Stop the folder's study service and SuperLink by their PIDs."""
+    from federation.coordinator.study_service.process import stop_service
+
     coordinator = _open(folder)
+    typer.echo("study service stopped." if stop_service(coordinator) else "the study service was not running.")
     if coordinator.stop():
         typer.echo("SuperLink stopped.")
     else:
@@ -105,7 +134,7 @@ def register_node(
         "",
         "--ledger-key",
         help="The site's ledger public key (hex, from `workbench budget board --ledger` at the site): the "
-        "coordinator accepts only receipts that verify under it.",
+        "coordinator accepts only receipts that verify under it. After the site rotates it: accept-ledger-key.",
     ),
     folder: Path = FolderOption,
 ) -> None:
@@ -123,13 +152,47 @@ def register_node(
         )
 
 
+@app.command("accept-ledger-key")
+@clear_errors
+def accept_ledger_key(
+    handover: Path = typer.Argument(
+        ..., help="The site's handover file (`workbench budget handover --ledger LEDGER --out FILE` at the site)."
+    ),
+    name: str = typer.Option(..., "--name", help="The site's name, as registered."),
+    folder: Path = FolderOption,
+) -> None:
+    """Accept a site's new ledger key after it rotated, only if the handover chains from the registered key.
+
+    The registered key must have signed the rotation, the new key its takeover, and the
+    board's quorum the proposal; otherwise nothing changes (exit 2) and the line says why.
+    The SuperLink need not run."""
+    from federation.coordinator.key_rotation import accept_ledger_key as accept
+    from privacy_budgets.keys import fingerprint
+
+    coordinator = _open(folder)
+    node, accepted = accept(coordinator=coordinator, name=name, handover=handover)
+    for step in accepted.steps:
+        typer.echo(
+            f"site {name}: ledger entry seq {step.seq} ({step.time}) hands over from {fingerprint(step.old_key)} to "
+            f"{fingerprint(step.new_key)}, approved by {', '.join(step.signers)}."
+        )
+    typer.echo(
+        f"site {name}'s receipts now verify under {fingerprint(node.ledger_key)}; receipts signed by an older key are "
+        "refused from now on."
+    )
+
+
 @app.command()
 def status(
     folder: Path = FolderOption,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Whether the SuperLink runs, its address, the registered sites and which are online now."""
-    info = _open(folder).status()
+    from federation.coordinator.study_service.process import service_status
+
+    coordinator = _open(folder)
+    info = coordinator.status()
+    info["study_service"] = service_status(coordinator)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -137,6 +200,9 @@ def status(
     typer.echo(f"SuperLink {info['address']}: {running}")
     typer.echo(f"Control and Runtime APIs (this machine only): {info['operator_address']}")
     typer.echo(f"CA certificate: {info['ca_certificate']}")
+    service = info["study_service"]
+    said = f"running (PID {service['running_pid']})" if service["running_pid"] else "not running"
+    typer.echo(f"study service {service['url']}: {said} (log: {service['log']})")
     sites: Optional[list] = info["registered_sites"]
     typer.echo(f"registered sites: {', '.join(sites) if sites else 'none'}")
     nodes = info["nodes"]
@@ -154,6 +220,16 @@ def status(
             when = f" since {since}" if since and since != "N/A" else ""
             word = "never connected" if status == "registered" else f"{status}{when}"
             typer.echo(f"  {site}: {word}")
+    if info["ledger_keys"]:
+        from privacy_budgets.keys import fingerprint
+
+        typer.echo("ledger keys (each site's receipts must verify under its own):")
+    for site, ledger in info["ledger_keys"].items():
+        if not ledger["key"]:
+            typer.echo(f"  {site}: none registered (receipts checked only against the key each carries)")
+            continue
+        rotated = f", after {ledger['rotations']} accepted rotation(s)" if ledger["rotations"] else ""
+        typer.echo(f"  {site}: {fingerprint(ledger['key'])}{rotated}")
     typer.echo(f"log: {info['log']}")
 
 

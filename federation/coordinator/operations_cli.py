@@ -103,12 +103,32 @@ def run(
     except (RuntimeError, TimeoutError) as err:
         raise _fail(str(err), code=EXIT_UNREACHABLE) from None
     typer.echo(f"SuperLink running on {coordinator.address} (PID {handle.pid}); log: {coordinator.log_path}")
-    while not stop.wait(1.0):
-        if not pid_alive(handle.pid):
-            coordinator.stop()
-            raise _fail(f"the SuperLink (PID {handle.pid}) exited; see {coordinator.log_path}.", code=EXIT_UNREACHABLE)
-    coordinator.stop()
-    typer.echo("SuperLink stopped.")
+    from federation.coordinator.study_service.process import service_url, start_service, stop_service
+
+    stop_service(coordinator)  # one left by a crashed predecessor
+    try:
+        service = start_service(coordinator)
+    except (BadInput, RuntimeError, TimeoutError) as err:
+        coordinator.stop()
+        raise _fail(
+            f"the study service did not start, so the SuperLink was stopped: {err}", code=EXIT_UNREACHABLE
+        ) from None
+    typer.echo(f"study service at {service_url(coordinator)} (PID {service.pid})")
+    try:
+        while not stop.wait(1.0):
+            if not pid_alive(handle.pid):
+                raise _fail(
+                    f"the SuperLink (PID {handle.pid}) exited; see {coordinator.log_path}.", code=EXIT_UNREACHABLE
+                )
+            if not pid_alive(service.pid):
+                raise _fail(
+                    f"the study service (PID {service.pid}) exited; see its log in {coordinator.folder / 'logs'}.",
+                    code=EXIT_UNREACHABLE,
+                )
+    finally:
+        stop_service(coordinator)
+        coordinator.stop()
+    typer.echo("study service and SuperLink stopped.")
 
 
 def health(

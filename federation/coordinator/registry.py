@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,6 +32,9 @@ class RegisteredNode:
     # The site's ledger public key (hex): every receipt of the site must verify under it
     # (reply_check.py). Empty for a site registered before receipts were checked.
     ledger_key: str = ""
+    # Rotations accepted through a handover (key_rotation.py), oldest first: each its ledger
+    # seq, old and new key, the board members who approved it and when it was accepted.
+    key_rotations: list[dict] = field(default_factory=list)
 
 
 def check_public_key(path: Path) -> str:
@@ -95,8 +98,20 @@ def register_node(*, coordinator: Coordinator, public_key: Path, name: str, ledg
         ledger_key=ledger_key,
     )
     nodes[name] = node
-    coordinator.nodes_path.write_text(json.dumps({k: asdict(v) for k, v in nodes.items()}, indent=2))
+    save_nodes(coordinator, nodes)
     return node
+
+
+def save_nodes(coordinator: Coordinator, nodes: dict[str, RegisteredNode]) -> None:
+    """Write nodes.json whole (a temporary file, then a rename: never half-written)."""
+    tmp = coordinator.nodes_path.with_name(f".{coordinator.nodes_path.name}.tmp")
+    tmp.write_text(json.dumps({k: asdict(v) for k, v in nodes.items()}, indent=2))
+    tmp.replace(coordinator.nodes_path)
+
+
+def with_ledger_key(node: RegisteredNode, *, ledger_key: str, rotations: list[dict]) -> RegisteredNode:
+    """``node`` now verified under ``ledger_key``, with the rotations that led there recorded."""
+    return replace(node, ledger_key=ledger_key, key_rotations=[*node.key_rotations, *rotations])
 
 
 def site_names(coordinator: Coordinator) -> dict[int, str]:
@@ -151,5 +166,5 @@ def unregister_node(*, coordinator: Coordinator, name: str) -> RegisteredNode:
         )
     node = nodes.pop(name)
     coordinator.flwr("supernode", "unregister", node.node_id, "coordinator")
-    coordinator.nodes_path.write_text(json.dumps({k: asdict(v) for k, v in nodes.items()}, indent=2))
+    save_nodes(coordinator, nodes)
     return node

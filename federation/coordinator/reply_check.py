@@ -9,7 +9,10 @@ With the registry (nodes.json: node id -> site, and the site's ledger public key
   hospital and dominate FedAvg with a huge ``num-examples``) nor brings receipts;
 - every receipt must name the registered site and verify under that site's
   registered ledger key (the key inside the receipt proves nothing: a forger signs
-  with its own); one forged receipt refuses the whole reply.
+  with its own); one forged receipt refuses the whole reply. After a site rotates its
+  key, the new one is registered only from a handover that chains from the registered
+  one (key_rotation.py, ``workbench coordinator accept-ledger-key``), never from a
+  reply; the old key is refused from then on.
 
 Without a registry (the simulation: the coordinator runs beside its own sites) each
 receipt must still name the replying site and verify under the key it carries.
@@ -86,7 +89,9 @@ class SiteRegistry:
                     f"a receipt in site {site}'s reply (node {node}) {problem}; the reply and its receipts "
                     "were dropped, so nothing of it enters the mirror or the result. Fix: site "
                     f"{site}'s IT compares its ledger key (`workbench budget board`) with the one "
-                    "registered at the coordinator."
+                    "registered at the coordinator; if the site rotated its key, its IT sends the handover "
+                    "(`workbench budget handover`) and the coordinator's operator runs `workbench coordinator "
+                    f"accept-ledger-key --name {site} HANDOVER` (a new key is accepted only through that chain)."
                 )
         return None
 

@@ -311,7 +311,7 @@ class RunFolder:
         reports = []
         for line in self.rounds_path.read_text().splitlines():
             if line.strip():
-                reports.append(_round_from_json(json.loads(line)))
+                reports.append(round_from_json(json.loads(line)))
         return reports
 
     def _write_outcome(self, data: dict[str, Any]) -> None:
@@ -345,7 +345,9 @@ class RunFolder:
         return json.loads(self.outcome_path.read_text())
 
 
-def _round_from_json(data: dict[str, Any]) -> RoundReport:
+def round_from_json(data: dict[str, Any]) -> RoundReport:
+    """A round as written to ``rounds.jsonl`` (or sent by the study service), read back."""
+
     def reply(d: dict[str, Any]) -> SiteReply:
         return SiteReply(**{**d, "receipts": tuple(d.get("receipts", ()))})
 

@@ -412,6 +412,12 @@ class Coordinator:
             "running_pid": running,
             "ca_certificate": str(self.tls.ca_certificate),
             "registered_sites": sorted(nodes),
+            # site -> the ledger key its receipts must verify under ("" when registered without
+            # one) and how many rotations of it were accepted (key_rotation.py)
+            "ledger_keys": {
+                name: {"key": str(d.get("ledger_key", "")), "rotations": len(d.get("key_rotations", []))}
+                for name, d in sorted(nodes.items())
+            },
             "online_sites": None
             if statuses is None
             else sorted(name for name, s in statuses.items() if s["status"] == "online"),

@@ -13,9 +13,12 @@ ledger's head in other places as it went:
   not restore it);
 - the ethics board's **last checkpoint** (``[state] checkpoint`` in node.toml).
 
-At every start and in ``node check`` the ledger's head must be at or beyond each of them,
+At every start, in ``node check`` and before every request it serves (``refuse_if_behind``,
+called by the policy gate: training, evaluation, range finding, every query, a replayed
+answer and a query's price alike) the ledger's head must be at or beyond each of them,
 and hold the same entry at each anchored seq. Otherwise the node refuses to serve,
-naming the head, where it was recorded, and what to do. A ledger restored from backup
+naming the head, where it was recorded, and what to do (the requester learns only that
+the site releases nothing). A ledger restored from backup
 is accepted only at or beyond the last anchored head: an older backup would erase
 recorded spending, so it is never the fix. The coordinator's mirror of receipts holds
 the same heads outside the site (``federation/coordinator/head_chain.py``).
@@ -33,7 +36,8 @@ from pathlib import Path
 from federation.errors import InternalFault
 from federation.site.audit import recent_entries
 from federation.site.site_config import SiteConfig
-from privacy_budgets.errors import LedgerIntegrityError
+from privacy_budgets import Ledger
+from privacy_budgets.errors import LedgerIntegrityError, PrivacyBudgetError
 
 LAST_HEAD_FILE = "last_head.json"
 _AUDIT_LOOKBACK = 5_000  # lines read back from the end (several signed heads' worth)
@@ -41,10 +45,20 @@ _AUDIT_LOOKBACK = 5_000  # lines read back from the end (several signed heads' w
 
 class LedgerBehind(LedgerIntegrityError, InternalFault):
     """The ledger is behind a head this node recorded elsewhere: rolled back or rewritten.
-    A broken record (exit 4), and to a requester an internal fault whose words stay here."""
+    A broken record (exit 4), and to a requester an internal fault: only ``public`` (that
+    the site releases nothing) leaves the site; which head, where, stays here."""
 
-    def __init__(self, reason: str) -> None:
-        InternalFault.__init__(self, reason)
+    def __init__(self, reason: str, *, site_id: str = "") -> None:
+        InternalFault.__init__(self, reason, public=public_behind(site_id))
+
+
+def public_behind(site_id: str) -> str:
+    """What a requester is told of a ledger behind its anchors (never which head, nor where)."""
+    return (
+        f"site {site_id or '(this site)'} releases nothing: its privacy ledger is behind a head it recorded earlier "
+        "(an older copy was put in place, or its history rewritten). Nothing was computed or charged; its IT sees "
+        "where in the site's audit log."
+    )
 
 
 @dataclass(frozen=True)
@@ -81,21 +95,63 @@ def audit_anchors(path: Path) -> list[Anchor]:
     return [a for a in (best_head, highest) if a is not None]
 
 
+# folder -> (the cache files' stat, its anchor): the gate asks before every request, and
+# reading every kept answer each time would grow with the cache. Any write, or a folder
+# put back from a copy, changes the stat and the anchor is read again.
+_CACHE_MEMO: dict[str, tuple[tuple, Anchor | None]] = {}
+
+
+def _cache_stat(folder: Path) -> tuple:
+    out = []
+    for name in ("cache.db", "cache.db-wal"):
+        try:
+            st = (Path(folder) / name).stat()
+            out.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((name, None))
+    return tuple(out)
+
+
 def cache_anchor(folder: Path) -> Anchor | None:
     """The newest receipt among the released answers kept for replay."""
     if not Path(folder).is_dir():
         return None
-    import diskcache
+    key = str(Path(folder).resolve())
+    stat = _cache_stat(folder)
+    memo = _CACHE_MEMO.get(key)
+    if memo is not None and memo[0] == stat:
+        return memo[1]
+    found = _read_cache_anchor(Path(folder))
+    after = _cache_stat(folder)
+    if after != stat:  # written while read (or SQLite made its -wal file): read once more
+        found = _read_cache_anchor(Path(folder))
+        stat, after = after, _cache_stat(folder)
+    if after == stat:  # unchanged while read: keep it
+        _CACHE_MEMO[key] = (stat, found)
+    return found
 
+
+def _read_cache_anchor(folder: Path) -> Anchor | None:
+    """Read-only, straight from the cache's SQLite file: diskcache's own open writes to
+    it (which would defeat the memo above, and a check should change nothing)."""
+    from diskcache.core import MODE_RAW, MODE_TEXT
+
+    database = Path(folder) / "cache.db"
+    if not database.exists():
+        return None
     best = None
-    with diskcache.Cache(str(folder)) as cache:
-        for key in cache.iterkeys():
-            value = cache.get(key)
-            if not isinstance(value, str) or not value.startswith("{"):
-                continue  # the data version marker
-            for receipt in json.loads(value).get("receipts", []):
-                if isinstance(receipt.get("seq"), int) and (best is None or receipt["seq"] > best["seq"]):
-                    best = receipt
+    with _read_only(database) as conn:
+        rows = conn.execute("SELECT mode, filename, value FROM Cache").fetchall()
+    for mode, filename, value in rows:
+        if mode == MODE_TEXT and filename:
+            value = (Path(folder) / filename).read_text(encoding="UTF-8")
+        elif mode != MODE_RAW:
+            continue
+        if not isinstance(value, str) or not value.startswith("{"):
+            continue  # the data version marker
+        for receipt in json.loads(value).get("receipts", []):
+            if isinstance(receipt.get("seq"), int) and (best is None or receipt["seq"] > best["seq"]):
+                best = receipt
     if best is None:
         return None
     return Anchor("replay cache", Path(folder), best["seq"], best.get("entry_hash"), best.get("time"))
@@ -123,7 +179,8 @@ def checkpoint_anchor(path: Path | None, *, keys: list[str]) -> Anchor | None:
     if not any(checkpoint_verifies(cp, public_key=k) for k in keys):
         raise LedgerBehind(
             f"The board's checkpoint must be signed by this ledger's key; {path} is not (seq {cp['seq']}). Fix: ask "
-            "the board for the checkpoint it holds for this site ([state] checkpoint in node.toml)."
+            "the board for the checkpoint it holds for this site ([state] checkpoint in node.toml).",
+            site_id="",
         )
     return Anchor("board checkpoint", Path(path), cp["seq"], cp["head_hash"], cp.get("time"))
 
@@ -170,7 +227,7 @@ def check_not_behind(site: SiteConfig, *, board_checkpoint: Path | None = None) 
     if not site.ledger_path.exists():
         anchors = local_anchors_without_ledger(site)
         if anchors:
-            raise LedgerBehind(behind_message(site, (0, "none"), anchors[0], missing=True))
+            raise LedgerBehind(behind_message(site, (0, "none"), anchors[0], missing=True), site_id=site.site_id)
         return (0, ""), []
     anchors = local_anchors(site, board_checkpoint=board_checkpoint)
     with _read_only(site.ledger_path) as conn:
@@ -178,12 +235,43 @@ def check_not_behind(site: SiteConfig, *, board_checkpoint: Path | None = None) 
         head = (0, "") if row is None else (int(row[0]), str(row[1]))
         for anchor in sorted(anchors, key=lambda a: -a.seq):
             if anchor.seq > head[0]:
-                raise LedgerBehind(behind_message(site, head, anchor))
+                raise LedgerBehind(behind_message(site, head, anchor), site_id=site.site_id)
             if anchor.head_hash:
                 at = conn.execute("SELECT entry_hash FROM entries WHERE seq = ?", (anchor.seq,)).fetchone()
                 if at is None or at[0] != anchor.head_hash:
-                    raise LedgerBehind(behind_message(site, head, anchor, forked=True))
+                    raise LedgerBehind(behind_message(site, head, anchor, forked=True), site_id=site.site_id)
     return head, anchors
+
+
+def refuse_if_behind(site: SiteConfig, *, board_checkpoint: Path | None = None) -> None:
+    """The one anchors check of every request a site serves (the policy gate calls it
+    first, before any handler: a fresh or replayed answer, a training round, a query's
+    price). Raises LedgerBehind (an InternalFault: its public words say only that the
+    site releases nothing), or an InternalFault when the heads cannot be read at all
+    (fail closed)."""
+    try:
+        check_not_behind(site, board_checkpoint=board_checkpoint)
+    except LedgerBehind:
+        raise
+    except (OSError, ValueError, sqlite3.Error, PrivacyBudgetError) as err:
+        raise InternalFault(
+            f"site {site.site_id} cannot compare its ledger with the heads it recorded, so it serves nothing: "
+            f"{type(err).__name__}: {err}",
+            public=f"site {site.site_id} cannot check its privacy ledger, so it releases nothing; its IT sees why "
+            "in the site's audit log.",
+        ) from None
+
+
+def refuse_charge_if_behind(*, ledger: Ledger, site: SiteConfig) -> None:
+    """Inside the charged path's transaction: the open ledger is not behind the newest head
+    the key folder remembers (the ledger may be swapped between the gate and the charge)."""
+    anchor = key_folder_anchor(site)
+    if anchor is None:
+        return
+    seq, head_hash = ledger.head()
+    if seq >= anchor.seq and ledger.hash_at(anchor.seq) == anchor.head_hash:
+        return
+    raise LedgerBehind(behind_message(site, (seq, head_hash), anchor, forked=seq >= anchor.seq), site_id=site.site_id)
 
 
 def local_anchors_without_ledger(site: SiteConfig) -> list[Anchor]:

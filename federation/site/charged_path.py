@@ -29,7 +29,7 @@ from typing import Any, Generic, TypeVar
 import dp_accounting as dpa
 
 from federation.errors import BudgetRefused, InternalFault, Refused
-from federation.site.anchors import key_folder_anchor, record_last_head
+from federation.site.anchors import record_last_head, refuse_charge_if_behind
 from federation.site.request_cap import check_request_cap
 from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger
@@ -97,7 +97,7 @@ def charged_release(*, ledger: Ledger, site: SiteConfig, charge: Charge, run: Ca
     the project's own numbers), the ``Refused`` that ``run`` raised (after aborting),
     or an ``InternalFault`` whose message stays at the site (after aborting).
     """
-    refuse_if_behind(ledger=ledger, site=site)
+    refuse_charge_if_behind(ledger=ledger, site=site)  # anchors.py; the gate ran the whole check
     try:
         check_request_cap(ledger=ledger, site=site, project=charge.project, event=charge.event)
         reservation = ledger.reserve(
@@ -142,25 +142,6 @@ def charged_release(*, ledger: Ledger, site: SiteConfig, charge: Charge, run: Ca
     # The key folder remembers the newest head (anchors.py): a ledger put back behind it is refused.
     record_last_head(site, seq=last["head_seq"], head_hash=last["head_hash"], time=last["time"])
     return Charged(value=ran.value, entry=entry, receipts=receipts)
-
-
-def refuse_if_behind(*, ledger: Ledger, site: SiteConfig) -> None:
-    """Refuse to charge a ledger behind the newest head its key folder remembers (a
-    rollback while the node runs; ``node start`` and ``node check`` compare every anchor)."""
-    anchor = key_folder_anchor(site)
-    if anchor is None:
-        return
-    seq, head_hash = ledger.head()
-    if seq >= anchor.seq and ledger.hash_at(anchor.seq) == anchor.head_hash:
-        return
-    from federation.site.anchors import behind_message
-
-    raise InternalFault(
-        behind_message(site, (seq, head_hash), anchor, forked=seq >= anchor.seq),
-        public=f"site {site.site_id} releases nothing: its privacy ledger is behind a head it recorded earlier "
-        "(an older copy was put in place, or its history rewritten). Nothing was computed or charged; its IT "
-        "sees where in the site's audit log.",
-    )
 
 
 def budget_refusal(*, ledger: Ledger, site: SiteConfig, project: str, error: BaseException) -> BudgetRefused:

@@ -1,6 +1,9 @@
 """The site's policy gate: what it checks before any handler may touch the data.
 
-In order: the node is not paused; the request is not past its deadline (the
+In order: the node is not paused; its ledger is not behind any head it recorded
+elsewhere (anchors.py: audit log, replay cache, key folder, the board's checkpoint; the
+one place every request passes, so a replayed answer and a query's price are refused
+on a rolled-back ledger as a fresh release is); the request is not past its deadline (the
 message's own time to live, or its run's ``run-deadline``: a site never serves a
 message the coordinator stopped waiting for, so a cancelled or abandoned run stays
 stopped here whatever the coordinator does); the task kind is one the site serves and its
@@ -22,6 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from federation.errors import (
@@ -35,6 +39,7 @@ from federation.errors import (
 )
 from federation.protocol.request_info import RequestInfo
 from federation.protocol.task_kinds import KNOWN_TASKS, policy_allows
+from federation.site.anchors import refuse_if_behind
 from federation.site.authorization import Researcher, check_authorization
 from federation.site.config import NodePolicy
 from federation.site.ledger_keys import open_site_ledger
@@ -62,11 +67,17 @@ CLOCK_TOLERANCE_SECONDS = 5.0  # how far the coordinator's clock may run behind 
 
 
 def check_request(
-    *, info: RequestInfo, site: SiteConfig, policy: NodePolicy, config: dict[str, Any] | None = None
+    *,
+    info: RequestInfo,
+    site: SiteConfig,
+    policy: NodePolicy,
+    config: dict[str, Any] | None = None,
+    board_checkpoint: Path | None = None,
 ) -> GateDecision:
-    """The gate's decision on one request; reads the pause switch, the ledger and the
-    replay memory of signed requests only. ``config`` is the message's config record
-    (its signed request, if any)."""
+    """The gate's decision on one request; reads the pause switch, the ledger, its anchors
+    and the replay memory of signed requests only. ``config`` is the message's config
+    record (its signed request, if any); ``board_checkpoint`` is node.toml's
+    ``[state] checkpoint``."""
     pause = read_pause(state_dir=site.state_dir)
     if pause is not None:
         return GateDecision(
@@ -77,6 +88,10 @@ def check_request(
                 public=f"site {site.site_id} is paused by its IT and serves no task until it is resumed.",
             )
         )
+    try:
+        refuse_if_behind(site, board_checkpoint=board_checkpoint)
+    except InternalFault as err:  # LedgerBehind among them: which head and where stay in the audit log
+        return GateDecision(err)
     if info.expired(now=time.time(), tolerance=CLOCK_TOLERANCE_SECONDS):
         when = datetime.fromtimestamp(info.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         text = (

@@ -68,7 +68,7 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
     """
     received = utc_now()
     info = describe_request(kind=kind, msg=msg)
-    site, policy, broken = _site_and_policy(site=site, node_toml=node_toml)
+    site, policy, checkpoint, broken = _site_and_policy(site=site, node_toml=node_toml)
     try:
         _record_received(info=info, site=site, received=received)
     except Exception:
@@ -84,7 +84,7 @@ def serve(*, kind: str, msg: Message, site: SiteConfig, node_toml: str | Path | 
     try:
         if broken:
             raise InternalFault(broken)
-        decision = check_request(info=info, site=site, policy=policy, config=_config(msg))
+        decision = check_request(info=info, site=site, policy=policy, config=_config(msg), board_checkpoint=checkpoint)
         researcher = decision.researcher
         if not decision.allowed:
             raise decision.refusal
@@ -176,13 +176,18 @@ def _record_received(*, info: RequestInfo, site: SiteConfig, received: str) -> N
     )
 
 
-def _site_and_policy(*, site: SiteConfig, node_toml: str | Path | None) -> tuple[SiteConfig, NodePolicy, str | None]:
+def _site_and_policy(
+    *, site: SiteConfig, node_toml: str | Path | None
+) -> tuple[SiteConfig, NodePolicy, Path | None, str | None]:
+    """The site, its policy, the board's checkpoint (node.toml's; None in a simulation) and
+    why the node serves nothing (None: it may serve)."""
     if not node_toml:
         try:
-            return site, NodePolicy.default_for(site), None
+            return site, NodePolicy.default_for(site), None, None
         except NodePolicyError as err:  # a simulated site's overrides break a rule: serve nothing
             fallback = NodePolicy.default_for(SiteConfig(**{**site.__dict__, "policy_overrides": ()}))
-            return site, fallback, f"site {site.site_id}'s policy is invalid, so it serves nothing until fixed: {err}"
+            why = f"site {site.site_id}'s policy is invalid, so it serves nothing until fixed: {err}"
+            return site, fallback, None, why
     try:
         node = load_node_config(Path(str(node_toml)))
     except NodeConfigError as err:
@@ -190,9 +195,10 @@ def _site_and_policy(*, site: SiteConfig, node_toml: str | Path | None) -> tuple
         return (
             site,
             NodePolicy.default_for(site),
+            None,
             (f"site {site.site_id} cannot read its node.toml, so it serves nothing until fixed: {err}"),
         )
-    return node.site_config(), node.policy, None
+    return node.site_config(), node.policy, node.board_checkpoint, None
 
 
 def _record(

@@ -62,10 +62,14 @@ def test_coordinator_commands_init_start_register_status_stop(tmp_path):
         assert twice.returncode == 2 and "already registered" in twice.stderr
         status = json.loads(_workbench("coordinator", "status", "--json", "--folder", str(folder)).stdout)
         assert status["running_pid"] == pid and status["registered_sites"] == ["site_a"]
+        service = status["study_service"]  # beside the SuperLink, a process of its own
+        assert service["running_pid"] and pid_alive(service["running_pid"]) and service["url"] in started.stdout
     finally:
         stopped = _workbench("coordinator", "stop", "--folder", str(folder))
-    assert stopped.returncode == 0 and "stopped" in stopped.stdout
-    assert not pid_alive(pid)
+    assert (
+        stopped.returncode == 0 and "study service stopped." in stopped.stdout and "SuperLink stopped" in stopped.stdout
+    )
+    assert not pid_alive(pid) and not pid_alive(service["running_pid"])
 
 
 def test_study_from_the_command_line_on_the_connected_sites(loopback, tmp_path):

@@ -322,3 +322,135 @@ def test_the_node_process_refuses_to_start_on_a_rolled_back_ledger(tmp_path, nod
     )
     assert done.returncode == 4, done.stderr
     assert "Refused to serve" in done.stderr and "ends at seq 5" in done.stderr
+
+
+# --- the same check on every path that serves ---------------------------------------------------
+
+
+def _ask(node, config: dict, *, kind: str = "query:count", message_id: str = "m-1"):
+    from _node_helpers import received
+
+    from federation.site.tasks import serve
+
+    return serve(kind=kind, msg=received(config, message_id=message_id), site=node.site, node_toml=node.toml)
+
+
+def _count_request(epsilon: float) -> dict:
+    from federation.analytics.query import Query
+    from federation.protocol.query_request import QueryRequest
+
+    return QueryRequest(query=Query(kind="count", epsilon=epsilon), project=PROJECT).to_config()
+
+
+def _refused_as_behind(node, reply) -> str:
+    """The reply is the anchors' refusal (public words only), and the audit log keeps why."""
+    from federation.site.audit import recent_entries
+
+    assert "refusal" in reply.content, "a rolled-back ledger served this request"
+    refusal = reply.content["refusal"]
+    assert refusal["kind"] == "error" and "privacy ledger is behind a head it recorded" in refusal["reason"]
+    assert str(node.site.state_dir) not in refusal["reason"]  # where stays at the site
+    line = next(e for e in recent_entries(path=audit_path(node.site.state_dir)) if e["kind"] == "request")
+    assert line["decision"]["reason"].startswith("Refused to serve") and line["epsilon_charged"] == 0.0
+    return line["decision"]["reason"]
+
+
+def test_a_rolled_back_ledger_is_refused_on_a_replayed_answer_and_a_query_cost(tmp_path, node):
+    """Every path goes through the gate's one anchors check: a released answer kept for replay
+    (which charges nothing) and a price (which reads no data) are refused as a fresh release is."""
+    first, second = _count_request(0.2), _count_request(0.3)
+    assert "refusal" not in _ask(node, first).content
+    _copy_state(node, tmp_path / "copy")
+    assert "refusal" not in _ask(node, second, message_id="m-2").content
+    replayed = _ask(node, first, message_id="m-3")  # before the rollback: a free replay
+    assert "refusal" not in replayed.content and replayed.content["site"]["replay"]
+    priced = _ask(node, first, kind="query:cost", message_id="m-4")
+    assert "refusal" not in priced.content
+    spent = _spent(node)
+
+    _put_back(node, tmp_path / "copy", "ledger.sqlite")  # the ledger alone, as in the issue
+    for kind, request in (("query:count", first), ("query:cost", first), ("query:count", second)):
+        reason = _refused_as_behind(node, _ask(node, request, kind=kind, message_id=f"after-{kind}"))
+        assert "key folder" in reason or str(audit_path(node.site.state_dir)) in reason
+    assert _spent(node) < spent  # the rolled-back file, untouched: nothing charged on it
+
+
+def test_ledger_cache_and_audit_log_rolled_back_together_are_refused_on_a_replay(tmp_path, node):
+    """The state folder agrees with itself after the rollback (its cache holds the answer
+    the old ledger charged); the key folder's head refuses the replay all the same."""
+    first = _count_request(0.2)
+    assert "refusal" not in _ask(node, first).content
+    _copy_state(node, tmp_path / "copy")
+    assert "refusal" not in _ask(node, _count_request(0.3), message_id="m-2").content
+    _put_back(node, tmp_path / "copy", "ledger.sqlite", "audit.jsonl", "analytics-cache")
+    reason = _refused_as_behind(node, _ask(node, first, message_id="m-3"))
+    assert "the key folder" in reason and "last_head.json" in reason
+    reason = _refused_as_behind(node, _ask(node, first, kind="query:cost", message_id="m-4"))
+    assert "the key folder" in reason
+
+
+def test_the_boards_checkpoint_is_checked_before_every_request(tmp_path, node):
+    """A rollback of everything the node holds (state and key folder's head) before the
+    board's checkpoint: the node.toml's checkpoint refuses a price too."""
+    _spend(node)
+    _copy_state(node, tmp_path / "copy")
+    _spend(node, 2)
+    with open_site_ledger(node.site) as ledger:
+        ledger.checkpoint(out=tmp_path / "board-checkpoint.json")
+    set_key(node.toml, "checkpoint", f'"{tmp_path / "board-checkpoint.json"}"')
+    _put_back(node, tmp_path / "copy", "ledger.sqlite", "audit.jsonl")
+    (node.site.ledger_key_path.parent / "last_head.json").unlink(missing_ok=True)
+    reason = _refused_as_behind(node, _ask(node, _count_request(0.2), kind="query:cost"))
+    assert "board checkpoint" in reason and str(tmp_path / "board-checkpoint.json") in reason
+
+
+@pytest.mark.parametrize("kind", sorted(__import__("federation.site.tasks", fromlist=["HANDLERS"]).HANDLERS))
+def test_every_task_kind_is_refused_on_a_rolled_back_ledger_before_its_handler(tmp_path, node, kind):
+    """Each handler the site registers (training, evaluation, range finding, every query
+    kind, a price) sits behind the gate's anchors check: no handler runs at all (the
+    message here is a count request; a handler that ran would refuse its kind instead)."""
+    _spend(node)
+    sign_audit_head(node.site)
+    _copy_state(node, tmp_path / "copy")
+    _spend(node)
+    sign_audit_head(node.site)
+    _put_back(node, tmp_path / "copy", "ledger.sqlite")
+    reason = _refused_as_behind(node, _ask(node, _count_request(0.2), kind=kind))
+    assert "ends at seq 5" in reason
+
+
+def test_the_replay_caches_anchor_follows_every_answer_and_a_cache_put_back(tmp_path, node):
+    """Read straight from the cache's file (never written by the check); kept between
+    requests only while the cache's files are unchanged."""
+    from federation.site.anchors import cache_anchor
+
+    folder = node.site.analytics_cache_dir
+    first = _ask(node, _count_request(0.2))
+    seq = json.loads(first.content["site"]["receipts"])[-1]["seq"]
+    assert cache_anchor(folder).seq == seq
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+    assert cache_anchor(folder).seq == seq  # again: from the memo, the files untouched
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
+    _copy_state(node, tmp_path / "copy")
+    second = _ask(node, _count_request(0.3), message_id="m-2")
+    newer = json.loads(second.content["site"]["receipts"])[-1]["seq"]
+    assert newer > seq and cache_anchor(folder).seq == newer
+    _put_back(node, tmp_path / "copy", "analytics-cache")
+    assert cache_anchor(folder).seq == seq
+
+
+def test_the_replay_caches_anchor_reads_large_answers_kept_in_files(tmp_path):
+    """diskcache keeps a text over 32 KiB in a file of its own: its receipts count too."""
+    import diskcache
+
+    from federation.site.anchors import cache_anchor
+
+    small = json.dumps({"release": "x", "receipts": [{"seq": 4, "entry_hash": "a" * 64}]})
+    large = json.dumps({"release": "y" * 40_000, "receipts": [{"seq": 9, "entry_hash": "b" * 64}]})
+    with diskcache.Cache(str(tmp_path / "cache")) as cache:
+        cache.set("small", small)
+        cache.set("large", large)
+        cache.set("version", "data-version-marker")
+    assert list((tmp_path / "cache").rglob("*.val"))  # the large one did go to a file
+    found = cache_anchor(tmp_path / "cache")
+    assert (found.seq, found.head_hash) == (9, "b" * 64)

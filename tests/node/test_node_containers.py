@@ -117,7 +117,7 @@ def test_node_health_fails_unless_the_node_runs_and_is_connected(node):
 @pytest.mark.timeout(180)
 def test_coordinator_run_stays_in_the_foreground_and_health_follows_it(tmp_path):
     """What the coordinator's unit and container run: the SuperLink for as long as
-    `coordinator run` lives; SIGTERM stops both."""
+    `coordinator run` lives, the study service beside it; SIGTERM stops them."""
     from federation.coordinator.superlink import Coordinator
     from federation.processes import engine_env, free_port, pid_alive
 
@@ -137,9 +137,15 @@ def test_coordinator_run_stays_in_the_foreground_and_health_follows_it(tmp_path)
             time.sleep(1)
         superlink = coordinator.running_pid()
         assert superlink is not None and run.poll() is None  # still in the foreground
+        from federation.coordinator.study_service.process import running_pid as service_pid
+
+        while service_pid(coordinator) is None:  # the study service beside it
+            assert run.poll() is None and time.monotonic() < deadline, run.stdout.read().decode()
+            time.sleep(0.5)
+        service = service_pid(coordinator)
         run.send_signal(signal.SIGTERM)
         assert run.wait(timeout=60) == 0
-        assert not pid_alive(superlink)
+        assert not pid_alive(superlink) and not pid_alive(service)
         down = subprocess.run(health, capture_output=True, text=True, env=engine_env())
         assert down.returncode == 3 and "UNHEALTHY: the SuperLink does not run" in down.stdout
     finally:

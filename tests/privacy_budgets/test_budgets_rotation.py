@@ -111,7 +111,7 @@ def test_the_cli_rotates_in_place_and_keeps_the_old_key_retired(ledger, ledger_p
         app, ["rotate-key", "--ledger", str(ledger_path), "--actor", "site IT", "--reason", "yearly"]
     )
     assert done.exit_code == 0, done.output
-    assert "re-register" not in done.output and "Send the coordinator the new fingerprint" in done.output
+    assert "re-register" not in done.output and "workbench budget handover --ledger" in done.output
     retired = list(ledger_path.parent.glob("*.retired-seq*"))
     assert len(retired) == 1 and fingerprint(public_hex(load_key(key_path=retired[0]))) == old
     with Ledger.open(ledger_path, site_id=SITE) as reopened:

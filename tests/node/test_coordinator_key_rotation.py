@@ -1,0 +1,148 @@
+"""Key rotation at the coordinator (issue 16, item 2): a site's board rotates its ledger
+key (two of three sign, the old key signs the new one); the coordinator refuses receipts
+under the new key until its operator accepts the site's handover, accepts it only when it
+chains from the registered key, and refuses the old key from then on. Real site replies,
+a real coordinator folder and its nodes.json, the real CLIs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from _node_helpers import PROJECT, received
+from typer.testing import CliRunner
+
+from federation.analytics.query import Query
+from federation.coordinator.cli import app as coordinator_app
+from federation.coordinator.registry import RegisteredNode, ledger_keys, registered_nodes, save_nodes, site_names
+from federation.coordinator.reply_check import SiteRegistry, checked
+from federation.coordinator.superlink import Coordinator
+from federation.protocol.query_request import QueryRequest
+from federation.site.ledger_keys import open_site_ledger
+from federation.site.tasks import serve
+from privacy_budgets.cli import app as budget_app
+from privacy_budgets.keys import load_or_create_key, public_hex
+from privacy_budgets.proposals import rotation_action
+from privacy_budgets.simulated_board import SimulatedBoard
+
+NODE = 7  # the node id the SuperLink authenticated (the reply's src_node_id)
+runner = CliRunner()
+
+
+def _answer(node, epsilon: float):
+    request = QueryRequest(query=Query(kind="count", epsilon=epsilon), project=PROJECT).to_config()
+    return serve(
+        kind="query:count", msg=received(request, message_id=f"q{epsilon}"), site=node.site, node_toml=node.toml
+    )
+
+
+def _registry(coordinator: Coordinator) -> SiteRegistry:
+    return SiteRegistry(names=site_names(coordinator), ledger_keys=ledger_keys(coordinator))
+
+
+@pytest.fixture
+def registered(node, tmp_path):
+    """hospital-a with a two-of-three board, registered at a coordinator with its ledger key."""
+    board = SimulatedBoard.create(tmp_path / "board")
+    with open_site_ledger(node.site) as ledger:
+        board.establish(ledger)
+        key = ledger.public_key
+    coordinator = Coordinator.init(folder=tmp_path / "coordinator", address="127.0.0.1:9092")
+    node_key = "ecdsa-sha2-nistp384 AAAA hospital-a"  # Flower's admission is not what this test is about
+    save_nodes(
+        coordinator,
+        {"hospital-a": RegisteredNode("hospital-a", node_key, str(NODE), "2026-01-01T00:00:00Z", ledger_key=key)},
+    )
+    return node, board, coordinator
+
+
+def _rotate(node, board, tmp_path, *, members=None) -> None:
+    """The board's rotation, then the new key put in the key folder's place (as `budget rotate-key` does)."""
+    site = node.site
+    new_key = tmp_path / "new-ledger.key"
+    new_public = public_hex(load_or_create_key(key_path=new_key, create=True))
+    with open_site_ledger(site) as ledger:
+        proposal = ledger.propose(
+            action=rotation_action(new_public_key=new_public), reason="yearly rotation", proposed_by="site IT"
+        )
+        ledger.rotate_key(new_key_path=new_key, proposal=board.sign(proposal, members=members))
+    os.replace(site.ledger_key_path, tmp_path / "retired-ledger.key")
+    os.replace(new_key, site.ledger_key_path)
+
+
+def _accept(coordinator, handover) -> object:
+    return runner.invoke(
+        coordinator_app,
+        ["accept-ledger-key", str(handover), "--name", "hospital-a", "--folder", str(coordinator.folder)],
+    )
+
+
+def test_a_rotated_key_is_accepted_only_through_its_handover_and_the_old_key_is_refused(registered, tmp_path):
+    node, board, coordinator = registered
+    before = _answer(node, 0.2)
+    assert checked(before, node_names={}, registry=_registry(coordinator)).status == "ok"
+
+    _rotate(node, board, tmp_path)
+    after = _answer(node, 0.3)
+    assert "refusal" not in after.content
+    refused = checked(after, node_names={}, registry=_registry(coordinator))
+    assert refused.status == "failed" and "a key other than the site's registered ledger key" in refused.reason
+    assert "accept-ledger-key --name hospital-a" in refused.reason  # the fix, in the coordinator's words
+
+    handover = tmp_path / "handover.json"
+    written = runner.invoke(budget_app, ["handover", "--ledger", str(node.site.ledger_path), "--out", str(handover)])
+    assert written.exit_code == 0, written.output
+    done = _accept(coordinator, handover)
+    assert done.exit_code == 0, done.output
+    assert "approved by Member A (simulated), Member B (simulated)" in done.output
+
+    with open_site_ledger(node.site) as ledger:
+        assert registered_nodes(coordinator)["hospital-a"].ledger_key == ledger.public_key
+    (rotation,) = registered_nodes(coordinator)["hospital-a"].key_rotations
+    assert rotation["signers"] == board.names[:2] and rotation["accepted_at"]
+    assert checked(after, node_names={}, registry=_registry(coordinator)).status == "ok"
+    # Receipts under the old key are refused from now on (a copy of it proves nothing new).
+    old = checked(before, node_names={}, registry=_registry(coordinator))
+    assert old.status == "failed" and "a key other than the site's registered ledger key" in old.reason
+    shown = runner.invoke(coordinator_app, ["status", "--folder", str(coordinator.folder)])
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "ledger keys (each site's receipts must verify under its own):\n  hospital-a: ed25519:SHA256:" in shown.output
+    )
+    assert "after 1 accepted rotation(s)" in shown.output
+    again = _accept(coordinator, handover)
+    assert again.exit_code == 2 and "no new key to accept" in again.output
+
+
+def test_a_handover_that_does_not_chain_changes_nothing(registered, tmp_path):
+    """Without the quorum (an insider holding the old key keeps one member's signature and
+    signs again), or from another site's ledger: refused, nodes.json unchanged."""
+    import dataclasses
+
+    from privacy_budgets.entries import LedgerEntry
+    from privacy_budgets.keys import load_key, sign
+
+    node, board, coordinator = registered
+    old_key = load_key(key_path=node.site.ledger_key_path)
+    _rotate(node, board, tmp_path)
+    handover = tmp_path / "handover.json"
+    assert runner.invoke(budget_app, ["handover", "--ledger", str(node.site.ledger_path), "--out", str(handover)])
+    data = json.loads(handover.read_text())
+    entry = LedgerEntry.from_dict(data["rotations"][0]["entry"])
+    details = entry.details
+    details["authority"]["signatures"] = details["authority"]["signatures"][:1]
+    forged = dataclasses.replace(entry, details_json=json.dumps(details, sort_keys=True))
+    forged = dataclasses.replace(forged, entry_hash=forged.compute_hash())
+    forged = dataclasses.replace(forged, signature=sign(old_key, forged.signed_message()))
+    data["rotations"][0]["entry"] = forged.to_dict()
+    handover.write_text(json.dumps(data))
+    before = coordinator.nodes_path.read_text()
+    done = _accept(coordinator, handover)
+    assert done.exit_code == 2 and "not approved by the board's quorum" in done.output
+    assert f"seq {entry.seq} of site hospital-a" in done.output and "the registered key stays" in done.output
+    data["site_id"] = "hospital-b"
+    handover.write_text(json.dumps(data))
+    done = _accept(coordinator, handover)
+    assert done.exit_code == 2 and "of site 'hospital-b', not 'hospital-a'" in done.output
+    assert coordinator.nodes_path.read_text() == before
