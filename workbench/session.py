@@ -320,10 +320,10 @@ class Workbench:
         on_round: Callable[[Any], None] | None = None,
         on_wait: Callable[[str], None] | None = None,
         on_start: Callable[[str], None] | None = None,
-        timeout: float = 1800.0,
-        site_timeout: float = 600.0,
-        prompt_replies: bool = True,
-        unfollowed_after: float = 60.0,
+        timeout: float = RunOptions.timeout,
+        site_timeout: float = RunOptions.site_timeout,
+        prompt_replies: bool = RunOptions.prompt_replies,
+        unfollowed_after: float = RunOptions.unfollowed_after,
         **hyperparameters: Any,
     ) -> TrainingResult:
         """Train a model across the sites with DP-SGD at every site; ``result.model`` is

@@ -65,3 +65,10 @@ def test_what_needs_the_sites_rows_or_ledgers_is_absent_and_refused_once(folder)
         assert said.startswith(f"wb.{method}() is not available on the coordinator at {folder.address}"), said
         assert ABSENT[NEEDS[method]] in said
     assert not hasattr(wb.backend, "plan_training") and not hasattr(wb.backend, "site_configs")
+
+
+def test_a_study_that_nobody_follows_stops_after_the_coordinators_own_default():
+    from federation.coordinator.study_runs import UNFOLLOWED_AFTER_SECONDS
+    from workbench.backends.base import RunOptions
+
+    assert RunOptions().unfollowed_after == UNFOLLOWED_AFTER_SECONDS

@@ -102,7 +102,7 @@ class RunOptions:
     on_wait: Callable[[str], None] | None = None
     on_start: Callable[[str], None] | None = None
     prompt_replies: bool = True
-    unfollowed_after: float = 60.0
+    unfollowed_after: float = 60.0  # federation.coordinator.study_runs.UNFOLLOWED_AFTER_SECONDS
 
     @property
     def expiry(self) -> timedelta:
