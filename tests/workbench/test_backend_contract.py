@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from torch import nn
 from federation.coordinator.run_folder import RunFolder
 from federation.engines.loopback import LoopbackFederation, build_loopback_federation
 from federation.training.evaluation import predict_proba
-from workbench.backends.base import ABSENT, PLAN_TRAINING, Backend
+from workbench.backends.base import ABSENT, NEEDS, PLAN_TRAINING, Backend
 from workbench.backends.coordinator_folder import CoordinatorFolderBackend
 from workbench.backends.remote import RemoteBackend
 from workbench.errors import NotAvailable
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.slow
 
 PROJECT = "contract"
 REMOTE_PROJECT = "contract-remote"  # the same nodes as the coordinator folder's: a project of its own
+RESUME_PROJECT = "contract-resume"  # a remote study whose service goes away mid-study
 EPSILON = 1.0  # the study's target: its total at each site
 ALLOCATION = 2.0  # what each site's ethics board grants the project: the study, then queries
 ROWS = 300
@@ -67,6 +69,7 @@ def loopback(tmp_path_factory):
         # What each site's ethics board does before the study: allocate, approve the researcher.
         fed.allocate(project=PROJECT, epsilon=ALLOCATION)
         fed.allocate(project=REMOTE_PROJECT, epsilon=ALLOCATION)
+        fed.allocate(project=RESUME_PROJECT, epsilon=ALLOCATION)
         yield fed
     finally:
         fed.stop()
@@ -188,8 +191,13 @@ def test_a_query_batch_is_costed_then_answered_and_charged_at_each_site(arm, tra
         assert arm.spent(site, arm.project) > before[site]
 
 
-def test_describe_and_budget_report_each_site(arm, trained):
-    description = arm.wb.describe(project=arm.project, epsilon=0.1)
+@pytest.fixture(scope="module")
+def description(arm, trained):
+    """The sites' noisy sizes, asked once (charged to the study's project at each site)."""
+    return arm.wb.describe(project=arm.project, epsilon=0.1)
+
+
+def test_describe_and_budget_report_each_site(arm, trained, description):
     assert sorted(description.sites["site"]) == arm.sites
     assert (description.sites["patients (noisy)"] > 0).all()
     budget = arm.wb.budget()
@@ -202,15 +210,15 @@ def test_describe_and_budget_report_each_site(arm, trained):
     assert {r["run_id"] for r in receipts} >= {trained.spec.run_id}
 
 
-def test_planning_from_public_parameters_agrees_with_each_sites_ledger(arm, trained):
+def test_planning_from_public_parameters_agrees_with_each_sites_ledger(arm, trained, description):
     if PLAN_TRAINING not in arm.wb.capabilities:
         with pytest.raises(NotAvailable) as refused:
             arm.wb.plan_training(target_epsilon=0.5, rounds=2, project="contract-plan")
         assert ABSENT[PLAN_TRAINING] in str(refused.value)
         assert "plan_training" not in dir(arm.wb.backend)  # absent, not a stub that raises
         return
-    description = arm.wb.describe(project=arm.project, epsilon=0.1)  # asked before: replayed, free
-    # A fresh project: every site has room; a connected workbench plans from this session's counts.
+    # A fresh project: every site has room; a connected workbench plans from this session's
+    # describe() (the fixture's), never asking the sites for a count of its own.
     plan = arm.wb.plan_training(target_epsilon=0.5, rounds=2, project="contract-plan")
     assert sorted(plan.per_site["site"]) == arm.sites and plan.fits
     # The project already spent: what the plan counts as spent is what each site's ledger holds
@@ -228,3 +236,39 @@ def test_planning_from_public_parameters_agrees_with_each_sites_ledger(arm, trai
     estimate = estimate.per_site.set_index("site")
     for site in arm.sites:
         assert estimate.loc[site, "noise_multiplier"] == pytest.approx(exact.loc[site, "noise_multiplier"], rel=0.25)
+
+
+def test_what_a_back_end_lacks_is_refused_with_one_sentence(arm):
+    calls = {
+        "report": lambda: arm.wb.report(),
+        "approvals": lambda: arm.wb.approvals(),
+        "allocate": lambda: arm.wb.allocate(project="p", epsilon=1.0),
+        "site_configs": lambda: arm.wb.site_configs(),
+        "plan_tuning": lambda: arm.wb.plan_tuning(candidates=[{}], target_epsilon=1.0, rounds=2, project="p"),
+    }
+    lacking = [m for m in calls if NEEDS[m] not in arm.wb.capabilities]
+    if isinstance(arm.wb.backend, (CoordinatorFolderBackend, RemoteBackend)):
+        assert lacking == list(calls)
+    for method in lacking:
+        with pytest.raises(NotAvailable) as refused:
+            calls[method]()
+        assert str(refused.value) == f"wb.{method}() is not available on {arm.wb.backend.name}: {ABSENT[NEEDS[method]]}"
+
+
+def test_a_study_service_that_goes_away_mid_study_is_followed_again_to_the_end(arm, loopback):
+    if not isinstance(arm.wb.backend, RemoteBackend):
+        pytest.skip("only a remote workbench follows a study through the service")
+    from federation.coordinator.study_service.process import start_service, stop_service
+
+    timers: list[threading.Timer] = []
+
+    def lose_the_service(report) -> None:
+        if report.round == 1:  # the operator restarts the service: 3 s without it, and new sessions
+            stop_service(loopback.coordinator)
+            timers.append(threading.Timer(3.0, start_service, args=(loopback.coordinator,)))
+            timers[0].start()
+
+    result = arm.wb.train(target_epsilon=0.5, rounds=2, project=RESUME_PROJECT, on_round=lose_the_service)
+    timers[0].join()
+    assert result.stopped_reason == "" and sorted(result.weighted()["round"]) == [1, 2]
+    assert {r["site_id"] for r in result.receipts if r["round"] == 2} == set(arm.sites)
