@@ -258,9 +258,10 @@ def test_what_a_back_end_lacks_is_refused_with_one_sentence(arm):
 def test_a_study_service_that_goes_away_mid_study_is_followed_again_to_the_end(arm, loopback):
     if not isinstance(arm.wb.backend, RemoteBackend):
         pytest.skip("only a remote workbench follows a study through the service")
-    from federation.coordinator.study_service.process import start_service, stop_service
+    from federation.coordinator.study_service.process import running_pid, start_service, stop_service
 
     timers: list[threading.Timer] = []
+    service_before = running_pid(loopback.coordinator)
 
     def lose_the_service(report) -> None:
         if report.round == 1:  # the operator restarts the service: 3 s without it, and new sessions
@@ -270,5 +271,6 @@ def test_a_study_service_that_goes_away_mid_study_is_followed_again_to_the_end(a
 
     result = arm.wb.train(target_epsilon=0.5, rounds=2, project=RESUME_PROJECT, on_round=lose_the_service)
     timers[0].join()
+    assert running_pid(loopback.coordinator) not in (None, service_before)  # a new service process followed it
     assert result.stopped_reason == "" and sorted(result.weighted()["round"]) == [1, 2]
     assert {r["site_id"] for r in result.receipts if r["round"] == 2} == set(arm.sites)
