@@ -8,7 +8,8 @@
 ``Workbench.simulate(...)`` runs hospitals simulated on this machine;
 ``Workbench.connect(coordinator=FOLDER, ...)`` real hospital nodes behind a running
 coordinator, on its machine; ``Workbench.connect(url=..., identity=KEY, ca=CA, ...)`` the
-same through the coordinator's study service, from the researcher's own machine. The methods below are written once, on the primitives of a back end
+same through the coordinator's study service, from the researcher's own machine. The
+methods below are written once, on the primitives of a back end
 (``workbench.backends.base.Backend``). What a back end cannot do is absent from
 ``wb.capabilities``; asking for it says once why, and where it is done instead.
 """
@@ -166,6 +167,11 @@ class Workbench:
         if identity is not None and researcher is not None:
             raise ValueError("give the researcher's key once: identity=KEY (researcher= is its older name).")
         key = identity if identity is not None else researcher
+        if ca is not None and url is None:
+            raise ValueError(
+                f"ca= checks a study service's certificate, so it goes with url=...; got ca={str(ca)!r} with "
+                "coordinator=FOLDER. Fix: leave ca= out on the coordinator's machine."
+            )
         if url is not None:
             from workbench.backends.remote import RemoteBackend
 

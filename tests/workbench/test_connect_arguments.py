@@ -31,6 +31,8 @@ def test_connect_takes_exactly_one_place(folder):
         Workbench.connect(coordinator=folder.folder, url="https://127.0.0.1:9")
     with pytest.raises(TypeError):
         Workbench.connect(folder.folder)  # keyword-only
+    with pytest.raises(ValueError, match="ca= checks a study service's certificate, so it goes with url="):
+        Workbench.connect(coordinator=folder.folder, ca="ca.crt")
 
 
 def test_a_stopped_coordinator_is_refused_with_the_command_that_starts_it(folder):
