@@ -255,9 +255,10 @@ def test_what_a_back_end_lacks_is_refused_with_one_sentence(arm):
         assert str(refused.value) == f"wb.{method}() is not available on {arm.wb.backend.name}: {ABSENT[NEEDS[method]]}"
 
 
-def test_a_study_service_that_goes_away_mid_study_is_followed_again_to_the_end(arm, loopback):
+def test_a_study_service_that_goes_away_mid_study_is_followed_again_to_the_end(arm, request):
     if not isinstance(arm.wb.backend, RemoteBackend):
         pytest.skip("only a remote workbench follows a study through the service")
+    loopback = request.getfixturevalue("loopback")
     from federation.coordinator.study_service.process import running_pid, start_service, stop_service
 
     timers: list[threading.Timer] = []
