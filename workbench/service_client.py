@@ -109,6 +109,11 @@ class ServiceClient:
         self._token: str | None = None
         self.fingerprint: str | None = None
 
+    @property
+    def signer(self) -> Signer:
+        """The researcher's signer: the login, and every study and batch, are signed with it."""
+        return self._signer
+
     def close(self) -> None:
         self._http.close()
 
@@ -186,23 +191,9 @@ class ServiceClient:
 
     def budget(self) -> pd.DataFrame:
         """Per site, dataset and project (this researcher's): the epsilon the receipts report."""
-        columns = ["site", "dataset", "project", "epsilon_project", "delta", "releases"]
-        rows = [r for r in self.receipts() if r.get("kind") == "commit"]
-        if not rows:
-            return pd.DataFrame(columns=columns)
-        frame = pd.DataFrame(rows).sort_values("seq")
-        out = [
-            {
-                "site": site,
-                "dataset": dataset,
-                "project": project,
-                "epsilon_project": float(g.iloc[-1]["project_epsilon_after"]),
-                "delta": float(g.iloc[-1]["delta"]),
-                "releases": len(g),
-            }
-            for (site, dataset, project), g in frame.groupby(["site_id", "dataset", "project"], sort=True)
-        ]
-        return pd.DataFrame(out, columns=columns)
+        from workbench.backends.mirror import budget_frame
+
+        return budget_frame(self.receipts())
 
     # --- studies ----------------------------------------------------------------------
 

@@ -7,7 +7,9 @@
 
 ``Workbench.simulate(...)`` runs hospitals simulated on this machine;
 ``Workbench.connect(coordinator=FOLDER, ...)`` real hospital nodes behind a running
-coordinator. The methods below are written once, on the primitives of a back end
+coordinator, on its machine; ``Workbench.connect(url=..., identity=KEY, ca=CA, ...)`` the
+same through the coordinator's study service, from the researcher's own machine. The
+methods below are written once, on the primitives of a back end
 (``workbench.backends.base.Backend``). What a back end cannot do is absent from
 ``wb.capabilities``; asking for it says once why, and where it is done instead.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,13 +37,13 @@ from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder, SiteArrays
 from privacy_budgets import Ledger
 from privacy_budgets.proposals import allocation_action
-from workbench.backends.base import NEEDS, Backend, HoldsSites, RunOptions, absent_message
+from workbench.backends.base import NEEDS, PLAN_TRAINING, Backend, HoldsSites, RunOptions, absent_message
 from workbench.backends.simulation import SIMULATED_ETHICS_BOARD, SimulationBackend
 from workbench.burn_down import plot_burn_down
 from workbench.description import Description, schema_rows, site_rows
 from workbench.errors import NotAvailable, PlanDoesNotFit, StudyRefused, refused_paragraph
 from workbench.live_plot import LivePlot
-from workbench.planning import TrainingPlan, plan_training
+from workbench.planning import PlanWithoutSizes, TrainingPlan, plan_from_counts, plan_training
 from workbench.progress import ProgressObserver
 from workbench.reports import BudgetReports, build_reports
 from workbench.results import TrainingResult
@@ -75,6 +77,7 @@ class Workbench:
 
     def __init__(self, *, backend: Backend) -> None:
         self._backend = backend
+        self._description: Description | None = None  # this session's last describe(): sizes to plan from
 
     # --- construction -------------------------------------------------------------
 
@@ -140,13 +143,15 @@ class Workbench:
         sites: int | None = None,
         researcher: str | Path | Signer | None = None,
         passphrase: str | None = None,
+        ca: str | Path | None = None,
     ) -> Workbench:
         """Hospitals running real nodes, through a running coordinator.
 
         ``coordinator`` is the coordinator's folder (``workbench coordinator init``), on
         this machine: the coordinator's operator works there. ``url`` (with ``identity``,
         the researcher's key) is a coordinator's study service, reached from the
-        researcher's own machine. ``dictionary`` is the study's public data dictionary
+        researcher's own machine, checked against the coordinator's CA certificate ``ca``
+        (its ``ca.crt``). ``dictionary`` is the study's public data dictionary
         (its ranges encode the features); ``sites`` how many sites a study waits for
         (default: every registered site); ``researcher`` (or ``identity``) the
         researcher's private key (``workbench researcher init``; its passphrase is asked
@@ -162,8 +167,19 @@ class Workbench:
         if identity is not None and researcher is not None:
             raise ValueError("give the researcher's key once: identity=KEY (researcher= is its older name).")
         key = identity if identity is not None else researcher
+        if ca is not None and url is None:
+            raise ValueError(
+                f"ca= checks a study service's certificate, so it goes with url=...; got ca={str(ca)!r} with "
+                "coordinator=FOLDER. Fix: leave ca= out on the coordinator's machine."
+            )
         if url is not None:
-            return cls(backend=remote_backend(url=url, identity=key, dictionary=dictionary, passphrase=passphrase))
+            from workbench.backends.remote import RemoteBackend
+
+            return cls(
+                backend=RemoteBackend.open(
+                    url=url, identity=key, ca=ca, dictionary=dictionary, sites=sites, passphrase=passphrase
+                )
+            )
         from workbench.backends.coordinator_folder import CoordinatorFolderBackend
 
         return cls(
@@ -278,12 +294,13 @@ class Workbench:
         known = self.sites
         if "dataset" not in known:  # a coordinator knows its sites' names, not their datasets
             known = pd.DataFrame({"site": list(counts.sites["site"]), "dataset": ""})
-        return Description(
+        self._description = Description(
             schema=schema_rows(dictionary=self.dictionary),
             sites=site_rows(sites=known, counts=counts),
             counts=counts,
             project=project,
         )
+        return self._description
 
     # --- the ethics board (where the ledgers are here) ------------------------------
 
@@ -349,7 +366,7 @@ class Workbench:
         project = project or f"study-{uuid.uuid4().hex[:6]}"
         spec = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **hyperparameters)
         encoder, range_finding = self._study_encoding(target=target)
-        if encoder is not None and "plan_training" in self.capabilities:
+        if encoder is not None and isinstance(self._backend, HoldsSites):
             self._refuse_unless_plan_fits(spec=spec, target=target, hyperparameters=hyperparameters)
         self._backend.prepare_project(project=project, epsilon=target_epsilon, reason=f"allocation for study {project}")
         options = RunOptions(
@@ -435,6 +452,7 @@ class Workbench:
         project: str = "plan",
         target: str | None = None,
         noise_multipliers: tuple[float, ...] = (0.8, 1.0, 1.5, 2.0, 3.0),
+        sizes: Description | Mapping[str, float] | None = None,
         **hyperparameters: Any,
     ) -> TrainingPlan:
         """Project each site's epsilon for a training, without spending anything.
@@ -446,9 +464,27 @@ class Workbench:
         ``plan.what_if`` (and ``plan.plot()``) show epsilon against noise and rounds.
         The arguments are those of ``train``. Each site's plan splits the target between
         DP-SGD and its noisy evaluations (its ``evaluation_share``): the columns show both.
+
+        Where the sites are elsewhere (a coordinator), the plan is an ESTIMATE from public
+        parameters and each site's noisy row count: ``sizes`` is a ``describe()`` result
+        (or site -> rows from a source you trust), by default this session's last
+        ``describe()``; a plan never asks the sites for a count (that is a charged release).
+        The project's earlier spending comes from the sites' signed receipts; each site's
+        cap and the project's allocation are known only at the site, which calibrates its
+        own noise when the study starts and refuses what does not fit (``plan.basis``).
+        ``sizes`` on a simulation plans the same way, from those counts.
         """
-        holder = self._holder("plan_training")
         refuse_site_owned(hyperparameters)
+        if sizes is not None or not isinstance(self._backend, HoldsSites):
+            return self._plan_from_counts(
+                sizes=sizes,
+                target_epsilon=target_epsilon,
+                rounds=rounds,
+                project=project,
+                noise_multipliers=noise_multipliers,
+                **hyperparameters,
+            )
+        holder = self._holder("plan_training")
         return plan_training(
             sites=holder.site_configs(),
             encoder=self.encoder(target=target),
@@ -458,6 +494,25 @@ class Workbench:
             noise_multipliers=noise_multipliers,
             **hyperparameters,
         )
+
+    def _plan_from_counts(self, *, sizes: Description | Mapping[str, float] | None, **plan: Any) -> TrainingPlan:
+        """``plan_training`` from the sites' noisy counts (see there)."""
+        if PLAN_TRAINING not in self.capabilities:
+            self._holder("plan_training")  # the one sentence of ABSENT
+        sizes = sizes if sizes is not None else self._description
+        if sizes is None:
+            raise PlanWithoutSizes(
+                f"wb.plan_training() on {self._backend.name} plans from each site's noisy row count, and this "
+                "session has none yet: a count is a release each site charges, so a plan never asks for one. "
+                "Fix: wb.describe(project=..., epsilon=...) first (its counts are kept for this session), or pass "
+                "sizes=DESCRIPTION (a describe() result) or sizes={'SITE': ROWS}."
+            )
+        if isinstance(sizes, Description):
+            source = f"describe(), charged to project '{sizes.project}' at each site"
+            sizes = dict(zip(sizes.sites["site"], sizes.sites["patients (noisy)"], strict=True))
+        else:
+            source = "the sizes passed to plan_training"
+        return plan_from_counts(sizes=dict(sizes), source=source, receipts=self.receipts(), **plan)
 
     def plan_tuning(
         self,
@@ -679,15 +734,3 @@ class Workbench:
 def site_policy(site: SiteConfig) -> NodePolicy:
     """A simulated site's policy: the defaults of ``node init``, with its overrides."""
     return NodePolicy.default_for(site)
-
-
-def remote_backend(
-    *, url: str, identity: str | Path | Signer | None, dictionary: Any, passphrase: str | None
-) -> Backend:
-    """The seam for a coordinator's study service at ``url`` (issue 15, part 1): its client,
-    ``workbench/service_client.py``, gives a ``Backend`` here. Until it lands, say so."""
-    raise NotAvailable(
-        f"connecting to a study service by URL ({url}) needs the study service's client "
-        "(workbench/service_client.py), which this version does not have yet. What to do: on the coordinator's "
-        "machine, Workbench.connect(coordinator='FOLDER', dictionary=..., researcher=KEY)."
-    )

@@ -1,16 +1,24 @@
-"""One contract, every back end: the same notebook calls against hospitals simulated here
-and against real nodes behind a loopback coordinator folder (a real SuperLink with TLS and
-two real SuperNodes with their site executors).
+"""One contract, every back end: the same notebook calls against hospitals simulated here,
+against real nodes behind a loopback coordinator folder (a real SuperLink with TLS and two
+real SuperNodes with their site executors), and against the same nodes through the
+coordinator's study service (uvicorn, HTTPS from the coordinator's CA) from a researcher's
+folder holding only the service's URL, ``ca.crt``, the researcher's key and the public data
+dictionary.
 
 Each back end gets the same calls: train 2 rounds and get the model back as a
-``torch.nn.Module``, cost and ask a small query batch, describe, read the budget, plan.
-What a back end cannot do (planning needs every site's rows and ledger) is absent from its
-capabilities and refused with the one sentence of ``workbench.backends.base.ABSENT``.
-Tiny data, one federation per module, started once and stopped by PID.
+``torch.nn.Module``, cost and ask a small query batch, describe, read the budget, plan
+(a simulation from each site's rows and ledger; a coordinator from the noisy counts of
+``describe()`` and the signed receipts, which must agree with each site's own ledger).
+What a back end cannot do is absent from its capabilities and refused with the one
+sentence of ``workbench.backends.base.ABSENT``. Tiny data, one federation and one service
+per module, started once and stopped by PID.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +30,17 @@ from torch import nn
 from federation.coordinator.run_folder import RunFolder
 from federation.engines.loopback import LoopbackFederation, build_loopback_federation
 from federation.training.evaluation import predict_proba
-from workbench.backends.base import ABSENT, PLAN_TRAINING, Backend
+from workbench.backends.base import ABSENT, NEEDS, PLAN_TRAINING, Backend
 from workbench.backends.coordinator_folder import CoordinatorFolderBackend
+from workbench.backends.remote import RemoteBackend
 from workbench.errors import NotAvailable
 from workbench.session import Workbench
 
 pytestmark = pytest.mark.slow
 
 PROJECT = "contract"
+REMOTE_PROJECT = "contract-remote"  # the same nodes as the coordinator folder's: a project of its own
+RESUME_PROJECT = "contract-resume"  # a remote study whose service goes away mid-study
 EPSILON = 1.0  # the study's target: its total at each site
 ALLOCATION = 2.0  # what each site's ethics board grants the project: the study, then queries
 ROWS = 300
@@ -41,6 +52,8 @@ class Arm:
 
     wb: Workbench
     spent: Any  # (site, project) -> the epsilon that site's own ledger holds
+    project: str = PROJECT
+    runs_dir: Any = None  # the coordinator's run folders, where it keeps its copy of each model
 
     @property
     def sites(self) -> list[str]:
@@ -55,9 +68,23 @@ def loopback(tmp_path_factory):
         fed.start()
         # What each site's ethics board does before the study: allocate, approve the researcher.
         fed.allocate(project=PROJECT, epsilon=ALLOCATION)
+        fed.allocate(project=REMOTE_PROJECT, epsilon=ALLOCATION)
+        fed.allocate(project=RESUME_PROJECT, epsilon=ALLOCATION)
         yield fed
     finally:
         fed.stop()
+
+
+@pytest.fixture(scope="module")
+def service(loopback):
+    """The coordinator's study service, as `workbench coordinator start` runs it."""
+    from federation.coordinator.study_service.process import service_url, start_service, stop_service
+
+    try:
+        start_service(loopback.coordinator)
+        yield service_url(loopback.coordinator)
+    finally:
+        stop_service(loopback.coordinator)
 
 
 def _loopback_spent(fed: LoopbackFederation):
@@ -68,7 +95,7 @@ def _loopback_spent(fed: LoopbackFederation):
     return spent
 
 
-@pytest.fixture(scope="module", params=["simulation", "coordinator_folder"])
+@pytest.fixture(scope="module", params=["simulation", "coordinator_folder", "remote"])
 def arm(request, tmp_path_factory) -> Arm:
     if request.param == "simulation":
         wb = Workbench.simulate(workdir=tmp_path_factory.mktemp("contract-sim"), sites=2, rows=ROWS, seed=3)
@@ -82,20 +109,33 @@ def arm(request, tmp_path_factory) -> Arm:
 
         return Arm(wb=wb, spent=spent)
     fed = request.getfixturevalue("loopback")
+    if request.param == "coordinator_folder":
+        wb = Workbench.connect(
+            coordinator=fed.coordinator.folder, dictionary=fed.dictionary_path, researcher=fed.researcher_key
+        )
+        return Arm(wb=wb, spent=_loopback_spent(fed), runs_dir=fed.coordinator.runs_dir)
+    # The researcher's own folder: what they hold, and nothing else of the coordinator's disk.
+    url = request.getfixturevalue("service")
+    home = tmp_path_factory.mktemp("researcher-laptop")
+    shutil.copy(fed.coordinator.tls.ca_certificate, home / "ca.crt")
+    shutil.copy(fed.dictionary_path, home / "data_dictionary.json")
+    for suffix in ("", ".pub"):
+        shutil.copy(f"{fed.researcher_key}{suffix}", home / f"id_ed25519{suffix}")
+    os.chmod(home / "id_ed25519", 0o600)
     wb = Workbench.connect(
-        coordinator=fed.coordinator.folder, dictionary=fed.dictionary_path, researcher=fed.researcher_key
+        url=url, identity=home / "id_ed25519", ca=home / "ca.crt", dictionary=home / "data_dictionary.json"
     )
-    return Arm(wb=wb, spent=_loopback_spent(fed))
+    return Arm(wb=wb, spent=_loopback_spent(fed), project=REMOTE_PROJECT, runs_dir=fed.coordinator.runs_dir)
 
 
 @pytest.fixture(scope="module")
 def trained(arm):
-    return arm.wb.train(target_epsilon=EPSILON, rounds=2, project=PROJECT)
+    return arm.wb.train(target_epsilon=EPSILON, rounds=2, project=arm.project)
 
 
 def test_the_back_end_keeps_the_protocol(arm):
     assert isinstance(arm.wb.backend, Backend)
-    assert {"train", "ask", "query_cost", "budget"} <= arm.wb.capabilities
+    assert {"train", "ask", "query_cost", "budget", "plan_training"} <= arm.wb.capabilities
     assert len(arm.sites) == 2
 
 
@@ -111,56 +151,127 @@ def test_two_rounds_train_and_the_model_comes_back_as_a_torch_module(arm, traine
     eps = trained.epsilon().set_index("site")["epsilon_project"]
     assert sorted(eps.index) == arm.sites
     for site in arm.sites:
-        assert eps[site] == pytest.approx(arm.spent(site, PROJECT), rel=1e-6)
+        assert eps[site] == pytest.approx(arm.spent(site, arm.project), rel=1e-6)
         assert 0 < eps[site] <= EPSILON + 1e-6
     assert {r["site_id"] for r in trained.receipts} == set(arm.sites)
 
 
 def test_the_coordinators_copy_of_the_model_is_the_one_that_came_back(arm, trained):
-    if not isinstance(arm.wb.backend, CoordinatorFolderBackend):
+    if arm.runs_dir is None:
         pytest.skip("a simulation's model never leaves this process: there is no coordinator's copy to compare")
-    folder = RunFolder(arm.wb.backend.coordinator.runs_dir / trained.spec.run_id)
+    assert isinstance(arm.wb.backend, (CoordinatorFolderBackend, RemoteBackend))
+    folder = RunFolder(arm.runs_dir / trained.spec.run_id)
     saved = torch.load(folder.model_path, weights_only=True)
     mine = trained.model.state_dict()
     assert saved.keys() == mine.keys()
     for name, tensor in saved.items():
         assert torch.equal(tensor, mine[name]), name
+    # ... and so it evaluates like the coordinator's copy.
+    from federation.protocol.spec import TrainingSpec
+    from federation.training.models import build_model
+
+    spec = TrainingSpec.from_config(trained.spec.to_config())
+    copy = build_model(name=spec.model, n_features=trained.encoder.n_features, hidden=spec.hidden)
+    copy.load_state_dict(saved)
+    x = np.random.default_rng(1).uniform(0, 1, size=(16, trained.encoder.n_features)).astype(np.float32)
+    np.testing.assert_array_equal(predict_proba(model=copy, x=x), predict_proba(model=trained.model, x=x))
 
 
 def test_a_query_batch_is_costed_then_answered_and_charged_at_each_site(arm, trained):
     q = arm.wb.query
     batch = [q.count(by="site", epsilon=0.1), q.mean(column="age", bounds=(18, 95), epsilon=0.1)]
-    before = {site: arm.spent(site, PROJECT) for site in arm.sites}
-    costs = arm.wb.query_cost(batch, project=PROJECT)
+    before = {site: arm.spent(site, arm.project) for site in arm.sites}
+    costs = arm.wb.query_cost(batch, project=arm.project)
     assert set(costs["site"]) == set(arm.sites) and len(costs) == 2 * len(arm.sites)
-    assert {site: arm.spent(site, PROJECT) for site in arm.sites} == before  # costing spends nothing
-    count, mean = arm.wb.ask(batch, project=PROJECT)
+    assert {site: arm.spent(site, arm.project) for site in arm.sites} == before  # costing spends nothing
+    count, mean = arm.wb.ask(batch, project=arm.project)
     assert set(count.answered) == set(arm.sites) and (count.by_site["estimate"] > 0).all()
     assert 18 <= float(mean.pooled["estimate"].iloc[0]) <= 95
     for site in arm.sites:
-        assert arm.spent(site, PROJECT) > before[site]
+        assert arm.spent(site, arm.project) > before[site]
 
 
-def test_describe_and_budget_report_each_site(arm, trained):
-    description = arm.wb.describe(project=PROJECT, epsilon=0.1)
+@pytest.fixture(scope="module")
+def description(arm, trained):
+    """The sites' noisy sizes, asked once (charged to the study's project at each site)."""
+    return arm.wb.describe(project=arm.project, epsilon=0.1)
+
+
+def test_describe_and_budget_report_each_site(arm, trained, description):
     assert sorted(description.sites["site"]) == arm.sites
     assert (description.sites["patients (noisy)"] > 0).all()
     budget = arm.wb.budget()
-    mine = budget[budget["project"] == PROJECT]
+    mine = budget[budget["project"] == arm.project]
     assert sorted(mine["site"]) == arm.sites
     # The signed receipts this workbench sees (a simulation's ledgers; the coordinator's mirror)
     # hold the study's and the queries' releases at every site.
-    receipts = [r for r in arm.wb.receipts() if r["project"] == PROJECT and r["kind"] == "commit"]
+    receipts = [r for r in arm.wb.receipts() if r["project"] == arm.project and r["kind"] == "commit"]
     assert {r["site_id"] for r in receipts} == set(arm.sites)
     assert {r["run_id"] for r in receipts} >= {trained.spec.run_id}
 
 
-def test_planning_is_offered_where_the_sites_rows_are_and_refused_once_elsewhere(arm):
-    if PLAN_TRAINING in arm.wb.capabilities:
-        plan = arm.wb.plan_training(target_epsilon=0.5, rounds=2, project="contract-plan")
-        assert sorted(plan.per_site["site"]) == arm.sites and plan.fits
+def test_planning_from_public_parameters_agrees_with_each_sites_ledger(arm, trained, description):
+    if PLAN_TRAINING not in arm.wb.capabilities:
+        with pytest.raises(NotAvailable) as refused:
+            arm.wb.plan_training(target_epsilon=0.5, rounds=2, project="contract-plan")
+        assert ABSENT[PLAN_TRAINING] in str(refused.value)
+        assert "plan_training" not in dir(arm.wb.backend)  # absent, not a stub that raises
         return
-    with pytest.raises(NotAvailable) as refused:
-        arm.wb.plan_training(target_epsilon=0.5, rounds=2, project="contract-plan")
-    assert ABSENT[PLAN_TRAINING] in str(refused.value)
-    assert "plan_training" not in dir(arm.wb.backend)  # absent, not a stub that raises
+    # A fresh project: every site has room; a connected workbench plans from this session's
+    # describe() (the fixture's), never asking the sites for a count of its own.
+    plan = arm.wb.plan_training(target_epsilon=0.5, rounds=2, project="contract-plan")
+    assert sorted(plan.per_site["site"]) == arm.sites and plan.fits
+    # The project already spent: what the plan counts as spent is what each site's ledger holds
+    # (a coordinator composes it from the sites' signed receipts, as the ledger does).
+    spent_plan = arm.wb.plan_training(target_epsilon=ALLOCATION + 1.0, rounds=2, project=arm.project)
+    before = spent_plan.per_site.set_index("site")["project_spent_before"]
+    for site in arm.sites:
+        assert before[site] == pytest.approx(arm.spent(site, arm.project), rel=1e-6)
+    if isinstance(arm.wb.backend, (CoordinatorFolderBackend, RemoteBackend)):
+        assert "ESTIMATE from noisy counts" in plan.basis and plan.per_site["cap"].isna().all()
+        return
+    # On a simulation, the plan from the same noisy counts is close to the exact one.
+    exact = plan.per_site.set_index("site")
+    estimate = arm.wb.plan_training(target_epsilon=0.5, rounds=2, project="contract-plan", sizes=description)
+    estimate = estimate.per_site.set_index("site")
+    for site in arm.sites:
+        assert estimate.loc[site, "noise_multiplier"] == pytest.approx(exact.loc[site, "noise_multiplier"], rel=0.25)
+
+
+def test_what_a_back_end_lacks_is_refused_with_one_sentence(arm):
+    calls = {
+        "report": lambda: arm.wb.report(),
+        "approvals": lambda: arm.wb.approvals(),
+        "allocate": lambda: arm.wb.allocate(project="p", epsilon=1.0),
+        "site_configs": lambda: arm.wb.site_configs(),
+        "plan_tuning": lambda: arm.wb.plan_tuning(candidates=[{}], target_epsilon=1.0, rounds=2, project="p"),
+    }
+    lacking = [m for m in calls if NEEDS[m] not in arm.wb.capabilities]
+    if isinstance(arm.wb.backend, (CoordinatorFolderBackend, RemoteBackend)):
+        assert lacking == list(calls)
+    for method in lacking:
+        with pytest.raises(NotAvailable) as refused:
+            calls[method]()
+        assert str(refused.value) == f"wb.{method}() is not available on {arm.wb.backend.name}: {ABSENT[NEEDS[method]]}"
+
+
+def test_a_study_service_that_goes_away_mid_study_is_followed_again_to_the_end(arm, request):
+    if not isinstance(arm.wb.backend, RemoteBackend):
+        pytest.skip("only a remote workbench follows a study through the service")
+    loopback = request.getfixturevalue("loopback")
+    from federation.coordinator.study_service.process import running_pid, start_service, stop_service
+
+    timers: list[threading.Timer] = []
+    service_before = running_pid(loopback.coordinator)
+
+    def lose_the_service(report) -> None:
+        if report.round == 1:  # the operator restarts the service: 3 s without it, and new sessions
+            stop_service(loopback.coordinator)
+            timers.append(threading.Timer(3.0, start_service, args=(loopback.coordinator,)))
+            timers[0].start()
+
+    result = arm.wb.train(target_epsilon=0.5, rounds=2, project=RESUME_PROJECT, on_round=lose_the_service)
+    timers[0].join()
+    assert running_pid(loopback.coordinator) not in (None, service_before)  # a new service process followed it
+    assert result.stopped_reason == "" and sorted(result.weighted()["round"]) == [1, 2]
+    assert {r["site_id"] for r in result.receipts if r["round"] == 2} == set(arm.sites)

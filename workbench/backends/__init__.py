@@ -2,5 +2,6 @@
 
 ``simulation``: hospitals simulated on this machine (their ledgers and tables are here).
 ``coordinator_folder``: real hospital nodes behind a coordinator whose folder is on this
-machine. A remote coordinator at a URL plugs in through the same protocol.
+machine. ``remote``: the same nodes through the coordinator's study service at a URL, from
+the researcher's own machine.
 """

@@ -33,8 +33,9 @@ TRAIN = "train"
 ASK = "ask"
 QUERY_COST = "query_cost"
 BUDGET = "budget"  # a simulation reads its ledgers; a coordinator mirrors the sites' receipts
-# What only a back end holding every site's configuration, ledger and table offers (HoldsSites).
+# A simulation plans from each site's rows and ledger; a coordinator from noisy counts and receipts.
 PLAN_TRAINING = "plan_training"
+# What only a back end holding every site's configuration, ledger and table offers (HoldsSites).
 LEDGERS = "ledgers"  # report, ledger, approvals, allocate: the ethics board's side
 SITE_DATA = "site_data"  # held_out_metrics, local_arrays: the hospitals' rows themselves
 TUNING = "tuning"  # plan_tuning, tune: a charged search plans from every site's ledger and rows
@@ -42,11 +43,10 @@ TUNING = "tuning"  # plan_tuning, tune: a charged search plans from every site's
 # Why a capability may be absent, and what to do instead: said here once.
 ABSENT: dict[str, str] = {
     PLAN_TRAINING: (
-        "planning needs each site's exact row count, policy and ledger history, which stay at the hospitals. "
-        "Each hospital calibrates its own noise for the whole study from its own rows when the study starts, "
-        "and refuses a study that does not fit its cap before touching its data. What to do: wb.describe() "
-        "for each site's (noisy) size, and plan on a simulation of that size "
-        "(Workbench.simulate(...).plan_training(...))."
+        "planning needs each site's size (a noisy count from wb.describe()) and the project's signed receipts, "
+        "which this back end does not give. Each hospital calibrates its own noise for the whole study from its "
+        "own rows when the study starts, and refuses a study that does not fit its cap before touching its data. "
+        "What to do: plan on a simulation of that size (Workbench.simulate(...).plan_training(...))."
     ),
     LEDGERS: (
         "each hospital's ledger stays at the hospital, so its ethics board decides and reports there: "

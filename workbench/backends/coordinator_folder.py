@@ -39,7 +39,8 @@ from federation.coordinator.registry import registered_nodes
 from federation.coordinator.run_folder import RunFolder
 from federation.coordinator.superlink import Coordinator, CoordinatorError, CoordinatorUnreachable
 from federation.data.dictionary import DataDictionary
-from workbench.backends.base import ASK, BUDGET, QUERY_COST, TRAIN, RunOptions, TrainingRun
+from workbench.backends.base import ASK, BUDGET, PLAN_TRAINING, QUERY_COST, TRAIN, RunOptions, TrainingRun
+from workbench.backends.mirror import budget_frame, history_frame
 from workbench.errors import SiteUnreachable, StudyCancelled, StudyFailed, StudyRefused, refused_paragraph
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def as_workbench_errors() -> Iterator[None]:
 class CoordinatorFolderBackend:
     """Studies and query batches run through the coordinator folder's SuperLink."""
 
-    capabilities = frozenset({TRAIN, ASK, QUERY_COST, BUDGET})
+    capabilities = frozenset({TRAIN, ASK, QUERY_COST, BUDGET, PLAN_TRAINING})  # planning: from noisy counts
     schema = None  # a connected study encodes features from the public dictionary only
 
     def __init__(
@@ -248,54 +249,10 @@ class CoordinatorFolderBackend:
         return out
 
     def budget(self) -> pd.DataFrame:
-        """Per site, dataset and project: the epsilon the sites' receipts report (the mirror).
-
-        ``epsilon_project`` is the latest value the site's ledger signed; the site's own
-        ledger stays the source of truth. ``epsilon_dataset`` (every project's spending
-        at the site) is not the requester's to know: a site's receipts leave it out, so
-        it is NaN here unless a receipt stated it.
-        """
-        rows = [r for r in self.receipts() if r.get("kind") == "commit"]
-        columns = ["site", "dataset", "project", "epsilon_project", "epsilon_dataset", "delta", "releases"]
-        if not rows:
-            return pd.DataFrame(columns=columns)
-        frame = pd.DataFrame(rows).sort_values("seq")
-        out = []
-        for (site, dataset, project), g in frame.groupby(["site_id", "dataset", "project"], sort=True):
-            last = g.iloc[-1]
-            out.append(
-                {
-                    "site": site,
-                    "dataset": dataset,
-                    "project": project,
-                    "epsilon_project": float(last["project_epsilon_after"]),
-                    "epsilon_dataset": _float_or_nan(last.get("dataset_epsilon_after")),
-                    "delta": float(last["delta"]),
-                    "releases": len(g),
-                }
-            )
-        return pd.DataFrame(out, columns=columns)
+        """Per site, dataset and project: the epsilon the sites' receipts report (the mirror;
+        see ``workbench.backends.mirror.budget_frame``)."""
+        return budget_frame(self.receipts())
 
     def budget_history(self) -> pd.DataFrame:
         """Every spend the sites' receipts report, in each site's ledger order (the mirror)."""
-        columns = ["site", "seq", "time", "kind", "project", "epsilon_dataset", "epsilon_project", "limit", "purpose"]
-        rows = [
-            {
-                "site": r["site_id"],
-                "seq": r["seq"],
-                "time": r.get("time", ""),
-                "kind": r["kind"],
-                "project": r["project"],
-                "epsilon_dataset": r.get("dataset_epsilon_after"),
-                "epsilon_project": r.get("project_epsilon_after"),
-                "limit": None,
-                "purpose": r.get("purpose", ""),
-            }
-            for r in self.receipts()
-            if r.get("kind") == "commit"
-        ]
-        return pd.DataFrame(rows, columns=columns).sort_values(["site", "seq"], ignore_index=True)
-
-
-def _float_or_nan(value: Any) -> float:
-    return float("nan") if value is None or (isinstance(value, float) and value != value) else float(value)
+        return history_frame(self.receipts())
