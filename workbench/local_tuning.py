@@ -10,36 +10,41 @@ row per site, with the charge read back from its ledger.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from federation.protocol.spec import TrainingSpec
 from federation.site.config import NodePolicy
+from federation.site.ledger_keys import open_site_ledger
 from federation.site.local_tuning import LocalTuningRequest, plan_selection, tune_locally
+from federation.site.site_config import SiteConfig
+from federation.training.features import FeatureEncoder
 from privacy_budgets import accounting
 from workbench.errors import PlanDoesNotFit
 from workbench.tuning_plan import TuningError
 
-if TYPE_CHECKING:
-    from workbench.session import Workbench
-
 
 def tune_locally_at_sites(
-    wb: Workbench,
     *,
+    prepare: Callable[..., None],
+    sites: list[SiteConfig],
+    encoder: FeatureEncoder,
     candidates: list[dict[str, Any]],
     target_epsilon: float,
     rounds: int,
     project: str,
     mean: float = 4.0,
     shape: str = "geometric",
-    target: str | None = None,
     **common: Any,
 ) -> pd.DataFrame:
     """Private selection at every site; one row per site: the released choice, the
-    charged (epsilon, delta) pair, and the project's spending read back from the ledger."""
+    charged (epsilon, delta) pair, and the project's spending read back from the ledger.
+
+    ``prepare`` is the back end's ethics board granting the selection's allocation (as
+    for ``workbench.tuning.tune``); ``sites`` and ``encoder`` what each site tunes on."""
     if not isinstance(candidates, list) or not candidates or not all(isinstance(c, dict) for c in candidates):
         raise TuningError(
             f"candidates must be a non-empty list of dicts of hyperparameters; got {candidates!r}. "
@@ -47,12 +52,11 @@ def tune_locally_at_sites(
         )
     base = TrainingSpec(project=project, target_epsilon=target_epsilon, rounds=rounds, **common)
     request = LocalTuningRequest(base=base, candidates=tuple(candidates), mean=mean, shape=shape)
-    encoder = wb.encoder(target=target)
     # Every site's calibration and its project's room first: a selection that one site
     # cannot make is refused before any site spends.
-    for config in wb.site_configs():
+    for config in sites:
         planned = plan_selection(site=config, policy=NodePolicy.default_for(config), encoder=encoder, request=request)
-        with wb.ledger(config.site_id) as ledger:
+        with open_site_ledger(config) as ledger:
             allocation = ledger.allocation(dataset=config.dataset, project=project)
             prior = ledger.events(dataset=config.dataset, project=project, include_reserved=True)
             delta = ledger.dataset_delta(dataset=config.dataset)
@@ -63,11 +67,11 @@ def tune_locally_at_sites(
                 f"reach epsilon {after:.4g} of its allocation of {allocation:g} there. Nothing was trained or "
                 "charged. Fix: lower target_epsilon, or ask the ethics board for a larger allocation."
             )
-    wb._grant_where_missing(project=project, epsilon=target_epsilon, reason=f"allocation for local tuning {project}")
+    prepare(project=project, epsilon=target_epsilon, reason=f"allocation for local tuning {project}")
     rows = []
-    for config in tqdm(wb.site_configs(), desc=f"local tuning {project}", unit="site"):
+    for config in tqdm(sites, desc=f"local tuning {project}", unit="site"):
         out = tune_locally(site=config, policy=NodePolicy.default_for(config), encoder=encoder, request=request)
-        with wb.ledger(config.site_id) as ledger:
+        with open_site_ledger(config) as ledger:
             spent = ledger.spent(dataset=config.dataset, project=project)
         rows.append(
             {

@@ -547,14 +547,15 @@ class Workbench:
         from workbench.local_tuning import tune_locally_at_sites
 
         return tune_locally_at_sites(
-            self,
+            prepare=self._backend.prepare_project,
+            sites=self._holder("tune_locally").site_configs(),
+            encoder=self.encoder(target=target),
             candidates=candidates,
             target_epsilon=target_epsilon,
             rounds=rounds,
             project=project,
             mean=mean,
             shape=shape,
-            target=target,
             **common,
         )
 
