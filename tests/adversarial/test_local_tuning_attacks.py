@@ -164,3 +164,19 @@ def test_a_changed_signed_tuning_is_refused_and_a_signed_one_is_served_once(site
 def _again(msg):
     """The same signed request in a new message (a new message id), as a replaying relay sends it."""
     return message(dict(msg.content["config"]), message_type=MessageType.QUERY)
+
+
+@pytest.mark.parametrize(
+    "policy, target, words",
+    [
+        ({"max_epsilon_per_request": "0.2"}, 1.0, ("above the site's cap of 0.2 per request",)),  # one release
+        ({}, 5.0, ("allocation",)),  # the project's allocation is 3
+    ],
+)
+def test_a_tuning_over_the_per_request_cap_or_the_allocation_is_refused_uncharged(site, policy, target, words):
+    set_key(site.toml, "allowed_tasks", SERVES_TUNE)
+    for key, value in policy.items():
+        set_key(site.toml, key, value)
+    refused = _refused_with_nothing_charged(site, tune_message(target_epsilon=target), kind="budget", words=())
+    assert any(w in refused["reason"] for w in words), refused["reason"]
+    assert site.spent() == 0
