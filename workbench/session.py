@@ -593,23 +593,30 @@ class Workbench:
         mean: float = 4.0,
         shape: str = "geometric",
         target: str | None = None,
+        verbose: bool = False,
         **common: Any,
     ) -> pd.DataFrame:
         """Each site tunes on its own rows and releases only its best configuration (private
         selection, Papernot & Steinke 2022): charged once per site as the proven (epsilon,
         delta) pair, its delta a tenth of the dataset's. ``target_epsilon`` is that epsilon;
-        ``mean`` and ``shape`` give the random number of runs. One row per site."""
+        ``mean`` and ``shape`` give the random number of runs. It is the sites' task
+        ``tune``, sent through the engine and signed like a study. One row per site."""
         from workbench.local_tuning import tune_locally_at_sites
 
+        holder = self._holder("tune_locally")
         return tune_locally_at_sites(
-            self,
+            prepare=self._backend.prepare_project,
+            run=holder.run_local_tuning,
+            signer=self._backend.signer,
+            sites=holder.site_configs(),
+            encoder=self.encoder(target=target),
             candidates=candidates,
             target_epsilon=target_epsilon,
             rounds=rounds,
             project=project,
             mean=mean,
             shape=shape,
-            target=target,
+            verbose=verbose,
             **common,
         )
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from flwr.serverapp import ServerApp
 
 from federation.coordinator.events import StudyObserver
+from federation.coordinator.local_tuning import SiteTuning, TuningBox, build_local_tuning_app
 from federation.coordinator.range_phase import RangeFinding
 from federation.coordinator.server_app import OutcomeBox, build_server_app
 from federation.coordinator.study_loop import StudyOutcome
@@ -106,3 +107,25 @@ def run_simulated_training(
             "the simulation ended without a study outcome; run again with verbose=True to see Flower's log."
         )
     return box.outcome
+
+
+def run_simulated_local_tuning(
+    *,
+    sites: Sequence[SiteConfig],
+    config: dict,
+    authorization: Authorization | None = None,
+    cpus: int | None = None,
+    verbose: bool = False,
+) -> list[SiteTuning]:
+    """One local tuning (``protocol.local_tuning.tuning_config``) at every site, through
+    each site's ClientApp on the simulation engine; one answer per site."""
+    box = TuningBox()
+    app = build_local_tuning_app(config=config, n_sites=len(sites), box=box, authorization=authorization)
+    run_on_simulation(server_app=app, sites=sites, cpus=cpus, verbose=verbose)
+    if box.errors:
+        raise box.errors[0]
+    if box.answers is None:
+        raise RuntimeError(
+            "the simulation ended without the sites' answers; run again with verbose=True to see Flower's log."
+        )
+    return box.answers

@@ -10,7 +10,9 @@ carries the document and the signature in its config (``auth-document``,
   of the feature encoder (or "from-ranges" when the study's own DP range finding builds
   it), "max_rounds"}``, for the spec's project;
 - a query batch: ``{"kind": "queries", "run_id", "queries": [sha256 of each query's
-  canonical text, in order]}``, for one project.
+  canonical text, in order]}``, for one project;
+- a local tuning: ``{"kind": "local-tuning", "run_id", "spec", "encoder", "tuning":
+  sha256 of its candidates, mean and shape (``local_tuning.tuning_hash``)}``.
 
 Both carry a nonce and an expiry (``new_document``). The coordinator relays the pair; it
 cannot change a byte of either without the signature failing at every site.
@@ -31,6 +33,7 @@ DOCUMENT_KEY = "auth-document"
 SIGNATURE_KEY = "auth-signature"
 STUDY = "study"
 QUERIES = "queries"
+LOCAL_TUNING = "local-tuning"
 FROM_RANGES = "from-ranges"  # the encoder is built from the study's own DP range finding
 DEFAULT_EXPIRY = timedelta(hours=24)
 
@@ -129,4 +132,26 @@ def sign_queries(
 ) -> Authorization:
     """The researcher's signature on one batch of queries (their canonical texts)."""
     task = {"kind": QUERIES, "run_id": run_id, "queries": [query_hash(q) for q in canonical_queries]}
+    return _signed(signer, request_document(project=project, task=task, expires_in=expires_in))
+
+
+def sign_local_tuning(
+    signer: Signer,
+    *,
+    project: str,
+    config: dict[str, Any],
+    spec_config: dict[str, Any],
+    expires_in: timedelta = DEFAULT_EXPIRY,
+) -> Authorization:
+    """The researcher's signature on one local tuning (``config``: its message config,
+    ``local_tuning.tuning_config``)."""
+    from federation.protocol.local_tuning import ENCODER_KEY, tuning_hash
+
+    task = {
+        "kind": LOCAL_TUNING,
+        "run_id": spec_config["spec-run-id"],
+        "spec": spec_hash(spec_config),
+        "encoder": sha256_text(str(config[ENCODER_KEY])),
+        "tuning": tuning_hash(config),
+    }
     return _signed(signer, request_document(project=project, task=task, expires_in=expires_in))

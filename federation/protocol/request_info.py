@@ -20,7 +20,7 @@ from flwr.app import Message
 from federation.analytics.errors import QueryError
 from federation.analytics.query import Query
 from federation.protocol.query_request import QUERY_CONFIG_KEY
-from federation.protocol.task_kinds import COST_KIND, EVALUATE, QUERY_PREFIX, RANGES, TRAIN
+from federation.protocol.task_kinds import COST_KIND, EVALUATE, QUERY_PREFIX, RANGES, TRAIN, TUNE
 
 RUN_DEADLINE_KEY = "run-deadline"  # epoch seconds: the run's messages are refused after it
 _LONG = 1000  # characters: a longer parameter (an encoder, a dictionary) is kept as its hash
@@ -34,6 +34,7 @@ _MALFORMED = {
     TRAIN: "malformed training request",
     EVALUATE: "malformed evaluation request",
     "query:ranges": "malformed range query",
+    TUNE: "malformed local tuning request",
 }
 
 
@@ -115,7 +116,7 @@ def describe_request(*, kind: str, msg: Message) -> RequestInfo:
         project, coordinator, run_id = config.get("project"), config.get("actor"), config.get("run-id")
         missing = "query" if "query" not in config else "project" if project is None else None
         problem = f"A query request carries query and project; this one lacks {missing}." if missing else None
-    else:  # train, evaluate and range finding carry a TrainingSpec
+    else:  # train, evaluate, tune and range finding carry a TrainingSpec
         project, coordinator, run_id = (
             config.get("spec-project"),
             config.get("spec-coordinator"),

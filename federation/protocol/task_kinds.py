@@ -14,6 +14,10 @@ ALL_QUERIES = "query:*"  # a policy's shorthand: every analytics query
 QUERY_KIND_KEY = "query-kind"  # the config key of a query message that names its kind
 RANGES = "ranges"  # DP range finding before training (federation/site/range_task.py)
 COST_KIND = "cost"  # what a query would cost; reads no values (analytics_task.handle_cost)
+# Local tuning by private selection (federation/site/local_tuning.py): sent as a query
+# message with this query-kind, yet its own kind, so that a policy's "query:*" never
+# admits it (it trains models); a site lists "tune" in allowed_tasks to serve it.
+TUNE = "tune"
 
 QUERY_NAMES = (
     "count",
@@ -27,8 +31,13 @@ QUERY_NAMES = (
     RANGES,
     COST_KIND,
 )
-KNOWN_TASKS: tuple[str, ...] = (TRAIN, EVALUATE, *(f"{QUERY_PREFIX}{name}" for name in QUERY_NAMES))
+KNOWN_TASKS: tuple[str, ...] = (TRAIN, EVALUATE, TUNE, *(f"{QUERY_PREFIX}{name}" for name in QUERY_NAMES))
 POLICY_WORDS: tuple[str, ...] = (*KNOWN_TASKS, ALL_QUERIES)
+
+
+def message_kind(query_kind: str) -> str:
+    """The task kind of a query message with this ``query-kind``."""
+    return TUNE if query_kind == TUNE else f"{QUERY_PREFIX}{query_kind}"
 
 
 def policy_allows(*, allowed: tuple[str, ...], kind: str) -> bool:

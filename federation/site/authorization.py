@@ -31,9 +31,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from federation.errors import InternalFault, PolicyRefused, RequestExpired
-from federation.protocol.authorization import FROM_RANGES, QUERIES, STUDY, Authorization, query_hash, sha256_text
+from federation.protocol.authorization import (
+    FROM_RANGES,
+    LOCAL_TUNING,
+    QUERIES,
+    STUDY,
+    Authorization,
+    query_hash,
+    sha256_text,
+)
 from federation.protocol.authorization import spec_hash as hash_of_spec
-from federation.protocol.task_kinds import QUERY_PREFIX, RANGES
+from federation.protocol.local_tuning import ENCODER_KEY, tuning_hash
+from federation.protocol.task_kinds import QUERY_PREFIX, RANGES, TUNE
 from federation.site.request_uses import StepsExhausted, StepUsed, record_use
 from federation.site.site_config import SiteConfig
 from privacy_budgets import Ledger
@@ -195,6 +204,8 @@ def _step(*, kind: str, config: dict[str, Any], task: dict[str, Any]) -> tuple[s
         digest = _query_digest(text)
         _expect(digest is not None and digest in signed, "a query the researcher did not sign")
         return f"{kind}:{digest}:{uuid.uuid4().hex}", f"{kind}:{digest}", signed.count(digest)
+    if kind == TUNE:
+        return _tuning_step(config=config, task=task)
     _expect(task.get("kind") == STUDY, f"a {kind} message under a signed {task.get('kind')!r} request")
     from federation.protocol.spec import SpecError, TrainingSpec
 
@@ -221,6 +232,29 @@ def _step(*, kind: str, config: dict[str, Any], task: dict[str, Any]) -> tuple[s
     _expect(isinstance(server_round, int) and not isinstance(server_round, bool), "no round number")
     family = "train" if kind == "train" else "evaluate"
     return f"{family}:{server_round}", family, int(max_rounds)
+
+
+def _tuning_step(*, config: dict[str, Any], task: dict[str, Any]) -> tuple[str, str, int]:
+    """A local tuning matches its signed task: spec, run id, encoder and the tuning
+    itself (candidates, mean, shape); it is served once."""
+    from federation.protocol.spec import SpecError, TrainingSpec
+
+    _expect(task.get("kind") == LOCAL_TUNING, f"a tune message under a signed {task.get('kind')!r} request")
+    try:
+        spec = TrainingSpec.from_config(config)
+    except (SpecError, TypeError, ValueError) as err:
+        raise Unauthorized(
+            f"the local tuning's spec cannot be read: {err}", public="the local tuning's spec cannot be read."
+        ) from None
+    _expect(hash_of_spec(spec.to_config()) == task.get("spec"), "a study spec other than the signed one")
+    _expect(spec.run_id == task.get("run_id"), "a run id other than the signed one")
+    encoder = config.get(ENCODER_KEY)
+    _expect(
+        isinstance(encoder, str) and sha256_text(encoder) == task.get("encoder"),
+        "a feature encoder other than the signed one",
+    )
+    _expect(tuning_hash(config) == task.get("tuning"), "candidates or a number of runs other than the signed ones")
+    return "tune", "tune", 1
 
 
 def _query_digest(text: Any) -> str | None:

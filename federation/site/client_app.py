@@ -17,7 +17,7 @@ from flwr.clientapp import ClientApp
 
 from federation.errors import InternalFault
 from federation.protocol.replies import new_incident, refusal
-from federation.protocol.task_kinds import QUERY_KIND_KEY
+from federation.protocol.task_kinds import QUERY_KIND_KEY, message_kind
 from federation.site.config import NODE_TOML_KEY
 from federation.site.site_config import SITE_ID_KEY, SiteConfig, resolve_from_node_config
 from federation.site.tasks import serve
@@ -57,7 +57,7 @@ def build_client_app(*, resolve_site: SiteResolver = resolve_from_node_config) -
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         name = str(msg.content["config"].get(QUERY_KIND_KEY, "")) if "config" in msg.content else ""
-        return answer(f"query:{name}", msg, context)
+        return answer(message_kind(name), msg, context)
 
     return app
 

@@ -21,6 +21,7 @@ from typing import Any
 from federation.analytics.disclosure import DisclosureRuleError, DisclosureRules, rules_for
 from federation.analytics.limits import AnalyticsLimits
 from federation.errors import BadInput
+from federation.protocol.task_kinds import TUNE
 from federation.site.node_keys import (
     DEFAULT_ALLOWED_TASKS,
     DEFAULT_MIN_CELL_SIZE,
@@ -112,7 +113,8 @@ class _PolicyRules:
                 f"fields of node.toml's [policy] and [training] keys: {', '.join(sorted(known))}."
             )
         values = {
-            "allowed_tasks": DEFAULT_ALLOWED_TASKS,
+            # every task: a deployed node's defaults, and local tuning (which a node lists itself)
+            "allowed_tasks": (*DEFAULT_ALLOWED_TASKS, TUNE),
             "min_cell_size": smallest,
             "true_count_floor": site.true_count_floor,
             "max_epsilon_per_request": site.max_epsilon_per_request,

@@ -22,11 +22,15 @@ the best run's candidate (its 1-based index and configuration) and its noisy sco
 nothing when K = 0 (possible with ``shape="poisson"``).
 
 The request is held to the site's limits first (each candidate's sizes, how many
-candidates, the mean of K); nothing is reserved before.
+candidates, the mean of K: ``[training] max_tuning_candidates`` and
+``max_tuning_runs``); nothing is reserved before. ``handle_tune`` is the site's task
+``tune`` (served through ``tasks.serve`` and its gate): every value of the message is
+the coordinator's choice and is read here as such.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 from dataclasses import dataclass, field, replace
@@ -34,18 +38,29 @@ from typing import Any
 
 import numpy as np
 import torch
+from flwr.app import Message, RecordDict
 
 from federation.analytics.count_release import count_event
 from federation.analytics.secure_noise import secure_noisy_counts
 from federation.errors import InvalidRequest
-from federation.protocol.spec import SpecError, TrainingSpec
+from federation.protocol.local_tuning import (
+    CANDIDATES_KEY,
+    ENCODER_KEY,
+    MAX_CANDIDATES_TEXT,
+    MEAN_KEY,
+    REPLY_KEY,
+    SHAPE_KEY,
+)
+from federation.protocol.replies import site_record
+from federation.protocol.spec import SiteOwnedParameter, SpecError, TrainingSpec
 from federation.site.charged_path import Charge, Ran, already_charged, charged_release
 from federation.site.config import NodePolicy
-from federation.site.data_access import site_arrays
+from federation.site.data_access import own_dictionary, site_arrays
 from federation.site.ledger_keys import open_site_ledger
 from federation.site.site_config import SiteConfig
-from federation.site.training_limits import check_sizes
+from federation.site.training_limits import check_columns, check_sizes, check_split
 from federation.training.dp_sgd import planned_sampling, train_round
+from federation.training.features import FeatureEncoder
 from federation.training.models import build_model
 from privacy_budgets.errors import InvalidBudget
 from privacy_budgets.mechanisms import composed_event, dpsgd_event
@@ -53,8 +68,6 @@ from privacy_budgets.selection import SHAPES, SelectionPlan, calibrate_selection
 
 DELTA_SHARE = 0.1  # the selection's delta: a tenth of the dataset's, taken out of it
 SCORE_NOISE_RATIO = 1.0  # the score's sigma (in counts) per unit of the run's noise multiplier
-MAX_CANDIDATES = 16
-MAX_MEAN = 10.0  # the mean of K: each run trains a model here, so the site bounds the work
 NOISE_BRACKET = (0.3, 60.0)
 TUNABLE = ("learning_rate", "batch_size", "max_grad_norm", "local_epochs", "momentum")
 
@@ -91,20 +104,28 @@ class LocalTuningOutcome:
 def candidate_specs(*, request: LocalTuningRequest, policy: NodePolicy) -> list[TrainingSpec]:
     """Each candidate as a spec over the base, held to the site's limits (SpecError or
     InvalidRequest with the rule, the value and the fix)."""
-    n = len(request.candidates)
-    if not 1 <= n <= MAX_CANDIDATES:
-        raise InvalidRequest(
-            f"local tuning takes 1 to {MAX_CANDIDATES} candidates; got {n}. Fix: send fewer candidates.",
-            public=f"local tuning takes 1 to {MAX_CANDIDATES} candidates; got {n}.",
+    n, most = len(request.candidates), policy.max_tuning_candidates
+    if not 1 <= n <= most:
+        text = (
+            f"local tuning takes 1 to {most} candidates at this site ([training] max_tuning_candidates in its "
+            f"node.toml); got {n}. Fix: send at most {most} candidates."
         )
-    if request.shape not in SHAPES:
-        text = f"the number of runs is drawn 'geometric' or 'poisson'; got {request.shape!r}."
         raise InvalidRequest(text, public=text)
-    if not (isinstance(request.mean, (int, float)) and 1.0 <= float(request.mean) <= MAX_MEAN):
-        text = f"the mean number of runs must lie in [1, {MAX_MEAN:g}] at this site; got {request.mean!r}."
-        raise InvalidRequest(text, public=text + " Fix: a smaller mean (about the number of candidates).")
+    if request.shape not in SHAPES:
+        text = f"the number of runs is drawn 'geometric' or 'poisson'; got {request.shape!r}. Fix: use one of them."
+        raise InvalidRequest(text, public=text)
+    mean, runs = request.mean, policy.max_tuning_runs
+    if isinstance(mean, bool) or not isinstance(mean, (int, float)) or not 1.0 <= float(mean) <= runs:
+        text = (
+            f"the mean number of runs must lie in [1, {runs:g}] at this site ([training] max_tuning_runs in its "
+            f"node.toml); got {mean!r}. Fix: a mean from 1 to {runs:g} (about the number of candidates)."
+        )
+        raise InvalidRequest(text, public=text)
     specs = []
     for i, candidate in enumerate(request.candidates, start=1):
+        if not isinstance(candidate, dict):
+            text = f"candidate {i} is not a set of hyperparameters: {str(candidate)[:80]!r}. Fix: send a dict."
+            raise InvalidRequest(text, public=text)
         unknown = sorted(set(candidate) - set(TUNABLE))
         if unknown:
             text = f"candidate {i} sets {', '.join(unknown)}; local tuning varies only {', '.join(TUNABLE)}."
@@ -134,6 +155,7 @@ def plan_selection(
     nothing is reserved, trained or released."""
     specs = candidate_specs(request=request, policy=policy)
     arrays = site_arrays(site=site, policy=policy, encoder=encoder)
+    check_split(arrays=arrays, policy=policy)  # the score describes the held-out rows
     n_train, n_test = len(arrays.y_train), len(arrays.y_test)
     if n_train == 0 or n_test == 0:
         text = f"site {site.site_id} has no training or no held-out rows to tune on."
@@ -244,6 +266,75 @@ def tune_locally(
         score_sigmas=tuple(n * SCORE_NOISE_RATIO for n in plan.noise_multipliers),
         receipts=charged.receipts,
     )
+
+
+def handle_tune(msg: Message, site: SiteConfig, policy: NodePolicy) -> Message:
+    """The site's task ``tune``: read the coordinator's request, hold it to this site's
+    policy, run the private selection and answer with what it releases."""
+    request, encoder = read_tuning_request(msg=msg, policy=policy, site=site)
+    out = tune_locally(site=site, policy=policy, encoder=encoder, request=request)
+    released = {
+        "best_index": out.best_index,
+        "best": out.best,
+        "score": out.score,
+        "epsilon": out.epsilon,
+        "delta": out.delta,
+        "noise_multipliers": list(out.noise_multipliers),
+        "sampling_rates": list(out.sampling_rates),
+        "steps": list(out.steps),
+        "score_sigmas": list(out.score_sigmas),
+    }
+    record = site_record(
+        site_id=site.site_id, receipts=out.receipts, dataset=site.dataset, **{REPLY_KEY: json.dumps(released)}
+    )
+    return Message(content=RecordDict({"site": record}), reply_to=msg)
+
+
+def read_tuning_request(
+    *, msg: Message, policy: NodePolicy, site: SiteConfig
+) -> tuple[LocalTuningRequest, FeatureEncoder]:
+    """The request in ``msg`` held to the site's policy (InvalidRequest: rule, value, fix);
+    reads no data."""
+    if "config" not in msg.content:
+        raise _invalid("a local tuning request carries a 'config' record; this one has none.")
+    config = msg.content["config"]
+    try:
+        spec = TrainingSpec.from_config(config)
+    except (SpecError, SiteOwnedParameter, TypeError, ValueError) as err:
+        raise _invalid(f"malformed local tuning request: {err}") from None
+    try:
+        encoder = FeatureEncoder.from_json(str(config[ENCODER_KEY]))
+    except KeyError:
+        raise _invalid("a local tuning request carries the study's feature encoder; this one does not.") from None
+    except (ValueError, TypeError, AttributeError) as err:
+        raise _invalid(f"the feature encoder cannot be read ({type(err).__name__}).") from None
+    check_sizes(spec=spec, policy=policy)
+    check_columns(encoder=encoder, policy=policy, own=own_dictionary(site))
+    text = config.get(CANDIDATES_KEY)
+    if not isinstance(text, str) or len(text) > MAX_CANDIDATES_TEXT:
+        shown = type(text).__name__ if not isinstance(text, str) else f"{len(text)} characters"
+        raise _invalid(
+            f"{CANDIDATES_KEY} must be a JSON list of at most {MAX_CANDIDATES_TEXT} characters; got {shown}. "
+            "Fix: send fewer candidates."
+        )
+    try:
+        candidates = json.loads(text)
+    except ValueError:
+        raise _invalid(f"{CANDIDATES_KEY} is not JSON. Fix: send a JSON list of dicts of hyperparameters.") from None
+    if not isinstance(candidates, list):
+        raise _invalid(f"{CANDIDATES_KEY} must be a JSON list; got {type(candidates).__name__}. Fix: send a list.")
+    request = LocalTuningRequest(
+        base=spec,
+        candidates=tuple(candidates),
+        mean=config.get(MEAN_KEY),  # held to [1, max_tuning_runs] by candidate_specs
+        shape=str(config.get(SHAPE_KEY)),
+    )
+    candidate_specs(request=request, policy=policy)  # every bound before any data is read
+    return request, encoder
+
+
+def _invalid(text: str) -> InvalidRequest:
+    return InvalidRequest(text, public=text)
 
 
 def _one_run(*, spec: TrainingSpec, noise: float, planned: tuple[float, int], arrays: Any, encoder: Any) -> float:

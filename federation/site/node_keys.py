@@ -260,6 +260,10 @@ DEFAULT_BATCH_SIZE_RANGE = (16.0, 4096.0)
 DEFAULT_MAX_HIDDEN = 512
 DEFAULT_MAX_GRAD_NORM_RANGE = (0.01, 10.0)
 DEFAULT_LEARNING_RATE_RANGE = (0.0001, 10.0)
+# Local tuning (task "tune"): every run trains a model here, so the site bounds the work
+# a coordinator may ask for: how many candidates, and the mean of the random number of runs.
+DEFAULT_MAX_TUNING_CANDIDATES = 16
+DEFAULT_MAX_TUNING_RUNS = 10.0
 
 
 def _at_most_half(value: float) -> tuple[str, str] | None:
@@ -695,6 +699,25 @@ KEYS: tuple[NodeKey, ...] = (
         default=DEFAULT_LEARNING_RATE_RANGE,
         comment="[least, most] learning rate of the site's local optimiser.",
         fix="set learning_rate_range = [0.0001, 10.0] (the default): two positive numbers, low first.",
+    ),
+    NodeKey(
+        "training",
+        "max_tuning_candidates",
+        "whole",
+        field="max_tuning_candidates",
+        default=DEFAULT_MAX_TUNING_CANDIDATES,
+        comment='Most candidate configurations one local tuning (task "tune") may ask this site to try.',
+        fix=f"set max_tuning_candidates = {DEFAULT_MAX_TUNING_CANDIDATES} (the default) or another whole number.",
+    ),
+    NodeKey(
+        "training",
+        "max_tuning_runs",
+        "positive number",
+        field="max_tuning_runs",
+        default=DEFAULT_MAX_TUNING_RUNS,
+        comment="Largest expected number of training runs one local tuning may ask for (each run trains a\n"
+        "model on this site's rows for all the study's rounds).",
+        fix=f"set max_tuning_runs = {DEFAULT_MAX_TUNING_RUNS:g} (the default) or another positive number.",
     ),
     NodeKey(
         "analytics",

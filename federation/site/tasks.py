@@ -1,7 +1,7 @@
 """Every kind of task a site serves, by name, and the one door they all go through.
 
-A task kind is "train", "evaluate" or "query:<name>" (a query message's
-``query-kind``). Adding an analysis means registering one handler here. ``serve`` is
+A task kind is "train", "evaluate", "tune" or "query:<name>" (a query message's
+``query-kind``; a query message whose query-kind is "tune" is the task "tune"). Adding an analysis means registering one handler here. ``serve`` is
 the door: the request is first written to the site's audit log (a "received" line),
 then the policy gate decides (gate.py), then the handler runs; whatever happens
 (served, refused, or a handler's exception, turned into an "error" refusal so the node
@@ -33,7 +33,7 @@ from flwr.app import Message
 from federation.errors import BudgetRefused, InternalFault, Refused, public_reason
 from federation.protocol.replies import REFUSAL_KEY, SITE_KEY, new_incident, refusal
 from federation.protocol.request_info import RequestInfo, describe_request
-from federation.protocol.task_kinds import RANGES
+from federation.protocol.task_kinds import RANGES, TUNE
 from federation.site.alerts import alerts_for, raise_alerts
 from federation.site.analytics_task import ANALYTICS_HANDLERS
 from federation.site.audit import HEAD_EVERY, append_audit, audit_path, utc_now
@@ -42,6 +42,7 @@ from federation.site.authorization import Researcher
 from federation.site.config import NodeConfigError, NodePolicy, NodePolicyError, load_node_config
 from federation.site.evaluation_task import handle_evaluate
 from federation.site.gate import check_request
+from federation.site.local_tuning import handle_tune
 from federation.site.range_task import handle_ranges
 from federation.site.site_config import SiteConfig
 from federation.site.training_task import handle_train
@@ -52,6 +53,7 @@ Handler = Callable[[Message, SiteConfig, NodePolicy], Message]
 HANDLERS: dict[str, Handler] = {
     "train": handle_train,
     "evaluate": handle_evaluate,
+    TUNE: handle_tune,  # local tuning by private selection (local_tuning.py)
     f"query:{RANGES}": handle_ranges,
     **ANALYTICS_HANDLERS,  # query:count, query:mean, ..., query:survival, query:cost
 }

@@ -243,7 +243,8 @@ def test_the_simulation_policy_allows_everything_with_the_site_rules(tmp_path):
         true_count_floor=3,
     )
     policy = NodePolicy.default_for(site)
-    assert policy.allowed_tasks == ("train", "evaluate", "query:*")
+    # every task, local tuning too; a deployed node serves "tune" only when its node.toml lists it
+    assert policy.allowed_tasks == ("train", "evaluate", "query:*", "tune")
     assert (policy.min_cell_size, policy.true_count_floor, policy.alert_command, policy.alert_webhook) == (
         8,
         3,

@@ -1,7 +1,9 @@
 """Local tuning by private selection: each site's one charge is the (epsilon, delta) pair
 that dp_accounting's RDP bound proves for the whole selection, recomputed here from the
-site's stated noise without the project's code; a selection the allocation cannot pay
-for is refused before any site spends."""
+site's stated noise without the project's code; the request reaches every site as its
+task "tune" through Flower's simulation engine (its gate writes the audit line, signed
+by the simulated researcher); a selection the allocation cannot pay for is refused
+before any site spends."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 from dp_accounting.dp_event import RepeatAndSelectDpEvent
 from dp_accounting.rdp import rdp_privacy_accountant
 
+from federation.site.audit import audit_path, recent_entries
 from federation.site.local_tuning import DELTA_SHARE
 from tests.independent_pld import epsilon_of
 from workbench.errors import PlanDoesNotFit
@@ -69,6 +72,13 @@ def test_each_site_charges_the_proven_pair_of_its_whole_selection_once(wb):
         # The ledger's PLD of that pair at the dataset's delta (its delta taken out of it).
         assert spent == pytest.approx(epsilon_of([plain], delta=dataset_delta), rel=2e-3)
         assert spent <= plain["epsilon"] + 2e-4
+        # served through the site's gate: its audit line, the researcher who signed it, the charge
+        config = next(c for c in wb.site_configs() if c.site_id == row["site"])
+        lines = [e for e in recent_entries(path=audit_path(config.state_dir)) if e["kind"] == "request"]
+        tune = [e for e in lines if e["task"] == "tune" and e["project"] == "lt"]
+        assert len(tune) == 1 and tune[0]["decision"]["outcome"] == "served"
+        assert tune[0]["researcher"] is not None
+        assert tune[0]["epsilon_charged"] == pytest.approx(commits[0].epsilon)
 
 
 def test_a_selection_the_allocation_cannot_pay_for_is_refused_before_any_site_spends(wb):

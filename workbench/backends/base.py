@@ -78,6 +78,7 @@ NEEDS: dict[str, str] = {
     "local_arrays": SITE_DATA,
     "plan_tuning": TUNING,
     "tune": TUNING,
+    "tune_locally": TUNING,
 }
 
 
@@ -190,3 +191,7 @@ class HoldsSites(Protocol):
 
     def decide(self, *, site: SiteConfig, action: dict[str, Any], reason: str, proposed_by: str) -> None:
         """A decision of the site's (simulated) ethics board, applied to its ledger."""
+
+    def run_local_tuning(self, *, config: dict[str, Any], authorization: Any, verbose: bool) -> list[Any]:
+        """One local tuning (task ``tune``) sent to every site through the engine; each
+        site's answer (``federation.coordinator.local_tuning.SiteTuning``)."""

@@ -220,6 +220,16 @@ class SimulationBackend:
             dataset_totals=totals,
         )
 
+    def run_local_tuning(self, *, config: dict[str, Any], authorization: Any, verbose: bool) -> list[Any]:
+        """One ``tune`` message to every site through its ClientApp (its gate, audit log and
+        charged path) on the simulation engine; each site's answer (``SiteTuning``)."""
+        from federation.engines.simulation import run_simulated_local_tuning
+
+        with as_workbench_errors():
+            return run_simulated_local_tuning(
+                sites=self._sites, config=config, authorization=authorization, verbose=verbose
+            )
+
     def run_queries(self, *, requests: list[QueryRequest], verbose: bool, timeout: float) -> list[list[SiteQueryReply]]:
         """Every request in ONE simulation run: the engine's start (about 25 s) is paid once."""
         from federation.engines.analytics_simulation import run_simulated_queries
