@@ -15,7 +15,7 @@ when the session expired. Requests are signed by the researcher before they are 
 the signature again. Errors say what happened and what to do: ``ServiceUnreachable``
 (down, or a network error), ``CertificateMismatch`` (not the coordinator's CA),
 ``SessionExpired`` (a login that did not take twice), ``NotYours`` (no such study of
-this researcher), ``ServiceRefused`` (the service's rule, the value and the fix).
+this researcher), ``BadSignedStudy`` (a stored study that is not the one signed), ``ServiceRefused`` (the service's rule, the value and the fix).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import httpx
 import pandas as pd
 
 from federation.errors import BadInput, PartyFailed, Refused
-from federation.protocol.authorization import Authorization
+from federation.protocol.authorization import Authorization, sha256_text, spec_hash
 from federation.protocol.query_request import QueryRequest
-from privacy_budgets.signatures import LOGIN_NAMESPACE, Signer, canonical_bytes
+from privacy_budgets.signatures import LOGIN_NAMESPACE, REQUEST_NAMESPACE, Signer, canonical_bytes, verify
 from workbench.errors import WorkbenchError
 
 EVENT_WAIT = 20.0  # seconds one events request waits at the service for something new
@@ -54,6 +54,10 @@ class SessionExpired(WorkbenchError, Refused):
 
 class NotYours(WorkbenchError, Refused):
     """No such study of this researcher (another researcher's study looks the same)."""
+
+
+class BadSignedStudy(WorkbenchError, BadInput):
+    """The service handed back a study that is not the one this researcher signed."""
 
 
 class ServiceRefused(WorkbenchError, Refused):
@@ -217,6 +221,48 @@ class ServiceClient:
             "n_sites": n_sites,
         }
         return str(self._call("POST", "/studies", json=body).json()["study"])
+
+    def studies(self) -> pd.DataFrame:
+        """This researcher's own studies at the service, newest first: ``study``,
+        ``project``, ``started`` (UTC), ``status`` (``running`` until its end), ``rounds_done``."""
+        rows = self._call("GET", "/studies").json()["studies"]
+        frame = pd.DataFrame(rows, columns=["study", "project", "started", "status", "rounds_done"])
+        frame["started"] = pd.to_datetime(frame["started"], unit="s", utc=True)
+        return frame
+
+    def signed_study(self, study: str) -> tuple[dict[str, Any], str]:
+        """The study's spec config and encoder JSON, as the service stored them, checked
+        against the researcher's own signature on them (the service is not trusted to
+        hand back what was signed): ``BadSignedStudy`` when they differ."""
+        data = self._call("GET", f"/studies/{study}").json()
+        spec_config, encoder_json = data.get("spec"), data.get("encoder")
+        authorization = Authorization.from_json(data.get("authorization"))
+        task = {} if authorization is None else dict(authorization.document.get("task") or {})
+        try:
+            signer = (
+                None
+                if authorization is None
+                else verify(
+                    canonical_bytes(authorization.document), authorization.signature, namespace=REQUEST_NAMESPACE
+                )
+            )
+        except ValueError:  # SignatureInvalid, or not a signature at all
+            signer = None
+        if (
+            signer is None
+            or signer.key.fingerprint != self.fingerprint
+            or task.get("run_id") != study
+            or not isinstance(spec_config, dict)
+            or not isinstance(encoder_json, str)
+            or task.get("spec") != spec_hash(spec_config)
+            or task.get("encoder") != sha256_text(encoder_json)
+        ):
+            raise BadSignedStudy(
+                f"the service's copy of study {study} is not the study this researcher signed (its spec or "
+                "encoder differs from the signed hashes, or the signature is not this key's). Nothing was "
+                "rebuilt from it. Fix: tell the coordinator's operator; the sites refuse such a study too."
+            )
+        return spec_config, encoder_json
 
     def events(self, study: str, *, after: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
         """The study's events after the ``after``-th (waiting up to ``wait`` s for one)."""

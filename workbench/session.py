@@ -37,7 +37,17 @@ from federation.site.site_config import SiteConfig
 from federation.training.features import FeatureEncoder, SiteArrays
 from privacy_budgets import Ledger
 from privacy_budgets.proposals import allocation_action
-from workbench.backends.base import NEEDS, PLAN_TRAINING, Backend, HoldsSites, RunOptions, absent_message
+from workbench.backends.base import (
+    FOLLOW,
+    NEEDS,
+    PLAN_TRAINING,
+    Backend,
+    FollowsStudies,
+    HoldsSites,
+    RunOptions,
+    TrainingRun,
+    absent_message,
+)
 from workbench.backends.simulation import SIMULATED_ETHICS_BOARD, SimulationBackend
 from workbench.burn_down import plot_burn_down
 from workbench.description import Description, schema_rows, site_rows
@@ -409,6 +419,10 @@ class Workbench:
             )
         finally:
             observer.close()
+        return self._result(spec=spec, run=run, observer=observer)
+
+    def _result(self, *, spec: TrainingSpec, run: TrainingRun, observer: ProgressObserver) -> TrainingResult:
+        """The ``TrainingResult`` of a study's run: its model rebuilt from the spec."""
         if run.completed_rounds == 0 and run.stopped_reason:
             raise StudyRefused(refused_paragraph(stopped_reason=run.stopped_reason), charges=run.charges)
         from federation.training.models import build_model
@@ -427,6 +441,46 @@ class Workbench:
             pooled=observer.pooled_history(),
             dataset_totals=run.dataset_totals,
         )
+
+    def studies(self) -> pd.DataFrame:
+        """Your own studies at the coordinator, newest first (``study``, ``project``,
+        ``started``, ``status``: ``running`` until its end, ``rounds_done``); any notebook
+        connected with your key sees them, so a study outlives the kernel that started it.
+
+        >>> wb.studies()                                  # doctest: +SKIP
+        """
+        return self._follower("studies").studies()
+
+    def follow(
+        self, *, study: str, verbose: bool = False, on_round: Callable[[Any], None] | None = None
+    ) -> TrainingResult:
+        """Follow one of your studies (``wb.studies()``) to its end, from this kernel: the
+        same ``TrainingResult`` as ``train`` would have returned (progress bar and live plot
+        over its rounds, ``result.model``, charges, receipts). The spec and encoder that
+        rebuild the model are the ones you signed, checked against your signature. Another
+        researcher's study, or one that does not exist, is refused alike.
+
+        >>> result = wb.follow(study="3f9c2a1b7d4e")      # doctest: +SKIP
+        """
+        backend = self._follower("follow")
+        spec, encoder = backend.signed_study(study)
+        observer = ProgressObserver(
+            rounds=spec.rounds,
+            on_round=on_round,
+            on_wait=None,
+            live_plot=LivePlot(target_epsilon=spec.target_epsilon, rounds=spec.rounds),
+        )
+        try:
+            run = backend.follow_training(study=study, encoder=encoder, observer=observer, verbose=verbose)
+        finally:
+            observer.close()
+        return self._result(spec=spec, run=run, observer=observer)
+
+    def _follower(self, method: str) -> FollowsStudies:
+        """The back end, when its studies outlive their notebook; else the one clear refusal."""
+        if FOLLOW not in self._backend.capabilities or not isinstance(self._backend, FollowsStudies):
+            raise NotAvailable(absent_message(method=method, capability=FOLLOW, backend=self._backend.name))
+        return self._backend
 
     def _study_encoding(self, *, target: str | None) -> tuple[FeatureEncoder | None, RangeFinding | None]:
         """The dictionary's public encoder, or (without a dictionary) DP range finding."""

@@ -16,10 +16,14 @@ per module, started once and stopped by PID.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,11 +33,14 @@ from torch import nn
 
 from federation.coordinator.run_folder import RunFolder
 from federation.engines.loopback import LoopbackFederation, build_loopback_federation
+from federation.processes import engine_env
 from federation.training.evaluation import predict_proba
-from workbench.backends.base import ABSENT, NEEDS, PLAN_TRAINING, Backend
+from privacy_budgets.signatures import generate_key_pair
+from workbench.backends.base import ABSENT, FOLLOW, NEEDS, PLAN_TRAINING, Backend
 from workbench.backends.coordinator_folder import CoordinatorFolderBackend
 from workbench.backends.remote import RemoteBackend
 from workbench.errors import NotAvailable
+from workbench.service_client import BadSignedStudy, NotYours
 from workbench.session import Workbench
 
 pytestmark = pytest.mark.slow
@@ -41,6 +48,7 @@ pytestmark = pytest.mark.slow
 PROJECT = "contract"
 REMOTE_PROJECT = "contract-remote"  # the same nodes as the coordinator folder's: a project of its own
 RESUME_PROJECT = "contract-resume"  # a remote study whose service goes away mid-study
+FOLLOW_PROJECT = "contract-follow"  # a remote study whose notebook is killed mid-study
 EPSILON = 1.0  # the study's target: its total at each site
 ALLOCATION = 2.0  # what each site's ethics board grants the project: the study, then queries
 ROWS = 300
@@ -54,6 +62,8 @@ class Arm:
     spent: Any  # (site, project) -> the epsilon that site's own ledger holds
     project: str = PROJECT
     runs_dir: Any = None  # the coordinator's run folders, where it keeps its copy of each model
+    home: Any = None  # the remote researcher's own folder (key, ca.crt, dictionary)
+    url: str = ""  # the study service's URL (remote only)
 
     @property
     def sites(self) -> list[str]:
@@ -70,6 +80,7 @@ def loopback(tmp_path_factory):
         fed.allocate(project=PROJECT, epsilon=ALLOCATION)
         fed.allocate(project=REMOTE_PROJECT, epsilon=ALLOCATION)
         fed.allocate(project=RESUME_PROJECT, epsilon=ALLOCATION)
+        fed.allocate(project=FOLLOW_PROJECT, epsilon=ALLOCATION)
         yield fed
     finally:
         fed.stop()
@@ -125,7 +136,9 @@ def arm(request, tmp_path_factory) -> Arm:
     wb = Workbench.connect(
         url=url, identity=home / "id_ed25519", ca=home / "ca.crt", dictionary=home / "data_dictionary.json"
     )
-    return Arm(wb=wb, spent=_loopback_spent(fed), project=REMOTE_PROJECT, runs_dir=fed.coordinator.runs_dir)
+    return Arm(
+        wb=wb, spent=_loopback_spent(fed), project=REMOTE_PROJECT, runs_dir=fed.coordinator.runs_dir, home=home, url=url
+    )
 
 
 @pytest.fixture(scope="module")
@@ -245,10 +258,16 @@ def test_what_a_back_end_lacks_is_refused_with_one_sentence(arm):
         "allocate": lambda: arm.wb.allocate(project="p", epsilon=1.0),
         "site_configs": lambda: arm.wb.site_configs(),
         "plan_tuning": lambda: arm.wb.plan_tuning(candidates=[{}], target_epsilon=1.0, rounds=2, project="p"),
+        "studies": lambda: arm.wb.studies(),
+        "follow": lambda: arm.wb.follow(study="0123456789ab"),
     }
     lacking = [m for m in calls if NEEDS[m] not in arm.wb.capabilities]
-    if isinstance(arm.wb.backend, (CoordinatorFolderBackend, RemoteBackend)):
+    if isinstance(arm.wb.backend, CoordinatorFolderBackend):
         assert lacking == list(calls)
+    elif isinstance(arm.wb.backend, RemoteBackend):
+        assert lacking == [m for m in calls if m not in ("studies", "follow")]
+    else:  # a simulation runs in the notebook's own process: nothing to follow from elsewhere
+        assert FOLLOW not in arm.wb.capabilities and {"studies", "follow"} <= set(lacking)
     for method in lacking:
         with pytest.raises(NotAvailable) as refused:
             calls[method]()
@@ -275,3 +294,88 @@ def test_a_study_service_that_goes_away_mid_study_is_followed_again_to_the_end(a
     assert running_pid(loopback.coordinator) not in (None, service_before)  # a new service process followed it
     assert result.stopped_reason == "" and sorted(result.weighted()["round"]) == [1, 2]
     assert {r["site_id"] for r in result.receipts if r["round"] == 2} == set(arm.sites)
+
+
+def test_a_study_whose_notebook_was_killed_is_listed_and_followed_from_a_fresh_kernel(arm, tmp_path):
+    if not isinstance(arm.wb.backend, RemoteBackend):
+        pytest.skip("only a study started through the service outlives its notebook")
+    home, url = arm.home, arm.url
+    notebook = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("_killed_notebook.py")),
+            "--url",
+            url,
+            "--project",
+            FOLLOW_PROJECT,
+        ],
+        cwd=home,
+        env={**engine_env(), "HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = notebook.stdout.readline()  # blocks until the service started the study
+        assert first, notebook.stderr.read()[-3000:]
+        study = json.loads(first)["study"]
+    finally:
+        notebook.kill()  # the researcher's kernel dies mid-study
+        notebook.wait(timeout=30)
+    assert RunFolder(arm.runs_dir / study).outcome() is None  # it had not ended when the kernel died
+
+    wb = Workbench.connect(
+        url=url, identity=home / "id_ed25519", ca=home / "ca.crt", dictionary=home / "data_dictionary.json"
+    )
+    listed = wb.studies()
+    assert list(listed.columns) == ["study", "project", "started", "status", "rounds_done"]
+    assert listed["started"].is_monotonic_decreasing and listed["study"].iloc[0] == study  # newest first
+    assert listed.set_index("study").loc[study, "project"] == FOLLOW_PROJECT
+    owners = {json.loads((arm.runs_dir / s / "owner.json").read_text())["fingerprint"] for s in listed["study"]}
+    assert owners == {wb.backend.client.fingerprint}  # this researcher's own studies, and only those
+
+    result = wb.follow(study=study)
+    assert isinstance(result.model, nn.Module) and result.spec.run_id == study and result.stopped_reason == ""
+    assert result.spec.project == FOLLOW_PROJECT and result.spec.rounds == 2
+    assert sorted(result.weighted()["round"]) == [1, 2]  # the whole history, not only what came after
+    coordinator_copy = torch.load(arm.runs_dir / study / "model.pt", weights_only=True)
+    mine = result.model.state_dict()
+    assert sorted(mine) == sorted(coordinator_copy)
+    for name, tensor in coordinator_copy.items():
+        assert torch.equal(mine[name], tensor), name
+    assert {c.site for c in result.charges} == set(arm.sites)
+    assert all(c.rounds_charged == (1, 2) for c in result.charges)
+    assert {r["site_id"] for r in result.receipts if r["round"] == 2} == set(arm.sites)
+    after = wb.studies().set_index("study").loc[study]
+    assert after["status"] == "finished" and after["rounds_done"] == 2
+
+    # Another researcher neither sees it nor follows it (refused like a study that does not exist).
+    generate_key_pair(path=tmp_path / "other", passphrase=None, comment="another researcher")
+    other = Workbench.connect(
+        url=url, identity=tmp_path / "other", ca=home / "ca.crt", dictionary=home / "data_dictionary.json"
+    )
+    assert other.studies().empty
+    with pytest.raises(NotYours, match="no study .* of yours"):
+        other.follow(study=study)
+    with pytest.raises(NotYours, match="no study .* of yours"):
+        wb.follow(study="0123456789ab")
+
+    # A service (or a coordinator disk) that hands back another spec than the one signed is caught.
+    study_file = arm.runs_dir / study / "study.json"
+    signed = study_file.read_text()
+    changed = json.loads(signed)
+    changed["spec"]["hidden"] = int(changed["spec"].get("hidden") or 16) + 1
+    study_file.write_text(json.dumps(changed))
+    try:
+        with pytest.raises(BadSignedStudy, match="not the study this researcher signed"):
+            wb.follow(study=study)
+    finally:
+        study_file.write_text(signed)
+
+    # Every listing is in the service's hash-chained log, under who asked.
+    from federation.coordinator.study_service.audit_log import read_chain
+    from federation.coordinator.study_service.process import ServiceFiles
+
+    lines = read_chain(ServiceFiles(arm.runs_dir.parent).audit_log)
+    listings = {e["who"] for e in lines if e.get("action") == "list_studies"}
+    assert wb.backend.client.fingerprint in listings and other.backend.client.fingerprint in listings

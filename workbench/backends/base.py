@@ -35,6 +35,9 @@ QUERY_COST = "query_cost"
 BUDGET = "budget"  # a simulation reads its ledgers; a coordinator mirrors the sites' receipts
 # A simulation plans from each site's rows and ledger; a coordinator from noisy counts and receipts.
 PLAN_TRAINING = "plan_training"
+# Follow a study started from another (perhaps dead) kernel: only where it goes on without
+# its notebook, at a coordinator's study service (FollowsStudies).
+FOLLOW = "follow"
 # What only a back end holding every site's configuration, ledger and table offers (HoldsSites).
 LEDGERS = "ledgers"  # report, ledger, approvals, allocate: the ethics board's side
 SITE_DATA = "site_data"  # held_out_metrics, local_arrays: the hospitals' rows themselves
@@ -59,6 +62,12 @@ ABSENT: dict[str, str] = {
         "only a simulation holds every hospital's table; real hospitals send noisy counts only "
         "(result.history and result.weighted() are the estimates from them)."
     ),
+    FOLLOW: (
+        "a study goes on without the notebook that started it only at a coordinator's study service "
+        "(Workbench.connect(url=...)): a simulation runs in the notebook's own process, and a run started "
+        "from the coordinator's folder stops on its own once no notebook follows it (RunOptions.unfollowed_after). "
+        "What to do: run studies you may need to follow from another kernel through the study service."
+    ),
     TUNING: (
         "a charged search plans every candidate from each site's ledger and row count, which stay at the "
         "hospitals. What to do: tune on a simulation of the same size (Workbench.simulate(...).plan_tuning/tune), "
@@ -76,6 +85,8 @@ NEEDS: dict[str, str] = {
     "site_configs": SITE_DATA,
     "held_out_metrics": SITE_DATA,
     "local_arrays": SITE_DATA,
+    "studies": FOLLOW,
+    "follow": FOLLOW,
     "plan_tuning": TUNING,
     "tune": TUNING,
     "tune_locally": TUNING,
@@ -195,3 +206,20 @@ class HoldsSites(Protocol):
     def run_local_tuning(self, *, config: dict[str, Any], authorization: Any, verbose: bool) -> list[Any]:
         """One local tuning (task ``tune``) sent to every site through the engine; each
         site's answer (``federation.coordinator.local_tuning.SiteTuning``)."""
+
+
+@runtime_checkable
+class FollowsStudies(Protocol):
+    """A back end whose studies go on without their notebook (a coordinator's study
+    service): a new kernel lists them and follows one to its end."""
+
+    def studies(self) -> pd.DataFrame:
+        """This researcher's own studies, newest first (study, project, started, status, rounds_done)."""
+
+    def signed_study(self, study: str) -> tuple[TrainingSpec, FeatureEncoder]:
+        """The study's spec and encoder as its researcher signed them (checked against the signature)."""
+
+    def follow_training(
+        self, *, study: str, encoder: FeatureEncoder, observer: ProgressObserver, verbose: bool
+    ) -> TrainingRun:
+        """Every event of ``study`` told to ``observer`` until its end; what ``run_training`` returns."""

@@ -28,7 +28,7 @@ import pandas as pd
 from federation.coordinator.query_file import answers_from_json
 from federation.coordinator.run_folder import SiteCharge, round_from_json
 from federation.data.dictionary import DataDictionary
-from workbench.backends.base import ASK, BUDGET, PLAN_TRAINING, QUERY_COST, TRAIN, RunOptions, TrainingRun
+from workbench.backends.base import ASK, BUDGET, FOLLOW, PLAN_TRAINING, QUERY_COST, TRAIN, RunOptions, TrainingRun
 from workbench.backends.mirror import budget_frame, history_frame
 from workbench.errors import SiteUnreachable, StudyCancelled, StudyFailed, StudyRefused, refused_paragraph
 from workbench.service_client import ServiceClient, ServiceUnreachable
@@ -51,7 +51,7 @@ _ENDED_BADLY = {"unreachable": SiteUnreachable, "cancelled": StudyCancelled, "fa
 class RemoteBackend:
     """Studies and query batches through a coordinator's study service at a URL."""
 
-    capabilities = frozenset({TRAIN, ASK, QUERY_COST, BUDGET, PLAN_TRAINING})
+    capabilities = frozenset({TRAIN, ASK, QUERY_COST, BUDGET, PLAN_TRAINING, FOLLOW})
     schema = None  # a remote study encodes features from the public dictionary only
 
     def __init__(self, *, client: ServiceClient, dictionary: DataDictionary | None, sites: int | None = None) -> None:
@@ -136,6 +136,25 @@ class RemoteBackend:
         )
         if options.on_start is not None:
             options.on_start(study)
+        return self.follow_training(study=study, encoder=encoder, observer=observer, verbose=verbose)
+
+    # --- following a study from any kernel (FOLLOW) ---------------------------------
+
+    def studies(self) -> pd.DataFrame:
+        return self.client.studies()
+
+    def signed_study(self, study: str) -> tuple[TrainingSpec, FeatureEncoder]:
+        from federation.protocol.spec import TrainingSpec
+        from federation.training.features import FeatureEncoder
+
+        spec_config, encoder_json = self.client.signed_study(study)
+        return TrainingSpec.from_config(spec_config), FeatureEncoder.from_json(encoder_json)
+
+    def follow_training(
+        self, *, study: str, encoder: FeatureEncoder, observer: ProgressObserver, verbose: bool
+    ) -> TrainingRun:
+        """The study's events from its first (the history is whole) to its end, then its
+        model, charges and receipts; Ctrl-C cancels it at the coordinator."""
         trained: set[int] = set()
 
         def on_event(event: dict[str, Any]) -> None:
@@ -184,8 +203,8 @@ class RemoteBackend:
         except ServiceUnreachable as err:
             raise SiteUnreachable(
                 f"{err} Study {study} goes on at the coordinator without this notebook. What to do: once the "
-                f"service answers, wb.backend.client.follow('{study}') follows it to its end, and "
-                f"wb.backend.client.model('{study}') returns its model."
+                f"service answers, wb.follow(study='{study}') follows it to its end and returns its result "
+                "(from any notebook that connects with your key; wb.studies() lists your studies)."
             ) from None
 
     def run_queries(self, *, requests: list[QueryRequest], verbose: bool, timeout: float) -> list[list[SiteQueryReply]]:

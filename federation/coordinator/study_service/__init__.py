@@ -15,7 +15,8 @@ started the study. Every request is written to a hash-chained log whose heads th
 service signs with its certificate's key (audit_log.py).
 
 Routes (app.py): ``POST /login/challenge``, ``POST /login``, ``GET /sites``,
-``POST /studies``, ``GET /studies/{id}/events``, ``GET /studies/{id}/result``,
+``GET /studies`` (the researcher's own, newest first), ``POST /studies``,
+``GET /studies/{id}`` (the signed request: spec, encoder, signature), ``GET /studies/{id}/events``, ``GET /studies/{id}/result``,
 ``GET /studies/{id}/model``, ``DELETE /studies/{id}``, ``POST /queries``,
 ``GET /budget``, ``GET /health``.
 """

@@ -239,6 +239,13 @@ def create_app(state: ServiceState) -> FastAPI:
             ) from None
         return {"study": started.study, "events": f"/studies/{started.study}/events"}
 
+    @app.get("/studies")
+    async def list_studies(request: Request) -> dict[str, Any]:
+        session = session_of(request)
+        rows = await asyncio.to_thread(state.studies.studies_of, session.fingerprint)
+        record(session.fingerprint, "list_studies", count=len(rows))
+        return {"studies": rows}
+
     def owned(request: Request, study: str, action: str, **detail: Any):
         session = session_of(request)
         found = state.studies.get(study, owner=session.fingerprint)
@@ -246,6 +253,22 @@ def create_app(state: ServiceState) -> FastAPI:
             record(session.fingerprint, f"{action}_refused", study=study[:80], **detail)
             raise not_found(f"study {study[:80]!r}")
         return session, found
+
+    @app.get("/studies/{study}")
+    async def study_request(request: Request, study: str) -> dict[str, Any]:
+        """The study as its researcher signed it (spec, encoder, signature): what a client
+        that did not start it in this process needs to follow it and rebuild its model."""
+        session, found = owned(request, study, "study")
+        record(session.fingerprint, "study", study=study)
+        stored = StudyFile.load(found.folder.study_path)
+        return {
+            "study": study,
+            "project": found.project,
+            "spec": stored.spec.to_config(),
+            "encoder": stored.encoder.to_json(),
+            "authorization": None if stored.authorization is None else stored.authorization.to_json(),
+            "ended": found.ended,
+        }
 
     @app.get("/studies/{study}/events")
     async def events(request: Request, study: str, after: int = 0, wait: float = 0.0) -> dict[str, Any]:

@@ -151,6 +151,31 @@ class Studies:
             resumed.append(record.study)
         return resumed
 
+    def studies_of(self, owner: str) -> list[dict[str, Any]]:
+        """The studies ``owner`` started (never anyone else's), newest first: id, project,
+        when it started, its status (``running`` until its end) and the rounds done."""
+        rows = []
+        for path in self.coordinator.runs_dir.glob(f"*/{OWNER_FILE}"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if data.get("fingerprint") != owner or data.get("kind") != "study":
+                continue
+            record = self.get(path.parent.name, owner=owner)
+            if record is None:
+                continue
+            rows.append(
+                {
+                    "study": record.study,
+                    "project": record.project,
+                    "started": float(data.get("time") or 0.0),
+                    "status": record.events[-1].get("status", "failed") if record.ended else "running",
+                    "rounds_done": sum(1 for e in record.events if e["kind"] == "round"),
+                }
+            )
+        return sorted(rows, key=lambda row: row["started"], reverse=True)
+
     def projects_of(self, owner: str) -> set[str]:
         """The projects ``owner`` sent a study or a query batch for (from the run folders)."""
         projects = set()
