@@ -458,7 +458,8 @@ class Workbench:
         same ``TrainingResult`` as ``train`` would have returned (progress bar and live plot
         over its rounds, ``result.model``, charges, receipts). The spec and encoder that
         rebuild the model are the ones you signed, checked against your signature. Another
-        researcher's study, or one that does not exist, is refused alike.
+        researcher's study, or one that does not exist, is refused alike. Ctrl-C cancels
+        the study at the coordinator, as in ``train``.
 
         >>> result = wb.follow(study="3f9c2a1b7d4e")      # doctest: +SKIP
         """

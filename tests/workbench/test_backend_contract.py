@@ -364,7 +364,7 @@ def test_a_study_whose_notebook_was_killed_is_listed_and_followed_from_a_fresh_k
     study_file = arm.runs_dir / study / "study.json"
     signed = study_file.read_text()
     changed = json.loads(signed)
-    changed["spec"]["hidden"] = int(changed["spec"].get("hidden") or 16) + 1
+    changed["spec"]["spec-hidden"] += 1  # a model the researcher did not sign for
     study_file.write_text(json.dumps(changed))
     try:
         with pytest.raises(BadSignedStudy, match="not the study this researcher signed"):

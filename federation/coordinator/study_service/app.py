@@ -260,6 +260,14 @@ def create_app(state: ServiceState) -> FastAPI:
         that did not start it in this process needs to follow it and rebuild its model."""
         session, found = owned(request, study, "study")
         record(session.fingerprint, "study", study=study)
+        if not found.folder.study_path.exists():  # its run folder is claimed, its study file not yet written
+            raise ServiceError(
+                status=409,
+                code="not-started",
+                rule="a study's request is served once the service started its run",
+                value=f"study {study} is still starting",
+                fix="ask again in a moment",
+            )
         stored = StudyFile.load(found.folder.study_path)
         return {
             "study": study,
