@@ -10,7 +10,9 @@ Each back end gets the same calls: train 2 rounds and get the model back as a
 (a simulation from each site's rows and ledger; a coordinator from the noisy counts of
 ``describe()`` and the signed receipts, which must agree with each site's own ledger).
 What a back end cannot do is absent from its capabilities and refused with the one
-sentence of ``workbench.backends.base.ABSENT``. Tiny data, one federation and one service
+sentence of ``workbench.backends.base.ABSENT``. Through the service, a study outlives its
+notebook: a real notebook process is killed mid-study, and a fresh kernel lists the study
+(``wb.studies()``) and follows it (``wb.follow``) to the coordinator's model. Tiny data, one federation and one service
 per module, started once and stopped by PID.
 """
 

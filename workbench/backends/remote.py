@@ -11,7 +11,10 @@ data dictionary. The client (``workbench/service_client.py``) logs in by signing
 service's nonce; every study and query batch is signed here, relayed by the service and
 checked again by every site. A study is followed through the service's events (the
 progress bar and the live plot are the simulation's); a lost connection is followed again
-where it stopped, since the study goes on at the coordinator. Results and the trained
+where it stopped, since the study goes on at the coordinator; a notebook that died is
+replaced by any other connected with the same key (``wb.studies()``, ``wb.follow(study=ID)``,
+rebuilt from the spec and encoder the service stored, checked against the researcher's
+signature). Results and the trained
 weights come only to the researcher who started the study. ``budget()`` is the service's
 mirror of the sites' signed receipts for this researcher's own projects; each site's
 ledger stays the source of truth.
