@@ -341,7 +341,11 @@ def board(ledger: LedgerPath, as_json: AsJson = False) -> None:
         else {
             "quorum": roster.quorum,
             "since_seq": governance.board_seq,
-            "members": [{"name": m.name, "fingerprint": m.fingerprint} for m in roster.members],
+            # keys too: the coordinator pins this board (`register-node --board`) and verifies its signatures
+            "members": [
+                {"name": m.name, "fingerprint": m.fingerprint, "key": m.key.openssh(comment=False)}
+                for m in roster.members
+            ],
         },
         "approvals": [
             {"dataset": a.dataset, "project": a.project, "purpose": a.purpose, "researchers": a.researchers}

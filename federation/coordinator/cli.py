@@ -136,6 +136,12 @@ def register_node(
         help="The site's ledger public key (hex, from `workbench budget board --ledger` at the site): the "
         "coordinator accepts only receipts that verify under it. After the site rotates it: accept-ledger-key.",
     ),
+    board: Optional[Path] = typer.Option(
+        None,
+        "--board",
+        help="The site's board (`workbench budget board --ledger L --json > board.json` at the site): pinned here; "
+        "a key rotation needs a quorum of THIS board (or of a change it approved). Gives the ledger key too.",
+    ),
     folder: Path = FolderOption,
 ) -> None:
     """Admit a site's node key (the SuperLink must run); other keys are refused."""
@@ -143,8 +149,16 @@ def register_node(
 
     coordinator = _open(folder)
     # A bad key file or name, a site registered twice: 2; the SuperLink not running: 3.
-    node = register(coordinator=coordinator, public_key=public_key, name=name, ledger_key=ledger_key)
+    node = register(coordinator=coordinator, public_key=public_key, name=name, ledger_key=ledger_key, board=board)
     typer.echo(f"site {node.name} registered (Flower node id {node.node_id}).")
+    pinned = node.pinned_board
+    if pinned is not None:
+        typer.echo(f"board pinned: {pinned.board.describe()} (ledger seq {pinned.since_seq}).")
+    elif node.ledger_key:
+        typer.echo(
+            "warning: no --board: a key rotation of this site will be counted against the board its own handover "
+            "states, which whoever holds the old ledger key could write. Register with --board to pin it."
+        )
     if not node.ledger_key:
         typer.echo(
             "warning: no --ledger-key: the coordinator checks this site's receipts only against the key each "
@@ -171,6 +185,11 @@ def accept_ledger_key(
 
     coordinator = _open(folder)
     node, accepted = accept(coordinator=coordinator, name=name, handover=handover)
+    for change in accepted.board_changes:
+        typer.echo(
+            f"site {name}: ledger entry seq {change.seq} ({change.time}) changes the board to {change.board.describe()}, "
+            f"approved by {', '.join(change.signers)} of the pinned board; it is pinned in its place."
+        )
     for step in accepted.steps:
         typer.echo(
             f"site {name}: ledger entry seq {step.seq} ({step.time}) hands over from {fingerprint(step.old_key)} to "
@@ -230,6 +249,11 @@ def status(
             continue
         rotated = f", after {ledger['rotations']} accepted rotation(s)" if ledger["rotations"] else ""
         typer.echo(f"  {site}: {fingerprint(ledger['key'])}{rotated}")
+    boards = info.get("boards") or {}
+    if boards:
+        typer.echo("pinned boards (a key rotation needs a quorum of the site's pinned board):")
+    for site, pinned in boards.items():
+        typer.echo(f"  {site}: {pinned or 'none pinned (rotations count the board the handover states)'}")
     typer.echo(f"log: {info['log']}")
 
 

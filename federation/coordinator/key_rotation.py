@@ -10,7 +10,9 @@ its receipts are refused here until the operator runs::
 with the handover file the site's IT wrote (``workbench budget handover``). The new key
 is taken only if the file chains from the registered key (privacy_budgets/handover.py:
 the rotation entry signed by the registered key, the new key's proof of holding it, a
-proposal for this rotation signed by the board's quorum). Nothing arrives automatically
+proposal for this rotation signed by the board's quorum: the board pinned at registration,
+``register-node --board``, or a change a quorum of it approved, which is then pinned in
+its place). Nothing arrives automatically
 with a reply: a reply that carries a key is what a forger would send. The old key is
 refused from then on; nodes.json keeps each rotation accepted and who approved it.
 
@@ -46,12 +48,16 @@ def accept_ledger_key(*, coordinator: Coordinator, name: str, handover: Path) ->
             "Fix: check the site's current ledger key with its IT (`workbench budget board --ledger LEDGER`), then "
             f"`workbench coordinator unregister-node --name {name}` and register it again with --ledger-key."
         )
-    accepted = follow_handover(load_handover(handover), site_id=name, registered_key=node.ledger_key)
+    accepted = follow_handover(
+        load_handover(handover), site_id=name, registered_key=node.ledger_key, pinned=node.pinned_board
+    )
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    steps = [
-        {**step.to_json(), "accepted_at": now, "handover": str(Path(handover).resolve())} for step in accepted.steps
-    ]
-    updated = with_ledger_key(node, ledger_key=accepted.new_key, rotations=steps)
+    where = str(Path(handover).resolve())
+    steps = [{**step.to_json(), "accepted_at": now, "handover": where} for step in accepted.steps]
+    changes = [{**change.to_json(), "accepted_at": now, "handover": where} for change in accepted.board_changes]
+    updated = with_ledger_key(
+        node, ledger_key=accepted.new_key, rotations=steps, board=accepted.pinned, board_changes=changes
+    )
     nodes[name] = updated
     save_nodes(coordinator, nodes)
     return updated, accepted

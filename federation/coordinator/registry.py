@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from federation.coordinator.superlink import CONNECTION as CONNECTION_NAME
 from federation.coordinator.superlink import Coordinator, CoordinatorError, CoordinatorUnreachable
+from privacy_budgets.board_pin import BoardPin
 
 NAME_RULE = "letters, digits, '-', '_' or '.', e.g. 'hospital_01'"
 
@@ -35,6 +36,16 @@ class RegisteredNode:
     # Rotations accepted through a handover (key_rotation.py), oldest first: each its ledger
     # seq, old and new key, the board members who approved it and when it was accepted.
     key_rotations: list[dict] = field(default_factory=list)
+    # The site's board pinned here (privacy_budgets/board_pin.py: ledger_id, since_seq, board),
+    # with when it was pinned and who approved it (nobody: pinned at registration). A rotation
+    # counts its quorum against this board only. Empty: registered without --board.
+    board: dict = field(default_factory=dict)
+    # Board changes followed through a handover, each approved by a quorum of the pinned board.
+    board_changes: list[dict] = field(default_factory=list)
+
+    @property
+    def pinned_board(self) -> BoardPin | None:
+        return BoardPin.from_json(self.board) if self.board else None
 
 
 def check_public_key(path: Path) -> str:
@@ -65,12 +76,26 @@ def registered_nodes(coordinator: Coordinator) -> dict[str, RegisteredNode]:
     return {name: RegisteredNode(**d) for name, d in json.loads(coordinator.nodes_path.read_text()).items()}
 
 
-def register_node(*, coordinator: Coordinator, public_key: Path, name: str, ledger_key: str = "") -> RegisteredNode:
+def register_node(
+    *, coordinator: Coordinator, public_key: Path, name: str, ledger_key: str = "", board: Path | None = None
+) -> RegisteredNode:
     """Admit the node with ``public_key`` as site ``name`` (the SuperLink must run);
-    ``ledger_key`` (hex) is the site's ledger public key its receipts must verify under."""
+    ``ledger_key`` (hex) is the site's ledger public key its receipts must verify under;
+    ``board`` the site's ``budget board --json`` file: its board is pinned (rotations count
+    their quorum against it) and its ledger key is taken when ``ledger_key`` is not given."""
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ValueError(f"--name must be {NAME_RULE}; got {name!r}.")
     ledger_key = ledger_key.strip().lower()
+    pin = None
+    if board is not None:
+        pin, listed_key = BoardPin.load_listing(board)
+        if ledger_key and listed_key and listed_key != ledger_key:
+            raise ValueError(
+                f"--ledger-key {ledger_key[:12]}... is not the ledger key of the board file {board} "
+                f"({listed_key[:12]}...): both come from the same `workbench budget board --ledger LEDGER --json`. "
+                "Fix: give that file's key, or leave --ledger-key out."
+            )
+        ledger_key = ledger_key or listed_key
     if ledger_key and (len(ledger_key) != 64 or any(c not in "0123456789abcdef" for c in ledger_key)):
         raise ValueError(
             f"--ledger-key must be the site's ledger public key, 64 hex characters (the site's IT reads it with "
@@ -94,8 +119,9 @@ def register_node(*, coordinator: Coordinator, public_key: Path, name: str, ledg
         name=name,
         public_key=text,
         node_id=str(answer.get("node-id", "")),
-        registered_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        registered_at=_now(),
         ledger_key=ledger_key,
+        board={} if pin is None else {**pin.to_json(), "pinned_at": _now(), "approved_by": []},
     )
     nodes[name] = node
     save_nodes(coordinator, nodes)
@@ -109,9 +135,31 @@ def save_nodes(coordinator: Coordinator, nodes: dict[str, RegisteredNode]) -> No
     tmp.replace(coordinator.nodes_path)
 
 
-def with_ledger_key(node: RegisteredNode, *, ledger_key: str, rotations: list[dict]) -> RegisteredNode:
-    """``node`` now verified under ``ledger_key``, with the rotations that led there recorded."""
-    return replace(node, ledger_key=ledger_key, key_rotations=[*node.key_rotations, *rotations])
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def with_ledger_key(
+    node: RegisteredNode,
+    *,
+    ledger_key: str,
+    rotations: list[dict],
+    board: BoardPin | None = None,
+    board_changes: list[dict] | None = None,
+) -> RegisteredNode:
+    """``node`` now verified under ``ledger_key``, with the rotations that led there recorded;
+    ``board`` the pinned board after the ``board_changes`` followed (each with its signers)."""
+    changes = board_changes or []
+    pinned = node.board
+    if board is not None and changes:
+        pinned = {**board.to_json(), "pinned_at": _now(), "approved_by": changes[-1]["signers"]}
+    return replace(
+        node,
+        ledger_key=ledger_key,
+        key_rotations=[*node.key_rotations, *rotations],
+        board=pinned,
+        board_changes=[*node.board_changes, *changes],
+    )
 
 
 def site_names(coordinator: Coordinator) -> dict[int, str]:
@@ -123,6 +171,11 @@ def site_names(coordinator: Coordinator) -> dict[int, str]:
         except ValueError:
             continue
     return out
+
+
+def unpinned_sites(coordinator: Coordinator) -> list[str]:
+    """Sites registered without a pinned board: their rotations count the board the handover states."""
+    return sorted(name for name, node in registered_nodes(coordinator).items() if not node.board)
 
 
 def ledger_keys(coordinator: Coordinator) -> dict[str, str]:

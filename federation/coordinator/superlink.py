@@ -418,9 +418,20 @@ class Coordinator:
                 name: {"key": str(d.get("ledger_key", "")), "rotations": len(d.get("key_rotations", []))}
                 for name, d in sorted(nodes.items())
             },
+            # site -> its pinned board ("k of n: names") or None: registered without --board, so
+            # a rotation's quorum is counted against the board the site's own handover states
+            "boards": {
+                name: _describe_pin(d.get("board") or {}) or None for name, d in sorted(nodes.items())
+            },
             "online_sites": None
             if statuses is None
             else sorted(name for name, s in statuses.items() if s["status"] == "online"),
             "nodes": statuses,
             "log": str(self.log_path),
         }
+
+
+def _describe_pin(pin: dict) -> str:
+    board = pin.get("board") or {}
+    names = ", ".join(str(m.get("name")) for m in board.get("members", []))
+    return f"{board.get('quorum')} of {len(board.get('members', []))}: {names}" if board else ""

@@ -18,9 +18,12 @@ from typer.testing import CliRunner
 from privacy_budgets import Ledger
 from privacy_budgets.cli import app
 from privacy_budgets.entries import LedgerEntry
+from privacy_budgets.authority import authority_details, tally
+from privacy_budgets.board import Board
+from privacy_budgets.board_pin import BoardPin
 from privacy_budgets.handover import HandoverRefused, follow_handover, key_handover
-from privacy_budgets.keys import load_key, load_or_create_key, public_hex, sign
-from privacy_budgets.proposals import allocation_action, cap_action, rotation_action
+from privacy_budgets.keys import load_key, load_or_create_key, public_hex, rotation_message, sign
+from privacy_budgets.proposals import allocation_action, board_action, cap_action, rotation_action
 from privacy_budgets.simulated_board import SimulatedBoard
 
 
@@ -151,3 +154,85 @@ def test_the_cli_writes_the_handover_and_refuses_a_ledger_never_rotated(governed
     assert accepted.new_key == ledger.public_key
     shown = json.loads(runner.invoke(app, ["board", "--ledger", str(ledger_path), "--json"]).output)
     assert shown["ledger_key"] == ledger.public_key  # the key that signs now, for a first registration
+
+
+
+def _pin(ledger: Ledger) -> BoardPin:
+    """The board as the coordinator pins it: from `budget board --json` (members' keys included)."""
+    shown = CliRunner().invoke(app, ["board", "--ledger", str(ledger.path), "--json"])
+    assert shown.exit_code == 0, shown.output
+    return BoardPin.from_listing(json.loads(shown.output))
+
+
+def test_with_a_pinned_board_the_old_key_and_a_board_of_its_own_are_refused(governed, tmp_path):
+    """The insider of A6: holding the old ledger key alone, they rewrite the rotation to a key
+    of their own, "approved" by two keys of their own stated as the board, all signed with
+    the old key. Unpinned, the handover's stated board counts (the hole); pinned, refused."""
+    ledger, board = governed
+    registered, pinned = ledger.public_key, _pin(ledger)
+    old_key = load_key(key_path=Path(f"{ledger.path}.key"))
+    entry = _rotate(ledger, board, tmp_path / "new.key")
+    insider = SimulatedBoard.create(tmp_path / "insider", names=("Mallory", "Mallory's friend"))
+    mallory = Ed25519PrivateKey.generate()
+    action = rotation_action(new_public_key=public_hex(mallory))
+    proposal = insider.sign(ledger.propose(action=action, reason="rotation", proposed_by="IT"))
+    counted = tally(proposal, board=insider.roster())
+    ledger_id = ledger.entries()[0].entry_hash
+    proof = rotation_message(ledger_id=ledger_id, old_public_key=registered, new_public_key=public_hex(mallory))
+    details = {
+        **entry.details,
+        "new_public_key": public_hex(mallory),
+        "possession": sign(mallory, proof),
+        "authority": authority_details(proposal, counted),
+    }
+    handover = key_handover(ledger.entries())
+    handover["rotations"][0] = {
+        "entry": _resign(entry, old_key, actor=counted.actor(), details_json=json.dumps(details, sort_keys=True)),
+        "board": insider.roster().to_json(),
+    }
+    assert follow_handover(handover, site_id=SITE, registered_key=registered).new_key == public_hex(mallory)
+    with pytest.raises(HandoverRefused, match="not the board pinned here .2 of 3: Member A") as refused:
+        follow_handover(handover, site_id=SITE, registered_key=registered, pinned=pinned)
+    assert "Nothing was changed" in str(refused.value) and "register-node --board" in str(refused.value)
+
+    # A board entry of their own, signed by the old key, does not become the pinned board either.
+    own_board = insider.sign(
+        ledger.propose(action=board_action(board=insider.roster()), reason="rotation", proposed_by="IT")
+    )
+    authority = authority_details(own_board, tally(own_board, board=insider.roster()))
+    board_entry = _resign(
+        entry,
+        old_key,
+        kind="board",
+        seq=entry.seq - 1,
+        actor=counted.actor(),
+        details_json=json.dumps({**insider.roster().to_json(), "authority": authority}, sort_keys=True),
+    )
+    handover["board_entries"].append(board_entry)
+    with pytest.raises(HandoverRefused, match="without the approval of the pinned board's quorum"):
+        follow_handover(handover, site_id=SITE, registered_key=registered, pinned=pinned)
+
+
+def test_a_rotation_and_a_board_change_approved_by_the_pinned_board_are_followed(governed, tmp_path):
+    ledger, board = governed
+    registered, pinned = ledger.public_key, _pin(ledger)
+    _rotate(ledger, board, tmp_path / "new.key")
+    honest = follow_handover(key_handover(ledger.entries()), site_id=SITE, registered_key=registered, pinned=pinned)
+    assert honest.new_key == ledger.public_key and honest.steps[0].signers == board.names[:2]
+    assert honest.pinned == pinned and honest.board_changes == ()
+
+    # The pinned board's quorum replaces Member C by Member D (who signs too), then D and A rotate.
+    newcomer = SimulatedBoard.create(tmp_path / "newcomer", names=("Member D",), quorum=1)
+    roster = Board(members=(*board.roster().members[:2], *newcomer.roster().members), quorum=2)
+    proposal = ledger.propose(action=board_action(board=roster), reason="C leaves", proposed_by="IT")
+    change = ledger.apply(newcomer.sign(board.sign(proposal)))
+    second = ledger.public_key
+    new_public = public_hex(load_or_create_key(key_path=tmp_path / "third.key", create=True))
+    rotation = ledger.propose(action=rotation_action(new_public_key=new_public), reason="again", proposed_by="IT")
+    rotation = newcomer.sign(board.sign(rotation, members=board.names[:1]))
+    ledger.rotate_key(new_key_path=tmp_path / "third.key", proposal=rotation)
+    followed = follow_handover(key_handover(ledger.entries()), site_id=SITE, registered_key=second, pinned=pinned)
+    assert followed.new_key == new_public and followed.steps[0].signers == ["Member A (simulated)", "Member D"]
+    (board_change,) = followed.board_changes
+    assert board_change.seq == change.seq and board_change.signers == board.names[:2]
+    assert followed.pinned.since_seq == change.seq and followed.pinned.board.describe() == roster.describe()
