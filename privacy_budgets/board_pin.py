@@ -51,7 +51,9 @@ class BoardPin:
         """From the JSON ``workbench budget board --ledger L --json`` prints at the site."""
         fix = "Fix: the site's IT writes it with `workbench budget board --ledger LEDGER --json > board.json`."
         if not isinstance(data, dict) or "board" not in data:
-            raise BoardPinInvalid(f"A board to pin is the output of `budget board --json`; got {str(data)[:80]!r}. {fix}")
+            raise BoardPinInvalid(
+                f"A board to pin is the output of `budget board --json`; got {str(data)[:80]!r}. {fix}"
+            )
         board = data["board"]
         if board is None:
             raise BoardPinInvalid(
@@ -59,7 +61,9 @@ class BoardPin:
                 "--board (`coordinator status` then lists it as having no pinned board), or have the site record "
                 "its board first (`workbench budget establish-board`)."
             )
-        if not isinstance(board, dict) or any(not isinstance(m, dict) or not m.get("key") for m in board.get("members") or [None]):
+        if not isinstance(board, dict) or any(
+            not isinstance(m, dict) or not m.get("key") for m in board.get("members") or [None]
+        ):
             raise BoardPinInvalid(
                 "A pinned board needs each member's public key (the coordinator verifies their signatures); this "
                 f"listing gives {str(board)[:80]!r}. {fix}"

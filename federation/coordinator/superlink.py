@@ -420,9 +420,7 @@ class Coordinator:
             },
             # site -> its pinned board ("k of n: names") or None: registered without --board, so
             # a rotation's quorum is counted against the board the site's own handover states
-            "boards": {
-                name: _describe_pin(d.get("board") or {}) or None for name, d in sorted(nodes.items())
-            },
+            "boards": {name: _describe_pin(d.get("board") or {}) or None for name, d in sorted(nodes.items())},
             "online_sites": None
             if statuses is None
             else sorted(name for name, s in statuses.items() if s["status"] == "online"),

@@ -21,6 +21,7 @@ from federation.coordinator.superlink import Coordinator
 from federation.protocol.query_request import QueryRequest
 from federation.site.ledger_keys import open_site_ledger
 from federation.site.tasks import serve
+from privacy_budgets.board_pin import BoardPin
 from privacy_budgets.cli import app as budget_app
 from privacy_budgets.keys import load_or_create_key, public_hex
 from privacy_budgets.proposals import rotation_action
@@ -43,16 +44,27 @@ def _registry(coordinator: Coordinator) -> SiteRegistry:
 
 @pytest.fixture
 def registered(node, tmp_path):
-    """hospital-a with a two-of-three board, registered at a coordinator with its ledger key."""
+    """hospital-a with a two-of-three board, registered at a coordinator with its ledger key
+    and its board pinned from `budget board --json` (as `register-node --board` reads it;
+    Flower's admission is not what these tests are about, so nodes.json is written here)."""
     board = SimulatedBoard.create(tmp_path / "board")
     with open_site_ledger(node.site) as ledger:
         board.establish(ledger)
-        key = ledger.public_key
+    listing = tmp_path / "board.json"
+    shown = runner.invoke(budget_app, ["board", "--ledger", str(node.site.ledger_path), "--json"])
+    listing.write_text(shown.output)
+    pin, key = BoardPin.load_listing(listing)
     coordinator = Coordinator.init(folder=tmp_path / "coordinator", address="127.0.0.1:9092")
-    node_key = "ecdsa-sha2-nistp384 AAAA hospital-a"  # Flower's admission is not what this test is about
+    node_key = "ecdsa-sha2-nistp384 AAAA hospital-a"
+    pinned = {**pin.to_json(), "pinned_at": "2026-01-01T00:00:00Z", "approved_by": []}
     save_nodes(
         coordinator,
-        {"hospital-a": RegisteredNode("hospital-a", node_key, str(NODE), "2026-01-01T00:00:00Z", ledger_key=key)},
+        {
+            "hospital-a": RegisteredNode(
+                "hospital-a", node_key, str(NODE), "2026-01-01T00:00:00Z", ledger_key=key, board=pinned
+            ),
+            "hospital-b": RegisteredNode("hospital-b", node_key, "8", "2026-01-01T00:00:00Z", ledger_key="ab" * 32),
+        },
     )
     return node, board, coordinator
 
@@ -111,6 +123,8 @@ def test_a_rotated_key_is_accepted_only_through_its_handover_and_the_old_key_is_
         "ledger keys (each site's receipts must verify under its own):\n  hospital-a: ed25519:SHA256:" in shown.output
     )
     assert "after 1 accepted rotation(s)" in shown.output
+    assert "hospital-a: 2 of 3: Member A (simulated)" in shown.output  # the pinned board, unchanged
+    assert "hospital-b: none pinned (rotations count the board the handover states)" in shown.output
     again = _accept(coordinator, handover)
     assert again.exit_code == 2 and "no new key to accept" in again.output
 
@@ -146,3 +160,75 @@ def test_a_handover_that_does_not_chain_changes_nothing(registered, tmp_path):
     done = _accept(coordinator, handover)
     assert done.exit_code == 2 and "of site 'hospital-b', not 'hospital-a'" in done.output
     assert coordinator.nodes_path.read_text() == before
+
+
+def test_with_the_board_pinned_an_insider_with_the_old_key_and_a_board_of_their_own_changes_nothing(
+    registered, tmp_path
+):
+    """The insider of A6 at the coordinator: the handover states a board of two keys they
+    hold, which "approved" the rotation; the entry is signed with the old key."""
+    import dataclasses
+
+    from privacy_budgets.authority import authority_details, tally
+    from privacy_budgets.entries import LedgerEntry
+    from privacy_budgets.keys import load_key, rotation_message, sign
+
+    node, board, coordinator = registered
+    old_key = load_key(key_path=node.site.ledger_key_path)
+    _rotate(node, board, tmp_path)
+    handover = tmp_path / "handover.json"
+    runner.invoke(budget_app, ["handover", "--ledger", str(node.site.ledger_path), "--out", str(handover)])
+    data = json.loads(handover.read_text())
+    entry = LedgerEntry.from_dict(data["rotations"][0]["entry"])
+    insider = SimulatedBoard.create(tmp_path / "insider", names=("Mallory", "Mallory's friend"))
+    mallory = tmp_path / "mallory.key"
+    mallory_public = public_hex(load_or_create_key(key_path=mallory, create=True))
+    with open_site_ledger(node.site) as ledger:
+        proposal = ledger.propose(
+            action=rotation_action(new_public_key=mallory_public), reason="yearly rotation", proposed_by="site IT"
+        )
+    proposal = insider.sign(proposal)
+    counted = tally(proposal, board=insider.roster())
+    old_public = entry.details["old_public_key"]
+    proof = rotation_message(ledger_id=data["ledger_id"], old_public_key=old_public, new_public_key=mallory_public)
+    details = {
+        **entry.details,
+        "new_public_key": mallory_public,
+        "possession": sign(load_key(key_path=mallory), proof),
+        "authority": authority_details(proposal, counted),
+    }
+    forged = dataclasses.replace(entry, actor=counted.actor(), details_json=json.dumps(details, sort_keys=True))
+    forged = dataclasses.replace(forged, entry_hash=forged.compute_hash())
+    forged = dataclasses.replace(forged, signature=sign(old_key, forged.signed_message()))
+    data["rotations"][0] = {"entry": forged.to_dict(), "board": insider.roster().to_json()}
+    handover.write_text(json.dumps(data))
+    before = coordinator.nodes_path.read_text()
+    done = _accept(coordinator, handover)
+    assert done.exit_code == 2 and "which is not the board pinned here (2 of 3: Member A" in done.output
+    assert "Nothing was changed" in done.output and "register-node --board" in done.output
+    assert coordinator.nodes_path.read_text() == before
+
+
+def test_a_board_change_then_a_rotation_by_the_new_quorum_re_pins_the_board(registered, tmp_path):
+    from privacy_budgets.board import Board
+    from privacy_budgets.proposals import board_action
+
+    node, board, coordinator = registered
+    newcomer = SimulatedBoard.create(tmp_path / "newcomer", names=("Member D",), quorum=1)
+    roster = Board(members=(*board.roster().members[:2], *newcomer.roster().members), quorum=2)
+    new_key = tmp_path / "new-ledger.key"
+    new_public = public_hex(load_or_create_key(key_path=new_key, create=True))
+    with open_site_ledger(node.site) as ledger:
+        proposal = ledger.propose(action=board_action(board=roster), reason="C leaves", proposed_by="site IT")
+        change = ledger.apply(newcomer.sign(board.sign(proposal)))
+        rotation = ledger.propose(action=rotation_action(new_public_key=new_public), reason="y", proposed_by="IT")
+        ledger.rotate_key(new_key_path=new_key, proposal=newcomer.sign(board.sign(rotation, members=board.names[:1])))
+    handover = tmp_path / "handover.json"
+    runner.invoke(budget_app, ["handover", "--ledger", str(node.site.ledger_path), "--out", str(handover)])
+    done = _accept(coordinator, handover)
+    assert done.exit_code == 0, done.output
+    assert f"seq {change.seq}" in done.output and "it is pinned in its place" in done.output
+    site = registered_nodes(coordinator)["hospital-a"]
+    assert site.ledger_key == new_public and site.key_rotations[0]["signers"] == ["Member A (simulated)", "Member D"]
+    assert site.board["since_seq"] == change.seq and site.board["approved_by"] == board.names[:2]
+    assert site.pinned_board.board.describe() == roster.describe() and site.board_changes[0]["seq"] == change.seq

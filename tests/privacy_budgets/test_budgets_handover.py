@@ -16,11 +16,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from privacy_budgets import Ledger
-from privacy_budgets.cli import app
-from privacy_budgets.entries import LedgerEntry
 from privacy_budgets.authority import authority_details, tally
 from privacy_budgets.board import Board
 from privacy_budgets.board_pin import BoardPin
+from privacy_budgets.cli import app
+from privacy_budgets.entries import LedgerEntry
 from privacy_budgets.handover import HandoverRefused, follow_handover, key_handover
 from privacy_budgets.keys import load_key, load_or_create_key, public_hex, rotation_message, sign
 from privacy_budgets.proposals import allocation_action, board_action, cap_action, rotation_action
@@ -154,7 +154,6 @@ def test_the_cli_writes_the_handover_and_refuses_a_ledger_never_rotated(governed
     assert accepted.new_key == ledger.public_key
     shown = json.loads(runner.invoke(app, ["board", "--ledger", str(ledger_path), "--json"]).output)
     assert shown["ledger_key"] == ledger.public_key  # the key that signs now, for a first registration
-
 
 
 def _pin(ledger: Ledger) -> BoardPin:
