@@ -232,3 +232,17 @@ def test_a_board_change_then_a_rotation_by_the_new_quorum_re_pins_the_board(regi
     assert site.ledger_key == new_public and site.key_rotations[0]["signers"] == ["Member A (simulated)", "Member D"]
     assert site.board["since_seq"] == change.seq and site.board["approved_by"] == board.names[:2]
     assert site.pinned_board.board.describe() == roster.describe() and site.board_changes[0]["seq"] == change.seq
+
+
+def test_register_node_refuses_a_board_file_it_cannot_pin_before_anything_is_written(registered, tmp_path):
+    node, _, coordinator = registered
+    before = coordinator.nodes_path.read_text()
+    listing = tmp_path / "listing.json"
+    listing.write_text(json.dumps({"ledger_id": "ab" * 32, "ledger_key": "cd" * 32, "board": None}))
+    args = ["register-node", str(tmp_path / "none.pub"), "--name", "hospital-c", "--folder", str(coordinator.folder)]
+    done = runner.invoke(coordinator_app, [*args, "--board", str(listing)])
+    assert done.exit_code == 2 and "has no board (legacy mode), so there is none to pin" in done.output
+    listing.write_text(runner.invoke(budget_app, ["board", "--ledger", str(node.site.ledger_path), "--json"]).output)
+    done = runner.invoke(coordinator_app, [*args, "--board", str(listing), "--ledger-key", "ef" * 32])
+    assert done.exit_code == 2 and "is not the ledger key of the board file" in done.output
+    assert coordinator.nodes_path.read_text() == before
