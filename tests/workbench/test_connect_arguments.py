@@ -12,7 +12,7 @@ import pytest
 
 from federation.coordinator.superlink import Coordinator, CoordinatorUnreachable
 from federation.processes import free_port
-from workbench.backends.base import ABSENT, LEDGERS, NEEDS, PLAN_TRAINING, SITE_DATA, TUNING, Backend
+from workbench.backends.base import ABSENT, FOLLOW, LEDGERS, NEEDS, PLAN_TRAINING, SITE_DATA, TUNING, Backend
 from workbench.backends.coordinator_folder import CoordinatorFolderBackend
 from workbench.errors import NotAvailable
 from workbench.planning import PlanWithoutSizes
@@ -61,7 +61,7 @@ def test_a_study_service_url_needs_a_key_and_the_coordinators_ca_and_says_when_i
 def test_what_needs_the_sites_rows_or_ledgers_is_absent_and_refused_once(folder):
     wb = Workbench(backend=CoordinatorFolderBackend(coordinator=folder, dictionary=None))
     assert isinstance(wb.backend, Backend)
-    missing = {LEDGERS, SITE_DATA, TUNING}
+    missing = {LEDGERS, SITE_DATA, TUNING, FOLLOW}
     assert not missing & wb.capabilities
     calls = {
         "report": wb.report,
@@ -71,6 +71,10 @@ def test_what_needs_the_sites_rows_or_ledgers_is_absent_and_refused_once(folder)
         "site_configs": wb.site_configs,
         "plan_tuning": lambda: wb.plan_tuning(candidates=[{}], target_epsilon=1.0, rounds=2, project="p"),
         "tune": lambda: wb.tune(candidates=[{}], target_epsilon=1.0, rounds=2, project="p"),
+        "tune_locally": lambda: wb.tune_locally(candidates=[{}], target_epsilon=1.0, rounds=2, project="p"),
+        # A folder's run stops once no notebook follows it: nothing to come back to later.
+        "studies": wb.studies,
+        "follow": lambda: wb.follow(study="abc"),
     }
     assert set(calls) | {"plan_training", "held_out_metrics", "local_arrays"} == set(NEEDS)
     for method, call in calls.items():
