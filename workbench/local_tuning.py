@@ -9,11 +9,14 @@ by the researcher when the back end has a key. Before anything is sent, every si
 selection is calibrated here from the ledgers the simulation holds, and one that some
 site's allocation cannot pay for is refused before any site spends. The result is one
 row per site: the released choice, the charged pair, and the project's spending read
-back from the site's ledger.
+back from the site's ledger. Where some sites refuse, the others' choices (already
+charged) come back beside the refusals, with a ``PartialTuning`` warning that names each
+refusing site and what the others spent; where every site refuses, ``StudyRefused``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -87,34 +90,71 @@ def tune_locally_at_sites(
         else sign_local_tuning(signer, project=project, config=message, spec_config=base.to_config())
     )
     answers = run(config=message, authorization=authorization, verbose=verbose)
+    served = [a for a in answers if a.released is not None]
     refused = [a.reply for a in answers if a.released is None]
-    if refused:
+    said = " ".join(f"Site {r.site_id} {r.status} it ({r.kind}): {r.reason}" for r in refused)
+    if not served:
         raise StudyRefused(
-            "local tuning was refused: "
-            + " ".join(f"site {r.site_id} {r.status} it ({r.kind}): {r.reason}" for r in refused)
-            + " The sites that served it charged their ledgers (wb.budget() shows them).",
+            f"No site tuned, so nothing was released. {said} A site that refuses charges nothing. What to do: "
+            "for a budget refusal ask the ethics board for an allocation (wb.allocate in a simulation) or lower "
+            "target_epsilon; for a policy refusal ask the site's IT whether it lists 'tune' in allowed_tasks.",
             charges=[r for a in answers for r in a.reply.receipts],
         )
     by_site = {c.site_id: c for c in sites}
-    rows = []
-    for answer in answers:
-        site, out = by_site[answer.reply.site_id], answer.released
-        with open_site_ledger(site) as ledger:
-            spent = ledger.spent(dataset=site.dataset, project=project)
-        rows.append(
-            {
-                "site": site.site_id,
-                "best_index": out["best_index"],
-                "best": out["best"],
-                "noisy_score": out["score"],
-                "epsilon_charged": out["epsilon"],
-                "delta_charged": out["delta"],
-                "project_epsilon": spent,
-                # the site's own calibration, as a training reply states it: per candidate
-                "noise_multipliers": tuple(out["noise_multipliers"]),
-                "sampling_rates": tuple(out["sampling_rates"]),
-                "steps": tuple(out["steps"]),
-                "score_sigmas": tuple(out["score_sigmas"]),
-            }
+    rows = [_row(site=by_site[a.reply.site_id], project=project, answer=a) for a in answers]
+    if refused:
+        # The sites that served released their choice and charged for it: it is the
+        # researcher's to use, so it is returned beside the refusals, never thrown away.
+        charged = ", ".join(f"{a.reply.site_id} epsilon {a.released['epsilon']:.3g}" for a in served)
+        warnings.warn(
+            f"local tuning for project '{project}' was refused at {len(refused)} of {len(answers)} sites. {said} "
+            f"The others served it and charged their ledgers ({charged}); their choices are in the result's "
+            "rows with status 'served'. What to do: resolve the refusal with that site, then tune there alone "
+            "under a new project, or train with the served sites' choices.",
+            PartialTuning,
+            stacklevel=3,
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame["best_index"] = frame["best_index"].astype("Int64")  # a refusing site's is <NA>, the others stay ints
+    return frame
+
+
+class PartialTuning(UserWarning):
+    """Some sites refused a local tuning that others served (and charged for)."""
+
+
+def _row(*, site: SiteConfig, project: str, answer: Any) -> dict[str, Any]:
+    """One site's line: its released choice and charge, or its refusal; the project's
+    spending read back from its ledger either way."""
+    with open_site_ledger(site) as ledger:
+        spent = ledger.spent(dataset=site.dataset, project=project)
+    out, reply = answer.released, answer.reply
+    if out is None:
+        return {
+            "site": site.site_id,
+            "status": reply.status,
+            "reason": f"{reply.kind}: {reply.reason}",
+            "best_index": None,
+            "best": None,
+            "noisy_score": None,
+            # a refusal charges nothing; a site's receipts say so, not this code
+            "epsilon_charged": sum(float(r.get("epsilon", 0.0)) for r in reply.receipts),
+            "delta_charged": None,
+            "project_epsilon": spent,
+        }
+    return {
+        "site": site.site_id,
+        "status": "served",
+        "reason": "",
+        "best_index": out["best_index"],
+        "best": out["best"],
+        "noisy_score": out["score"],
+        "epsilon_charged": out["epsilon"],
+        "delta_charged": out["delta"],
+        "project_epsilon": spent,
+        # the site's own calibration, as a training reply states it: per candidate
+        "noise_multipliers": tuple(out["noise_multipliers"]),
+        "sampling_rates": tuple(out["sampling_rates"]),
+        "steps": tuple(out["steps"]),
+        "score_sigmas": tuple(out["score_sigmas"]),
+    }

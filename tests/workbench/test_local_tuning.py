@@ -3,7 +3,8 @@ that dp_accounting's RDP bound proves for the whole selection, recomputed here f
 site's stated noise without the project's code; the request reaches every site as its
 task "tune" through Flower's simulation engine (its gate writes the audit line, signed
 by the simulated researcher); a selection the allocation cannot pay for is refused
-before any site spends."""
+before any site spends; a site that refuses is named, and the others' choices (already
+charged) come back beside it."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from dp_accounting.rdp import rdp_privacy_accountant
 
 from federation.site.audit import audit_path, recent_entries
 from federation.site.local_tuning import DELTA_SHARE
+from federation.site.pause import pause_node, resume_node
 from tests.independent_pld import epsilon_of
-from workbench.errors import PlanDoesNotFit
+from workbench.errors import PlanDoesNotFit, StudyRefused
+from workbench.local_tuning import PartialTuning
 from workbench.session import Workbench
 
 CANDIDATES = [{"learning_rate": 0.1}, {"learning_rate": 0.5, "batch_size": 64}]
@@ -88,3 +91,41 @@ def test_a_selection_the_allocation_cannot_pay_for_is_refused_before_any_site_sp
         wb.tune_locally(candidates=CANDIDATES, target_epsilon=1.0, rounds=1, project="small-lt", model="logreg")
     assert "Nothing was trained or charged" in str(caught.value)
     assert wb.budget().equals(before)
+
+
+def test_a_site_that_refuses_is_named_and_the_others_choices_come_back_charged(wb):
+    paused, other = wb.site_configs()
+    pause_node(state_dir=paused.state_dir, reason="maintenance window", who="site IT")
+    try:
+        with pytest.warns(PartialTuning) as warned:
+            result = wb.tune_locally(
+                candidates=CANDIDATES, target_epsilon=0.8, rounds=1, project="half-lt", model="logreg", mean=MEAN
+            )
+        pause_node(state_dir=other.state_dir, reason="maintenance window", who="site IT")
+        with pytest.raises(StudyRefused, match="No site tuned") as refused:
+            wb.tune_locally(
+                candidates=CANDIDATES, target_epsilon=0.8, rounds=1, project="none-lt", model="logreg", mean=MEAN
+            )
+    finally:
+        for config in (paused, other):
+            resume_node(state_dir=config.state_dir)
+    [words] = [str(w.message) for w in warned if w.category is PartialTuning]
+    assert f"refused at 1 of 2 sites. Site {paused.site_id} refused it (paused)" in words
+    assert f"{other.site_id} epsilon" in words and "What to do" in words
+    rows = result.set_index("site")
+    assert rows.loc[paused.site_id, "status"] == "refused" and rows.loc[paused.site_id, "best"] is None
+    assert rows.loc[other.site_id, "status"] == "served"
+    assert rows.loc[other.site_id, "best"] == CANDIDATES[rows.loc[other.site_id, "best_index"] - 1]
+    # what each row says was charged is what each ledger holds
+    with wb.ledger(paused.site_id) as ledger:
+        assert ledger.spent(dataset=paused.dataset, project="half-lt") == 0.0
+        assert rows.loc[paused.site_id, "epsilon_charged"] == 0.0
+    with wb.ledger(other.site_id) as ledger:
+        spent = ledger.spent(dataset=other.dataset, project="half-lt")
+    assert spent > 0 and rows.loc[other.site_id, "project_epsilon"] == pytest.approx(spent)
+    assert f"Site {paused.site_id} refused it (paused)" in str(refused.value) and "charges nothing" in str(
+        refused.value
+    )
+    for config in (paused, other):
+        with wb.ledger(config.site_id) as ledger:
+            assert ledger.spent(dataset=config.dataset, project="none-lt") == 0.0
