@@ -12,17 +12,29 @@ reservation changes one mechanism's count, only that leaf and the prefixes after
 are recomputed. Results are bit-identical to the accountant (tests pin this), so
 calibration and the ledger never disagree by a rounding difference.
 
+The order is the history's own: each mechanism where it first appeared (the ledger
+reads its counts that way, and calibration passes the ledger's events first). A new
+study's mechanisms are therefore composed last, and a reservation reuses the kept
+prefix of everything before it: one or two compositions per check however long the
+dataset's history. (In a sorted order a new mechanism lands anywhere, and a dataset
+with a few hundred distinct mechanisms recomposed most of its history at every round.)
+Prefixes are found by a SHA-256 chain over the key, without recursion, so a history of
+any length composes.
+
 Only floats and dp_accounting objects built here are cached; nothing is read from disk.
 
 >>> from privacy_budgets.mechanisms import base_counts, gaussian_event
->>> key = tuple(sorted(base_counts(gaussian_event(noise_multiplier=2.0, count=4)).items()))
+>>> key = tuple(base_counts(gaussian_event(noise_multiplier=2.0, count=4)).items())
 >>> round(pld_epsilon(key, delta=1e-5), 3)
 4.377
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 
 import dp_accounting as dpa
@@ -47,18 +59,45 @@ Key = tuple[tuple[str, int], ...]
 
 
 def pld_epsilon(key: Key, *, delta: float) -> float:
-    """Epsilon at ``delta`` of the sorted multiset ``key`` of (base mechanism JSON, count)."""
+    """Epsilon at ``delta`` of the multiset ``key`` of (base mechanism JSON, count), composed
+    in the key's order (a ledger's: first appearance)."""
     if not key:
         return 0.0
     return float(_prefix(key).get_epsilon_for_delta(delta))
 
 
-@lru_cache(maxsize=48)
+PREFIXES_KEPT = 64
+_prefixes: OrderedDict[bytes, pld_lib.PrivacyLossDistribution] = OrderedDict()
+_prefixes_lock = threading.Lock()  # a node's threads share the kept prefixes
+
+
 def _prefix(key: Key) -> pld_lib.PrivacyLossDistribution:
-    # Same order of operations as PLDAccountant: identity, then compose each leaf.
-    if not key:
-        return pld_lib.identity(value_discretization_interval=PLD_VALUE_DISCRETIZATION)
-    return _prefix(key[:-1]).compose(_leaf(*key[-1]))
+    with _prefixes_lock:
+        return _prefix_locked(key)
+
+
+def _prefix_locked(key: Key) -> pld_lib.PrivacyLossDistribution:
+    # Same order of operations as PLDAccountant: identity, then compose each leaf. The
+    # longest prefix already kept is the start; every prefix built after it is kept.
+    digests, chain = [], hashlib.sha256()
+    for text, count in key:
+        chain.update(f"{len(text)}:{text}{count};".encode())
+        digests.append(chain.copy().digest())
+    start, pld = 0, None
+    for i in range(len(key), 0, -1):
+        if digests[i - 1] in _prefixes:
+            start, pld = i, _prefixes[digests[i - 1]]
+            _prefixes.move_to_end(digests[i - 1])
+            break
+    if pld is None:
+        pld = pld_lib.identity(value_discretization_interval=PLD_VALUE_DISCRETIZATION)
+    for i in range(start, len(key)):
+        pld = pld.compose(_leaf(*key[i]))
+        _prefixes[digests[i]] = pld
+        _prefixes.move_to_end(digests[i])
+        while len(_prefixes) > PREFIXES_KEPT:
+            _prefixes.popitem(last=False)
+    return pld
 
 
 @lru_cache(maxsize=48)
@@ -130,5 +169,7 @@ def _base(text: str) -> pld_lib.PrivacyLossDistribution:
 
 def clear_caches() -> None:
     """Forget every kept distribution (for memory-bound processes and benchmarks)."""
-    for cached in (_prefix, _leaf, _base):
+    with _prefixes_lock:
+        _prefixes.clear()
+    for cached in (_leaf, _base):
         cached.cache_clear()

@@ -111,7 +111,7 @@ def _limit(entry: LedgerEntry, project: str, epsilon: float, delta: float | None
 
 def _counted(entry: LedgerEntry, mechanism: str, state: str, sign: int):
     counts = base_counts(event_from_json(mechanism))
-    return tuple((entry.dataset, entry.project, state, text, sign * n) for text, n in sorted(counts.items()))
+    return tuple((entry.dataset, entry.project, state, text, sign * n) for text, n in counts.items())
 
 
 @dataclass

@@ -273,7 +273,8 @@ def multiset(
         args.append(project)
     if not include_reserved:
         sql += " AND state = 'committed'"
-    rows = conn.execute(sql + " GROUP BY mechanism", args)
+    # Each mechanism where it first appeared (composition.py: the kept prefixes stay reusable).
+    rows = conn.execute(sql + " GROUP BY mechanism ORDER BY MIN(rowid)", args)
     return Counter({text: n for text, n in rows if n})
 
 
@@ -290,7 +291,9 @@ def read_derived(conn: sqlite3.Connection) -> State:
         state.limits[(row[0], row[1])] = Limit(*row)
     for row in conn.execute("SELECT id, dataset, project, mechanism, seq, status, resolved_seq FROM reservations"):
         state.reservations[row[0]] = ReservationRow(*row)
-    for dataset, project, st, text, n in conn.execute("SELECT dataset, project, state, mechanism, count FROM counts"):
+    for dataset, project, st, text, n in conn.execute(
+        "SELECT dataset, project, state, mechanism, count FROM counts ORDER BY rowid"
+    ):
         state.counts[(dataset, project, st, text)] = n
     return state
 

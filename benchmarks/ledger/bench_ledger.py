@@ -11,6 +11,8 @@
    every in-memory PLD first, as a freshly spawned Flower ClientApp process would.
 2. Committed spends per second with 4 writer processes on one ledger, beside a plain
    SQLite insert loop with the same WAL settings and 4 processes, as the ceiling.
+3. A dataset after many studies, each with mechanisms of its own (``many_studies.py``):
+   the reserve of one more round beside composing the same history in sorted order.
 
 Figures go to benchmarks/ledger/RESULTS.md (or ``--results``) and to stdout.
 """
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks.ledger import many_studies
 from privacy_budgets import Ledger
 from privacy_budgets.accounting import _epsilon_cached
 from privacy_budgets.composition import clear_caches
@@ -53,10 +56,19 @@ class Sizes:
     samples: int
     spends_per_writer: int
     inserts_per_writer: int
+    studies: tuple[int, ...]
+    study_rounds: int
 
 
-FULL = Sizes(entries=(10, 1_000, 10_000), samples=30, spends_per_writer=40, inserts_per_writer=500)
-QUICK = Sizes(entries=(10, 120), samples=3, spends_per_writer=4, inserts_per_writer=50)
+FULL = Sizes(
+    entries=(10, 1_000, 10_000),
+    samples=30,
+    spends_per_writer=40,
+    inserts_per_writer=500,
+    studies=(10, 50, 150),
+    study_rounds=5,
+)
+QUICK = Sizes(entries=(10, 120), samples=3, spends_per_writer=4, inserts_per_writer=50, studies=(3, 8), study_rounds=3)
 
 
 # --- the mix ------------------------------------------------------------------------
@@ -231,7 +243,10 @@ def main(argv: list[str] | None = None) -> str:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload TEXT)")
         inserts = run_writers(sqlite_writer, plain, sizes.inserts_per_writer)
+        clear_caches()
+        studies = many_studies.measure(folder=folder, studies=sizes.studies, rounds=sizes.study_rounds)
     text = render(rows, distinct, build_s, spends, inserts, sizes, quick=args.quick)
+    text += "\n" + "\n".join(many_studies.render(studies, rounds=sizes.study_rounds))
     args.results.write_text(text)
     print(text)
     return text

@@ -1,0 +1,73 @@
+"""The ledger composes a dataset's history in the order its mechanisms first appeared, so
+one more round of the newest study reuses the kept composition of everything before it
+(privacy_budgets/composition.py). Its epsilon is a fresh PLD accountant's in that order,
+bit for bit, and the sorted order's to within rounding: composition commutes."""
+
+from __future__ import annotations
+
+import pytest
+from dp_accounting.pld import privacy_loss_distribution as pld_lib
+
+from privacy_budgets import Ledger
+from privacy_budgets.accounting import make_accountant
+from privacy_budgets.mechanisms import composed_event, dpsgd_event, gaussian_event
+
+DATASET, PROJECT, DELTA = "d", "p", 1e-5
+STUDIES = 30
+
+
+def study_round(study: int):
+    # Later studies' mechanisms sort BEFORE earlier ones (smaller noise, smaller sigma).
+    return composed_event(
+        [
+            dpsgd_event(noise_multiplier=3.0 - 0.05 * study, sampling_rate=0.01, steps=10),
+            gaussian_event(noise_multiplier=90.0 - study),
+        ]
+    )
+
+
+@pytest.fixture
+def history(tmp_path):
+    ledger = Ledger.open(tmp_path / "ledger.sqlite", site_id="site")
+    ledger.set_cap(dataset=DATASET, epsilon=1e6, delta=DELTA, actor="it", reason="test")
+    ledger.allocate(dataset=DATASET, project=PROJECT, epsilon=1e6, actor="board", reason="test")
+    for study in range(STUDIES):
+        for _ in range(2):
+            ledger.commit(
+                ledger.reserve(dataset=DATASET, project=PROJECT, event=study_round(study), actor="t", purpose="x")
+            )
+    yield ledger
+    ledger.close()
+
+
+def test_the_history_reads_in_the_order_each_mechanism_first_appeared(history):
+    events = history.events(dataset=DATASET)
+    assert len(events) == 2 * STUDIES
+    noises = [e.event.event.noise_multiplier for e in events if hasattr(e.event, "event")]
+    assert noises == sorted(noises, reverse=True)  # study 0's first, though it sorts last
+    fresh = make_accountant("pld")
+    for event in events:
+        fresh.compose(event)
+    spent = history.spent(dataset=DATASET)
+    assert spent == fresh.get_epsilon(DELTA)  # the ledger's arithmetic, bit for bit
+    in_sorted_order = make_accountant("pld")
+    for event in sorted(events, key=repr):
+        in_sorted_order.compose(event)
+    assert spent == pytest.approx(in_sorted_order.get_epsilon(DELTA), rel=1e-9)
+
+
+def test_one_more_round_recomposes_only_the_newest_leaves(history, monkeypatch):
+    # The fixture's process built the history, as a node's long-lived process does.
+    composed = []
+    real = pld_lib.PrivacyLossDistribution.compose
+    monkeypatch.setattr(
+        pld_lib.PrivacyLossDistribution,
+        "compose",
+        lambda self, other, **kw: composed.append(1) or real(self, other, **kw),
+    )
+    history.commit(
+        history.reserve(dataset=DATASET, project=PROJECT, event=study_round(STUDIES - 1), actor="t", purpose="x")
+    )
+    # the dataset's and the project's totals: at most the two changed leaves each, at reserve
+    # and again at commit; never the 2 x 30 leaves of the whole history
+    assert 0 < len(composed) <= 8, len(composed)
