@@ -215,9 +215,9 @@ def calibrate_dpsgd(
     with ``steps`` Poisson-sampled Gaussian steps at ``sampling_rate`` within
     ``target_epsilon``: the target is the total, so what was already spent counts.
 
-    Composed in the ledger's canonical order with the ledger's own PLD arithmetic, so
-    the ledger never refuses the last round of a calibrated run for a rounding
-    difference. Raises NoNoiseFits (with ``prior_epsilon`` set) when the prior
+    Composed in the ledger's order (the prior events as the ledger lists them, then the
+    new steps) with the ledger's own PLD arithmetic, so the ledger never refuses the last
+    round of a calibrated run for a rounding difference. Raises NoNoiseFits (with ``prior_epsilon`` set) when the prior
     spending leaves no room that even ``maximum`` noise fits into.
 
     >>> c = calibrate_dpsgd(target_epsilon=1.0, delta=1e-5, sampling_rate=0.05, steps=100)

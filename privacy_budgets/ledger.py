@@ -736,8 +736,9 @@ class Ledger:
     def events(self, *, dataset: str, project: str | None = None, include_reserved: bool = True) -> list[dpa.DpEvent]:
         """What the dataset (or project) has composed so far, as DpEvents.
 
-        One self-composed event per base mechanism, in the ledger's canonical order: pass
-        them as ``prior_events`` to calibration and it does the ledger's exact arithmetic.
+        One self-composed event per base mechanism, in the ledger's order (each where it
+        first appeared): pass them as ``prior_events`` to calibration and it does the
+        ledger's exact arithmetic.
         """
         with self._read() as conn:
             counts = store.multiset(conn, dataset=dataset, project=project, include_reserved=include_reserved)
