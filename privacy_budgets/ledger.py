@@ -744,10 +744,12 @@ class Ledger:
             counts = store.multiset(conn, dataset=dataset, project=project, include_reserved=include_reserved)
         return events_from_counts(counts)
 
-    def entries(self, *, dataset: str | None = None) -> list[LedgerEntry]:
-        """Every entry (or one dataset's), in seq order."""
+    def entries(
+        self, *, dataset: str | None = None, query_id: str | None = None, run_id: str | None = None
+    ) -> list[LedgerEntry]:
+        """Every entry (or one dataset's, one release identity's, one run's), in seq order."""
         with self._read() as conn:
-            return list(store.iter_entries(conn, dataset=dataset))
+            return list(store.iter_entries(conn, dataset=dataset, query_id=query_id, run_id=run_id))
 
     def status(self) -> pd.DataFrame:
         """One row per dataset ("(all projects)") and per project: limits, spent, remaining."""

@@ -199,14 +199,17 @@ def apply_changes(conn: sqlite3.Connection, changes: Changes) -> None:
         conn.execute("DELETE FROM counts WHERE count = 0")
 
 
-def iter_entries(conn: sqlite3.Connection, *, dataset: str | None = None) -> Iterator[LedgerEntry]:
-    """Entries in seq order (all, or one dataset's)."""
+def iter_entries(
+    conn: sqlite3.Connection, *, dataset: str | None = None, query_id: str | None = None, run_id: str | None = None
+) -> Iterator[LedgerEntry]:
+    """Entries in seq order (all, or those of one dataset, release identity or run):
+    filtered by SQLite, so a site's check per request does not decode its whole history."""
+    scope = (("dataset", dataset), ("query_id", query_id), ("run_id", run_id))
+    where = [(name, value) for name, value in scope if value is not None]
     sql = f"SELECT {', '.join(ENTRY_FIELDS)} FROM entries"
-    args: tuple = ()
-    if dataset is not None:
-        sql += " WHERE dataset = ?"
-        args = (dataset,)
-    for row in conn.execute(sql + " ORDER BY seq", args):
+    if where:
+        sql += " WHERE " + " AND ".join(f"{name} = ?" for name, _ in where)
+    for row in conn.execute(sql + " ORDER BY seq", tuple(value for _, value in where)):
         yield LedgerEntry(*row)
 
 

@@ -176,9 +176,7 @@ def budget_refusal(*, ledger: Ledger, site: SiteConfig, project: str, error: Bas
 def already_charged(*, ledger: Ledger, dataset: str, query_id: str) -> bool:
     """Whether a release with this identity was reserved and not aborted (it ran, or runs now)."""
     reserved, aborted = set(), set()
-    for entry in ledger.entries(dataset=dataset):
-        if entry.query_id != query_id:
-            continue
+    for entry in ledger.entries(dataset=dataset, query_id=query_id):
         if entry.kind == "reserve":
             reserved.add(entry.reservation_id)
         elif entry.kind == "abort":
@@ -190,7 +188,7 @@ def uncovered_left(*, ledger: Ledger, dataset: str, run_id: str, allowed: int) -
     """How many more uncovered releases the run may make under the site's opt-in."""
     if allowed <= 0:
         return 0
-    made = sum(1 for e in ledger.entries(dataset=dataset) if e.kind == "uncovered" and e.run_id == run_id)
+    made = sum(1 for e in ledger.entries(dataset=dataset, run_id=run_id) if e.kind == "uncovered")
     return max(0, allowed - made)
 
 

@@ -444,3 +444,23 @@ def test_a_broken_chain_is_never_extended(ledger, ledger_path):
     report = Ledger.verify_file(ledger_path)
     with pytest.raises(LedgerIntegrityError, match=r"must verify before it is trusted; FAILED at seq 5"):
         report.raise_if_failed()
+
+
+def test_entries_are_found_by_release_identity_and_run_in_seq_order(ledger):
+    # A site checks "already charged?" at every request: SQLite filters, the answer is
+    # exactly what a scan of the whole history would give.
+    for i in range(6):
+        r = reserve(ledger, query_id=f"q{i % 2}", run_id=f"run{i % 3}")
+        if i == 4:
+            ledger.abort(r, reason="nothing ran")
+        else:
+            ledger.commit(r)
+    everything = ledger.entries(dataset=DATASET)
+    for query_id in ("q0", "q1", "absent"):
+        found = ledger.entries(dataset=DATASET, query_id=query_id)
+        assert found == [e for e in everything if e.query_id == query_id]
+    for run_id in ("run0", "run2"):
+        found = ledger.entries(dataset=DATASET, run_id=run_id)
+        assert found == [e for e in everything if e.run_id == run_id] and found
+        assert [e.seq for e in found] == sorted(e.seq for e in found)
+    assert ledger.entries(dataset="another", query_id="q0") == []
