@@ -94,7 +94,11 @@ BENCHMARKS = (
         "ledger",
         "benchmarks.ledger.bench_ledger",
         "--results",
-        ("Check-and-reserve on one dataset", "Concurrent writers (4 processes, one ledger file)"),
+        (
+            "Check-and-reserve on one dataset",
+            "Concurrent writers (4 processes, one ledger file)",
+            "A dataset after many studies",
+        ),
         "the privacy ledger's check-and-reserve latency as it grows, and spends per second",
         4,
     ),
