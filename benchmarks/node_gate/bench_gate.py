@@ -6,6 +6,7 @@
 1. ``append_audit``: one hash-chained line, under flock, with an fsync (median of N).
 2. ``verify_audit`` of a whole log (once per size).
 3. ``alerts_for``: the repeated-query scan back over 24 h of log (every line recent).
+   ``audit_anchors``: the rollback check's read of the log, first and later asks.
 4. ``serve`` of a query on a real site: refused by a pause (gate + audit + alert, no data
    touched), refused by policy, and served (count query, data read, ledger reserve and
    commit), beside the bare handler, so the door's own share shows.
@@ -64,6 +65,28 @@ def _fill(path: Path, lines: int) -> None:
             f.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
+def _anchor_asks(path: Path, samples: int) -> tuple[float, float]:
+    """The anchors check's read of the log (before every request): a process's first ask,
+    which reads up to 5,000 lines back from the end, and a later ask after one more line,
+    which reads only that line. Medians in ms."""
+    from federation.site.anchors import audit_anchors, forget_audit_reads
+    from federation.site.audit import append_audit, utc_now
+
+    def first() -> None:
+        forget_audit_reads()
+        audit_anchors(path)
+
+    first_ms, _ = _median_ms(first, samples)
+    later = []
+    for _ in range(samples):
+        append_audit(path=path, entry={"kind": "request", "time": utc_now(), "ledger_entries": [1]})
+        started = time.perf_counter()
+        audit_anchors(path)
+        later.append((time.perf_counter() - started) * 1000)
+    forget_audit_reads()
+    return first_ms, statistics.median(later)
+
+
 def bench_audit(sizes: tuple[int, ...], samples: int, folder: Path) -> list[dict]:
     from federation.protocol.request_info import RequestInfo
     from federation.site.alerts import alerts_for
@@ -98,9 +121,12 @@ def bench_audit(sizes: tuple[int, ...], samples: int, folder: Path) -> list[dict
             ),
             max(3, samples // 5),
         )
+        first_ms, next_ms = _anchor_asks(path, max(3, samples // 5))
         rows.append(
             {
                 "lines": lines,
+                "anchors_first_ms": first_ms,
+                "anchors_next_ms": next_ms,
                 "append_ms": append_med,
                 "append_p90_ms": append_p90,
                 "verify_s": verify_s,
@@ -198,15 +224,19 @@ def _report(audit: list[dict], serving: list[dict], args) -> str:
         "",
         f"Append: median (and 90th percentile) of {args.samples} appends of one line, each under flock and fsync'd. "
         "Verify: the whole file, once. Scan: the repeated-query check of one request over a window in which "
-        "every line is recent (the worst case: all of the log within 24 h).",
+        "every line is recent (the worst case: all of the log within 24 h). Anchors: the rollback check's read "
+        "of the log before every request (`federation/site/anchors.py`), a process's first ask (up to 5,000 "
+        "lines back from the end, what every ask cost before the read was remembered) and a later ask after "
+        "one more line (only what was appended).",
         "",
-        "| lines | file (MB) | append (ms) | append p90 (ms) | verify (s) | repeat scan (ms) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| lines | file (MB) | append (ms) | append p90 (ms) | verify (s) | repeat scan (ms) "
+        "| anchors, first ask (ms) | anchors, later ask (ms) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in audit:
         lines.append(
             f"| {r['lines']:,} | {r['mb']:.1f} | {r['append_ms']:.2f} | {r['append_p90_ms']:.2f} | "
-            f"{r['verify_s']:.2f} | {r['scan_ms']:.1f} |"
+            f"{r['verify_s']:.2f} | {r['scan_ms']:.1f} | {r['anchors_first_ms']:.1f} | {r['anchors_next_ms']:.2f} |"
         )
     lines += [
         "",

@@ -30,6 +30,7 @@ import json
 import os
 import sqlite3
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,19 +81,100 @@ class Anchor:
 # --- where the heads are --------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _AuditMemo:
+    """What one process has read of one audit log: the file (device, inode), how far
+    (the end of its last whole line), and the two anchors found so far."""
+
+    device: int
+    inode: int
+    offset: int
+    head: Anchor | None
+    highest: Anchor | None
+
+
+# path -> what was read of it: the gate asks before every request, and decoding the log's
+# last _AUDIT_LOOKBACK lines each time cost a busy node about 40% of its time. The log only
+# grows, so a later ask reads the lines appended since. A file replaced (another inode) or
+# shorter than what was read is read again from its end. Lines read twice change nothing
+# (the anchors are maxima), and what a memo remembers can only make the check stricter.
+_AUDIT_MEMO: dict[str, _AuditMemo] = {}
+
+
+def forget_audit_reads() -> None:
+    """Forget what this process read of every audit log: the next ask reads each again
+    from its end (as a new process does)."""
+    _AUDIT_MEMO.clear()
+
+
 def audit_anchors(path: Path) -> list[Anchor]:
     """The highest ledger head a signed head line holds, and the highest entry a request
-    line names, among the log's last lines."""
-    best_head: Anchor | None = None
+    line names, among the log's last lines (those read earlier by this process included)."""
+    path = Path(path)
+    key = str(path.resolve())
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        _AUDIT_MEMO.pop(key, None)
+        return []
+    memo = _AUDIT_MEMO.get(key)
+    if memo is not None and (memo.device, memo.inode) == (stat.st_dev, stat.st_ino) and memo.offset <= stat.st_size:
+        head, highest, offset = _fold_appended(path, memo=memo, size=stat.st_size)
+    else:
+        offset = _end_of_last_line(path, size=stat.st_size)
+        head, highest = _fold(recent_entries(path=path, limit=_AUDIT_LOOKBACK), path=path)
+    _AUDIT_MEMO[key] = _AuditMemo(stat.st_dev, stat.st_ino, offset, head, highest)
+    return [a for a in (head, highest) if a is not None]
+
+
+def _fold(records: Iterable[dict], *, path: Path) -> tuple[Anchor | None, Anchor | None]:
+    """The two anchors among ``records``, newest first (an equal seq keeps the newest line)."""
+    head: Anchor | None = None
     highest: Anchor | None = None
-    for record in recent_entries(path=path, limit=_AUDIT_LOOKBACK):
+    for record in records:
         seq = record.get("ledger_seq")
-        if record.get("kind") == "audit_head" and isinstance(seq, int) and (best_head is None or seq > best_head.seq):
-            best_head = Anchor("audit log", Path(path), seq, record.get("ledger_hash"), record.get("time"))
+        if record.get("kind") == "audit_head" and isinstance(seq, int) and (head is None or seq > head.seq):
+            head = Anchor("audit log", path, seq, record.get("ledger_hash"), record.get("time"))
         seqs = [s for s in record.get("ledger_entries") or [] if isinstance(s, int)]
         if seqs and (highest is None or max(seqs) > highest.seq):
-            highest = Anchor("audit log", Path(path), max(seqs), None, record.get("time"))
-    return [a for a in (best_head, highest) if a is not None]
+            highest = Anchor("audit log", path, max(seqs), None, record.get("time"))
+    return head, highest
+
+
+def _fold_appended(path: Path, *, memo: _AuditMemo, size: int) -> tuple[Anchor | None, Anchor | None, int]:
+    """The memo's anchors with the whole lines appended since it was made."""
+    with path.open("rb") as fh:
+        fh.seek(memo.offset)
+        appended = fh.read(size - memo.offset)
+    whole = appended[: appended.rfind(b"\n") + 1]  # a line still being written waits for the next ask
+    records = []
+    for line in whole.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # torn or unreadable: verify_audit reports those
+        if isinstance(record, dict):
+            records.append(record)
+    head, highest = _fold(reversed(records), path=path)
+    return _newer(memo.head, head), _newer(memo.highest, highest), memo.offset + len(whole)
+
+
+def _newer(old: Anchor | None, new: Anchor | None) -> Anchor | None:
+    return new if new is not None and (old is None or new.seq >= old.seq) else old
+
+
+def _end_of_last_line(path: Path, *, size: int) -> int:
+    """Where the last whole line within the first ``size`` bytes ends."""
+    with path.open("rb") as fh:
+        pos = size
+        while pos > 0:
+            begin = max(0, pos - 65536)
+            fh.seek(begin)
+            cut = fh.read(pos - begin).rfind(b"\n")
+            if cut >= 0:
+                return begin + cut + 1
+            pos = begin
+    return 0
 
 
 # folder -> (the cache files' stat, its anchor): the gate asks before every request, and
