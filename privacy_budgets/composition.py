@@ -67,6 +67,13 @@ def pld_epsilon(key: Key, *, delta: float) -> float:
 
 
 PREFIXES_KEPT = 64
+# Prefixes kept of each composed history: its last few. A reservation changes the counts of
+# the newest study's mechanisms, which come last, and a new study extends the whole history,
+# so these are the ones asked for again. Keeping every prefix let one long history evict all
+# the others: a process serving several sites (a simulation's actor) recomposed each site's
+# history from the start at every reservation (640 ms a reservation against 57 ms alone, at
+# 75 mechanisms).
+TAIL_KEPT = 4
 _prefixes: OrderedDict[bytes, pld_lib.PrivacyLossDistribution] = OrderedDict()
 _prefixes_lock = threading.Lock()  # a node's threads share the kept prefixes
 
@@ -78,7 +85,8 @@ def _prefix(key: Key) -> pld_lib.PrivacyLossDistribution:
 
 def _prefix_locked(key: Key) -> pld_lib.PrivacyLossDistribution:
     # Same order of operations as PLDAccountant: identity, then compose each leaf. The
-    # longest prefix already kept is the start; every prefix built after it is kept.
+    # longest prefix already kept is the start; of those built after it, the last
+    # TAIL_KEPT are kept.
     digests, chain = [], hashlib.sha256()
     for text, count in key:
         chain.update(f"{len(text)}:{text}{count};".encode())
@@ -93,10 +101,11 @@ def _prefix_locked(key: Key) -> pld_lib.PrivacyLossDistribution:
         pld = pld_lib.identity(value_discretization_interval=PLD_VALUE_DISCRETIZATION)
     for i in range(start, len(key)):
         pld = pld.compose(_leaf(*key[i]))
-        _prefixes[digests[i]] = pld
-        _prefixes.move_to_end(digests[i])
-        while len(_prefixes) > PREFIXES_KEPT:
-            _prefixes.popitem(last=False)
+        if i >= len(key) - TAIL_KEPT:
+            _prefixes[digests[i]] = pld
+            _prefixes.move_to_end(digests[i])
+    while len(_prefixes) > PREFIXES_KEPT:
+        _prefixes.popitem(last=False)
     return pld
 
 

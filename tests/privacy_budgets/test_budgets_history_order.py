@@ -71,3 +71,38 @@ def test_one_more_round_recomposes_only_the_newest_leaves(history, monkeypatch):
     # the dataset's and the project's totals: at most the two changed leaves each, at reserve
     # and again at commit; never the 2 x 30 leaves of the whole history
     assert 0 < len(composed) <= 8, len(composed)
+
+
+def test_a_process_serving_several_sites_keeps_each_sites_history_composed(tmp_path, monkeypatch):
+    # A simulation's actor answers for several sites in turn, each with a history of its own;
+    # one site's composition must not push out the others' (the old cache kept every prefix,
+    # so each site's 60 leaves evicted the last site's, and every round recomposed them all).
+    ledgers = []
+    for site in range(4):
+        ledger = Ledger.open(tmp_path / f"site{site}.sqlite", site_id=f"site{site}")
+        ledger.set_cap(dataset=DATASET, epsilon=1e6, delta=DELTA, actor="it", reason="test")
+        ledger.allocate(dataset=DATASET, project=PROJECT, epsilon=1e6, actor="board", reason="test")
+        for study in range(STUDIES):
+            event = composed_event(
+                [
+                    dpsgd_event(noise_multiplier=3.0 - 0.05 * study - 0.001 * site, sampling_rate=0.01, steps=10),
+                    gaussian_event(noise_multiplier=90.0 - study - 0.1 * site),
+                ]
+            )
+            ledger.commit(ledger.reserve(dataset=DATASET, project=PROJECT, event=event, actor="t", purpose="x"))
+        ledgers.append((ledger, event))
+    composed = []
+    real = pld_lib.PrivacyLossDistribution.compose
+    monkeypatch.setattr(
+        pld_lib.PrivacyLossDistribution,
+        "compose",
+        lambda self, other, **kw: composed.append(1) or real(self, other, **kw),
+    )
+    for turn in range(3):  # one more round at each site in turn; the first turn may compose from the start
+        for ledger, event in ledgers:
+            composed.clear()
+            ledger.commit(ledger.reserve(dataset=DATASET, project=PROJECT, event=event, actor="t", purpose="x"))
+            if turn > 0:
+                assert 0 < len(composed) <= 8, len(composed)
+    for ledger, _ in ledgers:
+        ledger.close()
