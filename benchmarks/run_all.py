@@ -98,6 +98,7 @@ BENCHMARKS = (
             "Check-and-reserve on one dataset",
             "Concurrent writers (4 processes, one ledger file)",
             "A dataset after many studies",
+            "Several sites in one process",
         ),
         "the privacy ledger's check-and-reserve latency as it grows, and spends per second",
         4,

@@ -13,6 +13,8 @@
    SQLite insert loop with the same WAL settings and 4 processes, as the ceiling.
 3. A dataset after many studies, each with mechanisms of its own (``many_studies.py``):
    the reserve of one more round beside composing the same history in sorted order.
+4. Several sites' ledgers in one process, a round at each in turn (``several_sites.py``):
+   the composition cache keeping each history's last prefixes beside keeping every prefix.
 
 Figures go to benchmarks/ledger/RESULTS.md (or ``--results``) and to stdout.
 """
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.ledger import many_studies
+from benchmarks.ledger import many_studies, several_sites
 from privacy_budgets import Ledger
 from privacy_budgets.accounting import _epsilon_cached
 from privacy_budgets.composition import clear_caches
@@ -58,6 +60,8 @@ class Sizes:
     inserts_per_writer: int
     studies: tuple[int, ...]
     study_rounds: int
+    site_studies: int  # several sites in one process: each dataset's studies
+    site_turns: int
 
 
 FULL = Sizes(
@@ -67,8 +71,19 @@ FULL = Sizes(
     inserts_per_writer=500,
     studies=(10, 50, 150),
     study_rounds=5,
+    site_studies=40,
+    site_turns=3,
 )
-QUICK = Sizes(entries=(10, 120), samples=3, spends_per_writer=4, inserts_per_writer=50, studies=(3, 8), study_rounds=3)
+QUICK = Sizes(
+    entries=(10, 120),
+    samples=3,
+    spends_per_writer=4,
+    inserts_per_writer=50,
+    studies=(3, 8),
+    study_rounds=3,
+    site_studies=4,
+    site_turns=2,
+)
 
 
 # --- the mix ------------------------------------------------------------------------
@@ -245,8 +260,10 @@ def main(argv: list[str] | None = None) -> str:
         inserts = run_writers(sqlite_writer, plain, sizes.inserts_per_writer)
         clear_caches()
         studies = many_studies.measure(folder=folder, studies=sizes.studies, rounds=sizes.study_rounds)
+        sites = several_sites.measure(folder=folder, studies=sizes.site_studies, turns=sizes.site_turns)
     text = render(rows, distinct, build_s, spends, inserts, sizes, quick=args.quick)
     text += "\n" + "\n".join(many_studies.render(studies, rounds=sizes.study_rounds))
+    text += "\n" + "\n".join(several_sites.render(sites))
     args.results.write_text(text)
     print(text)
     return text
