@@ -40,6 +40,19 @@ def history(tmp_path):
     ledger.close()
 
 
+@pytest.fixture
+def composed(monkeypatch) -> list[int]:
+    """One item for each real PLD composition made while the test runs."""
+    calls: list[int] = []
+    real = pld_lib.PrivacyLossDistribution.compose
+    monkeypatch.setattr(
+        pld_lib.PrivacyLossDistribution,
+        "compose",
+        lambda self, other, **kw: calls.append(1) or real(self, other, **kw),
+    )
+    return calls
+
+
 def test_the_history_reads_in_the_order_each_mechanism_first_appeared(history):
     events = history.events(dataset=DATASET)
     assert len(events) == 2 * STUDIES
@@ -56,15 +69,8 @@ def test_the_history_reads_in_the_order_each_mechanism_first_appeared(history):
     assert spent == pytest.approx(in_sorted_order.get_epsilon(DELTA), rel=1e-9)
 
 
-def test_one_more_round_recomposes_only_the_newest_leaves(history, monkeypatch):
+def test_one_more_round_recomposes_only_the_newest_leaves(history, composed):
     # The fixture's process built the history, as a node's long-lived process does.
-    composed = []
-    real = pld_lib.PrivacyLossDistribution.compose
-    monkeypatch.setattr(
-        pld_lib.PrivacyLossDistribution,
-        "compose",
-        lambda self, other, **kw: composed.append(1) or real(self, other, **kw),
-    )
     history.commit(
         history.reserve(dataset=DATASET, project=PROJECT, event=study_round(STUDIES - 1), actor="t", purpose="x")
     )
@@ -73,7 +79,7 @@ def test_one_more_round_recomposes_only_the_newest_leaves(history, monkeypatch):
     assert 0 < len(composed) <= 8, len(composed)
 
 
-def test_a_process_serving_several_sites_keeps_each_sites_history_composed(tmp_path, monkeypatch):
+def test_a_process_serving_several_sites_keeps_each_sites_history_composed(tmp_path, composed):
     # A simulation's actor answers for several sites in turn, each with a history of its own;
     # one site's composition must not push out the others' (the old cache kept every prefix,
     # so each site's 60 leaves evicted the last site's, and every round recomposed them all).
@@ -91,13 +97,6 @@ def test_a_process_serving_several_sites_keeps_each_sites_history_composed(tmp_p
             )
             ledger.commit(ledger.reserve(dataset=DATASET, project=PROJECT, event=event, actor="t", purpose="x"))
         ledgers.append((ledger, event))
-    composed = []
-    real = pld_lib.PrivacyLossDistribution.compose
-    monkeypatch.setattr(
-        pld_lib.PrivacyLossDistribution,
-        "compose",
-        lambda self, other, **kw: composed.append(1) or real(self, other, **kw),
-    )
     for turn in range(3):  # one more round at each site in turn; the first turn may compose from the start
         for ledger, event in ledgers:
             composed.clear()
