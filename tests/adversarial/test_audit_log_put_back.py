@@ -1,7 +1,8 @@
-"""The audit log's anchors, read once per process and then only what was appended since
-(the gate asks before every request). Whatever the log went through, an ask finds what a
-reading of the whole file finds: lines appended, a line still being written, a log put
-back from an older copy in place or replaced by another file."""
+"""An insider with write access to the state folder puts the audit log back from an older
+copy, in place or as another file, while a node process has already read it: the anchors
+check (read once per process, then only what was appended) finds what a reading of the
+whole file finds, never an anchor the restored log no longer holds, and never misses one
+appended after its last read, a half-written line included."""
 
 from __future__ import annotations
 
