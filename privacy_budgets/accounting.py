@@ -98,7 +98,7 @@ def epsilon(*, events: Iterable[dpa.DpEvent], delta: float, accountant: Accounta
 def epsilon_of_counts(*, counts: Counter[str], delta: float, accountant: Accountant = "pld") -> float:
     """Epsilon of a history given as base mechanism -> count (see ``base_counts``)."""
     check_delta(delta)
-    # in the history's order (first appearance), which keeps the composition's prefixes reusable
+    # in the history's order (last appearance), which keeps the composition's prefixes reusable
     key = tuple((text, n) for text, n in counts.items() if n > 0)
     return _epsilon_cached(key, float(delta), accountant)
 

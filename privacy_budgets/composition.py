@@ -12,11 +12,14 @@ reservation changes one mechanism's count, only that leaf and the prefixes after
 are recomputed. Results are bit-identical to the accountant (tests pin this), so
 calibration and the ledger never disagree by a rounding difference.
 
-The order is the history's own: each mechanism where it first appeared (the ledger
+The order is the history's own: each mechanism where it last appeared (the ledger
 reads its counts that way, and calibration passes the ledger's events first). A new
 study's mechanisms are therefore composed last, and a reservation reuses the kept
 prefix of everything before it: one or two compositions per check however long the
-dataset's history. (In a sorted order a new mechanism lands anywhere, and a dataset
+dataset's history. A study that reuses an old calibration (a tuning candidate repeated
+on another seed) moves those mechanisms to the end at its first round, composing from
+the start once; in first-appearance order they stayed mid-history and every round
+recomposed every leaf after them. (In a sorted order a new mechanism lands anywhere, and a dataset
 with a few hundred distinct mechanisms recomposed most of its history at every round.)
 Prefixes are found by a SHA-256 chain over the key, without recursion, so a history of
 any length composes.
@@ -60,7 +63,7 @@ Key = tuple[tuple[str, int], ...]
 
 def pld_epsilon(key: Key, *, delta: float) -> float:
     """Epsilon at ``delta`` of the multiset ``key`` of (base mechanism JSON, count), composed
-    in the key's order (a ledger's: first appearance)."""
+    in the key's order (a ledger's: each mechanism where it last appeared)."""
     if not key:
         return 0.0
     return float(_prefix(key).get_epsilon_for_delta(delta))

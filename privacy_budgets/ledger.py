@@ -78,7 +78,7 @@ from privacy_budgets.mechanisms import (
 from privacy_budgets.proposals import DEFAULT_EXPIRY, SignedProposal, propose
 from privacy_budgets.receipts import SpendReceipt, sign_receipt
 from privacy_budgets.records import TIME_FORMAT, CostEstimate, Reservation, utc_now
-from privacy_budgets.state import DATASET_CAP, Limit, changes_of, totals_after
+from privacy_budgets.state import DATASET_CAP, Limit, changes_of, composed_last, totals_after
 from privacy_budgets.verification import CAP_RTOL, VerificationReport, verify_entries
 
 if TYPE_CHECKING:
@@ -147,6 +147,8 @@ class Ledger:
                     _create(conn, site_id=site_id, key=key)
             ledger = cls(conn=conn, path=path, site_id=site_id, key=key)
             ledger._check_identity(key_path)
+            with store.write_transaction(conn):
+                store.upgrade(conn)  # only once the file is known to be this site's ledger
         except BaseException as err:
             if conn is not None:
                 conn.close()
@@ -679,8 +681,8 @@ class Ledger:
             if cap is None:
                 raise _missing_limit("dataset cap", dataset, project, event, None)
             added = base_counts(event)
-            ds = store.multiset(conn, dataset=dataset) + added
-            pr = store.multiset(conn, dataset=dataset, project=project) + added
+            ds = composed_last(store.multiset(conn, dataset=dataset), added)
+            pr = composed_last(store.multiset(conn, dataset=dataset, project=project), added)
         delta = cap.delta
         alone = epsilon_of_counts(counts=added, delta=delta)
         ds_total = epsilon_of_counts(counts=ds, delta=delta)
@@ -737,7 +739,7 @@ class Ledger:
         """What the dataset (or project) has composed so far, as DpEvents.
 
         One self-composed event per base mechanism, in the ledger's order (each where it
-        first appeared): pass them as ``prior_events`` to calibration and it does the
+        last appeared): pass them as ``prior_events`` to calibration and it does the
         ledger's exact arithmetic.
         """
         with self._read() as conn:

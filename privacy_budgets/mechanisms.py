@@ -410,7 +410,7 @@ def base_counts(event: dpa.DpEvent, times: int = 1) -> Counter[str]:
 
 def events_from_counts(counts: Counter[str]) -> list[dpa.DpEvent]:
     """The inverse of :func:`base_counts`: one self-composed event per mechanism, in the
-    counts' own order (a ledger's: each mechanism where it first appeared)."""
+    counts' own order (a ledger's: each mechanism where it last appeared)."""
     events = []
     for text, count in counts.items():
         if count <= 0:

@@ -67,6 +67,7 @@ class Changes:
     reservations: tuple[ReservationRow, ...] = ()
     # (dataset, project, state "committed"|"reserved", base mechanism JSON, added count)
     counts: tuple[tuple[str, str, str, str, int], ...] = ()
+    seq: int = 0  # the entry's, recorded beside the counts it changes (orders composition)
 
 
 def changes_of(entry: LedgerEntry, *, reservation: ReservationRow | None) -> Changes:
@@ -86,14 +87,14 @@ def changes_of(entry: LedgerEntry, *, reservation: ReservationRow | None) -> Cha
             status="open",
             resolved_seq=None,
         )
-        return Changes(reservations=(row,), counts=_counted(entry, entry.mechanism, "reserved", 1))
+        return Changes(reservations=(row,), counts=_counted(entry, entry.mechanism, "reserved", 1), seq=entry.seq)
     if entry.kind in ("commit", "abort") and reservation is not None:
         status = "committed" if entry.kind == "commit" else "aborted"
         row = dataclasses.replace(reservation, status=status, resolved_seq=entry.seq)
         counts = _counted(entry, reservation.mechanism, "reserved", -1)
         if entry.kind == "commit":
             counts += _counted(entry, entry.mechanism, "committed", 1)
-        return Changes(reservations=(row,), counts=counts)
+        return Changes(reservations=(row,), counts=counts, seq=entry.seq)
     return Changes()
 
 
@@ -121,6 +122,7 @@ class State:
     limits: dict[tuple[str, str], Limit] = field(default_factory=dict)
     reservations: dict[str, ReservationRow] = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)
+    last_seq: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # orders only; never compared
 
     def apply(self, changes: Changes) -> None:
         """Apply one entry's changes (rows whose count reaches 0 disappear)."""
@@ -131,19 +133,37 @@ class State:
         for dataset, project, state, text, n in changes.counts:
             key = (dataset, project, state, text)
             self.counts[key] += n
+            self.last_seq[key] = changes.seq
             if self.counts[key] == 0:
-                del self.counts[key]
+                del self.counts[key], self.last_seq[key]
 
     def multiset(self, *, dataset: str, project: str | None = None, include_reserved: bool = True) -> Counter:
-        """Base mechanism -> count for a dataset (or one of its projects)."""
+        """Base mechanism -> count for a dataset (or one of its projects), in the ledger's
+        order: each mechanism where it last appeared (store.multiset)."""
         out: Counter = Counter()
-        for (ds, pr, state, text), n in self.counts.items():
+        last: dict[str, int] = {}
+        for key, n in self.counts.items():
+            ds, pr, state, text = key
             if ds != dataset or (project is not None and pr != project):
                 continue
             if state == "reserved" and not include_reserved:
                 continue
             out[text] += n
-        return out
+            last[text] = max(last.get(text, 0), self.last_seq.get(key, 0))
+        return Counter({text: out[text] for text in sorted(out, key=last.__getitem__)})  # stable: ties keep first order
+
+
+def composed_last(counts: Counter, added: Counter) -> Counter:
+    """``counts`` plus ``added``, with ``added``'s mechanisms last: the order the ledger reads
+    once they are reserved, so a cost check and the reservation after it compose the same key.
+
+    >>> list(composed_last(Counter(a=1, b=2), Counter(a=1)).items())
+    [('b', 2), ('a', 2)]
+    """
+    out = Counter({text: n for text, n in counts.items() if text not in added})
+    for text, n in added.items():
+        out[text] = counts.get(text, 0) + n
+    return out
 
 
 def totals_after(

@@ -53,9 +53,10 @@ CREATE TABLE reservations (
     mechanism TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL, resolved_seq INTEGER
 ) STRICT;
 CREATE INDEX reservations_by_status ON reservations (status, dataset);
+-- last_seq: the entry that last changed the row. It orders composition only (see multiset).
 CREATE TABLE counts (
     dataset TEXT NOT NULL, project TEXT NOT NULL, state TEXT NOT NULL,
-    mechanism TEXT NOT NULL, count INTEGER NOT NULL,
+    mechanism TEXT NOT NULL, count INTEGER NOT NULL, last_seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (dataset, project, state, mechanism)
 ) STRICT;
 """
@@ -191,9 +192,10 @@ def apply_changes(conn: sqlite3.Connection, changes: Changes) -> None:
         )
     for dataset, project, state, mechanism, n in changes.counts:
         conn.execute(
-            "INSERT INTO counts VALUES (?, ?, ?, ?, ?) ON CONFLICT "
-            "(dataset, project, state, mechanism) DO UPDATE SET count = count + excluded.count",
-            (dataset, project, state, mechanism, n),
+            "INSERT INTO counts (dataset, project, state, mechanism, count, last_seq) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (dataset, project, state, mechanism) "
+            "DO UPDATE SET count = count + excluded.count, last_seq = excluded.last_seq",
+            (dataset, project, state, mechanism, n, changes.seq),
         )
     if changes.counts:
         conn.execute("DELETE FROM counts WHERE count = 0")
@@ -276,9 +278,26 @@ def multiset(
         args.append(project)
     if not include_reserved:
         sql += " AND state = 'committed'"
-    # Each mechanism where it first appeared (composition.py: the kept prefixes stay reusable).
-    rows = conn.execute(sql + " GROUP BY mechanism ORDER BY MIN(rowid)", args)
+    # Each mechanism where it last appeared (composition.py: the kept prefixes stay reusable,
+    # and a study reusing an old calibration moves it to the end once, not at every round).
+    # A ledger written before last_seq existed and opened read-only orders by first appearance.
+    order = "MAX(last_seq), MIN(rowid)" if _has_last_seq(conn) else "MIN(rowid)"
+    rows = conn.execute(sql + f" GROUP BY mechanism ORDER BY {order}", args)
     return Counter({text: n for text, n in rows if n})
+
+
+def _has_last_seq(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "last_seq" for row in conn.execute("PRAGMA table_info(counts)"))
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Bring an older ledger's tables up to this schema (inside the caller's write transaction).
+
+    Adds ``counts.last_seq`` (0 for the rows already there, which keep their first-appearance
+    order before anything touched since). Entries are never rewritten.
+    """
+    if not _has_last_seq(conn):
+        conn.execute("ALTER TABLE counts ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0")
 
 
 def has_reserves(conn: sqlite3.Connection, *, dataset: str) -> bool:

@@ -15,6 +15,8 @@
    the reserve of one more round beside composing the same history in sorted order.
 4. Several sites' ledgers in one process, a round at each in turn (``several_sites.py``):
    the composition cache keeping each history's last prefixes beside keeping every prefix.
+5. A study reusing an old calibration (``reused_calibration.py``): its rounds composed in
+   the order of last appearance beside the order of first appearance.
 
 Figures go to benchmarks/ledger/RESULTS.md (or ``--results``) and to stdout.
 """
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.ledger import many_studies, several_sites
+from benchmarks.ledger import many_studies, reused_calibration, several_sites
 from privacy_budgets import Ledger
 from privacy_budgets.accounting import _epsilon_cached
 from privacy_budgets.composition import clear_caches
@@ -62,6 +64,8 @@ class Sizes:
     study_rounds: int
     site_studies: int  # several sites in one process: each dataset's studies
     site_turns: int
+    reuse_studies: int  # a study reusing an old calibration: the studies before it
+    reuse_rounds: int
 
 
 FULL = Sizes(
@@ -73,6 +77,8 @@ FULL = Sizes(
     study_rounds=5,
     site_studies=40,
     site_turns=3,
+    reuse_studies=60,
+    reuse_rounds=5,
 )
 QUICK = Sizes(
     entries=(10, 120),
@@ -83,6 +89,8 @@ QUICK = Sizes(
     study_rounds=3,
     site_studies=4,
     site_turns=2,
+    reuse_studies=6,
+    reuse_rounds=3,
 )
 
 
@@ -261,9 +269,11 @@ def main(argv: list[str] | None = None) -> str:
         clear_caches()
         studies = many_studies.measure(folder=folder, studies=sizes.studies, rounds=sizes.study_rounds)
         sites = several_sites.measure(folder=folder, studies=sizes.site_studies, turns=sizes.site_turns)
+        reused = reused_calibration.measure(folder=folder, studies=sizes.reuse_studies, rounds=sizes.reuse_rounds)
     text = render(rows, distinct, build_s, spends, inserts, sizes, quick=args.quick)
     text += "\n" + "\n".join(many_studies.render(studies, rounds=sizes.study_rounds))
     text += "\n" + "\n".join(several_sites.render(sites))
+    text += "\n" + "\n".join(reused_calibration.render(reused))
     args.results.write_text(text)
     print(text)
     return text

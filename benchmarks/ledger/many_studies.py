@@ -3,7 +3,7 @@ distinct mechanisms in its history grows.
 
 Every study calibrates its own noise, so each brings mechanisms of its own (its DP-SGD
 setting, its noisy evaluation): after a year a hospital's dataset holds hundreds. The
-ledger composes its history in the order each mechanism first appeared
+ledger composes its history in the order each mechanism last appeared
 (``privacy_budgets.composition``), so a round of the newest study changes only the last
 leaves and reuses the kept prefix of everything before. The baseline, in the same process
 on the same multisets, is the sorted order the ledger used before: a new mechanism lands

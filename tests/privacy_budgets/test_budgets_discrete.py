@@ -119,7 +119,7 @@ def test_discrete_laplace_composes_as_dp_accountings_own_pld_accountant(roomy):
     ]
     ours = spend_all(roomy, events)
     accountant = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-3)
-    # in the ledger's order: each mechanism where it first appeared
+    # in the ledger's order: each mechanism where it last appeared
     for text, count in sum((base_counts(e) for e in events), start=base_counts(dpa.NoOpDpEvent())).items():
         event = event_from_json(text)
         accountant.compose(event if count == 1 else dpa.SelfComposedDpEvent(event, count))

@@ -1,16 +1,19 @@
-"""The ledger composes a dataset's history in the order its mechanisms first appeared, so
+"""The ledger composes a dataset's history in the order its mechanisms last appeared, so
 one more round of the newest study reuses the kept composition of everything before it
-(privacy_budgets/composition.py). Its epsilon is a fresh PLD accountant's in that order,
-bit for bit, and the sorted order's to within rounding: composition commutes."""
+(privacy_budgets/composition.py), even when that study reuses an old calibration. Its
+epsilon is a fresh PLD accountant's in that order, bit for bit, and the sorted order's to
+within rounding: composition commutes."""
 
 from __future__ import annotations
+
+import sqlite3
 
 import pytest
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 from privacy_budgets import Ledger
 from privacy_budgets.accounting import make_accountant
-from privacy_budgets.mechanisms import composed_event, dpsgd_event, gaussian_event
+from privacy_budgets.mechanisms import base_counts, composed_event, dpsgd_event, gaussian_event
 
 DATASET, PROJECT, DELTA = "d", "p", 1e-5
 STUDIES = 30
@@ -53,7 +56,7 @@ def composed(monkeypatch) -> list[int]:
     return calls
 
 
-def test_the_history_reads_in_the_order_each_mechanism_first_appeared(history):
+def test_the_history_reads_in_the_order_each_mechanism_last_appeared(history):
     events = history.events(dataset=DATASET)
     assert len(events) == 2 * STUDIES
     noises = [e.event.event.noise_multiplier for e in events if hasattr(e.event, "event")]
@@ -105,3 +108,47 @@ def test_a_process_serving_several_sites_keeps_each_sites_history_composed(tmp_p
                 assert 0 < len(composed) <= 8, len(composed)
     for ledger, _ in ledgers:
         ledger.close()
+
+
+def test_a_study_reusing_an_old_calibration_moves_it_last_once(history, composed):
+    # A tuning candidate repeated on another seed calibrates the same noise as an earlier
+    # one, so its mechanisms already sit mid-history. Its first round moves them to the end
+    # (composing from the start, once); later rounds recompose only the last leaves.
+    old = study_round(3)
+    for round_ in range(4):
+        composed.clear()
+        history.commit(history.reserve(dataset=DATASET, project=PROJECT, event=old, actor="t", purpose="x"))
+        if round_ > 0:
+            assert 0 < len(composed) <= 8, (round_, len(composed))
+    events = history.events(dataset=DATASET)
+    last_two = {text for event in events[-2:] for text in base_counts(event)}
+    assert last_two == set(base_counts(old))  # study 3's two leaves, now last
+    fresh = make_accountant("pld")
+    for event in events:
+        fresh.compose(event)
+    assert history.spent(dataset=DATASET) == fresh.get_epsilon(DELTA)
+    assert history.verify(deep=True).ok
+
+
+def test_a_ledger_from_before_last_seq_reads_and_upgrades_in_place(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger.open(path, site_id="site")
+    ledger.set_cap(dataset=DATASET, epsilon=1e6, delta=DELTA, actor="it", reason="test")
+    ledger.allocate(dataset=DATASET, project=PROJECT, epsilon=1e6, actor="board", reason="test")
+    for study in (0, 1, 0):
+        ledger.commit(
+            ledger.reserve(dataset=DATASET, project=PROJECT, event=study_round(study), actor="t", purpose="x")
+        )
+    spent = ledger.spent(dataset=DATASET)
+    ledger.close()
+    with sqlite3.connect(path) as conn:  # the counts table as an earlier release wrote it
+        conn.execute("ALTER TABLE counts DROP COLUMN last_seq")
+    assert Ledger.verify_file(path, deep=True).ok  # read-only: first-appearance order
+    ledger = Ledger.open(path, site_id="site")
+    assert ledger.spent(dataset=DATASET) == pytest.approx(spent, rel=1e-9)
+    ledger.commit(ledger.reserve(dataset=DATASET, project=PROJECT, event=study_round(1), actor="t", purpose="x"))
+    assert ledger.verify(deep=True).ok
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(counts)")]
+    assert columns[-1] == "last_seq"
