@@ -99,6 +99,7 @@ BENCHMARKS = (
             "Concurrent writers (4 processes, one ledger file)",
             "A dataset after many studies",
             "Several sites in one process",
+            "A study reusing an old calibration",
         ),
         "the privacy ledger's check-and-reserve latency as it grows, and spends per second",
         4,
