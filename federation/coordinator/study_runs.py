@@ -307,10 +307,7 @@ def study_outcome(*, run: StartedRun, outcome: dict[str, Any]) -> FinishedStudy:
             charges=charges,
         )
     if outcome["status"] == "stopped":  # stopped from outside: the SuperLink going down, or `flwr stop`
-        deadline = time.monotonic() + 15.0
-        while coordinator.running_pid() is not None and time.monotonic() < deadline:
-            time.sleep(POLL_SECONDS)
-        if coordinator.running_pid() is None:
+        if coordinator.wait_stopped():
             raise coordinator_stopped(coordinator=coordinator, flower_run=flower_run, charges=charges)
         raise RunUnreachable(
             f"{outcome.get('reason')} at the coordinator (Flower run {flower_run}), while the SuperLink still "
@@ -388,6 +385,8 @@ def check_flower_run(*, run: StartedRun) -> None:
     try:
         runs = coordinator.flwr("ls", CONNECTION, "--run-id", flower_run, timeout=30).get("runs", [])
     except CoordinatorUnreachable as err:
+        if coordinator.wait_stopped():  # a stop under way when this check began
+            raise coordinator_stopped(coordinator=coordinator, flower_run=flower_run, charges=charges) from None
         raise RunUnreachable(
             f"the coordinator's SuperLink did not answer about Flower run {flower_run}: {err}", charges=charges
         ) from None

@@ -33,6 +33,7 @@ import secrets
 import stat
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,12 @@ CONFIG_NAME = "coordinator.toml"
 CONNECTION = "coordinator"  # the flwr CLI's name for this SuperLink
 CONTROL_PORT_KEY = "control-port"
 OPERATOR_HOST = "127.0.0.1"  # the Control and Runtime APIs answer here only
+STOP_GRACE_S = 15.0  # a stopped SuperLink's time to shut down on SIGTERM, before SIGKILL
+KILL_WAIT_S = 5.0  # stop_process_group's wait after SIGKILL
+# How long a study that lost its run waits for a stopping SuperLink to be gone, to tell a
+# stopped coordinator from one that does not answer: a stop's whole time, and slack for a
+# loaded machine (the study sees the run end before the stop has finished).
+STOPPED_WITHIN_S = STOP_GRACE_S + KILL_WAIT_S + 10.0
 
 
 class CoordinatorError(BadInput, RuntimeError):
@@ -323,7 +330,7 @@ class Coordinator:
                 continue
         return stopped
 
-    def stop(self, *, timeout: float = 15.0) -> bool:
+    def stop(self, *, timeout: float = STOP_GRACE_S) -> bool:
         """Stop this folder's SuperLink by its PID, and the ServerApps it started (Flower
         starts them in sessions of their own: one waiting on a site would outlive it);
         False if it was not running."""
@@ -336,6 +343,15 @@ class Coordinator:
         for app in apps:
             stop_process(app, timeout=timeout)
         self.pid_path.unlink(missing_ok=True)
+        return True
+
+    def wait_stopped(self, *, timeout: float = STOPPED_WITHIN_S) -> bool:
+        """Whether this folder's SuperLink is gone within ``timeout`` (a stop in progress ends)."""
+        deadline = time.monotonic() + timeout
+        while self.running_pid() is not None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
         return True
 
     def serverapp_pids(self) -> list[int]:

@@ -10,6 +10,7 @@ noise, and a second run on the same hospitals must start from what the first spe
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -79,6 +80,19 @@ def _independent_epsilon(ledger_path: Path, site: str, project: str | None) -> t
     return whole.get_epsilon_for_delta(DELTA), steps_total
 
 
+def _better_than_chance(model: dict) -> float:
+    """The AUC a model that learnt nothing stays under, one-sided at 1%, on these held-out rows.
+
+    Its AUC is 0.5 with standard error sqrt((n + 1) / (12 n_pos n_neg)) on n rows (Hanley and
+    McNeil 1982), taken at the synthetic hospitals' lowest prevalence (12%, the widest). The DP
+    noise is fresh entropy, so one run's AUC is one draw of a weak three-round model (a suite
+    once drew 0.591); `python -m benchmarks.demo_auc` gives the mean over seeds."""
+    n = sum(site["num_examples"] for site in model["per_site"].values())
+    positives = 0.12 * n
+    standard_error = math.sqrt((n + 1) / (12 * positives * (n - positives)))
+    return 0.5 + 2.33 * standard_error
+
+
 def test_demo_reports_the_epsilon_of_the_steps_that_ran_and_a_second_run_accumulates(workbench_cli, tmp_path):
     out = tmp_path / "demo"
     first = _run_demo(workbench_cli, out, "first")
@@ -96,7 +110,7 @@ def test_demo_reports_the_epsilon_of_the_steps_that_ran_and_a_second_run_accumul
     # Utility: a DP model better than chance, baselines present for comparison.
     models = first["models"]
     assert set(models) == {"federated DP-SGD", "pooled (non-private)", "local only (non-private)"}
-    assert models["federated DP-SGD"]["weighted"]["auc"] > 0.6
+    assert models["federated DP-SGD"]["weighted"]["auc"] > _better_than_chance(models["federated DP-SGD"])
 
     second = _run_demo(workbench_cli, out, "second")
     for site in sites:
