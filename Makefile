@@ -29,11 +29,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two workers, one test file each at a time (a file's tests share its fixtures): most slow
+# tests wait on real processes (Flower, Jupyter kernels), so two at once use both cores.
 test: lint
-	$(BIN)/python -m pytest --durations=30
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks

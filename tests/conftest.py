@@ -22,3 +22,12 @@ def workbench_cli() -> list[str]:
     script = Path(sys.executable).with_name("workbench")
     assert script.exists(), f"{script} is missing: install the project (make venv)"
     return [str(script)]
+
+
+# The longest file (every notebook, three passes, on real kernels) goes first: `make test`
+# runs two workers, one file each at a time, and the longest file started last would run alone.
+LONGEST_FIRST = ("test_notebooks.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: each file keeps its order
