@@ -22,7 +22,7 @@ import dp_accounting as dpa
 from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 
-from privacy_budgets.composition import PLD_VALUE_DISCRETIZATION, pld_epsilon
+from privacy_budgets.composition import PLD_VALUE_DISCRETIZATION, pld_epsilon, probing
 from privacy_budgets.errors import (
     AccountingFault,
     InvalidBudget,
@@ -153,7 +153,8 @@ def calibrate_noise(
 
     def cost_at(multiplier: float) -> float:
         try:
-            return cost(multiplier)
+            with probing():  # each probe's noise is asked once: keep the histories' compositions instead
+                return cost(multiplier)
         except PrivacyBudgetError:
             raise
         except Exception as err:  # the accountant's own failure: report it with its context

@@ -25,6 +25,10 @@ Prefixes are found by a SHA-256 chain over the key, without recursion, so a hist
 any length composes.
 
 Only floats and dp_accounting objects built here are cached; nothing is read from disk.
+A calibration's bisection composes inside ``probing()``: it reads what is kept but keeps
+nothing of its own, since each probe's noise is asked once. (Kept, a bisection's thirty
+probes pushed every history's prefixes and leaves out, so each site's next reservation
+recomposed its whole history.)
 
 >>> from privacy_budgets.mechanisms import base_counts, gaussian_event
 >>> key = tuple(base_counts(gaussian_event(noise_multiplier=2.0, count=4)).items())
@@ -38,7 +42,9 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from functools import lru_cache
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from typing import Generic, TypeVar
 
 import dp_accounting as dpa
 from dp_accounting.pld import common as pld_common
@@ -69,7 +75,8 @@ def pld_epsilon(key: Key, *, delta: float) -> float:
     return float(_prefix(key).get_epsilon_for_delta(delta))
 
 
-PREFIXES_KEPT = 64
+PREFIXES_KEPT = 64  # about 1 MB each at a history of 80 mechanisms
+LEAVES_KEPT = 256  # 35 KB each (median), 0.7 MB the largest: a few sites' whole histories
 # Prefixes kept of each composed history: its last few. A reservation changes the counts of
 # the newest study's mechanisms, which come last, and a new study extends the whole history,
 # so these are the ones asked for again. Keeping every prefix let one long history evict all
@@ -79,6 +86,53 @@ PREFIXES_KEPT = 64
 TAIL_KEPT = 4
 _prefixes: OrderedDict[bytes, pld_lib.PrivacyLossDistribution] = OrderedDict()
 _prefixes_lock = threading.Lock()  # a node's threads share the kept prefixes
+_probe = threading.local()
+
+T = TypeVar("T")
+
+
+@contextmanager
+def probing() -> Iterator[None]:
+    """Compose one-off keys (a calibration's probes): read the kept distributions, keep none.
+
+    >>> with probing():
+    ...     _keeping()
+    False
+    """
+    outer = getattr(_probe, "active", False)
+    _probe.active = True
+    try:
+        yield
+    finally:
+        _probe.active = outer
+
+
+def _keeping() -> bool:
+    return not getattr(_probe, "active", False)
+
+
+class _Kept(Generic[T]):
+    """The last ``size`` values built, by key; outside ``probing()`` only a new value is kept."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self._values, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+        value = build()
+        if _keeping():
+            with self._lock:
+                self._values[key] = value
+                while len(self._values) > self.size:
+                    self._values.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
 
 
 def _prefix(key: Key) -> pld_lib.PrivacyLossDistribution:
@@ -104,7 +158,7 @@ def _prefix_locked(key: Key) -> pld_lib.PrivacyLossDistribution:
         pld = pld_lib.identity(value_discretization_interval=PLD_VALUE_DISCRETIZATION)
     for i in range(start, len(key)):
         pld = pld.compose(_leaf(*key[i]))
-        if i >= len(key) - TAIL_KEPT:
+        if i >= len(key) - TAIL_KEPT and _keeping():
             _prefixes[digests[i]] = pld
             _prefixes.move_to_end(digests[i])
     while len(_prefixes) > PREFIXES_KEPT:
@@ -112,8 +166,11 @@ def _prefix_locked(key: Key) -> pld_lib.PrivacyLossDistribution:
     return pld
 
 
-@lru_cache(maxsize=48)
 def _leaf(text: str, count: int) -> pld_lib.PrivacyLossDistribution:
+    return _leaves.get((text, count), lambda: _build_leaf(text, count))
+
+
+def _build_leaf(text: str, count: int) -> pld_lib.PrivacyLossDistribution:
     event = event_from_json(text)
     if isinstance(event, dpa.GaussianDpEvent):
         # PLDAccountant folds a Gaussian's count into its standard deviation.
@@ -125,8 +182,11 @@ def _leaf(text: str, count: int) -> pld_lib.PrivacyLossDistribution:
     return _base(text).self_compose(count)
 
 
-@lru_cache(maxsize=64)
 def _base(text: str) -> pld_lib.PrivacyLossDistribution:
+    return _bases.get(text, lambda: _build_base(text))
+
+
+def _build_base(text: str) -> pld_lib.PrivacyLossDistribution:
     event = event_from_json(text)
     if isinstance(event, dpa.LaplaceDpEvent):
         return pld_lib.from_laplace_mechanism(
@@ -183,5 +243,9 @@ def clear_caches() -> None:
     """Forget every kept distribution (for memory-bound processes and benchmarks)."""
     with _prefixes_lock:
         _prefixes.clear()
-    for cached in (_leaf, _base):
-        cached.cache_clear()
+    _leaves.clear()
+    _bases.clear()
+
+
+_leaves: _Kept[pld_lib.PrivacyLossDistribution] = _Kept(LEAVES_KEPT)
+_bases: _Kept[pld_lib.PrivacyLossDistribution] = _Kept(LEAVES_KEPT)

@@ -12,7 +12,14 @@ import pytest
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 from privacy_budgets import Ledger
-from privacy_budgets.accounting import make_accountant
+from privacy_budgets.accounting import (
+    _epsilon_cached,
+    calibrate_dpsgd,
+    calibrate_noise,
+    epsilon_of_counts,
+    make_accountant,
+)
+from privacy_budgets.composition import clear_caches
 from privacy_budgets.mechanisms import base_counts, composed_event, dpsgd_event, gaussian_event
 
 DATASET, PROJECT, DELTA = "d", "p", 1e-5
@@ -29,8 +36,15 @@ def study_round(study: int):
     )
 
 
+def _cold() -> None:
+    """Forget every kept composition: an earlier test's identical history would answer from memory."""
+    clear_caches()
+    _epsilon_cached.cache_clear()
+
+
 @pytest.fixture
 def history(tmp_path):
+    _cold()
     ledger = Ledger.open(tmp_path / "ledger.sqlite", site_id="site")
     ledger.set_cap(dataset=DATASET, epsilon=1e6, delta=DELTA, actor="it", reason="test")
     ledger.allocate(dataset=DATASET, project=PROJECT, epsilon=1e6, actor="board", reason="test")
@@ -82,10 +96,11 @@ def test_one_more_round_recomposes_only_the_newest_leaves(history, composed):
     assert 0 < len(composed) <= 8, len(composed)
 
 
-def test_a_process_serving_several_sites_keeps_each_sites_history_composed(tmp_path, composed):
-    # A simulation's actor answers for several sites in turn, each with a history of its own;
-    # one site's composition must not push out the others' (the old cache kept every prefix,
-    # so each site's 60 leaves evicted the last site's, and every round recomposed them all).
+@pytest.fixture
+def sites(tmp_path):
+    """Four sites' ledgers open in one process, each with a history of its own (no mechanism
+    shared), and each site's next round."""
+    _cold()
     ledgers = []
     for site in range(4):
         ledger = Ledger.open(tmp_path / f"site{site}.sqlite", site_id=f"site{site}")
@@ -100,14 +115,49 @@ def test_a_process_serving_several_sites_keeps_each_sites_history_composed(tmp_p
             )
             ledger.commit(ledger.reserve(dataset=DATASET, project=PROJECT, event=event, actor="t", purpose="x"))
         ledgers.append((ledger, event))
+    yield ledgers
+    for ledger, _ in ledgers:
+        ledger.close()
+
+
+def test_a_process_serving_several_sites_keeps_each_sites_history_composed(sites, composed):
+    # A simulation's actor answers for several sites in turn, each with a history of its own;
+    # one site's composition must not push out the others' (the old cache kept every prefix,
+    # so each site's 60 leaves evicted the last site's, and every round recomposed them all).
     for turn in range(3):  # one more round at each site in turn; the first turn may compose from the start
-        for ledger, event in ledgers:
+        for ledger, event in sites:
             composed.clear()
             ledger.commit(ledger.reserve(dataset=DATASET, project=PROJECT, event=event, actor="t", purpose="x"))
             if turn > 0:
                 assert 0 < len(composed) <= 8, len(composed)
-    for ledger, _ in ledgers:
-        ledger.close()
+
+
+def _calibrate_new_study(target: float) -> tuple[float, float]:
+    """A new study's noise, as a site calibrates it: its DP-SGD, then its noisy evaluation."""
+    training = calibrate_dpsgd(target_epsilon=target, delta=DELTA, sampling_rate=0.02, steps=30)
+    evaluation, _ = calibrate_noise(
+        cost=lambda m: epsilon_of_counts(counts=base_counts(gaussian_event(noise_multiplier=m)), delta=DELTA),
+        target_epsilon=target / 4,
+        minimum=0.5,
+        maximum=500.0,
+    )
+    return training.noise_multiplier, evaluation
+
+
+def test_calibrating_a_new_study_at_each_site_keeps_their_histories_composed(sites, composed):
+    # Each site calibrates a new study's noise before its round, as a tuning candidate's first
+    # round does: the bisections' probes are one-offs and must not push the histories out.
+    targets = [1.0 + 0.1 * turn + 0.01 * site for turn in range(3) for site in range(len(sites))]
+    calibrated = []
+    for turn in range(3):
+        for site, (ledger, event) in enumerate(sites):
+            calibrated.append(_calibrate_new_study(targets[turn * len(sites) + site]))
+            composed.clear()
+            ledger.commit(ledger.reserve(dataset=DATASET, project=PROJECT, event=event, actor="t", purpose="x"))
+            if turn > 0:
+                assert 0 < len(composed) <= 8, len(composed)
+    _cold()  # what is kept changes, never a result
+    assert [_calibrate_new_study(target) for target in targets] == calibrated
 
 
 def test_a_study_reusing_an_old_calibration_moves_it_last_once(history, composed):
