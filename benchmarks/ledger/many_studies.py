@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.ledger.sections import section
 from privacy_budgets import Ledger
 from privacy_budgets.composition import clear_caches, pld_epsilon
 from privacy_budgets.mechanisms import base_counts, composed_event, discrete_gaussian_event, dpsgd_event
@@ -101,21 +102,30 @@ def _multiset(ledger: Ledger) -> Counter:
 
 
 def render(rows: list[dict], *, rounds: int) -> list[str]:
-    return [
-        "## A dataset after many studies",
-        "",
-        f"Each study brings its own DP-SGD noise and its own noisy evaluation ({rounds} rounds of both); "
-        "the timed figure is the reserve of one more round of a new study (median of rounds 2 onwards, "
-        "warm, through the ledger), beside composing the same multisets in the sorted order the ledger "
-        "used before (same process, same PLD arithmetic, its own warm-up round). "
-        "`python -m benchmarks.ledger.bench_ledger`.",
-        "",
-        "| studies | distinct mechanisms | reserve, history order (ms) | compose, sorted order (ms) | ratio |",
-        "| ---: | ---: | ---: | ---: | ---: |",
-        *[
-            f"| {r['studies']} | {r['distinct']} | {r['history_ms']:.1f} | {r['sorted_ms']:.1f} | "
-            f"{r['sorted_ms'] / max(r['history_ms'], 1e-9):.1f}x |"
+    return section(
+        title="A dataset after many studies",
+        text=(
+            f"Each study brings its own DP-SGD noise and its own noisy evaluation ({rounds} rounds of both); "
+            "the timed figure is the reserve of one more round of a new study (median of rounds 2 onwards, "
+            "warm, through the ledger), beside composing the same multisets in the sorted order the ledger "
+            "used before (same process, same PLD arithmetic, its own warm-up round). "
+            "`python -m benchmarks.ledger.bench_ledger`."
+        ),
+        columns=[
+            "studies",
+            "distinct mechanisms",
+            "reserve, history order (ms)",
+            "compose, sorted order (ms)",
+            "ratio",
+        ],
+        rows=[
+            [
+                str(r["studies"]),
+                str(r["distinct"]),
+                f"{r['history_ms']:.1f}",
+                f"{r['sorted_ms']:.1f}",
+                f"{r['sorted_ms'] / max(r['history_ms'], 1e-9):.1f}x",
+            ]
             for r in rows
         ],
-        "",
-    ]
+    )

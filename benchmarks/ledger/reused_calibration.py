@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from benchmarks.ledger.many_studies import DELTA, _multiset, _open, _spend, study_round
+from benchmarks.ledger.sections import section
 from privacy_budgets.composition import clear_caches, pld_epsilon
 from privacy_budgets.mechanisms import base_counts
 
@@ -54,21 +55,31 @@ def measure(*, folder: Path, studies: int, rounds: int) -> dict:
 
 
 def render(row: dict) -> list[str]:
-    return [
-        "## A study reusing an old calibration",
-        "",
-        f"A dataset after {row['studies']} studies ({row['distinct']} distinct mechanisms), then {row['rounds']} "
-        f"rounds of a study that reuses the calibration of the study whose mechanisms sit at position "
-        f"{row['position']} of the history, as a tuning candidate repeated on another seed does. The timed "
-        "figure is the warm reserve of its rounds 2 onwards (median, through the ledger; its first round, "
-        f"which moves the mechanisms to the end, took {row['first_round_ms']:.0f} ms), beside composing the "
-        "same multisets in the order of first appearance the ledger used before (same process, same PLD "
-        "arithmetic, its own warm-up round). `python -m benchmarks.ledger.bench_ledger`.",
-        "",
-        "| distinct mechanisms | reused at position | reserve, last appearance (ms) | compose, first appearance (ms) "
-        "| ratio |",
-        "| ---: | ---: | ---: | ---: | ---: |",
-        f"| {row['distinct']} | {row['position']} | {row['last_ms']:.1f} | {row['first_ms']:.1f} | "
-        f"{row['first_ms'] / max(row['last_ms'], 1e-9):.1f}x |",
-        "",
-    ]
+    return section(
+        title="A study reusing an old calibration",
+        text=(
+            f"A dataset after {row['studies']} studies ({row['distinct']} distinct mechanisms), then {row['rounds']} "
+            f"rounds of a study that reuses the calibration of the study whose mechanisms sit at position "
+            f"{row['position']} of the history, as a tuning candidate repeated on another seed does. The timed "
+            "figure is the warm reserve of its rounds 2 onwards (median, through the ledger; its first round, "
+            f"which moves the mechanisms to the end, took {row['first_round_ms']:.0f} ms), beside composing the "
+            "same multisets in the order of first appearance the ledger used before (same process, same PLD "
+            "arithmetic, its own warm-up round). `python -m benchmarks.ledger.bench_ledger`."
+        ),
+        columns=[
+            "distinct mechanisms",
+            "reused at position",
+            "reserve, last appearance (ms)",
+            "compose, first appearance (ms)",
+            "ratio",
+        ],
+        rows=[
+            [
+                str(row["distinct"]),
+                str(row["position"]),
+                f"{row['last_ms']:.1f}",
+                f"{row['first_ms']:.1f}",
+                f"{row['first_ms'] / max(row['last_ms'], 1e-9):.1f}x",
+            ]
+        ],
+    )

@@ -14,6 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
+from benchmarks.ledger.sections import section
 from privacy_budgets import Ledger, composition
 from privacy_budgets.mechanisms import composed_event, discrete_gaussian_event, dpsgd_event
 
@@ -83,18 +84,29 @@ def measure(*, folder: Path, studies: int, turns: int) -> dict:
 
 
 def render(row: dict) -> list[str]:
-    return [
-        "## Several sites in one process",
-        "",
-        f"{row['sites']} sites' ledgers open in one process, each dataset after {row['studies']} studies "
-        f"({row['distinct']} distinct mechanisms, none shared between sites); one more round at each site in "
-        f"turn, median of {row['reserves']} reserves after each site's first. The cache keeps the last "
-        f"{composition.TAIL_KEPT} prefixes of each history; the baseline (same process, same ledgers) keeps "
-        "every prefix, as before. `python -m benchmarks.ledger.bench_ledger`.",
-        "",
-        "| sites | distinct mechanisms per site | reserve, last prefixes kept (ms) | every prefix kept (ms) | ratio |",
-        "| ---: | ---: | ---: | ---: | ---: |",
-        f"| {row['sites']} | {row['distinct']} | {row['tail_ms']:.1f} | {row['every_ms']:.1f} | "
-        f"{row['every_ms'] / max(row['tail_ms'], 1e-9):.1f}x |",
-        "",
-    ]
+    return section(
+        title="Several sites in one process",
+        text=(
+            f"{row['sites']} sites' ledgers open in one process, each dataset after {row['studies']} studies "
+            f"({row['distinct']} distinct mechanisms, none shared between sites); one more round at each site in "
+            f"turn, median of {row['reserves']} reserves after each site's first. The cache keeps the last "
+            f"{composition.TAIL_KEPT} prefixes of each history; the baseline (same process, same ledgers) keeps "
+            "every prefix, as before. `python -m benchmarks.ledger.bench_ledger`."
+        ),
+        columns=[
+            "sites",
+            "distinct mechanisms per site",
+            "reserve, last prefixes kept (ms)",
+            "every prefix kept (ms)",
+            "ratio",
+        ],
+        rows=[
+            [
+                str(row["sites"]),
+                str(row["distinct"]),
+                f"{row['tail_ms']:.1f}",
+                f"{row['every_ms']:.1f}",
+                f"{row['every_ms'] / max(row['tail_ms'], 1e-9):.1f}x",
+            ]
+        ],
+    )
