@@ -147,8 +147,9 @@ class Ledger:
                     _create(conn, site_id=site_id, key=key)
             ledger = cls(conn=conn, path=path, site_id=site_id, key=key)
             ledger._check_identity(key_path)
-            with store.write_transaction(conn):
-                store.upgrade(conn)  # only once the file is known to be this site's ledger
+            if not store.has_last_seq(conn):  # only once the file is known to be this site's ledger
+                with store.write_transaction(conn):
+                    store.upgrade(conn)
         except BaseException as err:
             if conn is not None:
                 conn.close()

@@ -280,13 +280,18 @@ def multiset(
         sql += " AND state = 'committed'"
     # Each mechanism where it last appeared (composition.py: the kept prefixes stay reusable,
     # and a study reusing an old calibration moves it to the end once, not at every round).
-    # A ledger written before last_seq existed and opened read-only orders by first appearance.
-    order = "MAX(last_seq), MIN(rowid)" if _has_last_seq(conn) else "MIN(rowid)"
-    rows = conn.execute(sql + f" GROUP BY mechanism ORDER BY {order}", args)
+    try:
+        rows = conn.execute(sql + " GROUP BY mechanism ORDER BY MAX(last_seq), MIN(rowid)", args).fetchall()
+    except sqlite3.OperationalError:
+        if has_last_seq(conn):
+            raise
+        # a ledger written before last_seq, opened read-only: first-appearance order
+        rows = conn.execute(sql + " GROUP BY mechanism ORDER BY MIN(rowid)", args).fetchall()
     return Counter({text: n for text, n in rows if n})
 
 
-def _has_last_seq(conn: sqlite3.Connection) -> bool:
+def has_last_seq(conn: sqlite3.Connection) -> bool:
+    """Whether the counts table records where each mechanism last appeared (see ``upgrade``)."""
     return any(row[1] == "last_seq" for row in conn.execute("PRAGMA table_info(counts)"))
 
 
@@ -296,7 +301,7 @@ def upgrade(conn: sqlite3.Connection) -> None:
     Adds ``counts.last_seq`` (0 for the rows already there, which keep their first-appearance
     order before anything touched since). Entries are never rewritten.
     """
-    if not _has_last_seq(conn):
+    if not has_last_seq(conn):
         conn.execute("ALTER TABLE counts ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0")
 
 
